@@ -1,0 +1,339 @@
+//! Parties of a federation: their ids, roles and MPC endpoints.
+//!
+//! A party id follows Fed-BioMed's convention, `researcher_<suffix>` or `node_<suffix>`, and the
+//! prefix decides the role. Fed-BioMed treats any id not starting with `node_` as a researcher;
+//! secagg refuses such ids instead, so that a typo (`Node_…`) cannot silently change a party's role.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Longest party id accepted, in bytes.
+pub const MAX_PARTY_ID_LEN: usize = 128;
+
+/// The role of a party in a federation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The researcher: party 0 of every session, receives the server key.
+    Researcher,
+    /// A data-holding node: receives a user key.
+    Node,
+}
+
+impl Role {
+    /// The id prefix of this role (`researcher_` or `node_`).
+    pub fn id_prefix(self) -> &'static str {
+        match self {
+            Role::Researcher => "researcher_",
+            Role::Node => "node_",
+        }
+    }
+
+    /// Fed-BioMed's component name (`RESEARCHER` or `NODE`).
+    pub fn component(self) -> &'static str {
+        match self {
+            Role::Researcher => "RESEARCHER",
+            Role::Node => "NODE",
+        }
+    }
+
+    /// Lowercase name (`researcher` or `node`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Researcher => "researcher",
+            Role::Node => "node",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "researcher" | "RESEARCHER" => Ok(Role::Researcher),
+            "node" | "NODE" => Ok(Role::Node),
+            other => Err(Error::invalid(format!(
+                "unknown role `{other}`: expected `researcher` or `node`"
+            ))),
+        }
+    }
+}
+
+/// A validated party id: `researcher_` or `node_` followed by 1 or more of `[A-Za-z0-9_.-]`,
+/// at most [`MAX_PARTY_ID_LEN`] bytes in all.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PartyId(String);
+
+impl PartyId {
+    /// Parses and validates a party id.
+    pub fn parse(s: &str) -> Result<Self> {
+        let hint = "a party id is `researcher_<suffix>` or `node_<suffix>`, the suffix made of letters, digits, `_`, `.` and `-` (secagg makes `node_<uuid4>` when none is given)";
+        if s.is_empty() {
+            return Err(Error::invalid("party id is empty").with_hint(hint));
+        }
+        if s.len() > MAX_PARTY_ID_LEN {
+            return Err(Error::invalid(format!(
+                "party id is {} bytes long, the limit is {MAX_PARTY_ID_LEN}",
+                s.len()
+            ))
+            .with_hint(hint));
+        }
+        let suffix = s
+            .strip_prefix(Role::Researcher.id_prefix())
+            .or_else(|| s.strip_prefix(Role::Node.id_prefix()))
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "party id `{}` does not start with `researcher_` or `node_`",
+                    s.escape_debug()
+                ))
+                .with_hint(hint)
+            })?;
+        if suffix.is_empty() {
+            return Err(
+                Error::invalid(format!("party id `{s}` has nothing after the prefix"))
+                    .with_hint(hint),
+            );
+        }
+        if let Some(bad) = suffix
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+        {
+            return Err(Error::invalid(format!(
+                "party id `{}` contains the character {bad:?}",
+                s.escape_debug()
+            ))
+            .with_hint(hint));
+        }
+        Ok(PartyId(s.to_owned()))
+    }
+
+    /// A fresh id `<role prefix><uuid4>` in Fed-BioMed's convention.
+    pub fn generate(role: Role) -> Self {
+        PartyId(format!("{}{}", role.id_prefix(), uuid::Uuid::new_v4()))
+    }
+
+    /// The role the id's prefix names.
+    pub fn role(&self) -> Role {
+        if self.0.starts_with(Role::Node.id_prefix()) {
+            Role::Node
+        } else {
+            Role::Researcher
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PartyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for PartyId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        PartyId::parse(s)
+    }
+}
+
+impl TryFrom<String> for PartyId {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        PartyId::parse(&s)
+    }
+}
+
+impl From<PartyId> for String {
+    fn from(id: PartyId) -> String {
+        id.0
+    }
+}
+
+/// The host part of an endpoint: an IP literal or a DNS host name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// An IPv4 or IPv6 literal.
+    Ip(IpAddr),
+    /// A DNS host name (RFC 1123), stored in lowercase.
+    Name(String),
+}
+
+impl Host {
+    /// Parses an IP literal (IPv6 with or without brackets) or a DNS host name.
+    pub fn parse(s: &str) -> Result<Self> {
+        let hint = "give an IPv4 address (10.222.0.2), an IPv6 address (fd00::2) or a host name (node1.example.org)";
+        let unbracketed = s
+            .strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .unwrap_or(s);
+        if let Ok(ip) = unbracketed.parse::<IpAddr>() {
+            return Ok(Host::Ip(ip));
+        }
+        let bad = || {
+            Error::invalid(format!(
+                "`{}` is neither an IP address nor a host name",
+                s.escape_debug()
+            ))
+            .with_hint(hint)
+        };
+        if s.is_empty() || s.len() > 253 {
+            return Err(bad());
+        }
+        let name = s.strip_suffix('.').unwrap_or(s);
+        let labels_ok = name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+        // A name made only of digits and dots is a mistyped IPv4 address, not a host name.
+        let all_numeric = name.chars().all(|c| c.is_ascii_digit() || c == '.');
+        if !labels_ok || all_numeric {
+            return Err(bad());
+        }
+        Ok(Host::Name(name.to_ascii_lowercase()))
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Ip(ip) => write!(f, "{ip}"),
+            Host::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// Where a party runs key negotiation: host and TCP port (1–65535).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// IP literal or host name.
+    pub host: Host,
+    /// TCP port, never 0.
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// Validates `host` and `port` (port 0 is refused).
+    pub fn new(host: &str, port: u32) -> Result<Self> {
+        let host = Host::parse(host)?;
+        let port = validate_port(port)?;
+        Ok(Endpoint { host, port })
+    }
+
+    /// `host:port`, with IPv6 literals in brackets (the form `connect` and ip files take).
+    pub fn socket_string(&self) -> String {
+        match &self.host {
+            Host::Ip(IpAddr::V6(v6)) => format!("[{v6}]:{}", self.port),
+            h => format!("{h}:{}", self.port),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.socket_string())
+    }
+}
+
+/// Checks that `port` is in 1–65535.
+pub fn validate_port(port: u32) -> Result<u16> {
+    match u16::try_from(port) {
+        Ok(p) if p != 0 => Ok(p),
+        _ => Err(Error::invalid(format!("port {port} is out of range"))
+            .with_hint("a port is a number from 1 to 65535")),
+    }
+}
+
+/// Parses a port given as text (Fed-BioMed stores ports as int or string).
+pub fn parse_port(s: &str) -> Result<u16> {
+    let n: u32 = s.trim().parse().map_err(|_| {
+        Error::invalid(format!("port `{}` is not a number", s.escape_debug()))
+            .with_hint("a port is a number from 1 to 65535")
+    })?;
+    validate_port(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn party_ids() {
+        assert_eq!(PartyId::parse("node_7c1e").unwrap().role(), Role::Node);
+        assert_eq!(
+            PartyId::parse("researcher_0b2f").unwrap().role(),
+            Role::Researcher
+        );
+        let g = PartyId::generate(Role::Node);
+        assert!(PartyId::parse(g.as_str()).is_ok());
+        for bad in [
+            "",
+            "node_",
+            "Node_x",
+            "hospital",
+            "node_a b",
+            "node_é",
+            "node_x;rm",
+        ] {
+            assert!(PartyId::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(PartyId::parse(&format!("node_{}", "a".repeat(200))).is_err());
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(
+            Host::parse("10.222.0.2").unwrap(),
+            Host::Ip("10.222.0.2".parse().unwrap())
+        );
+        assert_eq!(
+            Host::parse("[::1]").unwrap(),
+            Host::Ip("::1".parse().unwrap())
+        );
+        assert_eq!(
+            Host::parse("LocalHost").unwrap(),
+            Host::Name("localhost".into())
+        );
+        for bad in [
+            "",
+            "10.0.0.300",
+            "a..b",
+            "-a.b",
+            "a_b",
+            "host name",
+            "1.2.3",
+        ] {
+            assert!(Host::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn ports_and_endpoints() {
+        assert!(validate_port(0).is_err());
+        assert!(validate_port(65536).is_err());
+        assert_eq!(parse_port(" 14002 ").unwrap(), 14002);
+        assert!(parse_port("14x").is_err());
+        assert_eq!(
+            Endpoint::new("::1", 14000).unwrap().to_string(),
+            "[::1]:14000"
+        );
+    }
+}
