@@ -1,1 +1,359 @@
-//! TODO
+//! This party's identity: party id, role, MPC endpoint, private key and certificate.
+//!
+//! [`init`] creates it, [`load`] reads and checks it, [`renew`] replaces the key and certificate
+//! while keeping the party id. Replaced keys and certificates are moved to `identity/previous/`,
+//! never deleted: losing a key a federation still trusts must take a deliberate act.
+
+use std::fs;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::certificate::{self, Certificate, Fingerprint, GeneratedKeyType, KeyType};
+use crate::error::{Error, Result};
+use crate::fs_secure::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
+use crate::home::Home;
+use crate::party::{Endpoint, Host, PartyId, Role};
+use crate::store::Store;
+
+/// Default MPC host when neither `--ip` nor `MPSPDZ_IP` is given.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+/// Default MPC port of a researcher (Fed-BioMed's).
+pub const DEFAULT_RESEARCHER_PORT: u16 = 14000;
+/// Default MPC port of a node (Fed-BioMed's VPN setup).
+pub const DEFAULT_NODE_PORT: u16 = 14001;
+
+/// The on-disk `config.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    party_id: String,
+    role: Role,
+    endpoint: EndpointFile,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointFile {
+    host: String,
+    port: u32,
+}
+
+/// What `secagg init` needs.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Role of the new party.
+    pub role: Role,
+    /// Party id to use; `None` makes `<role>_<uuid4>`.
+    pub id: Option<String>,
+    /// MPC host (IP literal or host name); `None` is [`DEFAULT_HOST`].
+    pub host: Option<String>,
+    /// MPC port; `None` is the role's default.
+    pub port: Option<u32>,
+    /// Key algorithm.
+    pub key_type: GeneratedKeyType,
+    /// Certificate validity in days.
+    pub validity_days: u32,
+    /// Replace an existing identity (the old one is kept in `identity/previous/`).
+    pub force: bool,
+}
+
+/// A loaded identity. The private key stays on disk until [`Identity::private_key_der`] is called.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The home this identity lives in.
+    pub home: Home,
+    /// Party id.
+    pub party_id: PartyId,
+    /// Role (always the one the id's prefix names).
+    pub role: Role,
+    /// MPC endpoint.
+    pub endpoint: Endpoint,
+    /// The certificate.
+    pub certificate: Certificate,
+}
+
+impl Identity {
+    /// Reads the private key (PKCS#8 DER), checking it matches the certificate.
+    pub fn private_key_der(&self) -> Result<Zeroizing<Vec<u8>>> {
+        let path = self.home.key_path();
+        let bytes = Zeroizing::new(fs_secure::read_limited(&path, 64 * 1024, "private key")?);
+        let text = std::str::from_utf8(&bytes).map_err(|_| {
+            Error::invalid(format!("private key `{}` is not PEM text", path.display()))
+        })?;
+        certificate::private_key_der_matching(text, &self.certificate)
+            .map_err(|e| e.context(format!("while reading private key `{}`", path.display())))
+    }
+
+    /// A summary that is safe to print.
+    pub fn summary(&self, now: OffsetDateTime) -> IdentitySummary {
+        let c = &self.certificate;
+        IdentitySummary {
+            party_id: self.party_id.to_string(),
+            role: self.role,
+            ip: self.endpoint.host.to_string(),
+            port: self.endpoint.port,
+            key_type: c.key_type,
+            fingerprint: c.fingerprint,
+            not_before: certificate::format_time(c.not_before),
+            not_after: certificate::format_time(c.not_after),
+            days_left: c.days_left(now),
+            status: c.status_at(now).to_string(),
+            home: self.home.root().display().to_string(),
+        }
+    }
+}
+
+/// What `secagg identity show` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdentitySummary {
+    /// Party id.
+    pub party_id: String,
+    /// Role.
+    pub role: Role,
+    /// MPC host.
+    pub ip: String,
+    /// MPC port.
+    pub port: u16,
+    /// Key algorithm.
+    pub key_type: Option<KeyType>,
+    /// Certificate fingerprint.
+    pub fingerprint: Fingerprint,
+    /// Start of validity (RFC 3339).
+    pub not_before: String,
+    /// End of validity (RFC 3339).
+    pub not_after: String,
+    /// Days until expiry.
+    pub days_left: i64,
+    /// valid / expiring / expired / not yet valid.
+    pub status: String,
+    /// The home directory.
+    pub home: String,
+}
+
+fn identity_exists(home: &Home) -> bool {
+    home.config_path().exists() || home.key_path().exists() || home.cert_path().exists()
+}
+
+/// Creates this party's identity in `home`: directories (0700), key (0600), certificate,
+/// `config.toml`, and an empty store.
+///
+/// Refuses to replace an existing identity unless `opts.force`; with it, the previous key and
+/// certificate are moved to `identity/previous/<time>/`. Registered peers are kept.
+pub fn init(home: &Home, opts: &InitOptions, now: OffsetDateTime) -> Result<Identity> {
+    // Validate every input before touching the disk.
+    let party_id = match &opts.id {
+        Some(id) => PartyId::parse(id)?,
+        None => PartyId::generate(opts.role),
+    };
+    if party_id.role() != opts.role {
+        return Err(Error::invalid(format!(
+            "party id `{party_id}` names a {} but the role is {}",
+            party_id.role(),
+            opts.role
+        ))
+        .with_hint(format!(
+            "a {} id starts with `{}`",
+            opts.role,
+            opts.role.id_prefix()
+        )));
+    }
+    let host = opts.host.as_deref().unwrap_or(DEFAULT_HOST);
+    let port = opts.port.unwrap_or(match opts.role {
+        Role::Researcher => DEFAULT_RESEARCHER_PORT,
+        Role::Node => DEFAULT_NODE_PORT,
+    } as u32);
+    let endpoint = Endpoint::new(host, port)?;
+    if identity_exists(home) && !opts.force {
+        let who = read_config(home)
+            .map(|c| format!(" ({})", c.party_id))
+            .unwrap_or_default();
+        return Err(Error::conflict(format!(
+            "`{}` already holds an identity{who}",
+            home.root().display()
+        ))
+        .with_hint("use another --home, or --force to replace it (the old key is kept in identity/previous/ and every peer must register the new certificate)"));
+    }
+    let generated = certificate::generate(&party_id, opts.key_type, opts.validity_days, now)?;
+    home.create_dirs()?;
+    // The store is created (and migrated) before the identity files, so a failure here leaves no
+    // half-made identity behind.
+    Store::open(&home.store_path())?;
+    if identity_exists(home) {
+        archive_current(home, now)?;
+    }
+    fs_secure::write_atomic(
+        &home.key_path(),
+        generated.key_pem.as_bytes(),
+        SECRET_FILE_MODE,
+    )?;
+    fs_secure::write_atomic(
+        &home.cert_path(),
+        generated.certificate.pem.as_bytes(),
+        PUBLIC_FILE_MODE,
+    )?;
+    write_config(home, &party_id, opts.role, &endpoint)?;
+    Ok(Identity {
+        home: home.clone(),
+        party_id,
+        role: opts.role,
+        endpoint,
+        certificate: generated.certificate,
+    })
+}
+
+fn write_config(home: &Home, party_id: &PartyId, role: Role, endpoint: &Endpoint) -> Result<()> {
+    let cfg = ConfigFile {
+        party_id: party_id.to_string(),
+        role,
+        endpoint: EndpointFile {
+            host: endpoint.host.to_string(),
+            port: u32::from(endpoint.port),
+        },
+    };
+    let body =
+        toml::to_string(&cfg).map_err(|e| Error::Internal(format!("cannot encode config: {e}")))?;
+    let text = format!("# secagg party configuration, written by `secagg init`.\n{body}");
+    fs_secure::write_atomic(&home.config_path(), text.as_bytes(), SECRET_FILE_MODE)
+}
+
+fn read_config(home: &Home) -> Result<ConfigFile> {
+    let path = home.config_path();
+    let bytes = fs_secure::read_limited(&path, 64 * 1024, "configuration").map_err(|e| match e {
+        Error::NotFound(_) => Error::not_found(format!("no secagg identity in `{}`", home.root().display()))
+            .with_hint("create one with `secagg init --role node` (or --role researcher), or point --home / SECAGG_HOME at an existing one"),
+        other => other,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        Error::invalid(format!(
+            "configuration `{}` is not UTF-8 text",
+            path.display()
+        ))
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        Error::invalid(format!(
+            "configuration `{}` is malformed: {}",
+            path.display(),
+            e.message()
+        ))
+    })
+}
+
+/// Loads and checks the identity in `home` (config, certificate; the key is checked on use).
+pub fn load(home: &Home) -> Result<Identity> {
+    let cfg = read_config(home)?;
+    let ctx = || format!("in configuration `{}`", home.config_path().display());
+    let party_id = PartyId::parse(&cfg.party_id).map_err(|e| e.context(ctx()))?;
+    if party_id.role() != cfg.role {
+        return Err(Error::invalid(format!(
+            "party id `{party_id}` does not match role {}",
+            cfg.role
+        ))
+        .context(ctx()));
+    }
+    let endpoint =
+        Endpoint::new(&cfg.endpoint.host, cfg.endpoint.port).map_err(|e| e.context(ctx()))?;
+    let cert_path = home.cert_path();
+    let bytes = fs_secure::read_limited(
+        &cert_path,
+        certificate::MAX_CERTIFICATE_FILE_BYTES,
+        "certificate",
+    )?;
+    let certificate = Certificate::parse(&bytes, &format!("`{}`", cert_path.display()))?;
+    Ok(Identity {
+        home: home.clone(),
+        party_id,
+        role: cfg.role,
+        endpoint,
+        certificate,
+    })
+}
+
+/// Updates the MPC endpoint of the identity in `home`.
+pub fn set_endpoint(home: &Home, host: &str, port: u32) -> Result<Identity> {
+    let mut identity = load(home)?;
+    let endpoint = Endpoint::new(host, port)?;
+    write_config(home, &identity.party_id, identity.role, &endpoint)?;
+    identity.endpoint = endpoint;
+    Ok(identity)
+}
+
+/// The outcome of [`renew`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Renewal {
+    /// Party id (unchanged).
+    pub party_id: String,
+    /// Fingerprint of the replaced certificate.
+    pub old_fingerprint: Fingerprint,
+    /// Fingerprint of the new certificate.
+    pub new_fingerprint: Fingerprint,
+    /// End of validity of the new certificate (RFC 3339).
+    pub not_after: String,
+    /// Where the old key and certificate were moved.
+    pub archived_to: String,
+}
+
+/// Replaces this party's key pair and certificate (same party id and endpoint). The old ones are
+/// moved to `identity/previous/<time>/`. Every peer must register the new certificate.
+pub fn renew(
+    home: &Home,
+    key_type: GeneratedKeyType,
+    validity_days: u32,
+    now: OffsetDateTime,
+) -> Result<Renewal> {
+    let old = load(home)?;
+    let generated = certificate::generate(&old.party_id, key_type, validity_days, now)?;
+    let archived = archive_current(home, now)?;
+    fs_secure::write_atomic(
+        &home.key_path(),
+        generated.key_pem.as_bytes(),
+        SECRET_FILE_MODE,
+    )?;
+    fs_secure::write_atomic(
+        &home.cert_path(),
+        generated.certificate.pem.as_bytes(),
+        PUBLIC_FILE_MODE,
+    )?;
+    Ok(Renewal {
+        party_id: old.party_id.to_string(),
+        old_fingerprint: old.certificate.fingerprint,
+        new_fingerprint: generated.certificate.fingerprint,
+        not_after: certificate::format_time(generated.certificate.not_after),
+        archived_to: archived.display().to_string(),
+    })
+}
+
+/// Copies the current key, certificate and config into `identity/previous/<time>/` (0700). The
+/// current files are then replaced atomically by the caller, so a crash in between leaves the old
+/// identity in place and a copy in `previous/`.
+fn archive_current(home: &Home, now: OffsetDateTime) -> Result<std::path::PathBuf> {
+    let stamp = format!(
+        "{}-{}",
+        now.unix_timestamp(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let dir = home.previous_dir().join(stamp);
+    fs_secure::create_private_dir(&dir)?;
+    for (src, mode) in [
+        (home.key_path(), SECRET_FILE_MODE),
+        (home.cert_path(), PUBLIC_FILE_MODE),
+        (home.config_path(), SECRET_FILE_MODE),
+    ] {
+        if src.exists() {
+            let bytes =
+                Zeroizing::new(fs::read(&src).map_err(|e| Error::io_path("reading", &src, e))?);
+            let name = src.file_name().expect("fixed file names");
+            fs_secure::write_atomic(&dir.join(name), &bytes, mode)?;
+        }
+    }
+    Ok(dir)
+}
+
+/// Whether `host` is this machine's loopback (used to warn that peers elsewhere cannot reach it).
+pub fn is_loopback(endpoint: &Endpoint) -> bool {
+    match &endpoint.host {
+        Host::Ip(ip) => ip.is_loopback(),
+        Host::Name(n) => n == "localhost",
+    }
+}

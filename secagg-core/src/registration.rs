@@ -1,1 +1,380 @@
-//! TODO
+//! Registration: telling other parties how to register this party, and registering them.
+//!
+//! A party publishes its **registration instructions** (Fed-BioMed's text layout, with the exact
+//! `secagg certificate register` command and its certificate's SHA-256 fingerprint) or a
+//! machine-readable **bundle**. Receivers [`register`] it after checking, in order: the party id,
+//! the endpoint, the certificate (see [`Certificate::validate_for_registration`]), the fingerprint
+//! received out of band, that it is not this party itself, that the certificate's `O=` matches the
+//! id, and, inside the store's transaction, that the id is new (or `upsert`) and the certificate is
+//! not already registered under another id. Nothing is written unless every check passes.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::certificate::{Certificate, Fingerprint, MAX_CERTIFICATE_FILE_BYTES};
+use crate::error::{Error, Result};
+use crate::fs_secure;
+use crate::home::Home;
+use crate::identity::{self, Identity};
+use crate::party::{Endpoint, PartyId, Role};
+use crate::store::peers::{self, PeerRecord};
+use crate::store::Store;
+
+/// Value of the `format` field of a registration bundle.
+pub const BUNDLE_FORMAT: &str = "secagg-registration-bundle";
+/// Bundle version this build writes and reads.
+pub const BUNDLE_VERSION: u32 = 1;
+/// Largest bundle file accepted.
+pub const MAX_BUNDLE_BYTES: u64 = 256 * 1024;
+
+/// A machine-readable registration bundle (`registration-instructions --format json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Bundle {
+    /// Always [`BUNDLE_FORMAT`].
+    pub format: String,
+    /// Always [`BUNDLE_VERSION`].
+    pub version: u32,
+    /// The party's id.
+    pub party_id: String,
+    /// The party's role.
+    pub role: Role,
+    /// MPC host.
+    pub ip: String,
+    /// MPC port.
+    pub port: u16,
+    /// The certificate, PEM.
+    pub certificate: String,
+    /// SHA-256 fingerprint of the certificate (integrity check of the bundle itself; authenticity
+    /// comes from comparing it with the one received out of band).
+    pub fingerprint: Fingerprint,
+}
+
+/// The bundle describing `identity`.
+pub fn bundle(identity: &Identity) -> Bundle {
+    Bundle {
+        format: BUNDLE_FORMAT.to_owned(),
+        version: BUNDLE_VERSION,
+        party_id: identity.party_id.to_string(),
+        role: identity.role,
+        ip: identity.endpoint.host.to_string(),
+        port: identity.endpoint.port,
+        certificate: identity.certificate.pem.clone(),
+        fingerprint: identity.certificate.fingerprint,
+    }
+}
+
+/// The human instructions for registering `identity`, in Fed-BioMed's layout (greeting, the
+/// certificate, numbered steps), with the `secagg` command and the fingerprint to compare.
+pub fn instructions_text(identity: &Identity) -> String {
+    let id = &identity.party_id;
+    let ip = identity.endpoint.host.to_string();
+    let port = identity.endpoint.port;
+    let fp = identity.certificate.fingerprint;
+    format!(
+        "Hi There!\n\n\nPlease find following certificate to register\n\n{pem}\n\
+Please follow the instructions below to register this certificate:\n\n\n \
+1- Copy certificate content into a file e.g 'Hospital1.pem'\n \
+2- Compare its fingerprint with the one {id} gives you by phone or another trusted channel:\n       {fp}\n \
+3- Run: \"secagg certificate register -pk [PATH WHERE CERTIFICATE IS SAVED] -pi {id} --ip {ip} --port {port} --expect-fingerprint {fp}\"\n    \
+Example:\n      secagg certificate register -pk ./Hospital1.pem -pi {id} --ip {ip} --port {port} --expect-fingerprint {fp}\n",
+        pem = identity.certificate.pem,
+    )
+}
+
+/// Where the certificate of a registration comes from.
+#[derive(Debug, Clone)]
+pub enum CertificateSource {
+    /// A PEM or DER file.
+    File(PathBuf),
+    /// Bytes already read, with a name for errors ("document 3 of `db.json`").
+    Bytes {
+        /// The certificate (PEM or DER).
+        bytes: Vec<u8>,
+        /// How to name it in errors.
+        name: String,
+    },
+}
+
+/// One registration to perform.
+#[derive(Debug, Clone)]
+pub struct RegisterRequest {
+    /// Party id as given.
+    pub party_id: String,
+    /// MPC host as given.
+    pub host: String,
+    /// MPC port as given.
+    pub port: u32,
+    /// The certificate.
+    pub certificate: CertificateSource,
+    /// Fingerprint received out of band, if any.
+    pub expect_fingerprint: Option<String>,
+    /// Replace an existing registration of the same id.
+    pub upsert: bool,
+    /// Recorded origin (`file …`, `bundle …`).
+    pub source: String,
+}
+
+/// What a registration did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// A new peer.
+    Created,
+    /// An existing peer's certificate or endpoint was replaced.
+    Updated,
+    /// `--upsert` with identical data: nothing changed.
+    Unchanged,
+}
+
+/// The outcome of one registration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Registered {
+    /// Party id.
+    pub party_id: String,
+    /// `NODE` / `RESEARCHER`.
+    pub component: &'static str,
+    /// MPC host.
+    pub ip: String,
+    /// MPC port.
+    pub port: u16,
+    /// Fingerprint of the registered certificate.
+    pub fingerprint: Fingerprint,
+    /// Fingerprint of the certificate it replaced (upsert).
+    pub previous_fingerprint: Option<Fingerprint>,
+    /// What happened.
+    pub action: Action,
+    /// Whether the fingerprint was checked against one received out of band.
+    pub fingerprint_checked: bool,
+    /// Non-fatal remarks (certificate expiring soon, EKU MP-SPDZ would refuse, loopback address).
+    pub warnings: Vec<String>,
+}
+
+/// A registration validated against everything that does not need the store.
+#[derive(Debug, Clone)]
+pub struct PreparedRegistration {
+    record: PeerRecord,
+    upsert: bool,
+    fingerprint_checked: bool,
+    warnings: Vec<String>,
+}
+
+/// Validates `req` for a store owned by `own` (checks that need no store access).
+pub fn prepare(
+    req: &RegisterRequest,
+    own: &Identity,
+    now: OffsetDateTime,
+) -> Result<PreparedRegistration> {
+    let party_id = PartyId::parse(&req.party_id)?;
+    let endpoint = Endpoint::new(&req.host, req.port)?;
+    let cert = match &req.certificate {
+        CertificateSource::File(path) => {
+            let bytes = fs_secure::read_limited(path, MAX_CERTIFICATE_FILE_BYTES, "certificate")?;
+            Certificate::parse(&bytes, &format!("`{}`", path.display()))?
+        }
+        CertificateSource::Bytes { bytes, name } => Certificate::parse(bytes, name)?,
+    };
+    let mut warnings = cert.validate_for_registration(now)?;
+    let fingerprint_checked = match &req.expect_fingerprint {
+        Some(expected) => {
+            let expected = Fingerprint::parse(expected)?;
+            if !expected.ct_eq(&cert.fingerprint) {
+                return Err(Error::authentication(format!(
+                    "certificate fingerprint {} does not match the expected {expected}",
+                    cert.fingerprint
+                ))
+                .with_hint(format!(
+                    "do not register it: the certificate is not the one `{party_id}` vouched for; ask the party to send it again"
+                )));
+            }
+            true
+        }
+        None => false,
+    };
+    if party_id == own.party_id {
+        return Err(Error::invalid(format!(
+            "`{party_id}` is this party's own id: a party does not register itself"
+        )));
+    }
+    if cert.fingerprint.ct_eq(&own.certificate.fingerprint) {
+        return Err(Error::invalid(format!(
+            "this is this party's own certificate ({}), it cannot be registered as `{party_id}`",
+            cert.fingerprint
+        )));
+    }
+    if let Some(o) = &cert.organization {
+        if o != party_id.as_str() {
+            return Err(Error::invalid(format!(
+                "the certificate belongs to `{o}` (its subject says O={o}), not to `{party_id}`"
+            ))
+            .with_hint(
+                "check the party id: Fed-BioMed and secagg certificates name their party in O=",
+            ));
+        }
+    }
+    if identity::is_loopback(&endpoint) {
+        warnings.push(format!(
+            "endpoint {endpoint} is a loopback address: only parties on this machine can reach it"
+        ));
+    }
+    let record = PeerRecord::new(party_id, endpoint, &cert, req.source.clone(), now)?;
+    Ok(PreparedRegistration {
+        record,
+        upsert: req.upsert,
+        fingerprint_checked,
+        warnings,
+    })
+}
+
+/// Applies a prepared registration inside an open transaction (checks that need the store).
+pub fn apply(conn: &rusqlite::Connection, p: &PreparedRegistration) -> Result<Registered> {
+    let rec = &p.record;
+    let existing = peers::get(conn, &rec.party_id)?;
+    if let Some(other) = peers::find_by_fingerprint(conn, &rec.fingerprint)? {
+        if other != rec.party_id.as_str() {
+            return Err(Error::conflict(format!(
+                "this certificate ({}) is already registered for `{other}`",
+                rec.fingerprint
+            ))
+            .with_hint("a certificate identifies one party; delete the other registration first if it was wrong"));
+        }
+    }
+    let (action, previous_fingerprint) = match existing {
+        None => {
+            peers::insert(conn, rec)?;
+            (Action::Created, None)
+        }
+        Some(old) if !p.upsert => {
+            return Err(Error::conflict(format!(
+                "party `{}` is already registered (certificate {})",
+                rec.party_id, old.fingerprint
+            ))
+            .with_hint("use --upsert to replace its certificate and endpoint"));
+        }
+        Some(old) => {
+            if old.fingerprint == rec.fingerprint && old.endpoint == rec.endpoint {
+                (Action::Unchanged, Some(old.fingerprint))
+            } else {
+                peers::update(conn, rec)?;
+                (Action::Updated, Some(old.fingerprint))
+            }
+        }
+    };
+    Ok(Registered {
+        party_id: rec.party_id.to_string(),
+        component: rec.role.component(),
+        ip: rec.endpoint.host.to_string(),
+        port: rec.endpoint.port,
+        fingerprint: rec.fingerprint,
+        previous_fingerprint,
+        action,
+        fingerprint_checked: p.fingerprint_checked,
+        warnings: p.warnings.clone(),
+    })
+}
+
+/// Registers one peer in the store of `home`: validates everything, then writes in one transaction.
+pub fn register(home: &Home, req: &RegisterRequest, now: OffsetDateTime) -> Result<Registered> {
+    let own = identity::load(home)?;
+    let prepared = prepare(req, &own, now)?;
+    let mut store = Store::open(&home.store_path())?;
+    store.write(|tx| apply(tx, &prepared))
+}
+
+/// Reads and checks a registration bundle file, turning it into a request.
+pub fn request_from_bundle(
+    path: &Path,
+    expect_fingerprint: Option<String>,
+    upsert: bool,
+) -> Result<RegisterRequest> {
+    let ctx = format!("while reading registration bundle `{}`", path.display());
+    let bytes = fs_secure::read_limited(path, MAX_BUNDLE_BYTES, "registration bundle")?;
+    let b: Bundle = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::invalid(format!("not a registration bundle ({e})"))
+            .with_hint("a bundle is the JSON written by `secagg certificate registration-instructions --format json`")
+            .context(&ctx)
+    })?;
+    if b.format != BUNDLE_FORMAT {
+        return Err(Error::invalid(format!(
+            "format is `{}`, expected `{BUNDLE_FORMAT}`",
+            b.format
+        ))
+        .context(&ctx));
+    }
+    if b.version != BUNDLE_VERSION {
+        return Err(Error::invalid(format!(
+            "bundle version {} is not supported (this secagg reads version {BUNDLE_VERSION})",
+            b.version
+        ))
+        .context(&ctx));
+    }
+    let id = PartyId::parse(&b.party_id).map_err(|e| e.context(&ctx))?;
+    if id.role() != b.role {
+        return Err(Error::invalid(format!(
+            "party `{id}` is a {} but the bundle says {}",
+            id.role(),
+            b.role
+        ))
+        .context(&ctx));
+    }
+    let cert = Certificate::parse(b.certificate.as_bytes(), "in the bundle")
+        .map_err(|e| e.context(&ctx))?;
+    if !cert.fingerprint.ct_eq(&b.fingerprint) {
+        return Err(Error::invalid(format!(
+            "the bundle is damaged: its fingerprint {} does not match its certificate ({})",
+            b.fingerprint, cert.fingerprint
+        ))
+        .context(&ctx));
+    }
+    Ok(RegisterRequest {
+        party_id: b.party_id,
+        host: b.ip,
+        port: u32::from(b.port),
+        certificate: CertificateSource::Bytes {
+            bytes: b.certificate.into_bytes(),
+            name: format!("in bundle `{}`", path.display()),
+        },
+        expect_fingerprint,
+        upsert,
+        source: format!("bundle {}", path.display()),
+    })
+}
+
+/// Deletes the registration of `party_id`; not-found is an error.
+pub fn delete(home: &Home, party_id: &str) -> Result<PeerRecord> {
+    let id = PartyId::parse(party_id)?;
+    let mut store = open_existing_store(home)?;
+    store.write(|tx| {
+        let rec = peers::get(tx, &id)?.ok_or_else(|| not_registered(&id))?;
+        peers::delete(tx, &id)?;
+        Ok(rec)
+    })
+}
+
+/// The registration of `party_id`.
+pub fn show(home: &Home, party_id: &str) -> Result<PeerRecord> {
+    let id = PartyId::parse(party_id)?;
+    let mut store = open_existing_store(home)?;
+    store.read(|tx| peers::get(tx, &id)?.ok_or_else(|| not_registered(&id)))
+}
+
+/// Every registration, ordered by party id.
+pub fn list(home: &Home) -> Result<Vec<PeerRecord>> {
+    let mut store = open_existing_store(home)?;
+    store.read(|tx| peers::list(tx))
+}
+
+/// Opens the store of an existing home (one with an identity), so that a mistyped `--home` gets
+/// "no identity" instead of a new empty store.
+pub fn open_existing_store(home: &Home) -> Result<Store> {
+    identity::load(home)?;
+    Store::open(&home.store_path())
+}
+
+/// The error for an unregistered party.
+pub fn not_registered(id: &PartyId) -> Error {
+    Error::not_found(format!("party `{id}` is not registered"))
+        .with_hint("see `secagg certificate list`; register it with `secagg certificate register`")
+}
