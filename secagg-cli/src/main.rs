@@ -1,1 +1,80 @@
-fn main() {}
+//! `secagg`: set up secure aggregation for a federated-learning federation.
+#![forbid(unsafe_code)]
+
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use commands::{certificate, identity, init};
+
+const EXIT_CODES: &str = "Exit codes:
+  0  success                     6  peer unreachable or failed
+  1  unexpected error            7  timeout
+  2  usage error                 8  authentication failure (wrong certificate)
+  3  invalid input               9  external tool missing or failed
+  4  not found                  10  storage or file-system error
+  5  conflict (already exists)  11  verification failed";
+
+/// Set up secure aggregation for a federated-learning federation: identities and certificates,
+/// registration of the other parties, and key negotiation.
+#[derive(Debug, Parser)]
+#[command(name = "secagg", version, after_help = EXIT_CODES, max_term_width = 100)]
+struct Cli {
+    /// This party's home directory (identity, store); default ./.secagg.
+    #[arg(long, global = true, env = secagg_core::home::HOME_ENV, value_name = "DIR")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create this party's identity (party id, endpoint, key, certificate).
+    Init(init::InitArgs),
+    /// Show or change this party's identity.
+    #[command(subcommand)]
+    Identity(identity::IdentityCommand),
+    /// This party's certificate and the registered peers' certificates.
+    #[command(subcommand)]
+    Certificate(certificate::CertificateCommand),
+}
+
+/// Rewrites Fed-BioMed's two-letter short options (`-pk`, `-pi`), which clap cannot express, to
+/// their long forms, so commands copied from Fed-BioMed instructions keep working.
+fn fedbiomed_short_options(
+    args: impl Iterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    args.map(|a| {
+        let Some(s) = a.to_str() else { return a };
+        for (short, long) in [("-pk", "--public-key"), ("-pi", "--party-id")] {
+            if s == short {
+                return long.into();
+            }
+            if let Some(v) = s.strip_prefix(short).and_then(|r| r.strip_prefix('=')) {
+                return format!("{long}={v}").into();
+            }
+        }
+        a
+    })
+    .collect()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(fedbiomed_short_options(std::env::args_os()));
+    let home = cli
+        .home
+        .unwrap_or_else(|| PathBuf::from(secagg_core::home::DEFAULT_HOME));
+    let result = match cli.command {
+        Command::Init(a) => init::run(&home, a),
+        Command::Identity(c) => identity::run(&home, c),
+        Command::Certificate(c) => certificate::run(&home, c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => ExitCode::from(output::report_error(&e) as u8),
+    }
+}

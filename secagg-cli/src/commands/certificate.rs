@@ -1,0 +1,423 @@
+//! `secagg certificate`: this party's certificate and the registry of peers' certificates.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use secagg_core::certificate::{format_time, DEFAULT_VALIDITY_DAYS};
+use secagg_core::fs_secure::{self, PUBLIC_FILE_MODE};
+use secagg_core::home::Home;
+use secagg_core::registration::{self, Action, CertificateSource, RegisterRequest, Registered};
+use secagg_core::store::peers::PeerRecord;
+use secagg_core::{fedbiomed, identity};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::commands::init::KeyTypeArg;
+use crate::output::{self, Format};
+
+/// Manage this party's certificate and the certificates of registered peers.
+#[derive(Debug, Subcommand)]
+pub enum CertificateCommand {
+    /// Renew this party's key and certificate (same party id). Every peer must then register the
+    /// new certificate.
+    Generate(GenerateArgs),
+    /// Print what other parties need to register this party: its certificate, fingerprint and the
+    /// exact `secagg certificate register` command (or, with --format json, a registration bundle).
+    RegistrationInstructions(InstructionsArgs),
+    /// Register (pin) another party's certificate and MPC endpoint.
+    Register(RegisterArgs),
+    /// List registered peers with fingerprint, expiry and status.
+    List(ListArgs),
+    /// Show one registered peer.
+    Show(ShowArgs),
+    /// Delete a registered peer.
+    Delete(DeleteArgs),
+    /// Import the `Certificates` table of a Fed-BioMed v4 TinyDB file (var/db_<id>.json), all or
+    /// nothing.
+    ImportFedbiomed(ImportArgs),
+}
+
+/// Arguments of `certificate generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Replace the current certificate (required: peers will no longer accept the old one).
+    #[arg(long, short = 'f')]
+    force: bool,
+    /// Key algorithm of the new key.
+    #[arg(long, value_enum, default_value_t)]
+    key_type: KeyTypeArg,
+    /// Certificate validity in days.
+    #[arg(long, default_value_t = DEFAULT_VALIDITY_DAYS)]
+    days: u32,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+/// Arguments of `certificate registration-instructions`.
+#[derive(Debug, Args)]
+pub struct InstructionsArgs {
+    /// `text`: instructions for people; `json`: a registration bundle for `register --bundle`.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    /// Write to FILE instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+/// Arguments of `certificate register`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Fed-BioMed's short options -pk and -pi are accepted for --public-key and --party-id.\n\nExamples:\n  secagg certificate register -pk hospital1.pem -pi node_7c1e… --ip 10.221.0.3 --port 14002 --expect-fingerprint SHA256:3A:0F:…\n  secagg certificate register --bundle node_7c1e.json --expect-fingerprint SHA256:3A:0F:…"
+)]
+pub struct RegisterArgs {
+    /// The party's certificate file (PEM or DER). Also -pk.
+    #[arg(
+        long = "public-key",
+        value_name = "PATH",
+        required_unless_present = "bundle",
+        conflicts_with = "bundle"
+    )]
+    public_key: Option<PathBuf>,
+    /// The party's id (`researcher_…` / `node_…`). Also -pi.
+    #[arg(
+        long = "party-id",
+        value_name = "ID",
+        required_unless_present = "bundle",
+        conflicts_with = "bundle"
+    )]
+    party_id: Option<String>,
+    /// Address of the party's key negotiation (IPv4, IPv6 or host name).
+    #[arg(
+        long,
+        value_name = "IP_ADDRESS",
+        required_unless_present = "bundle",
+        conflicts_with = "bundle"
+    )]
+    ip: Option<String>,
+    /// Port of the party's key negotiation (1–65535).
+    #[arg(long, required_unless_present = "bundle", conflicts_with = "bundle")]
+    port: Option<u32>,
+    /// A registration bundle (`registration-instructions --format json`) instead of the four options above.
+    #[arg(long, value_name = "FILE")]
+    bundle: Option<PathBuf>,
+    /// The fingerprint the party gave you through a trusted channel; registration is refused if the
+    /// certificate does not match it.
+    #[arg(long, value_name = "FP")]
+    expect_fingerprint: Option<String>,
+    /// Replace the existing registration of this party id.
+    #[arg(long)]
+    upsert: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+/// Arguments of `certificate list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// `table` (or `text`) or `json`.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+/// Arguments of `certificate show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Party id.
+    party_id: String,
+    /// Print only the certificate PEM (to save it to a file).
+    #[arg(long)]
+    pem: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+/// Arguments of `certificate delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Party id.
+    party_id: String,
+    /// Do not ask for confirmation (it is asked only when stdin is a terminal).
+    #[arg(long, short = 'y')]
+    yes: bool,
+}
+
+/// Arguments of `certificate import-fedbiomed`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The TinyDB file (`var/db_<id>.json`).
+    db_json: PathBuf,
+    /// Replace existing registrations of the same party ids.
+    #[arg(long)]
+    upsert: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+/// Runs `secagg certificate …`.
+pub fn run(home: &Path, cmd: CertificateCommand) -> anyhow::Result<()> {
+    let home = Home::new(home);
+    match cmd {
+        CertificateCommand::Generate(a) => generate(&home, a),
+        CertificateCommand::RegistrationInstructions(a) => instructions(&home, a),
+        CertificateCommand::Register(a) => register(&home, a),
+        CertificateCommand::List(a) => list(&home, a),
+        CertificateCommand::Show(a) => show(&home, a),
+        CertificateCommand::Delete(a) => delete(&home, a),
+        CertificateCommand::ImportFedbiomed(a) => import(&home, a),
+    }
+}
+
+fn generate(home: &Home, a: GenerateArgs) -> anyhow::Result<()> {
+    let current = identity::load(home)?;
+    if !a.force {
+        return Err(secagg_core::Error::conflict(format!(
+            "{} already has a certificate ({})",
+            current.party_id, current.certificate.fingerprint
+        ))
+        .with_hint(
+            "renewing replaces it and every peer must register the new one: run again with --force",
+        )
+        .into());
+    }
+    let r = identity::renew(home, a.key_type.into(), a.days, OffsetDateTime::now_utc())?;
+    match a.format {
+        Format::Json => output::print_json(&r)?,
+        Format::Text => {
+            output::print_fields(&[
+                ("party id", r.party_id.clone()),
+                ("old fingerprint", r.old_fingerprint.to_string()),
+                ("new fingerprint", r.new_fingerprint.to_string()),
+                ("valid until", r.not_after.clone()),
+                ("old key kept in", r.archived_to.clone()),
+            ]);
+            output::note("IMPORTANT: every other party must now register the new certificate (`secagg certificate register --upsert …`);\nsend them `secagg certificate registration-instructions` and the new fingerprint.");
+        }
+    }
+    Ok(())
+}
+
+fn instructions(home: &Home, a: InstructionsArgs) -> anyhow::Result<()> {
+    let id = identity::load(home)?;
+    let text = match a.format {
+        Format::Text => registration::instructions_text(&id),
+        Format::Json => serde_json::to_string_pretty(&registration::bundle(&id))? + "\n",
+    };
+    match a.output {
+        Some(path) => {
+            fs_secure::write_atomic(&path, text.as_bytes(), PUBLIC_FILE_MODE)?;
+            output::note(format!("wrote {}", path.display()));
+        }
+        None => print!("{text}"),
+    }
+    if identity::is_loopback(&id.endpoint) {
+        output::warn(format!(
+            "your endpoint {} is a loopback address: parties on other machines cannot reach it (`secagg identity set-endpoint`)",
+            id.endpoint
+        ));
+    }
+    Ok(())
+}
+
+fn register(home: &Home, a: RegisterArgs) -> anyhow::Result<()> {
+    let req = match a.bundle {
+        Some(bundle) => registration::request_from_bundle(&bundle, a.expect_fingerprint, a.upsert)?,
+        None => {
+            let path = a.public_key.context("--public-key is required")?;
+            RegisterRequest {
+                party_id: a.party_id.context("--party-id is required")?,
+                host: a.ip.context("--ip is required")?,
+                port: a.port.context("--port is required")?,
+                source: format!("file {}", path.display()),
+                certificate: CertificateSource::File(path),
+                expect_fingerprint: a.expect_fingerprint,
+                upsert: a.upsert,
+            }
+        }
+    };
+    let r = registration::register(home, &req, OffsetDateTime::now_utc())?;
+    match a.format {
+        Format::Json => output::print_json(&r)?,
+        Format::Text => print_registered(&r),
+    }
+    Ok(())
+}
+
+fn print_registered(r: &Registered) {
+    let verb = match r.action {
+        Action::Created => "registered",
+        Action::Updated => "updated",
+        Action::Unchanged => "unchanged",
+    };
+    println!(
+        "{verb} {} ({}) at {}:{}  {}",
+        r.party_id,
+        r.component.to_lowercase(),
+        r.ip,
+        r.port,
+        r.fingerprint
+    );
+    if let (Action::Updated, Some(prev)) = (r.action, r.previous_fingerprint) {
+        if prev != r.fingerprint {
+            output::note(format!("  replaced certificate {prev}"));
+        }
+    }
+    for w in &r.warnings {
+        output::warn(w);
+    }
+    if !r.fingerprint_checked && r.action != Action::Unchanged {
+        output::note("note: the fingerprint was not checked against one received out of band; compare it with the party (--expect-fingerprint does it for you)");
+    }
+}
+
+#[derive(Serialize)]
+struct PeerList<'a> {
+    peers: &'a [secagg_core::store::peers::PeerSummary],
+}
+
+fn list(home: &Home, a: ListArgs) -> anyhow::Result<()> {
+    let now = OffsetDateTime::now_utc();
+    let peers: Vec<_> = registration::list(home)?
+        .iter()
+        .map(|p| p.summary(now))
+        .collect();
+    match a.format {
+        Format::Json => output::print_json(&PeerList { peers: &peers })?,
+        Format::Text => {
+            if peers.is_empty() {
+                output::note(
+                    "no registered peers (register one with `secagg certificate register`)",
+                );
+                return Ok(());
+            }
+            let mut t = output::table(&[
+                "party id",
+                "component",
+                "ip",
+                "port",
+                "key",
+                "fingerprint",
+                "not after",
+                "days left",
+                "status",
+            ]);
+            for p in &peers {
+                t.add_row(vec![
+                    p.party_id.clone(),
+                    p.component.to_owned(),
+                    p.ip.clone(),
+                    p.port.to_string(),
+                    p.key_type.to_string(),
+                    p.fingerprint.short(),
+                    p.not_after[..10].to_owned(),
+                    p.days_left.to_string(),
+                    p.status_label(),
+                ]);
+            }
+            println!("{t}");
+        }
+    }
+    Ok(())
+}
+
+trait StatusLabel {
+    fn status_label(&self) -> String;
+}
+
+impl StatusLabel for secagg_core::store::peers::PeerSummary {
+    fn status_label(&self) -> String {
+        self.status.to_string()
+    }
+}
+
+#[derive(Serialize)]
+struct PeerDetail {
+    #[serde(flatten)]
+    summary: secagg_core::store::peers::PeerSummary,
+    subject: String,
+    not_before: String,
+    certificate: String,
+}
+
+fn show(home: &Home, a: ShowArgs) -> anyhow::Result<()> {
+    let p: PeerRecord = registration::show(home, &a.party_id)?;
+    if a.pem {
+        print!("{}", p.certificate_pem());
+        return Ok(());
+    }
+    let now = OffsetDateTime::now_utc();
+    let s = p.summary(now);
+    match a.format {
+        Format::Json => output::print_json(&PeerDetail {
+            summary: s,
+            subject: p.subject.clone(),
+            not_before: format_time(p.not_before),
+            certificate: p.certificate_pem(),
+        })?,
+        Format::Text => output::print_fields(&[
+            ("party id", s.party_id.clone()),
+            ("component", s.component.to_owned()),
+            ("endpoint", p.endpoint.to_string()),
+            ("key type", s.key_type.to_string()),
+            ("fingerprint", s.fingerprint.to_string()),
+            ("subject", p.subject.clone()),
+            ("valid from", format_time(p.not_before)),
+            (
+                "valid until",
+                format!("{} ({} days left, {})", s.not_after, s.days_left, s.status),
+            ),
+            ("registered", s.registered_at.clone()),
+            ("updated", s.updated_at.clone()),
+            ("source", s.source.clone()),
+        ]),
+    }
+    Ok(())
+}
+
+fn delete(home: &Home, a: DeleteArgs) -> anyhow::Result<()> {
+    if !a.yes && std::io::stdin().is_terminal() {
+        let p = registration::show(home, &a.party_id)?;
+        eprint!(
+            "delete the registration of {} ({})? [y/N] ",
+            p.party_id, p.fingerprint
+        );
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+            output::note("nothing deleted");
+            return Ok(());
+        }
+    }
+    let p = registration::delete(home, &a.party_id)?;
+    println!("deleted {} ({})", p.party_id, p.fingerprint);
+    Ok(())
+}
+
+fn import(home: &Home, a: ImportArgs) -> anyhow::Result<()> {
+    let report = fedbiomed::import_tinydb(home, &a.db_json, a.upsert, OffsetDateTime::now_utc())?;
+    match a.format {
+        Format::Json => output::print_json(&report)?,
+        Format::Text => {
+            if report.entries == 0 {
+                output::note(format!("{}: no certificates to import", report.source));
+            }
+            for e in &report.imported {
+                print!("document {}: ", e.document_id);
+                print_registered(&e.registered);
+            }
+            output::note(format!(
+                "imported {} of {} entries from {}",
+                report.imported.len(),
+                report.entries,
+                report.source
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! One module per command group; each parses into an args struct and calls one core function.
+
+pub mod certificate;
+pub mod identity;
+pub mod init;

@@ -1,0 +1,371 @@
+//! `secagg init`, `identity show`, `certificate generate`, `registration-instructions`.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use common::*;
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn init_creates_a_private_home_and_show_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("h");
+    let r = secagg(
+        &home,
+        &[
+            "init",
+            "--role",
+            "node",
+            "--ip",
+            "10.221.0.3",
+            "--port",
+            "14002",
+            "--format",
+            "json",
+        ],
+    );
+    r.ok();
+    let j = r.json();
+    let id = j["party_id"].as_str().unwrap();
+    assert!(id.starts_with("node_") && id.len() == 5 + 36, "{id}");
+    assert_eq!(j["role"], "node");
+    assert_eq!(j["ip"], "10.221.0.3");
+    assert_eq!(j["port"], 14002);
+    assert_eq!(j["key_type"], "p256");
+    assert_eq!(j["status"], "valid");
+    assert!(j["days_left"].as_i64().unwrap() >= 5 * 365 - 1);
+    assert_eq!(mode(&home), 0o700);
+    assert_eq!(mode(&home.join("identity")), 0o700);
+    assert_eq!(mode(&home.join("identity/key.pem")), 0o600);
+    assert_eq!(mode(&home.join("store.sqlite")), 0o600);
+    let key = std::fs::read_to_string(home.join("identity/key.pem")).unwrap();
+    assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert!(
+        !r.stdout.contains("PRIVATE KEY") && !r.stderr.contains("PRIVATE KEY"),
+        "key printed"
+    );
+
+    let show = secagg(&home, &["identity", "show", "--format", "json"]);
+    show.ok();
+    assert_eq!(show.json()["fingerprint"], j["fingerprint"]);
+    let text = secagg(&home, &["identity", "show"]);
+    text.ok();
+    assert!(
+        text.stdout.contains(id) && text.stdout.contains("10.221.0.3:14002"),
+        "{}",
+        text.stdout
+    );
+}
+
+#[test]
+fn init_defaults_follow_role_and_mpspdz_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = secagg(
+        &dir.path().join("r"),
+        &["init", "--role", "researcher", "--format", "json"],
+    );
+    let j = r.ok().json();
+    assert!(j["party_id"].as_str().unwrap().starts_with("researcher_"));
+    assert_eq!(j["ip"], "127.0.0.1");
+    assert_eq!(j["port"], 14000);
+    assert!(
+        r.stderr.contains("loopback"),
+        "expected a loopback warning: {}",
+        r.stderr
+    );
+    let n = secagg(
+        &dir.path().join("n"),
+        &["init", "--role", "node", "--format", "json"],
+    );
+    assert_eq!(n.ok().json()["port"], 14001);
+    let e = secagg_env(
+        &dir.path().join("e"),
+        &["init", "--role", "node", "--format", "json"],
+        &[("MPSPDZ_IP", "10.221.0.7"), ("MPSPDZ_PORT", "14005")],
+    );
+    let j = e.ok().json();
+    assert_eq!(
+        (j["ip"].as_str().unwrap(), j["port"].as_u64().unwrap()),
+        ("10.221.0.7", 14005)
+    );
+}
+
+#[test]
+fn init_refuses_to_overwrite_and_force_keeps_the_old_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("h");
+    secagg(&home, &["init", "--role", "node", "--id", "node_a"]).ok();
+    let key_before = std::fs::read(home.join("identity/key.pem")).unwrap();
+    let cert_before = std::fs::read(home.join("identity/cert.pem")).unwrap();
+    secagg(&home, &["init", "--role", "node"]).fails_with(5, "already holds an identity (node_a)");
+    assert_eq!(
+        std::fs::read(home.join("identity/key.pem")).unwrap(),
+        key_before,
+        "key changed"
+    );
+    assert_eq!(
+        std::fs::read(home.join("identity/cert.pem")).unwrap(),
+        cert_before
+    );
+
+    secagg(
+        &home,
+        &["init", "--role", "node", "--id", "node_b", "--force"],
+    )
+    .ok();
+    assert_ne!(
+        std::fs::read(home.join("identity/key.pem")).unwrap(),
+        key_before
+    );
+    let prev: Vec<_> = std::fs::read_dir(home.join("identity/previous"))
+        .unwrap()
+        .collect();
+    assert_eq!(prev.len(), 1);
+    let archived = prev[0].as_ref().unwrap().path();
+    assert_eq!(
+        std::fs::read(archived.join("key.pem")).unwrap(),
+        key_before,
+        "old key not kept"
+    );
+    assert_eq!(mode(&archived.join("key.pem")), 0o600);
+    assert_eq!(mode(&archived), 0o700);
+}
+
+#[test]
+fn init_rejects_bad_input_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("h");
+    for (args, needle) in [
+        (
+            vec!["--id", "hospital1"],
+            "does not start with `researcher_` or `node_`",
+        ),
+        (
+            vec!["--id", "researcher_x"],
+            "names a researcher but the role is node",
+        ),
+        (vec!["--port", "0"], "port 0 is out of range"),
+        (vec!["--port", "70000"], "port 70000 is out of range"),
+        (
+            vec!["--ip", "10.0.0.300"],
+            "neither an IP address nor a host name",
+        ),
+        (vec!["--days", "0"], "validity of 0 days"),
+    ] {
+        let mut a = vec!["init", "--role", "node"];
+        a.extend(args);
+        secagg(&home, &a).fails_with(3, needle);
+        assert!(!home.exists(), "{a:?} created the home");
+    }
+    // A usage error is exit 2.
+    assert_eq!(secagg(&home, &["init", "--role", "boss"]).code, 2);
+}
+
+#[test]
+fn commands_without_identity_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("nothing-here");
+    for args in [
+        vec!["identity", "show"],
+        vec!["certificate", "list"],
+        vec!["certificate", "registration-instructions"],
+    ] {
+        let r = secagg(&home, &args);
+        r.fails_with(4, "no secagg identity in");
+        assert!(
+            r.stderr.contains("hint: create one with `secagg init"),
+            "{}",
+            r.stderr
+        );
+    }
+    assert!(!home.exists(), "a read command created the home");
+}
+
+#[test]
+fn generate_needs_force_and_reports_both_fingerprints() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("h");
+    let old = secagg(&home, &["init", "--role", "node", "--format", "json"])
+        .ok()
+        .json();
+    secagg(&home, &["certificate", "generate"]).fails_with(5, "already has a certificate");
+    let r = secagg(
+        &home,
+        &[
+            "certificate",
+            "generate",
+            "--force",
+            "--key-type",
+            "ed25519",
+            "--format",
+            "json",
+        ],
+    );
+    let j = r.ok().json();
+    assert_eq!(j["old_fingerprint"], old["fingerprint"]);
+    assert_ne!(j["new_fingerprint"], old["fingerprint"]);
+    let now = secagg(&home, &["identity", "show", "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(now["fingerprint"], j["new_fingerprint"]);
+    assert_eq!(now["key_type"], "ed25519");
+    assert_eq!(
+        now["party_id"], old["party_id"],
+        "party id must survive renewal"
+    );
+    let text = secagg(&home, &["certificate", "generate", "-f"]);
+    text.ok();
+    assert!(
+        text.stderr
+            .contains("every other party must now register the new certificate"),
+        "{}",
+        text.stderr
+    );
+}
+
+#[test]
+fn registration_instructions_text_and_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("h");
+    let me = secagg(
+        &home,
+        &[
+            "init",
+            "--role",
+            "node",
+            "--id",
+            "node_h1",
+            "--ip",
+            "10.221.0.3",
+            "--port",
+            "14002",
+            "--format",
+            "json",
+        ],
+    )
+    .ok()
+    .json();
+    let fp = me["fingerprint"].as_str().unwrap();
+    let t = secagg(&home, &["certificate", "registration-instructions"]);
+    t.ok();
+    assert!(t.stdout.starts_with("Hi There!\n\n\nPlease find following certificate to register\n\n-----BEGIN CERTIFICATE-----\n"), "{}", t.stdout);
+    let cmd = format!("secagg certificate register -pk [PATH WHERE CERTIFICATE IS SAVED] -pi node_h1 --ip 10.221.0.3 --port 14002 --expect-fingerprint {fp}");
+    assert!(t.stdout.contains(&cmd), "{}", t.stdout);
+    assert!(t
+        .stdout
+        .contains(" 1- Copy certificate content into a file e.g 'Hospital1.pem'"));
+
+    let out = dir.path().join("bundle.json");
+    secagg(
+        &home,
+        &[
+            "certificate",
+            "registration-instructions",
+            "--format",
+            "json",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let b: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(b["format"], "secagg-registration-bundle");
+    assert_eq!(b["version"], 1);
+    assert_eq!(b["party_id"], "node_h1");
+    assert_eq!(b["role"], "node");
+    assert_eq!(b["ip"], "10.221.0.3");
+    assert_eq!(b["port"], 14002);
+    assert_eq!(b["fingerprint"], fp);
+    assert!(b["certificate"]
+        .as_str()
+        .unwrap()
+        .starts_with("-----BEGIN CERTIFICATE-----"));
+}
+
+/// Our certificates, as OpenSSL sees them (skipped where openssl is not installed).
+#[test]
+fn generated_certificate_passes_openssl_inspection() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("skipped: openssl is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("h");
+    secagg(&home, &["init", "--role", "node", "--id", "node_ossl"]).ok();
+    let cert = home.join("identity/cert.pem");
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("Version: 3 (0x2)"), "{text}");
+    assert!(text.contains("Subject: CN = *, O = node_ossl"), "{text}");
+    assert!(text.contains("Digital Signature"), "{text}");
+    assert!(
+        text.contains("TLS Web Server Authentication, TLS Web Client Authentication"),
+        "{text}"
+    );
+    assert!(text.contains("ecdsa-with-SHA256"), "{text}");
+    let serial = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let serial = String::from_utf8_lossy(&serial.stdout);
+    let hex = serial.trim().trim_start_matches("serial=");
+    assert_eq!(hex.len(), 32, "128-bit serial expected: {serial}");
+    let verify = Command::new("openssl")
+        .args([
+            "verify",
+            "-check_ss_sig",
+            "-purpose",
+            "sslclient",
+            "-CAfile",
+        ])
+        .arg(&cert)
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "openssl verify: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let verify = Command::new("openssl")
+        .args([
+            "verify",
+            "-check_ss_sig",
+            "-purpose",
+            "sslserver",
+            "-CAfile",
+        ])
+        .arg(&cert)
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "openssl verify: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    // The private key matches the certificate.
+    let pk_cert = Command::new("openssl")
+        .args(["x509", "-noout", "-pubkey", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let pk_key = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(home.join("identity/key.pem"))
+        .output()
+        .unwrap();
+    assert_eq!(pk_cert.stdout, pk_key.stdout);
+}
