@@ -1,1 +1,20 @@
-//! TODO
+//! Transport of the native key negotiation: pinned mutual TLS 1.3 between parties, with
+//! length-prefixed frames.
+//!
+//! - [`pinned_verifier`]: the rustls verifiers that accept exactly the registered certificates
+//!   (the security-critical part; read its documentation before changing anything here);
+//! - [`tls`]: client/server configurations (ring, TLS 1.3 only) and TLS error classification;
+//! - [`frame`]: frame encoding with a size cap, reads and writes bounded by the session deadline;
+//! - [`mesh`]: the connection phase (dial up, accept down, retry with backoff, session-binding
+//!   hello) producing one [`mesh::Link`] per peer.
+//!
+//! The protocol that runs over the mesh lives in [`crate::engine::native`].
+
+pub mod frame;
+pub mod mesh;
+pub mod pinned_verifier;
+pub mod tls;
+
+pub use frame::{Frame, MsgType, MAX_FRAME_LEN};
+pub use mesh::{abort_all, binding_hash, establish, Hello, Link, Mesh, PROTOCOL_VERSION};
+pub use pinned_verifier::{PinnedCert, PinnedClientVerifier, PinnedServerVerifier};

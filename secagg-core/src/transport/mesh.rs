@@ -1,0 +1,548 @@
+//! The connection phase: one mutually authenticated TLS 1.3 connection per pair of parties,
+//! each bound to the session by a [`Hello`] exchange.
+//!
+//! Party `i` dials every party `j > i` and accepts from every party `j < i`: the researcher
+//! (party 0) only dials and needs no inbound port, the last node only accepts, and every pair has
+//! exactly one connection without any tie-breaking. All dials run concurrently, with retry and
+//! exponential backoff (5 ms doubling to 250 ms) until the session deadline, because peers start
+//! at different times. Inbound handshakes also run concurrently, so a slow or garbage connection
+//! cannot hold up the others.
+//!
+//! Failures:
+//! - the dialed party presents another certificate than the registered one, or an inbound party
+//!   presents a certificate registered for none of the parties expected to dial in, or a peer
+//!   refuses our certificate → [`Error::Authentication`] naming the party (or the parties expected);
+//! - a Hello with another session id, party list/parameters, sender index or protocol version →
+//!   [`Error::PeerFailure`] naming the party;
+//! - the deadline → [`Error::Timeout`] naming every party not connected, with the last error seen
+//!   when dialing it.
+//!
+//! TCP connections that fail TLS for other reasons (port scanners, garbage) are ignored, so they
+//! cannot abort a session. On failure, the parties already connected get an `Abort` frame.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::{sleep_until, timeout, timeout_at, Instant};
+use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
+
+use super::frame::{read_frame, write_frame, Frame, MsgType};
+use super::pinned_verifier::{PinnedCert, PinnedClientVerifier};
+use super::tls::{self, classify, LocalIdentity, TlsFailure};
+use crate::engine::NegotiationPlan;
+use crate::error::{Error, Result};
+use crate::party::{Endpoint, Host};
+
+/// Version of the native protocol carried in [`Hello`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// First backoff delay between dial attempts.
+pub const DIAL_BACKOFF_START: Duration = Duration::from_millis(5);
+/// Largest backoff delay between dial attempts.
+pub const DIAL_BACKOFF_MAX: Duration = Duration::from_millis(250);
+/// How long a failing party spends telling its peers (best effort).
+pub const ABORT_GRACE: Duration = Duration::from_millis(250);
+
+/// The session-binding first frame, sent both ways on every connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub version: u16,
+    /// The sender's session id.
+    pub session_id: uuid::Uuid,
+    /// The sender's index in its party list.
+    pub sender: u32,
+    /// The sender's [`binding_hash`].
+    pub binding: [u8; 32],
+}
+
+const HELLO_LEN: usize = 2 + 16 + 4 + 32;
+
+impl Hello {
+    /// The Hello of `plan`'s own party.
+    pub fn for_plan(plan: &NegotiationPlan) -> Self {
+        Hello {
+            version: PROTOCOL_VERSION,
+            session_id: plan.session_id,
+            sender: plan.my_index as u32,
+            binding: binding_hash(plan),
+        }
+    }
+
+    /// As a frame: version (u16 BE), session id (16 bytes), sender (u32 BE), binding (32 bytes).
+    pub fn to_frame(&self) -> Frame {
+        let mut p = Vec::with_capacity(HELLO_LEN);
+        p.extend_from_slice(&self.version.to_be_bytes());
+        p.extend_from_slice(self.session_id.as_bytes());
+        p.extend_from_slice(&self.sender.to_be_bytes());
+        p.extend_from_slice(&self.binding);
+        Frame::new(MsgType::Hello, p)
+    }
+
+    /// Decodes a Hello payload from `peer`. The version is checked first, so that a future
+    /// version with another layout gets a clear "unsupported version" error.
+    pub fn decode(payload: &[u8], peer: &str) -> Result<Self> {
+        if payload.len() < 2 {
+            return Err(Error::peer(format!(
+                "protocol violation by {peer}: truncated hello"
+            )));
+        }
+        let version = u16::from_be_bytes([payload[0], payload[1]]);
+        if version != PROTOCOL_VERSION {
+            return Err(Error::peer(format!(
+                "{peer} speaks native protocol version {version}, this party speaks version {PROTOCOL_VERSION}"
+            ))
+            .with_hint("run the same secagg version on every party"));
+        }
+        if payload.len() != HELLO_LEN {
+            return Err(Error::peer(format!(
+                "protocol violation by {peer}: hello of {} bytes, expected {HELLO_LEN}",
+                payload.len()
+            )));
+        }
+        let session_id = uuid::Uuid::from_slice(&payload[2..18]).expect("16 bytes");
+        let sender = u32::from_be_bytes(payload[18..22].try_into().expect("4 bytes"));
+        let binding = payload[22..54].try_into().expect("32 bytes");
+        Ok(Hello {
+            version,
+            session_id,
+            sender,
+            binding,
+        })
+    }
+}
+
+/// SHA-256 over everything the parties must agree on besides the session id: the ordered party
+/// ids, the SHA-256 of each party's certificate DER, the key length and the prime. Every field
+/// is length-prefixed so that different lists cannot encode to the same bytes.
+pub fn binding_hash(plan: &NegotiationPlan) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"secagg native session binding v1\0");
+    h.update((plan.parties.len() as u32).to_be_bytes());
+    for p in &plan.parties {
+        let id = p.id.as_str().as_bytes();
+        h.update((id.len() as u32).to_be_bytes());
+        h.update(id);
+        h.update(Sha256::digest(&p.certificate_der));
+    }
+    h.update(plan.key_bits.to_be_bytes());
+    let prime = plan.prime.to_bytes_be();
+    h.update((prime.len() as u32).to_be_bytes());
+    h.update(&prime);
+    h.finalize().into()
+}
+
+/// An established, session-bound connection to one peer.
+pub struct Link {
+    /// The peer's index in the party list.
+    pub peer: usize,
+    /// The TLS stream (client side if we dialed, server side if we accepted).
+    pub stream: TlsStream<TcpStream>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Link(peer {})", self.peer)
+    }
+}
+
+/// All connections of one party: `links[j]` is the connection to party `j` (`None` for itself).
+#[derive(Debug)]
+pub struct Mesh {
+    /// Indexed by party.
+    pub links: Vec<Option<Link>>,
+}
+
+enum Event {
+    Connected(Box<Link>),
+    Failed(Error),
+    /// An inbound client presented a certificate registered for none of the expected parties.
+    UnknownClient(SocketAddr),
+    /// An inbound client refused our certificate (before presenting its own).
+    ClientRefusedUs(SocketAddr),
+}
+
+struct Ctx {
+    labels: Vec<String>,
+    endpoints: Vec<Endpoint>,
+    hello: Hello,
+    session_id: uuid::Uuid,
+    deadline: Instant,
+}
+
+/// Runs the connection phase for `plan`'s party until every peer is connected and bound, or the
+/// first failure, or `deadline`. See the module documentation for the failure semantics.
+pub async fn establish(plan: &NegotiationPlan, deadline: Instant) -> Result<Mesh> {
+    let n = plan.n();
+    let me = plan.my_index;
+    let labels: Vec<String> = plan.parties.iter().map(|p| p.id.to_string()).collect();
+    let provider = tls::provider();
+    let pinned = plan
+        .parties
+        .iter()
+        .map(|p| PinnedCert::new(p.id.as_str(), &p.certificate_der))
+        .collect::<Result<Vec<_>>>()?;
+    let identity = LocalIdentity::new(
+        &labels[me],
+        &plan.me().certificate_der,
+        &plan.my_key_pkcs8_der,
+        &provider,
+    )?;
+    let ctx = Arc::new(Ctx {
+        labels: labels.clone(),
+        endpoints: plan.parties.iter().map(|p| p.endpoint.clone()).collect(),
+        hello: Hello::for_plan(plan),
+        session_id: plan.session_id,
+        deadline,
+    });
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let mut tasks = JoinSet::new();
+    let last_dial_error: Arc<Mutex<Vec<Option<String>>>> = Arc::new(Mutex::new(vec![None; n]));
+
+    if me > 0 {
+        let addr = plan.listen_addr();
+        let listener = TcpListener::bind(addr).await.map_err(|e| {
+            Error::invalid(format!(
+                "{} cannot listen on {addr} for negotiation connections: {e}",
+                labels[me]
+            ))
+            .with_hint("another program (or another secagg party) may use this port; stop it or change this party's endpoint port")
+        })?;
+        let verifier =
+            PinnedClientVerifier::new((0..me).map(|j| (j, pinned[j].clone())).collect(), &provider);
+        let server = tls::server_config(&identity, verifier.clone(), &provider)?;
+        tasks.spawn(accept_loop(
+            ctx.clone(),
+            listener,
+            TlsAcceptor::from(server),
+            verifier,
+            tx.clone(),
+        ));
+    }
+    for (j, cert) in pinned.iter().enumerate().skip(me + 1) {
+        let config = tls::client_config(&identity, cert.clone(), &provider)?;
+        tasks.spawn(dial(
+            ctx.clone(),
+            j,
+            TlsConnector::from(config),
+            tx.clone(),
+            last_dial_error.clone(),
+        ));
+    }
+    drop(tx);
+
+    let mut links: Vec<Option<Link>> = (0..n).map(|_| None).collect();
+    let mut missing = n - 1;
+    let missing_list = |links: &[Option<Link>], range: std::ops::Range<usize>| -> Vec<String> {
+        range
+            .filter(|&j| j != me && links[j].is_none())
+            .map(|j| labels[j].clone())
+            .collect()
+    };
+    while missing > 0 {
+        let event = match timeout_at(deadline, rx.recv()).await {
+            Ok(Some(ev)) => ev,
+            Ok(None) | Err(_) => {
+                let errors = last_dial_error
+                    .lock()
+                    .map(|v| v.clone())
+                    .unwrap_or_default();
+                let mut parts = Vec::new();
+                for j in 0..n {
+                    if j == me || links[j].is_some() {
+                        continue;
+                    }
+                    if j > me {
+                        let mut s = format!("{} at {}", labels[j], ctx.endpoints[j]);
+                        if let Some(e) = &errors[j] {
+                            s.push_str(&format!(" (last attempt: {e})"));
+                        }
+                        parts.push(s);
+                    } else {
+                        parts.push(format!("{} (did not connect to this party)", labels[j]));
+                    }
+                }
+                let e = Error::timeout(format!(
+                    "session {}: {} timed out after {:.1}s waiting for {}",
+                    plan.session_id,
+                    labels[me],
+                    plan.timeout.as_secs_f64(),
+                    parts.join(", ")
+                ))
+                .with_hint("check that every listed party runs the negotiation for this session and that its endpoint is reachable from here (firewall, VPN)");
+                return Err(fail(tasks, links, &labels, e).await);
+            }
+        };
+        match event {
+            Event::Connected(link) => {
+                let j = link.peer;
+                if links[j].is_some() {
+                    let e = Error::peer(format!(
+                        "protocol violation by {}: it connected twice to {}",
+                        labels[j], labels[me]
+                    ));
+                    return Err(fail(tasks, links, &labels, e).await);
+                }
+                links[j] = Some(*link);
+                missing -= 1;
+            }
+            Event::Failed(e) => return Err(fail(tasks, links, &labels, e).await),
+            Event::UnknownClient(addr) => {
+                let expected = missing_list(&links, 0..me);
+                let e = Error::authentication(format!(
+                    "a connection from {addr} presented a certificate that is not registered for {} (the parties still expected to connect to {})",
+                    expected.join(" or "),
+                    labels[me]
+                ))
+                .with_hint(format!(
+                    "{} may have a new identity: check its fingerprint out of band and register its current certificate",
+                    expected.join(" or ")
+                ));
+                return Err(fail(tasks, links, &labels, e).await);
+            }
+            Event::ClientRefusedUs(addr) => {
+                let expected = missing_list(&links, 0..me);
+                let e = Error::authentication(format!(
+                    "the party connecting from {addr} (one of {}) refused the certificate of {}: it has a different certificate registered for {}",
+                    expected.join(", "),
+                    labels[me],
+                    labels[me]
+                ))
+                .with_hint(format!(
+                    "ask {} to register this party's current certificate (check the fingerprint)",
+                    expected.join(" and ")
+                ));
+                return Err(fail(tasks, links, &labels, e).await);
+            }
+        }
+    }
+    // Stops the listener and any stray handshakes.
+    tasks.abort_all();
+    Ok(Mesh { links })
+}
+
+/// Stops all connection tasks, tells the parties already connected, and returns `e`.
+async fn fail(
+    mut tasks: JoinSet<()>,
+    links: Vec<Option<Link>>,
+    labels: &[String],
+    e: Error,
+) -> Error {
+    tasks.abort_all();
+    let writers = links
+        .into_iter()
+        .flatten()
+        .map(|l| (labels[l.peer].clone(), l.stream))
+        .collect();
+    abort_all(writers, &e.to_string()).await;
+    e
+}
+
+/// Best effort: sends `Abort{reason}` and closes each writer, all concurrently, giving up after
+/// [`ABORT_GRACE`]. Used whenever a party fails, so that its peers fail fast instead of waiting
+/// for the deadline.
+pub async fn abort_all<W: AsyncWrite + Unpin + Send + 'static>(
+    writers: Vec<(String, W)>,
+    reason: &str,
+) {
+    if writers.is_empty() {
+        return;
+    }
+    let frame = Frame::abort(reason);
+    let mut set = JoinSet::new();
+    let until = Instant::now() + ABORT_GRACE;
+    for (label, mut w) in writers {
+        let frame = frame.clone();
+        set.spawn(async move {
+            let _ = write_frame(&mut w, &frame, until, &label).await;
+            let _ = timeout_at(until, w.shutdown()).await;
+        });
+    }
+    let _ = timeout(ABORT_GRACE, async {
+        while set.join_next().await.is_some() {}
+    })
+    .await;
+    set.abort_all();
+}
+
+async fn resolve(ep: &Endpoint) -> std::io::Result<Vec<SocketAddr>> {
+    match &ep.host {
+        Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, ep.port)]),
+        Host::Name(name) => Ok(tokio::net::lookup_host((name.as_str(), ep.port))
+            .await?
+            .collect()),
+    }
+}
+
+async fn dial(
+    ctx: Arc<Ctx>,
+    j: usize,
+    connector: TlsConnector,
+    tx: mpsc::UnboundedSender<Event>,
+    last_error: Arc<Mutex<Vec<Option<String>>>>,
+) {
+    // The name is never checked (the verifier pins the certificate) and SNI is off.
+    let name = ServerName::try_from("secagg.invalid").expect("valid DNS name");
+    let label = &ctx.labels[j];
+    let mut backoff = DIAL_BACKOFF_START;
+    loop {
+        let attempt = async {
+            let addrs = resolve(&ctx.endpoints[j]).await?;
+            let tcp = TcpStream::connect(&addrs[..]).await?;
+            let _ = tcp.set_nodelay(true);
+            connector.connect(name.clone(), tcp).await
+        };
+        match timeout_at(ctx.deadline, attempt).await {
+            Err(_) => return,
+            Ok(Ok(tls)) => {
+                let ev = match hello_exchange(&ctx, TlsStream::Client(tls), j).await {
+                    Ok(link) => Event::Connected(Box::new(link)),
+                    Err(e) => Event::Failed(e),
+                };
+                let _ = tx.send(ev);
+                return;
+            }
+            Ok(Err(e)) => match classify(&e) {
+                TlsFailure::PeerCertificateRefused | TlsFailure::OurCertificateRefused => {
+                    let _ = tx.send(Event::Failed(tls::io_error(
+                        &format!("{label} at {}", ctx.endpoints[j]),
+                        "connecting",
+                        e,
+                    )));
+                    return;
+                }
+                TlsFailure::Other => {
+                    if let Ok(mut v) = last_error.lock() {
+                        v[j] = Some(e.to_string());
+                    }
+                }
+            },
+        }
+        sleep_until((Instant::now() + backoff).min(ctx.deadline)).await;
+        backoff = (backoff * 2).min(DIAL_BACKOFF_MAX);
+    }
+}
+
+async fn accept_loop(
+    ctx: Arc<Ctx>,
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    verifier: Arc<PinnedClientVerifier>,
+    tx: mpsc::UnboundedSender<Event>,
+) {
+    let mut handshakes = JoinSet::new();
+    loop {
+        let (tcp, addr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(_) => {
+                // E.g. out of file descriptors: wait a little rather than spin.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (ctx, acceptor, verifier, tx) =
+            (ctx.clone(), acceptor.clone(), verifier.clone(), tx.clone());
+        handshakes.spawn(async move {
+            let tls = match timeout_at(ctx.deadline, acceptor.accept(tcp)).await {
+                Err(_) => return,
+                Ok(Err(e)) => {
+                    match classify(&e) {
+                        TlsFailure::PeerCertificateRefused => {
+                            let _ = tx.send(Event::UnknownClient(addr));
+                        }
+                        TlsFailure::OurCertificateRefused => {
+                            let _ = tx.send(Event::ClientRefusedUs(addr));
+                        }
+                        // Not a secagg peer (scanner, garbage, plain TCP probe): ignore.
+                        TlsFailure::Other => {}
+                    }
+                    return;
+                }
+                Ok(Ok(tls)) => tls,
+            };
+            let peer = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| verifier.identify(c));
+            let ev = match peer {
+                Some(j) => match hello_exchange(&ctx, TlsStream::Server(tls), j).await {
+                    Ok(link) => Event::Connected(Box::new(link)),
+                    Err(e) => Event::Failed(e),
+                },
+                None => Event::Failed(Error::Internal(
+                    "an accepted TLS client has no pinned certificate".into(),
+                )),
+            };
+            let _ = tx.send(ev);
+        });
+        while handshakes.try_join_next().is_some() {}
+    }
+}
+
+/// Sends our Hello, reads the peer's and checks it against ours and against `j`, the party the
+/// certificate identified.
+async fn hello_exchange(ctx: &Ctx, mut stream: TlsStream<TcpStream>, j: usize) -> Result<Link> {
+    let label = &ctx.labels[j];
+    write_frame(&mut stream, &ctx.hello.to_frame(), ctx.deadline, label).await?;
+    let frame = read_frame(&mut stream, ctx.deadline, label)
+        .await?
+        .ok_or_else(|| {
+            Error::peer(format!(
+                "{label} closed the connection before sending its hello"
+            ))
+            .with_hint(format!("{label} may have failed; see its output"))
+        })?;
+    match frame.kind {
+        MsgType::Hello => {}
+        MsgType::Abort => return Err(peer_aborted(label, &frame.payload)),
+        other => {
+            return Err(Error::peer(format!(
+                "protocol violation by {label}: sent a {} message before its hello",
+                other.name()
+            )))
+        }
+    }
+    let hello = Hello::decode(&frame.payload, label)?;
+    let same_hint = "every party must run the negotiation with the same session id, the same ordered party list (ids and registered certificates), key length and prime";
+    if hello.session_id != ctx.session_id {
+        return Err(Error::peer(format!(
+            "{label} is negotiating session {}, not session {}",
+            hello.session_id, ctx.session_id
+        ))
+        .with_hint(same_hint));
+    }
+    if hello.binding != ctx.hello.binding {
+        return Err(Error::peer(format!(
+            "{label} has a different party list or parameters for session {} (party ids, order, registered certificates, key length or prime differ)",
+            ctx.session_id
+        ))
+        .with_hint(same_hint));
+    }
+    if hello.sender as usize != j {
+        return Err(Error::peer(format!(
+            "{label} claims to be party {} of the session but presented the certificate of party {j}",
+            hello.sender
+        ))
+        .with_hint(same_hint));
+    }
+    Ok(Link { peer: j, stream })
+}
+
+/// The error for an `Abort` frame received from `label`.
+pub fn peer_aborted(label: &str, payload: &[u8]) -> Error {
+    let reason = String::from_utf8_lossy(payload);
+    let reason = super::frame::truncate_utf8(&reason, super::frame::MAX_ABORT_REASON);
+    Error::peer(format!("{label} aborted the session: {reason}")).with_hint(
+        "fix the problem reported by that party and run the negotiation again on every party",
+    )
+}

@@ -1,0 +1,569 @@
+//! Native engine over real TLS on 127.0.0.1: successful sessions (sk0 + Σ sk_i = 0) and every
+//! failure mode the engine promises to detect, each with its error kind, the culprit's party id
+//! in the message, and a bound on how long it took.
+
+use std::net::TcpListener;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use num_bigint::{BigInt, BigUint};
+use num_traits::Zero;
+use secagg_core::engine::{
+    negotiate_async, Engine, NativeEngine, NegotiationPlan, Outcome, PartyEntry,
+};
+use secagg_core::field::{fedbiomed_prime, DEFAULT_KEY_BITS};
+use secagg_core::transport::{self, Mesh};
+use secagg_core::{Endpoint, Error, ErrorKind, PartyId, Role};
+use tokio::io::AsyncWriteExt;
+use zeroize::Zeroizing;
+
+/// A party's identity for tests.
+#[derive(Clone)]
+struct Identity {
+    id: PartyId,
+    cert_der: Vec<u8>,
+    key_der: Vec<u8>,
+}
+
+/// ECDSA P-256, self-signed, `CN=*`, `O=<id>` (the secagg default).
+fn ecdsa_identity(id: &str) -> Identity {
+    identity_with(id, &rcgen::PKCS_ECDSA_P256_SHA256)
+}
+
+fn identity_with(id: &str, alg: &'static rcgen::SignatureAlgorithm) -> Identity {
+    let key = rcgen::KeyPair::generate_for(alg).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "*");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, id);
+    let cert = params.self_signed(&key).unwrap();
+    Identity {
+        id: PartyId::parse(id).unwrap(),
+        cert_der: cert.der().to_vec(),
+        key_der: key.serialize_der(),
+    }
+}
+
+/// A Fed-BioMed-style RSA-2048 certificate (v3, no extensions) and its key, from the shared
+/// fixtures (`name` is `fedbiomed_rsa2048` or `fedbiomed_rsa2048_researcher`).
+fn fixture_identity(id: &str, name: &str) -> Identity {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures");
+    let read = |path: String| {
+        pem::parse(std::fs::read(path).unwrap())
+            .unwrap()
+            .into_contents()
+    };
+    Identity {
+        id: PartyId::parse(id).unwrap(),
+        cert_der: read(format!("{dir}/certs/{name}.pem")),
+        key_der: read(format!("{dir}/keys/{name}.key")),
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn ids(n: usize) -> Vec<String> {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    (0..n)
+        .map(|i| {
+            if i == 0 {
+                format!("researcher_{}", &tag[..8])
+            } else {
+                format!("node_{i}_{}", &tag[..8])
+            }
+        })
+        .collect()
+}
+
+fn identities(n: usize) -> Vec<Identity> {
+    ids(n).iter().map(|id| ecdsa_identity(id)).collect()
+}
+
+/// The registered view shared by all parties: ids, endpoints on free ports, certificates.
+fn entries(parties: &[Identity]) -> Vec<PartyEntry> {
+    parties
+        .iter()
+        .map(|p| PartyEntry {
+            id: p.id.clone(),
+            endpoint: Endpoint::new("127.0.0.1", free_port().into()).unwrap(),
+            certificate_der: p.cert_der.clone(),
+        })
+        .collect()
+}
+
+fn plan_for(
+    entries: &[PartyEntry],
+    me: usize,
+    key_der: &[u8],
+    session: uuid::Uuid,
+    timeout: Duration,
+) -> NegotiationPlan {
+    NegotiationPlan {
+        session_id: session,
+        parties: entries.to_vec(),
+        my_index: me,
+        my_key_pkcs8_der: Zeroizing::new(key_der.to_vec()),
+        listen: None,
+        key_bits: DEFAULT_KEY_BITS,
+        prime: fedbiomed_prime(),
+        timeout,
+    }
+}
+
+fn honest_plans(parties: &[Identity], timeout: Duration) -> Vec<NegotiationPlan> {
+    let entries = entries(parties);
+    let session = uuid::Uuid::new_v4();
+    parties
+        .iter()
+        .enumerate()
+        .map(|(i, p)| plan_for(&entries, i, &p.key_der, session, timeout))
+        .collect()
+}
+
+/// Runs every plan in its own thread with the sync engine; results in party order.
+fn run_all(plans: Vec<NegotiationPlan>) -> Vec<Result<Outcome, Error>> {
+    let handles: Vec<_> = plans
+        .into_iter()
+        .map(|p| thread::spawn(move || NativeEngine.negotiate(p)))
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+fn assert_keys_cancel(results: Vec<Result<Outcome, Error>>) {
+    let outcomes: Vec<Outcome> = results
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.unwrap_or_else(|e| panic!("party {i} failed: {e}")))
+        .collect();
+    assert_eq!(outcomes[0].role, Role::Researcher);
+    let sk0 = outcomes[0].key.to_bigint();
+    assert!(sk0 < BigInt::zero(), "sk0 must be negative");
+    let limit = BigInt::from(BigUint::from(1u32) << DEFAULT_KEY_BITS);
+    let mut total = sk0.clone();
+    for o in &outcomes[1..] {
+        assert_eq!(o.role, Role::Node);
+        let k = o.key.to_bigint();
+        assert!(k >= BigInt::zero() && k < limit, "node key out of range");
+        total += k;
+    }
+    assert_eq!(total, BigInt::zero(), "sk0 + Σ sk_i must be 0");
+    // Node keys are distinct (2040-bit random values).
+    for i in 1..outcomes.len() {
+        for j in i + 1..outcomes.len() {
+            assert_ne!(outcomes[i].key, outcomes[j].key);
+        }
+    }
+    for o in &outcomes {
+        assert!(o.timings.total >= o.timings.connect);
+        assert_eq!(format!("{:?}", o.key), "SecretKey(<redacted>)");
+    }
+}
+
+#[test]
+fn sessions_of_3_5_and_10_parties_succeed() {
+    for n in [3, 5, 10] {
+        let start = Instant::now();
+        let results = run_all(honest_plans(&identities(n), Duration::from_secs(20)));
+        assert_keys_cancel(results);
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "n={n} took {:?}",
+            start.elapsed()
+        );
+    }
+}
+
+#[test]
+fn mixed_key_types_including_fedbiomed_rsa_succeed() {
+    let names = ids(5);
+    let parties = vec![
+        identity_with(&names[0], &rcgen::PKCS_ECDSA_P384_SHA384),
+        fixture_identity(&names[1], "fedbiomed_rsa2048"),
+        identity_with(&names[2], &rcgen::PKCS_ED25519),
+        ecdsa_identity(&names[3]),
+        fixture_identity(&names[4], "fedbiomed_rsa2048_researcher"),
+    ];
+    assert_keys_cancel(run_all(honest_plans(&parties, Duration::from_secs(20))));
+}
+
+#[test]
+fn async_api_in_a_multi_thread_runtime() {
+    let plans = honest_plans(&identities(4), Duration::from_secs(20));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = rt.block_on(async {
+        let handles: Vec<_> = plans
+            .into_iter()
+            .map(|p| tokio::spawn(negotiate_async(p)))
+            .collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.unwrap());
+        }
+        out
+    });
+    assert_keys_cancel(results);
+}
+
+/// Checks that every result is an error of `kind` mentioning `culprit`, within `bound`.
+fn assert_all_fail(
+    results: &[(usize, Result<Outcome, Error>)],
+    kind: ErrorKind,
+    culprit: &str,
+    started: Instant,
+    bound: Duration,
+) {
+    assert!(
+        started.elapsed() < bound,
+        "took {:?}, bound {bound:?}",
+        started.elapsed()
+    );
+    for (i, r) in results {
+        let e = match r {
+            Ok(_) => panic!("party {i} succeeded although {culprit} misbehaved"),
+            Err(e) => e,
+        };
+        assert_eq!(e.kind(), kind, "party {i}: {e}");
+        assert!(
+            e.to_string().contains(culprit),
+            "party {i}: `{e}` does not name {culprit}"
+        );
+    }
+}
+
+/// Runs `plans` (honest parties, with their indices) in threads.
+fn run_indexed(plans: Vec<(usize, NegotiationPlan)>) -> Vec<(usize, Result<Outcome, Error>)> {
+    let handles: Vec<_> = plans
+        .into_iter()
+        .map(|(i, p)| (i, thread::spawn(move || NativeEngine.negotiate(p))))
+        .collect();
+    handles
+        .into_iter()
+        .map(|(i, h)| (i, h.join().unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_party_that_never_starts_times_out_naming_it() {
+    let parties = identities(4);
+    let timeout = Duration::from_secs(3);
+    let plans: Vec<_> = honest_plans(&parties, timeout)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 2)
+        .collect();
+    let start = Instant::now();
+    let results = run_indexed(plans);
+    assert!(start.elapsed() >= timeout - Duration::from_millis(100));
+    assert_all_fail(
+        &results,
+        ErrorKind::Timeout,
+        parties[2].id.as_str(),
+        start,
+        timeout + Duration::from_secs(1),
+    );
+    // The parties that dial it report the address they tried.
+    let e0 = results[0].1.as_ref().unwrap_err().to_string();
+    assert!(e0.contains("last attempt"), "{e0}");
+    // Nobody waits for parties that did connect.
+    assert!(!e0.contains(parties[1].id.as_str()), "{e0}");
+}
+
+#[test]
+fn a_party_with_another_certificate_fails_authentication() {
+    let parties = identities(4);
+    let timeout = Duration::from_secs(5);
+    let culprit = parties[2].id.as_str();
+    let mut plans = honest_plans(&parties, timeout);
+    // Party 2 runs with a new key and certificate that nobody registered.
+    let impostor = ecdsa_identity(culprit);
+    plans[2].parties[2].certificate_der = impostor.cert_der.clone();
+    plans[2].my_key_pkcs8_der = Zeroizing::new(impostor.key_der.clone());
+    let start = Instant::now();
+    let results = run_indexed(plans.into_iter().enumerate().collect());
+    let (culprit_result, honest): (Vec<_>, Vec<_>) =
+        results.into_iter().partition(|(i, _)| *i == 2);
+    assert!(
+        start.elapsed() < timeout + Duration::from_secs(1),
+        "failing took {:?}",
+        start.elapsed()
+    );
+    // Every honest party fails and names the culprit: directly (authentication), through a
+    // peer's abort, or (a party whose peers all gave up before reaching it) by timing out on it.
+    for (i, r) in &honest {
+        let e = r.as_ref().unwrap_err();
+        assert!(e.to_string().contains(culprit), "party {i}: {e}");
+        assert!(
+            matches!(
+                e.kind(),
+                ErrorKind::Authentication | ErrorKind::PeerFailure | ErrorKind::Timeout
+            ),
+            "party {i}: {e}"
+        );
+    }
+    let auth: Vec<_> = honest
+        .iter()
+        .filter(|(_, r)| r.as_ref().unwrap_err().kind() == ErrorKind::Authentication)
+        .collect();
+    assert!(
+        !auth.is_empty(),
+        "no honest party reported an authentication failure"
+    );
+    // The culprit learns that its certificate is refused.
+    let e = culprit_result[0].1.as_ref().unwrap_err();
+    assert!(
+        matches!(e.kind(), ErrorKind::Authentication | ErrorKind::PeerFailure),
+        "{e}"
+    );
+}
+
+#[test]
+fn dialer_and_acceptor_both_report_the_certificate_mismatch() {
+    // Three parties, node 1 impersonated; node 2 only accepts (from 0 and 1), party 0 only dials.
+    let parties = identities(3);
+    let culprit = parties[1].id.as_str();
+    let mut plans = honest_plans(&parties, Duration::from_secs(5));
+    let impostor = ecdsa_identity(culprit);
+    plans[1].parties[1].certificate_der = impostor.cert_der.clone();
+    plans[1].my_key_pkcs8_der = Zeroizing::new(impostor.key_der);
+    // Start the culprit only, with the acceptor 2; keep the researcher out so the acceptor's
+    // own verdict is not replaced by a forwarded abort.
+    let mut it = plans.into_iter();
+    let p0 = it.next().unwrap();
+    let p1 = it.next().unwrap();
+    let p2 = it.next().unwrap();
+    let h1 = thread::spawn(move || NativeEngine.negotiate(p1));
+    let r2 = NativeEngine.negotiate(p2);
+    let _ = h1.join().unwrap();
+    let e2 = r2.unwrap_err();
+    assert_eq!(e2.kind(), ErrorKind::Authentication, "{e2}");
+    assert!(e2.to_string().contains(culprit), "{e2}");
+    // The dialer: party 0 alone against an impostor acceptor.
+    let parties = identities(3);
+    let culprit = parties[1].id.as_str();
+    let mut plans = honest_plans(&parties, Duration::from_secs(5));
+    let impostor = ecdsa_identity(culprit);
+    plans[1].parties[1].certificate_der = impostor.cert_der.clone();
+    plans[1].my_key_pkcs8_der = Zeroizing::new(impostor.key_der);
+    let mut it = plans.into_iter();
+    let p0b = it.next().unwrap();
+    let p1 = it.next().unwrap();
+    let h1 = thread::spawn(move || NativeEngine.negotiate(p1));
+    let e0 = NativeEngine.negotiate(p0b).unwrap_err();
+    let _ = h1.join().unwrap();
+    assert_eq!(e0.kind(), ErrorKind::Authentication, "{e0}");
+    assert!(
+        e0.to_string().contains(&format!("{culprit} at 127.0.0.1:")),
+        "{e0}"
+    );
+    assert!(
+        e0.to_string().contains("other than the one registered"),
+        "{e0}"
+    );
+    drop(p0);
+}
+
+#[test]
+fn a_party_with_another_session_id_is_refused() {
+    let parties = identities(4);
+    let culprit = parties[3].id.as_str();
+    let mut plans = honest_plans(&parties, Duration::from_secs(5));
+    plans[3].session_id = uuid::Uuid::new_v4();
+    let start = Instant::now();
+    let results = run_indexed(plans.into_iter().enumerate().collect());
+    let honest: Vec<_> = results.into_iter().filter(|(i, _)| *i != 3).collect();
+    assert_all_fail(
+        &honest,
+        ErrorKind::PeerFailure,
+        culprit,
+        start,
+        Duration::from_secs(2),
+    );
+    assert!(honest.iter().any(|(_, r)| r
+        .as_ref()
+        .unwrap_err()
+        .to_string()
+        .contains(&format!("{culprit} is negotiating session"))));
+}
+
+#[test]
+fn a_party_with_another_party_list_is_refused() {
+    let parties = identities(4);
+    let culprit = parties[1].id.as_str();
+    let mut plans = honest_plans(&parties, Duration::from_secs(5));
+    // Same certificates and endpoints, but node 3 under another id in the culprit's list.
+    plans[1].parties[3].id = PartyId::parse("node_somebody-else").unwrap();
+    let start = Instant::now();
+    let results = run_indexed(plans.into_iter().enumerate().collect());
+    let honest: Vec<_> = results.into_iter().filter(|(i, _)| *i != 1).collect();
+    assert_all_fail(
+        &honest,
+        ErrorKind::PeerFailure,
+        culprit,
+        start,
+        Duration::from_secs(2),
+    );
+    assert!(honest.iter().any(
+        |(_, r)| r.as_ref().unwrap_err().to_string().contains(&format!(
+            "{culprit} has a different party list or parameters"
+        ))
+    ));
+}
+
+#[test]
+fn different_key_bits_is_refused() {
+    let parties = identities(3);
+    let mut plans = honest_plans(&parties, Duration::from_secs(5));
+    plans[2].key_bits = 128;
+    let results = run_indexed(plans.into_iter().enumerate().collect());
+    let e = results[0].1.as_ref().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PeerFailure);
+    assert!(e.to_string().contains(parties[2].id.as_str()), "{e}");
+}
+
+/// Runs a rogue party: honest connection phase (so its hello is accepted), then `then`.
+fn rogue<F>(plan: NegotiationPlan, then: F) -> thread::JoinHandle<()>
+where
+    F: FnOnce(Mesh) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send
+        + 'static,
+{
+    thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let deadline = tokio::time::Instant::now() + plan.timeout;
+            let mesh = transport::establish(&plan, deadline)
+                .await
+                .expect("rogue connects");
+            then(mesh).await;
+        });
+    })
+}
+
+#[test]
+fn an_oversized_frame_is_refused_as_a_protocol_violation() {
+    let parties = identities(4);
+    let culprit = parties[3].id.to_string();
+    let mut plans = honest_plans(&parties, Duration::from_secs(5));
+    let rogue_plan = plans.pop().unwrap();
+    let r = rogue(rogue_plan, |mut mesh| {
+        Box::pin(async move {
+            for link in mesh.links.iter_mut().flatten() {
+                let _ = link.stream.write_all(&[0xff, 0xff, 0xff, 0xff]).await;
+                let _ = link.stream.flush().await;
+            }
+            // Keep the connections open: the honest parties must not wait for the deadline.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        })
+    });
+    let start = Instant::now();
+    let results = run_indexed(plans.into_iter().enumerate().collect());
+    assert_all_fail(
+        &results,
+        ErrorKind::PeerFailure,
+        &culprit,
+        start,
+        Duration::from_secs(2),
+    );
+    assert!(results.iter().any(
+        |(_, r)| r.as_ref().unwrap_err().to_string().contains(&format!(
+        "protocol violation by {culprit}: frame of 4294967295 bytes exceeds the 65536-byte limit"
+    ))
+    ));
+    r.join().unwrap();
+}
+
+#[test]
+fn a_peer_that_disconnects_after_hello_fails_the_session_quickly() {
+    let parties = identities(5);
+    let culprit = parties[2].id.to_string();
+    let timeout = Duration::from_secs(10);
+    let mut plans = honest_plans(&parties, timeout);
+    let rogue_plan = plans.remove(2);
+    let r = rogue(rogue_plan, |mesh| Box::pin(async move { drop(mesh) }));
+    let start = Instant::now();
+    let results = run_indexed(
+        plans
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (if i >= 2 { i + 1 } else { i }, p))
+            .collect(),
+    );
+    assert_all_fail(
+        &results,
+        ErrorKind::PeerFailure,
+        &culprit,
+        start,
+        Duration::from_secs(2),
+    );
+    assert!(results.iter().any(
+        |(_, r)| r.as_ref().unwrap_err().to_string().contains(&format!(
+            "{culprit} closed the connection before sending its"
+        ))
+    ));
+    r.join().unwrap();
+}
+
+#[test]
+fn plan_validation_errors() {
+    let parties = identities(4);
+    let base = || honest_plans(&parties, Duration::from_secs(5)).remove(0);
+    let check = |plan: NegotiationPlan, needle: &str| {
+        let start = Instant::now();
+        let e = NativeEngine.negotiate(plan).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains(needle), "`{e}` lacks `{needle}`");
+        assert!(start.elapsed() < Duration::from_millis(500));
+    };
+    let mut p = base();
+    p.parties.truncate(2);
+    check(p, "at least 2 nodes");
+    let mut p = base();
+    p.parties.swap(0, 1);
+    check(p, "must be the researcher");
+    let mut p = base();
+    p.parties[3].id = p.parties[1].id.clone();
+    check(p, "listed twice");
+    let mut p = base();
+    p.parties[3].certificate_der = p.parties[1].certificate_der.clone();
+    check(p, "same certificate");
+    let mut p = base();
+    p.prime = BigUint::from(65_537u32);
+    p.key_bits = 15; // 3 nodes · 2^15 = 98 304 > 65 537
+    check(p, "at most 2 nodes");
+    let mut p = base();
+    p.prime = fedbiomed_prime() + 2u32; // divisible by 3
+    check(p, "not prime");
+    let mut p = base();
+    p.parties[2].certificate_der = b"not a certificate".to_vec();
+    check(p, "certificate registered for");
+}
+
+#[test]
+fn a_key_that_does_not_match_the_certificate_is_refused() {
+    let parties = identities(3);
+    let mut plan = honest_plans(&parties, Duration::from_secs(5)).remove(1);
+    plan.my_key_pkcs8_der = Zeroizing::new(ecdsa_identity("node_x").key_der);
+    let e = NativeEngine.negotiate(plan).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(
+        e.to_string().contains("does not belong to its certificate"),
+        "{e}"
+    );
+}
