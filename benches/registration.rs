@@ -28,7 +28,12 @@ fn init_options(key_type: GeneratedKeyType) -> InitOptions {
 
 fn new_home(dir: &std::path::Path) -> Home {
     let home = Home::new(dir.join(uuid_like()));
-    identity::init(&home, &init_options(GeneratedKeyType::P256), OffsetDateTime::now_utc()).unwrap();
+    identity::init(
+        &home,
+        &init_options(GeneratedKeyType::P256),
+        OffsetDateTime::now_utc(),
+    )
+    .unwrap();
     home
 }
 
@@ -84,7 +89,10 @@ fn benches(c: &mut Criterion) {
     let peer_pems: Vec<String> = (0..2000)
         .map(|i| {
             let id = PartyId::parse(&format!("node_r{i:05}")).unwrap();
-            generate(&id, GeneratedKeyType::P256, 365, now).unwrap().certificate.pem
+            generate(&id, GeneratedKeyType::P256, 365, now)
+                .unwrap()
+                .certificate
+                .pem
         })
         .collect();
     let mut next = 0usize;

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use commands::{certificate, identity, init};
+use commands::{certificate, context, demo, identity, init, negotiate};
 
 const EXIT_CODES: &str = "Exit codes:
   0  success                     6  peer unreachable or failed
@@ -41,6 +41,13 @@ enum Command {
     /// This party's certificate and the registered peers' certificates.
     #[command(subcommand)]
     Certificate(certificate::CertificateCommand),
+    /// Run this party's side of a key negotiation and store the resulting key.
+    Negotiate(negotiate::NegotiateArgs),
+    /// Negotiated keys stored by `negotiate`.
+    #[command(subcommand)]
+    Context(context::ContextCommand),
+    /// Run a whole federation on this machine (each party its own process) and verify the keys.
+    Demo(demo::DemoArgs),
 }
 
 /// Rewrites Fed-BioMed's two-letter short options (`-pk`, `-pi`), which clap cannot express, to
@@ -72,6 +79,9 @@ fn main() -> ExitCode {
         Command::Init(a) => init::run(&home, a),
         Command::Identity(c) => identity::run(&home, c),
         Command::Certificate(c) => certificate::run(&home, c),
+        Command::Negotiate(a) => negotiate::run(&home, a),
+        Command::Context(c) => context::run(&home, c),
+        Command::Demo(a) => demo::run(&home, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -143,16 +143,42 @@ pub fn import_tinydb(
     let own = identity::load(home)?;
     let ctx = format!("while importing `{}`", path.display());
     let requests = read_tinydb_requests(path, upsert)?;
-    let mut prepared = Vec::with_capacity(requests.len());
-    for (doc_id, req) in &requests {
-        let p = registration::prepare(req, &own, now).map_err(|e| {
-            e.context(format!(
-                "{ctx}: document {doc_id} (party `{}`)",
-                req.party_id
-            ))
+    // Validation (parsing, signature checks) dominates large imports; spread it over the cores.
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let chunk = requests.len().div_ceil(workers).max(1);
+    let prepared: Vec<(String, String, registration::PreparedRegistration)> =
+        std::thread::scope(|s| {
+            let handles: Vec<_> = requests
+                .chunks(chunk)
+                .map(|part| {
+                    let (own, ctx) = (&own, &ctx);
+                    s.spawn(move || {
+                        part.iter()
+                            .map(|(doc_id, req)| {
+                                registration::prepare(req, own, now)
+                                    .map(|p| (doc_id.clone(), req.party_id.clone(), p))
+                                    .map_err(|e| {
+                                        e.context(format!(
+                                            "{ctx}: document {doc_id} (party `{}`)",
+                                            req.party_id
+                                        ))
+                                    })
+                            })
+                            .collect::<Result<Vec<_>>>()
+                    })
+                })
+                .collect();
+            let mut all = Vec::with_capacity(requests.len());
+            for h in handles {
+                all.extend(
+                    h.join()
+                        .map_err(|_| Error::Internal("a validation thread panicked".into()))??,
+                );
+            }
+            Ok::<_, Error>(all)
         })?;
-        prepared.push((doc_id.clone(), req.party_id.clone(), p));
-    }
     // The same party twice in one file is ambiguous: refuse rather than let the later one win.
     let mut seen = std::collections::HashMap::new();
     for (doc_id, party, _) in &prepared {

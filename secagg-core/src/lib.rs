@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod certificate;
+pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod fedbiomed;
@@ -20,6 +21,7 @@ pub mod home;
 pub mod identity;
 pub mod party;
 pub mod registration;
+pub mod session;
 pub mod store;
 pub mod transport;
 

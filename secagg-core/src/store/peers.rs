@@ -183,31 +183,27 @@ fn db(ctx: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
 
 /// The peer registered as `party_id`, if any.
 pub fn get(conn: &Connection, party_id: &PartyId) -> Result<Option<PeerRecord>> {
-    conn.query_row(
-        &format!("SELECT {COLUMNS} FROM peers WHERE party_id = ?1"),
-        [party_id.as_str()],
-        from_row,
-    )
-    .optional()
-    .map_err(db("while reading a peer"))
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM peers WHERE party_id = ?1"))
+        .and_then(|mut st| st.query_row([party_id.as_str()], from_row).optional())
+        .map_err(db("while reading a peer"))
 }
 
 /// The party id under which the certificate with `fingerprint` is registered, if any.
 pub fn find_by_fingerprint(conn: &Connection, fingerprint: &Fingerprint) -> Result<Option<String>> {
-    conn.query_row(
-        "SELECT party_id FROM peers WHERE fingerprint = ?1",
-        [fingerprint.to_string()],
-        |r| r.get(0),
-    )
-    .optional()
-    .map_err(db("while looking up a fingerprint"))
+    conn.prepare_cached("SELECT party_id FROM peers WHERE fingerprint = ?1")
+        .and_then(|mut st| {
+            st.query_row([fingerprint.to_string()], |r| r.get(0))
+                .optional()
+        })
+        .map_err(db("while looking up a fingerprint"))
 }
 
 /// Inserts a new peer (the caller has checked that neither id nor fingerprint exist).
 pub fn insert(conn: &Connection, p: &PeerRecord) -> Result<()> {
-    conn.execute(
-        &format!("INSERT INTO peers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
-        params![
+    conn.prepare_cached(&format!(
+        "INSERT INTO peers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+    ))
+    .and_then(|mut st| st.execute(params![
             p.party_id.as_str(),
             p.role.as_str(),
             p.endpoint.host.to_string(),
@@ -221,8 +217,7 @@ pub fn insert(conn: &Connection, p: &PeerRecord) -> Result<()> {
             p.registered_at.unix_timestamp(),
             p.updated_at.unix_timestamp(),
             p.source,
-        ],
-    )
+        ]))
     .map_err(db("while registering a peer"))?;
     Ok(())
 }

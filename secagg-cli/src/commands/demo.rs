@@ -1,0 +1,271 @@
+//! `secagg demo`: a whole federation on this machine, each party its own OS process.
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use secagg_core::demo::{self, Federation};
+use serde::Serialize;
+
+use crate::commands::negotiate::{parse_duration, EngineArg};
+use crate::output::{self, Format};
+
+/// Run a whole negotiation on this machine: one researcher and N nodes, each with its own home and
+/// certificate, registration bundles exchanged, each party a separate `secagg negotiate` process
+/// over mutual TLS on 127.0.0.1, and the keys checked: sk0 + Σ sk_i = 0. Exits 0 only if verified.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Number of nodes (the researcher comes on top).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(2..=200))]
+    nodes: u16,
+    /// Negotiation engine.
+    #[arg(long, value_enum, default_value_t)]
+    engine: EngineArg,
+    /// Deadline for the negotiation.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Keep the federation's homes and bundles (the directory is printed) instead of deleting them.
+    #[arg(long)]
+    keep: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+#[derive(Debug, Serialize)]
+struct DemoSummary {
+    engine: &'static str,
+    parties: usize,
+    nodes: usize,
+    session_id: String,
+    verified: bool,
+    elapsed_ms: f64,
+    setup_ms: f64,
+    server_key_bits: u64,
+    party_ids: Vec<String>,
+    reports: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    directory: Option<String>,
+}
+
+struct Running {
+    party: String,
+    child: Child,
+    stdout: thread::JoinHandle<String>,
+    stderr: thread::JoinHandle<String>,
+}
+
+fn drain(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut s = String::new();
+        let _ = r.read_to_string(&mut s);
+        s
+    })
+}
+
+/// Runs `secagg demo`.
+pub fn run(_home: &Path, a: DemoArgs) -> anyhow::Result<()> {
+    let engine_name = match a.engine {
+        EngineArg::Native => "native",
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("secagg-demo-")
+        .tempdir()
+        .context("while creating the demo directory")?;
+    let dir: PathBuf = tmp.path().to_owned();
+    let interactive = std::io::stderr().is_terminal() && a.format == Format::Text;
+    let started = Instant::now();
+    let federation = demo::prepare(&dir.join("federation"), usize::from(a.nodes))?;
+    let setup = started.elapsed();
+    let result = negotiate_all(&federation, engine_name, a.timeout, interactive);
+    let directory = if a.keep {
+        let kept = tmp.keep();
+        output::note(format!("kept the federation in {}", kept.display()));
+        Some(kept.display().to_string())
+    } else {
+        None
+    };
+    let (session_id, elapsed, reports) = result?;
+    let v = demo::verify(&federation, &session_id)?;
+    let summary = DemoSummary {
+        engine: engine_name,
+        parties: federation.parties.len(),
+        nodes: federation.parties.len() - 1,
+        session_id,
+        verified: v.verified,
+        elapsed_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+        setup_ms: (setup.as_secs_f64() * 1e6).round() / 1e3,
+        server_key_bits: v.server_key_bits,
+        party_ids: federation.party_ids(),
+        reports,
+        directory,
+    };
+    match a.format {
+        Format::Json => output::print_json(&summary)?,
+        Format::Text => output::print_fields(&[
+            ("engine", summary.engine.to_owned()),
+            (
+                "parties",
+                format!(
+                    "{} (1 researcher, {} nodes), each its own process",
+                    summary.parties, summary.nodes
+                ),
+            ),
+            ("session", summary.session_id.clone()),
+            (
+                "negotiation",
+                format!("{:.1} ms (process start to last exit)", summary.elapsed_ms),
+            ),
+            (
+                "setup",
+                format!(
+                    "{:.1} ms (identities, bundles, registrations)",
+                    summary.setup_ms
+                ),
+            ),
+            ("server key", format!("{} bits", summary.server_key_bits)),
+            (
+                "verified",
+                if summary.verified {
+                    "yes: sk0 + Σ sk_i = 0".into()
+                } else {
+                    "NO".into()
+                },
+            ),
+        ]),
+    }
+    if !v.verified {
+        return Err(
+            secagg_core::Error::verification("the negotiated keys do not sum to zero").into(),
+        );
+    }
+    Ok(())
+}
+
+fn negotiate_all(
+    federation: &Federation,
+    engine: &str,
+    timeout: Duration,
+    interactive: bool,
+) -> anyhow::Result<(String, Duration, Vec<serde_json::Value>)> {
+    let exe = std::env::current_exe().context("while locating the secagg binary")?;
+    let session_id = uuid_v4();
+    let parties = federation.party_ids().join(",");
+    let timeout_arg = format!("{}ms", timeout.as_millis());
+    let bar = if interactive {
+        let b = ProgressBar::new(federation.parties.len() as u64);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} negotiating: {pos}/{len} parties done {elapsed}",
+            )
+            .unwrap(),
+        );
+        b.enable_steady_tick(Duration::from_millis(80));
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let started = Instant::now();
+    let mut running = Vec::new();
+    for p in &federation.parties {
+        let mut child = Command::new(&exe)
+            .arg("--home")
+            .arg(p.home.root())
+            .args([
+                "negotiate",
+                "--session",
+                &session_id,
+                "--parties",
+                &parties,
+                "--timeout",
+                &timeout_arg,
+                "--engine",
+                engine,
+                "--format",
+                "json",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("while starting the process of {}", p.party_id))?;
+        let stdout = drain(child.stdout.take().expect("piped"));
+        let stderr = drain(child.stderr.take().expect("piped"));
+        running.push(Running {
+            party: p.party_id.clone(),
+            child,
+            stdout,
+            stderr,
+        });
+    }
+    // The parties enforce the deadline themselves; this margin only guards against a stuck process.
+    let hard_deadline = started + timeout + Duration::from_secs(5);
+    let mut statuses = vec![None; running.len()];
+    while statuses.iter().any(Option::is_none) {
+        for (i, r) in running.iter_mut().enumerate() {
+            if statuses[i].is_none() {
+                if let Some(st) = r.child.try_wait()? {
+                    statuses[i] = Some(st);
+                    bar.inc(1);
+                }
+            }
+        }
+        if Instant::now() > hard_deadline {
+            for (i, r) in running.iter_mut().enumerate() {
+                if statuses[i].is_none() {
+                    let _ = r.child.kill();
+                    statuses[i] = r.child.wait().ok();
+                }
+            }
+            break;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    let mut reports = Vec::new();
+    let mut failures = Vec::new();
+    for (r, st) in running.into_iter().zip(statuses) {
+        let out = r.stdout.join().unwrap_or_default();
+        let err = r.stderr.join().unwrap_or_default();
+        match st {
+            Some(s) if s.success() => {
+                reports.push(serde_json::from_str(&out).unwrap_or(serde_json::Value::Null))
+            }
+            other => {
+                let first = err
+                    .lines()
+                    .find(|l| l.starts_with("error: "))
+                    .unwrap_or("error: killed or crashed");
+                let code = other
+                    .and_then(|s| s.code())
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "signal".into());
+                failures.push(format!(
+                    "{} (exit {code}): {}",
+                    r.party,
+                    first.trim_start_matches("error: ")
+                ));
+            }
+        }
+    }
+    if !failures.is_empty() {
+        return Err(secagg_core::Error::peer(format!(
+            "{} of {} parties failed:\n  {}",
+            failures.len(),
+            federation.parties.len(),
+            failures.join("\n  ")
+        ))
+        .into());
+    }
+    Ok((session_id, elapsed, reports))
+}
+
+fn uuid_v4() -> String {
+    secagg_core::session::new_session_id()
+}

@@ -1,0 +1,147 @@
+//! `secagg negotiate`: run this party's side of a key negotiation.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Args;
+use secagg_core::engine::NativeEngine;
+use secagg_core::home::Home;
+use secagg_core::session::{self, NegotiationReport, SessionRequest};
+
+use crate::output::{self, Format};
+
+/// Engine argument.
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum EngineArg {
+    /// secagg's own engine: Shamir sharing over pinned mutual TLS 1.3, in-process.
+    #[default]
+    Native,
+}
+
+/// Parses `90`, `90s`, `1500ms`, `2m` into a duration (at least 1 ms, at most one day).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (use e.g. 60s, 1500ms, 2m)"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" | "min" => v * 60.0,
+        _ => return Err(format!("unknown unit `{unit}` in `{s}` (use ms, s or m)")),
+    };
+    if !(0.001..=86_400.0).contains(&secs) {
+        return Err(format!("`{s}` is out of range (1ms to 24h)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Run this party's side of a key negotiation with the registered peers and store the result.
+///
+/// Every party of the session runs this with the same --session and --parties (researcher first).
+/// The researcher obtains the server key, each node its user key; the summary shows a fingerprint
+/// of the key, never the key (see `secagg context show --reveal-key`).
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example (run by every party, with its own --home):\n  secagg negotiate --session 3f0c…-uuid --parties researcher_…,node_…,node_… --timeout 60s"
+)]
+pub struct NegotiateArgs {
+    /// Session id: a uuid that every party of the session uses.
+    #[arg(long)]
+    session: String,
+    /// Party ids in session order, comma-separated, the researcher first.
+    #[arg(long, value_delimiter = ',', required = true)]
+    parties: Vec<String>,
+    /// Deadline for the whole session (e.g. 60s, 1500ms, 2m); every wait is bounded by it.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Negotiation engine.
+    #[arg(long, value_enum, default_value_t)]
+    engine: EngineArg,
+    /// Key bit length (default 2040: keys stay below the 2050-bit prime for up to 975 nodes).
+    #[arg(long)]
+    key_bits: Option<u32>,
+    /// Address to listen on (default: this party's endpoint, or 0.0.0.0:<port> for a host name).
+    #[arg(long, value_name = "IP:PORT")]
+    listen: Option<SocketAddr>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+/// Runs `secagg negotiate`.
+pub fn run(home: &Path, a: NegotiateArgs) -> anyhow::Result<()> {
+    let home = Home::new(home);
+    let req = SessionRequest {
+        session_id: a.session,
+        parties: a.parties,
+        timeout: a.timeout,
+        key_bits: a.key_bits,
+        prime: None,
+        listen: a.listen,
+    };
+    let engine = match a.engine {
+        EngineArg::Native => NativeEngine::default(),
+    };
+    let r = session::negotiate(&home, &req, &engine)?;
+    match a.format {
+        Format::Json => output::print_json(&r)?,
+        Format::Text => print_report(&r),
+    }
+    Ok(())
+}
+
+fn print_report(r: &NegotiationReport) {
+    let what = match r.role {
+        secagg_core::Role::Researcher => "server key",
+        secagg_core::Role::Node => "user key",
+    };
+    output::note(format!(
+        "negotiated the {what} of session {} as party {} of {} ({}) with the {} engine",
+        r.session_id,
+        r.party_index,
+        r.parties.len(),
+        r.role,
+        r.engine
+    ));
+    output::print_fields(&[
+        ("session", r.session_id.clone()),
+        ("role", r.role.to_string()),
+        ("parties", r.parties.join(",")),
+        (
+            "key",
+            format!("{} ({} bits, stored)", r.key_fingerprint, r.key_bits),
+        ),
+        (
+            "time",
+            format!(
+                "{:.1} ms (connect {:.1}, exchange {:.1}, finish {:.1})",
+                r.total_ms, r.connect_ms, r.exchange_ms, r.finish_ms
+            ),
+        ),
+    ]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("60").unwrap(), Duration::from_secs(60));
+        assert_eq!(
+            parse_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("10h").is_err());
+        assert!(parse_duration("abc").is_err());
+    }
+}

@@ -1,0 +1,155 @@
+//! A whole federation on one machine, for `secagg demo` and for tests: one researcher and N nodes,
+//! each with its own home, registration bundles exchanged (and their fingerprints checked, standing
+//! in for the out-of-band comparison), and, after the negotiation, the check that the stored keys
+//! satisfy `sk0 + Σ sk_i = 0` over the integers.
+//!
+//! The negotiation itself is run by the caller (the CLI starts one `secagg negotiate` process per
+//! party), so this module only prepares and verifies.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+
+use num_bigint::BigInt;
+use num_traits::Zero;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::certificate::GeneratedKeyType;
+use crate::engine::SecretKey;
+use crate::error::{Error, Result};
+use crate::fs_secure::{self, PUBLIC_FILE_MODE};
+use crate::home::Home;
+use crate::identity::{self, InitOptions};
+use crate::party::Role;
+use crate::registration;
+use crate::session;
+
+/// One party of a demo federation.
+#[derive(Debug, Clone)]
+pub struct DemoParty {
+    /// Party id.
+    pub party_id: String,
+    /// Its home.
+    pub home: Home,
+}
+
+/// A prepared federation: the researcher first, then the nodes.
+#[derive(Debug, Clone)]
+pub struct Federation {
+    /// The directory holding every home and bundle.
+    pub dir: PathBuf,
+    /// Parties in session order.
+    pub parties: Vec<DemoParty>,
+}
+
+impl Federation {
+    /// Party ids in session order.
+    pub fn party_ids(&self) -> Vec<String> {
+        self.parties.iter().map(|p| p.party_id.clone()).collect()
+    }
+}
+
+/// Asks the OS for `n` free TCP ports on 127.0.0.1. The ports are released before returning, so
+/// another program could take one in between; the negotiation then fails with a clear bind error.
+pub fn free_loopback_ports(n: usize) -> Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| Error::io("while looking for free loopback ports", e))?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| Error::io("while looking for free loopback ports", e))
+}
+
+/// Creates a federation of one researcher and `nodes` nodes under `dir`, every party listening on
+/// its own loopback port, with every party's bundle registered by every other party.
+pub fn prepare(dir: &Path, nodes: usize) -> Result<Federation> {
+    if nodes < 2 {
+        return Err(Error::invalid(format!(
+            "a federation needs at least 2 nodes (3 parties), got {nodes}"
+        )));
+    }
+    fs_secure::create_private_dir(dir)?;
+    let bundles_dir = dir.join("bundles");
+    fs_secure::create_private_dir(&bundles_dir)?;
+    let now = OffsetDateTime::now_utc();
+    let ports = free_loopback_ports(nodes + 1)?;
+    let mut parties = Vec::with_capacity(nodes + 1);
+    let mut bundles = Vec::with_capacity(nodes + 1);
+    for (i, port) in ports.iter().enumerate() {
+        let role = if i == 0 { Role::Researcher } else { Role::Node };
+        let home = Home::new(dir.join(if i == 0 {
+            "researcher".to_owned()
+        } else {
+            format!("node{i}")
+        }));
+        let opts = InitOptions {
+            role,
+            id: None,
+            host: Some("127.0.0.1".into()),
+            port: Some(u32::from(*port)),
+            key_type: GeneratedKeyType::P256,
+            validity_days: 30,
+            force: false,
+        };
+        let id = identity::init(&home, &opts, now)?;
+        let bundle = registration::bundle(&id);
+        let path = bundles_dir.join(format!("{}.json", id.party_id));
+        let text =
+            serde_json::to_vec_pretty(&bundle).map_err(|e| Error::Internal(e.to_string()))?;
+        fs_secure::write_atomic(&path, &text, PUBLIC_FILE_MODE)?;
+        bundles.push((path, bundle.fingerprint.to_string()));
+        parties.push(DemoParty {
+            party_id: id.party_id.to_string(),
+            home,
+        });
+    }
+    for (i, party) in parties.iter().enumerate() {
+        for (j, (bundle, fingerprint)) in bundles.iter().enumerate() {
+            if i != j {
+                let req =
+                    registration::request_from_bundle(bundle, Some(fingerprint.clone()), false)?;
+                registration::register(&party.home, &req, now)?;
+            }
+        }
+    }
+    Ok(Federation {
+        dir: dir.to_owned(),
+        parties,
+    })
+}
+
+/// The result of checking a federation's stored keys for one session.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verification {
+    /// Whether `sk0 + Σ sk_i = 0` over the integers.
+    pub verified: bool,
+    /// Fingerprint of each party's key, in session order.
+    pub key_fingerprints: Vec<String>,
+    /// Bit length of the server key `|sk0|`.
+    pub server_key_bits: u64,
+}
+
+/// Reads every party's stored key for `session_id` and checks `sk0 + Σ sk_i = 0` over ℤ.
+pub fn verify(federation: &Federation, session_id: &str) -> Result<Verification> {
+    let mut sum = BigInt::zero();
+    let mut key_fingerprints = Vec::new();
+    let mut server_key_bits = 0;
+    for (i, party) in federation.parties.iter().enumerate() {
+        let ctx = session::get_context(&party.home, session_id)
+            .map_err(|e| e.context(format!("party `{}`", party.party_id)))?;
+        let key = SecretKey::from_decimal(&ctx.key_decimal)?;
+        if i == 0 {
+            server_key_bits = key.bits();
+        }
+        key_fingerprints.push(key.fingerprint());
+        sum += key.to_bigint();
+    }
+    Ok(Verification {
+        verified: sum.is_zero(),
+        key_fingerprints,
+        server_key_bits,
+    })
+}

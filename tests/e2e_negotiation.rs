@@ -1,0 +1,429 @@
+//! End to end: whole federations on loopback, every party a real `secagg negotiate` process
+//! talking mutual TLS over real sockets, and the failures a deployment meets (a party that never
+//! starts, one killed mid-session, a swapped certificate, a wrong session id).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use secagg_core::demo::{self, Federation};
+
+fn secagg() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_secagg"));
+    c.env_remove("SECAGG_HOME")
+        .env_remove("MPSPDZ_IP")
+        .env_remove("MPSPDZ_PORT");
+    c
+}
+
+fn spawn_party(home: &Path, session: &str, parties: &str, timeout: &str) -> Child {
+    secagg()
+        .arg("--home")
+        .arg(home)
+        .args([
+            "negotiate",
+            "--session",
+            session,
+            "--parties",
+            parties,
+            "--timeout",
+            timeout,
+            "--format",
+            "json",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn secagg negotiate")
+}
+
+struct Exit {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    after: Duration,
+}
+
+fn wait_all(children: Vec<Child>, started: Instant) -> Vec<Exit> {
+    children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().expect("wait");
+            Exit {
+                code: out.status.code(),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                after: started.elapsed(),
+            }
+        })
+        .collect()
+}
+
+fn stored_contexts(home: &Path) -> usize {
+    let out = secagg()
+        .arg("--home")
+        .arg(home)
+        .args(["context", "list", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    j["contexts"].as_array().unwrap().len()
+}
+
+fn federation(nodes: usize) -> (tempfile::TempDir, Federation) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = demo::prepare(&dir.path().join("fed"), nodes).unwrap();
+    (dir, f)
+}
+
+fn session_id() -> String {
+    secagg_core::session::new_session_id()
+}
+
+#[test]
+fn demo_verifies_three_and_ten_nodes() {
+    for nodes in ["3", "10"] {
+        let out = secagg()
+            .args(["demo", "--nodes", nodes, "--format", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "demo {nodes}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(j["engine"], "native");
+        assert_eq!(j["verified"], true);
+        assert_eq!(
+            j["parties"].as_u64().unwrap(),
+            nodes.parse::<u64>().unwrap() + 1
+        );
+        assert!(j["elapsed_ms"].as_f64().unwrap() > 0.0);
+        assert_eq!(
+            j["reports"].as_array().unwrap().len(),
+            j["parties"].as_u64().unwrap() as usize
+        );
+        assert!(j["server_key_bits"].as_u64().unwrap() > 2000);
+        assert!(j.get("directory").is_none(), "not kept without --keep");
+    }
+    let bad = secagg().args(["demo", "--nodes", "1"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn five_negotiate_processes_agree_and_store_only_fingerprints_in_output() {
+    let (_dir, fed) = federation(4);
+    let session = session_id();
+    let parties = fed.party_ids().join(",");
+    let started = Instant::now();
+    let children: Vec<_> = fed
+        .parties
+        .iter()
+        .map(|p| spawn_party(p.home.root(), &session, &parties, "30s"))
+        .collect();
+    let exits = wait_all(children, started);
+    for (p, e) in fed.parties.iter().zip(&exits) {
+        assert_eq!(e.code, Some(0), "{}: {}", p.party_id, e.stderr);
+        let j: serde_json::Value = serde_json::from_str(&e.stdout).unwrap();
+        assert_eq!(j["session_id"], session.as_str());
+        assert!(j["key_fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("SHA256:"));
+    }
+    let v = demo::verify(&fed, &session).unwrap();
+    assert!(v.verified, "sk0 + Σ sk_i != 0");
+    // The key is never printed by negotiate, only by `context show --reveal-key`.
+    let researcher = fed.parties[0].home.root();
+    let show = secagg()
+        .arg("--home")
+        .arg(researcher)
+        .args(["context", "show", &session, "--format", "json"])
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert!(j.get("key").is_none());
+    let reveal = secagg()
+        .arg("--home")
+        .arg(researcher)
+        .args([
+            "context",
+            "show",
+            &session,
+            "--reveal-key",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let key = serde_json::from_slice::<serde_json::Value>(&reveal.stdout).unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(key.starts_with('-'), "the server key is minus a sum: {key}");
+    for e in &exits {
+        assert!(
+            !e.stdout.contains(&key[1..40]) && !e.stderr.contains(&key[1..40]),
+            "key leaked in output"
+        );
+    }
+    // Running the same session again is refused before any traffic.
+    let again = secagg()
+        .arg("--home")
+        .arg(researcher)
+        .args(["negotiate", "--session", &session, "--parties", &parties])
+        .output()
+        .unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
+
+#[test]
+fn a_party_that_never_starts_is_named_by_everyone_within_the_deadline() {
+    let (_dir, fed) = federation(3);
+    let session = session_id();
+    let parties = fed.party_ids().join(",");
+    let absent = &fed.parties[3];
+    let started = Instant::now();
+    let children: Vec<_> = fed.parties[..3]
+        .iter()
+        .map(|p| spawn_party(p.home.root(), &session, &parties, "3s"))
+        .collect();
+    let exits = wait_all(children, started);
+    for (p, e) in fed.parties.iter().zip(&exits) {
+        assert_eq!(
+            e.code,
+            Some(7),
+            "{}: expected timeout, got {:?}: {}",
+            p.party_id,
+            e.code,
+            e.stderr
+        );
+        assert!(
+            e.stderr.contains(&absent.party_id),
+            "{} does not name the absent party: {}",
+            p.party_id,
+            e.stderr
+        );
+        assert!(
+            e.after < Duration::from_secs(5),
+            "{} took {:?}",
+            p.party_id,
+            e.after
+        );
+        assert_eq!(
+            stored_contexts(p.home.root()),
+            0,
+            "{} stored a key",
+            p.party_id
+        );
+    }
+}
+
+#[test]
+fn a_party_killed_mid_session_makes_the_others_fail_fast() {
+    let (_dir, fed) = federation(4);
+    let session = session_id();
+    let parties = fed.party_ids().join(",");
+    let started = Instant::now();
+    // Everyone but the last node starts: they connect to each other and wait for it. Then node 1,
+    // already connected to the researcher and to node 2 and 3, is killed.
+    let mut children: Vec<_> = fed.parties[..4]
+        .iter()
+        .map(|p| spawn_party(p.home.root(), &session, &parties, "20s"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    let mut victim = children.remove(1);
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let killed_at = started.elapsed();
+    let exits = wait_all(children, started);
+    let victim_id = &fed.parties[1].party_id;
+    for (p, e) in [&fed.parties[0], &fed.parties[2], &fed.parties[3]]
+        .iter()
+        .zip(&exits)
+    {
+        assert_eq!(
+            e.code,
+            Some(6),
+            "{}: expected peer failure, got {:?}: {}",
+            p.party_id,
+            e.code,
+            e.stderr
+        );
+        assert!(
+            e.stderr.contains(victim_id.as_str()),
+            "{} does not name the killed party: {}",
+            p.party_id,
+            e.stderr
+        );
+        assert!(
+            e.after < killed_at + Duration::from_secs(2),
+            "{} noticed only after {:?}",
+            p.party_id,
+            e.after
+        );
+        assert_eq!(stored_contexts(p.home.root()), 0);
+    }
+}
+
+#[test]
+fn a_party_presenting_another_certificate_is_refused_by_name() {
+    let (_dir, fed) = federation(3);
+    // node 2 renews its certificate after the others registered the old one.
+    let impostor = &fed.parties[2];
+    let out = secagg()
+        .arg("--home")
+        .arg(impostor.home.root())
+        .args(["certificate", "generate", "--force"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let session = session_id();
+    let parties = fed.party_ids().join(",");
+    let started = Instant::now();
+    let children: Vec<_> = fed
+        .parties
+        .iter()
+        .map(|p| spawn_party(p.home.root(), &session, &parties, "5s"))
+        .collect();
+    let exits = wait_all(children, started);
+    let mut named = 0;
+    for (p, e) in fed.parties.iter().zip(&exits) {
+        assert_ne!(
+            e.code,
+            Some(0),
+            "{} succeeded with an impostor in the session",
+            p.party_id
+        );
+        assert!(e.after < Duration::from_secs(7));
+        assert_eq!(stored_contexts(p.home.root()), 0);
+        if p.party_id != impostor.party_id
+            && e.code == Some(8)
+            && e.stderr.contains(&impostor.party_id)
+        {
+            named += 1;
+        }
+    }
+    assert!(
+        named >= 1,
+        "nobody reported an authentication failure naming {}: {:?}",
+        impostor.party_id,
+        exits.iter().map(|e| &e.stderr).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_party_with_another_session_id_is_refused() {
+    let (_dir, fed) = federation(2);
+    let session = session_id();
+    let parties = fed.party_ids().join(",");
+    let started = Instant::now();
+    let children: Vec<_> = fed
+        .parties
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            spawn_party(
+                p.home.root(),
+                &if i == 2 {
+                    session_id()
+                } else {
+                    session.clone()
+                },
+                &parties,
+                "5s",
+            )
+        })
+        .collect();
+    let exits = wait_all(children, started);
+    for (p, e) in fed.parties.iter().zip(&exits) {
+        assert_ne!(
+            e.code,
+            Some(0),
+            "{} succeeded across different sessions",
+            p.party_id
+        );
+        assert!(e.after < Duration::from_secs(7));
+        assert_eq!(stored_contexts(p.home.root()), 0);
+    }
+    assert!(
+        exits.iter().any(|e| e.stderr.contains("session")),
+        "no error mentions the session: {:?}",
+        exits.iter().map(|e| &e.stderr).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn negotiate_rejects_bad_sessions_before_any_traffic() {
+    let (_dir, fed) = federation(2);
+    let ids = fed.party_ids();
+    let home = fed.parties[1].home.root();
+    let run = |session: &str, parties: &str| {
+        secagg()
+            .arg("--home")
+            .arg(home)
+            .args([
+                "negotiate",
+                "--session",
+                session,
+                "--parties",
+                parties,
+                "--timeout",
+                "2s",
+            ])
+            .output()
+            .unwrap()
+    };
+    let s = session_id();
+    let cases: Vec<(String, String, i32, &str)> = vec![
+        ("not-a-uuid".into(), ids.join(","), 3, "is not a uuid"),
+        (s.clone(), ids[..2].join(","), 3, "at least 3 parties"),
+        (
+            s.clone(),
+            format!("{},{},{}", ids[1], ids[0], ids[2]),
+            3,
+            "first party must be the researcher",
+        ),
+        (
+            s.clone(),
+            format!("{},{},{},{}", ids[0], ids[1], ids[2], ids[1]),
+            3,
+            "listed twice",
+        ),
+        (
+            s.clone(),
+            format!("{},{},node_unknown", ids[0], ids[1]),
+            4,
+            "`node_unknown` is not registered",
+        ),
+        (
+            s.clone(),
+            format!("{},{},node_unknown", ids[0], ids[2]),
+            3,
+            "is not in the party list",
+        ),
+    ];
+    for (session, parties, code, needle) in cases {
+        let t = Instant::now();
+        let out = run(&session, &parties);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{parties}: {err}");
+        assert!(err.contains(needle), "{parties}: {err}");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "validation must not wait for the network"
+        );
+    }
+}
