@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use commands::{certificate, context, demo, identity, init, negotiate};
+use commands::{certificate, context, demo, deploy, identity, init, mpspdz, negotiate, vpn};
 
 const EXIT_CODES: &str = "Exit codes:
   0  success                     6  peer unreachable or failed
@@ -48,6 +48,15 @@ enum Command {
     Context(context::ContextCommand),
     /// Run a whole federation on this machine (each party its own process) and verify the keys.
     Demo(demo::DemoArgs),
+    /// MP-SPDZ engine support: check an installation (`doctor`).
+    #[command(subcommand)]
+    Mpspdz(mpspdz::MpspdzCommand),
+    /// WireGuard VPN: peer registry and configurations (server) and client configuration (peers).
+    #[command(subcommand)]
+    Vpn(vpn::VpnCommand),
+    /// Deployment containers: build, configure, start, stop, status, clean.
+    #[command(subcommand)]
+    Deploy(deploy::DeployCommand),
 }
 
 /// Rewrites Fed-BioMed's two-letter short options (`-pk`, `-pi`), which clap cannot express, to
@@ -82,6 +91,9 @@ fn main() -> ExitCode {
         Command::Negotiate(a) => negotiate::run(&home, a),
         Command::Context(c) => context::run(&home, c),
         Command::Demo(a) => demo::run(&home, a),
+        Command::Mpspdz(c) => mpspdz::run(&home, c),
+        Command::Vpn(c) => vpn::run(&home, c),
+        Command::Deploy(c) => deploy::run(&home, c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,6 +12,7 @@
 
 pub mod certificate;
 pub mod demo;
+pub mod deploy;
 pub mod engine;
 pub mod error;
 pub mod fedbiomed;
@@ -23,7 +24,9 @@ pub mod party;
 pub mod registration;
 pub mod session;
 pub mod store;
+pub mod supervise;
 pub mod transport;
+pub mod vpn;
 
 pub use error::{Error, ErrorKind, Result};
 pub use party::{Endpoint, Host, PartyId, Role};

@@ -3,6 +3,9 @@
 pub mod certificate;
 pub mod context;
 pub mod demo;
+pub mod deploy;
 pub mod identity;
 pub mod init;
+pub mod mpspdz;
 pub mod negotiate;
+pub mod vpn;

@@ -1,0 +1,1 @@
+//! Container orchestration of the deployment (under construction).

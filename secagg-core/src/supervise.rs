@@ -1,0 +1,1 @@
+//! Supervision of external processes (under construction).

@@ -1,0 +1,1 @@
+//! WireGuard VPN peer management (under construction).
