@@ -19,6 +19,7 @@ pub mod fedbiomed;
 pub mod field;
 pub mod fs_secure;
 pub mod home;
+pub mod mpspdz;
 pub mod identity;
 pub mod party;
 pub mod registration;

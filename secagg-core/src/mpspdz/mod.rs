@@ -1,0 +1,1 @@
+//! MP-SPDZ engine (under construction).
