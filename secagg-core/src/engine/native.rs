@@ -34,19 +34,16 @@ use std::time::Instant as StdInstant;
 use num_bigint::{BigUint, RandBigInt};
 use num_traits::Zero;
 use rand::rngs::OsRng;
-use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 use tokio::time::{timeout_at, Instant};
-use tokio_rustls::TlsStream;
 
 use super::{Engine, NegotiationPlan, Outcome, PhaseTimings, SecretKey};
 use crate::error::{Error, ErrorKind, Result};
 use crate::field::{self, PrimeField};
 use crate::party::Role;
-use crate::transport::frame::{read_frame, write_frame, Frame, MsgType};
-use crate::transport::mesh::{self, abort_all, peer_aborted, Mesh};
+use crate::transport::frame::{write_frame, Frame, MsgType};
+use crate::transport::mesh::{self, abort_all, peer_aborted, Mesh, ReadEvent};
 
 /// The in-process Rust engine. `negotiate` runs a private single-threaded tokio runtime; use
 /// [`negotiate_async`] from inside an existing runtime.
@@ -78,7 +75,7 @@ pub async fn negotiate_async(plan: NegotiationPlan) -> Result<Outcome> {
     let field = PrimeField::new(plan.prime.clone())?;
     let mesh = mesh::establish(&plan, deadline).await?;
     let connect = started.elapsed();
-    let mut session = Session::start(&plan, field, mesh, deadline);
+    let mut session = Session::start(&plan, field, mesh, deadline, started);
     let result = if plan.my_index == 0 {
         session.run_researcher().await
     } else {
@@ -126,22 +123,11 @@ impl Drop for Secret {
     }
 }
 
-enum ReadEvent {
-    Frame(Frame),
-    /// End of stream (`None`) or a read error.
-    Closed(Option<Error>),
-}
-
-type Reader = ReadHalf<TlsStream<TcpStream>>;
-type Writer = WriteHalf<TlsStream<TcpStream>>;
-
 struct Session<'a> {
     plan: &'a NegotiationPlan,
     field: PrimeField,
     labels: Vec<String>,
-    writers: Vec<Option<Writer>>,
-    events: mpsc::UnboundedReceiver<(usize, ReadEvent)>,
-    readers: JoinSet<()>,
+    mesh: Mesh,
     /// Messages still owed by each peer, in order. A peer that owes nothing may close.
     expect: Vec<VecDeque<MsgType>>,
     deadline: Instant,
@@ -149,23 +135,21 @@ struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    fn start(plan: &'a NegotiationPlan, field: PrimeField, mesh: Mesh, deadline: Instant) -> Self {
+    fn start(
+        plan: &'a NegotiationPlan,
+        field: PrimeField,
+        mesh: Mesh,
+        deadline: Instant,
+        started: StdInstant,
+    ) -> Self {
         let n = plan.n();
         let me = plan.my_index;
         let labels: Vec<String> = plan.parties.iter().map(|p| p.id.to_string()).collect();
-        let (tx, events) = mpsc::unbounded_channel();
-        let mut readers = JoinSet::new();
-        let mut writers: Vec<Option<Writer>> = (0..n).map(|_| None).collect();
-        for link in mesh.links.into_iter().flatten() {
-            let j = link.peer;
-            let (r, w) = tokio::io::split(link.stream);
-            writers[j] = Some(w);
-            readers.spawn(read_loop(r, j, labels[j].clone(), deadline, tx.clone()));
-        }
         let expect = (0..n)
             .map(|j| {
                 let mut q = VecDeque::new();
                 if j == me {
+                    // nothing from ourselves
                 } else if me == 0 {
                     q.extend([MsgType::Share, MsgType::Sum, MsgType::Ack]);
                 } else if j == 0 {
@@ -180,17 +164,15 @@ impl<'a> Session<'a> {
             plan,
             field,
             labels,
-            writers,
-            events,
-            readers,
+            mesh,
             expect,
             deadline,
-            started: StdInstant::now(),
+            started,
         }
     }
 
     async fn send(&mut self, j: usize, frame: &Frame) -> Result<()> {
-        let w = self.writers[j]
+        let w = self.mesh.writers[j]
             .as_mut()
             .ok_or_else(|| Error::Internal(format!("no connection to party {j}")))?;
         write_frame(w, frame, self.deadline, &self.labels[j]).await
@@ -200,9 +182,9 @@ impl<'a> Session<'a> {
     /// the deadline.
     async fn next(&mut self) -> Result<(usize, Frame)> {
         loop {
-            let (j, ev) = match timeout_at(self.deadline, self.events.recv()).await {
-                Ok(Some(x)) => x,
-                Ok(None) | Err(_) => return Err(self.timeout_error()),
+            let (j, ev) = match self.mesh.next_event(self.deadline).await {
+                Some(x) => x,
+                None => return Err(self.timeout_error()),
             };
             let label = &self.labels[j];
             match ev {
@@ -408,53 +390,26 @@ impl<'a> Session<'a> {
 
     /// Closes every connection after success (TLS close_notify), bounded.
     async fn close(&mut self) {
-        let writers: Vec<Writer> = self.writers.iter_mut().filter_map(Option::take).collect();
         let until = Instant::now() + mesh::ABORT_GRACE;
         let mut set = JoinSet::new();
-        for mut w in writers {
+        for (_, mut w) in self.mesh.take_writers() {
             set.spawn(async move {
                 let _ = timeout_at(until, w.shutdown()).await;
             });
         }
         let _ = timeout_at(until, async { while set.join_next().await.is_some() {} }).await;
-        self.readers.abort_all();
+        self.mesh.stop_readers();
     }
 
     /// Tells every peer why we give up, closes everything.
     async fn abort(&mut self, e: &Error) {
-        let writers: Vec<(String, Writer)> = self
-            .writers
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(j, w)| w.take().map(|w| (self.labels[j].clone(), w)))
+        let writers = self
+            .mesh
+            .take_writers()
+            .into_iter()
+            .map(|(j, w)| (self.labels[j].clone(), w))
             .collect();
         abort_all(writers, &e.to_string()).await;
-        self.readers.abort_all();
-    }
-}
-
-async fn read_loop(
-    mut r: Reader,
-    j: usize,
-    label: String,
-    deadline: Instant,
-    tx: mpsc::UnboundedSender<(usize, ReadEvent)>,
-) {
-    loop {
-        match read_frame(&mut r, deadline, &label).await {
-            Ok(Some(f)) => {
-                if tx.send((j, ReadEvent::Frame(f))).is_err() {
-                    return;
-                }
-            }
-            Ok(None) => {
-                let _ = tx.send((j, ReadEvent::Closed(None)));
-                return;
-            }
-            Err(e) => {
-                let _ = tx.send((j, ReadEvent::Closed(Some(e))));
-                return;
-            }
-        }
+        self.mesh.stop_readers();
     }
 }

@@ -20,13 +20,14 @@
 //! TCP connections that fail TLS for other reasons (port scanners, garbage) are ignored, so they
 //! cannot abort a session. On failure, the parties already connected get an `Abort` frame.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -153,11 +154,68 @@ impl std::fmt::Debug for Link {
     }
 }
 
-/// All connections of one party: `links[j]` is the connection to party `j` (`None` for itself).
+/// The write half of a session connection.
+pub type Writer = WriteHalf<TlsStream<TcpStream>>;
+
+/// What a connection's reader task reports.
 #[derive(Debug)]
+pub enum ReadEvent {
+    /// A frame arrived.
+    Frame(Frame),
+    /// End of stream (`None`) or a read error (`Some`), after which the reader stops.
+    Closed(Option<Error>),
+}
+
+/// All connections of one party once the connection phase succeeded.
+///
+/// Each connection is split: `writers[j]` writes to party `j` (`None` for this party itself),
+/// and a reader task per connection forwards `(j, event)` to one channel, so a party notices an
+/// abort or a disconnect of any peer at once, whatever it is waiting for. Readers started as
+/// soon as each connection was bound, so frames that early peers sent during the connection
+/// phase are kept, in order, and delivered first by [`Mesh::next_event`].
 pub struct Mesh {
     /// Indexed by party.
-    pub links: Vec<Option<Link>>,
+    pub writers: Vec<Option<Writer>>,
+    events: mpsc::UnboundedReceiver<(usize, ReadEvent)>,
+    pending: VecDeque<(usize, ReadEvent)>,
+    readers: JoinSet<()>,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let peers: Vec<usize> = (0..self.writers.len())
+            .filter(|&j| self.writers[j].is_some())
+            .collect();
+        write!(f, "Mesh(peers {peers:?})")
+    }
+}
+
+impl Mesh {
+    /// The next read event from any peer, or `None` once `deadline` passed (or every reader has
+    /// stopped and nothing is pending).
+    pub async fn next_event(&mut self, deadline: Instant) -> Option<(usize, ReadEvent)> {
+        if let Some(ev) = self.pending.pop_front() {
+            return Some(ev);
+        }
+        timeout_at(deadline, self.events.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Takes every writer (with the peer index) out of the mesh, e.g. to close or abort them.
+    pub fn take_writers(&mut self) -> Vec<(usize, Writer)> {
+        self.writers
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(j, w)| w.take().map(|w| (j, w)))
+            .collect()
+    }
+
+    /// Stops the reader tasks.
+    pub fn stop_readers(&mut self) {
+        self.readers.abort_all();
+    }
 }
 
 enum Event {
@@ -175,7 +233,15 @@ struct Ctx {
     hello: Hello,
     session_id: uuid::Uuid,
     deadline: Instant,
+    /// Set when this party has failed and lingers: new connections get this abort reason
+    /// instead of a hello.
+    abort_reason: Mutex<Option<String>>,
 }
+
+/// How long a party that failed during the connection phase keeps listening and dialing, only to
+/// tell parties that had not reached it yet (they retry every ≤ 250 ms) that the session is
+/// aborted, instead of letting them wait for the deadline.
+pub const LINGER: Duration = Duration::from_millis(600);
 
 /// Runs the connection phase for `plan`'s party until every peer is connected and bound, or the
 /// first failure, or `deadline`. See the module documentation for the failure semantics.
@@ -201,6 +267,7 @@ pub async fn establish(plan: &NegotiationPlan, deadline: Instant) -> Result<Mesh
         hello: Hello::for_plan(plan),
         session_id: plan.session_id,
         deadline,
+        abort_reason: Mutex::new(None),
     });
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let mut tasks = JoinSet::new();
@@ -238,110 +305,164 @@ pub async fn establish(plan: &NegotiationPlan, deadline: Instant) -> Result<Mesh
     }
     drop(tx);
 
-    let mut links: Vec<Option<Link>> = (0..n).map(|_| None).collect();
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let mut mesh = Mesh {
+        writers: (0..n).map(|_| None).collect(),
+        events: ev_rx,
+        pending: VecDeque::new(),
+        readers: JoinSet::new(),
+    };
     let mut missing = n - 1;
-    let missing_list = |links: &[Option<Link>], range: std::ops::Range<usize>| -> Vec<String> {
+    let mut connecting_open = true;
+    let missing_list = |mesh: &Mesh, range: std::ops::Range<usize>| -> Vec<String> {
         range
-            .filter(|&j| j != me && links[j].is_none())
+            .filter(|&j| j != me && mesh.writers[j].is_none())
             .map(|j| labels[j].clone())
             .collect()
     };
-    while missing > 0 {
-        let event = match timeout_at(deadline, rx.recv()).await {
-            Ok(Some(ev)) => ev,
-            Ok(None) | Err(_) => {
-                let errors = last_dial_error
-                    .lock()
-                    .map(|v| v.clone())
-                    .unwrap_or_default();
-                let mut parts = Vec::new();
-                for j in 0..n {
-                    if j == me || links[j].is_some() {
-                        continue;
-                    }
-                    if j > me {
-                        let mut s = format!("{} at {}", labels[j], ctx.endpoints[j]);
-                        if let Some(e) = &errors[j] {
-                            s.push_str(&format!(" (last attempt: {e})"));
-                        }
-                        parts.push(s);
-                    } else {
-                        parts.push(format!("{} (did not connect to this party)", labels[j]));
-                    }
+    let timeout_error = |mesh: &Mesh| {
+        let errors = last_dial_error
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default();
+        let mut parts = Vec::new();
+        for j in (0..n).filter(|&j| j != me && mesh.writers[j].is_none()) {
+            if j > me {
+                let mut s = format!("{} at {}", labels[j], ctx.endpoints[j]);
+                if let Some(e) = &errors[j] {
+                    s.push_str(&format!(" (last attempt: {e})"));
                 }
-                let e = Error::timeout(format!(
-                    "session {}: {} timed out after {:.1}s waiting for {}",
-                    plan.session_id,
-                    labels[me],
-                    plan.timeout.as_secs_f64(),
-                    parts.join(", ")
-                ))
-                .with_hint("check that every listed party runs the negotiation for this session and that its endpoint is reachable from here (firewall, VPN)");
-                return Err(fail(tasks, links, &labels, e).await);
-            }
-        };
-        match event {
-            Event::Connected(link) => {
-                let j = link.peer;
-                if links[j].is_some() {
-                    let e = Error::peer(format!(
-                        "protocol violation by {}: it connected twice to {}",
-                        labels[j], labels[me]
-                    ));
-                    return Err(fail(tasks, links, &labels, e).await);
-                }
-                links[j] = Some(*link);
-                missing -= 1;
-            }
-            Event::Failed(e) => return Err(fail(tasks, links, &labels, e).await),
-            Event::UnknownClient(addr) => {
-                let expected = missing_list(&links, 0..me);
-                let e = Error::authentication(format!(
-                    "a connection from {addr} presented a certificate that is not registered for {} (the parties still expected to connect to {})",
-                    expected.join(" or "),
-                    labels[me]
-                ))
-                .with_hint(format!(
-                    "{} may have a new identity: check its fingerprint out of band and register its current certificate",
-                    expected.join(" or ")
-                ));
-                return Err(fail(tasks, links, &labels, e).await);
-            }
-            Event::ClientRefusedUs(addr) => {
-                let expected = missing_list(&links, 0..me);
-                let e = Error::authentication(format!(
-                    "the party connecting from {addr} (one of {}) refused the certificate of {}: it has a different certificate registered for {}",
-                    expected.join(", "),
-                    labels[me],
-                    labels[me]
-                ))
-                .with_hint(format!(
-                    "ask {} to register this party's current certificate (check the fingerprint)",
-                    expected.join(" and ")
-                ));
-                return Err(fail(tasks, links, &labels, e).await);
+                parts.push(s);
+            } else {
+                parts.push(format!("{} (did not connect to this party)", labels[j]));
             }
         }
+        Error::timeout(format!(
+            "session {}: {} timed out after {:.1}s waiting for {}",
+            plan.session_id,
+            labels[me],
+            plan.timeout.as_secs_f64(),
+            parts.join(", ")
+        ))
+        .with_hint("check that every listed party runs the negotiation for this session and that its endpoint is reachable from here (firewall, VPN)")
+    };
+    while missing > 0 {
+        let failure = tokio::select! {
+            ev = rx.recv(), if connecting_open => match ev {
+                None => {
+                    connecting_open = false;
+                    continue;
+                }
+                Some(Event::Connected(link)) => {
+                    let j = link.peer;
+                    if mesh.writers[j].is_some() {
+                        Error::peer(format!(
+                            "protocol violation by {}: it connected twice to {}",
+                            labels[j], labels[me]
+                        ))
+                    } else {
+                        let (r, w) = tokio::io::split(link.stream);
+                        mesh.writers[j] = Some(w);
+                        mesh.readers
+                            .spawn(read_loop(r, j, labels[j].clone(), deadline, ev_tx.clone()));
+                        missing -= 1;
+                        continue;
+                    }
+                }
+                Some(Event::Failed(e)) => e,
+                Some(Event::UnknownClient(addr)) => {
+                    let expected = missing_list(&mesh, 0..me);
+                    Error::authentication(format!(
+                        "a connection from {addr} presented a certificate that is not registered for {} (the parties still expected to connect to {})",
+                        expected.join(" or "),
+                        labels[me]
+                    ))
+                    .with_hint(format!(
+                        "{} may have a new identity: check its fingerprint out of band and register its current certificate",
+                        expected.join(" or ")
+                    ))
+                }
+                Some(Event::ClientRefusedUs(addr)) => {
+                    let expected = missing_list(&mesh, 0..me);
+                    Error::authentication(format!(
+                        "the party connecting from {addr} (one of {}) refused the certificate of {}: it has a different certificate registered for {}",
+                        expected.join(", "),
+                        labels[me],
+                        labels[me]
+                    ))
+                    .with_hint(format!(
+                        "ask {} to register this party's current certificate (check the fingerprint)",
+                        expected.join(" and ")
+                    ))
+                }
+            },
+            ev = mesh.events.recv() => match ev {
+                Some((j, ReadEvent::Frame(f))) if f.kind == MsgType::Abort => {
+                    peer_aborted(&labels[j], &f.payload)
+                }
+                Some((j, ReadEvent::Frame(f))) => {
+                    // A peer that finished its own connection phase started the protocol: keep it.
+                    mesh.pending.push_back((j, ReadEvent::Frame(f)));
+                    continue;
+                }
+                Some((_, ReadEvent::Closed(Some(e)))) if e.kind() == crate::ErrorKind::Timeout => {
+                    timeout_error(&mesh)
+                }
+                Some((_, ReadEvent::Closed(Some(e)))) => e,
+                Some((j, ReadEvent::Closed(None))) => Error::peer(format!(
+                    "{} closed the connection while {} was still connecting to the other parties",
+                    labels[j], labels[me]
+                ))
+                .with_hint(format!("{} may have failed; see its output", labels[j])),
+                None => continue, // cannot happen: ev_tx is alive
+            },
+            _ = sleep_until(deadline) => {
+                let e = timeout_error(&mesh);
+                tasks.abort_all();
+                mesh.stop_readers();
+                abort_writers(&labels, mesh.take_writers(), &e.to_string()).await;
+                return Err(e);
+            }
+        };
+        return Err(fail(tasks, &ctx, rx, mesh, failure).await);
     }
     // Stops the listener and any stray handshakes.
     tasks.abort_all();
-    Ok(Mesh { links })
+    Ok(mesh)
 }
 
-/// Stops all connection tasks, tells the parties already connected, and returns `e`.
+async fn abort_writers(labels: &[String], writers: Vec<(usize, Writer)>, reason: &str) {
+    let writers = writers
+        .into_iter()
+        .map(|(j, w)| (labels[j].clone(), w))
+        .collect();
+    abort_all(writers, reason).await;
+}
+
+/// After a failure in the connection phase: tells the connected peers at once, then lingers
+/// (see [`LINGER`]) so that the peers not connected yet learn about the abort too, and returns
+/// `e`.
 async fn fail(
     mut tasks: JoinSet<()>,
-    links: Vec<Option<Link>>,
-    labels: &[String],
+    ctx: &Ctx,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    mut mesh: Mesh,
     e: Error,
 ) -> Error {
+    let reason = e.to_string();
+    if let Ok(mut r) = ctx.abort_reason.lock() {
+        *r = Some(reason.clone());
+    }
+    mesh.stop_readers();
+    abort_writers(&ctx.labels, mesh.take_writers(), &reason).await;
+    let until = (Instant::now() + LINGER).min(ctx.deadline);
+    while let Ok(Some(ev)) = timeout_at(until, rx.recv()).await {
+        if let Event::Connected(link) = ev {
+            // Bound before the abort reason was set: abort it now.
+            abort_all(vec![(ctx.labels[link.peer].clone(), link.stream)], &reason).await;
+        }
+    }
     tasks.abort_all();
-    let writers = links
-        .into_iter()
-        .flatten()
-        .map(|l| (labels[l.peer].clone(), l.stream))
-        .collect();
-    abort_all(writers, &e.to_string()).await;
     e
 }
 
@@ -493,6 +614,11 @@ async fn accept_loop(
 /// certificate identified.
 async fn hello_exchange(ctx: &Ctx, mut stream: TlsStream<TcpStream>, j: usize) -> Result<Link> {
     let label = &ctx.labels[j];
+    let lingering = ctx.abort_reason.lock().ok().and_then(|r| r.clone());
+    if let Some(reason) = lingering {
+        abort_all(vec![(label.clone(), stream)], &reason).await;
+        return Err(Error::peer("session already aborted"));
+    }
     write_frame(&mut stream, &ctx.hello.to_frame(), ctx.deadline, label).await?;
     let frame = read_frame(&mut stream, ctx.deadline, label)
         .await?
@@ -545,4 +671,24 @@ pub fn peer_aborted(label: &str, payload: &[u8]) -> Error {
     Error::peer(format!("{label} aborted the session: {reason}")).with_hint(
         "fix the problem reported by that party and run the negotiation again on every party",
     )
+}
+
+async fn read_loop(
+    mut r: ReadHalf<TlsStream<TcpStream>>,
+    j: usize,
+    label: String,
+    deadline: Instant,
+    tx: mpsc::UnboundedSender<(usize, ReadEvent)>,
+) {
+    loop {
+        let ev = match read_frame(&mut r, deadline, &label).await {
+            Ok(Some(f)) => ReadEvent::Frame(f),
+            Ok(None) => ReadEvent::Closed(None),
+            Err(e) => ReadEvent::Closed(Some(e)),
+        };
+        let last = matches!(ev, ReadEvent::Closed(_));
+        if tx.send((j, ev)).is_err() || last {
+            return;
+        }
+    }
 }

@@ -16,5 +16,7 @@ pub mod pinned_verifier;
 pub mod tls;
 
 pub use frame::{Frame, MsgType, MAX_FRAME_LEN};
-pub use mesh::{abort_all, binding_hash, establish, Hello, Link, Mesh, PROTOCOL_VERSION};
+pub use mesh::{
+    abort_all, binding_hash, establish, Hello, Link, Mesh, ReadEvent, Writer, PROTOCOL_VERSION,
+};
 pub use pinned_verifier::{PinnedCert, PinnedClientVerifier, PinnedServerVerifier};
