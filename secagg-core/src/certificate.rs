@@ -440,7 +440,7 @@ impl Certificate {
         }
         let mut warnings = Vec::new();
         if let Some((server, client, any)) = self.extended_key_usage {
-            if !any && !(server && client) {
+            if !(any || (server && client)) {
                 warnings.push("certificate's extended key usage lacks serverAuth or clientAuth: MP-SPDZ will refuse it (the native engine accepts it)".to_owned());
             }
         }

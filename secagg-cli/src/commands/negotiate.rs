@@ -86,7 +86,7 @@ pub fn run(home: &Path, a: NegotiateArgs) -> anyhow::Result<()> {
         listen: a.listen,
     };
     let engine = match a.engine {
-        EngineArg::Native => NativeEngine::default(),
+        EngineArg::Native => NativeEngine,
     };
     let r = session::negotiate(&home, &req, &engine)?;
     match a.format {
