@@ -1,0 +1,54 @@
+//! Key negotiation as it runs in production: every party a separate `secagg negotiate` process
+//! (release build) over mutual TLS on 127.0.0.1. The federation (homes, certificates,
+//! registrations) is prepared once; each iteration is one fresh session, timed from the first
+//! process start to the last exit, keys checked.
+//!
+//! Run with `cargo bench -p secagg-cli --bench negotiation_processes`; figures in benches/README.md.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use secagg_core::demo;
+
+fn run_session(fed: &demo::Federation) -> Duration {
+    let session = secagg_core::session::new_session_id();
+    let parties = fed.party_ids().join(",");
+    let started = Instant::now();
+    let children: Vec<_> = fed
+        .parties
+        .iter()
+        .map(|p| {
+            Command::new(env!("CARGO_BIN_EXE_secagg"))
+                .arg("--home")
+                .arg(p.home.root())
+                .args(["negotiate", "--session", &session, "--parties", &parties, "--timeout", "30s"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().expect("wait").success(), "a party failed");
+    }
+    let elapsed = started.elapsed();
+    assert!(demo::verify(fed, &session).unwrap().verified);
+    elapsed
+}
+
+fn benches(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = c.benchmark_group("negotiation_processes");
+    g.sample_size(10).measurement_time(Duration::from_secs(15));
+    for parties in [3usize, 10, 30] {
+        let fed = demo::prepare(&dir.path().join(format!("fed{parties}")), parties - 1).unwrap();
+        g.bench_function(format!("{parties}_parties"), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| run_session(&fed)).sum())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(processes, benches);
+criterion_main!(processes);
