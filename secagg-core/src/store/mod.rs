@@ -8,6 +8,8 @@
 
 pub mod contexts;
 pub mod peers;
+pub mod vpn_peers;
+pub mod vpn_server;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
@@ -51,6 +53,27 @@ const MIGRATIONS: &[&str] = &[
         key_decimal     TEXT NOT NULL,
         key_fingerprint TEXT NOT NULL,
         created_at      INTEGER NOT NULL
+    ) STRICT;",
+    // v3: the VPN server's settings (one row) and its peer registry (`secagg vpn`).
+    "CREATE TABLE vpn_server (
+        id              INTEGER PRIMARY KEY NOT NULL CHECK (id = 1),
+        private_key     TEXT NOT NULL,
+        public_key      TEXT NOT NULL,
+        public_host     TEXT NOT NULL,
+        port            INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),
+        network         TEXT NOT NULL,
+        created_at      INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE vpn_peers (
+        peer_type       TEXT NOT NULL CHECK (peer_type IN ('management', 'node', 'researcher')),
+        peer_id         TEXT NOT NULL,
+        address         INTEGER NOT NULL UNIQUE,
+        preshared_key   TEXT NOT NULL,
+        public_key      TEXT UNIQUE,
+        config_path     TEXT NOT NULL,
+        created_at      INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL,
+        PRIMARY KEY (peer_type, peer_id)
     ) STRICT;",
 ];
 

@@ -1,0 +1,1 @@
+//! End to end over a real WireGuard tunnel (being written).
