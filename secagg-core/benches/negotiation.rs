@@ -47,21 +47,28 @@ fn identities(n: usize) -> Vec<Identity> {
         .collect()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `n` distinct free ports: all probe listeners are held until every port is picked, otherwise
+/// the kernel may hand out the same port twice (two parties on one port then look like an
+/// impostor to whoever dials them).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 /// One complete session; panics unless every party succeeds and the keys cancel.
 fn session(parties: &[Identity]) {
+    let ports = free_ports(parties.len());
     let entries: Vec<PartyEntry> = parties
         .iter()
-        .map(|p| PartyEntry {
+        .zip(ports)
+        .map(|(p, port)| PartyEntry {
             id: p.id.clone(),
-            endpoint: Endpoint::new("127.0.0.1", free_port().into()).unwrap(),
+            endpoint: Endpoint::new("127.0.0.1", port.into()).unwrap(),
             certificate_der: p.cert_der.clone(),
         })
         .collect();

@@ -64,12 +64,17 @@ fn fixture_identity(id: &str, name: &str) -> Identity {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `n` distinct free ports: all probe listeners are held until every port is picked, otherwise
+/// the kernel may hand out the same port twice (two parties on one port then look like an
+/// impostor to whoever dials them).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 fn ids(n: usize) -> Vec<String> {
@@ -91,11 +96,13 @@ fn identities(n: usize) -> Vec<Identity> {
 
 /// The registered view shared by all parties: ids, endpoints on free ports, certificates.
 fn entries(parties: &[Identity]) -> Vec<PartyEntry> {
+    let ports = free_ports(parties.len());
     parties
         .iter()
-        .map(|p| PartyEntry {
+        .zip(ports)
+        .map(|(p, port)| PartyEntry {
             id: p.id.clone(),
-            endpoint: Endpoint::new("127.0.0.1", free_port().into()).unwrap(),
+            endpoint: Endpoint::new("127.0.0.1", port.into()).unwrap(),
             certificate_der: p.cert_der.clone(),
         })
         .collect()
@@ -607,4 +614,67 @@ fn a_key_that_does_not_match_the_certificate_is_refused() {
         e.to_string().contains("does not belong to its certificate"),
         "{e}"
     );
+}
+
+#[test]
+fn inconsistent_shares_fail_verification_at_the_researcher() {
+    use secagg_core::field::PrimeField;
+    use secagg_core::transport::frame::{write_frame, Frame, MsgType};
+    use secagg_core::transport::ReadEvent;
+
+    // A rogue last node sends values that lie on no low-degree polynomial, then a random sum.
+    let parties = identities(5);
+    let mut plans = honest_plans(&parties, Duration::from_secs(5));
+    let rogue_plan = plans.pop().unwrap();
+    let n = parties.len();
+    let r = rogue(rogue_plan, move |mut mesh| {
+        Box::pin(async move {
+            let field = PrimeField::new(fedbiomed_prime()).unwrap();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            let mut rng = rand::rngs::OsRng;
+            for j in 0..n - 1 {
+                let f = Frame {
+                    kind: MsgType::Share,
+                    payload: field.to_fixed_bytes(&field.random(&mut rng)),
+                };
+                let w = mesh.writers[j].as_mut().unwrap();
+                write_frame(w, &f, deadline, "peer").await.unwrap();
+            }
+            let mut shares = 0;
+            while shares < n - 2 {
+                match mesh.next_event(deadline).await {
+                    Some((_, ReadEvent::Frame(f))) if f.kind == MsgType::Share => shares += 1,
+                    other => panic!("rogue got {other:?}"),
+                }
+            }
+            let sum = Frame {
+                kind: MsgType::Sum,
+                payload: field.to_fixed_bytes(&field.random(&mut rng)),
+            };
+            let w = mesh.writers[0].as_mut().unwrap();
+            write_frame(w, &sum, deadline, "researcher").await.unwrap();
+            // Wait for the researcher's verdict (an abort), then leave.
+            let _ = mesh.next_event(deadline).await;
+        })
+    });
+    let start = Instant::now();
+    let results = run_indexed(plans.into_iter().enumerate().collect());
+    r.join().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(2));
+    let e0 = results[0].1.as_ref().unwrap_err();
+    assert_eq!(e0.kind(), ErrorKind::Verification, "{e0}");
+    assert!(
+        e0.to_string()
+            .contains("do not lie on one polynomial of degree 2"),
+        "{e0}"
+    );
+    // The honest nodes learn it from the researcher's abort; nobody keeps a key.
+    for (i, r) in &results[1..] {
+        let e = r.as_ref().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PeerFailure, "party {i}: {e}");
+        assert!(
+            e.to_string().contains("do not lie on one polynomial"),
+            "party {i}: {e}"
+        );
+    }
 }
