@@ -18,7 +18,13 @@
 //!   when dialing it.
 //!
 //! TCP connections that fail TLS for other reasons (port scanners, garbage) are ignored, so they
-//! cannot abort a session. On failure, the parties already connected get an `Abort` frame.
+//! cannot abort a session.
+//!
+//! Fail fast: every bound connection gets a reader task at once, so an `Abort` or a disconnect
+//! of a connected peer ends the connection phase immediately. On failure, the connected peers get
+//! an `Abort` frame at once, and the party then *lingers* for [`LINGER`] (listening and dialing
+//! on, answering every new connection with `Abort` instead of a hello) so that peers that had not
+//! reached it yet fail within a fraction of a second instead of at the deadline.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
