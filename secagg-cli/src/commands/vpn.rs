@@ -1,17 +1,354 @@
-//! `secagg vpn` (under construction).
+//! `secagg vpn`: the WireGuard VPN server's peer registry and configurations, and a peer's key
+//! pair and client configuration.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use clap::Subcommand;
+use clap::{Args, Subcommand, ValueEnum};
+use secagg_core::fs_secure::{self, SECRET_FILE_MODE};
+use secagg_core::home::Home;
+use secagg_core::vpn::server::{self, AddAction, InitRequest};
+use secagg_core::vpn::wgconf::ConfigForm;
+use secagg_core::vpn::{client, net};
+use time::OffsetDateTime;
 
-/// Under construction.
+use crate::output::{self, Format};
+
+/// WireGuard VPN. On the VPN server: `init`, `genconf`, `add`, `remove`, `removeconf`, `list`,
+/// `server-config`. On a peer: `keygen`, `client-config`.
 #[derive(Debug, Subcommand)]
 pub enum VpnCommand {
-    /// Not available yet.
-    Status,
+    /// (server) Set up the VPN server: make its key pair, record its public address and network.
+    Init(InitArgs),
+    /// (server) Register a peer: allocate the first free address of its type's pool, make a
+    /// pre-shared key, and write its config.env (send that file to the peer).
+    Genconf(PeerArgs),
+    /// (server) Register the public key a peer made with `secagg vpn keygen` (replaces its
+    /// previous key, if any).
+    Add(AddArgs),
+    /// (server) Withdraw a peer's public key; the peer keeps its address and config.env.
+    Remove(PeerArgs),
+    /// (server) Delete a peer and its config.env; its address becomes free for reuse.
+    Removeconf(PeerArgs),
+    /// (server) The server's settings and its peers.
+    List(ListArgs),
+    /// (server) The server's WireGuard configuration (contains its private key).
+    ServerConfig(ConfigArgs),
+    /// (peer) Make this peer's WireGuard key pair in <home>/vpn/ and print the public key.
+    Keygen(KeygenArgs),
+    /// (peer) This peer's WireGuard configuration from the config.env the server's operator sent.
+    ClientConfig(ClientConfigArgs),
+}
+
+/// Arguments of `vpn init`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The network is split in four equal parts, as in Fed-BioMed: the server is network+1; \
+management peers get addresses from part 0, nodes from part 1, researchers from part 2, each starting at \
+the part's network address + 2 (10.220.0.2, 10.221.0.2, 10.222.0.2 with the default network)."
+)]
+pub struct InitArgs {
+    /// Where peers reach the server: HOST or HOST:PORT (UDP port default 51820; IPv6 as [ADDR]:PORT).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    public_addr: String,
+    /// The VPN network (/8 to /28).
+    #[arg(long, value_name = "NET", default_value = net::DEFAULT_NETWORK)]
+    network: String,
+    /// Replace existing settings and key pair (refused while peers are registered).
+    #[arg(long)]
+    force: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+/// A peer's type and id.
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    /// Peer type: management, node or researcher.
+    #[arg(value_name = "TYPE")]
+    kind: String,
+    /// Peer id (1–64 letters, digits, `_`, `.`, `-`).
+    #[arg(value_name = "ID")]
+    id: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+/// Arguments of `vpn add`.
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// Peer type: management, node or researcher.
+    #[arg(value_name = "TYPE")]
+    kind: String,
+    /// Peer id.
+    #[arg(value_name = "ID")]
+    id: String,
+    /// The peer's WireGuard public key (base64 of 32 bytes).
+    #[arg(value_name = "PUBLIC_KEY", allow_hyphen_values = true)]
+    public_key: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+/// Arguments of `vpn list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// `table` (or `text`) or `json`.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+/// Form of a WireGuard configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormArg {
+    /// For `wg setconf` / `wg syncconf` (no Address line).
+    Wg,
+    /// For `wg-quick up` (adds Address and MTU).
+    WgQuick,
+}
+
+impl From<FormArg> for ConfigForm {
+    fn from(f: FormArg) -> Self {
+        match f {
+            FormArg::Wg => ConfigForm::Wg,
+            FormArg::WgQuick => ConfigForm::WgQuick,
+        }
+    }
+}
+
+/// Arguments of `vpn server-config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Configuration form.
+    #[arg(long, value_enum, default_value = "wg")]
+    format: FormArg,
+    /// Write to FILE (0600, replaced atomically) instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+/// Arguments of `vpn keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Replace an existing key pair (the server must then `add` the new public key).
+    #[arg(long)]
+    force: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+/// Arguments of `vpn client-config`.
+#[derive(Debug, Args)]
+pub struct ClientConfigArgs {
+    /// The config.env written by `secagg vpn genconf` (or Fed-BioMed's configure_peer.py).
+    #[arg(value_name = "CONFIG_ENV")]
+    config_env: PathBuf,
+    /// Configuration form.
+    #[arg(long, value_enum, default_value = "wg")]
+    format: FormArg,
+    /// Write to FILE (0600, replaced atomically) instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<PathBuf>,
 }
 
 /// Runs `secagg vpn …`.
-pub fn run(_home: &Path, _cmd: VpnCommand) -> anyhow::Result<()> {
-    anyhow::bail!("`secagg vpn` is not available yet")
+pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
+    let home = Home::new(home);
+    let now = OffsetDateTime::now_utc();
+    match cmd {
+        VpnCommand::Init(a) => {
+            let r = server::init(
+                &home,
+                &InitRequest {
+                    public_addr: a.public_addr,
+                    network: Some(a.network),
+                    force: a.force,
+                },
+                now,
+            )?;
+            match a.format {
+                Format::Json => output::print_json(&r)?,
+                Format::Text => {
+                    let s = &r.server;
+                    let mut fields = vec![
+                        ("public key", s.public_key.to_string()),
+                        ("endpoint", s.endpoint.clone()),
+                        ("network", s.network.to_string()),
+                        ("server address", s.server_address.to_string()),
+                    ];
+                    for p in &s.pools {
+                        fields.push((
+                            p.kind.as_str(),
+                            format!("{} ({} to {})", p.pool, p.first, p.last),
+                        ));
+                    }
+                    output::print_fields(&fields);
+                    if let Some(old) = r.replaced_public_key {
+                        output::warn(format!(
+                            "replaced the server key pair (old public key {old})"
+                        ));
+                    }
+                    output::note(format!(
+                        "next: `secagg vpn genconf {PEER_TYPES_SHORT} ID` for each peer"
+                    ));
+                }
+            }
+        }
+        VpnCommand::Genconf(a) => {
+            let r = server::genconf(&home, &a.kind, &a.id, now)?;
+            match a.format {
+                Format::Json => output::print_json(&r)?,
+                Format::Text => {
+                    println!("{}", r.config_path.display());
+                    output::note(format!(
+                        "configuration for {}/{} ({}) saved; send this file to the peer over a private channel (it holds the peer's pre-shared key)",
+                        r.kind, r.id, r.address
+                    ));
+                }
+            }
+        }
+        VpnCommand::Add(a) => {
+            let r = server::add(&home, &a.kind, &a.id, &a.public_key, now)?;
+            match a.format {
+                Format::Json => output::print_json(&r)?,
+                Format::Text => {
+                    let what = match r.action {
+                        AddAction::Added => "added",
+                        AddAction::Replaced => "replaced the key of",
+                        AddAction::Unchanged => "unchanged:",
+                    };
+                    println!(
+                        "{what} {}/{} {} allowed-ips {}/32",
+                        r.kind, r.id, r.public_key, r.address
+                    );
+                    if let Some(old) = r.previous_public_key {
+                        output::note(format!("previous key {old} withdrawn"));
+                    }
+                    output::note("apply with `secagg vpn server-config > wg0.conf && wg syncconf wg0 wg0.conf`");
+                }
+            }
+        }
+        VpnCommand::Remove(a) => {
+            let r = server::remove(&home, &a.kind, &a.id, now)?;
+            match a.format {
+                Format::Json => output::print_json(&r)?,
+                Format::Text => match r.removed_public_key {
+                    Some(k) => println!(
+                        "removed key {k} of {}/{}; address {} stays reserved (free it with `secagg vpn removeconf {} {}`)",
+                        r.kind, r.id, r.address, r.kind, r.id
+                    ),
+                    None => output::note(format!(
+                        "{}/{} had no public key; nothing to remove",
+                        r.kind, r.id
+                    )),
+                },
+            }
+        }
+        VpnCommand::Removeconf(a) => {
+            let r = server::removeconf(&home, &a.kind, &a.id)?;
+            match a.format {
+                Format::Json => output::print_json(&r)?,
+                Format::Text => {
+                    println!(
+                        "removed {}/{}; address {} is free again",
+                        r.kind, r.id, r.address
+                    );
+                    if let Some(k) = r.removed_public_key {
+                        output::note(format!("its key {k} was withdrawn too"));
+                    }
+                    if let Some(p) = r.removed_config {
+                        output::note(format!("removed config file {}", p.display()));
+                    }
+                }
+            }
+        }
+        VpnCommand::List(a) => {
+            let l = server::list(&home)?;
+            match a.format {
+                Format::Json => output::print_json(&l)?,
+                Format::Text => {
+                    output::note(format!(
+                        "server {} at {} ({}), network {}",
+                        l.server.server_address,
+                        l.server.endpoint,
+                        l.server.public_key,
+                        l.server.network
+                    ));
+                    if l.peers.is_empty() {
+                        output::note("no peers (add one with `secagg vpn genconf TYPE ID`)");
+                    } else {
+                        let mut t = output::table(&[
+                            "type",
+                            "id",
+                            "prefix",
+                            "public key",
+                            "status",
+                            "created",
+                        ]);
+                        for p in &l.peers {
+                            t.add_row(vec![
+                                p.kind.to_string(),
+                                p.id.to_string(),
+                                p.allowed_ips.clone(),
+                                p.public_key
+                                    .map(|k| k.to_string())
+                                    .unwrap_or_else(|| "-".into()),
+                                p.status.to_string(),
+                                p.created_at.clone(),
+                            ]);
+                        }
+                        println!("{t}");
+                    }
+                }
+            }
+        }
+        VpnCommand::ServerConfig(a) => {
+            let conf = server::server_config(&home, a.format.into())?;
+            emit_secret(&conf, a.output.as_deref())?;
+        }
+        VpnCommand::Keygen(a) => {
+            let r = client::keygen(&home, a.force)?;
+            match a.format {
+                Format::Json => output::print_json(&r)?,
+                Format::Text => {
+                    println!("{}", r.public_key);
+                    if let Some(old) = r.replaced_public_key {
+                        output::warn(format!("replaced the key pair (old public key {old}); the VPN server must `add` the new key"));
+                    }
+                    output::note(format!(
+                        "private key in {} (0600); give the public key above to the VPN server's operator for `secagg vpn add TYPE ID KEY`",
+                        r.private_key_path.display()
+                    ));
+                }
+            }
+        }
+        VpnCommand::ClientConfig(a) => {
+            let (conf, info) = client::client_config(&home, &a.config_env, a.format.into())?;
+            emit_secret(&conf, a.output.as_deref())?;
+            if a.output.is_some() {
+                output::note(format!(
+                    "peer address {}/{}, server {}",
+                    info.vpn_ip, info.prefix, info.server_endpoint
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+const PEER_TYPES_SHORT: &str = "management|node|researcher";
+
+/// Prints a configuration holding secrets, or writes it 0600 to `out`.
+fn emit_secret(text: &str, out: Option<&Path>) -> anyhow::Result<()> {
+    match out {
+        None => print!("{text}"),
+        Some(p) => {
+            fs_secure::write_atomic(p, text.as_bytes(), SECRET_FILE_MODE)?;
+            output::note(format!("written to {} (0600)", p.display()));
+        }
+    }
+    Ok(())
 }

@@ -57,7 +57,9 @@ pub fn get(conn: &Connection) -> Result<Option<VpnServerRecord>> {
         return Err(Error::invalid(
             "in the store, the VPN server's public key does not match its private key",
         )
-        .with_hint("the store was edited by hand; run `secagg vpn init --force` to make a new key pair"));
+        .with_hint(
+            "the store was edited by hand; run `secagg vpn init --force` to make a new key pair",
+        ));
     }
     Ok(Some(VpnServerRecord {
         private_key,

@@ -35,10 +35,14 @@ pub struct KeyPair {
 /// Loads this peer's private key from `<home>/vpn/wg.key`.
 pub fn load_private_key(home: &Home) -> Result<PrivateKey> {
     let path = vpn::private_key_path(home);
-    let bytes = fs_secure::read_limited(&path, 1024, "WireGuard private key")
-        .map_err(|e| match e.kind() {
-            crate::ErrorKind::NotFound => e.with_hint("run `secagg vpn keygen` on this peer first"),
-            _ => e,
+    let bytes =
+        fs_secure::read_limited(&path, 1024, "WireGuard private key").map_err(|e| {
+            match e.kind() {
+                crate::ErrorKind::NotFound => {
+                    e.with_hint("run `secagg vpn keygen` on this peer first")
+                }
+                _ => e,
+            }
         })?;
     let text = Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned());
     PrivateKey::parse_named(&text, &format!("private key in `{}`", path.display()))
@@ -51,7 +55,9 @@ pub fn keygen(home: &Home, force: bool) -> Result<KeyPair> {
     let previous = if key_path.exists() {
         let old = load_private_key(home).ok().map(|k| k.public_key());
         if !force {
-            let shown = old.map(|k| format!(" (public key {k})")).unwrap_or_default();
+            let shown = old
+                .map(|k| format!(" (public key {k})"))
+                .unwrap_or_default();
             return Err(Error::conflict(format!(
                 "a WireGuard key pair already exists in `{}`{shown}",
                 key_path.display()

@@ -50,7 +50,7 @@ impl PublicKey {
         let bytes = decode(text, what)?;
         if bytes == [0u8; KEY_LEN] {
             return Err(
-                Error::invalid(format!("{what} is all zeros, not a real key")).with_hint(KEY_HINT)
+                Error::invalid(format!("{what} is all zeros, not a real key")).with_hint(KEY_HINT),
             );
         }
         Ok(PublicKey(bytes))

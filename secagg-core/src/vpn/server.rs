@@ -329,8 +329,9 @@ pub struct Added {
 }
 
 fn unknown_peer(kind: PeerType, name: &PeerName) -> Error {
-    Error::not_found(format!("VPN peer {kind}/{name} does not exist"))
-        .with_hint(format!("create it with `secagg vpn genconf {kind} {name}` first (see `secagg vpn list`)"))
+    Error::not_found(format!("VPN peer {kind}/{name} does not exist")).with_hint(format!(
+        "create it with `secagg vpn genconf {kind} {name}` first (see `secagg vpn list`)"
+    ))
 }
 
 /// `vpn add TYPE ID PUBLIC_KEY`: registers the peer's public key (validated first).
@@ -359,7 +360,9 @@ pub fn add(
                     "public key {key} already belongs to VPN peer {}/{} ({})",
                     other.kind, other.name, other.address
                 ))
-                .with_hint("each peer needs its own key pair: run `secagg vpn keygen` on that peer"));
+                .with_hint(
+                    "each peer needs its own key pair: run `secagg vpn keygen` on that peer",
+                ));
             }
         }
         let action = match peer.public_key {
@@ -642,15 +645,24 @@ mod tests {
         let e = genconf(&home, "node", "n3", now()).unwrap_err();
         assert!(e.to_string().contains("pool 10.9.0.4/30 is full"), "{e}");
         assert_eq!(e.kind(), crate::ErrorKind::Conflict);
-        assert_eq!(genconf(&home, "nodes", "n3", now()).unwrap_err().kind(), crate::ErrorKind::InvalidInput);
+        assert_eq!(
+            genconf(&home, "nodes", "n3", now()).unwrap_err().kind(),
+            crate::ErrorKind::InvalidInput
+        );
         assert!(genconf(&home, "node", "a/b", now()).is_err());
-        assert_eq!(genconf(&home, "node", "n1", now()).unwrap_err().kind(), crate::ErrorKind::Conflict);
+        assert_eq!(
+            genconf(&home, "node", "n1", now()).unwrap_err().kind(),
+            crate::ErrorKind::Conflict
+        );
         assert!(add(&home, "node", "n2", "bad", now()).is_err());
         assert_eq!(
             add(&home, "node", "n2", &key, now()).unwrap_err().kind(),
             crate::ErrorKind::Conflict
         );
-        assert_eq!(add(&home, "node", "zz", &key, now()).unwrap_err().kind(), crate::ErrorKind::NotFound);
+        assert_eq!(
+            add(&home, "node", "zz", &key, now()).unwrap_err().kind(),
+            crate::ErrorKind::NotFound
+        );
         assert!(remove(&home, "researcher", "n1", now()).is_err());
         assert!(removeconf(&home, "management", "n1").is_err());
         let srv = list(&home).unwrap().server.public_key.to_string();
@@ -671,9 +683,14 @@ mod tests {
         assert!(genconf(&home, "researcher", "r3", now()).is_err());
         let r = removeconf(&home, "researcher", "r1").unwrap();
         assert!(r.removed_config.is_some());
-        assert!(!vpn::peer_dir(&home, PeerType::Researcher, &PeerName::parse("r1").unwrap()).exists());
+        assert!(
+            !vpn::peer_dir(&home, PeerType::Researcher, &PeerName::parse("r1").unwrap()).exists()
+        );
         assert_eq!(
-            genconf(&home, "researcher", "r3", now()).unwrap().address.to_string(),
+            genconf(&home, "researcher", "r3", now())
+                .unwrap()
+                .address
+                .to_string(),
             "10.9.0.10"
         );
         // No trash left behind.
@@ -691,8 +708,18 @@ mod tests {
         genconf(&home, "node", "n2", now()).unwrap();
         let k1 = PrivateKey::generate().public_key();
         let k2 = PrivateKey::generate().public_key();
-        assert_eq!(add(&home, "node", "n1", &k1.to_string(), now()).unwrap().action, AddAction::Added);
-        assert_eq!(add(&home, "node", "n1", &k1.to_string(), now()).unwrap().action, AddAction::Unchanged);
+        assert_eq!(
+            add(&home, "node", "n1", &k1.to_string(), now())
+                .unwrap()
+                .action,
+            AddAction::Added
+        );
+        assert_eq!(
+            add(&home, "node", "n1", &k1.to_string(), now())
+                .unwrap()
+                .action,
+            AddAction::Unchanged
+        );
         let r = add(&home, "node", "n1", &k2.to_string(), now()).unwrap();
         assert_eq!(r.action, AddAction::Replaced);
         assert_eq!(r.previous_public_key, Some(k1));
@@ -702,7 +729,9 @@ mod tests {
         assert!(conf.contains("AllowedIPs = 10.221.0.2/32\n"));
         assert!(!conf.contains("10.221.0.3"), "n2 has no key");
         assert!(!conf.contains("Address"));
-        assert!(server_config(&home, ConfigForm::WgQuick).unwrap().contains("Address = 10.220.0.1/14\n"));
+        assert!(server_config(&home, ConfigForm::WgQuick)
+            .unwrap()
+            .contains("Address = 10.220.0.1/14\n"));
     }
 
     #[test]
@@ -713,10 +742,19 @@ mod tests {
             network: None,
             force: false,
         };
-        assert_eq!(init(&home, &req, now()).unwrap_err().kind(), crate::ErrorKind::Conflict);
+        assert_eq!(
+            init(&home, &req, now()).unwrap_err().kind(),
+            crate::ErrorKind::Conflict
+        );
         genconf(&home, "node", "n1", now()).unwrap();
-        let forced = InitRequest { force: true, ..req.clone() };
-        assert!(init(&home, &forced, now()).unwrap_err().to_string().contains("1 VPN peer"));
+        let forced = InitRequest {
+            force: true,
+            ..req.clone()
+        };
+        assert!(init(&home, &forced, now())
+            .unwrap_err()
+            .to_string()
+            .contains("1 VPN peer"));
         removeconf(&home, "node", "n1").unwrap();
         let old = list(&home).unwrap().server.public_key;
         let r = init(&home, &forced, now()).unwrap();
@@ -725,7 +763,10 @@ mod tests {
         // Commands on a home without a server name the problem and create nothing.
         let dir = tempfile::tempdir().unwrap();
         let empty = Home::new(dir.path().join("none"));
-        assert_eq!(genconf(&empty, "node", "n", now()).unwrap_err().kind(), crate::ErrorKind::NotFound);
+        assert_eq!(
+            genconf(&empty, "node", "n", now()).unwrap_err().kind(),
+            crate::ErrorKind::NotFound
+        );
         assert!(!empty.root().exists());
     }
 

@@ -89,11 +89,7 @@ pub fn render(form: ConfigForm, iface: &Interface<'_>, peers: &[Peer<'_>]) -> Ze
         let _ = writeln!(s, "\n# {}", p.comment);
         s.push_str("[Peer]\n");
         let _ = writeln!(s, "PublicKey = {}", p.public_key);
-        let _ = writeln!(
-            s,
-            "PresharedKey = {}",
-            p.preshared_key.to_base64().as_str()
-        );
+        let _ = writeln!(s, "PresharedKey = {}", p.preshared_key.to_base64().as_str());
         if let Some(e) = &p.endpoint {
             let _ = writeln!(s, "Endpoint = {e}");
         }
@@ -135,7 +131,10 @@ mod tests {
         assert!(wg.starts_with("# hello\n[Interface]\nPrivateKey = "));
         assert!(wg.contains("ListenPort = 51820\n\n# node/n1\n[Peer]\nPublicKey = "));
         assert!(wg.contains("AllowedIPs = 10.221.0.2/32\n"));
-        assert_eq!("wg-quick".parse::<ConfigForm>().unwrap(), ConfigForm::WgQuick);
+        assert_eq!(
+            "wg-quick".parse::<ConfigForm>().unwrap(),
+            ConfigForm::WgQuick
+        );
         assert!("quick".parse::<ConfigForm>().is_err());
     }
 }
