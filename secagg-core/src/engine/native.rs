@@ -409,7 +409,7 @@ impl<'a> Session<'a> {
             .into_iter()
             .map(|(j, w)| (self.labels[j].clone(), w))
             .collect();
-        abort_all(writers, &e.to_string()).await;
+        abort_all(writers, &crate::transport::mesh::abort_reason(e)).await;
         self.mesh.stop_readers();
     }
 }

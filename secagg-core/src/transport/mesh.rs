@@ -426,7 +426,7 @@ pub async fn establish(plan: &NegotiationPlan, deadline: Instant) -> Result<Mesh
                 let e = timeout_error(&mesh);
                 tasks.abort_all();
                 mesh.stop_readers();
-                abort_writers(&labels, mesh.take_writers(), &e.to_string()).await;
+                abort_writers(&labels, mesh.take_writers(), &abort_reason(&e)).await;
                 return Err(e);
             }
         };
@@ -455,7 +455,7 @@ async fn fail(
     mut mesh: Mesh,
     e: Error,
 ) -> Error {
-    let reason = e.to_string();
+    let reason = abort_reason(&e);
     if let Ok(mut r) = ctx.abort_reason.lock() {
         *r = Some(reason.clone());
     }
@@ -670,11 +670,32 @@ async fn hello_exchange(ctx: &Ctx, mut stream: TlsStream<TcpStream>, j: usize) -
     Ok(Link { peer: j, stream })
 }
 
-/// The error for an `Abort` frame received from `label`.
+/// The payload of the `Abort` frame sent because of `e`: `<kind>:<message>`, so that the peers
+/// fail with the same kind (a party that never started is a timeout for everyone, not only for
+/// the first party that gave up on it).
+pub fn abort_reason(e: &Error) -> String {
+    format!("{}:{e}", e.kind().name())
+}
+
+/// The error for an `Abort` frame received from `label`, of the kind the aborting party named
+/// (peer failure when it named none or one that only makes sense locally).
 pub fn peer_aborted(label: &str, payload: &[u8]) -> Error {
-    let reason = String::from_utf8_lossy(payload);
-    let reason = super::frame::truncate_utf8(&reason, super::frame::MAX_ABORT_REASON);
-    Error::peer(format!("{label} aborted the session: {reason}")).with_hint(
+    let text = String::from_utf8_lossy(payload);
+    let text = super::frame::truncate_utf8(&text, super::frame::MAX_ABORT_REASON);
+    let (kind, reason) = match text.split_once(':') {
+        Some((k, r)) if !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_') => {
+            (k, r)
+        }
+        _ => ("", text),
+    };
+    let message = format!("{label} aborted the session: {reason}");
+    let e = match kind {
+        "timeout" => Error::timeout(message),
+        "authentication" => Error::authentication(message),
+        "verification" => Error::verification(message),
+        _ => Error::peer(message),
+    };
+    e.with_hint(
         "fix the problem reported by that party and run the negotiation again on every party",
     )
 }
