@@ -1,1 +1,463 @@
-//! Supervision of external processes (under construction).
+//! Supervision of external processes (MP-SPDZ's `shamir-party.x`).
+//!
+//! A supervised child runs in a **process group of its own** (`setpgid(0, 0)` through
+//! [`CommandExt::process_group`]), with stdin from `/dev/null` and stdout and stderr both appended to
+//! one log file. Writing straight to a file means there is no pipe that could fill up and block
+//! the child while the parent waits (the deadlock Fed-BioMed's `wait()` on piped output risks).
+//!
+//! [`Supervised::wait`] enforces a deadline and an optional cancel flag; on expiry, on
+//! cancellation, and when a [`Supervised`] is dropped before it finished, the **whole process
+//! group** gets `SIGKILL`, so helper processes the child started die with it. After the child
+//! exited (on any path) the group is killed once more and secagg waits, bounded, until no member
+//! of it is left: no orphan survives a supervised run.
+//!
+//! Limits: a process that moves itself to another process group or session escapes the group
+//! kill; the leftover check reads `/proc` and is a no-op where there is none.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
+
+/// Default deadline of a supervised MP-SPDZ party (it can wait forever in a TLS handshake).
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(90);
+
+/// How long to wait for the members of a killed process group to disappear.
+pub const GROUP_EXIT_BOUND: Duration = Duration::from_secs(5);
+
+/// How often the cancel flag is looked at while waiting.
+const CANCEL_POLL: Duration = Duration::from_millis(20);
+
+/// A flag another thread sets to stop a supervised process early.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    /// A flag that is not set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Asks the supervisor to kill the process group.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    /// Whether [`Self::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// How a supervised process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// It exited (by itself, or killed by a signal nobody in secagg sent).
+    Exited(ExitStatus),
+    /// The deadline expired; the process group was killed.
+    TimedOut,
+    /// The cancel flag was set; the process group was killed.
+    Cancelled,
+}
+
+/// The result of [`Supervised::wait`].
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// How it ended.
+    pub ending: Ending,
+    /// Time from spawn to the end.
+    pub elapsed: Duration,
+    /// The log holding the child's stdout and stderr.
+    pub log_path: PathBuf,
+    /// Members of the group still alive [`GROUP_EXIT_BOUND`] after the final kill (normally empty).
+    pub leftover: Vec<u32>,
+}
+
+impl Finished {
+    /// The exit status when the child exited by itself.
+    pub fn status(&self) -> Option<ExitStatus> {
+        match self.ending {
+            Ending::Exited(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// Describes an exit status for people: `exit code 1`, or `killed by signal 6 (SIGABRT: …)`.
+pub fn describe_status(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exit code {code}");
+    }
+    match status.signal() {
+        Some(6) => "killed by signal 6 (SIGABRT: the program aborted after an uncaught exception; \
+                    shells report this as exit code 134)"
+            .to_owned(),
+        Some(9) => "killed by signal 9 (SIGKILL)".to_owned(),
+        Some(11) => "killed by signal 11 (SIGSEGV: the program crashed)".to_owned(),
+        Some(15) => "killed by signal 15 (SIGTERM)".to_owned(),
+        Some(s) => format!("killed by signal {s}"),
+        None => format!("ended with status {status}"),
+    }
+}
+
+/// A child process running in its own process group, its output going to a log file.
+///
+/// Dropping it before [`Self::wait`] returned kills the whole group.
+#[derive(Debug)]
+pub struct Supervised {
+    pgid: i32,
+    started: Instant,
+    log_path: PathBuf,
+    exit_rx: mpsc::Receiver<std::io::Result<ExitStatus>>,
+    done: bool,
+}
+
+impl Supervised {
+    /// Starts `cmd` in a new process group with stdin from `/dev/null` and stdout + stderr
+    /// appended to `log_path` (created 0600: the log may quote paths and peer names).
+    ///
+    /// `what` names the program in errors (`shamir-party.x`).
+    pub fn spawn(mut cmd: Command, log_path: &Path, what: &str) -> Result<Self> {
+        let log = open_log(log_path)?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| Error::io_path("duplicating the log file handle of", log_path, e))?;
+        cmd.process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2));
+        let child = cmd.spawn().map_err(|e| {
+            let base = Error::external(format!(
+                "cannot start {what} (`{}`): {e}",
+                cmd.get_program().to_string_lossy()
+            ));
+            match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    base.with_hint("check --mpspdz-root / MPSPDZ_ROOT and `secagg mpspdz doctor`")
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    base.with_hint("the program file must be executable")
+                }
+                _ => base,
+            }
+        })?;
+        let pgid = i32::try_from(child.id())
+            .map_err(|_| Error::Internal("child process id out of range".into()))?;
+        let (tx, exit_rx) = mpsc::channel();
+        spawn_waiter(child, tx);
+        Ok(Supervised {
+            pgid,
+            started: Instant::now(),
+            log_path: log_path.to_owned(),
+            exit_rx,
+            done: false,
+        })
+    }
+
+    /// The process id of the child, which is also its process group id.
+    pub fn pid(&self) -> u32 {
+        self.pgid as u32
+    }
+
+    /// Waits until the child exits, `deadline` (counted from spawn) expires, or `cancel` is set.
+    ///
+    /// On expiry or cancellation the whole group is killed. On every path the group is killed
+    /// once more after the child ended (helpers it left behind) and secagg waits up to
+    /// [`GROUP_EXIT_BOUND`] for the group to be empty.
+    pub fn wait(mut self, deadline: Duration, cancel: Option<&CancelFlag>) -> Result<Finished> {
+        let end = self.started + deadline;
+        let ending = loop {
+            if cancel.is_some_and(CancelFlag::is_cancelled) {
+                self.kill_group_and_reap();
+                break Ending::Cancelled;
+            }
+            let now = Instant::now();
+            if now >= end {
+                self.kill_group_and_reap();
+                break Ending::TimedOut;
+            }
+            let step = if cancel.is_some() {
+                (end - now).min(CANCEL_POLL)
+            } else {
+                end - now
+            };
+            match self.exit_rx.recv_timeout(step) {
+                Ok(Ok(status)) => break Ending::Exited(status),
+                Ok(Err(e)) => {
+                    self.kill_group_and_reap();
+                    self.done = true;
+                    return Err(Error::io("while waiting for a supervised process", e));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.kill_group_and_reap();
+                    self.done = true;
+                    return Err(Error::Internal(
+                        "the waiter of a supervised process disappeared".into(),
+                    ));
+                }
+            }
+        };
+        let elapsed = self.started.elapsed();
+        // The leader is gone; kill whatever it left in its group and wait for it to vanish.
+        kill_group(self.pgid);
+        let leftover = wait_group_empty(self.pgid, GROUP_EXIT_BOUND);
+        self.done = true;
+        Ok(Finished {
+            ending,
+            elapsed,
+            log_path: self.log_path.clone(),
+            leftover,
+        })
+    }
+
+    fn kill_group_and_reap(&mut self) {
+        kill_group(self.pgid);
+        // The waiter thread reaps the leader; SIGKILL makes this prompt.
+        let _ = self.exit_rx.recv_timeout(GROUP_EXIT_BOUND);
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        if !self.done {
+            self.kill_group_and_reap();
+            kill_group(self.pgid);
+            let _ = wait_group_empty(self.pgid, GROUP_EXIT_BOUND);
+        }
+    }
+}
+
+fn spawn_waiter(mut child: Child, tx: mpsc::Sender<std::io::Result<ExitStatus>>) {
+    thread::spawn(move || {
+        let r = child.wait();
+        let _ = tx.send(r);
+    });
+}
+
+fn open_log(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io_path("opening log file", path, e))
+}
+
+/// Sends `SIGKILL` to every process of group `pgid`; a group that no longer exists is fine.
+pub fn kill_group(pgid: i32) {
+    if pgid > 1 {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
+/// Process ids of the live (non-zombie) processes whose process group is `pgid`, from `/proc`.
+/// Empty where `/proc` is not available.
+pub fn live_group_members(pgid: i32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some((state, group)) = proc_state_and_pgid(pid) {
+            if group == pgid && state != 'Z' && state != 'X' {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Whether process `pid` exists and is not a zombie (`/proc`).
+pub fn process_alive(pid: u32) -> bool {
+    matches!(proc_state_and_pgid(pid), Some((s, _)) if s != 'Z' && s != 'X')
+}
+
+fn proc_state_and_pgid(pid: u32) -> Option<(char, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid pgrp …`; comm may contain spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+/// Waits (polling `/proc`, at most `bound`) until group `pgid` has no live member; returns the
+/// members still alive at the end.
+pub fn wait_group_empty(pgid: i32, bound: Duration) -> Vec<u32> {
+    let end = Instant::now() + bound;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let left = live_group_members(pgid);
+        if left.is_empty() || Instant::now() >= end {
+            return left;
+        }
+        kill_group(pgid);
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// The last `max_lines` lines of the log at `path` (lossy UTF-8), for quoting in errors.
+pub fn log_tail(path: &Path, max_lines: usize) -> Vec<String> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(max_lines)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(script);
+        c
+    }
+
+    #[test]
+    fn captures_stdout_and_stderr_in_the_log_and_reports_the_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("x.log");
+        let s = Supervised::spawn(sh("echo out; echo err >&2; exit 3"), &log, "sh").unwrap();
+        let f = s.wait(Duration::from_secs(10), None).unwrap();
+        assert_eq!(f.status().unwrap().code(), Some(3));
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("out\n") && text.contains("err\n"), "{text}");
+        assert_eq!(crate::fs_secure::mode_of(&log).unwrap(), 0o600);
+        assert!(f.leftover.is_empty());
+    }
+
+    #[test]
+    fn large_output_does_not_deadlock() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("x.log");
+        // 2 MB on each stream: far beyond a pipe buffer.
+        let s = Supervised::spawn(
+            sh("head -c 2000000 /dev/zero | tr '\\0' a; head -c 2000000 /dev/zero | tr '\\0' b >&2"),
+            &log,
+            "sh",
+        )
+        .unwrap();
+        let f = s.wait(Duration::from_secs(30), None).unwrap();
+        assert!(f.status().unwrap().success());
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), 4_000_000);
+    }
+
+    #[test]
+    fn deadline_kills_the_whole_group_and_leaves_no_orphan() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("x.log");
+        let started = Instant::now();
+        let s = Supervised::spawn(
+            sh("sleep 1000 & echo child $!; sleep 1000 & echo child $!; sleep 1000"),
+            &log,
+            "sh",
+        )
+        .unwrap();
+        let pgid = s.pid() as i32;
+        let f = s.wait(Duration::from_millis(500), None).unwrap();
+        assert_eq!(f.ending, Ending::TimedOut);
+        assert!(f.elapsed >= Duration::from_millis(500));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(f.leftover.is_empty(), "{:?}", f.leftover);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let children: Vec<u32> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("child "))
+            .map(|p| p.trim().parse().unwrap())
+            .collect();
+        assert_eq!(children.len(), 2, "{text}");
+        for pid in children {
+            assert!(!process_alive(pid), "background child {pid} survived");
+        }
+        assert!(live_group_members(pgid).is_empty());
+    }
+
+    #[test]
+    fn cancel_and_drop_kill_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("c.log");
+        let s = Supervised::spawn(sh("sleep 1000 & sleep 1000"), &log, "sh").unwrap();
+        let pgid = s.pid() as i32;
+        let cancel = CancelFlag::new();
+        let c2 = cancel.clone();
+        let t = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(100));
+            c2.cancel();
+        });
+        let f = s.wait(Duration::from_secs(60), Some(&cancel)).unwrap();
+        t.join().unwrap();
+        assert_eq!(f.ending, Ending::Cancelled);
+        assert!(f.elapsed < Duration::from_secs(10));
+        assert!(live_group_members(pgid).is_empty());
+
+        let log = dir.path().join("d.log");
+        let s = Supervised::spawn(sh("sleep 1000 & sleep 1000"), &log, "sh").unwrap();
+        let pgid = s.pid() as i32;
+        // Wait (bounded) until the background sleep exists, so the drop has a group to kill.
+        let end = Instant::now() + Duration::from_secs(5);
+        while live_group_members(pgid).len() < 2 && Instant::now() < end {
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert!(live_group_members(pgid).len() >= 2);
+        drop(s);
+        assert!(live_group_members(pgid).is_empty());
+    }
+
+    #[test]
+    fn helpers_left_by_a_finished_child_are_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("x.log");
+        let s = Supervised::spawn(sh("sleep 1000 & echo child $!; exit 0"), &log, "sh").unwrap();
+        let pgid = s.pid() as i32;
+        let f = s.wait(Duration::from_secs(10), None).unwrap();
+        assert!(f.status().unwrap().success());
+        assert!(live_group_members(pgid).is_empty());
+    }
+
+    #[test]
+    fn missing_program_is_an_external_tool_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Supervised::spawn(
+            Command::new(dir.path().join("nope.x")),
+            &dir.path().join("l"),
+            "nope.x",
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::ExternalTool);
+        assert!(e.to_string().contains("cannot start nope.x"), "{e}");
+    }
+
+    #[test]
+    fn abort_status_is_explained() {
+        let st = ExitStatus::from_raw(6);
+        assert!(describe_status(st).contains("SIGABRT"));
+        assert_eq!(describe_status(ExitStatus::from_raw(3 << 8)), "exit code 3");
+    }
+}

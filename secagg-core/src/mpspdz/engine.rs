@@ -1,0 +1,384 @@
+//! [`MpSpdzEngine`]: the negotiation run through MP-SPDZ's `shamir-party.x`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+
+use crate::engine::{Engine, NegotiationPlan, Outcome, PhaseTimings};
+use crate::error::{Error, Result};
+use crate::home::Home;
+use crate::mpspdz::certcheck;
+use crate::mpspdz::errors::{self, LogContext};
+use crate::mpspdz::locate::MpSpdzRoot;
+use crate::mpspdz::output;
+use crate::mpspdz::program::ProgramCache;
+use crate::mpspdz::workdir::{self, PreparedRun};
+use crate::party::Role;
+use crate::supervise::{self, CancelFlag, Ending, Supervised};
+
+/// Runs this party's side of a session with MP-SPDZ v0.3.4's `shamir-party.x`.
+///
+/// Per negotiation: checks the plan and every certificate against MP-SPDZ's TLS checks, takes the
+/// compiled program from the home's cache (compiling it on first use), writes the run directory
+/// (see [`workdir`]), runs `shamir-party.x` under supervision with the plan's timeout as deadline,
+/// lifts the researcher's output to the integer server key, and removes every secret leftover
+/// (and the run directory unless `keep_run_dir`).
+///
+/// Limit: a node's success means its own `shamir-party.x` exited 0; MP-SPDZ does not confirm to
+/// the nodes that the researcher received its output.
+#[derive(Debug, Clone)]
+pub struct MpSpdzEngine {
+    root: MpSpdzRoot,
+    cache: ProgramCache,
+    runs_dir: PathBuf,
+    keep_run_dir: bool,
+    cancel: Option<CancelFlag>,
+}
+
+/// What [`MpSpdzEngine::negotiate`] left on disk, for callers that want to report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDirReport {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// Whether it was kept.
+    pub kept: bool,
+}
+
+impl MpSpdzEngine {
+    /// An engine using the build at `root`, with the compile cache and run directories of `home`.
+    pub fn new(root: MpSpdzRoot, home: &Home) -> Self {
+        MpSpdzEngine {
+            root,
+            cache: ProgramCache::in_home(home),
+            runs_dir: home.runs_dir(),
+            keep_run_dir: false,
+            cancel: None,
+        }
+    }
+
+    /// Uses another compile cache (e.g. one shared by several homes in a test).
+    pub fn with_cache(mut self, cache: ProgramCache) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// Keeps the run directory (secrets are still removed).
+    pub fn keep_run_dir(mut self, keep: bool) -> Self {
+        self.keep_run_dir = keep;
+        self
+    }
+
+    /// Stops the run (killing shamir-party.x's process group) when `flag` is set.
+    pub fn with_cancel(mut self, flag: CancelFlag) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+
+    /// The MP-SPDZ root.
+    pub fn root(&self) -> &MpSpdzRoot {
+        &self.root
+    }
+
+    /// The run directory a session uses.
+    pub fn run_dir(&self, session_id: &uuid::Uuid) -> PathBuf {
+        self.runs_dir.join(session_id.to_string())
+    }
+
+    fn preflight(&self, plan: &NegotiationPlan) -> Result<()> {
+        plan.validate()?;
+        if let Some(l) = plan.listen {
+            if l.port() != plan.me().endpoint.port {
+                return Err(Error::invalid(format!(
+                    "--listen {l} is not possible with MP-SPDZ: shamir-party.x always listens on 0.0.0.0 at the port of its ip-file line ({})",
+                    plan.me().endpoint.port
+                ))
+                .with_hint("change the registered endpoint instead (`secagg identity set-endpoint`)"));
+            }
+        }
+        let now = OffsetDateTime::now_utc();
+        for (j, p) in plan.parties.iter().enumerate() {
+            let fatal: Vec<String> = certcheck::check(&p.certificate_der, j, now)
+                .into_iter()
+                .filter(|f| f.fatal)
+                .map(|f| f.message)
+                .collect();
+            if !fatal.is_empty() {
+                let whose = if j == plan.my_index {
+                    "this party's own certificate".to_owned()
+                } else {
+                    format!("the certificate registered for party {j} (`{}`)", p.id)
+                };
+                return Err(Error::invalid(format!(
+                    "MP-SPDZ would refuse {whose}: {}",
+                    fatal.join("; ")
+                ))
+                .with_hint("see `secagg mpspdz doctor --parties …`; renew the certificate with `secagg certificate generate --force` and register it again"));
+            }
+        }
+        self.root.check_binary()?;
+        Ok(())
+    }
+
+    fn run(&self, plan: &NegotiationPlan, run: &PreparedRun, started: Instant) -> Result<Outcome> {
+        let t_prepared = started.elapsed();
+        let deadline = plan.timeout.saturating_sub(t_prepared);
+        if deadline.is_zero() {
+            return Err(Error::timeout(
+                "the negotiation deadline expired while preparing the MP-SPDZ run",
+            ));
+        }
+        let log = run.log_path();
+        let child = Supervised::spawn(run.command(&self.root), &log, "shamir-party.x")?;
+        let finished = child.wait(deadline, self.cancel.as_ref())?;
+        let t_ran = started.elapsed();
+        let lines = supervise::log_tail(&log, 200);
+        let ctx = LogContext {
+            party_ids: plan.parties.iter().map(|p| p.id.clone()).collect(),
+            endpoints: run.endpoints.clone(),
+            my_index: plan.my_index,
+        };
+        match finished.ending {
+            Ending::Exited(st) if st.success() => {}
+            Ending::Exited(st) => {
+                let generic = Error::external(format!(
+                    "shamir-party.x failed ({}): {}",
+                    supervise::describe_status(st),
+                    errors::last_lines(&lines, 3)
+                ));
+                return Err(errors::classify(&lines, &ctx).unwrap_or(generic));
+            }
+            Ending::TimedOut => {
+                let why = errors::classify(&lines, &ctx)
+                    .map(|e| format!("; last problem: {e}"))
+                    .unwrap_or_default();
+                return Err(Error::timeout(format!(
+                    "shamir-party.x did not finish within the {:.0} s deadline and was killed{why}",
+                    plan.timeout.as_secs_f64()
+                ))
+                .with_hint("every party must start within about 30 s of the others; a party that accepts TCP but never completes TLS makes MP-SPDZ wait forever"));
+            }
+            Ending::Cancelled => {
+                return Err(Error::peer("the MP-SPDZ run was cancelled"));
+            }
+        }
+        let key = if plan.my_index == 0 {
+            let out = run.output_file();
+            let bytes = match std::fs::read(&out) {
+                Ok(b) => b,
+                Err(e) => {
+                    return Err(Error::external(format!(
+                        "shamir-party.x exited successfully but wrote no output file `{}` ({e})",
+                        out.display()
+                    )))
+                }
+            };
+            let r = output::parse_output(&bytes)?;
+            output::lift_server_key(&r, &plan.prime, plan.key_bits, plan.n() - 1)?
+        } else {
+            run.node_key
+                .clone()
+                .ok_or_else(|| Error::Internal("node key missing".into()))?
+        };
+        let total = started.elapsed();
+        Ok(Outcome {
+            role: if plan.my_index == 0 {
+                Role::Researcher
+            } else {
+                Role::Node
+            },
+            key,
+            timings: PhaseTimings {
+                connect: t_prepared,
+                exchange: t_ran - t_prepared,
+                finish: total - t_ran,
+                total,
+            },
+        })
+    }
+
+    /// Runs the session and reports the run directory (see [`Engine::negotiate`]).
+    pub fn negotiate_reporting(&self, plan: NegotiationPlan) -> (Result<Outcome>, RunDirReport) {
+        let started = Instant::now();
+        let report = RunDirReport {
+            dir: self.run_dir(&plan.session_id),
+            kept: false,
+        };
+        if let Err(e) = self.preflight(&plan) {
+            return (Err(e), report);
+        }
+        let program = match self.cache.get_or_compile(&self.root, plan.n(), &plan.prime) {
+            Ok(p) => p,
+            Err(e) => return (Err(e), report),
+        };
+        let run = match workdir::prepare(&self.runs_dir, &plan, &program) {
+            Ok(r) => r,
+            Err(e) => return (Err(e), report),
+        };
+        let mut result = self.run(&plan, &run, started);
+        // Secrets go on every path; then the directory unless asked to keep it.
+        let scrub = run.remove_secrets();
+        let kept = self.keep_run_dir;
+        let cleanup = if kept {
+            scrub.map(|_| ())
+        } else {
+            run.remove().and(scrub.map(|_| ()))
+        };
+        if let Err(e) = cleanup {
+            if result.is_ok() {
+                result = Err(e.context("after a successful MP-SPDZ run, cleaning up failed"));
+            }
+        }
+        if kept {
+            let note = format!(
+                "the run directory `{}` was kept (secrets removed); shamir-party.x's output is in {}",
+                run.dir.display(),
+                workdir::LOG_FILE
+            );
+            result = result.map_err(|e| {
+                let hint = match e.hint() {
+                    Some(h) => format!("{h}; {note}"),
+                    None => note,
+                };
+                e.with_hint(hint)
+            });
+        }
+        (result, RunDirReport { dir: run.dir.clone(), kept })
+    }
+}
+
+impl Engine for MpSpdzEngine {
+    fn name(&self) -> &'static str {
+        "mp-spdz"
+    }
+
+    fn negotiate(&self, plan: NegotiationPlan) -> Result<Outcome> {
+        self.negotiate_reporting(plan).0
+    }
+}
+
+/// Default deadline for an MP-SPDZ negotiation when the user gives none.
+pub const DEFAULT_TIMEOUT: Duration = supervise::DEFAULT_DEADLINE;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mpspdz::program::tests::{compile_count, fake_root};
+    use crate::mpspdz::workdir::tests::plan_for;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn engine_with_script(t: &std::path::Path, script: &str) -> (MpSpdzEngine, Home) {
+        let root = fake_root(&t.join("mpspdz"));
+        let bin = root.party_binary();
+        std::fs::write(&bin, script).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let home = Home::new(t.join("home"));
+        (MpSpdzEngine::new(root, &home), home)
+    }
+
+    #[test]
+    fn a_node_run_with_a_fake_party_binary_returns_its_key_and_cleans_up() {
+        let t = tempfile::tempdir().unwrap();
+        // Stands in for shamir-party.x: checks its cwd and arguments, leaves a memory dump.
+        let (engine, home) = engine_with_script(
+            t.path(),
+            "#!/bin/sh\n[ -f Programs/Schedules/server_key.sch ] || exit 5\n[ \"$1\" = 1 ] || exit 6\n[ -f \"$5-P1-0\" ] || exit 7\necho shares > Player-Data/Memory-Sp-P1\necho 'Using security parameter 40' >&2\nexit 0\n",
+        );
+        let (plan, _) = plan_for(3, 1);
+        let sid = plan.session_id;
+        let out = engine.negotiate(plan).unwrap();
+        assert_eq!(out.role, Role::Node);
+        assert!(!out.key.is_negative());
+        assert!(out.key.bits() <= 2040);
+        assert!(!home.runs_dir().join(sid.to_string()).exists());
+        assert_eq!(compile_count(engine.root().path()), 1);
+    }
+
+    #[test]
+    fn researcher_output_is_lifted_and_missing_output_is_a_failure() {
+        let t = tempfile::tempdir().unwrap();
+        let (engine, home) = engine_with_script(
+            t.path(),
+            "#!/bin/sh\nprintf '%s\\n' -12345 > \"$5-P0-0\"\nexit 0\n",
+        );
+        let engine = engine.keep_run_dir(true);
+        let (plan, _) = plan_for(3, 0);
+        let sid = plan.session_id;
+        let out = engine.negotiate(plan).unwrap();
+        assert_eq!(out.role, Role::Researcher);
+        assert_eq!(out.key.to_bigint(), num_bigint::BigInt::from(-12345));
+        // Kept, without secrets.
+        let dir = home.runs_dir().join(sid.to_string());
+        assert!(dir.join("ip-addresses").exists());
+        assert!(!dir.join("Output-P0-0").exists());
+        assert!(!dir.join("Player-Data/P0.key").exists());
+
+        let (engine, _) = engine_with_script(&t.path().join("b"), "#!/bin/sh\nexit 0\n");
+        let (plan, _) = plan_for(3, 0);
+        let e = engine.negotiate(plan).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::ExternalTool, "{e}");
+        assert!(e.to_string().contains("no output file"), "{e}");
+    }
+
+    #[test]
+    fn abort_with_a_known_line_is_classified_and_the_directory_removed() {
+        let t = tempfile::tempdir().unwrap();
+        let (engine, home) = engine_with_script(
+            t.path(),
+            "#!/bin/sh\necho 'Server-side handshake with P2 failed. Make sure both sides  have the necessary certificate' >&2\necho \"  what():  handshake: certificate verify failed\" >&2\nkill -ABRT $$\n",
+        );
+        let (plan, _) = plan_for(3, 1);
+        let sid = plan.session_id;
+        let e = engine.negotiate(plan).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Authentication, "{e}");
+        assert!(e.to_string().contains("`node_2`"), "{e}");
+        assert!(!home.runs_dir().join(sid.to_string()).exists());
+
+        let (engine, _) = engine_with_script(&t.path().join("b"), "#!/bin/sh\necho weird >&2\nkill -ABRT $$\n");
+        let (plan, _) = plan_for(3, 1);
+        let e = engine.negotiate(plan).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::ExternalTool, "{e}");
+        assert!(e.to_string().contains("SIGABRT"), "{e}");
+        assert!(e.to_string().contains("weird"), "{e}");
+    }
+
+    #[test]
+    fn deadline_kills_a_hanging_party() {
+        let t = tempfile::tempdir().unwrap();
+        let (engine, _) = engine_with_script(
+            t.path(),
+            "#!/bin/sh\nsleep 1000 &\necho $! > helper.pid\nsleep 1000\n",
+        );
+        let engine = engine.keep_run_dir(true);
+        let (mut plan, _) = plan_for(3, 2);
+        plan.timeout = Duration::from_millis(1500);
+        let dir = engine.run_dir(&plan.session_id);
+        let started = Instant::now();
+        let e = engine.negotiate(plan).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Timeout, "{e}");
+        assert!(started.elapsed() < Duration::from_secs(8));
+        let pid: u32 = std::fs::read_to_string(dir.join("helper.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(!supervise::process_alive(pid), "helper {pid} survived");
+        assert!(e.hint().unwrap().contains("kept"), "{:?}", e.hint());
+    }
+
+    #[test]
+    fn refusals_before_launch() {
+        let t = tempfile::tempdir().unwrap();
+        let (engine, _) = engine_with_script(t.path(), "#!/bin/sh\nexit 0\n");
+        let (mut plan, _) = plan_for(3, 1);
+        plan.parties[2].endpoint = crate::Endpoint::new("fd00::2", 1).unwrap();
+        let e = engine.negotiate(plan).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("IPv6"), "{e}");
+
+        let (mut plan, _) = plan_for(3, 1);
+        plan.listen = Some("127.0.0.1:1".parse().unwrap());
+        let e = engine.negotiate(plan).unwrap_err();
+        assert!(e.to_string().contains("--listen"), "{e}");
+    }
+}
