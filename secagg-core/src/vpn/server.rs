@@ -284,6 +284,19 @@ pub fn genconf(home: &Home, kind: &str, id: &str, now: OffsetDateTime) -> Result
     result
 }
 
+/// Registers `kind/id` with [`genconf`] unless it exists; returns whether it was created.
+pub fn ensure_peer(home: &Home, kind: PeerType, id: &str, now: OffsetDateTime) -> Result<bool> {
+    let name = PeerName::parse(id)?;
+    let exists = open_existing(home)?.read(|tx| {
+        require_server(tx, home)?;
+        Ok(vpn_peers::get(tx, kind, &name)?.is_some())
+    })?;
+    if exists {
+        return Ok(false);
+    }
+    genconf(home, kind.as_str(), id, now).map(|_| true)
+}
+
 /// The outermost directory of `dir` that does not exist yet (what creating `dir` would add).
 fn first_missing_ancestor(dir: &Path) -> Option<PathBuf> {
     let mut missing = None;
