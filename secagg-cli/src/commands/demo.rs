@@ -26,9 +26,15 @@ pub struct DemoArgs {
     /// Negotiation engine.
     #[arg(long, value_enum, default_value_t)]
     engine: EngineArg,
-    /// Deadline for the negotiation.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    timeout: Duration,
+    /// Deadline for the negotiation (default: 60s native, 90s mp-spdz).
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// MP-SPDZ build for --engine mp-spdz (directory with shamir-party.x and compile.py).
+    #[arg(long, env = secagg_core::mpspdz::locate::ROOT_ENV, value_name = "DIR")]
+    mpspdz_root: Option<PathBuf>,
+    /// With --engine mp-spdz: keep each party's run directory (secrets removed); implies --keep.
+    #[arg(long)]
+    keep_run_dir: bool,
     /// Keep the federation's homes and bundles (the directory is printed) instead of deleting them.
     #[arg(long)]
     keep: bool,
@@ -70,9 +76,20 @@ fn drain(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
 
 /// Runs `secagg demo`.
 pub fn run(_home: &Path, a: DemoArgs) -> anyhow::Result<()> {
-    let engine_name = match a.engine {
-        EngineArg::Native => "native",
-    };
+    let engine_name = a.engine.name();
+    let timeout = a.timeout.unwrap_or(a.engine.default_timeout());
+    let mut extra: Vec<std::ffi::OsString> = Vec::new();
+    if let EngineArg::MpSpdz = a.engine {
+        // Fail before creating the federation when MP-SPDZ cannot be found.
+        let root = secagg_core::mpspdz::MpSpdzRoot::locate(a.mpspdz_root.as_deref())?;
+        root.check_binary()?;
+        extra.push("--mpspdz-root".into());
+        extra.push(root.path().into());
+        if a.keep_run_dir {
+            extra.push("--keep-run-dir".into());
+        }
+    }
+    let keep = a.keep || a.keep_run_dir;
     let tmp = tempfile::Builder::new()
         .prefix("secagg-demo-")
         .tempdir()
@@ -82,8 +99,8 @@ pub fn run(_home: &Path, a: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let federation = demo::prepare(&dir.join("federation"), usize::from(a.nodes))?;
     let setup = started.elapsed();
-    let result = negotiate_all(&federation, engine_name, a.timeout, interactive);
-    let directory = if a.keep {
+    let result = negotiate_all(&federation, engine_name, &extra, timeout, interactive);
+    let directory = if keep {
         let kept = tmp.keep();
         output::note(format!("kept the federation in {}", kept.display()));
         Some(kept.display().to_string())
@@ -150,6 +167,7 @@ pub fn run(_home: &Path, a: DemoArgs) -> anyhow::Result<()> {
 fn negotiate_all(
     federation: &Federation,
     engine: &str,
+    extra: &[std::ffi::OsString],
     timeout: Duration,
     interactive: bool,
 ) -> anyhow::Result<(String, Duration, Vec<serde_json::Value>)> {
@@ -189,6 +207,7 @@ fn negotiate_all(
                 "--format",
                 "json",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,17 +1,95 @@
-//! `secagg mpspdz` (under construction).
+//! `secagg mpspdz …`: the MP-SPDZ engine's tooling.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+use secagg_core::home::Home;
+use secagg_core::mpspdz::doctor::{self, CheckStatus, DoctorOptions};
+use secagg_core::mpspdz::locate::ROOT_ENV;
 
-/// Under construction.
+use crate::output::{self, Format};
+
+/// MP-SPDZ engine tooling.
 #[derive(Debug, Subcommand)]
 pub enum MpspdzCommand {
-    /// Not available yet.
-    Status,
+    /// Check that an MP-SPDZ v0.3.4 build can run secagg's sessions: the binary starts, the
+    /// compiler works, the binary supports the prime's size (a real 3-party loopback run), and each
+    /// listed party's certificate passes MP-SPDZ's TLS checks. Exits 9 if any check failed.
+    Doctor(DoctorArgs),
+}
+
+/// `secagg mpspdz doctor` arguments.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The MP-SPDZ build (directory with shamir-party.x and compile.py).
+    #[arg(long, env = ROOT_ENV, value_name = "DIR")]
+    mpspdz_root: Option<PathBuf>,
+    /// Party ids in session order (researcher first); each one's certificate is checked as P<index>.
+    /// Without it, this party's own certificate is checked.
+    #[arg(long, value_delimiter = ',')]
+    parties: Vec<String>,
+    /// Skip the 3-party loopback self-test (the prime-size check).
+    #[arg(long)]
+    no_self_test: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
 }
 
 /// Runs `secagg mpspdz …`.
-pub fn run(_home: &Path, _cmd: MpspdzCommand) -> anyhow::Result<()> {
-    anyhow::bail!("`secagg mpspdz` is not available yet")
+pub fn run(home: &Path, cmd: MpspdzCommand) -> anyhow::Result<()> {
+    match cmd {
+        MpspdzCommand::Doctor(a) => run_doctor(home, a),
+    }
+}
+
+fn run_doctor(home: &Path, a: DoctorArgs) -> anyhow::Result<()> {
+    let home = Home::new(home);
+    let report = doctor::doctor(
+        &home,
+        &DoctorOptions {
+            root: a.mpspdz_root,
+            parties: a.parties,
+            prime: secagg_core::field::fedbiomed_prime(),
+            key_bits: secagg_core::field::DEFAULT_KEY_BITS,
+            self_test: !a.no_self_test,
+        },
+    );
+    match a.format {
+        Format::Json => output::print_json(&report)?,
+        Format::Text => {
+            let mut t = output::table(&["check", "status", "detail"]);
+            for i in &report.items {
+                let status = match i.status {
+                    CheckStatus::Ok => "ok",
+                    CheckStatus::Failed => "FAILED",
+                    CheckStatus::Skipped => "skipped",
+                    CheckStatus::Info => "info",
+                };
+                let detail = match &i.hint {
+                    Some(h) => format!("{}\nhint: {h}", i.detail),
+                    None => i.detail.clone(),
+                };
+                t.add_row(vec![i.check.clone(), status.to_owned(), detail]);
+            }
+            println!("{t}");
+        }
+    }
+    if !report.ok {
+        let failed: Vec<&str> = report
+            .items
+            .iter()
+            .filter(|i| i.status == CheckStatus::Failed)
+            .map(|i| i.check.as_str())
+            .collect();
+        return Err(secagg_core::Error::external(format!(
+            "MP-SPDZ is not usable for secagg sessions: failed {}",
+            failed.join(", ")
+        ))
+        .with_hint(
+            "fix the failed items above; `--mpspdz-root DIR` or MPSPDZ_ROOT selects the build",
+        )
+        .into());
+    }
+    Ok(())
 }

@@ -1,12 +1,13 @@
 //! `secagg negotiate`: run this party's side of a key negotiation.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
 use secagg_core::engine::NativeEngine;
 use secagg_core::home::Home;
+use secagg_core::mpspdz::{MpSpdzEngine, MpSpdzRoot};
 use secagg_core::session::{self, NegotiationReport, SessionRequest};
 
 use crate::output::{self, Format};
@@ -17,6 +18,28 @@ pub enum EngineArg {
     /// secagg's own engine: Shamir sharing over pinned mutual TLS 1.3, in-process.
     #[default]
     Native,
+    /// MP-SPDZ v0.3.4's shamir-party.x, prepared and supervised by secagg (needs --mpspdz-root).
+    #[value(name = "mp-spdz")]
+    MpSpdz,
+}
+
+impl EngineArg {
+    /// The engine's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineArg::Native => "native",
+            EngineArg::MpSpdz => "mp-spdz",
+        }
+    }
+
+    /// The default deadline: 60 s for the native engine, 90 s for MP-SPDZ (whose own connection
+    /// retries run for about a minute).
+    pub fn default_timeout(self) -> Duration {
+        match self {
+            EngineArg::Native => session::DEFAULT_TIMEOUT,
+            EngineArg::MpSpdz => secagg_core::mpspdz::engine::DEFAULT_TIMEOUT,
+        }
+    }
 }
 
 /// Parses `90`, `90s`, `1500ms`, `2m` into a duration (at least 1 ms, at most one day).
@@ -58,8 +81,9 @@ pub struct NegotiateArgs {
     #[arg(long, value_delimiter = ',', required = true)]
     parties: Vec<String>,
     /// Deadline for the whole session (e.g. 60s, 1500ms, 2m); every wait is bounded by it.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    timeout: Duration,
+    /// Default: 60s for the native engine, 90s for mp-spdz.
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
     /// Negotiation engine.
     #[arg(long, value_enum, default_value_t)]
     engine: EngineArg,
@@ -69,6 +93,12 @@ pub struct NegotiateArgs {
     /// Address to listen on (default: this party's endpoint, or 0.0.0.0:<port> for a host name).
     #[arg(long, value_name = "IP:PORT")]
     listen: Option<SocketAddr>,
+    /// MP-SPDZ build for --engine mp-spdz (directory with shamir-party.x and compile.py).
+    #[arg(long, env = secagg_core::mpspdz::locate::ROOT_ENV, value_name = "DIR")]
+    mpspdz_root: Option<PathBuf>,
+    /// With --engine mp-spdz: keep the run directory <home>/runs/<session> (secrets are still removed).
+    #[arg(long)]
+    keep_run_dir: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
@@ -80,15 +110,28 @@ pub fn run(home: &Path, a: NegotiateArgs) -> anyhow::Result<()> {
     let req = SessionRequest {
         session_id: a.session,
         parties: a.parties,
-        timeout: a.timeout,
+        timeout: a.timeout.unwrap_or(a.engine.default_timeout()),
         key_bits: a.key_bits,
         prime: None,
         listen: a.listen,
     };
-    let engine = match a.engine {
-        EngineArg::Native => NativeEngine,
+    let r = match a.engine {
+        EngineArg::Native => session::negotiate(&home, &req, &NativeEngine)?,
+        EngineArg::MpSpdz => {
+            let root = MpSpdzRoot::locate(a.mpspdz_root.as_deref())?;
+            let engine = MpSpdzEngine::new(root, &home).keep_run_dir(a.keep_run_dir);
+            let r = session::negotiate(&home, &req, &engine);
+            if a.keep_run_dir {
+                output::note(format!(
+                    "kept the run directory {} (secret files removed)",
+                    home.runs_dir()
+                        .join(session::parse_session_id(&req.session_id)?.to_string())
+                        .display()
+                ));
+            }
+            r?
+        }
     };
-    let r = session::negotiate(&home, &req, &engine)?;
     match a.format {
         Format::Json => output::print_json(&r)?,
         Format::Text => print_report(&r),

@@ -157,19 +157,18 @@ mod tests {
     fn generated_certificates_pass_and_bad_ones_are_named() {
         let now = OffsetDateTime::now_utc();
         let id = crate::PartyId::parse("node_x").unwrap();
-        let g = crate::certificate::generate(
-            &id,
-            crate::certificate::GeneratedKeyType::P256,
-            10,
-            now,
-        )
-        .unwrap();
+        let g =
+            crate::certificate::generate(&id, crate::certificate::GeneratedKeyType::P256, 10, now)
+                .unwrap();
         for j in 0..5 {
             assert!(check(&g.certificate.der, j, now).is_empty());
         }
         let later = now + ::time::Duration::days(30);
         let f = check(&g.certificate.der, 1, later);
-        assert!(f.iter().any(|f| f.fatal && f.message.contains("expired")), "{f:?}");
+        assert!(
+            f.iter().any(|f| f.fatal && f.message.contains("expired")),
+            "{f:?}"
+        );
 
         let now = OffsetDateTime::now_utc();
         assert!(check(&fixture("fedbiomed_rsa2048.pem"), 2, now).is_empty());
@@ -189,7 +188,10 @@ mod tests {
         };
         use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
         let f = check(&make("*", vec![ServerAuth]), 1, now);
-        assert!(f.iter().any(|f| f.message.contains("lacks clientAuth")), "{f:?}");
+        assert!(
+            f.iter().any(|f| f.message.contains("lacks clientAuth")),
+            "{f:?}"
+        );
         let f = check(&make("foo", vec![ServerAuth, ClientAuth]), 1, now);
         assert!(f.iter().any(|f| f.message.contains("`P1`")), "{f:?}");
         assert!(check(&make("P1", vec![]), 1, now).is_empty());

@@ -234,7 +234,8 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> Result<Self> {
-        let p = std::env::temp_dir().join(format!("secagg-doctor-{}", uuid::Uuid::new_v4().simple()));
+        let p =
+            std::env::temp_dir().join(format!("secagg-doctor-{}", uuid::Uuid::new_v4().simple()));
         crate::fs_secure::create_private_dir(&p)?;
         Ok(TempDir(p))
     }
@@ -257,10 +258,9 @@ fn check_binary_starts(root: &MpSpdzRoot) -> Result<String> {
     let mut cmd = Command::new(&bin);
     cmd.current_dir(tmp.path());
     let f = Supervised::spawn(cmd, &log, "shamir-party.x")?.wait(Duration::from_secs(10), None)?;
-    let lines = supervise::log_tail(&log, 40);
+    let lines = supervise::log_tail(&log, 400);
     let text = lines.join("\n");
-    if text.contains("incorrect number of arguments") || text.contains("Using security parameter")
-    {
+    if text.contains("incorrect number of arguments") || text.contains("Using security parameter") {
         return Ok(format!("`{}` starts", bin.display()));
     }
     let how = match f.ending {
@@ -318,8 +318,9 @@ fn self_test(
                 prime: prime.clone(),
                 timeout: Duration::from_secs(30),
             };
-            let engine = MpSpdzEngine::new(root.clone(), &Home::new(tmp.path().join(format!("p{j}"))))
-                .with_cache(cache.clone());
+            let engine =
+                MpSpdzEngine::new(root.clone(), &Home::new(tmp.path().join(format!("p{j}"))))
+                    .with_cache(cache.clone());
             std::thread::spawn(move || engine.negotiate(plan))
         })
         .collect();

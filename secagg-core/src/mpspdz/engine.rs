@@ -243,7 +243,13 @@ impl MpSpdzEngine {
                 e.with_hint(hint)
             });
         }
-        (result, RunDirReport { dir: run.dir.clone(), kept })
+        (
+            result,
+            RunDirReport {
+                dir: run.dir.clone(),
+                kept,
+            },
+        )
     }
 }
 
@@ -334,7 +340,10 @@ mod tests {
         assert!(e.to_string().contains("`node_2`"), "{e}");
         assert!(!home.runs_dir().join(sid.to_string()).exists());
 
-        let (engine, _) = engine_with_script(&t.path().join("b"), "#!/bin/sh\necho weird >&2\nkill -ABRT $$\n");
+        let (engine, _) = engine_with_script(
+            &t.path().join("b"),
+            "#!/bin/sh\necho weird >&2\nkill -ABRT $$\n",
+        );
         let (plan, _) = plan_for(3, 1);
         let e = engine.negotiate(plan).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::ExternalTool, "{e}");

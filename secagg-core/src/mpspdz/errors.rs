@@ -123,7 +123,9 @@ pub fn classify(lines: &[String], ctx: &LogContext) -> Option<Error> {
                 "shamir-party.x cannot find the compiled program ({})",
                 quote(line)
             ))
-            .with_hint("delete <home>/mpspdz-cache to recompile it, and check `secagg mpspdz doctor`"),
+            .with_hint(
+                "delete <home>/mpspdz-cache to recompile it, and check `secagg mpspdz doctor`",
+            ),
         );
     }
     if let Some(line) = find(lines, "Different prime for compilation")
@@ -265,7 +267,8 @@ mod tests {
         assert_eq!(k, ErrorKind::Authentication);
         assert!(m.contains("party 2 (`node_b`)"), "{m}");
         assert!(m.contains("certificate verify failed"), "{m}");
-        let (k, m) = kind(&HANDSHAKE.replace("certificate verify failed", "tlsv1 alert unknown ca"));
+        let (k, m) =
+            kind(&HANDSHAKE.replace("certificate verify failed", "tlsv1 alert unknown ca"));
         assert_eq!(k, ErrorKind::Authentication, "{m}");
         let e = classify(
             &lines(&HANDSHAKE.replace(
@@ -276,7 +279,10 @@ mod tests {
         )
         .unwrap();
         assert!(e.hint().unwrap().contains("renew"));
-        let server = HANDSHAKE.replace("Client-side handshake with P2", "Server-side handshake with P1");
+        let server = HANDSHAKE.replace(
+            "Client-side handshake with P2",
+            "Server-side handshake with P1",
+        );
         let (k, m) = kind(&server);
         assert_eq!(k, ErrorKind::Authentication);
         assert!(m.contains("`node_a`"), "{m}");
@@ -286,7 +292,8 @@ mod tests {
     fn handshake_cut_by_a_dying_peer_is_a_peer_failure() {
         let (k, m) = kind(&HANDSHAKE.replace("certificate verify failed", "stream truncated"));
         assert_eq!(k, ErrorKind::PeerFailure, "{m}");
-        let (k, _) = kind(&HANDSHAKE.replace("certificate verify failed", "Connection reset by peer"));
+        let (k, _) =
+            kind(&HANDSHAKE.replace("certificate verify failed", "Connection reset by peer"));
         assert_eq!(k, ErrorKind::PeerFailure);
     }
 
@@ -331,9 +338,6 @@ mod tests {
     #[test]
     fn unknown_output_is_not_classified() {
         assert!(classify(&lines("Using security parameter 40\nsomething odd"), &ctx()).is_none());
-        assert_eq!(
-            last_lines(&lines("a\n\nb\nc\n"), 2),
-            "\"b\", \"c\""
-        );
+        assert_eq!(last_lines(&lines("a\n\nb\nc\n"), 2), "\"b\", \"c\"");
     }
 }

@@ -119,7 +119,9 @@ impl MpSpdzRoot {
                 "`{}` does not exist: the MP-SPDZ root has no program compiler",
                 script.display()
             ))
-            .with_hint("use the root of an MP-SPDZ source tree, where compile.py and Compiler/ are"));
+            .with_hint(
+                "use the root of an MP-SPDZ source tree, where compile.py and Compiler/ are",
+            ));
         }
         if !self.compiler_package().is_dir() {
             return Err(Error::external(format!(

@@ -43,7 +43,9 @@ pub fn parse_output(text: &[u8]) -> Result<BigInt> {
         return Err(bad("more than one line"));
     }
     if !digits.iter().all(u8::is_ascii_digit) {
-        return Err(bad("it contains characters other than digits and a leading `-`"));
+        return Err(bad(
+            "it contains characters other than digits and a leading `-`",
+        ));
     }
     let s = std::str::from_utf8(body).map_err(|_| bad("not text"))?;
     s.parse::<BigInt>().map_err(|_| bad("unparsable"))
@@ -69,7 +71,9 @@ pub fn lift_server_key(
             r.bits(),
             prime.bits()
         ))
-        .with_hint("the program was compiled for another prime; delete <home>/mpspdz-cache and retry"));
+        .with_hint(
+            "the program was compiled for another prime; delete <home>/mpspdz-cache and retry",
+        ));
     }
     let p = BigInt::from_biguint(Sign::Plus, prime.clone());
     // S = (−r) mod p, in [0, p).

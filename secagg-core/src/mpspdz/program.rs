@@ -199,7 +199,9 @@ fn read_entry(entry: &Path, n: usize, prime: &BigUint) -> Result<CompiledProgram
         "compiled bytecode",
     )?;
     if sha256_hex(&schedule) != m.schedule_sha256 || sha256_hex(&bytecode) != m.bytecode_sha256 {
-        return Err(Error::invalid("cache entry files do not match their manifest"));
+        return Err(Error::invalid(
+            "cache entry files do not match their manifest",
+        ));
     }
     Ok(CompiledProgram {
         entry: entry.to_owned(),
@@ -288,10 +290,8 @@ fn install(build: &Path, entry: &Path, n: usize, prime: &BigUint) -> Result<()> 
                     return Ok(()); // someone else won the race with a good entry
                 }
                 // Stale: move it aside atomically, then delete it.
-                let stale = entry.with_file_name(format!(
-                    ".stale-{}",
-                    uuid::Uuid::new_v4().simple()
-                ));
+                let stale =
+                    entry.with_file_name(format!(".stale-{}", uuid::Uuid::new_v4().simple()));
                 if std::fs::rename(entry, &stale).is_ok() {
                     let _ = std::fs::remove_dir_all(&stale);
                 }

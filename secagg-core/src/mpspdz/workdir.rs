@@ -180,11 +180,7 @@ fn fill(
         .map(|p| p.certificate_der.as_slice())
         .collect();
     run.hash_links = hashlink::make_links(&pd, &certs)?;
-    fs_secure::write_atomic(
-        &dir.join(IP_FILE),
-        ip_content.as_bytes(),
-        PUBLIC_FILE_MODE,
-    )?;
+    fs_secure::write_atomic(&dir.join(IP_FILE), ip_content.as_bytes(), PUBLIC_FILE_MODE)?;
     if plan.my_index != 0 {
         let mut key = random_key(plan.key_bits);
         let mut text = Zeroizing::new(key.to_str_radix(10));
@@ -392,10 +388,7 @@ pub(crate) mod tests {
         let (plan, keys) = plan_for(4, 2);
         let run = prepare(&t.path().join("runs"), &plan, &program()).unwrap();
         let d = &run.dir;
-        assert_eq!(
-            d,
-            &t.path().join("runs").join(plan.session_id.to_string())
-        );
+        assert_eq!(d, &t.path().join("runs").join(plan.session_id.to_string()));
         assert_eq!(mode(d), 0o700);
         assert_eq!(mode(&t.path().join("runs")), 0o700);
         assert_eq!(std::fs::read(d.join(SCHEDULE_PATH)).unwrap(), b"schedule");
@@ -538,11 +531,7 @@ pub(crate) mod tests {
                 .output()
                 .unwrap();
             let h = String::from_utf8(out.stdout).unwrap();
-            assert_eq!(
-                format!("{}.0", h.trim()),
-                run.hash_links[j],
-                "P{j}"
-            );
+            assert_eq!(format!("{}.0", h.trim()), run.hash_links[j], "P{j}");
         }
     }
 
@@ -555,10 +544,7 @@ pub(crate) mod tests {
             .map(|e| {
                 (
                     e.file_name().into_string().unwrap(),
-                    std::fs::read_link(e.path())
-                        .unwrap()
-                        .display()
-                        .to_string(),
+                    std::fs::read_link(e.path()).unwrap().display().to_string(),
                 )
             })
             .collect();
@@ -604,8 +590,14 @@ pub(crate) mod tests {
         std::fs::create_dir(pd.join("3-Sp-2050")).unwrap();
         std::fs::write(run.dir.join("Output-P1-0"), b"").unwrap();
         let removed = run.remove_secrets().unwrap();
-        assert!(removed.contains(&"Player-Data/Memory-Sp-P1".to_owned()), "{removed:?}");
-        assert!(removed.contains(&"Player-Data/P1.key".to_owned()), "{removed:?}");
+        assert!(
+            removed.contains(&"Player-Data/Memory-Sp-P1".to_owned()),
+            "{removed:?}"
+        );
+        assert!(
+            removed.contains(&"Player-Data/P1.key".to_owned()),
+            "{removed:?}"
+        );
         assert!(removed.contains(&"Input-P1-0".to_owned()), "{removed:?}");
         let mut left: Vec<String> = std::fs::read_dir(&pd)
             .unwrap()
