@@ -233,6 +233,21 @@ pub enum ValidityStatus {
     NotYetValid,
 }
 
+impl ValidityStatus {
+    /// Where a validity period `[not_before, not_after]` stands at `now`.
+    pub fn of(not_before: OffsetDateTime, not_after: OffsetDateTime, now: OffsetDateTime) -> Self {
+        if now < not_before {
+            ValidityStatus::NotYetValid
+        } else if now > not_after {
+            ValidityStatus::Expired
+        } else if not_after - now <= Duration::days(EXPIRING_SOON_DAYS) {
+            ValidityStatus::Expiring
+        } else {
+            ValidityStatus::Valid
+        }
+    }
+}
+
 impl fmt::Display for ValidityStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -369,15 +384,7 @@ impl Certificate {
 
     /// Where this certificate stands in time at `now`.
     pub fn status_at(&self, now: OffsetDateTime) -> ValidityStatus {
-        if now < self.not_before {
-            ValidityStatus::NotYetValid
-        } else if now > self.not_after {
-            ValidityStatus::Expired
-        } else if self.not_after - now <= Duration::days(EXPIRING_SOON_DAYS) {
-            ValidityStatus::Expiring
-        } else {
-            ValidityStatus::Valid
-        }
+        ValidityStatus::of(self.not_before, self.not_after, now)
     }
 
     /// Whole days from `now` to `notAfter` (negative once expired).

@@ -183,6 +183,23 @@ pub fn init(home: &Home, opts: &InitOptions, now: OffsetDateTime) -> Result<Iden
     if identity_exists(home) {
         archive_current(home, now)?;
     }
+    write_key_and_certificate(home, &generated)?;
+    write_config(home, &party_id, opts.role, &endpoint)?;
+    Ok(Identity {
+        home: home.clone(),
+        party_id,
+        role: opts.role,
+        endpoint,
+        certificate: generated.certificate,
+    })
+}
+
+/// Writes the key (0600) before the certificate: a crash in between leaves a key that does not
+/// match the certificate, which loading reports, rather than a certificate without its key.
+fn write_key_and_certificate(
+    home: &Home,
+    generated: &certificate::GeneratedIdentity,
+) -> Result<()> {
     fs_secure::write_atomic(
         &home.key_path(),
         generated.key_pem.as_bytes(),
@@ -192,15 +209,7 @@ pub fn init(home: &Home, opts: &InitOptions, now: OffsetDateTime) -> Result<Iden
         &home.cert_path(),
         generated.certificate.pem.as_bytes(),
         PUBLIC_FILE_MODE,
-    )?;
-    write_config(home, &party_id, opts.role, &endpoint)?;
-    Ok(Identity {
-        home: home.clone(),
-        party_id,
-        role: opts.role,
-        endpoint,
-        certificate: generated.certificate,
-    })
+    )
 }
 
 fn write_config(home: &Home, party_id: &PartyId, role: Role, endpoint: &Endpoint) -> Result<()> {
@@ -305,16 +314,7 @@ pub fn renew(
     let old = load(home)?;
     let generated = certificate::generate(&old.party_id, key_type, validity_days, now)?;
     let archived = archive_current(home, now)?;
-    fs_secure::write_atomic(
-        &home.key_path(),
-        generated.key_pem.as_bytes(),
-        SECRET_FILE_MODE,
-    )?;
-    fs_secure::write_atomic(
-        &home.cert_path(),
-        generated.certificate.pem.as_bytes(),
-        PUBLIC_FILE_MODE,
-    )?;
+    write_key_and_certificate(home, &generated)?;
     Ok(Renewal {
         party_id: old.party_id.to_string(),
         old_fingerprint: old.certificate.fingerprint,

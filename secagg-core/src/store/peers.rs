@@ -4,9 +4,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::certificate::{
-    self, Certificate, Fingerprint, KeyType, ValidityStatus, EXPIRING_SOON_DAYS,
-};
+use crate::certificate::{self, Certificate, Fingerprint, KeyType, ValidityStatus};
 use crate::error::{Error, Result};
 use crate::party::{Endpoint, PartyId, Role};
 
@@ -83,15 +81,7 @@ impl PeerRecord {
 
     /// Status of the certificate at `now`.
     pub fn status_at(&self, now: OffsetDateTime) -> ValidityStatus {
-        if now < self.not_before {
-            ValidityStatus::NotYetValid
-        } else if now > self.not_after {
-            ValidityStatus::Expired
-        } else if self.not_after - now <= time::Duration::days(EXPIRING_SOON_DAYS) {
-            ValidityStatus::Expiring
-        } else {
-            ValidityStatus::Valid
-        }
+        ValidityStatus::of(self.not_before, self.not_after, now)
     }
 
     /// A printable, serializable summary at `now`.
