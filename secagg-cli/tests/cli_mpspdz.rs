@@ -1,0 +1,305 @@
+//! `secagg mpspdz doctor` and `secagg negotiate --engine mp-spdz` against fake MP-SPDZ roots (test
+//! doubles: a `compile.py` that counts its invocations and a `shamir-party.x` shell script), with
+//! real homes and stores. Runs without MP-SPDZ; the real thing is in `tests/e2e_mpspdz.rs`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use secagg_core::demo::{self, Federation};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn secagg(home: &Path, args: &[&str], root: Option<&Path>) -> Run {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_secagg"));
+    c.arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("SECAGG_HOME")
+        .env_remove("MPSPDZ_ROOT")
+        .env_remove("MPSPDZ_IP")
+        .env_remove("MPSPDZ_PORT");
+    if let Some(r) = root {
+        c.env("MPSPDZ_ROOT", r);
+    }
+    let out = c.output().expect("run secagg");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A fake MP-SPDZ root: `compile.py` (test double counting invocations in `compile-count`) and
+/// `shamir-party.x` running `party_script`.
+fn fake_root(dir: &Path, party_script: &str) -> PathBuf {
+    let root = dir.join("fake-mpspdz");
+    std::fs::create_dir_all(root.join("Compiler")).unwrap();
+    std::fs::write(
+        root.join("compile.py"),
+        format!(
+            "import os\nopen({:?}, 'a').write('x')\nos.makedirs('Programs/Schedules', exist_ok=True)\nos.makedirs('Programs/Bytecode', exist_ok=True)\nopen('Programs/Schedules/server_key.sch', 'w').write('sch ' + os.environ['SECAGG_MPSPDZ_PARTIES'])\nopen('Programs/Bytecode/server_key-0.bc', 'w').write('bc')\n",
+            root.join("compile-count").display().to_string()
+        ),
+    )
+    .unwrap();
+    let bin = root.join("shamir-party.x");
+    std::fs::write(&bin, party_script).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    root
+}
+
+fn compile_count(root: &Path) -> usize {
+    std::fs::read_to_string(root.join("compile-count"))
+        .map(|s| s.len())
+        .unwrap_or(0)
+}
+
+fn federation(dir: &Path) -> Federation {
+    demo::prepare(&dir.join("fed"), 2).unwrap()
+}
+
+#[test]
+fn doctor_on_an_empty_root_names_each_missing_item_and_exits_9() {
+    let t = tempfile::tempdir().unwrap();
+    let empty = t.path().join("empty-root");
+    std::fs::create_dir(&empty).unwrap();
+    let home = t.path().join("home");
+    let r = secagg(
+        &home,
+        &[
+            "mpspdz",
+            "doctor",
+            "--mpspdz-root",
+            empty.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 9, "{}", r.stderr);
+    assert!(r.stderr.starts_with("error: "), "{}", r.stderr);
+    assert!(r.stderr.contains("failed binary, compiler"), "{}", r.stderr);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(j["ok"], false);
+    let item = |name: &str| {
+        j["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["check"].as_str().unwrap().starts_with(name))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(item("binary")["status"], "failed");
+    assert!(item("binary")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("shamir-party.x"));
+    assert_eq!(item("compiler")["status"], "failed");
+    assert_eq!(item("prime")["status"], "skipped");
+    assert_eq!(item("rehash")["status"], "info");
+
+    // No root at all.
+    let r = secagg(&home, &["mpspdz", "doctor"], None);
+    assert_eq!(r.code, 9);
+    assert!(r.stdout.contains("no MP-SPDZ root given"), "{}", r.stdout);
+
+    // Text output lists the items too.
+    let r = secagg(
+        &home,
+        &["mpspdz", "doctor", "--mpspdz-root", empty.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(r.code, 9);
+    assert!(r.stdout.contains("FAILED") && r.stdout.contains("compile.py"), "{}", r.stdout);
+}
+
+#[test]
+fn doctor_checks_listed_certificates_and_unregistered_parties() {
+    let t = tempfile::tempdir().unwrap();
+    let fed = federation(t.path());
+    let root = fake_root(t.path(), "#!/bin/sh\necho 'ERROR: incorrect number of arguments to ./shamir-party.x' >&2\nexit 1\n");
+    let mut ids = fed.party_ids();
+    let home = fed.parties[1].home.root();
+    let r = secagg(
+        home,
+        &[
+            "mpspdz",
+            "doctor",
+            "--no-self-test",
+            "--parties",
+            &ids.join(","),
+            "--format",
+            "json",
+        ],
+        Some(&root),
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let certs: Vec<_> = j["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["check"].as_str().unwrap().starts_with("certificate of"))
+        .collect();
+    assert_eq!(certs.len(), 3);
+    assert!(certs.iter().all(|c| c["status"] == "ok"), "{certs:?}");
+    assert_eq!(compile_count(&root), 1);
+
+    ids.push("node_unknown".into());
+    let r = secagg(
+        home,
+        &[
+            "mpspdz",
+            "doctor",
+            "--no-self-test",
+            "--parties",
+            &ids.join(","),
+        ],
+        Some(&root),
+    );
+    assert_eq!(r.code, 9, "{}", r.stdout);
+    assert!(r.stdout.contains("node_unknown"), "{}", r.stdout);
+    // Compiled once: the doctor warmed the home's cache.
+    assert_eq!(compile_count(&root), 1);
+}
+
+#[test]
+fn negotiate_without_a_root_is_an_external_tool_error() {
+    let t = tempfile::tempdir().unwrap();
+    let fed = federation(t.path());
+    let r = secagg(
+        fed.parties[0].home.root(),
+        &[
+            "negotiate",
+            "--engine",
+            "mp-spdz",
+            "--session",
+            &uuid(),
+            "--parties",
+            &fed.party_ids().join(","),
+        ],
+        None,
+    );
+    assert_eq!(r.code, 9, "{}", r.stderr);
+    assert!(r.stderr.contains("no MP-SPDZ root given"), "{}", r.stderr);
+    assert!(r.stderr.contains("hint: "), "{}", r.stderr);
+}
+
+fn uuid() -> String {
+    secagg_core::session::new_session_id()
+}
+
+fn negotiate(home: &Path, ids: &[String], session: &str, root: &Path, extra: &[&str]) -> Run {
+    let parties = ids.join(",");
+    let mut args = vec![
+        "negotiate",
+        "--engine",
+        "mp-spdz",
+        "--session",
+        session,
+        "--parties",
+        &parties,
+        "--format",
+        "json",
+    ];
+    if !extra.contains(&"--timeout") {
+        args.extend_from_slice(&["--timeout", "20s"]);
+    }
+    args.extend_from_slice(extra);
+    secagg(home, &args, Some(root))
+}
+
+#[test]
+fn researcher_with_a_fake_party_binary_stores_the_lifted_key_and_cleans_up() {
+    let t = tempfile::tempdir().unwrap();
+    let fed = federation(t.path());
+    // Party 0's stand-in writes a positive residue p − 5, which lifts to sk0 = −5 (Fed-BioMed v4
+    // would have stored the positive number), and leaves a memory dump behind.
+    let p = secagg_core::field::fedbiomed_prime();
+    let residue = (&p - 5u32).to_string();
+    let script = format!(
+        "#!/bin/sh\n[ -f Programs/Bytecode/server_key-0.bc ] || exit 5\necho shares > Player-Data/Memory-Sp-P0\nprintf '%s\\n' {residue} > \"$5-P0-0\"\nexit 0\n"
+    );
+    let root = fake_root(t.path(), &script);
+    let home = fed.parties[0].home.root();
+    let session = uuid();
+    let r = negotiate(home, &fed.party_ids(), &session, &root, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(j["engine"], "mp-spdz");
+    assert_eq!(j["role"], "researcher");
+    let ctx = secagg_core::session::get_context(&fed.parties[0].home, &session).unwrap();
+    assert_eq!(ctx.engine, "mp-spdz");
+    assert_eq!(ctx.key_decimal.as_str(), "-5");
+    assert!(!home.join("runs").join(&session).exists());
+    assert_eq!(compile_count(&root), 1);
+
+    // Second session: cache reused, run directory kept without secrets.
+    let session = uuid();
+    let r = negotiate(home, &fed.party_ids(), &session, &root, &["--keep-run-dir"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("kept the run directory"), "{}", r.stderr);
+    assert_eq!(compile_count(&root), 1, "the second run recompiled");
+    let run = home.join("runs").join(&session);
+    assert!(run.join("ip-addresses").is_file());
+    assert!(run.join("mpspdz.log").is_file());
+    assert!(run.join("Player-Data/P0.pem").is_file());
+    for secret in ["Player-Data/P0.key", "Player-Data/Memory-Sp-P0", "Output-P0-0"] {
+        assert!(!run.join(secret).exists(), "{secret} left behind");
+    }
+}
+
+#[test]
+fn failure_lines_become_exit_codes() {
+    let t = tempfile::tempdir().unwrap();
+    let fed = federation(t.path());
+    let home = fed.parties[1].home.root();
+    let cases = [
+        (
+            "echo 'Client-side handshake with P2 failed. Make sure both sides  have the necessary certificate' >&2\necho '  what():  handshake: certificate verify failed' >&2\nkill -ABRT $$",
+            8,
+            "TLS handshake with party 2",
+        ),
+        (
+            "echo 'cannot connect from 127.0.0.1 to 127.0.0.1:1 after 25 attempts in one minute because Connection refused.' >&2\nkill -ABRT $$",
+            6,
+            "cannot connect",
+        ),
+        (
+            "echo \"File Error : Missing 'Programs/Schedules/server_key.sch'. Did you compile 'server_key'?\" >&2\nkill -ABRT $$",
+            9,
+            "compiled program",
+        ),
+        ("echo 'No client after one minute' >&2\nkill -ABRT $$", 7, "one minute"),
+        ("echo 'IO-Error : not enough inputs in x' >&2\nkill -ABRT $$", 3, "input"),
+        ("echo something else >&2\nkill -ABRT $$", 9, "SIGABRT"),
+        ("sleep 1000 & sleep 1000", 7, "did not finish"),
+    ];
+    for (i, (body, code, needle)) in cases.iter().enumerate() {
+        let dir = t.path().join(format!("case{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        let root = fake_root(&dir, &format!("#!/bin/sh\n{body}\n"));
+        let session = uuid();
+        let timeout_args: &[&str] = if *code == 7 && needle.contains("finish") {
+            &["--timeout", "2s"]
+        } else {
+            &[]
+        };
+        let started = std::time::Instant::now();
+        let r = negotiate(home, &fed.party_ids(), &session, &root, timeout_args);
+        assert_eq!(r.code, *code, "case {i}: {}", r.stderr);
+        assert!(r.stderr.contains(needle), "case {i}: {}", r.stderr);
+        assert!(started.elapsed() < std::time::Duration::from_secs(15));
+        assert!(!home.join("runs").join(&session).exists(), "case {i}");
+        assert!(
+            secagg_core::session::get_context(&fed.parties[1].home, &session).is_err(),
+            "case {i}: a failed session stored a key"
+        );
+    }
+}
