@@ -95,7 +95,7 @@ fn unsupported(probe_ns: &str) -> Option<String> {
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
         return Some("not running as root (network namespaces need it)".into());
     }
-    for tool in ["wireguard-go", "wg", "ip"] {
+    for tool in ["wireguard-go", "wg", "ip", "bash", "timeout"] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
@@ -182,7 +182,8 @@ impl Drop for Lab {
 }
 
 /// Waits (bounded) until a TCP connection from `ns` to `addr:9` is answered — refused, since
-/// nothing listens there — which proves a round trip through the tunnel.
+/// nothing listens there — which proves a round trip through the tunnel. (A TCP probe rather than
+/// `ping`, which CI machines often lack.)
 fn probe_tunnel(ns: &str, addr: &str, iface: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut last = String::new();
@@ -537,10 +538,20 @@ fn negotiation_over_a_real_wireguard_tunnel() {
         negotiation.as_millis(),
         started.elapsed().as_secs_f64()
     );
+    // Cleanup leaves nothing behind.
+    let namespaces = lab.namespaces.clone();
+    let ifaces: Vec<String> = lab.daemons.iter().map(|(i, _)| i.clone()).collect();
     drop(lab);
-    for (iface, ns) in [(&srv_if, &srv_ns)] {
-        assert!(!socket_path(iface).exists());
-        let list = must("ip", &["netns", "list"]);
-        assert!(!list.contains(ns.as_str()), "{list}");
+    let list = must("ip", &["netns", "list"]);
+    for ns in &namespaces {
+        assert!(
+            !list
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(ns.as_str())),
+            "{ns} left: {list}"
+        );
+    }
+    for iface in &ifaces {
+        assert!(!socket_path(iface).exists(), "{iface} socket left");
     }
 }

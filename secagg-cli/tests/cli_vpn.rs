@@ -652,3 +652,45 @@ fn rendered_configurations_are_accepted_by_wg_setconf() {
         assert!(!out.status.success());
     }
 }
+
+#[test]
+fn concurrent_genconf_processes_get_distinct_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = init_server(dir.path(), "10.220.0.0/14");
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            Command::new(common::bin())
+                .arg("--home")
+                .arg(&home)
+                .args([
+                    "vpn",
+                    "genconf",
+                    "node",
+                    &format!("n{i}"),
+                    "--format",
+                    "json",
+                ])
+                .env_remove("SECAGG_HOME")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut addresses: Vec<String> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            j["address"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    addresses.sort();
+    let expected: Vec<String> = (2..10).map(|i| format!("10.221.0.{i}")).collect();
+    assert_eq!(addresses, expected, "first-free without duplicates or gaps");
+}
