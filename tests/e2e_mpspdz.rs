@@ -37,12 +37,7 @@ fn spawn_party(home: &Path, root: &Path, session: &str, parties: &str, timeout: 
     secagg()
         .arg("--home")
         .arg(home)
-        .args([
-            "negotiate",
-            "--engine",
-            "mp-spdz",
-            "--mpspdz-root",
-        ])
+        .args(["negotiate", "--engine", "mp-spdz", "--mpspdz-root"])
         .arg(root)
         .args([
             "--session",
@@ -95,7 +90,9 @@ fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
         let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
             .map(|p| p.display().to_string())
             .unwrap_or_default();
-        if (cmd.contains(needle) || cwd.contains(needle)) && secagg_core::supervise::process_alive(pid) {
+        if (cmd.contains(needle) || cwd.contains(needle))
+            && secagg_core::supervise::process_alive(pid)
+        {
             out.push((pid, cmd));
         }
     }
@@ -105,7 +102,9 @@ fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
 /// Files anywhere under the federation's homes that hold secrets MP-SPDZ or secagg's run left.
 fn secret_leftovers(fed: &Federation) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd.flatten() {
             let p = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
@@ -196,7 +195,12 @@ fn a_killed_party_makes_the_others_fail_within_the_deadline() {
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != 2)
-        .map(|(i, p)| (i, spawn_party(p.home.root(), &root, &session, &parties, "20s")))
+        .map(|(i, p)| {
+            (
+                i,
+                spawn_party(p.home.root(), &root, &session, &parties, "20s"),
+            )
+        })
         .collect();
     let mut victim_child = spawn_party(victim.home.root(), &root, &session, &parties, "20s");
     let victim_home = victim.home.root().display().to_string();
@@ -206,7 +210,9 @@ fn a_killed_party_makes_the_others_fail_within_the_deadline() {
         let procs = processes_mentioning(&format!("{victim_home}/runs"));
         if let Some((pid, _)) = procs.iter().find(|(_, c)| c.contains("shamir-party.x")) {
             let _ = victim_child.kill();
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
             killed = true;
             break;
         }
@@ -258,11 +264,17 @@ fn a_killed_party_makes_the_others_fail_within_the_deadline() {
 fn demo_runs_with_the_mp_spdz_engine() {
     let Some(root) = mpspdz_root() else { return };
     let out = secagg()
-        .args(["demo", "--nodes", "3", "--engine", "mp-spdz", "--format", "json"])
+        .args([
+            "demo", "--nodes", "3", "--engine", "mp-spdz", "--format", "json",
+        ])
         .env("MPSPDZ_ROOT", &root)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["engine"], "mp-spdz");
     assert_eq!(j["verified"], true);

@@ -116,14 +116,21 @@ fn doctor_on_an_empty_root_names_each_missing_item_and_exits_9() {
         None,
     );
     assert_eq!(r.code, 9);
-    assert!(r.stdout.contains("FAILED") && r.stdout.contains("compile.py"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("FAILED") && r.stdout.contains("compile.py"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
 fn doctor_checks_listed_certificates_and_unregistered_parties() {
     let t = tempfile::tempdir().unwrap();
     let fed = federation(t.path());
-    let root = fake_root(t.path(), "#!/bin/sh\necho 'ERROR: incorrect number of arguments to ./shamir-party.x' >&2\nexit 1\n");
+    let root = fake_root(
+        t.path(),
+        "#!/bin/sh\necho 'ERROR: incorrect number of arguments to ./shamir-party.x' >&2\nexit 1\n",
+    );
     let mut ids = fed.party_ids();
     let home = fed.parties[1].home.root();
     let r = secagg(
@@ -250,7 +257,11 @@ fn researcher_with_a_fake_party_binary_stores_the_lifted_key_and_cleans_up() {
     assert!(run.join("ip-addresses").is_file());
     assert!(run.join("mpspdz.log").is_file());
     assert!(run.join("Player-Data/P0.pem").is_file());
-    for secret in ["Player-Data/P0.key", "Player-Data/Memory-Sp-P0", "Output-P0-0"] {
+    for secret in [
+        "Player-Data/P0.key",
+        "Player-Data/Memory-Sp-P0",
+        "Output-P0-0",
+    ] {
         assert!(!run.join(secret).exists(), "{secret} left behind");
     }
 }

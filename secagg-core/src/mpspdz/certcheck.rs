@@ -103,7 +103,7 @@ pub fn check(der: &[u8], index: usize, now: OffsetDateTime) -> Vec<CertFinding> 
     }
     if let Ok(Some(eku)) = cert.extended_key_usage() {
         let e = eku.value;
-        if !e.any && !(e.server_auth && e.client_auth) {
+        if !(e.any || (e.server_auth && e.client_auth)) {
             let missing: Vec<&str> = [
                 (!e.server_auth).then_some("serverAuth"),
                 (!e.client_auth).then_some("clientAuth"),
