@@ -22,7 +22,15 @@ fn run_session(fed: &demo::Federation) -> Duration {
             Command::new(env!("CARGO_BIN_EXE_secagg"))
                 .arg("--home")
                 .arg(p.home.root())
-                .args(["negotiate", "--session", &session, "--parties", &parties, "--timeout", "30s"])
+                .args([
+                    "negotiate",
+                    "--session",
+                    &session,
+                    "--parties",
+                    &parties,
+                    "--timeout",
+                    "30s",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
