@@ -24,11 +24,29 @@ pub fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A table styled for the terminal (or plain ASCII when stdout is not one).
+/// A table styled for the terminal, wrapped to its width (plain ASCII, one line per row, when
+/// stdout is not a terminal).
 pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     if std::io::stdout().is_terminal() {
+        // Wrap long cells to the terminal's width instead of overflowing it.
         t.load_preset(presets::UTF8_FULL_CONDENSED);
+        t.set_content_arrangement(ContentArrangement::Dynamic);
+    } else {
+        // Piped output keeps one line per row, for grep and friends.
+        t.load_preset(presets::ASCII_BORDERS_ONLY_CONDENSED);
+        t.set_content_arrangement(ContentArrangement::Disabled);
+    }
+    t.set_header(header.iter().copied());
+    t
+}
+
+/// A table for listings (ids, fingerprints, dates): compact, and never wrapping a cell, because
+/// users copy ids from it and a wrapped id cannot be pasted back. Wide rows overflow instead.
+pub fn list_table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    if std::io::stdout().is_terminal() {
+        t.load_preset(presets::UTF8_HORIZONTAL_ONLY);
     } else {
         t.load_preset(presets::ASCII_BORDERS_ONLY_CONDENSED);
     }

@@ -295,7 +295,7 @@ fn list(home: &Home, a: ListArgs) -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
-            let mut t = output::table(&[
+            let mut t = output::list_table(&[
                 "party id",
                 "component",
                 "ip",

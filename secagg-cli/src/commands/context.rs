@@ -68,7 +68,7 @@ pub fn run(home: &Path, cmd: ContextCommand) -> anyhow::Result<()> {
                     output::note("no stored contexts (run `secagg negotiate`)")
                 }
                 Format::Text => {
-                    let mut t = output::table(&[
+                    let mut t = output::list_table(&[
                         "session",
                         "role",
                         "index",

@@ -280,7 +280,7 @@ pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
                     if l.peers.is_empty() {
                         output::note("no peers (add one with `secagg vpn genconf TYPE ID`)");
                     } else {
-                        let mut t = output::table(&[
+                        let mut t = output::list_table(&[
                             "type",
                             "id",
                             "prefix",
