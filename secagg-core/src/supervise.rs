@@ -11,8 +11,14 @@
 //! exited (on any path) the group is killed once more and secagg waits, bounded, until no member
 //! of it is left: no orphan survives a supervised run.
 //!
+//! If secagg itself dies without unwinding (SIGKILL, OOM killer), no destructor runs; so the
+//! child is started through util-linux's `setpriv --pdeathsig KILL` when `setpriv` is installed
+//! (it is on Debian), and the kernel kills it when the thread that spawned it ends. That needs no
+//! unsafe `pre_exec`. Consequence: spawn and wait from the same, long-lived thread.
+//!
 //! Limits: a process that moves itself to another process group or session escapes the group
-//! kill; the leftover check reads `/proc` and is a no-op where there is none.
+//! kill; the leftover check reads `/proc` and is a no-op where there is none; without `setpriv`,
+//! a SIGKILLed secagg leaves its child running.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -126,7 +132,8 @@ impl Supervised {
     /// appended to `log_path` (created 0600: the log may quote paths and peer names).
     ///
     /// `what` names the program in errors (`shamir-party.x`).
-    pub fn spawn(mut cmd: Command, log_path: &Path, what: &str) -> Result<Self> {
+    pub fn spawn(cmd: Command, log_path: &Path, what: &str) -> Result<Self> {
+        let mut cmd = with_parent_death_signal(cmd);
         let log = open_log(log_path)?;
         let log2 = log
             .try_clone()
@@ -235,6 +242,60 @@ impl Drop for Supervised {
             let _ = wait_group_empty(self.pgid, GROUP_EXIT_BOUND);
         }
     }
+}
+
+/// Where util-linux's `setpriv` is installed, if anywhere.
+fn setpriv() -> Option<&'static Path> {
+    static SETPRIV: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    SETPRIV
+        .get_or_init(|| {
+            ["/usr/bin/setpriv", "/bin/setpriv"]
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.is_file())
+        })
+        .as_deref()
+}
+
+/// Rewrites `cmd` as `setpriv --pdeathsig KILL -- <program> <args…>` (same working directory and
+/// environment changes), so the kernel kills the child if secagg dies; `cmd` unchanged where
+/// `setpriv` is not installed. `setpriv` execs the program, so the pid and group stay the same.
+fn with_parent_death_signal(cmd: Command) -> Command {
+    let Some(setpriv) = setpriv() else { return cmd };
+    if !program_exists(&cmd) {
+        // Let the spawn fail as itself ("not found"), not as setpriv's exit code 127.
+        return cmd;
+    }
+    let mut wrapped = Command::new(setpriv);
+    wrapped
+        .args(["--pdeathsig", "KILL", "--"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    if let Some(dir) = cmd.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => wrapped.env(key, v),
+            None => wrapped.env_remove(key),
+        };
+    }
+    wrapped
+}
+
+/// Whether `cmd`'s program can be found: the path itself when it has a `/`, else on `PATH`.
+fn program_exists(cmd: &Command) -> bool {
+    let program = Path::new(cmd.get_program());
+    if program.components().count() > 1 {
+        let program = match cmd.get_current_dir() {
+            Some(dir) if program.is_relative() => dir.join(program),
+            _ => program.to_owned(),
+        };
+        return program.is_file();
+    }
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
 }
 
 fn spawn_waiter(mut child: Child, tx: mpsc::Sender<std::io::Result<ExitStatus>>) {
@@ -397,6 +458,45 @@ mod tests {
             assert!(!process_alive(pid), "background child {pid} survived");
         }
         assert!(live_group_members(pgid).is_empty());
+    }
+
+    #[test]
+    fn a_child_dies_with_the_thread_that_spawned_it_even_without_cleanup() {
+        // Regression: a SIGKILLed secagg (no destructor runs) used to leave shamir-party.x
+        // running. Forgetting the handle and ending the spawning thread stands in for that.
+        if setpriv().is_none() {
+            eprintln!("skipped: setpriv (util-linux) is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let pid = thread::spawn(move || {
+            let s = Supervised::spawn(sh("exec sleep 1000"), &log, "sh").unwrap();
+            let pid = s.pid();
+            // Only once the child is `sleep` has setpriv set the signal (in real use the
+            // spawning thread waits for the child, so this window never matters).
+            let comm = format!("/proc/{pid}/comm");
+            let start = Instant::now();
+            while std::fs::read_to_string(&comm).map_or(true, |c| c.trim() != "sleep") {
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "child never became sleep"
+                );
+                thread::sleep(Duration::from_millis(5));
+            }
+            std::mem::forget(s);
+            pid
+        })
+        .join()
+        .unwrap();
+        let start = Instant::now();
+        while process_alive(pid) && start.elapsed() < Duration::from_secs(5) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            !process_alive(pid),
+            "child {pid} outlived the thread that spawned it"
+        );
     }
 
     #[test]
