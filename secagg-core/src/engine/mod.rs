@@ -204,6 +204,15 @@ impl NegotiationPlan {
         &self.parties[self.my_index]
     }
 
+    /// This party's role: party 0 is the researcher, every other party a node.
+    pub fn my_role(&self) -> Role {
+        if self.my_index == 0 {
+            Role::Researcher
+        } else {
+            Role::Node
+        }
+    }
+
     /// The address to listen on: [`Self::listen`] or the one derived from the own endpoint.
     pub fn listen_addr(&self) -> SocketAddr {
         if let Some(a) = self.listen {
@@ -339,6 +348,19 @@ pub struct PhaseTimings {
     pub finish: Duration,
     /// The whole negotiation, including validation.
     pub total: Duration,
+}
+
+impl PhaseTimings {
+    /// The phases from the instants (as time since the start) at which connecting and exchanging
+    /// ended, and the total.
+    pub fn from_marks(connected: Duration, exchanged: Duration, total: Duration) -> Self {
+        PhaseTimings {
+            connect: connected,
+            exchange: exchanged.saturating_sub(connected),
+            finish: total.saturating_sub(exchanged),
+            total,
+        }
+    }
 }
 
 /// The result of a successful negotiation for one party.

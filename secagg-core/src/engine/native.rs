@@ -41,7 +41,6 @@ use tokio::time::{timeout_at, Instant};
 use super::{Engine, NegotiationPlan, Outcome, PhaseTimings, SecretKey};
 use crate::error::{Error, ErrorKind, Result};
 use crate::field::{self, PrimeField};
-use crate::party::Role;
 use crate::transport::frame::{write_frame, Frame, MsgType};
 use crate::transport::mesh::{self, abort_all, peer_aborted, Mesh, ReadEvent};
 
@@ -86,18 +85,9 @@ pub async fn negotiate_async(plan: NegotiationPlan) -> Result<Outcome> {
             session.close().await;
             let total = started.elapsed();
             Ok(Outcome {
-                role: if plan.my_index == 0 {
-                    Role::Researcher
-                } else {
-                    Role::Node
-                },
+                role: plan.my_role(),
                 key,
-                timings: PhaseTimings {
-                    connect,
-                    exchange: exchange_done.saturating_sub(connect),
-                    finish: total.saturating_sub(exchange_done),
-                    total,
-                },
+                timings: PhaseTimings::from_marks(connect, exchange_done, total),
             })
         }
         Err(e) => {

@@ -14,7 +14,6 @@ use crate::mpspdz::locate::MpSpdzRoot;
 use crate::mpspdz::output;
 use crate::mpspdz::program::ProgramCache;
 use crate::mpspdz::workdir::{self, PreparedRun};
-use crate::party::Role;
 use crate::supervise::{self, CancelFlag, Ending, Supervised};
 
 /// Runs this party's side of a session with MP-SPDZ v0.3.4's `shamir-party.x`.
@@ -182,18 +181,9 @@ impl MpSpdzEngine {
         };
         let total = started.elapsed();
         Ok(Outcome {
-            role: if plan.my_index == 0 {
-                Role::Researcher
-            } else {
-                Role::Node
-            },
+            role: plan.my_role(),
             key,
-            timings: PhaseTimings {
-                connect: t_prepared,
-                exchange: t_ran - t_prepared,
-                finish: total - t_ran,
-                total,
-            },
+            timings: PhaseTimings::from_marks(t_prepared, t_ran, total),
         })
     }
 
@@ -293,7 +283,7 @@ mod tests {
         let (plan, _) = plan_for(3, 1);
         let sid = plan.session_id;
         let out = engine.negotiate(plan).unwrap();
-        assert_eq!(out.role, Role::Node);
+        assert_eq!(out.role, crate::party::Role::Node);
         assert!(!out.key.is_negative());
         assert!(out.key.bits() <= 2040);
         assert!(!home.runs_dir().join(sid.to_string()).exists());
@@ -311,7 +301,7 @@ mod tests {
         let (plan, _) = plan_for(3, 0);
         let sid = plan.session_id;
         let out = engine.negotiate(plan).unwrap();
-        assert_eq!(out.role, Role::Researcher);
+        assert_eq!(out.role, crate::party::Role::Researcher);
         assert_eq!(out.key.to_bigint(), num_bigint::BigInt::from(-12345));
         // Kept, without secrets.
         let dir = home.runs_dir().join(sid.to_string());
