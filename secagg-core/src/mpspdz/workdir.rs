@@ -39,6 +39,9 @@ use crate::party::{Endpoint, Host};
 pub const IP_FILE: &str = "ip-addresses";
 /// Name of the log file in the run directory.
 pub const LOG_FILE: &str = "mpspdz.log";
+/// Holds the pid of the secagg process using a run directory, until its secrets are removed. A
+/// directory whose owner is gone was abandoned by a killed secagg and still holds secrets.
+pub const OWNER_FILE: &str = "owner.pid";
 /// Prefix (inside the run directory) of the node's input file (`-IF`).
 pub const INPUT_PREFIX: &str = "Input";
 /// Prefix (inside the run directory) of the researcher's output file (`-OF`).
@@ -140,12 +143,18 @@ pub fn prepare(
         }
     })?;
     fs_secure::create_private_dir(runs_dir)?;
+    sweep_abandoned(runs_dir);
     let dir = runs_dir.join(plan.session_id.to_string());
     if dir.exists() {
         std::fs::remove_dir_all(&dir)
             .map_err(|e| Error::io_path("removing the old run directory", &dir, e))?;
     }
     fs_secure::create_private_dir(&dir)?;
+    write_new(
+        &dir.join(OWNER_FILE),
+        std::process::id().to_string().as_bytes(),
+        SECRET_FILE_MODE,
+    )?;
     let mut run = PreparedRun {
         dir,
         my_index: plan.my_index,
@@ -311,6 +320,8 @@ impl PreparedRun {
         match first_err {
             Some(e) => Err(e),
             None => {
+                // No secret left: the directory no longer needs its owner to clean it up.
+                let _ = std::fs::remove_file(self.dir.join(OWNER_FILE));
                 removed.sort();
                 Ok(removed)
             }
@@ -325,6 +336,34 @@ impl PreparedRun {
             Err(e) => Err(Error::io_path("removing run directory", &self.dir, e)),
         }
     }
+}
+
+/// Deletes the run directories under `runs_dir` whose owner process is gone: a secagg killed
+/// mid-run (SIGKILL, power loss) cannot clean up, and its directory holds that run's input and a
+/// copy of the party's key. Directories without an owner file (kept with `--keep-run-dir`, secrets
+/// already removed) are left alone. Best effort: a directory that cannot be removed is skipped.
+pub fn sweep_abandoned(runs_dir: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(runs_dir) else {
+        return removed;
+    };
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let Ok(owner) = std::fs::read_to_string(dir.join(OWNER_FILE)) else {
+            continue;
+        };
+        let Ok(pid) = owner.trim().parse::<u32>() else {
+            continue;
+        };
+        if pid != me
+            && !crate::supervise::process_alive(pid)
+            && std::fs::remove_dir_all(&dir).is_ok()
+        {
+            removed.push(dir);
+        }
+    }
+    removed
 }
 
 /// MP-SPDZ's preprocessing directories, e.g. `3-Sp-2050`, `3-S2-128`.
@@ -590,6 +629,39 @@ pub(crate) mod tests {
         let e = prepare(t.path(), &plan, &program()).unwrap_err();
         assert!(e.to_string().contains("party 2 (`node_2`)"), "{e}");
         assert!(!t.path().join(plan.session_id.to_string()).exists());
+    }
+
+    #[test]
+    fn run_directories_abandoned_by_a_killed_secagg_are_swept() {
+        // Regression: a SIGKILLed secagg left runs/<session>/ with its input and key copy forever.
+        let t = tempfile::tempdir().unwrap();
+        let mut dead = Command::new("true").spawn().unwrap();
+        let dead_pid = dead.id();
+        dead.wait().unwrap();
+        let abandoned = t.path().join("abandoned");
+        std::fs::create_dir(&abandoned).unwrap();
+        std::fs::write(abandoned.join(OWNER_FILE), dead_pid.to_string()).unwrap();
+        std::fs::write(abandoned.join("Input-P1-0"), b"123").unwrap();
+        let live = t.path().join("live");
+        std::fs::create_dir(&live).unwrap();
+        std::fs::write(live.join(OWNER_FILE), std::process::id().to_string()).unwrap();
+        let kept = t.path().join("kept");
+        std::fs::create_dir(&kept).unwrap();
+        std::fs::write(kept.join(LOG_FILE), b"log").unwrap();
+
+        let (plan, _) = plan_for(3, 1);
+        let run = prepare(t.path(), &plan, &program()).unwrap();
+        assert!(!abandoned.exists(), "abandoned run directory not swept");
+        assert!(live.exists() && kept.exists());
+        assert_eq!(
+            std::fs::read_to_string(run.dir.join(OWNER_FILE)).unwrap(),
+            std::process::id().to_string()
+        );
+        run.remove_secrets().unwrap();
+        assert!(
+            !run.dir.join(OWNER_FILE).exists(),
+            "a scrubbed directory must not be swept"
+        );
     }
 
     #[test]
