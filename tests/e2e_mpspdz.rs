@@ -3,11 +3,15 @@
 //! `shamir-party.x`. Needs an MP-SPDZ v0.3.4 build for 2050-bit primes (`MPSPDZ_ROOT`); each test
 //! prints `skipped: …` and passes when it is not available.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use secagg_core::demo::{self, Federation};
+use support::{secagg, Exit};
+
+mod support;
 
 fn mpspdz_root() -> Option<PathBuf> {
     let Some(root) = std::env::var_os("MPSPDZ_ROOT").filter(|v| !v.is_empty()) else {
@@ -25,55 +29,14 @@ fn mpspdz_root() -> Option<PathBuf> {
     Some(root)
 }
 
-fn secagg() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_secagg"));
-    c.env_remove("SECAGG_HOME")
-        .env_remove("MPSPDZ_IP")
-        .env_remove("MPSPDZ_PORT");
-    c
-}
-
 fn spawn_party(home: &Path, root: &Path, session: &str, parties: &str, timeout: &str) -> Child {
-    secagg()
-        .arg("--home")
-        .arg(home)
-        .args(["negotiate", "--engine", "mp-spdz", "--mpspdz-root"])
-        .arg(root)
-        .args([
-            "--session",
-            session,
-            "--parties",
-            parties,
-            "--timeout",
-            timeout,
-            "--format",
-            "json",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn secagg negotiate")
-}
-
-struct Exit {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn wait_all(children: Vec<Child>) -> Vec<Exit> {
-    children
-        .into_iter()
-        .map(|c| {
-            let out = c.wait_with_output().expect("wait");
-            Exit {
-                code: out.status.code(),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            }
-        })
-        .collect()
+    let engine: [&OsStr; 4] = [
+        "--engine".as_ref(),
+        "mp-spdz".as_ref(),
+        "--mpspdz-root".as_ref(),
+        root.as_os_str(),
+    ];
+    support::spawn_negotiate(home, session, parties, timeout, &engine)
 }
 
 /// Live processes whose command line mentions `needle` (e.g. the federation directory).
@@ -135,7 +98,7 @@ fn run_session(fed: &Federation, root: &Path, timeout: &str) -> (String, Vec<Exi
         .iter()
         .map(|p| spawn_party(p.home.root(), root, &session, &parties, timeout))
         .collect();
-    let exits = wait_all(children);
+    let exits = support::wait_all(children, started);
     (session, exits, started.elapsed())
 }
 
@@ -221,7 +184,10 @@ fn a_killed_party_makes_the_others_fail_within_the_deadline() {
     assert!(killed, "the victim's shamir-party.x never started");
     let _ = victim_child.wait();
     children.sort_by_key(|(i, _)| *i);
-    let exits = wait_all(children.into_iter().map(|(_, c)| c).collect());
+    let exits = support::wait_all(
+        children.into_iter().map(|(_, c)| c).collect(),
+        Instant::now(),
+    );
     let elapsed = started.elapsed();
     // The killed party may have been past the computation already; otherwise all others fail.
     let failed = exits.iter().filter(|e| e.code != Some(0)).count();

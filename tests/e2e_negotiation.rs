@@ -3,61 +3,16 @@
 //! starts, one killed mid-session, a swapped certificate, a wrong session id).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use secagg_core::demo::{self, Federation};
+use support::{secagg, wait_all};
 
-fn secagg() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_secagg"));
-    c.env_remove("SECAGG_HOME")
-        .env_remove("MPSPDZ_IP")
-        .env_remove("MPSPDZ_PORT");
-    c
-}
+mod support;
 
 fn spawn_party(home: &Path, session: &str, parties: &str, timeout: &str) -> Child {
-    secagg()
-        .arg("--home")
-        .arg(home)
-        .args([
-            "negotiate",
-            "--session",
-            session,
-            "--parties",
-            parties,
-            "--timeout",
-            timeout,
-            "--format",
-            "json",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn secagg negotiate")
-}
-
-struct Exit {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    after: Duration,
-}
-
-fn wait_all(children: Vec<Child>, started: Instant) -> Vec<Exit> {
-    children
-        .into_iter()
-        .map(|c| {
-            let out = c.wait_with_output().expect("wait");
-            Exit {
-                code: out.status.code(),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-                after: started.elapsed(),
-            }
-        })
-        .collect()
+    support::spawn_negotiate(home, session, parties, timeout, &[])
 }
 
 fn stored_contexts(home: &Path) -> usize {
