@@ -10,6 +10,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::home::Home;
 
 /// Mode of files holding secrets (private keys, negotiated keys, the store).
 pub const SECRET_FILE_MODE: u32 = 0o600;
@@ -73,6 +74,117 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     result
 }
 
+/// Writes a command's output file (`-o FILE`) atomically, never over something it must not
+/// replace.
+///
+/// Refused: a path inside `home`'s secret files (see [`Home::is_secret_path`]); an existing
+/// target that is not a regular file (directory, FIFO, device, socket), even with `force`; and an
+/// existing regular file without `force`. The bytes go to a temporary file in the target's
+/// directory (created with `mode`), which is then linked into place (without `force`: fails
+/// rather than replace a file that appeared meanwhile) or renamed over the target (with `force`).
+/// A failure leaves the old file as it was.
+pub fn write_output(path: &Path, bytes: &[u8], mode: u32, force: bool, home: &Home) -> Result<()> {
+    if home.is_secret_path(path) {
+        return Err(Error::invalid(format!(
+            "`{}` is one of the secagg home's own files (`{}`): refusing to write output there",
+            path.display(),
+            home.root().display()
+        ))
+        .with_hint("choose a file outside the home's store, configuration and identity"));
+    }
+    let exists = match fs::symlink_metadata(path) {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(Error::io_path("inspecting", path, e)),
+    };
+    if exists {
+        // Follow a symbolic link: what matters is what writing would have hit. A dangling link
+        // counts as an existing file (replacing it replaces the link, not its target).
+        if let Ok(meta) = fs::metadata(path) {
+            if !meta.is_file() {
+                let what = file_kind(&meta);
+                return Err(Error::invalid(format!(
+                    "`{}` is {what}, not a regular file: refusing to write output there",
+                    path.display()
+                ))
+                .with_hint("give the path of a regular file (to print, leave out -o)"));
+            }
+        }
+        if !force {
+            return Err(
+                Error::conflict(format!("`{}` already exists", path.display()))
+                    .with_hint("use --force to replace it, or choose another file"),
+            );
+        }
+        return write_atomic(path, bytes, mode);
+    }
+    write_new(path, bytes, mode)
+}
+
+fn file_kind(meta: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Like [`write_atomic`] for a file that must not exist: the complete temporary file is
+/// hard-linked to `path`, which fails if `path` appeared meanwhile, instead of renamed over it.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::invalid(format!("`{}` is not a file path", path.display())))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+    let tmp: PathBuf = dir.join(tmp_name);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| Error::io_path("creating", &tmp, e))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io_path("writing", &tmp, e))?;
+        match fs::hard_link(&tmp, path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(
+                    Error::conflict(format!("`{}` already exists", path.display()))
+                        .with_hint("use --force to replace it, or choose another file"),
+                )
+            }
+            // A file system without hard links (some FUSE and FAT mounts): rename, after checking
+            // again that nothing appeared.
+            Err(_) if fs::symlink_metadata(path).is_err() => {
+                fs::rename(&tmp, path).map_err(|e| Error::io_path("creating", path, e))?
+            }
+            Err(e) => return Err(Error::io_path("creating", path, e)),
+        }
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    let _ = fs::remove_file(&tmp);
+    result
+}
+
 /// Reads a whole regular file of at most `limit` bytes; `what` names it in errors
 /// ("certificate", "registration bundle").
 pub fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
@@ -107,6 +219,63 @@ pub fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
         )));
     }
     Ok(buf)
+}
+
+/// Quotes `path` for a POSIX shell when it holds anything but plain characters, so a printed
+/// `chmod` command can be pasted as is.
+pub fn shell_quote(path: &Path) -> String {
+    let s = path.display().to_string();
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+,:@%=".contains(c));
+    if plain {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Refuses a file holding secrets that group or others may access (`mode & 0o077 != 0`), as ssh
+/// refuses a private key others can read: a key or store that others could read must be assumed
+/// copied, and one they could write must be assumed tampered with. `what` names the file in the
+/// error ("private key", "store"). A missing file passes: the caller reports absence its own way.
+pub fn check_private_file(path: &Path, what: &str) -> Result<()> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io_path("inspecting", path, e)),
+    };
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(Error::invalid(format!(
+            "{what} `{}` is accessible by group or others (mode {mode:04o}): refusing to use it",
+            path.display()
+        ))
+        .with_hint(format!(
+            "run `chmod 600 {}` (and consider its content exposed if others could read it)",
+            shell_quote(path)
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a directory of the home that group or others may write (`mode & 0o022 != 0`): whoever
+/// can write it can replace the key, the certificate or the store inside it.
+pub fn check_private_dir(path: &Path, what: &str) -> Result<()> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io_path("inspecting", path, e)),
+    };
+    let mode = meta.mode() & 0o7777;
+    if meta.is_dir() && mode & 0o022 != 0 {
+        return Err(Error::invalid(format!(
+            "{what} `{}` is writable by group or others (mode {mode:04o}): refusing to use it",
+            path.display()
+        ))
+        .with_hint(format!("run `chmod 700 {}`", shell_quote(path))));
+    }
+    Ok(())
 }
 
 /// The permission bits of `path` (`mode & 0o777`).
@@ -156,5 +325,83 @@ mod tests {
         assert!(e.to_string().contains("not a regular file"), "{e}");
         let e = read_limited(&dir.path().join("nope"), 100, "certificate").unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn loose_secret_files_and_writable_dirs_are_refused_with_the_chmod() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("my key.pem");
+        write_atomic(&p, b"k", SECRET_FILE_MODE).unwrap();
+        check_private_file(&p, "private key").unwrap();
+        for loose in [0o640, 0o604, 0o660, 0o601] {
+            fs::set_permissions(&p, fs::Permissions::from_mode(loose)).unwrap();
+            let e = check_private_file(&p, "private key").unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+            assert!(
+                e.to_string().contains(&format!("(mode {loose:04o})")),
+                "{e}"
+            );
+            assert!(
+                e.hint()
+                    .unwrap()
+                    .starts_with(&format!("run `chmod 600 '{}'`", p.display())),
+                "{:?}",
+                e.hint()
+            );
+        }
+        check_private_file(&dir.path().join("missing"), "private key").unwrap();
+        let d = dir.path().join("home");
+        create_private_dir(&d).unwrap();
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o750)).unwrap();
+        check_private_dir(&d, "home directory").unwrap();
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o770)).unwrap();
+        let e = check_private_dir(&d, "home directory").unwrap_err();
+        assert!(e.to_string().contains("(mode 0770)"), "{e}");
+        assert_eq!(
+            shell_quote(Path::new("/a/it's")),
+            r"'/a/it'\''s'",
+            "quoted for sh"
+        );
+    }
+
+    #[test]
+    fn write_output_refuses_home_files_non_regular_and_existing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path().join("home"));
+        home.create_dirs().unwrap();
+        let store = home.store_path();
+        fs::write(&store, b"store").unwrap();
+        let rel = home.root().join("identity/../store.sqlite");
+        for target in [&store, &rel, &home.key_path(), &home.config_path()] {
+            let e = write_output(target, b"x", PUBLIC_FILE_MODE, true, &home).unwrap_err();
+            assert!(e.to_string().contains("secagg home's own files"), "{e}");
+        }
+        // A hard link to the store elsewhere is the store.
+        let hard = dir.path().join("hard");
+        fs::hard_link(&store, &hard).unwrap();
+        assert!(write_output(&hard, b"x", PUBLIC_FILE_MODE, true, &home).is_err());
+        assert_eq!(fs::read(&store).unwrap(), b"store");
+
+        let out = dir.path().join("out.json");
+        write_output(&out, b"one", PUBLIC_FILE_MODE, false, &home).unwrap();
+        assert_eq!(mode_of(&out).unwrap(), 0o644);
+        let e = write_output(&out, b"two", PUBLIC_FILE_MODE, false, &home).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Conflict);
+        assert_eq!(fs::read(&out).unwrap(), b"one");
+        write_output(&out, b"two", SECRET_FILE_MODE, true, &home).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), b"two");
+        assert_eq!(mode_of(&out).unwrap(), 0o600);
+        let e = write_output(dir.path(), b"x", PUBLIC_FILE_MODE, true, &home).unwrap_err();
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        let e =
+            write_output(Path::new("/dev/null"), b"x", PUBLIC_FILE_MODE, true, &home).unwrap_err();
+        assert!(e.to_string().contains("is a device"), "{e}");
+        // Only the written files remain: no temporary file.
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains(".tmp-"))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
     }
 }

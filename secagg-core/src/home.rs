@@ -10,6 +10,7 @@
 //!   runs/<session>/       per-session working files (MP-SPDZ)
 //! ```
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
@@ -65,9 +66,83 @@ impl Home {
         self.root.join("runs")
     }
 
+    /// The home's own secret files: the store and its SQLite companions, the configuration, the
+    /// identity directory (key, certificate, archived keys) and the WireGuard private key. Output
+    /// files (`-o FILE`) may not be written over any of them.
+    fn secret_paths(&self) -> Vec<PathBuf> {
+        let mut v = vec![
+            self.config_path(),
+            self.identity_dir(),
+            self.root.join("vpn").join("wg.key"),
+        ];
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            v.push(self.root.join(format!("store.sqlite{suffix}")));
+        }
+        v
+    }
+
+    /// Whether writing to `target` would write into one of the home's secret files (see
+    /// [`Home::secret_paths`]): the same file by canonical path, or a hard link to one, or anything
+    /// under `identity/`, or any `store.sqlite*` file. `target` need not exist.
+    pub fn is_secret_path(&self, target: &Path) -> bool {
+        let canon_target = canonical_target(target);
+        let Ok(root) = self.root.canonicalize() else {
+            return false;
+        };
+        if let Some(t) = &canon_target {
+            if t.parent() == Some(root.as_path())
+                && t.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("store.sqlite"))
+            {
+                return true;
+            }
+        }
+        let target_id = file_id(target);
+        self.secret_paths().iter().any(|secret| {
+            let canon_secret = secret
+                .canonicalize()
+                .ok()
+                .or_else(|| canonical_target(secret));
+            let by_path =
+                matches!((&canon_target, &canon_secret), (Some(t), Some(s)) if t.starts_with(s));
+            let by_inode = target_id.is_some() && target_id == file_id(secret);
+            by_path || by_inode
+        })
+    }
+
+    /// Refuses a home whose permissions expose it, as ssh does for `~/.ssh`: the root and
+    /// `identity/` writable by group or others, or `identity/key.pem` accessible by them. Each
+    /// error names the file, its mode and the `chmod` that fixes it. Missing files pass (the
+    /// callers report absence with their own words).
+    pub fn check_permissions(&self) -> Result<()> {
+        fs_secure::check_private_dir(&self.root, "home directory")?;
+        fs_secure::check_private_dir(&self.identity_dir(), "identity directory")?;
+        fs_secure::check_private_file(&self.key_path(), "private key")
+    }
+
     /// Creates the root and `identity/` with mode 0700.
     pub fn create_dirs(&self) -> Result<()> {
         fs_secure::create_private_dir(&self.root)?;
         fs_secure::create_private_dir(&self.identity_dir())
     }
+}
+
+/// The canonical form of `p` when it exists, else of its parent joined with its name (a file about
+/// to be created); `None` when not even the parent resolves.
+fn canonical_target(p: &Path) -> Option<PathBuf> {
+    if let Ok(c) = p.canonicalize() {
+        return Some(c);
+    }
+    let name = p.file_name()?;
+    let parent = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    Some(parent.canonicalize().ok()?.join(name))
+}
+
+/// (device, inode) of an existing file, to catch hard links to a secret file.
+fn file_id(p: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
 }
