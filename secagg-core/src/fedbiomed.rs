@@ -16,7 +16,6 @@ use crate::fs_secure;
 use crate::home::Home;
 use crate::identity;
 use crate::registration::{self, CertificateSource, RegisterRequest, Registered};
-use crate::store::Store;
 
 /// Largest TinyDB file read.
 pub const MAX_TINYDB_BYTES: u64 = 256 * 1024 * 1024;
@@ -188,7 +187,7 @@ pub fn import_tinydb(
             )));
         }
     }
-    let mut store = Store::open(&home.store_path())?;
+    let mut store = registration::open_existing_store(home)?;
     let imported = store.write(|tx| {
         prepared
             .iter()

@@ -78,6 +78,8 @@ impl Identity {
     /// Reads the private key (PKCS#8 DER), checking it matches the certificate.
     pub fn private_key_der(&self) -> Result<Zeroizing<Vec<u8>>> {
         let path = self.home.key_path();
+        // Checked again here, not only in `load`: the key is what must not be used if exposed.
+        fs_secure::check_private_file(&path, "private key")?;
         let bytes = Zeroizing::new(fs_secure::read_limited(&path, 64 * 1024, "private key")?);
         let text = std::str::from_utf8(&bytes).map_err(|_| {
             Error::invalid(format!("private key `{}` is not PEM text", path.display()))
@@ -178,8 +180,8 @@ pub fn init(home: &Home, opts: &InitOptions, now: OffsetDateTime) -> Result<Iden
     let generated = certificate::generate(&party_id, opts.key_type, opts.validity_days, now)?;
     home.create_dirs()?;
     // The store is created (and migrated) before the identity files, so a failure here leaves no
-    // half-made identity behind.
-    Store::open(&home.store_path())?;
+    // half-made identity behind. An existing store (`--force`) is kept and checked like any other.
+    Store::create(&home.store_path())?;
     if identity_exists(home) {
         archive_current(home, now)?;
     }
@@ -249,8 +251,10 @@ fn read_config(home: &Home) -> Result<ConfigFile> {
     })
 }
 
-/// Loads and checks the identity in `home` (config, certificate; the key is checked on use).
+/// Loads and checks the identity in `home` (permissions of the home, as ssh checks them; config;
+/// certificate; the key itself is parsed on use).
 pub fn load(home: &Home) -> Result<Identity> {
+    home.check_permissions()?;
     let cfg = read_config(home)?;
     let ctx = || format!("in configuration `{}`", home.config_path().display());
     let party_id = PartyId::parse(&cfg.party_id).map_err(|e| e.context(ctx()))?;

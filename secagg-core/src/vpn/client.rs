@@ -35,6 +35,7 @@ pub struct KeyPair {
 /// Loads this peer's private key from `<home>/vpn/wg.key`.
 pub fn load_private_key(home: &Home) -> Result<PrivateKey> {
     let path = vpn::private_key_path(home);
+    fs_secure::check_private_file(&path, "WireGuard private key")?;
     let bytes =
         fs_secure::read_limited(&path, 1024, "WireGuard private key").map_err(|e| {
             match e.kind() {

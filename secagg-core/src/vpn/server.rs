@@ -151,7 +151,7 @@ pub fn init(home: &Home, req: &InitRequest, now: OffsetDateTime) -> Result<Initi
         .map_err(|e| e.context("--network"))?;
     fs_secure::create_private_dir(home.root())?;
     fs_secure::create_private_dir(&vpn::vpn_dir(home))?;
-    let mut store = Store::open(&home.store_path())?;
+    let mut store = Store::create(&home.store_path())?;
     store.write(|tx| {
         let previous = vpn_server::get(tx)?;
         if let Some(p) = &previous {
