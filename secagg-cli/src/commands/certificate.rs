@@ -62,9 +62,13 @@ pub struct InstructionsArgs {
     /// `text`: instructions for people; `json`: a registration bundle for `register --bundle`.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
-    /// Write to FILE instead of stdout.
+    /// Write to FILE instead of stdout (atomically; an existing FILE only with --force; never a
+    /// FIFO, directory or device, nor one of the home's own files).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Replace FILE if it exists.
+    #[arg(long, requires = "output")]
+    force: bool,
 }
 
 /// Arguments of `certificate register`.
@@ -210,7 +214,7 @@ fn instructions(home: &Home, a: InstructionsArgs) -> anyhow::Result<()> {
     };
     match a.output {
         Some(path) => {
-            fs_secure::write_atomic(&path, text.as_bytes(), PUBLIC_FILE_MODE)?;
+            fs_secure::write_output(&path, text.as_bytes(), PUBLIC_FILE_MODE, a.force, home)?;
             output::note(format!("wrote {}", path.display()));
         }
         None => print!("{text}"),

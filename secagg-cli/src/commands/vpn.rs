@@ -124,9 +124,13 @@ pub struct ConfigArgs {
     /// Configuration form.
     #[arg(long, value_enum, default_value = "wg")]
     format: FormArg,
-    /// Write to FILE (0600, replaced atomically) instead of stdout.
+    /// Write to FILE (0600, atomically) instead of stdout; an existing FILE only with --force;
+    /// never a FIFO, directory or device, nor one of the home's own files.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Replace FILE if it exists.
+    #[arg(long, requires = "output")]
+    force: bool,
 }
 
 /// Arguments of `vpn keygen`.
@@ -149,9 +153,13 @@ pub struct ClientConfigArgs {
     /// Configuration form.
     #[arg(long, value_enum, default_value = "wg")]
     format: FormArg,
-    /// Write to FILE (0600, replaced atomically) instead of stdout.
+    /// Write to FILE (0600, atomically) instead of stdout; an existing FILE only with --force;
+    /// never a FIFO, directory or device, nor one of the home's own files.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Replace FILE if it exists.
+    #[arg(long, requires = "output")]
+    force: bool,
 }
 
 /// Runs `secagg vpn …`.
@@ -307,7 +315,7 @@ pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
         }
         VpnCommand::ServerConfig(a) => {
             let conf = server::server_config(&home, a.format.into())?;
-            emit_secret(&conf, a.output.as_deref())?;
+            emit_secret(&conf, a.output.as_deref(), a.force, &home)?;
         }
         VpnCommand::Keygen(a) => {
             let r = client::keygen(&home, a.force)?;
@@ -327,7 +335,7 @@ pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
         }
         VpnCommand::ClientConfig(a) => {
             let (conf, info) = client::client_config(&home, &a.config_env, a.format.into())?;
-            emit_secret(&conf, a.output.as_deref())?;
+            emit_secret(&conf, a.output.as_deref(), a.force, &home)?;
             if a.output.is_some() {
                 output::note(format!(
                     "peer address {}/{}, server {}",
@@ -342,11 +350,11 @@ pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
 const PEER_TYPES_SHORT: &str = "management|node|researcher";
 
 /// Prints a configuration holding secrets, or writes it 0600 to `out`.
-fn emit_secret(text: &str, out: Option<&Path>) -> anyhow::Result<()> {
+fn emit_secret(text: &str, out: Option<&Path>, force: bool, home: &Home) -> anyhow::Result<()> {
     match out {
         None => print!("{text}"),
         Some(p) => {
-            fs_secure::write_atomic(p, text.as_bytes(), SECRET_FILE_MODE)?;
+            fs_secure::write_output(p, text.as_bytes(), SECRET_FILE_MODE, force, home)?;
             output::note(format!("written to {} (0600)", p.display()));
         }
     }
