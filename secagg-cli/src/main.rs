@@ -1,6 +1,25 @@
 //! `secagg`: set up secure aggregation for a federated-learning federation.
 #![forbid(unsafe_code)]
 
+// This crate's `print!`/`println!`/`eprint!`/`eprintln!` shadow `std`'s (a `macro_rules!` defined
+// before the modules is in scope in all of them). `std`'s panic when stdout is a closed pipe
+// (`secagg … | head -1`); these drop the output and let the command end quietly (see
+// `output::write_stdout`), so no command can forget to.
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*)) };
+}
+macro_rules! println {
+    () => { $crate::output::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+macro_rules! eprint {
+    ($($arg:tt)*) => { $crate::output::write_stderr(format_args!($($arg)*)) };
+}
+macro_rules! eprintln {
+    () => { $crate::output::write_stderr(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::write_stderr(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 mod commands;
 mod output;
 
@@ -80,6 +99,9 @@ fn fedbiomed_short_options(
 }
 
 fn main() -> ExitCode {
+    // `secagg demo` blocks SIGINT/SIGTERM to take them on a thread, and its `secagg negotiate`
+    // children inherit that mask across exec: give them the default behaviour back.
+    secagg_core::supervise::unblock_termination_signals();
     let cli = Cli::parse_from(fedbiomed_short_options(std::env::args_os()));
     let home = cli
         .home
@@ -95,6 +117,8 @@ fn main() -> ExitCode {
         Command::Vpn(c) => vpn::run(&home, c),
         Command::Deploy(c) => deploy::run(&home, c),
     };
+    // Output lost to a full disk must not look like success; a closed pipe is not an error.
+    let result = result.and_then(|()| output::finish_stdout());
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => ExitCode::from(output::report_error(&e) as u8),

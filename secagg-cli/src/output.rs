@@ -2,6 +2,8 @@
 //! document on stdout, and errors as `error: …` / `hint: …` with an exit code per error kind.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use comfy_table::{presets, ContentArrangement, Table};
 use serde::Serialize;
@@ -16,11 +18,67 @@ pub enum Format {
     Json,
 }
 
+/// Set once stdout is found closed (EPIPE: the reader of a pipe went away, as in `secagg … | head
+/// -1`); later output is dropped.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+/// The first other error writing stdout (a full disk behind `> file`), reported when the command ends.
+static STDOUT_ERROR: Mutex<Option<std::io::Error>> = Mutex::new(None);
+
+/// Writes to stdout; every `print!`/`println!` of this crate comes here (see `main.rs`).
+///
+/// `std`'s `println!` panics when stdout is a pipe whose reader is gone (Rust ignores SIGPIPE, so
+/// the write fails with EPIPE): exit 101 and a panic message. Like ripgrep, secagg ends quietly
+/// instead, but rather than exiting on the spot (ripgrep exits 0 at once) it drops the output and
+/// lets the command finish what it was doing, since a half-done store change or a demo directory
+/// left behind would be worse; the exit status is then the command's own (0 on success). Other
+/// write errors are kept for [`finish_stdout`] to report.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let result = std::io::stdout().lock().write_fmt(args);
+    if let Err(e) = result {
+        record_stdout_error(e);
+    }
+}
+
+fn record_stdout_error(e: std::io::Error) {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        return;
+    }
+    let mut slot = STDOUT_ERROR.lock().unwrap_or_else(|p| p.into_inner());
+    slot.get_or_insert(e);
+}
+
+/// Flushes stdout at the end of a command; the first write error other than a closed pipe, if
+/// any, becomes the command's error (output that was lost must not look like success).
+pub fn finish_stdout() -> anyhow::Result<()> {
+    if !STDOUT_CLOSED.load(Ordering::Relaxed) {
+        if let Err(e) = std::io::stdout().lock().flush() {
+            record_stdout_error(e);
+        }
+    }
+    let slot = STDOUT_ERROR
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    match slot {
+        Some(e) => Err(secagg_core::Error::io("while writing to stdout", e).into()),
+        None => Ok(()),
+    }
+}
+
+/// Writes to stderr, ignoring errors: with stderr closed there is nowhere left to report them,
+/// and `std`'s `eprintln!` would panic instead.
+pub fn write_stderr(args: std::fmt::Arguments<'_>) {
+    let _ = std::io::stderr().lock().write_fmt(args);
+}
+
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
+    let text = serde_json::to_string_pretty(value)?;
+    println!("{text}");
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use num_bigint::BigInt;
 use num_traits::Zero;
@@ -66,14 +67,25 @@ pub fn free_loopback_ports(n: usize) -> Result<Vec<u16>> {
 /// Creates a federation of one researcher and `nodes` nodes under `dir`, every party listening on
 /// its own loopback port, with every party's bundle registered by every other party.
 pub fn prepare(dir: &Path, nodes: usize) -> Result<Federation> {
+    prepare_gated(dir, nodes, &Mutex::new(()))
+}
+
+/// [`prepare`], holding `gate` during each step that writes under `dir` (one party's identity, one
+/// registration): a thread that takes `gate` and keeps it (`secagg demo`'s interrupt handler,
+/// deleting `dir`) knows that nothing is written there any more.
+pub fn prepare_gated<T>(dir: &Path, nodes: usize, gate: &Mutex<T>) -> Result<Federation> {
+    // A poisoned gate only means another step panicked; the directory is still ours to write.
+    let step = || gate.lock().unwrap_or_else(PoisonError::into_inner);
     if nodes < 2 {
         return Err(Error::invalid(format!(
             "a federation needs at least 2 nodes (3 parties), got {nodes}"
         )));
     }
+    let guard = step();
     fs_secure::create_private_dir(dir)?;
     let bundles_dir = dir.join("bundles");
     fs_secure::create_private_dir(&bundles_dir)?;
+    drop(guard);
     let now = OffsetDateTime::now_utc();
     let ports = free_loopback_ports(nodes + 1)?;
     let mut parties = Vec::with_capacity(nodes + 1);
@@ -94,6 +106,7 @@ pub fn prepare(dir: &Path, nodes: usize) -> Result<Federation> {
             validity_days: 30,
             force: false,
         };
+        let _guard = step();
         let id = identity::init(&home, &opts, now)?;
         let bundle = registration::bundle(&id);
         let path = bundles_dir.join(format!("{}.json", id.party_id));
@@ -111,6 +124,7 @@ pub fn prepare(dir: &Path, nodes: usize) -> Result<Federation> {
             if i != j {
                 let req =
                     registration::request_from_bundle(bundle, Some(fingerprint.clone()), false)?;
+                let _guard = step();
                 registration::register(&party.home, &req, now)?;
             }
         }

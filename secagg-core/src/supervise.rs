@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{killpg, SigSet, Signal};
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
@@ -319,6 +319,60 @@ pub fn kill_group(pgid: i32) {
     if pgid > 1 {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     }
+}
+
+/// SIGINT and SIGTERM, taken from their default action (killing the process on the spot, no
+/// destructor run) and received on a thread instead, so that a command holding secrets on disk
+/// can delete them before it exits.
+///
+/// Built on `sigwait` (nix's safe API): the signals are *blocked* in the thread that calls
+/// [`Self::block`] and, as the mask is inherited, in every thread it starts afterwards, so call it
+/// before starting any thread. A thread then takes them with [`Self::wait`]. The mask is also
+/// inherited across `exec`; every `secagg` process therefore calls
+/// [`unblock_termination_signals`] first thing, so the ones a blocking parent starts can still be
+/// stopped.
+#[derive(Debug, Clone)]
+pub struct TerminationSignals {
+    set: SigSet,
+}
+
+fn termination_set() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set
+}
+
+impl TerminationSignals {
+    /// Blocks SIGINT and SIGTERM in the calling thread (and the threads it starts from now on).
+    pub fn block() -> Result<Self> {
+        let set = termination_set();
+        set.thread_block()
+            .map_err(|e| Error::io("while blocking SIGINT and SIGTERM", std::io::Error::from(e)))?;
+        Ok(TerminationSignals { set })
+    }
+
+    /// Waits until SIGINT or SIGTERM arrives and returns its number (2 or 15).
+    pub fn wait(&self) -> Result<i32> {
+        self.set
+            .wait()
+            .map(|sig| sig as i32)
+            .map_err(|e| Error::io("while waiting for a signal", std::io::Error::from(e)))
+    }
+}
+
+/// The name of signal `signo` (`SIGINT`), or its number.
+pub fn signal_name(signo: i32) -> String {
+    Signal::try_from(signo)
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_else(|_| format!("signal {signo}"))
+}
+
+/// Unblocks SIGINT and SIGTERM in the calling thread: a process started by one that blocked them
+/// (see [`TerminationSignals`]) inherits the blocked mask, and could not be interrupted otherwise.
+pub fn unblock_termination_signals() {
+    // Cannot fail with a valid set and `SIG_UNBLOCK`.
+    let _ = termination_set().thread_unblock();
 }
 
 /// Process ids of the live (non-zombie) processes whose process group is `pgid`, from `/proc`.

@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use secagg_core::demo::{self, Federation};
+use secagg_core::supervise::{self, TerminationSignals};
 use serde::Serialize;
 
 use crate::commands::negotiate::{parse_duration, EngineArg};
@@ -59,11 +61,79 @@ struct DemoSummary {
     directory: Option<String>,
 }
 
+/// A party's process: its output drained by two threads (the `Child` is in [`DemoState`]).
 struct Running {
     party: String,
-    child: Child,
     stdout: thread::JoinHandle<String>,
     stderr: thread::JoinHandle<String>,
+}
+
+/// What an interrupted demo must clean up: the demo directory (every party's private key is in
+/// it) and the parties' processes. Its mutex is also a gate: the main thread holds it while it
+/// writes in the directory or spawns or reaps a process, and the interrupt handler takes it and
+/// keeps it until the process exits, so the main thread stops at its next step instead of
+/// racing the deletion.
+#[derive(Default)]
+struct DemoState {
+    tmp: Option<tempfile::TempDir>,
+    keep: bool,
+    children: Vec<Child>,
+}
+
+fn lock(state: &Mutex<DemoState>) -> MutexGuard<'_, DemoState> {
+    // Poisoned only if a step panicked; the state itself is still right.
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Waits for SIGINT or SIGTERM, then stops the parties, deletes the demo directory (unless
+/// `--keep`) and exits with 128 + the signal's number, as a shell reports a process the signal
+/// killed (130, 143). Without this, Ctrl-C killed the demo on the spot, leaving the directory
+/// with every party's private key in the temporary directory.
+fn handle_interrupts(signals: TerminationSignals, state: Arc<Mutex<DemoState>>) {
+    let Ok(signo) = signals.wait() else { return };
+    // Never released: the process ends while holding it.
+    let mut st = lock(&state);
+    for child in &mut st.children {
+        // SIGKILL, then reaped; each party's shamir-party.x dies with it (parent-death signal).
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let done = match st.tmp.take() {
+        Some(tmp) if st.keep => format!("kept the federation in {}", tmp.keep().display()),
+        Some(tmp) => {
+            let path = tmp.keep();
+            match remove_tree(&path) {
+                Ok(()) => format!("deleted {}", path.display()),
+                Err(e) => format!(
+                    "could not delete {} ({e}): delete it by hand, it holds private keys",
+                    path.display()
+                ),
+            }
+        }
+        None => "nothing left on disk".to_owned(),
+    };
+    output::write_stderr(format_args!(
+        "error: interrupted by {}: stopped the demo's parties; {done}\n",
+        supervise::signal_name(signo)
+    ));
+    std::process::exit(128 + signo);
+}
+
+/// Deletes `path` and everything in it, retrying briefly: a killed party's `shamir-party.x` may
+/// still be writing for the moment it takes the parent-death signal to reach it.
+fn remove_tree(path: &Path) -> std::io::Result<()> {
+    let mut attempt = 0;
+    loop {
+        match std::fs::remove_dir_all(path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if attempt >= 20 => return Err(e),
+            Err(_) => {
+                attempt += 1;
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
 }
 
 fn drain(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
@@ -76,6 +146,29 @@ fn drain(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
 
 /// Runs `secagg demo`.
 pub fn run(_home: &Path, a: DemoArgs) -> anyhow::Result<()> {
+    // First, before any thread starts: the mask is inherited by the threads started afterwards.
+    let signals = TerminationSignals::block()?;
+    let state = Arc::new(Mutex::new(DemoState::default()));
+    {
+        let state = Arc::clone(&state);
+        thread::spawn(move || handle_interrupts(signals, state));
+    }
+    let result = run_demo(a, &state);
+    // If an interrupt is being handled, this blocks until its thread ends the process.
+    let mut st = lock(&state);
+    for child in &mut st.children {
+        // Parties left running by an error (e.g. a later party failed to start).
+        if matches!(child.try_wait(), Ok(None)) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+    // Deletes the directory (`tempfile`), unless it was kept.
+    drop(st.tmp.take());
+    result
+}
+
+fn run_demo(a: DemoArgs, state: &Mutex<DemoState>) -> anyhow::Result<()> {
     let engine_name = a.engine.name();
     let timeout = a.timeout.unwrap_or(a.engine.default_timeout());
     let mut extra: Vec<std::ffi::OsString> = Vec::new();
@@ -90,25 +183,43 @@ pub fn run(_home: &Path, a: DemoArgs) -> anyhow::Result<()> {
         }
     }
     let keep = a.keep || a.keep_run_dir;
-    let tmp = tempfile::Builder::new()
-        .prefix("secagg-demo-")
-        .tempdir()
-        .context("while creating the demo directory")?;
-    let dir: PathBuf = tmp.path().to_owned();
+    let dir: PathBuf = {
+        // Created under the gate, so an interrupt cannot come between creating and recording it.
+        let mut st = lock(state);
+        let tmp = tempfile::Builder::new()
+            .prefix("secagg-demo-")
+            .tempdir()
+            .context("while creating the demo directory")?;
+        let dir = tmp.path().to_owned();
+        st.tmp = Some(tmp);
+        st.keep = keep;
+        dir
+    };
     let interactive = std::io::stderr().is_terminal() && a.format == Format::Text;
     let started = Instant::now();
-    let federation = demo::prepare(&dir.join("federation"), usize::from(a.nodes))?;
+    let federation = demo::prepare_gated(&dir.join("federation"), usize::from(a.nodes), state)?;
     let setup = started.elapsed();
-    let result = negotiate_all(&federation, engine_name, &extra, timeout, interactive);
+    let result = negotiate_all(
+        &federation,
+        engine_name,
+        &extra,
+        timeout,
+        interactive,
+        state,
+    );
     let directory = if keep {
-        let kept = tmp.keep();
+        let kept = lock(state).tmp.take().map(tempfile::TempDir::keep);
+        let kept = kept.unwrap_or(dir);
         output::note(format!("kept the federation in {}", kept.display()));
         Some(kept.display().to_string())
     } else {
         None
     };
     let (session_id, elapsed, reports) = result?;
-    let v = demo::verify(&federation, &session_id)?;
+    let v = {
+        let _gate = lock(state);
+        demo::verify(&federation, &session_id)?
+    };
     let summary = DemoSummary {
         engine: engine_name,
         parties: federation.parties.len(),
@@ -170,6 +281,7 @@ fn negotiate_all(
     extra: &[std::ffi::OsString],
     timeout: Duration,
     interactive: bool,
+    state: &Mutex<DemoState>,
 ) -> anyhow::Result<(String, Duration, Vec<serde_json::Value>)> {
     let exe = std::env::current_exe().context("while locating the secagg binary")?;
     let session_id = uuid_v4();
@@ -191,6 +303,8 @@ fn negotiate_all(
     let started = Instant::now();
     let mut running = Vec::new();
     for p in &federation.parties {
+        // Spawned and recorded under the gate: an interrupt kills every party it started.
+        let mut st = lock(state);
         let mut child = Command::new(&exe)
             .arg("--home")
             .arg(p.home.root())
@@ -215,9 +329,9 @@ fn negotiate_all(
             .with_context(|| format!("while starting the process of {}", p.party_id))?;
         let stdout = drain(child.stdout.take().expect("piped"));
         let stderr = drain(child.stderr.take().expect("piped"));
+        st.children.push(child);
         running.push(Running {
             party: p.party_id.clone(),
-            child,
             stdout,
             stderr,
         });
@@ -226,23 +340,25 @@ fn negotiate_all(
     let hard_deadline = started + timeout + Duration::from_secs(5);
     let mut statuses = vec![None; running.len()];
     while statuses.iter().any(Option::is_none) {
-        for (i, r) in running.iter_mut().enumerate() {
+        let mut st = lock(state);
+        for (i, child) in st.children.iter_mut().enumerate() {
             if statuses[i].is_none() {
-                if let Some(st) = r.child.try_wait()? {
-                    statuses[i] = Some(st);
+                if let Some(status) = child.try_wait()? {
+                    statuses[i] = Some(status);
                     bar.inc(1);
                 }
             }
         }
         if Instant::now() > hard_deadline {
-            for (i, r) in running.iter_mut().enumerate() {
+            for (i, child) in st.children.iter_mut().enumerate() {
                 if statuses[i].is_none() {
-                    let _ = r.child.kill();
-                    statuses[i] = r.child.wait().ok();
+                    let _ = child.kill();
+                    statuses[i] = child.wait().ok();
                 }
             }
             break;
         }
+        drop(st);
         thread::sleep(Duration::from_millis(1));
     }
     let elapsed = started.elapsed();
