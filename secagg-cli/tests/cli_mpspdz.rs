@@ -314,3 +314,152 @@ fn failure_lines_become_exit_codes() {
         );
     }
 }
+
+/// A party stand-in that fails like MP-SPDZ does when a path it was given does not exist from its
+/// own working directory (the run directory), and otherwise succeeds (the researcher writing
+/// `-5`).
+const PATH_CHECKING_PARTY: &str = "#!/bin/sh
+[ -f \"$3\" ] || { echo \"Error opening $3\" >&2; exit 1; }
+[ -d \"$(dirname \"$5\")\" ] || { echo \"Error opening $5\" >&2; exit 1; }
+if [ \"$1\" = 0 ]; then
+  printf '%s\\n' -5 > \"$5-P0-0\" || exit 1
+else
+  [ -f \"$5-P$1-0\" ] || { echo \"Error opening $5-P$1-0\" >&2; exit 1; }
+fi
+exit 0
+";
+
+#[test]
+fn relative_and_default_homes_give_shamir_party_paths_that_exist_from_its_working_directory() {
+    // Regression: with `./.secagg` or a relative --home, every party exited 9 with `Error opening
+    // .secagg/runs/<session>/ip-addresses`: the paths were relative to secagg's working directory
+    // while shamir-party.x runs in the run directory.
+    let t = tempfile::tempdir().unwrap();
+    let fed = federation(t.path());
+    let root = fake_root(t.path(), PATH_CHECKING_PARTY);
+    let ids = fed.party_ids();
+    let session = uuid();
+    // The researcher with the default home: `./.secagg` in its working directory.
+    let researcher_cwd = t.path().join("researcher-cwd");
+    std::fs::create_dir(&researcher_cwd).unwrap();
+    std::fs::rename(fed.parties[0].home.root(), researcher_cwd.join(".secagg")).unwrap();
+    // A node with a relative --home.
+    let node_home = fed.parties[1].home.root();
+    let node_cwd = node_home.parent().unwrap();
+    let node_rel = node_home.file_name().unwrap();
+    for (cwd, home_arg) in [(researcher_cwd.as_path(), None), (node_cwd, Some(node_rel))] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_secagg"));
+        if let Some(h) = home_arg {
+            c.arg("--home").arg(h);
+        }
+        let out = c
+            .args([
+                "negotiate",
+                "--engine",
+                "mp-spdz",
+                "--session",
+                &session,
+                "--parties",
+                &ids.join(","),
+                "--timeout",
+                "20s",
+            ])
+            .current_dir(cwd)
+            .env_remove("SECAGG_HOME")
+            .env_remove("MPSPDZ_IP")
+            .env_remove("MPSPDZ_PORT")
+            .env("MPSPDZ_ROOT", &root)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "home {home_arg:?} in {}: {stderr}",
+            cwd.display()
+        );
+        let home = cwd.join(home_arg.unwrap_or(".secagg".as_ref()));
+        assert!(!home.join("runs").join(&session).exists());
+    }
+    let ctx = secagg_core::session::get_context(
+        &secagg_core::home::Home::new(researcher_cwd.join(".secagg")),
+        &session,
+    )
+    .unwrap();
+    assert_eq!(ctx.key_decimal.as_str(), "-5");
+    assert!(secagg_core::session::get_context(&fed.parties[1].home, &session).is_ok());
+}
+
+#[test]
+fn a_second_run_of_the_same_session_in_one_home_is_a_conflict_and_spares_the_first() {
+    // Regression: the second run deleted `runs/<session>/` under the first one's shamir-party.x.
+    // The researcher stores nothing before its run ends, so the second run gets as far as the
+    // run directory.
+    let t = tempfile::tempdir().unwrap();
+    let fed = federation(t.path());
+    let root = fake_root(
+        t.path(),
+        "#!/bin/sh\ntouch started\nsleep 2\n[ -f ip-addresses ] || { echo 'Error opening ip-addresses' >&2; exit 1; }\nprintf '%s\\n' -5 > \"$5-P0-0\" || exit 1\nexit 0\n",
+    );
+    let home = fed.parties[0].home.root();
+    let session = uuid();
+    let run_dir = home.join("runs").join(&session);
+    let parties = fed.party_ids().join(",");
+    let first = Command::new(env!("CARGO_BIN_EXE_secagg"))
+        .arg("--home")
+        .arg(home)
+        .args([
+            "negotiate",
+            "--engine",
+            "mp-spdz",
+            "--session",
+            &session,
+            "--parties",
+            &parties,
+            "--timeout",
+            "20s",
+        ])
+        .env_remove("SECAGG_HOME")
+        .env("MPSPDZ_ROOT", &root)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !run_dir.join("started").exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "the first run did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let second = negotiate(home, &fed.party_ids(), &session, &root, &[]);
+    assert_eq!(second.code, 5, "{}", second.stderr);
+    assert!(
+        second
+            .stderr
+            .contains("another run of this session seems active"),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        second.stderr.contains(&session) && second.stderr.contains("hint: "),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        run_dir.join("started").exists(),
+        "the second run touched the first one's directory"
+    );
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(!run_dir.exists());
+    assert!(!home.join("runs").join(format!("{session}.lock")).exists());
+    let ctx = secagg_core::session::get_context(&fed.parties[0].home, &session).unwrap();
+    assert_eq!(ctx.key_decimal.as_str(), "-5");
+}

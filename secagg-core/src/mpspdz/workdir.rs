@@ -16,12 +16,26 @@
 //!
 //! [`PreparedRun::remove_secrets`] deletes every file that holds a secret (own key, input, output,
 //! MP-SPDZ's memory dumps with key shares); [`PreparedRun::remove`] deletes the whole directory.
+//!
+//! Every path is absolute: shamir-party.x runs in the run directory, so a path relative to
+//! secagg's own working directory (a relative `--home`, or the default `./.secagg`) would name a
+//! file that does not exist from there.
+//!
+//! One run per session and home at a time: a run holds an exclusive `flock` on
+//! `<home>/runs/<session>.lock` from before it touches `runs/<session>/` until it has removed it, so
+//! a second run of the same session is refused instead of deleting the first one's directory.
+//! The kernel releases the lock when its holder dies, so a directory left by a crash is never
+//! mistaken for an active run.
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::net::IpAddr;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use num_bigint::BigUint;
 use rand::rngs::OsRng;
 use rand::RngCore;
@@ -42,6 +56,11 @@ pub const LOG_FILE: &str = "mpspdz.log";
 /// Holds the pid of the secagg process using a run directory, until its secrets are removed. A
 /// directory whose owner is gone was abandoned by a killed secagg and still holds secrets.
 pub const OWNER_FILE: &str = "owner.pid";
+/// Suffix of the lock file next to a run directory (`runs/<session>.lock`).
+pub const LOCK_SUFFIX: &str = ".lock";
+/// How long a run waits for a run directory's lock held only briefly (by another run's sweep of
+/// abandoned directories) before concluding that another run of the session is active.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(300);
 /// Prefix (inside the run directory) of the node's input file (`-IF`).
 pub const INPUT_PREFIX: &str = "Input";
 /// Prefix (inside the run directory) of the researcher's output file (`-OF`).
@@ -50,7 +69,7 @@ pub const OUTPUT_PREFIX: &str = "Output";
 /// A prepared run directory.
 #[derive(Debug)]
 pub struct PreparedRun {
-    /// The run directory (absolute when the home is).
+    /// The run directory (absolute).
     pub dir: PathBuf,
     /// This party's index.
     pub my_index: usize,
@@ -62,6 +81,94 @@ pub struct PreparedRun {
     pub hash_links: Vec<String>,
     /// A node's key (the value written to its input file); `None` for the researcher.
     pub node_key: Option<SecretKey>,
+    /// This run's hold on the session's run directory, released when the run is dropped (after
+    /// the engine removed or scrubbed the directory).
+    _lock: RunLock,
+}
+
+/// An exclusive `flock` on `runs/<session>.lock`: whoever holds it owns `runs/<session>/`.
+///
+/// Dropping it deletes the lock file, then releases the lock. Deleting a lock file others may open
+/// is safe because a new holder checks, after locking, that the path still names the file it
+/// locked (and starts over otherwise).
+#[derive(Debug)]
+struct RunLock {
+    path: PathBuf,
+    _file: Flock<File>,
+}
+
+/// Why [`RunLock::try_acquire`] did not get the lock.
+enum LockRefusal {
+    /// Another open file description holds it.
+    Held,
+    /// Opening or locking failed otherwise.
+    Failed(Error),
+}
+
+impl RunLock {
+    /// Takes the lock of `dir` (a run directory) without waiting.
+    fn try_acquire(dir: &Path) -> std::result::Result<RunLock, LockRefusal> {
+        let mut name = dir.file_name().unwrap_or_default().to_owned();
+        name.push(LOCK_SUFFIX);
+        let path = dir.with_file_name(name);
+        loop {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(SECRET_FILE_MODE)
+                .open(&path)
+                .map_err(|e| {
+                    LockRefusal::Failed(Error::io_path("opening the lock file", &path, e))
+                })?;
+            let locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(l) => l,
+                Err((_, Errno::EWOULDBLOCK)) => return Err(LockRefusal::Held),
+                Err((_, e)) => {
+                    return Err(LockRefusal::Failed(Error::io_path(
+                        "locking",
+                        &path,
+                        std::io::Error::from(e),
+                    )))
+                }
+            };
+            // The previous holder may have deleted the file between our open and our lock: then
+            // we hold a lock nobody else will ever look at. Start again with the current file.
+            let ours = locked.metadata().map(|m| (m.dev(), m.ino()));
+            let current = std::fs::metadata(&path).map(|m| (m.dev(), m.ino()));
+            match (ours, current) {
+                (Ok(a), Ok(b)) if a == b => {
+                    return Ok(RunLock {
+                        path,
+                        _file: locked,
+                    })
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// Takes the lock of `dir`, waiting up to [`LOCK_PATIENCE`] while it is held (another run's
+    /// sweep holds it for the moment it takes to delete an abandoned directory).
+    fn acquire(dir: &Path) -> std::result::Result<RunLock, LockRefusal> {
+        let end = std::time::Instant::now() + LOCK_PATIENCE;
+        loop {
+            match Self::try_acquire(dir) {
+                Err(LockRefusal::Held) if std::time::Instant::now() < end => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        // Deleted before the lock is released (by the field's drop), never after: see the type.
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// `host:port` for the ip file. MP-SPDZ splits at the first `:` and resolves IPv4 only, so IPv6
@@ -108,7 +215,6 @@ pub fn random_key(key_bits: u32) -> BigUint {
 /// no temporary file, rename or fsync (those made preparation several times slower).
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -127,8 +233,10 @@ fn pem_encode(tag: &str, der: &[u8]) -> Zeroizing<String> {
 
 /// Writes the run directory for `plan` under `runs_dir/<session>` with `program`'s compiled files.
 ///
-/// A directory left by an earlier run of the same session (kept with `--keep-run-dir`, or after
-/// a crash) is replaced. On any error, whatever was written is removed.
+/// `runs_dir` is made absolute (see the module documentation). While another run of the same
+/// session holds the directory, this is a conflict error; a directory no run holds (kept with
+/// `--keep-run-dir`, or left by a crash) is replaced. On any error, whatever was written is
+/// removed.
 pub fn prepare(
     runs_dir: &Path,
     plan: &NegotiationPlan,
@@ -143,9 +251,18 @@ pub fn prepare(
         }
     })?;
     fs_secure::create_private_dir(runs_dir)?;
-    sweep_abandoned(runs_dir);
+    // Once, here: every path derived from it and handed to shamir-party.x is then absolute.
+    let runs_dir = &std::fs::canonicalize(runs_dir)
+        .map_err(|e| Error::io_path("resolving the run directory path", runs_dir, e))?;
     let dir = runs_dir.join(plan.session_id.to_string());
+    let lock = match RunLock::acquire(&dir) {
+        Ok(l) => l,
+        Err(LockRefusal::Held) => return Err(active_run_conflict(&dir)),
+        Err(LockRefusal::Failed(e)) => return Err(e),
+    };
+    sweep_abandoned(runs_dir);
     if dir.exists() {
+        // Nobody holds it (we do now): kept with --keep-run-dir, or left by a crashed run.
         std::fs::remove_dir_all(&dir)
             .map_err(|e| Error::io_path("removing the old run directory", &dir, e))?;
     }
@@ -162,6 +279,7 @@ pub fn prepare(
         endpoints: ip_content.lines().map(str::to_owned).collect(),
         hash_links: Vec::new(),
         node_key: None,
+        _lock: lock,
     };
     match fill(&mut run, plan, program, &ip_content) {
         Ok(()) => Ok(run),
@@ -170,6 +288,22 @@ pub fn prepare(
             Err(e)
         }
     }
+}
+
+/// The error for a run directory another run holds, naming its pid when it recorded one.
+fn active_run_conflict(dir: &Path) -> Error {
+    let owner = std::fs::read_to_string(dir.join(OWNER_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .map(|pid| format!(" (secagg process {pid})"))
+        .unwrap_or_default();
+    Error::conflict(format!(
+        "another run of this session seems active in this home{owner}: its run directory `{}` is locked",
+        dir.display()
+    ))
+    .with_hint(
+        "wait until it ends, or run the session again with a new session id; a run directory left by a crashed run is not locked and is replaced automatically",
+    )
 }
 
 fn fill(
@@ -341,7 +475,8 @@ impl PreparedRun {
 /// Deletes the run directories under `runs_dir` whose owner process is gone: a secagg killed
 /// mid-run (SIGKILL, power loss) cannot clean up, and its directory holds that run's input and a
 /// copy of the party's key. Directories without an owner file (kept with `--keep-run-dir`, secrets
-/// already removed) are left alone. Best effort: a directory that cannot be removed is skipped.
+/// already removed) are left alone, and so are those whose lock some run holds (its recorded pid
+/// may be from another pid namespace). Best effort: a directory that cannot be removed is skipped.
 pub fn sweep_abandoned(runs_dir: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     let Ok(entries) = std::fs::read_dir(runs_dir) else {
@@ -356,10 +491,14 @@ pub fn sweep_abandoned(runs_dir: &Path) -> Vec<PathBuf> {
         let Ok(pid) = owner.trim().parse::<u32>() else {
             continue;
         };
-        if pid != me
-            && !crate::supervise::process_alive(pid)
-            && std::fs::remove_dir_all(&dir).is_ok()
-        {
+        if pid == me || crate::supervise::process_alive(pid) {
+            continue;
+        }
+        // Held while deleting, so that no new run of that session starts in the middle of it.
+        let Ok(_lock) = RunLock::try_acquire(&dir) else {
+            continue;
+        };
+        if std::fs::remove_dir_all(&dir).is_ok() {
             removed.push(dir);
         }
     }
@@ -662,6 +801,83 @@ pub(crate) mod tests {
             !run.dir.join(OWNER_FILE).exists(),
             "a scrubbed directory must not be swept"
         );
+    }
+
+    #[test]
+    fn a_second_run_of_an_active_session_is_a_conflict_and_leaves_the_first_alone() {
+        // Regression: the second run deleted the first one's run directory (input, key, program).
+        let t = tempfile::tempdir().unwrap();
+        let (plan, _) = plan_for(3, 1);
+        let first = prepare(t.path(), &plan, &program()).unwrap();
+        let e = prepare(t.path(), &plan, &program()).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Conflict, "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("another run of this session seems active"),
+            "{msg}"
+        );
+        assert!(msg.contains(&first.dir.display().to_string()), "{msg}");
+        assert!(
+            msg.contains(&format!("process {}", std::process::id())),
+            "{msg}"
+        );
+        assert!(e.hint().unwrap().contains("crashed"), "{:?}", e.hint());
+        assert!(first.input_file().is_file() && first.key_path().is_file());
+
+        // Once the first run is over, its kept directory is replaced and no lock file is left.
+        first.remove_secrets().unwrap();
+        drop(first);
+        let lock = t.path().join(format!("{}{LOCK_SUFFIX}", plan.session_id));
+        assert!(!lock.exists(), "lock file left behind");
+        let second = prepare(t.path(), &plan, &program()).unwrap();
+        assert!(second.input_file().is_file());
+        assert!(lock.is_file());
+        second.remove().unwrap();
+        drop(second);
+        assert!(!lock.exists());
+    }
+
+    #[test]
+    fn a_crashed_runs_directory_is_not_mistaken_for_an_active_run() {
+        // A directory whose lock nobody holds (its owner died) is replaced, as before.
+        let t = tempfile::tempdir().unwrap();
+        let (plan, _) = plan_for(3, 2);
+        let dir = t.path().join(plan.session_id.to_string());
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join(OWNER_FILE), b"999999999").unwrap();
+        std::fs::write(dir.join("Input-P2-0"), b"old").unwrap();
+        std::fs::write(
+            t.path().join(format!("{}{LOCK_SUFFIX}", plan.session_id)),
+            b"",
+        )
+        .unwrap();
+        let run = prepare(t.path(), &plan, &program()).unwrap();
+        assert_ne!(std::fs::read(run.input_file()).unwrap(), b"old");
+    }
+
+    #[test]
+    fn run_paths_are_absolute_even_for_a_relative_runs_directory() {
+        // Regression: with a relative home, shamir-party.x (running in the run directory) was
+        // given `.secagg/runs/<session>/ip-addresses`, which does not exist from there.
+        let t = tempfile::tempdir().unwrap();
+        let (plan, _) = plan_for(3, 1);
+        // A relative path that names `t` from the test process's working directory.
+        let cwd = std::env::current_dir().unwrap();
+        let depth = cwd.components().count() - 1;
+        let mut rel = PathBuf::new();
+        for _ in 0..depth {
+            rel.push("..");
+        }
+        rel.push(t.path().strip_prefix("/").unwrap());
+        rel.push("runs");
+        assert!(rel.is_relative());
+        let run = prepare(&rel, &plan, &program()).unwrap();
+        assert!(run.dir.is_absolute(), "{}", run.dir.display());
+        let args = run.args();
+        for i in [2, 4] {
+            assert!(Path::new(&args[i]).is_absolute(), "{:?}", args[i]);
+        }
+        assert!(run.ip_file().is_file());
     }
 
     #[test]
