@@ -138,6 +138,50 @@ fn three_and_five_parties_negotiate_through_mp_spdz() {
 }
 
 #[test]
+fn relative_homes_negotiate_through_mp_spdz() {
+    // Regression: with a relative --home (or the default ./.secagg) every party exited 9, `Error
+    // opening .secagg/runs/<session>/ip-addresses`: shamir-party.x runs in the run directory.
+    let Some(root) = mpspdz_root() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let fed = demo::prepare(&dir.path().join("fed"), 2).unwrap();
+    let session = secagg_core::session::new_session_id();
+    let parties = fed.party_ids().join(",");
+    let started = Instant::now();
+    let children: Vec<Child> = fed
+        .parties
+        .iter()
+        .map(|p| {
+            let home = p.home.root();
+            secagg()
+                .current_dir(home.parent().unwrap())
+                .arg("--home")
+                .arg(home.file_name().unwrap())
+                .args(["negotiate", "--session", &session, "--parties", &parties])
+                .args([
+                    "--timeout",
+                    "60s",
+                    "--format",
+                    "json",
+                    "--engine",
+                    "mp-spdz",
+                ])
+                .arg("--mpspdz-root")
+                .arg(&root)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let exits = support::wait_all(children, started);
+    for (p, e) in fed.parties.iter().zip(&exits) {
+        assert_eq!(e.code, Some(0), "{}: {}", p.party_id, e.stderr);
+    }
+    assert!(demo::verify(&fed, &session).unwrap().verified);
+}
+
+#[test]
 fn a_killed_party_makes_the_others_fail_within_the_deadline() {
     let Some(root) = mpspdz_root() else { return };
     let dir = tempfile::tempdir().unwrap();
