@@ -12,7 +12,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use num_bigint::BigInt;
 use num_traits::Zero;
-use secagg_core::engine::{Engine, NativeEngine, NegotiationPlan, PartyEntry};
+use secagg_core::engine::{Engine, MemorySink, NativeEngine, NegotiationPlan, PartyEntry};
 use secagg_core::field::{fedbiomed_prime, DEFAULT_KEY_BITS};
 use secagg_core::{Endpoint, PartyId};
 use zeroize::Zeroizing;
@@ -87,7 +87,7 @@ fn session(parties: &[Identity]) {
                 prime: fedbiomed_prime(),
                 timeout: Duration::from_secs(30),
             };
-            thread::spawn(move || NativeEngine.negotiate(plan))
+            thread::spawn(move || NativeEngine.negotiate(plan, &mut MemorySink::default()))
         })
         .collect();
     let mut total = BigInt::zero();

@@ -144,6 +144,40 @@ pub fn max_nodes(prime: &BigUint, key_bits: u32) -> BigUint {
     (prime - 1u32) >> key_bits
 }
 
+/// Smallest key length a session may use.
+///
+/// A node masks its Joye–Libert ciphertexts with `H(τ)^sk_i`; generic discrete-logarithm attacks on
+/// an exponent of `k` bits (Pollard's kangaroo) cost about `2^(k/2)` group operations, so
+/// `k ≥ 256` keeps the key at the 128-bit level. Fed-BioMed uses 2040-bit keys (the default here);
+/// shorter keys only make sense for experiments, and nothing below this floor is accepted.
+pub const MIN_KEY_BITS: u32 = 256;
+
+/// Checks a key length before anything is allocated for it: at least [`MIN_KEY_BITS`], and less
+/// than the prime's bit length (the node keys must fit below the prime with room for their sum;
+/// [`check_bound`] then checks the exact bound for the session's node count).
+pub fn check_key_bits(key_bits: u32, prime: &BigUint) -> Result<()> {
+    if key_bits < MIN_KEY_BITS {
+        return Err(Error::invalid(format!(
+            "a key length of {key_bits} bits is too short: at least {MIN_KEY_BITS} bits are needed to keep the aggregation masks secure"
+        ))
+        .with_hint(format!(
+            "leave --key-bits out to use the default of {DEFAULT_KEY_BITS} bits (what Fed-BioMed uses), or give a value from {MIN_KEY_BITS} to {}",
+            prime.bits().saturating_sub(2)
+        )));
+    }
+    if u64::from(key_bits) >= prime.bits() {
+        return Err(Error::invalid(format!(
+            "a key length of {key_bits} bits does not fit the {}-bit prime: keys and their sum must stay below the prime",
+            prime.bits()
+        ))
+        .with_hint(format!(
+            "give --key-bits from {MIN_KEY_BITS} to {} (the default is {DEFAULT_KEY_BITS})",
+            prime.bits().saturating_sub(2)
+        )));
+    }
+    Ok(())
+}
+
 /// Checks `p > (n − 1) · 2^key_bits` for a session of `n` parties (`n − 1` nodes each holding a key
 /// in `[0, 2^key_bits)`), so that the interpolated sum of the keys is their exact integer sum.
 ///

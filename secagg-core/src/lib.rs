@@ -15,6 +15,7 @@ pub mod demo;
 pub mod deploy;
 pub mod engine;
 pub mod error;
+pub mod fault;
 pub mod fedbiomed;
 pub mod field;
 pub mod fs_secure;

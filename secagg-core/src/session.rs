@@ -2,9 +2,16 @@
 //! a validated [`NegotiationPlan`], and from an engine's [`Outcome`] to a stored context.
 //!
 //! Everything that can be checked without the network is checked here, before any traffic: the
-//! session id, n ≥ 3, researcher first, no duplicates, this party in the list, every other party
-//! registered with a certificate that is valid now, no context already stored for the session, and
-//! (in [`NegotiationPlan::validate`]) the prime bound p > (n−1)·2^k.
+//! key length (before anything is allocated for it), the session id, n ≥ 3, researcher first, no
+//! duplicates, this party in the list, every other party registered with a certificate that is
+//! valid now, no context already stored for the session, and (in [`NegotiationPlan::validate`])
+//! the prime bound p > (n−1)·2^k.
+//!
+//! The key reaches the store through [`StoreSink`], at the step of the protocol that keeps the
+//! all-or-nothing invariant (see [`crate::engine::KeySink`]): a node's key is stored
+//! `unconfirmed` before its acknowledgement and marked `confirmed` on the researcher's final word;
+//! the researcher's server key is stored once every node acknowledged. Every wait, store locks
+//! included, fits in the request's timeout.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,14 +21,16 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::certificate::{format_time, ValidityStatus};
-use crate::engine::{Engine, NegotiationPlan, Outcome, PartyEntry};
+use crate::engine::{Engine, KeySink, NegotiationPlan, Outcome, PartyEntry, SecretKey};
 use crate::error::{Error, Result};
 use crate::field;
 use crate::home::Home;
 use crate::identity;
 use crate::party::{PartyId, Role};
-use crate::registration::{not_registered, open_existing_store};
-use crate::store::contexts::{self, ContextRecord};
+use crate::registration::{
+    not_registered, open_existing_store, open_existing_store_read_only, open_existing_store_until,
+};
+use crate::store::contexts::{self, ContextRecord, KeyState};
 use crate::store::peers;
 
 /// Default whole-session deadline.
@@ -54,6 +63,19 @@ pub fn parse_session_id(s: &str) -> Result<uuid::Uuid> {
 
 /// Builds and validates this party's plan for `req` from the identity and store of `home`.
 pub fn plan(home: &Home, req: &SessionRequest, now: OffsetDateTime) -> Result<NegotiationPlan> {
+    plan_until(home, req, now, std::time::Instant::now() + req.timeout)
+}
+
+/// [`plan`], waiting for the store's lock at most until `deadline`.
+fn plan_until(
+    home: &Home,
+    req: &SessionRequest,
+    now: OffsetDateTime,
+    deadline: std::time::Instant,
+) -> Result<NegotiationPlan> {
+    let prime = req.prime.clone().unwrap_or_else(field::fedbiomed_prime);
+    let key_bits = req.key_bits.unwrap_or(field::DEFAULT_KEY_BITS);
+    field::check_key_bits(key_bits, &prime).map_err(|e| e.context("in --key-bits"))?;
     let session_id = parse_session_id(&req.session_id)?;
     let own = identity::load(home)?;
     let mut ids = Vec::with_capacity(req.parties.len());
@@ -93,7 +115,7 @@ pub fn plan(home: &Home, req: &SessionRequest, now: OffsetDateTime) -> Result<Ne
             ))
             .with_hint("every party runs the session with the same list, which includes itself")
         })?;
-    let mut store = open_existing_store(home)?;
+    let mut store = open_existing_store_until(home, deadline)?;
     let parties = store.read(|tx| {
         if contexts::get(tx, &session_id.to_string())?.is_some() {
             return Err(Error::conflict(format!(
@@ -167,8 +189,8 @@ pub fn plan(home: &Home, req: &SessionRequest, now: OffsetDateTime) -> Result<Ne
         my_index,
         my_key_pkcs8_der: own.private_key_der()?,
         listen: req.listen,
-        key_bits: req.key_bits.unwrap_or(field::DEFAULT_KEY_BITS),
-        prime: req.prime.clone().unwrap_or_else(field::fedbiomed_prime),
+        key_bits,
+        prime,
         timeout: req.timeout,
     };
     plan.validate()?;
@@ -206,31 +228,74 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
-/// Runs this party's side of a session with `engine` and stores the result. Nothing is stored
-/// unless the engine reports success.
+/// Runs this party's side of a session with `engine`, storing the key through a [`StoreSink`] at
+/// the protocol's store step. Returns only when the session succeeded: the key is then stored
+/// and, for a node, confirmed. `on_warning` receives what the operator should see but that does
+/// not stop the session (e.g. a stranger's connection was dropped).
+///
+/// On failure nothing is stored, except in the one case the protocol cannot avoid: a node that
+/// stored its key but did not receive the researcher's confirmation keeps it `unconfirmed`, and
+/// the error says so. A researcher whose session fails after its server key was stored (which
+/// only an injected fault can cause) deletes it again, so that its exit status tells the truth.
 pub fn negotiate(
     home: &Home,
     req: &SessionRequest,
     engine: &dyn Engine,
+    on_warning: &mut (dyn FnMut(&str) + Send),
 ) -> Result<NegotiationReport> {
-    let plan = plan(home, req, OffsetDateTime::now_utc())?;
+    let deadline = std::time::Instant::now() + req.timeout;
+    let mut plan = plan_until(home, req, OffsetDateTime::now_utc(), deadline)?;
+    // The engine's deadline is what is left of the command's.
+    plan.timeout = deadline.saturating_duration_since(std::time::Instant::now());
+    if plan.timeout.is_zero() {
+        return Err(Error::timeout(format!(
+            "session {}: the {:.1}s timeout passed while preparing the session (waiting for the store)",
+            plan.session_id,
+            req.timeout.as_secs_f64()
+        ))
+        .with_hint("another secagg process may hold this party's store; retry with a longer --timeout"));
+    }
     let parties: Vec<String> = plan.parties.iter().map(|p| p.id.to_string()).collect();
-    let (session_id, my_index, key_bits) =
-        (plan.session_id.to_string(), plan.my_index, plan.key_bits);
-    let outcome: Outcome = engine.negotiate(plan)?;
-    let record = ContextRecord {
-        session_id: session_id.clone(),
-        role: outcome.role,
-        party_index: my_index as u32,
-        parties: parties.clone(),
-        engine: engine.name().to_owned(),
-        key_bits,
-        key_decimal: outcome.key.to_decimal(),
-        key_fingerprint: outcome.key.fingerprint(),
-        created_at: OffsetDateTime::now_utc(),
+    let (session_id, my_index, key_bits, role) = (
+        plan.session_id.to_string(),
+        plan.my_index,
+        plan.key_bits,
+        plan.my_role(),
+    );
+    let mut sink = StoreSink {
+        home,
+        deadline,
+        template: ContextRecord {
+            session_id: session_id.clone(),
+            role,
+            party_index: my_index as u32,
+            parties: parties.clone(),
+            engine: engine.name().to_owned(),
+            key_bits,
+            key_decimal: Default::default(),
+            key_fingerprint: String::new(),
+            created_at: OffsetDateTime::now_utc(),
+            state: KeyState::Unconfirmed,
+            confirmed_at: None,
+        },
+        stored_fingerprint: None,
+        confirmed: false,
+        on_warning,
     };
-    let mut store = open_existing_store(home)?;
-    store.write(|tx| contexts::insert(tx, &record))?;
+    let outcome: Outcome = match engine.negotiate(plan, &mut sink) {
+        Ok(o) => o,
+        Err(e) => return Err(sink.explain_failure(e)),
+    };
+    let key_fingerprint = match (&sink.stored_fingerprint, sink.confirmed) {
+        (Some(fp), true) => fp.clone(),
+        _ => {
+            return Err(Error::Internal(format!(
+                "the {} engine reported success for session {session_id} without storing and confirming the key",
+                engine.name()
+            )))
+        }
+    };
+    debug_assert_eq!(key_fingerprint, outcome.key.fingerprint());
     let t = outcome.timings;
     Ok(NegotiationReport {
         session_id,
@@ -239,7 +304,7 @@ pub fn negotiate(
         party_index: my_index,
         parties,
         key_bits,
-        key_fingerprint: record.key_fingerprint,
+        key_fingerprint,
         connect_ms: ms(t.connect),
         exchange_ms: ms(t.exchange),
         finish_ms: ms(t.finish),
@@ -247,26 +312,194 @@ pub fn negotiate(
     })
 }
 
-/// Every stored context of `home`, newest first.
-pub fn list_contexts(home: &Home) -> Result<Vec<ContextRecord>> {
-    open_existing_store(home)?.read(|tx| contexts::list(tx))
+/// The [`KeySink`] of a negotiation run from a home: stores the key in the home's store (each
+/// write a durable, fsynced SQLite transaction, waiting for locks at most until the session's
+/// deadline).
+pub struct StoreSink<'a> {
+    home: &'a Home,
+    deadline: std::time::Instant,
+    /// Everything but the key, state and times.
+    template: ContextRecord,
+    stored_fingerprint: Option<String>,
+    confirmed: bool,
+    on_warning: &'a mut (dyn FnMut(&str) + Send),
 }
 
-/// The stored context of `session_id`.
+impl std::fmt::Debug for StoreSink<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSink")
+            .field("home", &self.home)
+            .field("session_id", &self.template.session_id)
+            .field("stored", &self.stored_fingerprint.is_some())
+            .field("confirmed", &self.confirmed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreSink<'_> {
+    /// The error to report for a failed session, saying what is left in the store.
+    fn explain_failure(&mut self, e: Error) -> Error {
+        let id = self.template.session_id.clone();
+        if self.stored_fingerprint.is_none() {
+            return e;
+        }
+        match self.template.role {
+            Role::Researcher if self.confirmed => e.context(format!(
+                "the server key of session {id} is stored and final (every node holds its key)"
+            )),
+            Role::Researcher => {
+                let undone = open_existing_store_until(self.home, self.deadline_or_soon())
+                    .and_then(|mut s| s.write_erasing(|tx| contexts::delete(tx, &id)));
+                match undone {
+                    Ok(_) => e.context(format!(
+                        "the server key of session {id} was stored and has been deleted again"
+                    )),
+                    Err(d) => e.context(format!(
+                        "the server key of session {id} is stored but the session failed, and deleting it failed too ({d}); delete it with `secagg context delete {id}`"
+                    )),
+                }
+            }
+            Role::Node if self.confirmed => {
+                e.context(format!("the key of session {id} is stored and confirmed"))
+            }
+            Role::Node => {
+                let e = e.context(format!(
+                    "the key of session {id} is stored here but unconfirmed: the researcher's confirmation did not arrive"
+                ));
+                let hint = format!(
+                    "ask the researcher whether `secagg context show {id}` lists the session there: if it does, keep this key with `secagg context confirm {id}`; if not, delete it with `secagg context delete {id}` (unconfirmed keys expire after {} days and `secagg context prune` deletes them)",
+                    contexts::UNCONFIRMED_EXPIRY.whole_days()
+                );
+                let hint = match e.hint() {
+                    Some(h) => format!("{h}; {hint}"),
+                    None => hint,
+                };
+                e.with_hint(hint)
+            }
+        }
+    }
+
+    /// The deadline, or a few seconds from now once it has passed (to clean up after it).
+    fn deadline_or_soon(&self) -> std::time::Instant {
+        self.deadline
+            .max(std::time::Instant::now() + std::time::Duration::from_secs(5))
+    }
+}
+
+impl KeySink for StoreSink<'_> {
+    fn store(&mut self, key: &SecretKey) -> Result<()> {
+        let now = OffsetDateTime::now_utc();
+        let mut record = self.template.clone();
+        record.key_decimal = key.to_decimal();
+        record.key_fingerprint = key.fingerprint();
+        record.created_at = now;
+        if record.role == Role::Researcher {
+            record.state = KeyState::Confirmed;
+            record.confirmed_at = Some(now);
+        }
+        let mut store = open_existing_store_until(self.home, self.deadline)?;
+        store
+            .write(|tx| contexts::insert(tx, &record))
+            .map_err(|e| {
+                e.context(format!(
+                    "while storing the key of session {}",
+                    record.session_id
+                ))
+            })?;
+        self.stored_fingerprint = Some(record.key_fingerprint.clone());
+        Ok(())
+    }
+
+    fn confirm(&mut self) -> Result<()> {
+        if self.template.role == Role::Researcher {
+            self.confirmed = true;
+            return Ok(());
+        }
+        let id = self.template.session_id.clone();
+        let mut store = open_existing_store_until(self.home, self.deadline)?;
+        let changed = store
+            .write(|tx| contexts::confirm(tx, &id, OffsetDateTime::now_utc()))
+            .map_err(|e| e.context(format!("while confirming the key of session {id}")))?;
+        if !changed {
+            return Err(Error::Internal(format!(
+                "the key of session {id} to confirm is not stored as unconfirmed"
+            )));
+        }
+        self.confirmed = true;
+        Ok(())
+    }
+
+    fn warn(&mut self, message: &str) {
+        (self.on_warning)(message);
+    }
+}
+
+/// Every stored context of `home`, newest first. Opens the store read-only: no write lock taken
+/// or waited for.
+pub fn list_contexts(home: &Home) -> Result<Vec<ContextRecord>> {
+    open_existing_store_read_only(home)?.read(|tx| contexts::list(tx))
+}
+
+/// The stored context of `session_id` (store opened read-only, as for [`list_contexts`]).
 pub fn get_context(home: &Home, session_id: &str) -> Result<ContextRecord> {
     let id = parse_session_id(session_id)?.to_string();
-    open_existing_store(home)?
+    open_existing_store_read_only(home)?
         .read(|tx| contexts::get(tx, &id))?
         .ok_or_else(|| no_context(&id))
 }
 
-/// Deletes the stored context of `session_id`.
+/// Deletes the stored context of `session_id` for good: `secure_delete` zeroes the row in the
+/// file and the WAL is checkpointed and truncated, so the key's digits are left in none of
+/// `store.sqlite`, `-wal` or `-shm`.
 pub fn delete_context(home: &Home, session_id: &str) -> Result<ContextRecord> {
     let id = parse_session_id(session_id)?.to_string();
-    open_existing_store(home)?.write(|tx| {
+    open_existing_store(home)?.write_erasing(|tx| {
         let c = contexts::get(tx, &id)?.ok_or_else(|| no_context(&id))?;
         contexts::delete(tx, &id)?;
         Ok(c)
+    })
+}
+
+/// Marks the unconfirmed key of `session_id` confirmed, by hand: for a node whose session
+/// completed at the researcher (its `secagg context show` lists the server key) but whose
+/// confirmation never arrived. Confirming an already confirmed context is a conflict.
+pub fn confirm_context(home: &Home, session_id: &str) -> Result<ContextRecord> {
+    let id = parse_session_id(session_id)?.to_string();
+    open_existing_store(home)?.write(|tx| {
+        let c = contexts::get(tx, &id)?.ok_or_else(|| no_context(&id))?;
+        if c.state == KeyState::Confirmed {
+            return Err(Error::conflict(format!(
+                "the key of session `{id}` is already confirmed"
+            )));
+        }
+        let now = OffsetDateTime::now_utc();
+        contexts::confirm(tx, &id, now)?;
+        Ok(ContextRecord {
+            state: KeyState::Confirmed,
+            confirmed_at: Some(now),
+            ..c
+        })
+    })
+}
+
+/// Deletes every unconfirmed key stored before `now − older_than` (with
+/// [`contexts::UNCONFIRMED_EXPIRY`], the expired ones), erasing them like [`delete_context`].
+/// Returns what it deleted; confirmed keys are never touched.
+pub fn prune_unconfirmed(
+    home: &Home,
+    older_than: time::Duration,
+    now: OffsetDateTime,
+) -> Result<Vec<ContextRecord>> {
+    let cutoff = now - older_than;
+    open_existing_store(home)?.write_erasing(|tx| {
+        let doomed: Vec<ContextRecord> = contexts::list(tx)?
+            .into_iter()
+            .filter(|c| c.state == KeyState::Unconfirmed && c.created_at <= cutoff)
+            .collect();
+        for c in &doomed {
+            contexts::delete(tx, &c.session_id)?;
+        }
+        Ok(doomed)
     })
 }
 

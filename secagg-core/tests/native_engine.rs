@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use num_bigint::{BigInt, BigUint};
 use num_traits::Zero;
 use secagg_core::engine::{
-    negotiate_async, Engine, NativeEngine, NegotiationPlan, Outcome, PartyEntry,
+    negotiate_async, Engine, MemorySink, NativeEngine, NegotiationPlan, Outcome, PartyEntry,
 };
 use secagg_core::field::{fedbiomed_prime, DEFAULT_KEY_BITS};
 use secagg_core::transport::{self, Mesh};
@@ -141,7 +141,7 @@ fn honest_plans(parties: &[Identity], timeout: Duration) -> Vec<NegotiationPlan>
 fn run_all(plans: Vec<NegotiationPlan>) -> Vec<Result<Outcome, Error>> {
     let handles: Vec<_> = plans
         .into_iter()
-        .map(|p| thread::spawn(move || NativeEngine.negotiate(p)))
+        .map(|p| thread::spawn(move || NativeEngine.negotiate(p, &mut MemorySink::default())))
         .collect();
     handles.into_iter().map(|h| h.join().unwrap()).collect()
 }
@@ -214,7 +214,9 @@ fn async_api_in_a_multi_thread_runtime() {
     let results = rt.block_on(async {
         let handles: Vec<_> = plans
             .into_iter()
-            .map(|p| tokio::spawn(negotiate_async(p)))
+            .map(|p| {
+                tokio::spawn(async move { negotiate_async(p, &mut MemorySink::default()).await })
+            })
             .collect();
         let mut out = Vec::new();
         for h in handles {
@@ -255,7 +257,12 @@ fn assert_all_fail(
 fn run_indexed(plans: Vec<(usize, NegotiationPlan)>) -> Vec<(usize, Result<Outcome, Error>)> {
     let handles: Vec<_> = plans
         .into_iter()
-        .map(|(i, p)| (i, thread::spawn(move || NativeEngine.negotiate(p))))
+        .map(|(i, p)| {
+            (
+                i,
+                thread::spawn(move || NativeEngine.negotiate(p, &mut MemorySink::default())),
+            )
+        })
         .collect();
     handles
         .into_iter()
@@ -370,12 +377,30 @@ fn dialer_and_acceptor_both_report_the_certificate_mismatch() {
     let p0 = it.next().unwrap();
     let p1 = it.next().unwrap();
     let p2 = it.next().unwrap();
-    let h1 = thread::spawn(move || NativeEngine.negotiate(p1));
-    let r2 = NativeEngine.negotiate(p2);
-    let _ = h1.join().unwrap();
+    let h1 = thread::spawn(move || NativeEngine.negotiate(p1, &mut MemorySink::default()));
+    let mut sink2 = MemorySink::default();
+    let r2 = NativeEngine.negotiate(p2, &mut sink2);
+    let r1 = h1.join().unwrap();
+    // The impostor dialing in is not authenticated: the acceptor drops it with a warning and
+    // waits for the real parties (a stranger must not be able to end a session), then times out
+    // saying what it dropped.
     let e2 = r2.unwrap_err();
-    assert_eq!(e2.kind(), ErrorKind::Authentication, "{e2}");
-    assert!(e2.to_string().contains(culprit), "{e2}");
+    assert_eq!(e2.kind(), ErrorKind::Timeout, "{e2}");
+    assert!(
+        e2.to_string()
+            .contains("failed authentication and was dropped"),
+        "{e2}"
+    );
+    assert!(
+        sink2.warnings.iter().any(|w| w.contains(
+            "presented a certificate registered for none of the parties expected to connect"
+        ) && w.contains(culprit)),
+        "{:?}",
+        sink2.warnings
+    );
+    // The impostor itself learns at once that the acceptor refused its certificate.
+    let e1 = r1.unwrap_err();
+    assert_eq!(e1.kind(), ErrorKind::Authentication, "{e1}");
     // The dialer: party 0 alone against an impostor acceptor.
     let parties = identities(3);
     let culprit = parties[1].id.as_str();
@@ -386,8 +411,10 @@ fn dialer_and_acceptor_both_report_the_certificate_mismatch() {
     let mut it = plans.into_iter();
     let p0b = it.next().unwrap();
     let p1 = it.next().unwrap();
-    let h1 = thread::spawn(move || NativeEngine.negotiate(p1));
-    let e0 = NativeEngine.negotiate(p0b).unwrap_err();
+    let h1 = thread::spawn(move || NativeEngine.negotiate(p1, &mut MemorySink::default()));
+    let e0 = NativeEngine
+        .negotiate(p0b, &mut MemorySink::default())
+        .unwrap_err();
     let _ = h1.join().unwrap();
     assert_eq!(e0.kind(), ErrorKind::Authentication, "{e0}");
     assert!(
@@ -452,7 +479,7 @@ fn a_party_with_another_party_list_is_refused() {
 fn different_key_bits_is_refused() {
     let parties = identities(3);
     let mut plans = honest_plans(&parties, Duration::from_secs(5));
-    plans[2].key_bits = 128;
+    plans[2].key_bits = 512;
     let results = run_indexed(plans.into_iter().enumerate().collect());
     let e = results[0].1.as_ref().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PeerFailure);
@@ -473,7 +500,7 @@ where
             .unwrap();
         rt.block_on(async move {
             let deadline = tokio::time::Instant::now() + plan.timeout;
-            let mesh = transport::establish(&plan, deadline)
+            let mesh = transport::establish(&plan, deadline, &mut |_| {})
                 .await
                 .expect("rogue connects");
             then(mesh).await;
@@ -572,7 +599,9 @@ fn plan_validation_errors() {
     let base = || honest_plans(&parties, Duration::from_secs(5)).remove(0);
     let check = |plan: NegotiationPlan, needle: &str| {
         let start = Instant::now();
-        let e = NativeEngine.negotiate(plan).unwrap_err();
+        let e = NativeEngine
+            .negotiate(plan, &mut MemorySink::default())
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
         assert!(e.to_string().contains(needle), "`{e}` lacks `{needle}`");
         assert!(start.elapsed() < Duration::from_millis(500));
@@ -590,9 +619,14 @@ fn plan_validation_errors() {
     p.parties[3].certificate_der = p.parties[1].certificate_der.clone();
     check(p, "same certificate");
     let mut p = base();
-    p.prime = BigUint::from(65_537u32);
-    p.key_bits = 15; // 3 nodes · 2^15 = 98 304 > 65 537
-    check(p, "at most 2 nodes");
+    p.key_bits = 2049; // 3 nodes · 2^2049 > the 2050-bit prime, which holds one such key
+    check(p, "at most 1 nodes");
+    let mut p = base();
+    p.key_bits = 255;
+    check(p, "too short");
+    let mut p = base();
+    p.key_bits = u32::MAX; // refused before 512 MiB are allocated for 2^k
+    check(p, "does not fit");
     let mut p = base();
     p.prime = fedbiomed_prime() + 2u32; // divisible by 3
     check(p, "not prime");
@@ -606,7 +640,9 @@ fn a_key_that_does_not_match_the_certificate_is_refused() {
     let parties = identities(3);
     let mut plan = honest_plans(&parties, Duration::from_secs(5)).remove(1);
     plan.my_key_pkcs8_der = Zeroizing::new(ecdsa_identity("node_x").key_der);
-    let e = NativeEngine.negotiate(plan).unwrap_err();
+    let e = NativeEngine
+        .negotiate(plan, &mut MemorySink::default())
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     assert!(
         e.to_string().contains("does not belong to its certificate"),

@@ -5,18 +5,31 @@ use std::path::Path;
 use clap::{Args, Subcommand};
 use secagg_core::home::Home;
 use secagg_core::session;
+use secagg_core::store::contexts::{ContextSummary, KeyState};
 use serde::Serialize;
 
 use crate::output::{self, Format};
 
-/// List, show or delete negotiated contexts (server key / user keys).
+/// List, show, confirm, prune or delete negotiated contexts (server key / user keys).
+///
+/// A node's key is `unconfirmed` from the moment it is stored (before the node acknowledges the
+/// researcher's finish) until the researcher's confirmation arrives, which the researcher sends
+/// only after storing the server key. An unconfirmed key is usable only if the session completed
+/// at the researcher; it expires 7 days after it was stored, and `context prune` deletes it.
 #[derive(Debug, Subcommand)]
 pub enum ContextCommand {
-    /// List stored contexts (no keys).
+    /// List stored contexts (no keys), with their state.
     List(ListArgs),
     /// Show one context; the key itself only with --reveal-key.
     Show(ShowArgs),
-    /// Delete a stored context (its key is gone for good).
+    /// Mark an unconfirmed key confirmed, after the researcher checked that `secagg context show
+    /// SESSION` lists the session's server key there (the confirmation message got lost).
+    Confirm(ConfirmArgs),
+    /// Delete unconfirmed keys stored more than --older-than-days days ago (default: the 7-day
+    /// expiry); confirmed keys are never touched. Deleted keys are erased like `context delete`.
+    Prune(PruneArgs),
+    /// Delete a stored context. Its key is gone for good: overwritten with zeros in the store, and
+    /// the store's write-ahead log emptied, so no copy is left in store.sqlite, -wal or -shm.
     Delete(DeleteArgs),
 }
 
@@ -36,6 +49,24 @@ pub struct ShowArgs {
     /// Print the key (a secret: the server key or this node's user key).
     #[arg(long)]
     reveal_key: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+/// Arguments of `context confirm`.
+#[derive(Debug, Args)]
+pub struct ConfirmArgs {
+    /// Session id.
+    session: String,
+}
+
+/// Arguments of `context prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Delete unconfirmed keys stored at least this many days ago (0 deletes every unconfirmed key).
+    #[arg(long, value_name = "DAYS", default_value_t = secagg_core::store::contexts::UNCONFIRMED_EXPIRY.whole_days() as u32)]
+    older_than_days: u32,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
@@ -76,6 +107,7 @@ pub fn run(home: &Path, cmd: ContextCommand) -> anyhow::Result<()> {
                         "engine",
                         "key fingerprint",
                         "created",
+                        "state",
                     ]);
                     for c in &contexts {
                         t.add_row(vec![
@@ -86,14 +118,33 @@ pub fn run(home: &Path, cmd: ContextCommand) -> anyhow::Result<()> {
                             c.engine.clone(),
                             c.key_fingerprint.clone(),
                             c.created_at.clone(),
+                            state_text(c),
                         ]);
                     }
                     println!("{t}");
+                    let unconfirmed = contexts
+                        .iter()
+                        .filter(|c| c.state == KeyState::Unconfirmed)
+                        .count();
+                    if unconfirmed > 0 {
+                        output::warn(format!(
+                            "{unconfirmed} key{} unconfirmed: the researcher's confirmation never arrived, so the session may not have completed there; see `secagg context confirm --help`",
+                            if unconfirmed == 1 { " is" } else { "s are" }
+                        ));
+                    }
                 }
             }
         }
         ContextCommand::Show(a) => {
             let c = session::get_context(&home, &a.session)?.summary(a.reveal_key);
+            if c.state == KeyState::Unconfirmed {
+                output::warn(format!(
+                    "the key of session {} is unconfirmed ({}): the researcher's confirmation never arrived; use it only once the researcher has checked that the session completed there, then run `secagg context confirm {}`",
+                    c.session_id,
+                    state_text(&c),
+                    c.session_id
+                ));
+            }
             match a.format {
                 Format::Json => output::print_json(&c)?,
                 Format::Text => {
@@ -106,11 +157,45 @@ pub fn run(home: &Path, cmd: ContextCommand) -> anyhow::Result<()> {
                         ("key bits", c.key_bits.to_string()),
                         ("key fingerprint", c.key_fingerprint.clone()),
                         ("created", c.created_at.clone()),
+                        ("state", state_text(&c)),
                     ];
                     if let Some(k) = &c.key {
                         fields.push(("key", k.clone()));
                     }
                     output::print_fields(&fields);
+                }
+            }
+        }
+        ContextCommand::Confirm(a) => {
+            let c = session::confirm_context(&home, &a.session)?;
+            output::note(format!(
+                "confirmed the key of session {} ({})",
+                c.session_id, c.key_fingerprint
+            ));
+        }
+        ContextCommand::Prune(a) => {
+            let deleted = session::prune_unconfirmed(
+                &home,
+                time::Duration::days(a.older_than_days.into()),
+                time::OffsetDateTime::now_utc(),
+            )?;
+            let contexts: Vec<_> = deleted.iter().map(|c| c.summary(false)).collect();
+            match a.format {
+                Format::Json => output::print_json(&ContextList { contexts })?,
+                Format::Text => {
+                    for c in &contexts {
+                        println!(
+                            "deleted unconfirmed context of session {} ({}, stored {})",
+                            c.session_id, c.key_fingerprint, c.created_at
+                        );
+                    }
+                    output::note(format!(
+                        "pruned {} unconfirmed key{} stored at least {} day{} ago",
+                        contexts.len(),
+                        if contexts.len() == 1 { "" } else { "s" },
+                        a.older_than_days,
+                        if a.older_than_days == 1 { "" } else { "s" }
+                    ));
                 }
             }
         }
@@ -123,4 +208,13 @@ pub fn run(home: &Path, cmd: ContextCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `confirmed`, or `unconfirmed (expires …)` / `unconfirmed, expired …`.
+fn state_text(c: &ContextSummary) -> String {
+    match (c.state, &c.expires_at, c.expired) {
+        (KeyState::Unconfirmed, Some(at), Some(true)) => format!("unconfirmed, expired {at}"),
+        (KeyState::Unconfirmed, Some(at), _) => format!("unconfirmed (expires {at})"),
+        (state, _, _) => state.to_string(),
+    }
 }

@@ -87,7 +87,9 @@ pub struct NegotiateArgs {
     /// Negotiation engine.
     #[arg(long, value_enum, default_value_t)]
     engine: EngineArg,
-    /// Key bit length (default 2040: keys stay below the 2050-bit prime for up to 975 nodes).
+    /// Key bit length: at least 256 (shorter keys would make the aggregation masks guessable)
+    /// and below the prime's size; default 2040, Fed-BioMed's, which fits the 2050-bit prime for
+    /// up to 975 nodes.
     #[arg(long)]
     key_bits: Option<u32>,
     /// Address to listen on (default: this party's endpoint, or 0.0.0.0:<port> for a host name).
@@ -115,12 +117,15 @@ pub fn run(home: &Path, a: NegotiateArgs) -> anyhow::Result<()> {
         prime: None,
         listen: a.listen,
     };
+    // Warnings (a stranger's connection dropped, a confirmation not delivered) go to stderr as
+    // they happen; they never carry a key.
+    let mut warn = |w: &str| output::warn(w);
     let r = match a.engine {
-        EngineArg::Native => session::negotiate(&home, &req, &NativeEngine)?,
+        EngineArg::Native => session::negotiate(&home, &req, &NativeEngine, &mut warn)?,
         EngineArg::MpSpdz => {
             let root = MpSpdzRoot::locate(a.mpspdz_root.as_deref())?;
             let engine = MpSpdzEngine::new(root, &home).keep_run_dir(a.keep_run_dir);
-            let r = session::negotiate(&home, &req, &engine);
+            let r = session::negotiate(&home, &req, &engine, &mut warn);
             if a.keep_run_dir {
                 output::note(format!(
                     "kept the run directory {} (secret files removed)",

@@ -102,7 +102,8 @@ impl NegotiationPlan {
     ///
     /// Refuses (as [`Error::InvalidInput`]): fewer than [`MIN_PARTIES`] parties; party 0 not a
     /// researcher or another party not a node; duplicate party ids; one certificate used by two
-    /// parties; `my_index` out of range; `key_bits = 0`; an even or composite prime; a prime too
+    /// parties; `my_index` out of range; an even or composite prime; a key length outside
+    /// [`field::check_key_bits`]; a prime too
     /// small for `n` and `k` (the message gives the maximum node count); a zero timeout.
     pub fn validate(&self) -> Result<()> {
         let n = self.parties.len();
@@ -171,9 +172,6 @@ impl NegotiationPlan {
                 self.parties[self.my_index].id
             )));
         }
-        if self.key_bits == 0 {
-            return Err(Error::invalid("the key length must be at least 1 bit"));
-        }
         if self.prime.is_even() || self.prime < BigUint::from(3u32) {
             return Err(Error::invalid(format!(
                 "the prime must be an odd prime, got a {}-bit even number or a number below 3",
@@ -187,6 +185,7 @@ impl NegotiationPlan {
             ))
             .with_hint("use the default Fed-BioMed prime or a verified prime"));
         }
+        field::check_key_bits(self.key_bits, &self.prime)?;
         field::check_bound(&self.prime, self.key_bits, n)?;
         if self.timeout.is_zero() {
             return Err(Error::invalid("the negotiation timeout must be positive"));
@@ -380,7 +379,62 @@ pub trait Engine {
     fn name(&self) -> &'static str;
     /// Runs this party's side of the session described by `plan`; blocks until the session
     /// succeeded, failed or hit its deadline. Returns a key only if the whole session succeeded.
-    fn negotiate(&self, plan: NegotiationPlan) -> Result<Outcome>;
+    ///
+    /// The engine hands the key to `sink` at the step that keeps the all-or-nothing invariant
+    /// (see [`KeySink`]): a node stores its key before it lets the researcher finish, the
+    /// researcher stores the server key only once every node has stored its own.
+    fn negotiate(&self, plan: NegotiationPlan, sink: &mut dyn KeySink) -> Result<Outcome>;
+}
+
+/// Where an engine makes the negotiated key durable, and where it reports what the operator
+/// should know.
+///
+/// The invariant every engine keeps: **a stored server key implies that every node of the session
+/// has durably stored its key.** So:
+/// - a node calls [`KeySink::store`] when the researcher says the session verified, and only
+///   after it returned `Ok` tells the researcher so; the key is *unconfirmed* until the
+///   researcher's final word, when the node calls [`KeySink::confirm`];
+/// - the researcher calls [`KeySink::store`] once every node said it stored its key, and only
+///   then sends its final word.
+///
+/// `store` must not return before the key is durable (fsynced); an error from it makes the party
+/// abort the session.
+pub trait KeySink: Send {
+    /// Durably stores this party's key: a node's as unconfirmed, the researcher's server key.
+    fn store(&mut self, key: &SecretKey) -> Result<()>;
+    /// Node: the researcher confirmed the session; marks the stored key confirmed.
+    /// Researcher: the server key is final, the confirmations are about to go out (from now on a
+    /// failure must not undo the stored server key, since nodes may already hold confirmed keys).
+    fn confirm(&mut self) -> Result<()>;
+    /// Something the operator should see that does not stop the session (e.g. a connection from
+    /// a stranger was dropped). Must not contain secrets; engines never pass any.
+    fn warn(&mut self, message: &str);
+}
+
+/// A [`KeySink`] that keeps the key in memory: for tests, benchmarks and in-process demos that
+/// have no store. It never fails.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    /// The key handed to [`KeySink::store`], if any.
+    pub stored: Option<SecretKey>,
+    /// Whether [`KeySink::confirm`] was called.
+    pub confirmed: bool,
+    /// Every warning, in order.
+    pub warnings: Vec<String>,
+}
+
+impl KeySink for MemorySink {
+    fn store(&mut self, key: &SecretKey) -> Result<()> {
+        self.stored = Some(key.clone());
+        Ok(())
+    }
+    fn confirm(&mut self) -> Result<()> {
+        self.confirmed = true;
+        Ok(())
+    }
+    fn warn(&mut self, message: &str) {
+        self.warnings.push(message.to_owned());
+    }
 }
 
 #[cfg(test)]
@@ -446,8 +500,11 @@ mod tests {
         p.my_index = 3;
         assert!(msg(p).contains("index 3"));
         let mut p = plan(three());
-        p.key_bits = 0;
-        assert!(msg(p).contains("at least 1 bit"));
+        p.key_bits = 1;
+        assert!(msg(p).contains("too short"));
+        let mut p = plan(three());
+        p.key_bits = u32::MAX;
+        assert!(msg(p).contains("does not fit"));
         let mut p = plan(three());
         p.prime = BigUint::from(1_000_000u32);
         assert!(msg(p).contains("odd prime"));
@@ -455,8 +512,7 @@ mod tests {
         p.prime = BigUint::from(1_000_001u32); // 101 · 9901
         assert!(msg(p).contains("not prime"));
         let mut p = plan(three());
-        p.prime = BigUint::from(1_000_003u32);
-        p.key_bits = 19; // 2 · 2^19 = 1 048 576 > p
+        p.key_bits = 2049; // the 2050-bit prime holds one 2049-bit key, not the sum of two
         assert!(msg(p).contains("at most 1 nodes"));
         let mut p = plan(three());
         p.timeout = Duration::ZERO;

@@ -11,13 +11,18 @@
 //! 3. the researcher checks that the `n` sums lie on one polynomial of degree `t`
 //!    ([`Error::Verification`] otherwise), interpolates `S = Σ sk_i` at 0 and sets `sk0 = −S`
 //!    over the integers (exact because `p > (n−1)·2^k`), then sends `Finish` to every node;
-//! 4. every node answers `Ack` and only then returns its key; the researcher returns after all
-//!    acknowledgements.
+//! 4. every node durably stores its key as *unconfirmed* ([`KeySink::store`]) and only then
+//!    answers `Ack`;
+//! 5. once every node acknowledged, the researcher durably stores `sk0` and sends `Confirm` to
+//!    every node (best effort: `sk0` is already stored, and every node holds its key);
+//! 6. every node marks its key *confirmed* ([`KeySink::confirm`]) and returns.
 //!
-//! So no party returns a key unless the researcher verified the whole session. (The one residual
-//! case is inherent to any protocol: a node that dies after receiving `Finish` but before its
-//! `Ack` arrives makes the researcher fail while the other nodes succeed; the researcher's
-//! failure means no key is stored on its side, so the session is simply re-run.)
+//! Hence the invariant: **a stored server key implies that every node of the session has durably
+//! stored its key.** A failure (crash, store error, abort, deadline) before step 5 leaves no
+//! server key, and the nodes that reached step 4 hold a key marked unconfirmed, which is never
+//! presented as ready (see `secagg context`). A failure after step 5 leaves the server key and
+//! every node key; a node that missed the confirmation keeps its (valid) key unconfirmed and
+//! fails with an error saying so. The test-only [`fault`](crate::fault) hook marks every step.
 //!
 //! On any failure a party sends `Abort{reason}` to every peer it is connected to (best effort,
 //! bounded), closes everything and returns the error; peers then fail at once with
@@ -38,8 +43,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 use tokio::time::{timeout_at, Instant};
 
-use super::{Engine, NegotiationPlan, Outcome, PhaseTimings, SecretKey};
+use super::{Engine, KeySink, NegotiationPlan, Outcome, PhaseTimings, SecretKey};
 use crate::error::{Error, ErrorKind, Result};
+use crate::fault::{self, Step};
 use crate::field::{self, PrimeField};
 use crate::transport::frame::{write_frame, Frame, MsgType};
 use crate::transport::mesh::{self, abort_all, peer_aborted, Mesh, ReadEvent};
@@ -54,31 +60,32 @@ impl Engine for NativeEngine {
         "native"
     }
 
-    fn negotiate(&self, plan: NegotiationPlan) -> Result<Outcome> {
+    fn negotiate(&self, plan: NegotiationPlan, sink: &mut dyn KeySink) -> Result<Outcome> {
         // One thread is plenty: the work is a handful of TLS handshakes and big-number
         // operations, and parties are separate processes (or threads in tests and the bench).
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| Error::io("while starting the negotiation runtime", e))?;
-        rt.block_on(negotiate_async(plan))
+        rt.block_on(negotiate_async(plan, sink))
     }
 }
 
-/// Runs this party's side of the session described by `plan` (see the module documentation).
-/// The deadline is `plan.timeout` from now.
-pub async fn negotiate_async(plan: NegotiationPlan) -> Result<Outcome> {
+/// Runs this party's side of the session described by `plan` (see the module documentation),
+/// handing the key to `sink` at the protocol's store and confirm steps. The deadline is
+/// `plan.timeout` from now.
+pub async fn negotiate_async(plan: NegotiationPlan, sink: &mut dyn KeySink) -> Result<Outcome> {
     let started = StdInstant::now();
     let deadline = Instant::now() + plan.timeout;
     plan.validate()?;
     let field = PrimeField::new(plan.prime.clone())?;
-    let mesh = mesh::establish(&plan, deadline).await?;
+    let mesh = mesh::establish(&plan, deadline, &mut |w: String| sink.warn(&w)).await?;
     let connect = started.elapsed();
-    let mut session = Session::start(&plan, field, mesh, deadline, started);
-    let result = if plan.my_index == 0 {
-        session.run_researcher().await
-    } else {
-        session.run_node().await
+    let mut session = Session::start(&plan, field, mesh, deadline, started, sink);
+    let result = match fault::at(Step::Connected) {
+        Err(e) => Err(e),
+        Ok(()) if plan.my_index == 0 => session.run_researcher().await,
+        Ok(()) => session.run_node().await,
     };
     match result {
         Ok((key, exchange_done)) => {
@@ -115,6 +122,7 @@ impl Drop for Secret {
 
 struct Session<'a> {
     plan: &'a NegotiationPlan,
+    sink: &'a mut dyn KeySink,
     field: PrimeField,
     labels: Vec<String>,
     mesh: Mesh,
@@ -131,6 +139,7 @@ impl<'a> Session<'a> {
         mesh: Mesh,
         deadline: Instant,
         started: StdInstant,
+        sink: &'a mut dyn KeySink,
     ) -> Self {
         let n = plan.n();
         let me = plan.my_index;
@@ -143,7 +152,7 @@ impl<'a> Session<'a> {
                 } else if me == 0 {
                     q.extend([MsgType::Share, MsgType::Sum, MsgType::Ack]);
                 } else if j == 0 {
-                    q.push_back(MsgType::Finish);
+                    q.extend([MsgType::Finish, MsgType::Confirm]);
                 } else {
                     q.push_back(MsgType::Share);
                 }
@@ -152,6 +161,7 @@ impl<'a> Session<'a> {
             .collect();
         Session {
             plan,
+            sink,
             field,
             labels,
             mesh,
@@ -268,10 +278,12 @@ impl<'a> Session<'a> {
             .into_iter()
             .map(Secret)
             .collect();
+        fault::at(Step::NodeBeforeSendShares)?;
         for j in (0..n).filter(|&j| j != me) {
             let f = self.element_frame(MsgType::Share, &shares[j]);
             self.send(j, &f).await?;
         }
+        fault::at(Step::NodeAfterSendShares)?;
         let mut sum = Secret(shares[me].0.clone());
         drop(shares);
         for _ in 0..n - 2 {
@@ -288,12 +300,25 @@ impl<'a> Session<'a> {
         }
         let f = self.element_frame(MsgType::Sum, &sum);
         drop(sum);
+        fault::at(Step::NodeBeforeSendSum)?;
         self.send(0, &f).await?;
+        fault::at(Step::NodeAfterSendSum)?;
         let exchange_done = self.started.elapsed();
         let (_, finish) = self.next().await?;
         debug_assert_eq!(finish.kind, MsgType::Finish);
+        // The key must be durable before the researcher may store the server key (step 4).
+        let key = SecretKey::from_biguint(&key);
+        fault::at(Step::NodeBeforeStore)?;
+        self.sink.store(&key)?;
+        fault::at(Step::NodeAfterStore)?;
         self.send(0, &Frame::new(MsgType::Ack, Vec::new())).await?;
-        Ok((SecretKey::from_biguint(&key), exchange_done))
+        fault::at(Step::NodeAfterSendAck)?;
+        let (_, confirm) = self.next().await?;
+        debug_assert_eq!(confirm.kind, MsgType::Confirm);
+        fault::at(Step::NodeBeforeConfirm)?;
+        self.sink.confirm()?;
+        fault::at(Step::NodeAfterConfirm)?;
+        Ok((key, exchange_done))
     }
 
     /// Researcher side. Returns `sk0` and the time when the exchange phase ended.
@@ -368,14 +393,65 @@ impl<'a> Session<'a> {
         }
         let sk0 = SecretKey::from_bigint(&field::lift_server_key(&sum));
         drop(sum);
+        fault::at(Step::ResearcherBeforeSendFinish)?;
         for j in 1..n {
             self.send(j, &Frame::new(MsgType::Finish, Vec::new()))
                 .await?;
         }
+        fault::at(Step::ResearcherAfterSendFinish)?;
         for _ in 1..n {
             self.next().await?; // acknowledgements (the only messages still expected)
         }
+        // Every node has durably stored its key: now, and only now, the server key (step 5).
+        fault::at(Step::ResearcherBeforeStore)?;
+        self.sink.store(&sk0)?;
+        fault::at(Step::ResearcherAfterStore)?;
+        self.sink.confirm()?;
+        self.confirm_all().await;
+        fault::at(Step::ResearcherAfterSendConfirm)?;
         Ok((sk0, exchange_done))
+    }
+
+    /// Sends `Confirm` to every node, concurrently and bounded by [`mesh::ABORT_GRACE`]. Best
+    /// effort: the server key is stored and every node holds its key whatever happens here; a node
+    /// that misses it keeps its key unconfirmed (and says so), so only a warning is due.
+    async fn confirm_all(&mut self) {
+        let until = Instant::now() + mesh::ABORT_GRACE;
+        let mut set = JoinSet::new();
+        let frame = Frame::new(MsgType::Confirm, Vec::new());
+        let mut writers = Vec::new();
+        for (j, w) in self.mesh.writers.iter_mut().enumerate() {
+            if let Some(w) = w.take() {
+                writers.push((j, w));
+            }
+        }
+        for (j, mut w) in writers {
+            let (label, frame) = (self.labels[j].clone(), frame.clone());
+            set.spawn(async move {
+                let sent = write_frame(&mut w, &frame, until, &label).await;
+                (j, w, sent)
+            });
+        }
+        while let Ok(Some(joined)) = timeout_at(until, set.join_next()).await {
+            if let Ok((j, w, sent)) = joined {
+                if let Err(e) = sent {
+                    self.sink.warn(&format!(
+                        "could not send the confirmation to {}: {e}; its key stays marked unconfirmed there until its operator confirms it",
+                        self.labels[j]
+                    ));
+                }
+                self.mesh.writers[j] = Some(w);
+            }
+        }
+        set.abort_all();
+        for j in 1..self.plan.n() {
+            if self.mesh.writers[j].is_none() {
+                self.sink.warn(&format!(
+                    "the confirmation to {} did not go out in time; its key stays marked unconfirmed there until its operator confirms it",
+                    self.labels[j]
+                ));
+            }
+        }
     }
 
     /// Closes every connection after success (TLS close_notify), bounded.

@@ -321,7 +321,9 @@ fn self_test(
             let engine =
                 MpSpdzEngine::new(root.clone(), &Home::new(tmp.path().join(format!("p{j}"))))
                     .with_cache(cache.clone());
-            std::thread::spawn(move || engine.negotiate(plan))
+            std::thread::spawn(move || {
+                engine.negotiate(plan, &mut crate::engine::MemorySink::default())
+            })
         })
         .collect();
     let mut sum = BigInt::zero();

@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use crate::engine::{Engine, NegotiationPlan, Outcome, PhaseTimings};
+use crate::engine::{Engine, KeySink, NegotiationPlan, Outcome, PhaseTimings};
 use crate::error::{Error, Result};
+use crate::fault::{self, Step};
 use crate::home::Home;
 use crate::mpspdz::certcheck;
 use crate::mpspdz::errors::{self, LogContext};
@@ -14,6 +15,7 @@ use crate::mpspdz::locate::MpSpdzRoot;
 use crate::mpspdz::output;
 use crate::mpspdz::program::ProgramCache;
 use crate::mpspdz::workdir::{self, PreparedRun};
+use crate::party::Role;
 use crate::supervise::{self, CancelFlag, Ending, Supervised};
 
 /// Runs this party's side of a session with MP-SPDZ v0.3.4's `shamir-party.x`.
@@ -188,7 +190,11 @@ impl MpSpdzEngine {
     }
 
     /// Runs the session and reports the run directory (see [`Engine::negotiate`]).
-    pub fn negotiate_reporting(&self, plan: NegotiationPlan) -> (Result<Outcome>, RunDirReport) {
+    pub fn negotiate_reporting(
+        &self,
+        plan: NegotiationPlan,
+        sink: &mut dyn KeySink,
+    ) -> (Result<Outcome>, RunDirReport) {
         let started = Instant::now();
         let report = RunDirReport {
             dir: self.run_dir(&plan.session_id),
@@ -205,7 +211,12 @@ impl MpSpdzEngine {
             Ok(r) => r,
             Err(e) => return (Err(e), report),
         };
-        let mut result = self.run(&plan, &run, started);
+        // The invariant (a stored server key implies every node stored its key) holds because a
+        // node stores its key before it starts shamir-party.x, and the researcher gets an output
+        // only from a computation that every node joined with its key.
+        let mut result = store_node_key(&run, sink)
+            .and_then(|()| self.run(&plan, &run, started))
+            .and_then(|outcome| finish_with_key(outcome, sink));
         // Secrets go on every path; then the directory unless asked to keep it.
         let scrub = run.remove_secrets();
         let kept = self.keep_run_dir;
@@ -243,13 +254,43 @@ impl MpSpdzEngine {
     }
 }
 
+/// Node: durably stores the key it is about to feed to shamir-party.x, as unconfirmed.
+fn store_node_key(run: &PreparedRun, sink: &mut dyn KeySink) -> Result<()> {
+    let Some(key) = &run.node_key else {
+        return Ok(());
+    };
+    fault::at(Step::NodeBeforeStore)?;
+    sink.store(key)?;
+    fault::at(Step::NodeAfterStore)
+}
+
+/// After a successful run: the researcher stores the server key; a node marks its key confirmed.
+/// MP-SPDZ has no final word from the researcher, so for this engine `confirmed` means that the
+/// computation, output to the researcher included, completed (see the README).
+fn finish_with_key(outcome: Outcome, sink: &mut dyn KeySink) -> Result<Outcome> {
+    match outcome.role {
+        Role::Researcher => {
+            fault::at(Step::ResearcherBeforeStore)?;
+            sink.store(&outcome.key)?;
+            fault::at(Step::ResearcherAfterStore)?;
+            sink.confirm()?;
+        }
+        Role::Node => {
+            fault::at(Step::NodeBeforeConfirm)?;
+            sink.confirm()?;
+            fault::at(Step::NodeAfterConfirm)?;
+        }
+    }
+    Ok(outcome)
+}
+
 impl Engine for MpSpdzEngine {
     fn name(&self) -> &'static str {
         "mp-spdz"
     }
 
-    fn negotiate(&self, plan: NegotiationPlan) -> Result<Outcome> {
-        self.negotiate_reporting(plan).0
+    fn negotiate(&self, plan: NegotiationPlan, sink: &mut dyn KeySink) -> Result<Outcome> {
+        self.negotiate_reporting(plan, sink).0
     }
 }
 
@@ -259,6 +300,7 @@ pub const DEFAULT_TIMEOUT: Duration = supervise::DEFAULT_DEADLINE;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::MemorySink;
     use crate::mpspdz::program::tests::{compile_count, fake_root};
     use crate::mpspdz::workdir::tests::plan_for;
     use std::os::unix::fs::PermissionsExt;
@@ -282,8 +324,12 @@ mod tests {
         );
         let (plan, _) = plan_for(3, 1);
         let sid = plan.session_id;
-        let out = engine.negotiate(plan).unwrap();
+        let mut sink = MemorySink::default();
+        let out = engine.negotiate(plan, &mut sink).unwrap();
         assert_eq!(out.role, crate::party::Role::Node);
+        // Stored before shamir-party.x ran, confirmed after it succeeded.
+        assert_eq!(sink.stored.as_ref(), Some(&out.key));
+        assert!(sink.confirmed);
         assert!(!out.key.is_negative());
         assert!(out.key.bits() <= 2040);
         assert!(!home.runs_dir().join(sid.to_string()).exists());
@@ -300,7 +346,7 @@ mod tests {
         let engine = engine.keep_run_dir(true);
         let (plan, _) = plan_for(3, 0);
         let sid = plan.session_id;
-        let out = engine.negotiate(plan).unwrap();
+        let out = engine.negotiate(plan, &mut MemorySink::default()).unwrap();
         assert_eq!(out.role, crate::party::Role::Researcher);
         assert_eq!(out.key.to_bigint(), num_bigint::BigInt::from(-12345));
         // Kept, without secrets.
@@ -311,7 +357,9 @@ mod tests {
 
         let (engine, _) = engine_with_script(&t.path().join("b"), "#!/bin/sh\nexit 0\n");
         let (plan, _) = plan_for(3, 0);
-        let e = engine.negotiate(plan).unwrap_err();
+        let e = engine
+            .negotiate(plan, &mut MemorySink::default())
+            .unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::ExternalTool, "{e}");
         assert!(e.to_string().contains("no output file"), "{e}");
     }
@@ -325,7 +373,9 @@ mod tests {
         );
         let (plan, _) = plan_for(3, 1);
         let sid = plan.session_id;
-        let e = engine.negotiate(plan).unwrap_err();
+        let e = engine
+            .negotiate(plan, &mut MemorySink::default())
+            .unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Authentication, "{e}");
         assert!(e.to_string().contains("`node_2`"), "{e}");
         assert!(!home.runs_dir().join(sid.to_string()).exists());
@@ -335,7 +385,9 @@ mod tests {
             "#!/bin/sh\necho weird >&2\nkill -ABRT $$\n",
         );
         let (plan, _) = plan_for(3, 1);
-        let e = engine.negotiate(plan).unwrap_err();
+        let e = engine
+            .negotiate(plan, &mut MemorySink::default())
+            .unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::ExternalTool, "{e}");
         assert!(e.to_string().contains("SIGABRT"), "{e}");
         assert!(e.to_string().contains("weird"), "{e}");
@@ -353,7 +405,9 @@ mod tests {
         plan.timeout = Duration::from_millis(1500);
         let dir = engine.run_dir(&plan.session_id);
         let started = Instant::now();
-        let e = engine.negotiate(plan).unwrap_err();
+        let e = engine
+            .negotiate(plan, &mut MemorySink::default())
+            .unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Timeout, "{e}");
         assert!(started.elapsed() < Duration::from_secs(8));
         let pid: u32 = std::fs::read_to_string(dir.join("helper.pid"))
@@ -371,13 +425,17 @@ mod tests {
         let (engine, _) = engine_with_script(t.path(), "#!/bin/sh\nexit 0\n");
         let (mut plan, _) = plan_for(3, 1);
         plan.parties[2].endpoint = crate::Endpoint::new("fd00::2", 1).unwrap();
-        let e = engine.negotiate(plan).unwrap_err();
+        let e = engine
+            .negotiate(plan, &mut MemorySink::default())
+            .unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
         assert!(e.to_string().contains("IPv6"), "{e}");
 
         let (mut plan, _) = plan_for(3, 1);
         plan.listen = Some("127.0.0.1:1".parse().unwrap());
-        let e = engine.negotiate(plan).unwrap_err();
+        let e = engine
+            .negotiate(plan, &mut MemorySink::default())
+            .unwrap_err();
         assert!(e.to_string().contains("--listen"), "{e}");
     }
 }

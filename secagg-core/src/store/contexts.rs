@@ -1,8 +1,15 @@
-//! The `contexts` table: outcomes of successful key negotiations.
+//! The `contexts` table: keys from key negotiations.
 //!
 //! A context holds a secret (the server key `sk0` for the researcher, the user key `sk_i` for a
 //! node) as signed decimal text, so it can be handed to Fed-BioMed's Joye–Libert code unchanged.
 //! The store file is 0600; the key is only read back on explicit request.
+//!
+//! Every context has a [`KeyState`]. The researcher stores its server key only at the end of a
+//! successful session, `confirmed`. A node stores its key `unconfirmed` before it acknowledges the
+//! researcher's finish, and marks it `confirmed` when the researcher's confirmation arrives: an
+//! unconfirmed key belongs to a session whose researcher may hold no server key, so it is never
+//! presented as ready. [`UNCONFIRMED_EXPIRY`] after it was stored, an unconfirmed key is
+//! *expired*, and `secagg context prune` deletes it.
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
@@ -12,6 +19,48 @@ use zeroize::Zeroizing;
 use crate::certificate::format_time;
 use crate::error::{Error, Result};
 use crate::party::Role;
+
+/// How long after it was stored an unconfirmed key expires (and `secagg context prune` deletes it
+/// without being told an age). A week leaves time to ask the researcher whether the session
+/// completed there (`secagg context confirm` then keeps the key).
+pub const UNCONFIRMED_EXPIRY: time::Duration = time::Duration::days(7);
+
+/// Whether a stored key is known to be usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyState {
+    /// A node's key, stored before the researcher stored the server key; the researcher's final
+    /// confirmation has not arrived (yet). It is usable only if the researcher's session
+    /// completed: ask the researcher before using it.
+    Unconfirmed,
+    /// Ready: the server key of the session is stored at the researcher (for the researcher's own
+    /// context, it is that server key).
+    Confirmed,
+}
+
+impl KeyState {
+    /// The name stored and shown (`unconfirmed`, `confirmed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Unconfirmed => "unconfirmed",
+            KeyState::Confirmed => "confirmed",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "unconfirmed" => Ok(KeyState::Unconfirmed),
+            "confirmed" => Ok(KeyState::Confirmed),
+            other => Err(Error::invalid(format!("unknown key state `{other}`"))),
+        }
+    }
+}
+
+impl std::fmt::Display for KeyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One stored negotiation outcome.
 #[derive(Clone)]
@@ -34,6 +83,23 @@ pub struct ContextRecord {
     pub key_fingerprint: String,
     /// When it was stored.
     pub created_at: OffsetDateTime,
+    /// Whether the key is known to be usable.
+    pub state: KeyState,
+    /// When it was confirmed (`None` while unconfirmed, and for contexts stored before states
+    /// existed).
+    pub confirmed_at: Option<OffsetDateTime>,
+}
+
+impl ContextRecord {
+    /// When an unconfirmed key expires (`None` for a confirmed one).
+    pub fn expires_at(&self) -> Option<OffsetDateTime> {
+        (self.state == KeyState::Unconfirmed).then(|| self.created_at + UNCONFIRMED_EXPIRY)
+    }
+
+    /// True for an unconfirmed key past its expiry at `now`.
+    pub fn is_expired_at(&self, now: OffsetDateTime) -> bool {
+        self.expires_at().is_some_and(|t| t <= now)
+    }
 }
 
 impl std::fmt::Debug for ContextRecord {
@@ -41,6 +107,7 @@ impl std::fmt::Debug for ContextRecord {
         f.debug_struct("ContextRecord")
             .field("session_id", &self.session_id)
             .field("role", &self.role)
+            .field("state", &self.state)
             .field("key_decimal", &"<redacted>")
             .field("key_fingerprint", &self.key_fingerprint)
             .finish_non_exhaustive()
@@ -66,6 +133,15 @@ pub struct ContextSummary {
     pub key_fingerprint: String,
     /// When stored (RFC 3339).
     pub created_at: String,
+    /// `confirmed` (ready) or `unconfirmed` (the researcher's confirmation never arrived: usable
+    /// only if the session completed at the researcher).
+    pub state: KeyState,
+    /// For an unconfirmed key: when it expires and `secagg context prune` deletes it (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// For an unconfirmed key: whether it has expired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expired: Option<bool>,
     /// The key, only when revealed on request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
@@ -74,6 +150,7 @@ pub struct ContextSummary {
 impl ContextRecord {
     /// A summary; the key is included only if `reveal_key`.
     pub fn summary(&self, reveal_key: bool) -> ContextSummary {
+        let now = OffsetDateTime::now_utc();
         ContextSummary {
             session_id: self.session_id.clone(),
             role: self.role,
@@ -83,12 +160,15 @@ impl ContextRecord {
             key_bits: self.key_bits,
             key_fingerprint: self.key_fingerprint.clone(),
             created_at: format_time(self.created_at),
+            state: self.state,
+            expires_at: self.expires_at().map(format_time),
+            expired: self.expires_at().map(|_| self.is_expired_at(now)),
             key: reveal_key.then(|| self.key_decimal.to_string()),
         }
     }
 }
 
-const COLUMNS: &str = "session_id, role, party_index, parties, engine, key_bits, key_decimal, key_fingerprint, created_at";
+const COLUMNS: &str = "session_id, role, party_index, parties, engine, key_bits, key_decimal, key_fingerprint, created_at, state, confirmed_at";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<ContextRecord> {
     let conv = |col: usize, e: Box<dyn std::error::Error + Send + Sync>| {
@@ -97,6 +177,8 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<ContextRecord> {
     let role: String = row.get(1)?;
     let parties: String = row.get(3)?;
     let created: i64 = row.get(8)?;
+    let state: String = row.get(9)?;
+    let confirmed: Option<i64> = row.get(10)?;
     Ok(ContextRecord {
         session_id: row.get(0)?,
         role: role.parse().map_err(|e: Error| conv(1, Box::new(e)))?,
@@ -108,6 +190,11 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<ContextRecord> {
         key_fingerprint: row.get(7)?,
         created_at: OffsetDateTime::from_unix_timestamp(created)
             .map_err(|e| conv(8, Box::new(e)))?,
+        state: KeyState::parse(&state).map_err(|e| conv(9, Box::new(e)))?,
+        confirmed_at: confirmed
+            .map(OffsetDateTime::from_unix_timestamp)
+            .transpose()
+            .map_err(|e| conv(10, Box::new(e)))?,
     })
 }
 
@@ -124,7 +211,9 @@ pub fn insert(conn: &Connection, c: &ContextRecord) -> Result<()> {
     }
     let parties = serde_json::to_string(&c.parties).map_err(|e| Error::Internal(e.to_string()))?;
     conn.execute(
-        &format!("INSERT INTO contexts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+        &format!(
+            "INSERT INTO contexts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        ),
         params![
             c.session_id,
             c.role.as_str(),
@@ -135,6 +224,8 @@ pub fn insert(conn: &Connection, c: &ContextRecord) -> Result<()> {
             c.key_decimal.as_str(),
             c.key_fingerprint,
             c.created_at.unix_timestamp(),
+            c.state.as_str(),
+            c.confirmed_at.map(|t| t.unix_timestamp()),
         ],
     )
     .map_err(|e| Error::store("while storing a context", e))?;
@@ -171,5 +262,16 @@ pub fn delete(conn: &Connection, session_id: &str) -> Result<bool> {
     let n = conn
         .execute("DELETE FROM contexts WHERE session_id = ?1", [session_id])
         .map_err(|e| Error::store("while deleting a context", e))?;
+    Ok(n > 0)
+}
+
+/// Marks the context of `session_id` confirmed at `at`; returns whether it was unconfirmed.
+pub fn confirm(conn: &Connection, session_id: &str, at: OffsetDateTime) -> Result<bool> {
+    let n = conn
+        .execute(
+            "UPDATE contexts SET state = 'confirmed', confirmed_at = ?2 WHERE session_id = ?1 AND state = 'unconfirmed'",
+            params![session_id, at.unix_timestamp()],
+        )
+        .map_err(|e| Error::store("while confirming a context", e))?;
     Ok(n > 0)
 }

@@ -1,10 +1,14 @@
 //! The local SQLite store: registered peers ([`peers`]) and negotiated contexts ([`contexts`]).
 //!
 //! One module per table. The schema is versioned with `PRAGMA user_version` and migrated forward
-//! when the store is opened; a store written by a newer secagg is refused rather than guessed at.
-//! The file is created 0600 (SQLite gives its `-wal` and `-shm` files the same mode), runs in WAL
-//! mode with a busy timeout, and every command runs in one `BEGIN IMMEDIATE` transaction, so
-//! several processes registering at once serialize instead of failing or losing writes.
+//! when the store is opened for writing; a store written by a newer secagg is refused rather than
+//! guessed at. The file is created 0600 (SQLite gives its `-wal` and `-shm` files the same mode)
+//! and only by [`Store::create`] (`secagg init`, `secagg vpn init`): every other command opens an
+//! existing store and refuses a missing, empty or truncated file instead of starting afresh, which
+//! would silently lose the stored keys. It runs in WAL mode with `secure_delete` on; writing
+//! commands run in one `BEGIN IMMEDIATE` transaction, so several processes registering at once
+//! serialize instead of failing or losing writes, while read-only commands
+//! ([`Store::open_read_only`]) never take the write lock and work beside a writer.
 
 pub mod contexts;
 pub mod peers;
@@ -12,17 +16,22 @@ pub mod vpn_peers;
 pub mod vpn_server;
 
 use std::fs::OpenOptions;
+use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::error::{Error, Result};
-use crate::fs_secure::SECRET_FILE_MODE;
+use crate::fs_secure::{self, SECRET_FILE_MODE};
 
-/// How long a command waits for another process holding the store before giving up.
+/// How long a command waits for another process holding the store before giving up, unless the
+/// caller chooses otherwise with [`StoreOptions::busy_timeout`].
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// SQLite's file header magic.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// Schema migrations; entry `i` takes the store from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -75,93 +84,252 @@ const MIGRATIONS: &[&str] = &[
         updated_at      INTEGER NOT NULL,
         PRIMARY KEY (peer_type, peer_id)
     ) STRICT;",
+    // v4: the state of a stored key. A node stores its key `unconfirmed` before acknowledging the
+    // researcher's finish and marks it `confirmed` when the researcher's confirmation arrives.
+    // Contexts stored before v4 were stored at the end of a successful session: `confirmed`.
+    "ALTER TABLE contexts ADD COLUMN state TEXT NOT NULL DEFAULT 'confirmed'
+        CHECK (state IN ('unconfirmed', 'confirmed'));
+    ALTER TABLE contexts ADD COLUMN confirmed_at INTEGER;",
 ];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
+/// How to open the store; see [`Store::open_with`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Open with `SQLITE_OPEN_READ_ONLY`: no journal-mode switch, no migration, no write lock, and
+    /// [`Store::write`] fails. Works beside a process holding the write lock (WAL readers do not
+    /// wait for writers) and on a file the process may not write.
+    pub read_only: bool,
+    /// Create the file (0600) when it is missing. Only the commands that make a home do this.
+    pub create: bool,
+    /// How long to wait for another process's lock (SQLite's busy handler) before failing.
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            read_only: false,
+            create: false,
+            busy_timeout: BUSY_TIMEOUT,
+        }
+    }
+}
+
 /// An open store.
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    read_only: bool,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("read_only", &self.read_only)
+            .finish()
     }
 }
 
 impl Store {
-    /// Opens (creating with mode 0600 if missing) and migrates the store at `path`.
-    pub fn open(path: &Path) -> Result<Self> {
-        let ctx = format!("while opening store `{}`", path.display());
-        // Create the file ourselves so it is 0600 from the start; SQLite would use the umask.
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(SECRET_FILE_MODE)
-            .open(path)
-            .map_err(|e| Error::io(ctx.clone(), e))?;
-        let conn = Connection::open_with_flags(
+    /// Opens the store at `path`, creating it (0600) and migrating it if it is missing. Only for
+    /// the commands that make a home (`init`, `vpn init`); an existing empty or damaged file is
+    /// still an error.
+    pub fn create(path: &Path) -> Result<Self> {
+        Self::open_with(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            &StoreOptions {
+                create: true,
+                ..StoreOptions::default()
+            },
         )
-        .map_err(|e| Error::store(ctx.clone(), e))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(|e| Error::store(ctx.clone(), e))?;
-        let not_a_store = |e: rusqlite::Error| {
-            if matches!(
-                e.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::NotADatabase)
-            ) {
-                Error::invalid(format!(
-                    "`{}` is not a secagg store (not an SQLite database)",
-                    path.display()
-                ))
-                .with_hint("move the file away or point --home at the right directory")
-            } else {
-                Error::store(ctx.clone(), e)
-            }
+    }
+
+    /// Opens the existing store at `path` for writing (migrating it if needed), waiting up to
+    /// [`BUSY_TIMEOUT`] for other processes' locks.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, &StoreOptions::default())
+    }
+
+    /// Opens the existing store at `path` read-only (see [`StoreOptions::read_only`]). A store whose
+    /// schema is older than this secagg's (which a read-only connection cannot migrate) is upgraded
+    /// first by a short write-open, if this process can write it.
+    pub fn open_read_only(path: &Path) -> Result<Self> {
+        let ro = StoreOptions {
+            read_only: true,
+            ..StoreOptions::default()
         };
-        // Switching to WAL needs a moment of exclusive access; retry while another process has it.
-        let mut attempts = 0;
-        loop {
-            match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
-                Ok(_) => break,
-                Err(e) if is_busy(&e) && attempts < 300 => {
-                    attempts += 1;
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => return Err(not_a_store(e)),
+        let store = Self::open_unversioned(path, &ro)?;
+        match store.read_only_version_check() {
+            Ok(()) => Ok(store),
+            Err(e) if store.version_is_old() => {
+                drop(store);
+                Self::open(path).map_err(|w| e.context(format!("upgrading failed ({w})")))?;
+                Self::open_with(path, &ro)
             }
+            Err(e) => Err(e),
         }
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
-            .map_err(not_a_store)?;
-        let mut store = Store {
-            conn,
-            path: path.to_owned(),
-        };
-        store.migrate().map_err(|e| e.context(ctx))?;
+    }
+
+    /// Opens the existing store at `path` with `opts`: the one place that checks the file
+    /// (permissions, not empty, not truncated) before SQLite sees it.
+    ///
+    /// A missing file is [`Error::NotFound`] unless `opts.create`; an empty (0-byte) or truncated
+    /// file is [`Error::InvalidInput`] and left untouched; a file or home that group or others can
+    /// access is refused with the `chmod` that fixes it.
+    pub fn open_with(path: &Path, opts: &StoreOptions) -> Result<Self> {
+        let store = Self::open_unversioned(path, opts)?;
+        if opts.read_only {
+            store.read_only_version_check()?;
+        }
         Ok(store)
     }
 
+    /// [`Store::open_with`] except that a read-only store's schema version is not checked.
+    fn open_unversioned(path: &Path, opts: &StoreOptions) -> Result<Self> {
+        let ctx = format!("while opening store `{}`", path.display());
+        let home_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| Path::new("."));
+        fs_secure::check_private_dir(home_dir, "home directory")?;
+        let created = match std::fs::metadata(path) {
+            Ok(_) => false,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound && opts.create && !opts.read_only =>
+            {
+                // Create the file ourselves so it is 0600 from the start; SQLite would use the
+                // umask. `create_new`: if another process made it meanwhile, it is checked below
+                // like any existing file rather than taken over.
+                match OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(SECRET_FILE_MODE)
+                    .open(path)
+                {
+                    Ok(_) => true,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                    Err(e) => return Err(Error::io(ctx, e)),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::not_found(format!(
+                    "store `{}` does not exist: this home is not initialised or its store was removed",
+                    path.display()
+                ))
+                .with_hint("run `secagg init` to make a new home, or restore store.sqlite from a backup (it holds the registered peers and negotiated keys)"));
+            }
+            Err(e) => return Err(Error::io(ctx, e)),
+        };
+        if !created {
+            check_store_file(path)?;
+        }
+        let conn = match connect(path, opts, false) {
+            // A reader of a WAL store needs its `-shm`; in a directory it may not write, with no
+            // writer around (no `-wal`), SQLite cannot make one. Nobody can be writing then, so
+            // the file is read as immutable (no locks, no `-shm`).
+            Err(e) if opts.read_only && cannot_make_shm(&e) && !sibling(path, "-wal").exists() => {
+                connect(path, opts, true)
+            }
+            other => other,
+        }
+        .map_err(|e| damaged_or(path, &ctx, e))?;
+        let mut store = Store {
+            conn,
+            path: path.to_owned(),
+            read_only: opts.read_only,
+        };
+        if opts.read_only {
+            // The journal mode (WAL) is persistent in the file; a reader neither needs nor may
+            // switch it, and migrating is a write: the caller checks the schema version.
+            return Ok(store);
+        }
+        store
+            .ensure_wal(opts.busy_timeout)
+            .map_err(|e| damaged_or(path, &ctx, e))?;
+        store
+            .conn
+            .execute_batch("PRAGMA synchronous = FULL;")
+            .map_err(|e| damaged_or(path, &ctx, e))?;
+        store.migrate().map_err(|e| e.context(&ctx))?;
+        Ok(store)
+    }
+
+    /// Refuses a schema this read-only connection cannot use: newer (unknown) or older (it would
+    /// need migrating, which is a write).
+    fn read_only_version_check(&self) -> Result<()> {
+        let ctx = format!("while opening store `{}`", self.path.display());
+        let version = self
+            .schema_version()
+            .map_err(|e| damaged_or(&self.path, &ctx, e))?;
+        check_not_newer(version)?;
+        if version < SCHEMA_VERSION {
+            return Err(Error::invalid(format!(
+                "store `{}` has schema version {version} and needs upgrading to version {SCHEMA_VERSION}, which a read-only open cannot do",
+                self.path.display()
+            ))
+            .with_hint("run the command once as a user who can write the store (it upgrades it), then retry"));
+        }
+        Ok(())
+    }
+
+    fn version_is_old(&self) -> bool {
+        matches!(self.schema_version(), Ok(v) if v < SCHEMA_VERSION)
+    }
+
+    fn schema_version(&self) -> rusqlite::Result<u32> {
+        self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+    }
+
+    /// Switches to WAL unless the file already is (the mode is persistent, and reading it takes
+    /// no lock, so an established store never needs the exclusive moment the switch takes).
+    fn ensure_wal(&self, timeout: Duration) -> rusqlite::Result<()> {
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        if mode.eq_ignore_ascii_case("wal") {
+            return Ok(());
+        }
+        // Switching needs a moment of exclusive access, which the busy handler does not always
+        // wait for; retry while another process has it, within the caller's timeout.
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self
+                .conn
+                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn migrate(&mut self) -> Result<()> {
+        // Checking the version first takes no lock: a current store (the usual case) is opened
+        // without waiting for, or blocking, a process that holds the write lock.
+        let version = self
+            .schema_version()
+            .map_err(|e| Error::store("while reading the schema version", e))?;
+        check_not_newer(version)?;
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| Error::store("while locking the store for migration", e))?;
+        // Another process may have migrated it while this one waited for the lock.
         let version: u32 = tx
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| Error::store("while reading the schema version", e))?;
-        if version > SCHEMA_VERSION {
-            return Err(Error::invalid(format!(
-                "the store has schema version {version}, this secagg knows up to {SCHEMA_VERSION}"
-            ))
-            .with_hint("it was written by a newer secagg: upgrade secagg"));
-        }
+        check_not_newer(version)?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             tx.execute_batch(sql).map_err(|e| {
                 Error::store(format!("while migrating the store to version {}", i + 1), e)
@@ -175,6 +343,11 @@ impl Store {
             .map_err(|e| Error::store("while committing the migration", e))
     }
 
+    /// Whether this store was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
     /// The file this store lives in.
     pub fn path(&self) -> &Path {
         &self.path
@@ -183,6 +356,12 @@ impl Store {
     /// Runs `f` in one immediate (write-locking) transaction; commits if it returns `Ok`, rolls
     /// back otherwise, so a failed command changes nothing.
     pub fn write<T>(&mut self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        if self.read_only {
+            return Err(Error::Internal(format!(
+                "store `{}` was opened read-only and cannot be written",
+                self.path.display()
+            )));
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -191,6 +370,40 @@ impl Store {
         tx.commit()
             .map_err(|e| Error::store("while committing to the store", e))?;
         Ok(value)
+    }
+
+    /// Like [`Store::write`], for transactions that delete secrets: after the commit the WAL is
+    /// checkpointed into the main file and truncated to zero bytes, so the pages that held the
+    /// secret before the delete survive neither in `store.sqlite` (zeroed by `secure_delete`) nor
+    /// in `store.sqlite-wal`. If another process reading the store keeps the checkpoint from
+    /// completing within the busy timeout, the delete stays committed and the error says so.
+    pub fn write_erasing<T>(&mut self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let value = self.write(f)?;
+        self.erase_wal()?;
+        Ok(value)
+    }
+
+    /// Checkpoints the WAL into the main file and truncates it (`wal_checkpoint(TRUNCATE)`).
+    fn erase_wal(&self) -> Result<()> {
+        let (busy, log, done): (i64, i64, i64) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| Error::store("while erasing the deleted data from the WAL", e))?;
+        if busy != 0 || log != done {
+            return Err(Error::store(
+                format!(
+                    "the data was deleted, but another process reading `{}` kept its old copy in the WAL from being erased (it is erased when that process ends)",
+                    self.path.display()
+                ),
+                rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                    None,
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Runs `f` in a read transaction (a consistent snapshot).
@@ -210,6 +423,163 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
+fn check_not_newer(version: u32) -> Result<()> {
+    if version > SCHEMA_VERSION {
+        return Err(Error::invalid(format!(
+            "the store has schema version {version}, this secagg knows up to {SCHEMA_VERSION}"
+        ))
+        .with_hint("it was written by a newer secagg: upgrade secagg"));
+    }
+    Ok(())
+}
+
+fn damaged_hint(path: &Path) -> String {
+    format!(
+        "restore it from a backup, or move it away (`mv {p} {p}.damaged`) and run `secagg init` again (registered peers and negotiated keys are then lost)",
+        p = fs_secure::shell_quote(path)
+    )
+}
+
+/// Checks an existing store file before SQLite opens it: private permissions (its `-wal` and
+/// `-shm` hold the same data), a regular file, not empty, not truncated. SQLite itself would take
+/// an empty file for a new database and answer a truncated one only later, with a vague error.
+fn check_store_file(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io_path("inspecting store", path, e))?;
+    if !meta.is_file() {
+        return Err(Error::invalid(format!(
+            "store `{}` is not a regular file",
+            path.display()
+        )));
+    }
+    fs_secure::check_private_file(path, "store")?;
+    let wal = sibling(path, "-wal");
+    for extra in [wal.clone(), sibling(path, "-shm")] {
+        fs_secure::check_private_file(&extra, "store file")?;
+    }
+    let len = meta.len();
+    if len == 0 {
+        return Err(Error::invalid(format!(
+            "store `{}` is empty (0 bytes): it is damaged, not a new store",
+            path.display()
+        ))
+        .with_hint(damaged_hint(path)));
+    }
+    let mut header = [0u8; 100];
+    let n = std::fs::File::open(path)
+        .and_then(|f| f.take(100).read(&mut header))
+        .map_err(|e| Error::io_path("reading store", path, e))?;
+    if n < 16 || &header[..16] != SQLITE_MAGIC {
+        return Err(Error::invalid(format!(
+            "`{}` is not a secagg store (not an SQLite database)",
+            path.display()
+        ))
+        .with_hint("move the file away or point --home at the right directory"));
+    }
+    let truncated = |why: String| {
+        Err(Error::invalid(format!(
+            "store `{}` is truncated ({why}): it is damaged",
+            path.display()
+        ))
+        .with_hint(damaged_hint(path)))
+    };
+    if len < 100 {
+        return truncated(format!("{len} bytes, shorter than its header"));
+    }
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65536u64,
+        p => u64::from(p),
+    };
+    if page_size.is_power_of_two() && (512..=65536).contains(&page_size) {
+        if len % page_size != 0 {
+            return truncated(format!(
+                "{len} bytes, not a whole number of {page_size}-byte pages"
+            ));
+        }
+        // The page count in the header is valid when its change counter matches (SQLite ≥ 3.7.0).
+        // A non-empty WAL may legitimately hold pages a crash kept from being checkpointed.
+        let count = u64::from(u32::from_be_bytes([
+            header[28], header[29], header[30], header[31],
+        ]));
+        let valid = header[92..96] == header[24..28];
+        let wal_empty = std::fs::metadata(&wal)
+            .map(|m| m.len() == 0)
+            .unwrap_or(true);
+        if valid && wal_empty && count * page_size > len {
+            return truncated(format!(
+                "{len} bytes, its header says {}",
+                count * page_size
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Opens a connection with the settings every connection gets, and reads the schema once so that
+/// a file SQLite cannot use fails here. `immutable`: read-only, through a URI with `immutable=1`.
+fn connect(path: &Path, opts: &StoreOptions, immutable: bool) -> rusqlite::Result<Connection> {
+    let conn = if opts.read_only {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if immutable {
+            let mut uri = String::from("file:");
+            for c in path.to_string_lossy().chars() {
+                match c {
+                    '%' | '?' | '#' => uri.push_str(&format!("%{:02X}", c as u32)),
+                    c => uri.push(c),
+                }
+            }
+            uri.push_str("?immutable=1");
+            Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)?
+        } else {
+            Connection::open_with_flags(path, flags)?
+        }
+    } else {
+        Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?
+    };
+    conn.busy_timeout(opts.busy_timeout)?;
+    // Deleted rows (a context's key, a replaced VPN key) are overwritten with zeros instead of
+    // lingering in free space; a per-connection setting, so set on every connection.
+    conn.execute_batch("PRAGMA secure_delete = ON; PRAGMA foreign_keys = ON;")?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })?;
+    Ok(conn)
+}
+
+/// SQLite's answers when a read-only connection cannot create or open the `-shm` of a WAL store.
+fn cannot_make_shm(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen)
+    )
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Names SQLite's "not a database" and "malformed" answers as a damaged store; other errors keep
+/// SQLite's words under `ctx`.
+fn damaged_or(path: &Path, ctx: &str, e: rusqlite::Error) -> Error {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => Error::invalid(format!(
+            "`{}` is not a secagg store (not an SQLite database)",
+            path.display()
+        ))
+        .with_hint("move the file away or point --home at the right directory"),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt) => Error::invalid(format!(
+            "store `{}` is damaged (SQLite: {e})",
+            path.display()
+        ))
+        .with_hint(damaged_hint(path)),
+        _ => Error::store(ctx.to_owned(), e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,7 +589,7 @@ mod tests {
     fn open_creates_0600_and_migrates_once() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("store.sqlite");
-        let mut s = Store::open(&p).unwrap();
+        let mut s = Store::create(&p).unwrap();
         assert_eq!(mode_of(&p).unwrap(), 0o600);
         let v: u32 = s
             .read(|tx| {
@@ -237,7 +607,7 @@ mod tests {
     fn newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("store.sqlite");
-        let s = Store::open(&p).unwrap();
+        let s = Store::create(&p).unwrap();
         s.conn
             .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
@@ -254,6 +624,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("store.sqlite");
         std::fs::write(&p, vec![0x42u8; 4096]).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         let e = Store::open(&p).unwrap_err();
         assert!(e.to_string().contains("not a secagg store"), "{e}");
         assert_eq!(
@@ -261,5 +635,297 @@ mod tests {
             vec![0x42u8; 4096],
             "file untouched"
         );
+    }
+
+    /// A store with one secret row in a scratch table, for the tests below.
+    fn store_with_secret(p: &Path, secret: &str) -> Store {
+        let mut s = Store::create(p).unwrap();
+        s.write(|tx| {
+            tx.execute_batch("CREATE TABLE scratch (id INTEGER PRIMARY KEY, secret TEXT NOT NULL)")
+                .unwrap();
+            tx.execute("INSERT INTO scratch (id, secret) VALUES (1, ?1)", [secret])
+                .unwrap();
+            Ok(())
+        })
+        .unwrap();
+        s
+    }
+
+    fn all_store_bytes(p: &Path) -> Vec<(String, Vec<u8>)> {
+        ["", "-wal", "-shm"]
+            .iter()
+            .filter_map(|suffix| {
+                let f = sibling(p, suffix);
+                std::fs::read(&f).ok().map(|b| (f.display().to_string(), b))
+            })
+            .collect()
+    }
+
+    /// Fails if any 16 consecutive characters of `secret` are in any of the store's files.
+    fn assert_no_trace(p: &Path, secret: &str) {
+        for (name, bytes) in all_store_bytes(p) {
+            for w in secret.as_bytes().windows(16) {
+                assert!(
+                    !bytes.windows(16).any(|b| b == w),
+                    "`{name}` still holds {:?}",
+                    std::str::from_utf8(w).unwrap()
+                );
+            }
+        }
+    }
+
+    fn secret_digits() -> String {
+        use rand::Rng;
+        let mut rng = rand::thread_rng();
+        (0..620)
+            .map(|_| char::from(b'0' + rng.gen_range(0..10u8)))
+            .collect()
+    }
+
+    #[test]
+    fn erasing_delete_leaves_no_trace_in_store_wal_or_shm_even_with_another_connection_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("store.sqlite");
+        let secret = secret_digits();
+        let mut s = store_with_secret(&p, &secret);
+        // Another open connection keeps SQLite from checkpointing and deleting the WAL on close,
+        // as a concurrent `secagg context list` would.
+        let other = Store::open_read_only(&p).unwrap();
+        assert!(
+            all_store_bytes(&p)
+                .iter()
+                .any(|(_, b)| b.windows(secret.len()).any(|w| w == secret.as_bytes())),
+            "the secret should be on disk before the delete"
+        );
+        s.write_erasing(|tx| {
+            tx.execute("DELETE FROM scratch WHERE id = 1", []).unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert_no_trace(&p, &secret);
+        drop(other);
+        drop(s);
+        assert_no_trace(&p, &secret);
+    }
+
+    #[test]
+    fn missing_store_is_not_created_by_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("store.sqlite");
+        let e = Store::open(&p).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::NotFound);
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        let e = Store::open_read_only(&p).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::NotFound);
+        assert!(!p.exists(), "open must not create the store");
+    }
+
+    #[test]
+    fn empty_store_is_damaged_not_new_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("store.sqlite");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&p)
+            .unwrap();
+        for e in [
+            Store::open(&p).unwrap_err(),
+            Store::create(&p).unwrap_err(),
+            Store::open_read_only(&p).unwrap_err(),
+        ] {
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "store `{}` is empty (0 bytes): it is damaged, not a new store",
+                    p.display()
+                )
+            );
+            assert!(
+                e.hint().unwrap().contains("restore it from a backup"),
+                "{e:?}"
+            );
+        }
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 0, "file untouched");
+        assert!(!sibling(&p, "-wal").exists() && !sibling(&p, "-shm").exists());
+    }
+
+    #[test]
+    fn truncated_store_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("store.sqlite");
+        drop(store_with_secret(&p, "x"));
+        let full = std::fs::read(&p).unwrap();
+        assert!(full.len() >= 3 * 4096, "{}", full.len());
+        for cut in [50, 4096, full.len() - 100] {
+            std::fs::write(&p, &full[..cut]).unwrap();
+            let e = Store::open(&p).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidInput, "{e}");
+            assert!(e.to_string().contains("is truncated"), "cut {cut}: {e}");
+            assert_eq!(std::fs::read(&p).unwrap(), &full[..cut], "file untouched");
+        }
+    }
+
+    #[test]
+    fn store_and_home_accessible_by_others_are_refused_with_the_chmod() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        crate::fs_secure::create_private_dir(&home).unwrap();
+        let p = home.join("store.sqlite");
+        drop(Store::create(&p).unwrap());
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        for e in [
+            Store::open(&p).unwrap_err(),
+            Store::open_read_only(&p).unwrap_err(),
+        ] {
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "store `{}` is accessible by group or others (mode 0644): refusing to use it",
+                    p.display()
+                )
+            );
+            assert!(
+                e.hint()
+                    .unwrap()
+                    .starts_with(&format!("run `chmod 600 {}`", p.display())),
+                "{:?}",
+                e.hint()
+            );
+        }
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Store::open(&p).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "home directory `{}` is writable by group or others (mode 0777): refusing to use it",
+                home.display()
+            )
+        );
+        assert_eq!(
+            e.hint(),
+            Some(format!("run `chmod 700 {}`", home.display()).as_str())
+        );
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+        Store::open(&p).unwrap();
+    }
+
+    /// Holds the write lock of `p` (an open `BEGIN IMMEDIATE`) from another connection until the
+    /// returned sender is dropped or sent to.
+    fn hold_write_lock(p: &Path) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let p = p.to_owned();
+        let h = std::thread::spawn(move || {
+            let conn = Connection::open(&p).unwrap();
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+            conn.execute_batch("ROLLBACK").unwrap();
+        });
+        locked_rx.recv().unwrap();
+        (release_tx, h)
+    }
+
+    #[test]
+    fn read_only_open_neither_waits_for_nor_takes_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("store.sqlite");
+        drop(store_with_secret(&p, "visible"));
+        let (release, h) = hold_write_lock(&p);
+        let t = Instant::now();
+        let mut ro = Store::open_read_only(&p).unwrap();
+        let got: String = ro
+            .read(|tx| {
+                Ok(tx
+                    .query_row("SELECT secret FROM scratch WHERE id = 1", [], |r| r.get(0))
+                    .unwrap())
+            })
+            .unwrap();
+        assert_eq!(got, "visible");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert!(ro.is_read_only());
+        let e = ro.write(|_| Ok(())).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Internal);
+        // And a read-only connection holds nothing a writer would wait for.
+        drop(release);
+        h.join().unwrap();
+        let _reader = Store::open_read_only(&p).unwrap();
+        let mut w = Store::open_with(
+            &p,
+            &StoreOptions {
+                busy_timeout: Duration::from_millis(100),
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        w.write(|tx| {
+            tx.execute("UPDATE scratch SET secret = 'new' WHERE id = 1", [])
+                .unwrap();
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn busy_timeout_of_open_with_bounds_the_lock_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("store.sqlite");
+        drop(store_with_secret(&p, "x"));
+        let (release, h) = hold_write_lock(&p);
+        let t = Instant::now();
+        // Opening a current store takes no lock; the write is what waits, for 300 ms, not 30 s.
+        let mut s = Store::open_with(
+            &p,
+            &StoreOptions {
+                busy_timeout: Duration::from_millis(300),
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        let e = s.write(|_| Ok(())).unwrap_err();
+        let waited = t.elapsed();
+        assert_eq!(e.kind(), crate::ErrorKind::Storage, "{e}");
+        assert!(
+            waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+        drop(release);
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn read_only_open_of_an_old_schema_upgrades_it_first_when_it_can() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("store.sqlite");
+        {
+            // A version-1 store, as an older secagg left it.
+            let conn = Connection::open(&p).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+                .unwrap();
+        }
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let ro = StoreOptions {
+            read_only: true,
+            ..StoreOptions::default()
+        };
+        let e = Store::open_with(&p, &ro).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("has schema version 1 and needs upgrading"),
+            "{e}"
+        );
+        let s = Store::open_read_only(&p).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
     }
 }

@@ -30,12 +30,14 @@ pub enum MsgType {
     Share = 2,
     /// A node's sum of received shares, sent to the researcher.
     Sum = 3,
-    /// The researcher verified and computed its key; the node may keep its key.
+    /// The researcher verified and computed its key: the node stores its key (unconfirmed).
     Finish = 4,
-    /// A node acknowledges `Finish`.
+    /// A node acknowledges `Finish`: its key is durably stored.
     Ack = 5,
     /// The sender gives up; payload is a UTF-8 reason.
     Abort = 6,
+    /// The researcher stored the server key: the node marks its key confirmed.
+    Confirm = 7,
 }
 
 impl MsgType {
@@ -48,6 +50,7 @@ impl MsgType {
             4 => MsgType::Finish,
             5 => MsgType::Ack,
             6 => MsgType::Abort,
+            7 => MsgType::Confirm,
             _ => return None,
         })
     }
@@ -61,6 +64,7 @@ impl MsgType {
             MsgType::Finish => "finish",
             MsgType::Ack => "acknowledgement",
             MsgType::Abort => "abort",
+            MsgType::Confirm => "confirmation",
         }
     }
 }

@@ -8,17 +8,23 @@
 //! at different times. Inbound handshakes also run concurrently, so a slow or garbage connection
 //! cannot hold up the others.
 //!
-//! Failures:
-//! - the dialed party presents another certificate than the registered one, or an inbound party
-//!   presents a certificate registered for none of the parties expected to dial in, or a peer
-//!   refuses our certificate → [`Error::Authentication`] naming the party (or the parties expected);
-//! - a Hello with another session id, party list/parameters, sender index or protocol version →
-//!   [`Error::PeerFailure`] naming the party;
+//! Failures that end the session all involve an expected party at its registered endpoint or
+//! authenticated by its pinned certificate:
+//! - the party we dial presents another certificate than the one registered for it, or refuses
+//!   ours (its alert arrives after we authenticated it) → [`Error::Authentication`] naming it;
+//! - an authenticated peer sends a Hello with another session id, party list/parameters, sender
+//!   index or protocol version → [`Error::PeerFailure`] naming it;
 //! - the deadline → [`Error::Timeout`] naming every party not connected, with the last error seen
-//!   when dialing it.
+//!   when dialing it and the number of inbound connections that were rejected.
 //!
-//! TCP connections that fail TLS for other reasons (port scanners, garbage) are ignored, so they
-//! cannot abort a session.
+//! An inbound connection that does not authenticate as one of the parties expected to dial in
+//! (no certificate, an unknown or self-signed one, a refusal of ours, garbage, a port scanner, an
+//! idle TCP connection) cannot disturb the session: it is dropped, counted, and reported through
+//! the caller's warning callback with its remote address (the first [`MAX_REJECTION_WARNINGS`]
+//! one by one, then only the count). Each inbound handshake has its own [`HANDSHAKE_TIMEOUT`],
+//! and at most [`MAX_PENDING_HANDSHAKES`] run at once: a new connection beyond that evicts the
+//! oldest pending one, so a flood of idle connections neither exhausts file descriptors nor
+//! locks out a real peer (whose handshake takes milliseconds).
 //!
 //! Fail fast: every bound connection gets a reader task at once, so an `Abort` or a disconnect
 //! of a connected peer ends the connection phase immediately. On failure, the connected peers get
@@ -56,6 +62,16 @@ pub const DIAL_BACKOFF_START: Duration = Duration::from_millis(5);
 pub const DIAL_BACKOFF_MAX: Duration = Duration::from_millis(250);
 /// How long a failing party spends telling its peers (best effort).
 pub const ABORT_GRACE: Duration = Duration::from_millis(250);
+
+/// How long an inbound connection may take to complete the TLS handshake (a real peer needs
+/// milliseconds; an idle or slow stranger is dropped after this).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Inbound TLS handshakes in progress at once; a new connection beyond this evicts the oldest.
+pub const MAX_PENDING_HANDSHAKES: usize = 64;
+
+/// Rejected inbound connections reported one by one; the rest are only counted.
+pub const MAX_REJECTION_WARNINGS: usize = 10;
 
 /// The session-binding first frame, sent both ways on every connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,10 +243,41 @@ impl Mesh {
 enum Event {
     Connected(Box<Link>),
     Failed(Error),
-    /// An inbound client presented a certificate registered for none of the expected parties.
-    UnknownClient(SocketAddr),
-    /// An inbound client refused our certificate (before presenting its own).
-    ClientRefusedUs(SocketAddr),
+    /// An inbound connection did not authenticate as an expected party and was dropped.
+    Rejected(SocketAddr, Rejection),
+}
+
+/// Why an inbound connection was dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Rejection {
+    NoCertificate,
+    UnknownCertificate,
+    RefusedOurCertificate,
+    NotTls(String),
+    HandshakeTimeout,
+    Evicted,
+}
+
+impl Rejection {
+    fn describe(&self, expected: &str, me: &str) -> String {
+        match self {
+            Rejection::NoCertificate => "presented no client certificate".to_owned(),
+            Rejection::UnknownCertificate => format!(
+                "presented a certificate registered for none of the parties expected to connect ({expected})"
+            ),
+            Rejection::RefusedOurCertificate => format!(
+                "refused the certificate of {me} (if it is one of {expected}, that party has another certificate registered for {me} and must register the current one)"
+            ),
+            Rejection::NotTls(e) => format!("did not complete a TLS 1.3 handshake ({e})"),
+            Rejection::HandshakeTimeout => format!(
+                "did not complete the TLS handshake within {} s",
+                HANDSHAKE_TIMEOUT.as_secs()
+            ),
+            Rejection::Evicted => format!(
+                "was still handshaking when more than {MAX_PENDING_HANDSHAKES} connections were pending"
+            ),
+        }
+    }
 }
 
 struct Ctx {
@@ -250,8 +297,13 @@ struct Ctx {
 pub const LINGER: Duration = Duration::from_millis(600);
 
 /// Runs the connection phase for `plan`'s party until every peer is connected and bound, or the
-/// first failure, or `deadline`. See the module documentation for the failure semantics.
-pub async fn establish(plan: &NegotiationPlan, deadline: Instant) -> Result<Mesh> {
+/// first failure, or `deadline`. See the module documentation for the failure semantics;
+/// `warn` receives one line per dropped stranger (remote address and reason).
+pub async fn establish(
+    plan: &NegotiationPlan,
+    deadline: Instant,
+    warn: &mut (dyn FnMut(String) + Send),
+) -> Result<Mesh> {
     let n = plan.n();
     let me = plan.my_index;
     let labels: Vec<String> = plan.parties.iter().map(|p| p.id.to_string()).collect();
@@ -320,13 +372,15 @@ pub async fn establish(plan: &NegotiationPlan, deadline: Instant) -> Result<Mesh
     };
     let mut missing = n - 1;
     let mut connecting_open = true;
+    let mut rejected = 0usize;
+    let mut last_rejection: Option<String> = None;
     let missing_list = |mesh: &Mesh, range: std::ops::Range<usize>| -> Vec<String> {
         range
             .filter(|&j| j != me && mesh.writers[j].is_none())
             .map(|j| labels[j].clone())
             .collect()
     };
-    let timeout_error = |mesh: &Mesh| {
+    let timeout_error = |mesh: &Mesh, rejected: usize, last_rejection: &Option<String>| {
         let errors = last_dial_error
             .lock()
             .map(|v| v.clone())
@@ -343,8 +397,16 @@ pub async fn establish(plan: &NegotiationPlan, deadline: Instant) -> Result<Mesh
                 parts.push(format!("{} (did not connect to this party)", labels[j]));
             }
         }
+        let rejections = match (rejected, last_rejection) {
+            (0, _) | (_, None) => String::new(),
+            (r, Some(last)) => format!(
+                "; {r} inbound connection{} failed authentication and {} dropped, the last one {last}",
+                if r == 1 { "" } else { "s" },
+                if r == 1 { "was" } else { "were" }
+            ),
+        };
         Error::timeout(format!(
-            "session {}: {} timed out after {:.1}s waiting for {}",
+            "session {}: {} timed out after {:.1}s waiting for {}{rejections}",
             plan.session_id,
             labels[me],
             plan.timeout.as_secs_f64(),
@@ -376,30 +438,26 @@ pub async fn establish(plan: &NegotiationPlan, deadline: Instant) -> Result<Mesh
                     }
                 }
                 Some(Event::Failed(e)) => e,
-                Some(Event::UnknownClient(addr)) => {
-                    let expected = missing_list(&mesh, 0..me);
-                    Error::authentication(format!(
-                        "a connection from {addr} presented a certificate that is not registered for {} (the parties still expected to connect to {})",
-                        expected.join(" or "),
-                        labels[me]
-                    ))
-                    .with_hint(format!(
-                        "{} may have a new identity: check its fingerprint out of band and register its current certificate",
-                        expected.join(" or ")
-                    ))
-                }
-                Some(Event::ClientRefusedUs(addr)) => {
-                    let expected = missing_list(&mesh, 0..me);
-                    Error::authentication(format!(
-                        "the party connecting from {addr} (one of {}) refused the certificate of {}: it has a different certificate registered for {}",
-                        expected.join(", "),
-                        labels[me],
-                        labels[me]
-                    ))
-                    .with_hint(format!(
-                        "ask {} to register this party's current certificate (check the fingerprint)",
-                        expected.join(" and ")
-                    ))
+                Some(Event::Rejected(addr, why)) => {
+                    let mut expected = missing_list(&mesh, 0..me).join(", ");
+                    if expected.is_empty() {
+                        expected = "none left".to_owned();
+                    }
+                    let text = format!("from {addr} {}", why.describe(&expected, &labels[me]));
+                    rejected += 1;
+                    if rejected <= MAX_REJECTION_WARNINGS {
+                        warn(format!(
+                            "session {}: dropped an inbound connection that failed authentication: it came {text}",
+                            plan.session_id
+                        ));
+                    } else if rejected == MAX_REJECTION_WARNINGS + 1 {
+                        warn(format!(
+                            "session {}: more inbound connections failed authentication; they are dropped and only counted from now on",
+                            plan.session_id
+                        ));
+                    }
+                    last_rejection = Some(text);
+                    continue;
                 }
             },
             ev = mesh.events.recv() => match ev {
@@ -412,7 +470,7 @@ pub async fn establish(plan: &NegotiationPlan, deadline: Instant) -> Result<Mesh
                     continue;
                 }
                 Some((_, ReadEvent::Closed(Some(e)))) if e.kind() == crate::ErrorKind::Timeout => {
-                    timeout_error(&mesh)
+                    timeout_error(&mesh, rejected, &last_rejection)
                 }
                 Some((_, ReadEvent::Closed(Some(e)))) => e,
                 Some((j, ReadEvent::Closed(None))) => Error::peer(format!(
@@ -423,7 +481,7 @@ pub async fn establish(plan: &NegotiationPlan, deadline: Instant) -> Result<Mesh
                 None => continue, // cannot happen: ev_tx is alive
             },
             _ = sleep_until(deadline) => {
-                let e = timeout_error(&mesh);
+                let e = timeout_error(&mesh, rejected, &last_rejection);
                 tasks.abort_all();
                 mesh.stop_readers();
                 abort_writers(&labels, mesh.take_writers(), &abort_reason(&e)).await;
@@ -434,6 +492,12 @@ pub async fn establish(plan: &NegotiationPlan, deadline: Instant) -> Result<Mesh
     }
     // Stops the listener and any stray handshakes.
     tasks.abort_all();
+    if rejected > MAX_REJECTION_WARNINGS {
+        warn(format!(
+            "session {}: {rejected} inbound connections failed authentication and were dropped in all",
+            plan.session_id
+        ));
+    }
     Ok(mesh)
 }
 
@@ -565,6 +629,9 @@ async fn accept_loop(
     tx: mpsc::UnboundedSender<Event>,
 ) {
     let mut handshakes = JoinSet::new();
+    // Pending handshakes, oldest first, so that the oldest can be evicted when the cap is hit.
+    let mut pending: VecDeque<(tokio::task::Id, SocketAddr, tokio::task::AbortHandle)> =
+        VecDeque::new();
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok(x) => x,
@@ -574,23 +641,47 @@ async fn accept_loop(
                 continue;
             }
         };
+        while let Some(done) = handshakes.try_join_next_with_id() {
+            let id = match done {
+                Ok((id, ())) => id,
+                Err(e) => e.id(),
+            };
+            pending.retain(|(i, _, _)| *i != id);
+        }
+        if pending.len() >= MAX_PENDING_HANDSHAKES {
+            if let Some((_, old_addr, handle)) = pending.pop_front() {
+                handle.abort();
+                let _ = tx.send(Event::Rejected(old_addr, Rejection::Evicted));
+            }
+        }
         let _ = tcp.set_nodelay(true);
         let (ctx, acceptor, verifier, tx) =
             (ctx.clone(), acceptor.clone(), verifier.clone(), tx.clone());
-        handshakes.spawn(async move {
-            let tls = match timeout_at(ctx.deadline, acceptor.accept(tcp)).await {
-                Err(_) => return,
-                Ok(Err(e)) => {
-                    match classify(&e) {
-                        TlsFailure::PeerCertificateRefused => {
-                            let _ = tx.send(Event::UnknownClient(addr));
-                        }
-                        TlsFailure::OurCertificateRefused => {
-                            let _ = tx.send(Event::ClientRefusedUs(addr));
-                        }
-                        // Not a secagg peer (scanner, garbage, plain TCP probe): ignore.
-                        TlsFailure::Other => {}
+        let handle = handshakes.spawn(async move {
+            let until = (Instant::now() + HANDSHAKE_TIMEOUT).min(ctx.deadline);
+            let tls = match timeout_at(until, acceptor.accept(tcp)).await {
+                Err(_) => {
+                    if Instant::now() < ctx.deadline {
+                        let _ = tx.send(Event::Rejected(addr, Rejection::HandshakeTimeout));
                     }
+                    return;
+                }
+                Ok(Err(e)) => {
+                    let why = match classify(&e) {
+                        TlsFailure::PeerCertificateRefused => {
+                            if matches!(
+                                tls::rustls_error(&e),
+                                Some(rustls::Error::NoCertificatesPresented)
+                            ) {
+                                Rejection::NoCertificate
+                            } else {
+                                Rejection::UnknownCertificate
+                            }
+                        }
+                        TlsFailure::OurCertificateRefused => Rejection::RefusedOurCertificate,
+                        TlsFailure::Other => Rejection::NotTls(e.to_string()),
+                    };
+                    let _ = tx.send(Event::Rejected(addr, why));
                     return;
                 }
                 Ok(Ok(tls)) => tls,
@@ -612,7 +703,7 @@ async fn accept_loop(
             };
             let _ = tx.send(ev);
         });
-        while handshakes.try_join_next().is_some() {}
+        pending.push_back((handle.id(), addr, handle));
     }
 }
 
@@ -688,7 +779,12 @@ pub fn peer_aborted(label: &str, payload: &[u8]) -> Error {
         }
         _ => ("", text),
     };
-    let message = format!("{label} aborted the session: {reason}");
+    // The reason is the peer's text: shown quoted, with control characters escaped, so that it
+    // can neither inject terminal escapes nor fake `error:`/`hint:` lines of our own.
+    let message = format!(
+        "{label} aborted the session, reporting: \"{}\"",
+        escape_peer_text(reason)
+    );
     let e = match kind {
         "timeout" => Error::timeout(message),
         "authentication" => Error::authentication(message),
@@ -698,6 +794,22 @@ pub fn peer_aborted(label: &str, payload: &[u8]) -> Error {
     e.with_hint(
         "fix the problem reported by that party and run the negotiation again on every party",
     )
+}
+
+/// `text` from a peer made safe to print: control characters (ANSI escapes, newlines, carriage
+/// returns, …), Unicode direction overrides and `"` and `\` are escaped the way Rust escapes
+/// them (`\u{1b}`, `\n`, `\"`); everything else is kept.
+pub fn escape_peer_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi || c == '"' || c == '\\' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 async fn read_loop(

@@ -1,0 +1,159 @@
+//! Test-only fault injection: make this process crash or fail at a chosen protocol step.
+//!
+//! **Only compiled with the `fault-injection` cargo feature**, which the release binary does not
+//! have: `cargo test` turns it on for the test build of `secagg` (secagg-cli's dev-dependency), so
+//! the end-to-end tests can prove the all-or-nothing invariant at every step instead of by luck.
+//! Without the feature [`at`] is an empty inline function and the environment is never read.
+//!
+//! With the feature, the environment variable [`FAULT_ENV`] (`SECAGG_FAULT`) holds
+//! `STEP:ACTION`, where `STEP` is a [`Step`] name (e.g. `node-before-store`) and `ACTION` is
+//! - `crash`: the process kills itself with SIGKILL at that step (no destructor, no goodbye to
+//!   peers: a power cut as far as the protocol can tell);
+//! - `fail`: the step returns an error (for the store steps, the store write fails), and the
+//!   party goes down its normal failure path.
+//!
+//! Tests set the variable on the one party process that should fail.
+
+use crate::error::Result;
+
+/// The environment variable read by [`at`] (with the `fault-injection` feature only).
+pub const FAULT_ENV: &str = "SECAGG_FAULT";
+
+/// The protocol steps at which a fault can be injected, in protocol order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Step {
+    /// Any party: the connection phase succeeded, nothing was sent yet.
+    Connected,
+    /// Node: before sending its shares.
+    NodeBeforeSendShares,
+    /// Node: after sending its shares.
+    NodeAfterSendShares,
+    /// Node: before sending its share sum to the researcher.
+    NodeBeforeSendSum,
+    /// Node: after sending its share sum.
+    NodeAfterSendSum,
+    /// Node: the researcher's finish arrived; before storing the key (unconfirmed).
+    NodeBeforeStore,
+    /// Node: the key is durably stored (unconfirmed); before the acknowledgement.
+    NodeAfterStore,
+    /// Node: after sending the acknowledgement, before the researcher's confirmation.
+    NodeAfterSendAck,
+    /// Node: the confirmation arrived; before marking the key confirmed.
+    NodeBeforeConfirm,
+    /// Node: the key is marked confirmed.
+    NodeAfterConfirm,
+    /// Researcher: the sums verified; before sending finish.
+    ResearcherBeforeSendFinish,
+    /// Researcher: after sending finish to every node.
+    ResearcherAfterSendFinish,
+    /// Researcher: every node acknowledged; before storing the server key.
+    ResearcherBeforeStore,
+    /// Researcher: the server key is durably stored; before sending the confirmations.
+    ResearcherAfterStore,
+    /// Researcher: after sending the confirmations.
+    ResearcherAfterSendConfirm,
+}
+
+impl Step {
+    /// Every step, in protocol order.
+    pub const ALL: [Step; 15] = [
+        Step::Connected,
+        Step::NodeBeforeSendShares,
+        Step::NodeAfterSendShares,
+        Step::NodeBeforeSendSum,
+        Step::NodeAfterSendSum,
+        Step::NodeBeforeStore,
+        Step::NodeAfterStore,
+        Step::NodeAfterSendAck,
+        Step::NodeBeforeConfirm,
+        Step::NodeAfterConfirm,
+        Step::ResearcherBeforeSendFinish,
+        Step::ResearcherAfterSendFinish,
+        Step::ResearcherBeforeStore,
+        Step::ResearcherAfterStore,
+        Step::ResearcherAfterSendConfirm,
+    ];
+
+    /// The name used in [`FAULT_ENV`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Connected => "connected",
+            Step::NodeBeforeSendShares => "node-before-send-shares",
+            Step::NodeAfterSendShares => "node-after-send-shares",
+            Step::NodeBeforeSendSum => "node-before-send-sum",
+            Step::NodeAfterSendSum => "node-after-send-sum",
+            Step::NodeBeforeStore => "node-before-store",
+            Step::NodeAfterStore => "node-after-store",
+            Step::NodeAfterSendAck => "node-after-send-ack",
+            Step::NodeBeforeConfirm => "node-before-confirm",
+            Step::NodeAfterConfirm => "node-after-confirm",
+            Step::ResearcherBeforeSendFinish => "researcher-before-send-finish",
+            Step::ResearcherAfterSendFinish => "researcher-after-send-finish",
+            Step::ResearcherBeforeStore => "researcher-before-store",
+            Step::ResearcherAfterStore => "researcher-after-store",
+            Step::ResearcherAfterSendConfirm => "researcher-after-send-confirm",
+        }
+    }
+
+    /// True for the steps a node passes, false for the researcher's (`Connected` is both).
+    pub fn is_node_step(self) -> bool {
+        self.name().starts_with("node-") || self == Step::Connected
+    }
+
+    /// True for the steps the researcher passes.
+    pub fn is_researcher_step(self) -> bool {
+        self.name().starts_with("researcher-") || self == Step::Connected
+    }
+}
+
+/// Passes protocol step `step`: without the `fault-injection` feature, nothing.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn at(_step: Step) -> Result<()> {
+    Ok(())
+}
+
+/// Passes protocol step `step`: crashes or fails here if [`FAULT_ENV`] names this step.
+#[cfg(feature = "fault-injection")]
+pub fn at(step: Step) -> Result<()> {
+    use crate::error::Error;
+    let Ok(spec) = std::env::var(FAULT_ENV) else {
+        return Ok(());
+    };
+    let Some((name, action)) = spec.split_once(':') else {
+        return Ok(());
+    };
+    if name != step.name() {
+        return Ok(());
+    }
+    match action {
+        "crash" => {
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+            // SIGKILL cannot be caught; this is unreachable unless raise itself failed.
+            std::process::abort();
+        }
+        "fail" => Err(Error::io(
+            format!("injected fault at step `{}`", step.name()),
+            std::io::Error::other("fault injection (SECAGG_FAULT)"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_names_are_unique_and_role_tagged() {
+        let mut names: Vec<&str> = Step::ALL.iter().map(|s| s.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Step::ALL.len());
+        assert!(Step::NodeBeforeStore.is_node_step());
+        assert!(!Step::NodeBeforeStore.is_researcher_step());
+        assert!(Step::ResearcherAfterStore.is_researcher_step());
+        assert!(Step::Connected.is_node_step() && Step::Connected.is_researcher_step());
+    }
+}
