@@ -25,6 +25,9 @@ mod support;
 /// Every wait of a session is bounded by this; runs are expected to end far sooner.
 const SESSION_TIMEOUT: &str = "20s";
 
+/// The kill loop's session deadline (see there).
+const KILL_LOOP_TIMEOUT: &str = "1s";
+
 fn federation(nodes: usize) -> (tempfile::TempDir, Federation) {
     let dir = tempfile::tempdir().unwrap();
     let f = demo::prepare(&dir.path().join("fed"), nodes).unwrap();
@@ -326,7 +329,9 @@ impl XorShift {
 
 /// SIGKILLs a random party at a random moment of a 3-party session, 200 times, and checks the
 /// invariant after each run. The moments span a whole session (measured first), so every phase
-/// is hit; the assertion is the same as the sweep's.
+/// is hit; the assertion is the same as the sweep's. A party killed before it connected leaves the
+/// others waiting for the deadline, so the runs go in [`KILL_LOOP_LANES`] concurrent lanes, each
+/// with its own federation (the waits cost no CPU).
 #[test]
 fn kill_loop_random_party_random_moment_200_runs() {
     let runs: usize = std::env::var("KILL_LOOP_RUNS")
@@ -343,13 +348,43 @@ fn kill_loop_random_party_random_moment_200_runs() {
                 .as_nanos() as u64
                 | 1
         });
-    eprintln!("kill loop: {runs} runs, KILL_LOOP_SEED={seed}");
-    let mut rng = XorShift(seed);
+    eprintln!("kill loop: {runs} runs in {KILL_LOOP_LANES} lanes, KILL_LOOP_SEED={seed}");
+    let span_us = undisturbed_span_us();
+    eprintln!("kill loop: an undisturbed session's first party exits after {span_us} µs");
+    let lanes: Vec<_> = (0..KILL_LOOP_LANES)
+        .map(|lane| {
+            let lane_runs = runs / KILL_LOOP_LANES + usize::from(lane < runs % KILL_LOOP_LANES);
+            let lane_seed = seed.wrapping_add(lane as u64).max(1);
+            std::thread::spawn(move || kill_lane(lane, lane_seed, lane_runs, span_us))
+        })
+        .collect();
+    let (mut hits, mut sk0_kept, mut done) = (0, 0, 0);
+    for l in lanes {
+        let (h, k, n) = l
+            .join()
+            .expect("a kill-loop lane failed (see its panic above)");
+        hits += h;
+        sk0_kept += k;
+        done += n;
+    }
+    eprintln!(
+        "kill loop: {hits} of {done} kills hit a running party; the server key was stored in {sk0_kept} runs"
+    );
+    assert_eq!(done, runs);
+    assert!(hits > runs / 2, "kills mostly missed: {hits}");
+    // Both outcomes happened: kills before and after the server key was stored.
+    assert!(sk0_kept > 0 && sk0_kept < runs, "{sk0_kept} of {runs}");
+}
+
+/// Concurrent lanes of the kill loop.
+const KILL_LOOP_LANES: usize = 4;
+
+/// How long an undisturbed session takes, from spawning to the first exit (the fastest of three),
+/// so that the kill moments fall while every party is still running.
+fn undisturbed_span_us() -> u64 {
     let (_dir, fed) = federation(2);
     let parties = fed.party_ids().join(",");
-    // How long an undisturbed session takes, from spawning to the first exit (the fastest of
-    // three), so that the kill moments fall while every party is still running.
-    let span_us = (0..3)
+    (0..3)
         .map(|_| {
             let session = session::new_session_id();
             let started = Instant::now();
@@ -384,16 +419,25 @@ fn kill_loop_random_party_random_moment_200_runs() {
         })
         .min()
         .unwrap()
-        .max(1000);
-    eprintln!("kill loop: an undisturbed session's first party exits after {span_us} µs");
+        .max(1000)
+}
+
+/// One lane of the kill loop: `runs` sessions of its own 3-party federation. Returns (kills that
+/// hit a running party, runs that ended with a stored server key, runs).
+fn kill_lane(lane: usize, seed: u64, runs: usize, span_us: u64) -> (usize, usize, usize) {
+    let mut rng = XorShift(seed);
+    let (_dir, fed) = federation(2);
+    let parties = fed.party_ids().join(",");
     let (mut killed_before_exit, mut sk0_kept) = (0, 0);
     for run in 0..runs {
         let session = session::new_session_id();
+        // A party killed before it connected leaves the others waiting for the deadline: keep it
+        // short (an undisturbed session takes a few tens of milliseconds).
         let mut children: Vec<Child> = fed
             .parties
             .iter()
             .map(|p| {
-                negotiate_cmd(p.home.root(), &session, &parties, SESSION_TIMEOUT)
+                negotiate_cmd(p.home.root(), &session, &parties, KILL_LOOP_TIMEOUT)
                     .spawn()
                     .unwrap()
             })
@@ -409,19 +453,151 @@ fn kill_loop_random_party_random_moment_200_runs() {
         let ends: Vec<Ended> = children
             .into_iter()
             .enumerate()
-            .map(|(i, c)| wait_bounded(c, limit, &format!("run {run}, party {i}")))
+            .map(|(i, c)| wait_bounded(c, limit, &format!("lane {lane} run {run}, party {i}")))
             .collect();
-        let case = format!("run {run}: party {victim} killed after {at:?} (seed {seed})");
+        let case =
+            format!("lane {lane} run {run}: party {victim} killed after {at:?} (lane seed {seed})");
         assert_all_or_nothing(&fed, &session, &ends, &case);
         if stored(&fed, &session)[0].is_some() {
             sk0_kept += 1;
         }
     }
-    eprintln!(
-        "kill loop: {killed_before_exit} of {runs} kills hit a running party; the server key was stored in {sk0_kept} runs"
+    (killed_before_exit, sk0_kept, runs)
+}
+
+fn cli(home: &Path, args: &[&str]) -> std::process::Output {
+    secagg()
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The states as a user meets them: a researcher whose store fails after every Ack leaves the
+/// nodes with unconfirmed keys, which `context list/show` flag, `context confirm` keeps and
+/// `context prune` deletes (never a confirmed key).
+#[test]
+fn unconfirmed_keys_are_flagged_confirmable_and_prunable() {
+    let (_dir, fed) = federation(2);
+    // One good session first: its keys are confirmed everywhere and must survive every prune.
+    let good = run_with_fault(&fed, 0, "none:none");
+    assert!(good.iter().all(|e| e.code == Some(0)), "{good:?}");
+    let session = session::new_session_id();
+    let parties = fed.party_ids().join(",");
+    let children: Vec<Child> = fed
+        .parties
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut c = negotiate_cmd(p.home.root(), &session, &parties, SESSION_TIMEOUT);
+            if i == 0 {
+                c.env(FAULT_ENV, "researcher-before-store:fail");
+            }
+            c.spawn().unwrap()
+        })
+        .collect();
+    let limit = Instant::now() + Duration::from_secs(40);
+    let ends: Vec<Ended> = children
+        .into_iter()
+        .map(|c| wait_bounded(c, limit, "unconfirmed run"))
+        .collect();
+    assert_all_or_nothing(&fed, &session, &ends, "researcher store failure");
+    assert_eq!(
+        ends[0].code,
+        Some(ErrorKind::Storage.exit_code()),
+        "{}",
+        ends[0].stderr
     );
+    for e in &ends[1..] {
+        assert_ne!(e.code, Some(0));
+        assert!(
+            e.stderr.contains("is stored here but unconfirmed"),
+            "{}",
+            e.stderr
+        );
+        assert!(e.stderr.contains("secagg context confirm"), "{}", e.stderr);
+    }
+    let node1 = fed.parties[1].home.root();
+    let node2 = fed.parties[2].home.root();
+
+    // list: JSON state and expiry; text shows it and warns.
+    let out = cli(node1, &["context", "list", "--format", "json"]);
+    assert!(out.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = j["contexts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["session_id"] == session.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(row["state"], "unconfirmed");
+    assert_eq!(row["expired"], false);
+    assert!(row["expires_at"].as_str().is_some());
+    assert!(row.get("key").is_none());
+    let confirmed_rows = j["contexts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["state"] == "confirmed")
+        .count();
+    assert_eq!(confirmed_rows, 1);
+    let out = cli(node1, &["context", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("unconfirmed (expires"), "{text}");
     assert!(
-        killed_before_exit > runs / 2,
-        "kills mostly missed: {killed_before_exit}"
+        String::from_utf8_lossy(&out.stderr).contains("1 key is unconfirmed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    // show, even with the key revealed, says it is unconfirmed.
+    let out = cli(node1, &["context", "show", &session, "--reveal-key"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is unconfirmed"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("state"));
+
+    // confirm: node 1 keeps its key (its operator checked with the researcher).
+    let out = cli(node1, &["context", "confirm", &session]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stored(&fed, &session)[1].as_ref().unwrap().state,
+        KeyState::Confirmed
+    );
+    let again = cli(node1, &["context", "confirm", &session]);
+    assert_eq!(again.status.code(), Some(ErrorKind::Conflict.exit_code()));
+
+    // prune: the fresh unconfirmed key of node 2 is not expired yet, so the default keeps it ...
+    let out = cli(node2, &["context", "prune", "--format", "json"]);
+    assert!(out.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["contexts"].as_array().unwrap().len(), 0);
+    assert!(stored(&fed, &session)[2].is_some());
+    // ... an explicit age of 0 days deletes it, and never the confirmed key of the good session.
+    let out = cli(
+        node2,
+        &[
+            "context",
+            "prune",
+            "--older-than-days",
+            "0",
+            "--format",
+            "json",
+        ],
+    );
+    assert!(out.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pruned = j["contexts"].as_array().unwrap();
+    assert_eq!(pruned.len(), 1);
+    assert_eq!(pruned[0]["session_id"], session.as_str());
+    assert!(stored(&fed, &session)[2].is_none());
+    let list = cli(node2, &["context", "list", "--format", "json"]);
+    let j: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(j["contexts"].as_array().unwrap().len(), 1);
+    assert_eq!(j["contexts"][0]["state"], "confirmed");
 }

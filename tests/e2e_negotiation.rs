@@ -382,3 +382,41 @@ fn negotiate_rejects_bad_sessions_before_any_traffic() {
         );
     }
 }
+
+/// Regression (issue 8, item 3): `--key-bits 1` negotiated keys −1, 0, 1, 0, and
+/// `--key-bits 4294967295` allocated 512 MiB (and could abort with a backtrace) before any check.
+#[test]
+fn key_lengths_outside_the_secure_range_are_refused_before_anything_runs() {
+    let (_dir, fed) = federation(2);
+    let ids = fed.party_ids().join(",");
+    let home = fed.parties[1].home.root();
+    let session = session_id();
+    for (bits, needle) in [
+        (
+            "1",
+            "a key length of 1 bits is too short: at least 256 bits",
+        ),
+        ("255", "too short"),
+        ("2050", "does not fit the 2050-bit prime"),
+        ("4294967295", "does not fit the 2050-bit prime"),
+    ] {
+        let t = Instant::now();
+        let out = secagg()
+            .arg("--home")
+            .arg(home)
+            .args(["negotiate", "--session", &session, "--parties", &ids])
+            .args(["--timeout", "5s", "--key-bits", bits])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "--key-bits {bits}: {err}");
+        assert!(err.contains(needle), "--key-bits {bits}: {err}");
+        assert!(err.contains("hint:") && err.contains("2040"), "{err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(2), "--key-bits {bits}");
+    }
+    assert_eq!(stored_contexts(home), 0);
+}

