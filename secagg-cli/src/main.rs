@@ -26,26 +26,41 @@ mod output;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use commands::{certificate, context, demo, deploy, identity, init, mpspdz, negotiate, vpn};
 
-const EXIT_CODES: &str = "Exit codes:
-  0  success                     6  peer unreachable or failed
-  1  unexpected error            7  timeout
-  2  usage error                 8  authentication failure (wrong certificate)
-  3  invalid input               9  external tool missing or failed
-  4  not found                  10  storage or file-system error
-  5  conflict (already exists)  11  verification failed";
+/// The `--help` section listing the exit codes, generated from `secagg_core::ErrorKind` (the one
+/// place they are defined) so that help, code and README cannot disagree.
+fn exit_codes_help() -> String {
+    let mut text = String::from("Exit codes:");
+    for (code, meaning) in secagg_core::error::exit_codes() {
+        text.push_str(&format!("\n  {code:>2}  {meaning}"));
+    }
+    text
+}
+
+/// How failures are reported (`--error-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ErrorFormat {
+    /// `error: …` and `hint: …` lines, for people.
+    Text,
+    /// One `secagg_core::error::ErrorReport` JSON line.
+    Json,
+}
 
 /// Set up secure aggregation for a federated-learning federation: identities and certificates,
 /// registration of the other parties, and key negotiation.
 #[derive(Debug, Parser)]
-#[command(name = "secagg", version, after_help = EXIT_CODES, max_term_width = 100)]
+#[command(name = "secagg", version, after_help = exit_codes_help(), max_term_width = 100)]
 struct Cli {
     /// This party's home directory (identity, store); default ./.secagg.
     #[arg(long, global = true, env = secagg_core::home::HOME_ENV, value_name = "DIR")]
     home: Option<PathBuf>,
+    /// How a failure is reported on stderr: `text` (`error:` and `hint:` lines) or `json` (one
+    /// line: kind, exit_code, message, hint), for programs that run secagg and read why it failed.
+    #[arg(long, global = true, value_enum, default_value_t = ErrorFormat::Text)]
+    error_format: ErrorFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -103,6 +118,7 @@ fn main() -> ExitCode {
     // children inherit that mask across exec: give them the default behaviour back.
     secagg_core::supervise::unblock_termination_signals();
     let cli = Cli::parse_from(fedbiomed_short_options(std::env::args_os()));
+    let json_errors = cli.error_format == ErrorFormat::Json;
     let home = cli
         .home
         .unwrap_or_else(|| PathBuf::from(secagg_core::home::DEFAULT_HOME));
@@ -121,6 +137,6 @@ fn main() -> ExitCode {
     let result = result.and_then(|()| output::finish_stdout());
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => ExitCode::from(output::report_error(&e) as u8),
+        Err(e) => ExitCode::from(output::report_error(&e, json_errors) as u8),
     }
 }

@@ -1,11 +1,14 @@
 //! Rendering: human text and tables on stdout, messages on stderr, `--format json` as one JSON
-//! document on stdout, and errors as `error: …` / `hint: …` with an exit code per error kind.
+//! document on stdout, and errors as `error: …` / `hint: …` (or, with `--error-format json`, one
+//! JSON error document on stderr) with an exit code per error kind.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use comfy_table::{presets, ContentArrangement, Table};
+use secagg_core::error::ErrorReport;
+use secagg_core::ErrorKind;
 use serde::Serialize;
 
 /// Output format of a command that shows data.
@@ -16,6 +19,16 @@ pub enum Format {
     Text,
     /// One JSON document on stdout.
     Json,
+}
+
+/// The `--format` option of every command that shows data, defined once and flattened into each
+/// command's arguments. Text is for people and may change between versions; JSON is for scripts.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct FormatArg {
+    /// Output format: `text` for people (`table` is an alias), or `json`: one JSON document on
+    /// stdout, for scripts.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
 }
 
 /// Set once stdout is found closed (EPIPE: the reader of a pipe went away, as in `secagg … | head
@@ -131,19 +144,50 @@ pub fn warn(msg: impl std::fmt::Display) {
     eprintln!("warning: {msg}");
 }
 
-/// Reports `err` on stderr and returns the exit code of its kind.
-pub fn report_error(err: &anyhow::Error) -> i32 {
-    let core = err
+/// The report of `err`: the kind of the `secagg_core::Error` in its chain; failing that, the
+/// CLI's own failures are classified by their cause (an I/O error, such as a temporary directory
+/// that cannot be created, is a storage error), so every error has a kind and no failure falls
+/// through to a bare exit 1 unless it really is unexpected.
+pub fn error_report(err: &anyhow::Error) -> ErrorReport {
+    let message = format!("{err:#}");
+    if let Some(core) = err
         .chain()
-        .find_map(|e| e.downcast_ref::<secagg_core::Error>());
-    eprintln!("error: {err:#}");
-    match core {
-        Some(e) => {
-            if let Some(h) = e.hint() {
-                eprintln!("hint: {h}");
-            }
-            e.kind().exit_code()
-        }
-        None => 1,
+        .find_map(|e| e.downcast_ref::<secagg_core::Error>())
+    {
+        return ErrorReport::new(core.kind(), message, core.hint().map(str::to_owned));
     }
+    let kind = if err.chain().any(|e| e.is::<std::io::Error>()) {
+        ErrorKind::Storage
+    } else if let Some(j) = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<serde_json::Error>())
+    {
+        // Writing JSON fails on I/O (storage) or on a value JSON cannot hold (a bug).
+        if j.is_io() {
+            ErrorKind::Storage
+        } else {
+            ErrorKind::Internal
+        }
+    } else {
+        ErrorKind::Internal
+    };
+    ErrorReport::new(kind, message, None)
+}
+
+/// Reports `err` on stderr and returns its exit code: `error: …` and `hint: …` lines for people,
+/// or, when `json` (`--error-format json`), one [`ErrorReport`] JSON document on one line, for
+/// the program that started secagg.
+pub fn report_error(err: &anyhow::Error, json: bool) -> i32 {
+    let report = error_report(err);
+    if json {
+        // Serialising plain strings and a unit enum cannot fail.
+        let line = serde_json::to_string(&report).unwrap_or_default();
+        eprintln!("{line}");
+    } else {
+        eprintln!("error: {}", report.message);
+        if let Some(h) = &report.hint {
+            eprintln!("hint: {h}");
+        }
+    }
+    report.exit_code
 }

@@ -79,7 +79,10 @@ pub enum Error {
 }
 
 /// The classification of an [`Error`], one per exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+///
+/// This is the single source of the exit-code table: the CLI's `--help` is generated from
+/// [`exit_codes`], and a test checks the README's "Exit codes" table against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -105,7 +108,27 @@ pub enum ErrorKind {
     Internal,
 }
 
+/// Exit code of a successful command.
+pub const EXIT_SUCCESS: i32 = 0;
+/// Exit code of a usage error (unknown option, missing argument), reported by argument parsing
+/// before any [`Error`] can exist.
+pub const EXIT_USAGE: i32 = 2;
+
 impl ErrorKind {
+    /// Every kind, in exit-code order.
+    pub const ALL: [ErrorKind; 10] = [
+        ErrorKind::Internal,
+        ErrorKind::InvalidInput,
+        ErrorKind::NotFound,
+        ErrorKind::Conflict,
+        ErrorKind::PeerFailure,
+        ErrorKind::Timeout,
+        ErrorKind::Authentication,
+        ErrorKind::ExternalTool,
+        ErrorKind::Storage,
+        ErrorKind::Verification,
+    ];
+
     /// The process exit code the CLI uses for this kind (0 is success, 2 is a usage error).
     pub fn exit_code(self) -> i32 {
         match self {
@@ -122,6 +145,11 @@ impl ErrorKind {
         }
     }
 
+    /// The kind whose exit code is `code`, if any.
+    pub fn from_exit_code(code: i32) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.exit_code() == code)
+    }
+
     /// A stable snake_case name, used in JSON error output.
     pub fn name(self) -> &'static str {
         match self {
@@ -136,6 +164,96 @@ impl ErrorKind {
             ErrorKind::Storage => "storage",
             ErrorKind::Internal => "internal",
         }
+    }
+
+    /// What the exit code means, in one line (the CLI's `--help` and the README show it).
+    pub fn description(self) -> &'static str {
+        match self {
+            ErrorKind::Internal => "unexpected (internal) error",
+            ErrorKind::InvalidInput => {
+                "invalid input (malformed or refused certificate, id, address, port, file)"
+            }
+            ErrorKind::NotFound => {
+                "not found (no identity in the home, party not registered, file missing)"
+            }
+            ErrorKind::Conflict => {
+                "conflict (identity exists, party already registered, certificate registered under another id)"
+            }
+            ErrorKind::PeerFailure => {
+                "peer failure (unreachable, aborted, disconnected, protocol violation)"
+            }
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Authentication => {
+                "authentication failure (fingerprint mismatch, peer presented another certificate)"
+            }
+            ErrorKind::ExternalTool => "external tool missing or failed",
+            ErrorKind::Storage => "storage or file-system error",
+            ErrorKind::Verification => "verification failed (negotiated key inconsistent)",
+        }
+    }
+}
+
+/// Every exit code of the `secagg` binary with its one-line meaning, in order: success, the
+/// usage error of argument parsing, and one per [`ErrorKind`].
+pub fn exit_codes() -> Vec<(i32, &'static str)> {
+    let mut codes = vec![
+        (EXIT_SUCCESS, "success"),
+        (EXIT_USAGE, "usage error (unknown option, missing argument)"),
+    ];
+    codes.extend(
+        ErrorKind::ALL
+            .iter()
+            .map(|k| (k.exit_code(), k.description())),
+    );
+    codes.sort_by_key(|(code, _)| *code);
+    codes
+}
+
+/// A failure as data: what a process run with `--error-format json` writes on stderr (one JSON
+/// document on one line) so that whoever started it learns the kind without parsing prose.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorReport {
+    /// The kind (`peer_failure`, …).
+    pub kind: ErrorKind,
+    /// The process exit code of that kind.
+    pub exit_code: i32,
+    /// What went wrong (the text after `error: ` in the human form).
+    pub message: String,
+    /// What to do about it, if anything useful can be said.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub hint: Option<String>,
+}
+
+impl ErrorReport {
+    /// A report of `kind` with `message` and `hint`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>, hint: Option<String>) -> Self {
+        ErrorReport {
+            kind,
+            exit_code: kind.exit_code(),
+            message: message.into(),
+            hint,
+        }
+    }
+
+    /// The report of `err`.
+    pub fn of(err: &Error) -> Self {
+        ErrorReport::new(err.kind(), err.to_string(), err.hint().map(str::to_owned))
+    }
+
+    /// The report in `stderr`: its last line that is an error report, if any (lines before it
+    /// may be warnings).
+    pub fn find_in(stderr: &str) -> Option<Self> {
+        stderr
+            .lines()
+            .rev()
+            .filter(|l| l.trim_start().starts_with('{'))
+            .find_map(|l| serde_json::from_str(l).ok())
+    }
+}
+
+impl fmt::Display for ErrorReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
     }
 }
 
@@ -178,6 +296,10 @@ impl Error {
     /// An [`Error::Verification`] with `message`.
     pub fn verification(message: impl Into<String>) -> Self {
         Error::Verification(detail(message))
+    }
+    /// An [`Error::Internal`] with `message` (a bug or an impossible state).
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::Internal(message.into())
     }
     /// An [`Error::Io`] for an operation described by `context`.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
@@ -298,22 +420,56 @@ mod tests {
 
     #[test]
     fn exit_codes_are_distinct() {
-        let kinds = [
-            ErrorKind::Internal,
-            ErrorKind::InvalidInput,
-            ErrorKind::NotFound,
-            ErrorKind::Conflict,
-            ErrorKind::PeerFailure,
-            ErrorKind::Timeout,
-            ErrorKind::Authentication,
-            ErrorKind::ExternalTool,
-            ErrorKind::Storage,
-            ErrorKind::Verification,
-        ];
-        let mut codes: Vec<i32> = kinds.iter().map(|k| k.exit_code()).collect();
-        codes.sort();
+        let mut codes: Vec<i32> = exit_codes().iter().map(|(c, _)| *c).collect();
         codes.dedup();
-        assert_eq!(codes.len(), kinds.len());
-        assert!(!codes.contains(&0) && !codes.contains(&2));
+        assert_eq!(codes.len(), ErrorKind::ALL.len() + 2);
+        let kinds: Vec<i32> = ErrorKind::ALL.iter().map(|k| k.exit_code()).collect();
+        assert!(!kinds.contains(&EXIT_SUCCESS) && !kinds.contains(&EXIT_USAGE));
+        for k in ErrorKind::ALL {
+            assert_eq!(ErrorKind::from_exit_code(k.exit_code()), Some(k));
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(json, format!("\"{}\"", k.name()));
+        }
+    }
+
+    /// The README's "Exit codes" table is the documentation users read; it must say what
+    /// [`exit_codes`] says, row for row.
+    #[test]
+    fn readme_exit_code_table_matches_the_kinds() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+        let readme = std::fs::read_to_string(&path).unwrap();
+        let section = readme
+            .split("\n## Exit codes\n")
+            .nth(1)
+            .expect("README has an `## Exit codes` section");
+        let rows: Vec<(i32, String)> = section
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+                Some((cells[0].parse().ok()?, cells[1].to_owned()))
+            })
+            .collect();
+        let expected: Vec<(i32, String)> = exit_codes()
+            .into_iter()
+            .map(|(c, d)| (c, d.to_owned()))
+            .collect();
+        assert_eq!(
+            rows, expected,
+            "README.md's exit-code table differs from ErrorKind"
+        );
+    }
+
+    #[test]
+    fn an_error_report_round_trips_through_one_line_of_json() {
+        let e = Error::peer("party node_a disconnected").with_hint("check node_a's log");
+        let r = ErrorReport::of(&e);
+        assert_eq!(r.exit_code, 6);
+        let line = serde_json::to_string(&r).unwrap();
+        assert!(!line.contains('\n'));
+        let stderr = format!("warning: something\n{line}\n");
+        assert_eq!(ErrorReport::find_in(&stderr), Some(r));
+        assert_eq!(ErrorReport::find_in("error: not json\n"), None);
     }
 }
