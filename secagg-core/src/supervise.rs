@@ -1,4 +1,5 @@
-//! Supervision of external processes (MP-SPDZ's `shamir-party.x`).
+//! Supervision of external processes (MP-SPDZ's `shamir-party.x`); [`parties`] runs a session's
+//! parties as `secagg negotiate` processes.
 //!
 //! A supervised child runs in a **process group of its own** (`setpgid(0, 0)` through
 //! [`CommandExt::process_group`]), with stdin from `/dev/null` and stdout and stderr both appended to
@@ -35,6 +36,8 @@ use nix::sys::signal::{killpg, SigSet, Signal};
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
+
+pub mod parties;
 
 /// Default deadline of a supervised MP-SPDZ party (it can wait forever in a TLS handshake).
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(90);

@@ -1,16 +1,15 @@
 //! `secagg demo`: a whole federation on this machine, each party its own OS process.
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use secagg_core::demo::{self, Federation};
+use secagg_core::supervise::parties::{NegotiateCommand, PartyProcesses, Stopper};
 use secagg_core::supervise::{self, TerminationSignals};
 use serde::Serialize;
 
@@ -61,23 +60,16 @@ struct DemoSummary {
     directory: Option<String>,
 }
 
-/// A party's process: its output drained by two threads (the `Child` is in [`DemoState`]).
-struct Running {
-    party: String,
-    stdout: thread::JoinHandle<String>,
-    stderr: thread::JoinHandle<String>,
-}
-
 /// What an interrupted demo must clean up: the demo directory (every party's private key is in
 /// it) and the parties' processes. Its mutex is also a gate: the main thread holds it while it
-/// writes in the directory or spawns or reaps a process, and the interrupt handler takes it and
-/// keeps it until the process exits, so the main thread stops at its next step instead of
-/// racing the deletion.
+/// writes in the directory, and the interrupt handler takes it and keeps it until the process
+/// exits, so the main thread stops at its next step instead of racing the deletion. The parties
+/// are stopped through their runner's [`Stopper`], which also refuses any later start.
 #[derive(Default)]
 struct DemoState {
     tmp: Option<tempfile::TempDir>,
     keep: bool,
-    children: Vec<Child>,
+    parties: Option<Stopper>,
 }
 
 fn lock(state: &Mutex<DemoState>) -> MutexGuard<'_, DemoState> {
@@ -93,10 +85,9 @@ fn handle_interrupts(signals: TerminationSignals, state: Arc<Mutex<DemoState>>) 
     let Ok(signo) = signals.wait() else { return };
     // Never released: the process ends while holding it.
     let mut st = lock(&state);
-    for child in &mut st.children {
+    if let Some(parties) = &st.parties {
         // SIGKILL, then reaped; each party's shamir-party.x dies with it (parent-death signal).
-        let _ = child.kill();
-        let _ = child.wait();
+        parties.stop();
     }
     let done = match st.tmp.take() {
         Some(tmp) if st.keep => format!("kept the federation in {}", tmp.keep().display()),
@@ -136,14 +127,6 @@ fn remove_tree(path: &Path) -> std::io::Result<()> {
     }
 }
 
-fn drain(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut s = String::new();
-        let _ = r.read_to_string(&mut s);
-        s
-    })
-}
-
 /// Runs `secagg demo`.
 pub fn run(_home: &Path, a: DemoArgs) -> anyhow::Result<()> {
     // First, before any thread starts: the mask is inherited by the threads started afterwards.
@@ -154,15 +137,9 @@ pub fn run(_home: &Path, a: DemoArgs) -> anyhow::Result<()> {
         thread::spawn(move || handle_interrupts(signals, state));
     }
     let result = run_demo(a, &state);
-    // If an interrupt is being handled, this blocks until its thread ends the process.
+    // If an interrupt is being handled, this blocks until its thread ends the process. Parties
+    // left running by an error were killed when their runner was dropped.
     let mut st = lock(&state);
-    for child in &mut st.children {
-        // Parties left running by an error (e.g. a later party failed to start).
-        if matches!(child.try_wait(), Ok(None)) {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
     // Deletes the directory (`tempfile`), unless it was kept.
     drop(st.tmp.take());
     result
@@ -189,7 +166,7 @@ fn run_demo(a: DemoArgs, state: &Mutex<DemoState>) -> anyhow::Result<()> {
         let tmp = tempfile::Builder::new()
             .prefix("secagg-demo-")
             .tempdir()
-            .context("while creating the demo directory")?;
+            .map_err(|e| secagg_core::Error::io("while creating the demo directory", e))?;
         let dir = tmp.path().to_owned();
         st.tmp = Some(tmp);
         st.keep = keep;
@@ -283,10 +260,10 @@ fn negotiate_all(
     interactive: bool,
     state: &Mutex<DemoState>,
 ) -> anyhow::Result<(String, Duration, Vec<serde_json::Value>)> {
-    let exe = std::env::current_exe().context("while locating the secagg binary")?;
+    let exe = std::env::current_exe()
+        .map_err(|e| secagg_core::Error::io("while locating the secagg binary", e))?;
     let session_id = uuid_v4();
-    let parties = federation.party_ids().join(",");
-    let timeout_arg = format!("{}ms", timeout.as_millis());
+    let party_ids = federation.party_ids();
     let bar = if interactive {
         let b = ProgressBar::new(federation.parties.len() as u64);
         b.set_style(
@@ -300,93 +277,33 @@ fn negotiate_all(
     } else {
         ProgressBar::hidden()
     };
+    let mut processes = PartyProcesses::new();
+    // Recorded before the first start: an interrupt stops every party started from now on.
+    lock(state).parties = Some(processes.stopper());
     let started = Instant::now();
-    let mut running = Vec::new();
     for p in &federation.parties {
-        // Spawned and recorded under the gate: an interrupt kills every party it started.
-        let mut st = lock(state);
-        let mut child = Command::new(&exe)
-            .arg("--home")
-            .arg(p.home.root())
-            .args([
-                "negotiate",
-                "--session",
-                &session_id,
-                "--parties",
-                &parties,
-                "--timeout",
-                &timeout_arg,
-                "--engine",
-                engine,
-                "--format",
-                "json",
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("while starting the process of {}", p.party_id))?;
-        let stdout = drain(child.stdout.take().expect("piped"));
-        let stderr = drain(child.stderr.take().expect("piped"));
-        st.children.push(child);
-        running.push(Running {
-            party: p.party_id.clone(),
-            stdout,
-            stderr,
-        });
+        let cmd = NegotiateCommand::new(&exe, p.home.root(), &session_id, &party_ids)
+            .timeout(timeout)
+            .engine(engine)
+            .args(extra);
+        processes.spawn(&p.party_id, cmd.command())?;
     }
     // The parties enforce the deadline themselves; this margin only guards against a stuck process.
-    let hard_deadline = started + timeout + Duration::from_secs(5);
-    let mut statuses = vec![None; running.len()];
-    while statuses.iter().any(Option::is_none) {
-        let mut st = lock(state);
-        for (i, child) in st.children.iter_mut().enumerate() {
-            if statuses[i].is_none() {
-                if let Some(status) = child.try_wait()? {
-                    statuses[i] = Some(status);
-                    bar.inc(1);
-                }
-            }
-        }
-        if Instant::now() > hard_deadline {
-            for (i, child) in st.children.iter_mut().enumerate() {
-                if statuses[i].is_none() {
-                    let _ = child.kill();
-                    statuses[i] = child.wait().ok();
-                }
-            }
-            break;
-        }
-        drop(st);
-        thread::sleep(Duration::from_millis(1));
-    }
+    let exits = processes.wait(timeout + Duration::from_secs(5), |_| bar.inc(1));
     let elapsed = started.elapsed();
     bar.finish_and_clear();
     let mut reports = Vec::new();
     let mut failures = Vec::new();
-    for (r, st) in running.into_iter().zip(statuses) {
-        let out = r.stdout.join().unwrap_or_default();
-        let err = r.stderr.join().unwrap_or_default();
-        match st {
-            Some(s) if s.success() => {
-                reports.push(serde_json::from_str(&out).unwrap_or(serde_json::Value::Null))
-            }
-            other => {
-                let first = err
-                    .lines()
-                    .find(|l| l.starts_with("error: "))
-                    .unwrap_or("error: killed or crashed");
-                let code = other
-                    .and_then(|s| s.code())
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "signal".into());
-                failures.push(format!(
-                    "{} (exit {code}): {}",
-                    r.party,
-                    first.trim_start_matches("error: ")
-                ));
-            }
+    for exit in &exits {
+        if exit.success() {
+            reports.push(exit.report().unwrap_or(serde_json::Value::Null));
+        } else {
+            let code = exit
+                .code()
+                .filter(|_| !exit.killed_at_deadline)
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "signal".into());
+            failures.push(format!("{} (exit {code}): {}", exit.party, exit.failure()));
         }
     }
     if !failures.is_empty() {
