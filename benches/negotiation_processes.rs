@@ -5,42 +5,33 @@
 //!
 //! Run with `cargo bench -p secagg-cli --bench negotiation_processes`; figures in benches/README.md.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use secagg_core::demo;
+use secagg_core::supervise::parties::{run_parties, NegotiateCommand};
 
 fn run_session(fed: &demo::Federation) -> Duration {
     let session = secagg_core::session::new_session_id();
-    let parties = fed.party_ids().join(",");
-    let started = Instant::now();
-    let children: Vec<_> = fed
+    let ids = fed.party_ids();
+    let commands: Vec<NegotiateCommand> = fed
         .parties
         .iter()
         .map(|p| {
-            Command::new(env!("CARGO_BIN_EXE_secagg"))
-                .arg("--home")
-                .arg(p.home.root())
-                .args([
-                    "negotiate",
-                    "--session",
-                    &session,
-                    "--parties",
-                    &parties,
-                    "--timeout",
-                    "30s",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn")
+            NegotiateCommand::new(env!("CARGO_BIN_EXE_secagg"), p.home.root(), &session, &ids)
+                .timeout(Duration::from_secs(30))
         })
         .collect();
-    for mut c in children {
-        assert!(c.wait().expect("wait").success(), "a party failed");
-    }
+    let started = Instant::now();
+    let exits = run_parties(
+        ids.iter().map(String::as_str).zip(&commands),
+        Duration::from_secs(60),
+    )
+    .expect("spawn");
     let elapsed = started.elapsed();
+    for e in &exits {
+        assert!(e.success(), "{} failed: {}", e.party, e.failure());
+    }
     assert!(demo::verify(fed, &session).unwrap().verified);
     elapsed
 }

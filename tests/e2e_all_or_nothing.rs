@@ -18,7 +18,7 @@ use secagg_core::fault::{Step, FAULT_ENV};
 use secagg_core::session;
 use secagg_core::store::contexts::{ContextRecord, KeyState};
 use secagg_core::ErrorKind;
-use support::secagg;
+use support::secagg_command as secagg;
 
 mod support;
 
@@ -34,22 +34,15 @@ fn federation(nodes: usize) -> (tempfile::TempDir, Federation) {
     (dir, f)
 }
 
+/// One party's `secagg negotiate` with human output (stdout dropped, stderr kept): the
+/// assertions read what a failing researcher says about a final key.
 fn negotiate_cmd(home: &Path, session: &str, parties: &str, timeout: &str) -> Command {
-    let mut c = secagg();
-    c.arg("--home")
-        .arg(home)
-        .args([
-            "negotiate",
-            "--session",
-            session,
-            "--parties",
-            parties,
-            "--timeout",
-            timeout,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let ids: Vec<String> = parties.split(',').map(str::to_owned).collect();
+    let mut c = support::negotiate(home, session, &ids)
+        .timeout(support::duration(timeout))
+        .json(false)
+        .command();
+    c.stdout(Stdio::null());
     c
 }
 

@@ -9,7 +9,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use secagg_core::demo::{self, Federation};
-use support::{secagg, Exit};
+use support::{secagg_command as secagg, Exit};
 
 mod support;
 
@@ -145,31 +145,20 @@ fn relative_homes_negotiate_through_mp_spdz() {
     let dir = tempfile::tempdir().unwrap();
     let fed = demo::prepare(&dir.path().join("fed"), 2).unwrap();
     let session = secagg_core::session::new_session_id();
-    let parties = fed.party_ids().join(",");
     let started = Instant::now();
+    let ids = fed.party_ids();
     let children: Vec<Child> = fed
         .parties
         .iter()
         .map(|p| {
             let home = p.home.root();
-            secagg()
+            support::negotiate(Path::new(home.file_name().unwrap()), &session, &ids)
                 .current_dir(home.parent().unwrap())
-                .arg("--home")
-                .arg(home.file_name().unwrap())
-                .args(["negotiate", "--session", &session, "--parties", &parties])
-                .args([
-                    "--timeout",
-                    "60s",
-                    "--format",
-                    "json",
-                    "--engine",
-                    "mp-spdz",
-                ])
+                .timeout(Duration::from_secs(60))
+                .engine("mp-spdz")
                 .arg("--mpspdz-root")
                 .arg(&root)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
+                .command()
                 .spawn()
                 .unwrap()
         })

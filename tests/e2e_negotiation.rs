@@ -3,17 +3,22 @@
 //! starts, one killed mid-session, a swapped certificate, a wrong session id).
 
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use secagg_core::demo::{self, Federation};
-use support::{secagg, wait_all};
+use secagg_core::supervise::parties::{NegotiateCommand, PartyProcesses};
+use secagg_core::ErrorKind;
+use support::{error_kind, secagg_command as secagg};
 
 mod support;
 
-fn spawn_party(home: &Path, session: &str, parties: &str, timeout: &str) -> Child {
-    support::spawn_negotiate(home, session, parties, timeout, &[])
+/// One party's `secagg negotiate` with `timeout` (e.g. `"30s"`).
+fn party(home: &Path, session: &str, parties: &[String], timeout: &str) -> NegotiateCommand {
+    support::negotiate(home, session, parties).timeout(support::duration(timeout))
 }
+
+/// Every wait of a test session is bounded by this; sessions end far sooner.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 fn stored_contexts(home: &Path) -> usize {
     let out = secagg()
@@ -76,16 +81,15 @@ fn demo_verifies_three_and_ten_nodes() {
 fn five_negotiate_processes_agree_and_store_only_fingerprints_in_output() {
     let (_dir, fed) = federation(4);
     let session = session_id();
-    let parties = fed.party_ids().join(",");
-    let started = Instant::now();
-    let children: Vec<_> = fed
+    let parties = fed.party_ids();
+    let cmds: Vec<_> = fed
         .parties
         .iter()
-        .map(|p| spawn_party(p.home.root(), &session, &parties, "30s"))
+        .map(|p| party(p.home.root(), &session, &parties, "30s"))
         .collect();
-    let exits = wait_all(children, started);
+    let exits = support::run_parties(&cmds, RUN_LIMIT);
     for (p, e) in fed.parties.iter().zip(&exits) {
-        assert_eq!(e.code, Some(0), "{}: {}", p.party_id, e.stderr);
+        assert_eq!(e.code(), Some(0), "{}: {}", p.party_id, e.stderr);
         let j: serde_json::Value = serde_json::from_str(&e.stdout).unwrap();
         assert_eq!(j["session_id"], session.as_str());
         assert!(j["key_fingerprint"]
@@ -133,12 +137,18 @@ fn five_negotiate_processes_agree_and_store_only_fingerprints_in_output() {
     let again = secagg()
         .arg("--home")
         .arg(researcher)
-        .args(["negotiate", "--session", &session, "--parties", &parties])
+        .args([
+            "negotiate",
+            "--session",
+            &session,
+            "--parties",
+            &parties.join(","),
+        ])
         .output()
         .unwrap();
     assert_eq!(
         again.status.code(),
-        Some(5),
+        Some(ErrorKind::Conflict.exit_code()),
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
@@ -148,23 +158,23 @@ fn five_negotiate_processes_agree_and_store_only_fingerprints_in_output() {
 fn a_party_that_never_starts_is_named_by_everyone_within_the_deadline() {
     let (_dir, fed) = federation(3);
     let session = session_id();
-    let parties = fed.party_ids().join(",");
+    let parties = fed.party_ids();
     let absent = &fed.parties[3];
-    let started = Instant::now();
-    let children: Vec<_> = fed.parties[..3]
+    let cmds: Vec<_> = fed.parties[..3]
         .iter()
-        .map(|p| spawn_party(p.home.root(), &session, &parties, "3s"))
+        .map(|p| party(p.home.root(), &session, &parties, "3s"))
         .collect();
-    let exits = wait_all(children, started);
+    let exits = support::run_parties(&cmds, RUN_LIMIT);
     for (p, e) in fed.parties.iter().zip(&exits) {
         assert_eq!(
-            e.code,
-            Some(7),
+            error_kind(e),
+            Some(ErrorKind::Timeout),
             "{}: expected timeout, got {:?}: {}",
             p.party_id,
-            e.code,
+            e.code(),
             e.stderr
         );
+        assert_eq!(e.code(), Some(ErrorKind::Timeout.exit_code()));
         assert!(
             e.stderr.contains(&absent.party_id),
             "{} does not name the absent party: {}",
@@ -190,33 +200,41 @@ fn a_party_that_never_starts_is_named_by_everyone_within_the_deadline() {
 fn a_party_killed_mid_session_makes_the_others_fail_fast() {
     let (_dir, fed) = federation(4);
     let session = session_id();
-    let parties = fed.party_ids().join(",");
+    let parties = fed.party_ids();
     let started = Instant::now();
     // Everyone but the last node starts: they connect to each other and wait for it. Then node 1,
     // already connected to the researcher and to node 2 and 3, is killed.
-    let mut children: Vec<_> = fed.parties[..4]
-        .iter()
-        .map(|p| spawn_party(p.home.root(), &session, &parties, "20s"))
-        .collect();
+    let mut others = PartyProcesses::new();
+    let mut victim = None;
+    for (i, p) in fed.parties[..4].iter().enumerate() {
+        let cmd = party(p.home.root(), &session, &parties, "20s").command();
+        if i == 1 {
+            let mut cmd = cmd;
+            victim = Some(cmd.spawn().unwrap());
+        } else {
+            others.spawn(&p.party_id, cmd).unwrap();
+        }
+    }
     std::thread::sleep(Duration::from_millis(700));
-    let mut victim = children.remove(1);
+    let mut victim = victim.unwrap();
     victim.kill().unwrap();
     victim.wait().unwrap();
     let killed_at = started.elapsed();
-    let exits = wait_all(children, started);
+    let exits = others.wait(RUN_LIMIT, |_| {});
     let victim_id = &fed.parties[1].party_id;
     for (p, e) in [&fed.parties[0], &fed.parties[2], &fed.parties[3]]
         .iter()
         .zip(&exits)
     {
         assert_eq!(
-            e.code,
-            Some(6),
+            error_kind(e),
+            Some(ErrorKind::PeerFailure),
             "{}: expected peer failure, got {:?}: {}",
             p.party_id,
-            e.code,
+            e.code(),
             e.stderr
         );
+        assert_eq!(e.code(), Some(ErrorKind::PeerFailure.exit_code()));
         assert!(
             e.stderr.contains(victim_id.as_str()),
             "{} does not name the killed party: {}",
@@ -246,27 +264,26 @@ fn a_party_presenting_another_certificate_is_refused_by_name() {
         .unwrap();
     assert!(out.status.success());
     let session = session_id();
-    let parties = fed.party_ids().join(",");
-    let started = Instant::now();
-    let children: Vec<_> = fed
+    let parties = fed.party_ids();
+    let cmds: Vec<_> = fed
         .parties
         .iter()
-        .map(|p| spawn_party(p.home.root(), &session, &parties, "5s"))
+        .map(|p| party(p.home.root(), &session, &parties, "5s"))
         .collect();
-    let exits = wait_all(children, started);
+    let exits = support::run_parties(&cmds, RUN_LIMIT);
     let mut named = 0;
     for (p, e) in fed.parties.iter().zip(&exits) {
-        assert_ne!(
-            e.code,
-            Some(0),
+        assert!(
+            !e.success(),
             "{} succeeded with an impostor in the session",
             p.party_id
         );
         assert!(e.after < Duration::from_secs(7));
         assert_eq!(stored_contexts(p.home.root()), 0);
         if p.party_id != impostor.party_id
-            && e.code == Some(8)
-            && e.stderr.contains(&impostor.party_id)
+            && error_kind(e) == Some(ErrorKind::Authentication)
+            && e.error()
+                .is_some_and(|r| r.message.contains(&impostor.party_id))
         {
             named += 1;
         }
@@ -283,14 +300,13 @@ fn a_party_presenting_another_certificate_is_refused_by_name() {
 fn a_party_with_another_session_id_is_refused() {
     let (_dir, fed) = federation(2);
     let session = session_id();
-    let parties = fed.party_ids().join(",");
-    let started = Instant::now();
-    let children: Vec<_> = fed
+    let parties = fed.party_ids();
+    let cmds: Vec<_> = fed
         .parties
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            spawn_party(
+            party(
                 p.home.root(),
                 &if i == 2 {
                     session_id()
@@ -302,11 +318,10 @@ fn a_party_with_another_session_id_is_refused() {
             )
         })
         .collect();
-    let exits = wait_all(children, started);
+    let exits = support::run_parties(&cmds, RUN_LIMIT);
     for (p, e) in fed.parties.iter().zip(&exits) {
-        assert_ne!(
-            e.code,
-            Some(0),
+        assert!(
+            !e.success(),
             "{} succeeded across different sessions",
             p.party_id
         );

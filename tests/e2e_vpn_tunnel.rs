@@ -17,13 +17,9 @@ use std::time::{Duration, Instant};
 use secagg_core::demo::{self, DemoParty, Federation};
 use secagg_core::home::Home;
 
-fn secagg_cmd() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_secagg"));
-    c.env_remove("SECAGG_HOME")
-        .env_remove("MPSPDZ_IP")
-        .env_remove("MPSPDZ_PORT");
-    c
-}
+mod support;
+
+use support::secagg_command as secagg_cmd;
 
 /// Runs `cmd` with a deadline; kills it when the deadline passes.
 fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
@@ -457,34 +453,13 @@ fn negotiation_over_a_real_wireguard_tunnel() {
     // The negotiation, each party in its namespace, concurrently.
     let before = received_per_peer(&srv_ns, &srv_if);
     let session = secagg_core::session::new_session_id();
-    let parties = clients
-        .iter()
-        .map(|c| c.party_id)
-        .collect::<Vec<_>>()
-        .join(",");
+    let party_ids: Vec<String> = clients.iter().map(|c| c.party_id.to_owned()).collect();
     let negotiation_started = Instant::now();
     for (c, (home, _)) in clients.iter().zip(&homes) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &c.ns, env!("CARGO_BIN_EXE_secagg")])
-            .env_remove("SECAGG_HOME")
-            .env_remove("MPSPDZ_IP")
-            .env_remove("MPSPDZ_PORT")
-            .arg("--home")
-            .arg(home)
-            .args([
-                "negotiate",
-                "--session",
-                &session,
-                "--parties",
-                &parties,
-                "--timeout",
-                "30s",
-                "--format",
-                "json",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+        let child = support::negotiate(home, &session, &party_ids)
+            .timeout(Duration::from_secs(30))
+            .wrapped_in(["ip", "netns", "exec", &c.ns])
+            .command()
             .spawn()
             .expect("spawn secagg negotiate");
         lab.negotiators.push(child);

@@ -1,12 +1,13 @@
 //! Several `secagg` processes registering into one store at the same time lose nothing.
 
-mod common;
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use std::thread;
 
-use common::*;
 use secagg_core::certificate::{generate, GeneratedKeyType};
 use secagg_core::PartyId;
+use support::*;
 
 #[test]
 fn four_processes_times_fifty_registrations_give_two_hundred_rows() {

@@ -3,13 +3,14 @@
 //! arguments, when really run; a missing engine or daemon is reported with exit code 9; unknown
 //! services are refused before anything happens.
 
-mod common;
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::{secagg, secagg_env, Run};
+use support::{secagg, secagg_env, Run};
 
 /// A stand-in `docker`: appends its arguments to `<dir>/docker.log`; `info` fails when
 /// `<dir>/no-daemon` exists, `compose version` when `<dir>/no-compose` exists, and any compose

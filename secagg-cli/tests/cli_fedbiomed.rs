@@ -1,8 +1,9 @@
 //! `secagg certificate import-fedbiomed` with Fed-BioMed v4 TinyDB files.
 
-mod common;
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
-use common::*;
+use support::*;
 
 fn import(home: &std::path::Path, file: &str, extra: &[&str]) -> Run {
     let p = fixtures().join("fedbiomed").join(file);

@@ -1,11 +1,12 @@
 //! `secagg init`, `identity show`, `certificate generate`, `registration-instructions`.
 
-mod common;
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use common::*;
+use support::*;
 
 fn mode(p: &std::path::Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777

@@ -2,7 +2,8 @@
 //! and when `secagg demo` is interrupted (SIGINT, SIGTERM): quietly, without a panic, leaving no
 //! demo directory (it holds private keys) and no process behind.
 
-mod common;
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, node_home};
+use support::{bin, node_home};
 
 /// One end of a socket pair whose other end is already closed: a write to it fails with EPIPE,
 /// deterministically (the reader is gone before the process starts), as at `secagg … | true`

@@ -1,8 +1,9 @@
 //! `secagg certificate register|list|show|delete` against every fixture, with real stores.
 
-mod common;
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
-use common::*;
+use support::*;
 
 /// Words the error must contain for each refusal slug of `fixtures/manifest.json`.
 fn expected_error(slug: &str) -> &'static [&'static str] {

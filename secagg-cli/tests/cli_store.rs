@@ -9,14 +9,15 @@
 //! and one runs the commands as `nobody` through setpriv on a 0400 store in a 0500 home, where a
 //! write really fails (it skips itself, saying so, without root or setpriv).
 
-mod common;
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
 use secagg_core::store::Store;
+use support::*;
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777

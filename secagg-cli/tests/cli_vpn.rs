@@ -3,7 +3,8 @@
 //! registry and the files unchanged, and (as root, with wireguard-go) the rendered configurations
 //! applied with `wg setconf` inside a network namespace.
 
-mod common;
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{secagg, Run};
+use support::{secagg, Run};
 
 fn init_server(dir: &Path, network: &str) -> PathBuf {
     let home = dir.join("vpnserver");
@@ -659,7 +660,7 @@ fn concurrent_genconf_processes_get_distinct_addresses() {
     let home = init_server(dir.path(), "10.220.0.0/14");
     let children: Vec<_> = (0..8)
         .map(|i| {
-            Command::new(common::bin())
+            Command::new(support::bin())
                 .arg("--home")
                 .arg(&home)
                 .args([

@@ -1,53 +1,216 @@
-//! Helpers shared by the end-to-end tests: start `secagg negotiate` processes and collect how
-//! they ended.
+//! The one helper module of every test that drives the real `secagg` binary: the CLI tests in
+//! `secagg-cli/tests/` (`#[path = "../../tests/support/mod.rs"] mod support;`) and the
+//! end-to-end tests here. It runs single commands against real homes ([`secagg`], [`Run`]) and
+//! whole sessions of `secagg negotiate` processes through the core's runner ([`negotiate`],
+//! [`run_parties`]), the same code `secagg demo` uses.
 #![allow(dead_code)]
 
-use std::ffi::OsStr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use secagg_core::error::ErrorReport;
+use secagg_core::supervise::parties::{self, NegotiateCommand, PartyExit};
+use secagg_core::ErrorKind;
+
+/// Environment variables of the caller that would change what `secagg` does.
+const SCRUBBED_ENV: [&str; 3] = ["SECAGG_HOME", "MPSPDZ_IP", "MPSPDZ_PORT"];
+
+/// The `secagg` binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_secagg")
+}
+
+/// The repository's `fixtures/` directory.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
 
 /// The `secagg` binary under test, with none of the caller's SECAGG_HOME / MPSPDZ_* variables.
-pub fn secagg() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_secagg"));
-    c.env_remove("SECAGG_HOME")
-        .env_remove("MPSPDZ_IP")
-        .env_remove("MPSPDZ_PORT");
+pub fn secagg_command() -> Command {
+    let mut c = Command::new(bin());
+    for k in SCRUBBED_ENV {
+        c.env_remove(k);
+    }
     c
 }
 
-/// Starts `secagg --home HOME negotiate … --format json`, plus `extra` (e.g. the engine options),
-/// with stdout and stderr captured.
+/// Output of one run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(&self) -> &Self {
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+    /// Asserts exit `code` and an `error: …` on stderr containing `needle`: for failures whose
+    /// text is the point (a hint, a named party or file).
+    pub fn fails_with(&self, code: i32, needle: &str) -> &Self {
+        self.fails_as(
+            ErrorKind::from_exit_code(code).unwrap_or_else(|| panic!("{code} is no error kind")),
+        );
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}\nstderr: {}",
+            self.stderr
+        );
+        self
+    }
+    /// Asserts that the command failed as `kind` (its exit code) with an `error: …` on stderr.
+    pub fn fails_as(&self, kind: ErrorKind) -> &Self {
+        assert_eq!(
+            self.code,
+            kind.exit_code(),
+            "expected {kind:?}\nstdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            self.stderr.starts_with("error: ") || self.error().is_some(),
+            "stderr: {}",
+            self.stderr
+        );
+        self
+    }
+    /// The error report on stderr of a command run with `--error-format json`.
+    pub fn error(&self) -> Option<ErrorReport> {
+        ErrorReport::find_in(&self.stderr)
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+}
+
+fn finish(out: Output) -> Run {
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `secagg --home <home> <args>` with a clean environment (no SECAGG_HOME/MPSPDZ_*).
+pub fn secagg(home: &Path, args: &[&str]) -> Run {
+    secagg_env(home, args, &[])
+}
+
+/// Runs `secagg` with extra environment variables.
+pub fn secagg_env(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c = secagg_command();
+    c.arg("--home").arg(home).args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    finish(c.output().expect("run secagg"))
+}
+
+/// Creates a home with a node identity (`node_self`) and returns it.
+pub fn node_home(dir: &Path, name: &str) -> PathBuf {
+    let home = dir.join(name);
+    secagg(
+        &home,
+        &[
+            "init",
+            "--role",
+            "node",
+            "--id",
+            &format!("node_{name}"),
+            "--ip",
+            "10.221.0.9",
+        ],
+    )
+    .ok();
+    home
+}
+
+/// The registered peers as JSON (`certificate list --format json`), for before/after comparisons.
+pub fn peers_json(home: &Path) -> serde_json::Value {
+    secagg(home, &["certificate", "list", "--format", "json"])
+        .ok()
+        .json()
+}
+
+/// The fixture manifest.
+pub fn manifest() -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(fixtures().join("manifest.json")).unwrap();
+    serde_json::from_str::<Vec<serde_json::Value>>(&text).unwrap()
+}
+
+/// Manifest entry of `file` (e.g. `certs/ecdsa_p256.pem`).
+pub fn fixture(file: &str) -> (PathBuf, Option<String>, Option<String>) {
+    let m = manifest();
+    let e = m
+        .iter()
+        .find(|e| e["file"] == file)
+        .unwrap_or_else(|| panic!("{file} not in manifest"));
+    (
+        fixtures().join(file),
+        e["party_id"].as_str().map(str::to_owned),
+        e["sha256_fingerprint"].as_str().map(str::to_owned),
+    )
+}
+
+/// `secagg --home HOME negotiate --session SESSION --parties PARTIES --format json --error-format json` of the binary
+/// under test, with a clean environment; add `.timeout(…)`, `.engine(…)`, `.arg(…)` as needed.
+pub fn negotiate(home: &Path, session: &str, parties: &[String]) -> NegotiateCommand {
+    SCRUBBED_ENV.iter().fold(
+        NegotiateCommand::new(bin(), home, session, parties),
+        |c, k| c.env_remove(k),
+    )
+}
+
+/// A duration as the tests write it (`"20s"`, `"1500ms"`).
+pub fn duration(s: &str) -> Duration {
+    match s.strip_suffix("ms") {
+        Some(ms) => Duration::from_millis(ms.parse().unwrap()),
+        None => Duration::from_secs(s.strip_suffix('s').unwrap_or(s).parse().unwrap()),
+    }
+}
+
+/// Runs one party per command (labelled by its home's directory name) and waits for all of them,
+/// killing those still running after `deadline`.
+pub fn run_parties(commands: &[NegotiateCommand], deadline: Duration) -> Vec<PartyExit> {
+    let labels: Vec<String> = commands
+        .iter()
+        .map(|c| c.home().display().to_string())
+        .collect();
+    parties::run_parties(labels.iter().map(String::as_str).zip(commands), deadline)
+        .expect("start the parties")
+}
+
+/// The kind a party's failure reported on stderr (`--error-format json`), for assertions.
+pub fn error_kind(exit: &PartyExit) -> Option<ErrorKind> {
+    exit.error().map(|r| r.kind)
+}
+
+/// Starts one party's `secagg negotiate … --format json` (see [`negotiate`]), plus `extra`, for
+/// tests that need the process itself (its pid, to kill it); `parties` comma-separated.
 pub fn spawn_negotiate(
     home: &Path,
     session: &str,
     parties: &str,
     timeout: &str,
-    extra: &[&OsStr],
-) -> Child {
-    secagg()
-        .arg("--home")
-        .arg(home)
-        .args([
-            "negotiate",
-            "--session",
-            session,
-            "--parties",
-            parties,
-            "--timeout",
-            timeout,
-            "--format",
-            "json",
-        ])
+    extra: &[&std::ffi::OsStr],
+) -> std::process::Child {
+    let ids: Vec<String> = parties.split(',').map(str::to_owned).collect();
+    negotiate(home, session, &ids)
+        .timeout(duration(timeout))
         .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .command()
         .spawn()
         .expect("spawn secagg negotiate")
 }
 
-/// How one process ended.
+/// How one process started by [`spawn_negotiate`] ended.
 pub struct Exit {
     /// Exit code (`None` when killed by a signal).
     pub code: Option<i32>,
@@ -59,8 +222,15 @@ pub struct Exit {
     pub after: Duration,
 }
 
+impl Exit {
+    /// The kind its failure reported on stderr.
+    pub fn kind(&self) -> Option<ErrorKind> {
+        ErrorReport::find_in(&self.stderr).map(|r| r.kind)
+    }
+}
+
 /// Waits for every child, in order.
-pub fn wait_all(children: Vec<Child>, started: Instant) -> Vec<Exit> {
+pub fn wait_all(children: Vec<std::process::Child>, started: std::time::Instant) -> Vec<Exit> {
     children
         .into_iter()
         .map(|c| {
