@@ -165,6 +165,53 @@ impl From<PartyId> for String {
     }
 }
 
+/// A negotiation session id: a uuid that every party of the session uses.
+///
+/// Parsed once at the boundary ([`SessionId::parse`]); everything past it (session requests,
+/// plans, stored contexts) takes this type, so a malformed id cannot get further.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(uuid::Uuid);
+
+impl SessionId {
+    /// Parses a session id (a uuid in any of its usual spellings, surrounding blanks ignored).
+    pub fn parse(s: &str) -> Result<Self> {
+        uuid::Uuid::parse_str(s.trim()).map(SessionId).map_err(|_| {
+            Error::invalid(format!("session id `{}` is not a uuid", s.escape_debug()))
+                .with_hint("all parties must use the same session id, e.g. one made by `uuidgen`")
+        })
+    }
+
+    /// A fresh random session id (uuid4).
+    pub fn generate() -> Self {
+        SessionId(uuid::Uuid::new_v4())
+    }
+
+    /// The uuid.
+    pub fn as_uuid(&self) -> &uuid::Uuid {
+        &self.0
+    }
+}
+
+impl From<uuid::Uuid> for SessionId {
+    fn from(u: uuid::Uuid) -> Self {
+        SessionId(u)
+    }
+}
+
+impl fmt::Display for SessionId {
+    /// The hyphenated lowercase form, as stored and as the other parties print it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl FromStr for SessionId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        SessionId::parse(s)
+    }
+}
+
 /// The host part of an endpoint: an IP literal or a DNS host name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Host {
@@ -296,6 +343,16 @@ mod tests {
             assert!(PartyId::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(PartyId::parse(&format!("node_{}", "a".repeat(200))).is_err());
+    }
+
+    #[test]
+    fn session_ids() {
+        let id = SessionId::parse(" 3F0C8D2E-1B4A-4C6D-9E8F-0A1B2C3D4E5F ").unwrap();
+        assert_eq!(id.to_string(), "3f0c8d2e-1b4a-4c6d-9e8f-0a1b2c3d4e5f");
+        assert_eq!(SessionId::parse(&id.to_string()).unwrap(), id);
+        let e = SessionId::parse("not-a-uuid").unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("is not a uuid"), "{e}");
     }
 
     #[test]
