@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use secagg_core::certificate::{self, GeneratedKeyType};
-use secagg_core::engine::{NegotiationPlan, PartyEntry};
+use secagg_core::engine::{NegotiationPlan, PartyEntry, PlanParts};
 use secagg_core::mpspdz::program::ProgramCache;
 use secagg_core::mpspdz::{workdir, MpSpdzRoot};
-use secagg_core::{Endpoint, PartyId};
+use secagg_core::{Endpoint, PartyId, SessionId};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
@@ -40,8 +40,8 @@ fn plan(n: usize, my_index: usize) -> NegotiationPlan {
             certificate_der: g.certificate.der.clone(),
         });
     }
-    NegotiationPlan {
-        session_id: uuid::Uuid::new_v4(),
+    NegotiationPlan::new(PlanParts {
+        session_id: SessionId::generate(),
         parties,
         my_index,
         my_key_pkcs8_der: Zeroizing::new(my_key.unwrap().to_vec()),
@@ -49,7 +49,8 @@ fn plan(n: usize, my_index: usize) -> NegotiationPlan {
         key_bits: secagg_core::field::DEFAULT_KEY_BITS,
         prime: secagg_core::field::fedbiomed_prime(),
         timeout: Duration::from_secs(90),
-    }
+    })
+    .expect("a well-formed plan")
 }
 
 fn fake_root(dir: &std::path::Path) -> MpSpdzRoot {
@@ -73,10 +74,10 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("mpspdz_prepare_teardown");
     for (n, idx) in [(3usize, 1usize), (10, 1), (10, 0)] {
         let p = plan(n, idx);
-        cache.get_or_compile(&root, n, &p.prime).unwrap();
+        cache.get_or_compile(&root, n, p.prime()).unwrap();
         g.bench_function(format!("n{n}_party{idx}_warm_cache"), |b| {
             b.iter(|| {
-                let prog = cache.get_or_compile(&root, n, &p.prime).unwrap();
+                let prog = cache.get_or_compile(&root, n, p.prime()).unwrap();
                 assert!(!prog.compiled_now);
                 let run = workdir::prepare(&runs, &p, &prog).unwrap();
                 black_box(run.args());

@@ -12,9 +12,11 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use num_bigint::BigInt;
 use num_traits::Zero;
-use secagg_core::engine::{Engine, MemorySink, NativeEngine, NegotiationPlan, PartyEntry};
+use secagg_core::engine::{
+    Engine, MemorySink, NativeEngine, NegotiationPlan, PartyEntry, PlanParts,
+};
 use secagg_core::field::{fedbiomed_prime, DEFAULT_KEY_BITS};
-use secagg_core::{Endpoint, PartyId};
+use secagg_core::{Endpoint, PartyId, SessionId};
 use zeroize::Zeroizing;
 
 struct Identity {
@@ -72,12 +74,12 @@ fn session(parties: &[Identity]) {
             certificate_der: p.cert_der.clone(),
         })
         .collect();
-    let session_id = uuid::Uuid::new_v4();
+    let session_id = SessionId::generate();
     let handles: Vec<_> = parties
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let plan = NegotiationPlan {
+            let plan = NegotiationPlan::new(PlanParts {
                 session_id,
                 parties: entries.clone(),
                 my_index: i,
@@ -86,7 +88,8 @@ fn session(parties: &[Identity]) {
                 key_bits: DEFAULT_KEY_BITS,
                 prime: fedbiomed_prime(),
                 timeout: Duration::from_secs(30),
-            };
+            })
+            .expect("a well-formed plan");
             thread::spawn(move || NativeEngine.negotiate(plan, &mut MemorySink::default()))
         })
         .collect();

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use num_bigint::{BigInt, BigUint};
 use num_traits::Zero;
 use secagg_core::engine::{
-    negotiate_async, Engine, MemorySink, NativeEngine, NegotiationPlan, Outcome, PartyEntry,
+    native, negotiate_async, Engine, MemorySink, NativeEngine, NegotiationPlan, Outcome,
+    PartyEntry, PlanParts,
 };
 use secagg_core::field::{fedbiomed_prime, DEFAULT_KEY_BITS};
 use secagg_core::transport::{self, Mesh};
-use secagg_core::{Endpoint, Error, ErrorKind, PartyId, Role};
+use secagg_core::{Endpoint, Error, ErrorKind, PartyId, Role, SessionId};
 use tokio::io::AsyncWriteExt;
 use zeroize::Zeroizing;
 
@@ -112,10 +113,10 @@ fn plan_for(
     entries: &[PartyEntry],
     me: usize,
     key_der: &[u8],
-    session: uuid::Uuid,
+    session: SessionId,
     timeout: Duration,
 ) -> NegotiationPlan {
-    NegotiationPlan {
+    NegotiationPlan::new(PlanParts {
         session_id: session,
         parties: entries.to_vec(),
         my_index: me,
@@ -124,12 +125,24 @@ fn plan_for(
         key_bits: DEFAULT_KEY_BITS,
         prime: fedbiomed_prime(),
         timeout,
-    }
+    })
+    .unwrap()
+}
+
+/// `plans[i]` with `change` applied, rebuilt through the checking constructor: a dishonest or
+/// misconfigured party still runs a well-formed plan, just not the one the others run.
+fn change(plans: &mut Vec<NegotiationPlan>, i: usize, change: impl FnOnce(&mut PlanParts)) {
+    let mut parts = plans.remove(i).into_parts();
+    change(&mut parts);
+    plans.insert(
+        i,
+        NegotiationPlan::new(parts).expect("still a well-formed plan"),
+    );
 }
 
 fn honest_plans(parties: &[Identity], timeout: Duration) -> Vec<NegotiationPlan> {
     let entries = entries(parties);
-    let session = uuid::Uuid::new_v4();
+    let session = SessionId::generate();
     parties
         .iter()
         .enumerate()
@@ -323,8 +336,10 @@ fn a_party_with_another_certificate_fails_authentication() {
     let mut plans = honest_plans(&parties, timeout);
     // Party 2 runs with a new key and certificate that nobody registered.
     let impostor = ecdsa_identity(culprit);
-    plans[2].parties[2].certificate_der = impostor.cert_der.clone();
-    plans[2].my_key_pkcs8_der = Zeroizing::new(impostor.key_der.clone());
+    change(&mut plans, 2, |p| {
+        p.parties[2].certificate_der = impostor.cert_der.clone();
+        p.my_key_pkcs8_der = Zeroizing::new(impostor.key_der.clone());
+    });
     let start = Instant::now();
     let results = run_indexed(plans.into_iter().enumerate().collect());
     let (culprit_result, honest): (Vec<_>, Vec<_>) =
@@ -369,8 +384,10 @@ fn dialer_and_acceptor_both_report_the_certificate_mismatch() {
     let culprit = parties[1].id.as_str();
     let mut plans = honest_plans(&parties, Duration::from_secs(5));
     let impostor = ecdsa_identity(culprit);
-    plans[1].parties[1].certificate_der = impostor.cert_der.clone();
-    plans[1].my_key_pkcs8_der = Zeroizing::new(impostor.key_der);
+    change(&mut plans, 1, |p| {
+        p.parties[1].certificate_der = impostor.cert_der.clone();
+        p.my_key_pkcs8_der = Zeroizing::new(impostor.key_der);
+    });
     // Start the culprit only, with the acceptor 2; keep the researcher out so the acceptor's
     // own verdict is not replaced by a forwarded abort.
     let mut it = plans.into_iter();
@@ -406,8 +423,10 @@ fn dialer_and_acceptor_both_report_the_certificate_mismatch() {
     let culprit = parties[1].id.as_str();
     let mut plans = honest_plans(&parties, Duration::from_secs(5));
     let impostor = ecdsa_identity(culprit);
-    plans[1].parties[1].certificate_der = impostor.cert_der.clone();
-    plans[1].my_key_pkcs8_der = Zeroizing::new(impostor.key_der);
+    change(&mut plans, 1, |p| {
+        p.parties[1].certificate_der = impostor.cert_der.clone();
+        p.my_key_pkcs8_der = Zeroizing::new(impostor.key_der);
+    });
     let mut it = plans.into_iter();
     let p0b = it.next().unwrap();
     let p1 = it.next().unwrap();
@@ -433,7 +452,7 @@ fn a_party_with_another_session_id_is_refused() {
     let parties = identities(4);
     let culprit = parties[3].id.as_str();
     let mut plans = honest_plans(&parties, Duration::from_secs(5));
-    plans[3].session_id = uuid::Uuid::new_v4();
+    change(&mut plans, 3, |p| p.session_id = SessionId::generate());
     let start = Instant::now();
     let results = run_indexed(plans.into_iter().enumerate().collect());
     let honest: Vec<_> = results.into_iter().filter(|(i, _)| *i != 3).collect();
@@ -457,7 +476,9 @@ fn a_party_with_another_party_list_is_refused() {
     let culprit = parties[1].id.as_str();
     let mut plans = honest_plans(&parties, Duration::from_secs(5));
     // Same certificates and endpoints, but node 3 under another id in the culprit's list.
-    plans[1].parties[3].id = PartyId::parse("node_somebody-else").unwrap();
+    change(&mut plans, 1, |p| {
+        p.parties[3].id = PartyId::parse("node_somebody-else").unwrap()
+    });
     let start = Instant::now();
     let results = run_indexed(plans.into_iter().enumerate().collect());
     let honest: Vec<_> = results.into_iter().filter(|(i, _)| *i != 1).collect();
@@ -479,7 +500,7 @@ fn a_party_with_another_party_list_is_refused() {
 fn different_key_bits_is_refused() {
     let parties = identities(3);
     let mut plans = honest_plans(&parties, Duration::from_secs(5));
-    plans[2].key_bits = 512;
+    change(&mut plans, 2, |p| p.key_bits = 512);
     let results = run_indexed(plans.into_iter().enumerate().collect());
     let e = results[0].1.as_ref().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PeerFailure);
@@ -499,8 +520,8 @@ where
             .build()
             .unwrap();
         rt.block_on(async move {
-            let deadline = tokio::time::Instant::now() + plan.timeout;
-            let mesh = transport::establish(&plan, deadline, &mut |_| {})
+            let deadline = tokio::time::Instant::now() + plan.timeout();
+            let mesh = transport::establish(&native::mesh_config(&plan), deadline, &mut |_| {})
                 .await
                 .expect("rogue connects");
             then(mesh).await;
@@ -596,12 +617,21 @@ fn a_peer_that_disconnects_after_hello_fails_the_session_quickly() {
 #[test]
 fn plan_validation_errors() {
     let parties = identities(4);
-    let base = || honest_plans(&parties, Duration::from_secs(5)).remove(0);
-    let check = |plan: NegotiationPlan, needle: &str| {
+    let base = || {
+        honest_plans(&parties, Duration::from_secs(5))
+            .remove(0)
+            .into_parts()
+    };
+    // Refused by the plan's constructor, or (a certificate that does not parse) by the engine:
+    // either way before any traffic.
+    let check = |parts: PlanParts, needle: &str| {
         let start = Instant::now();
-        let e = NativeEngine
-            .negotiate(plan, &mut MemorySink::default())
-            .unwrap_err();
+        let e = match NegotiationPlan::new(parts) {
+            Err(e) => e,
+            Ok(plan) => NativeEngine
+                .negotiate(plan, &mut MemorySink::default())
+                .unwrap_err(),
+        };
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
         assert!(e.to_string().contains(needle), "`{e}` lacks `{needle}`");
         assert!(start.elapsed() < Duration::from_millis(500));
@@ -638,8 +668,11 @@ fn plan_validation_errors() {
 #[test]
 fn a_key_that_does_not_match_the_certificate_is_refused() {
     let parties = identities(3);
-    let mut plan = honest_plans(&parties, Duration::from_secs(5)).remove(1);
-    plan.my_key_pkcs8_der = Zeroizing::new(ecdsa_identity("node_x").key_der);
+    let mut plans = honest_plans(&parties, Duration::from_secs(5));
+    change(&mut plans, 1, |p| {
+        p.my_key_pkcs8_der = Zeroizing::new(ecdsa_identity("node_x").key_der)
+    });
+    let plan = plans.remove(1);
     let e = NativeEngine
         .negotiate(plan, &mut MemorySink::default())
         .unwrap_err();

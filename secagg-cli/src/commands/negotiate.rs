@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use secagg_core::engine::NativeEngine;
+use secagg_core::engine::{Engine, MpSpdzEngine, NativeEngine};
 use secagg_core::home::Home;
-use secagg_core::mpspdz::{MpSpdzEngine, MpSpdzRoot};
+use secagg_core::mpspdz::MpSpdzRoot;
 use secagg_core::session::{self, NegotiationReport, SessionRequest};
+use secagg_core::{PartyId, SessionId};
 
 use crate::output::{self, Format};
 
@@ -24,20 +25,21 @@ pub enum EngineArg {
 }
 
 impl EngineArg {
-    /// The engine's name on the command line.
+    /// The engine's name, for callers that start party processes instead of an engine (the
+    /// demo); the engine defines it.
     pub fn name(self) -> &'static str {
         match self {
-            EngineArg::Native => "native",
-            EngineArg::MpSpdz => "mp-spdz",
+            EngineArg::Native => NativeEngine::NAME,
+            EngineArg::MpSpdz => MpSpdzEngine::NAME,
         }
     }
 
-    /// The default deadline: 60 s for the native engine, 90 s for MP-SPDZ (whose own connection
-    /// retries run for about a minute).
+    /// The engine's default deadline, for callers that start party processes instead of an
+    /// engine (the demo); the engine defines it.
     pub fn default_timeout(self) -> Duration {
         match self {
-            EngineArg::Native => session::DEFAULT_TIMEOUT,
-            EngineArg::MpSpdz => secagg_core::mpspdz::engine::DEFAULT_TIMEOUT,
+            EngineArg::Native => secagg_core::engine::native::DEFAULT_TIMEOUT,
+            EngineArg::MpSpdz => secagg_core::engine::mpspdz::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -109,10 +111,26 @@ pub struct NegotiateArgs {
 /// Runs `secagg negotiate`.
 pub fn run(home: &Path, a: NegotiateArgs) -> anyhow::Result<()> {
     let home = Home::new(home);
+    // Text becomes typed values here, at the boundary; the core takes only parsed ids.
+    let session_id = SessionId::parse(&a.session)?;
+    let parties = a
+        .parties
+        .iter()
+        .map(|p| PartyId::parse(p.trim()).map_err(|e| e.context("in --parties")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (engine, kept_run_dir): (Box<dyn Engine>, Option<PathBuf>) = match a.engine {
+        EngineArg::Native => (Box::new(NativeEngine), None),
+        EngineArg::MpSpdz => {
+            let root = MpSpdzRoot::locate(a.mpspdz_root.as_deref())?;
+            let engine = MpSpdzEngine::new(root, &home).keep_run_dir(a.keep_run_dir);
+            let kept = a.keep_run_dir.then(|| engine.run_dir(&session_id));
+            (Box::new(engine), kept)
+        }
+    };
     let req = SessionRequest {
-        session_id: a.session,
-        parties: a.parties,
-        timeout: a.timeout.unwrap_or(a.engine.default_timeout()),
+        session_id,
+        parties,
+        timeout: a.timeout.unwrap_or_else(|| engine.default_timeout()),
         key_bits: a.key_bits,
         prime: None,
         listen: a.listen,
@@ -120,23 +138,14 @@ pub fn run(home: &Path, a: NegotiateArgs) -> anyhow::Result<()> {
     // Warnings (a stranger's connection dropped, a confirmation not delivered) go to stderr as
     // they happen; they never carry a key.
     let mut warn = |w: &str| output::warn(w);
-    let r = match a.engine {
-        EngineArg::Native => session::negotiate(&home, &req, &NativeEngine, &mut warn)?,
-        EngineArg::MpSpdz => {
-            let root = MpSpdzRoot::locate(a.mpspdz_root.as_deref())?;
-            let engine = MpSpdzEngine::new(root, &home).keep_run_dir(a.keep_run_dir);
-            let r = session::negotiate(&home, &req, &engine, &mut warn);
-            if a.keep_run_dir {
-                output::note(format!(
-                    "kept the run directory {} (secret files removed)",
-                    home.runs_dir()
-                        .join(session::parse_session_id(&req.session_id)?.to_string())
-                        .display()
-                ));
-            }
-            r?
-        }
-    };
+    let r = session::negotiate(&home, &req, engine.as_ref(), &mut warn);
+    if let Some(dir) = kept_run_dir {
+        output::note(format!(
+            "kept the run directory {} (secret files removed)",
+            dir.display()
+        ));
+    }
+    let r = r?;
     match a.format {
         Format::Json => output::print_json(&r)?,
         Format::Text => print_report(&r),

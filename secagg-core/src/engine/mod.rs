@@ -2,13 +2,15 @@
 //! negotiated key.
 //!
 //! A negotiation gives the researcher (party 0) a *server key* `sk0` and every node `i` a
-//! *user key* `sk_i` with `sk0 + Σ sk_i = 0` over the integers. The caller builds a
-//! [`NegotiationPlan`] (session id, ordered party list with registered certificates, its own
-//! index and private key, field parameters, deadline) and hands it to an [`Engine`]. The engine
+//! *user key* `sk_i` with `sk0 + Σ sk_i = 0` over the integers. The caller assembles
+//! [`PlanParts`] (session id, ordered party list with registered certificates, its own index and
+//! private key, field parameters, deadline), [`NegotiationPlan::new`] checks them once, and the
+//! plan goes to an [`Engine`], which trusts it. The engine
 //! returns an [`Outcome`] only if the whole session succeeded; any failure of any party makes
 //! every party return an error (see [`native`] for how that is ensured).
 //!
-//! Engines: [`NativeEngine`] (in-process Rust, the default).
+//! Engines: [`NativeEngine`] (in-process Rust, the default) and [`MpSpdzEngine`] (MP-SPDZ's
+//! `shamir-party.x`, prepared and supervised with the support code of [`crate::mpspdz`]).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -22,10 +24,12 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, Result};
 use crate::field;
-use crate::party::{Endpoint, Host, PartyId, Role};
+use crate::party::{Endpoint, Host, PartyId, Role, SessionId};
 
+pub mod mpspdz;
 pub mod native;
 
+pub use mpspdz::MpSpdzEngine;
 pub use native::{negotiate_async, NativeEngine};
 
 /// One party of a session as the local party knows it: id, MPC endpoint and the certificate
@@ -41,14 +45,11 @@ pub struct PartyEntry {
     pub certificate_der: Vec<u8>,
 }
 
-/// Everything one party needs to run its side of a negotiation.
-///
-/// All parties of a session must agree on `session_id`, `parties` (same order, same ids,
-/// same certificates), `key_bits` and `prime`; the native engine checks this in its first
-/// message and refuses any mismatch.
-pub struct NegotiationPlan {
+/// The parts of a [`NegotiationPlan`], as the caller assembles them; [`NegotiationPlan::new`]
+/// checks them and turns them into a plan.
+pub struct PlanParts {
     /// The session id, shared by all parties.
-    pub session_id: uuid::Uuid,
+    pub session_id: SessionId,
     /// Party 0 is the researcher, then the nodes, in session order.
     pub parties: Vec<PartyEntry>,
     /// This party's index in `parties`.
@@ -67,9 +68,9 @@ pub struct NegotiationPlan {
     pub timeout: Duration,
 }
 
-impl fmt::Debug for NegotiationPlan {
+impl fmt::Debug for PlanParts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NegotiationPlan")
+        f.debug_struct("PlanParts")
             .field("session_id", &self.session_id)
             .field(
                 "parties",
@@ -89,123 +90,194 @@ impl fmt::Debug for NegotiationPlan {
     }
 }
 
+/// Everything one party needs to run its side of a negotiation, checked.
+///
+/// The only way to get one is [`NegotiationPlan::new`], which runs every check that needs no
+/// network; engines trust a plan and do not check it again. All parties of a session must agree
+/// on the session id, the parties (same order, same ids, same certificates), the key length and
+/// the prime; the native engine checks this in its first message and refuses any mismatch.
+pub struct NegotiationPlan(PlanParts);
+
+impl fmt::Debug for NegotiationPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("NegotiationPlan").field(&self.0).finish()
+    }
+}
+
 /// Smallest session: the researcher and two nodes (with one node, the researcher would learn
 /// its key from `sk0 = −sk_1`).
 pub const MIN_PARTIES: usize = 3;
 
-/// Largest session the native engine accepts. Far above any federation seen in practice; it
-/// bounds memory and the number of concurrent connections a malformed plan can cause.
+/// Largest session secagg accepts. Far above any federation seen in practice; it bounds memory
+/// and the number of concurrent connections a malformed plan can cause.
 pub const MAX_PARTIES: usize = 1000;
 
-impl NegotiationPlan {
-    /// Checks the plan before any network activity.
-    ///
-    /// Refuses (as [`Error::InvalidInput`]): fewer than [`MIN_PARTIES`] parties; party 0 not a
-    /// researcher or another party not a node; duplicate party ids; one certificate used by two
-    /// parties; `my_index` out of range; an even or composite prime; a key length outside
-    /// [`field::check_key_bits`]; a prime too
-    /// small for `n` and `k` (the message gives the maximum node count); a zero timeout.
-    pub fn validate(&self) -> Result<()> {
-        let n = self.parties.len();
-        if n < MIN_PARTIES {
+/// Checks a session's ordered party list: [`MIN_PARTIES`] to [`MAX_PARTIES`] parties, the
+/// researcher first and only first, no id twice. The one definition of these rules, applied by
+/// [`NegotiationPlan::new`] and, before the store is read, by [`crate::session`].
+pub fn check_party_ids(ids: &[PartyId]) -> Result<()> {
+    let n = ids.len();
+    if n < MIN_PARTIES {
+        return Err(Error::invalid(format!(
+            "a session needs at least 3 parties (the researcher and at least 2 nodes), got {n}"
+        ))
+        .with_hint(
+            "add nodes to the session; with a single node the researcher could compute its key",
+        ));
+    }
+    if n > MAX_PARTIES {
+        return Err(Error::invalid(format!(
+            "the session has {n} parties, secagg supports at most {MAX_PARTIES}"
+        )));
+    }
+    if ids[0].role() != Role::Researcher {
+        return Err(Error::invalid(format!(
+            "the first party must be the researcher (party 0 of the session is `{}`)",
+            ids[0]
+        ))
+        .with_hint("list the researcher first, then the nodes"));
+    }
+    if let Some((i, extra)) = ids
+        .iter()
+        .enumerate()
+        .skip(1)
+        .find(|(_, id)| id.role() != Role::Node)
+    {
+        return Err(Error::invalid(format!(
+            "`{extra}` is a second researcher (party {i}): only party 0 may be a researcher"
+        ))
+        .with_hint("a session has exactly one researcher, listed first"));
+    }
+    // Quadratic, but n ≤ MAX_PARTIES and this runs once per session; it names the first pair.
+    for (j, id) in ids.iter().enumerate() {
+        if let Some(i) = ids[..j].iter().position(|x| x == id) {
             return Err(Error::invalid(format!(
-                "a negotiation needs the researcher and at least 2 nodes, the plan has {n} part{}",
-                if n == 1 { "y" } else { "ies" }
-            ))
-            .with_hint(
-                "add nodes to the session; with a single node the researcher could compute its key",
-            ));
-        }
-        if n > MAX_PARTIES {
-            return Err(Error::invalid(format!(
-                "the plan has {n} parties, the native engine supports at most {MAX_PARTIES}"
+                "party `{id}` is listed twice in the session (positions {i} and {j})"
             )));
         }
-        if self.parties[0].id.role() != Role::Researcher {
-            return Err(Error::invalid(format!(
-                "party 0 of the session is `{}`, but party 0 must be the researcher",
-                self.parties[0].id
-            ))
-            .with_hint("list the researcher first, then the nodes"));
-        }
-        for (i, p) in self.parties.iter().enumerate().skip(1) {
-            if p.id.role() != Role::Node {
-                return Err(Error::invalid(format!(
-                    "party {i} of the session is `{}`, but only party 0 may be a researcher",
-                    p.id
-                ))
-                .with_hint("a session has exactly one researcher, listed first"));
-            }
-        }
+    }
+    Ok(())
+}
+
+impl NegotiationPlan {
+    /// Checks `parts` before any network activity and makes them a plan.
+    ///
+    /// Refuses (as [`Error::InvalidInput`]): a party list that [`check_party_ids`] refuses; one
+    /// certificate used by two parties or an empty one; `my_index` out of range; an empty private
+    /// key; an even or composite prime; a key length outside [`field::check_key_bits`]; a prime
+    /// too small for `n` and `k` (the message gives the maximum node count); a zero timeout.
+    pub fn new(parts: PlanParts) -> Result<Self> {
+        let n = parts.parties.len();
+        let ids: Vec<PartyId> = parts.parties.iter().map(|p| p.id.clone()).collect();
+        check_party_ids(&ids)?;
         for i in 0..n {
             for j in i + 1..n {
-                if self.parties[i].id == self.parties[j].id {
-                    return Err(Error::invalid(format!(
-                        "party `{}` is listed twice in the session (positions {i} and {j})",
-                        self.parties[i].id
-                    )));
-                }
-                if self.parties[i].certificate_der == self.parties[j].certificate_der {
+                if parts.parties[i].certificate_der == parts.parties[j].certificate_der {
                     return Err(Error::invalid(format!(
                         "parties `{}` and `{}` have the same certificate",
-                        self.parties[i].id, self.parties[j].id
+                        parts.parties[i].id, parts.parties[j].id
                     ))
                     .with_hint("each party needs its own certificate; re-register the one that copied the other's"));
                 }
             }
-            if self.parties[i].certificate_der.is_empty() {
+            if parts.parties[i].certificate_der.is_empty() {
                 return Err(Error::invalid(format!(
                     "party `{}` has an empty certificate",
-                    self.parties[i].id
+                    parts.parties[i].id
                 )));
             }
         }
-        if self.my_index >= n {
+        if parts.my_index >= n {
             return Err(Error::invalid(format!(
                 "this party's index {} is outside the session's {n} parties",
-                self.my_index
+                parts.my_index
             )));
         }
-        if self.my_key_pkcs8_der.is_empty() {
+        if parts.my_key_pkcs8_der.is_empty() {
             return Err(Error::invalid(format!(
                 "no private key given for party `{}`",
-                self.parties[self.my_index].id
+                parts.parties[parts.my_index].id
             )));
         }
-        if self.prime.is_even() || self.prime < BigUint::from(3u32) {
+        if parts.prime.is_even() || parts.prime < BigUint::from(3u32) {
             return Err(Error::invalid(format!(
                 "the prime must be an odd prime, got a {}-bit even number or a number below 3",
-                self.prime.bits()
+                parts.prime.bits()
             )));
         }
-        if !field::is_probable_prime(&self.prime) {
+        if !field::is_probable_prime(&parts.prime) {
             return Err(Error::invalid(format!(
                 "the {}-bit modulus given as prime is not prime (Miller–Rabin)",
-                self.prime.bits()
+                parts.prime.bits()
             ))
             .with_hint("use the default Fed-BioMed prime or a verified prime"));
         }
-        field::check_key_bits(self.key_bits, &self.prime)?;
-        field::check_bound(&self.prime, self.key_bits, n)?;
-        if self.timeout.is_zero() {
+        field::check_key_bits(parts.key_bits, &parts.prime)?;
+        field::check_bound(&parts.prime, parts.key_bits, n)?;
+        if parts.timeout.is_zero() {
             return Err(Error::invalid("the negotiation timeout must be positive"));
         }
-        Ok(())
+        Ok(NegotiationPlan(parts))
+    }
+
+    /// The parts back, e.g. to change one and build a new plan with [`Self::new`].
+    pub fn into_parts(self) -> PlanParts {
+        self.0
+    }
+
+    /// The session id, shared by all parties.
+    pub fn session_id(&self) -> SessionId {
+        self.0.session_id
+    }
+
+    /// The parties: the researcher, then the nodes, in session order.
+    pub fn parties(&self) -> &[PartyEntry] {
+        &self.0.parties
+    }
+
+    /// This party's index in [`Self::parties`] (0 = researcher).
+    pub fn my_index(&self) -> usize {
+        self.0.my_index
+    }
+
+    /// This party's private key (PKCS#8 DER).
+    pub fn my_key_pkcs8_der(&self) -> &Zeroizing<Vec<u8>> {
+        &self.0.my_key_pkcs8_der
+    }
+
+    /// The listen address given explicitly, if any (see [`Self::listen_addr`]).
+    pub fn listen(&self) -> Option<SocketAddr> {
+        self.0.listen
+    }
+
+    /// Key length `k`.
+    pub fn key_bits(&self) -> u32 {
+        self.0.key_bits
+    }
+
+    /// The field prime.
+    pub fn prime(&self) -> &BigUint {
+        &self.0.prime
+    }
+
+    /// Deadline for the whole session, counted from the start of `negotiate`.
+    pub fn timeout(&self) -> Duration {
+        self.0.timeout
     }
 
     /// Number of parties `n`.
     pub fn n(&self) -> usize {
-        self.parties.len()
+        self.0.parties.len()
     }
 
     /// This party's entry.
     pub fn me(&self) -> &PartyEntry {
-        &self.parties[self.my_index]
+        &self.0.parties[self.0.my_index]
     }
 
     /// This party's role: party 0 is the researcher, every other party a node.
     pub fn my_role(&self) -> Role {
-        if self.my_index == 0 {
+        if self.0.my_index == 0 {
             Role::Researcher
         } else {
             Role::Node
@@ -214,7 +286,7 @@ impl NegotiationPlan {
 
     /// The address to listen on: [`Self::listen`] or the one derived from the own endpoint.
     pub fn listen_addr(&self) -> SocketAddr {
-        if let Some(a) = self.listen {
+        if let Some(a) = self.0.listen {
             return a;
         }
         let ep = &self.me().endpoint;
@@ -377,6 +449,8 @@ pub struct Outcome {
 pub trait Engine {
     /// Short name used on the command line (`native`, `mp-spdz`).
     fn name(&self) -> &'static str;
+    /// The whole-session deadline to use when the caller gives none.
+    fn default_timeout(&self) -> Duration;
     /// Runs this party's side of the session described by `plan`; blocks until the session
     /// succeeded, failed or hit its deadline. Returns a key only if the whole session succeeded.
     ///
@@ -450,9 +524,9 @@ mod tests {
         }
     }
 
-    fn plan(parties: Vec<PartyEntry>) -> NegotiationPlan {
-        NegotiationPlan {
-            session_id: uuid::Uuid::new_v4(),
+    fn parts(parties: Vec<PartyEntry>) -> PlanParts {
+        PlanParts {
+            session_id: SessionId::generate(),
             parties,
             my_index: 0,
             my_key_pkcs8_der: Zeroizing::new(vec![1]),
@@ -472,62 +546,87 @@ mod tests {
     }
 
     #[test]
-    fn validate_accepts_a_good_plan() {
-        plan(three()).validate().unwrap();
+    fn new_accepts_a_good_plan() {
+        let p = NegotiationPlan::new(parts(three())).unwrap();
+        assert_eq!(p.n(), 3);
+        assert_eq!(p.my_role(), Role::Researcher);
+        assert!(format!("{p:?}").contains("<redacted>"));
     }
 
     #[test]
-    fn validate_refusals() {
-        let msg = |p: NegotiationPlan| {
-            let e = p.validate().unwrap_err();
+    fn new_refusals() {
+        let msg = |p: PlanParts| {
+            let e = NegotiationPlan::new(p).unwrap_err();
             assert_eq!(e.kind(), crate::ErrorKind::InvalidInput, "{e}");
             e.to_string()
         };
-        assert!(msg(plan(three()[..2].to_vec())).contains("at least 2 nodes"));
+        assert!(msg(parts(three()[..2].to_vec())).contains("at least 2 nodes"));
         let mut swapped = three();
         swapped.swap(0, 1);
-        assert!(msg(plan(swapped)).contains("party 0 of the session is `node_a`"));
+        assert!(msg(parts(swapped)).contains("party 0 of the session is `node_a`"));
         let mut two_res = three();
         two_res[2] = entry("researcher_x", 14002, 3);
-        assert!(msg(plan(two_res)).contains("only party 0 may be a researcher"));
+        assert!(msg(parts(two_res)).contains("only party 0 may be a researcher"));
         let mut dup = three();
         dup[2] = entry("node_a", 14002, 3);
-        assert!(msg(plan(dup)).contains("`node_a` is listed twice"));
+        assert!(msg(parts(dup)).contains("`node_a` is listed twice"));
         let mut same_cert = three();
         same_cert[2].certificate_der = same_cert[1].certificate_der.clone();
-        assert!(msg(plan(same_cert)).contains("same certificate"));
-        let mut p = plan(three());
+        assert!(msg(parts(same_cert)).contains("same certificate"));
+        let mut p = parts(three());
         p.my_index = 3;
         assert!(msg(p).contains("index 3"));
-        let mut p = plan(three());
+        let mut p = parts(three());
         p.key_bits = 1;
         assert!(msg(p).contains("too short"));
-        let mut p = plan(three());
+        let mut p = parts(three());
         p.key_bits = u32::MAX;
         assert!(msg(p).contains("does not fit"));
-        let mut p = plan(three());
+        let mut p = parts(three());
         p.prime = BigUint::from(1_000_000u32);
         assert!(msg(p).contains("odd prime"));
-        let mut p = plan(three());
+        let mut p = parts(three());
         p.prime = BigUint::from(1_000_001u32); // 101 · 9901
         assert!(msg(p).contains("not prime"));
-        let mut p = plan(three());
+        let mut p = parts(three());
         p.key_bits = 2049; // the 2050-bit prime holds one 2049-bit key, not the sum of two
         assert!(msg(p).contains("at most 1 nodes"));
-        let mut p = plan(three());
+        let mut p = parts(three());
         p.timeout = Duration::ZERO;
         assert!(msg(p).contains("timeout"));
     }
 
     #[test]
+    fn party_list_messages_name_both_spellings_of_each_rule() {
+        // The CLI's tests and the engine's tests look for these phrases; one message serves both.
+        let ids =
+            |v: &[&str]| -> Vec<PartyId> { v.iter().map(|s| PartyId::parse(s).unwrap()).collect() };
+        let e = check_party_ids(&ids(&["researcher_r", "node_a"])).unwrap_err();
+        assert!(e.to_string().contains("at least 3 parties"), "{e}");
+        let e = check_party_ids(&ids(&["node_a", "researcher_r", "node_b"])).unwrap_err();
+        assert!(
+            e.to_string().contains("first party must be the researcher"),
+            "{e}"
+        );
+        let e = check_party_ids(&ids(&["researcher_r", "node_a", "node_a"])).unwrap_err();
+        assert!(e.to_string().contains("(positions 1 and 2)"), "{e}");
+        check_party_ids(&ids(&["researcher_r", "node_a", "node_b"])).unwrap();
+    }
+
+    #[test]
     fn listen_address_derivation() {
-        let mut p = plan(three());
+        let mut p = parts(three());
         p.my_index = 1;
-        assert_eq!(p.listen_addr(), "127.0.0.1:14001".parse().unwrap());
+        let plan = NegotiationPlan::new(p).unwrap();
+        assert_eq!(plan.listen_addr(), "127.0.0.1:14001".parse().unwrap());
+        let mut p = plan.into_parts();
         p.parties[1].endpoint = Endpoint::new("node1.example.org", 14001).unwrap();
-        assert_eq!(p.listen_addr(), "0.0.0.0:14001".parse().unwrap());
+        let plan = NegotiationPlan::new(p).unwrap();
+        assert_eq!(plan.listen_addr(), "0.0.0.0:14001".parse().unwrap());
+        let mut p = plan.into_parts();
         p.listen = Some("127.0.0.1:5".parse().unwrap());
-        assert_eq!(p.listen_addr(), "127.0.0.1:5".parse().unwrap());
+        let plan = NegotiationPlan::new(p).unwrap();
+        assert_eq!(plan.listen_addr(), "127.0.0.1:5".parse().unwrap());
     }
 
     #[test]

@@ -39,6 +39,7 @@ use std::time::Instant as StdInstant;
 use num_bigint::{BigUint, RandBigInt};
 use num_traits::Zero;
 use rand::rngs::OsRng;
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 use tokio::time::{timeout_at, Instant};
@@ -48,16 +49,31 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::fault::{self, Step};
 use crate::field::{self, PrimeField};
 use crate::transport::frame::{write_frame, Frame, MsgType};
-use crate::transport::mesh::{self, abort_all, peer_aborted, Mesh, ReadEvent};
+use crate::transport::mesh::{
+    self, abort_all, peer_aborted, Mesh, MeshConfig, MeshParty, ReadEvent,
+};
 
 /// The in-process Rust engine. `negotiate` runs a private single-threaded tokio runtime; use
 /// [`negotiate_async`] from inside an existing runtime.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NativeEngine;
 
+/// Default whole-session deadline of the native engine.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl NativeEngine {
+    /// [`Engine::name`], for callers that need it without an engine (e.g. to start a party
+    /// process with `--engine`).
+    pub const NAME: &'static str = "native";
+}
+
 impl Engine for NativeEngine {
     fn name(&self) -> &'static str {
-        "native"
+        Self::NAME
+    }
+
+    fn default_timeout(&self) -> std::time::Duration {
+        DEFAULT_TIMEOUT
     }
 
     fn negotiate(&self, plan: NegotiationPlan, sink: &mut dyn KeySink) -> Result<Outcome> {
@@ -73,18 +89,20 @@ impl Engine for NativeEngine {
 
 /// Runs this party's side of the session described by `plan` (see the module documentation),
 /// handing the key to `sink` at the protocol's store and confirm steps. The deadline is
-/// `plan.timeout` from now.
+/// [`NegotiationPlan::timeout`] from now.
 pub async fn negotiate_async(plan: NegotiationPlan, sink: &mut dyn KeySink) -> Result<Outcome> {
     let started = StdInstant::now();
-    let deadline = Instant::now() + plan.timeout;
-    plan.validate()?;
-    let field = PrimeField::new(plan.prime.clone())?;
-    let mesh = mesh::establish(&plan, deadline, &mut |w: String| sink.warn(&w)).await?;
+    let deadline = Instant::now() + plan.timeout();
+    let field = PrimeField::new(plan.prime().clone())?;
+    let mesh = mesh::establish(&mesh_config(&plan), deadline, &mut |w: String| {
+        sink.warn(&w)
+    })
+    .await?;
     let connect = started.elapsed();
     let mut session = Session::start(&plan, field, mesh, deadline, started, sink);
     let result = match fault::at(Step::Connected) {
         Err(e) => Err(e),
-        Ok(()) if plan.my_index == 0 => session.run_researcher().await,
+        Ok(()) if plan.my_index() == 0 => session.run_researcher().await,
         Ok(()) => session.run_node().await,
     };
     match result {
@@ -102,6 +120,48 @@ pub async fn negotiate_async(plan: NegotiationPlan, sink: &mut dyn KeySink) -> R
             Err(e)
         }
     }
+}
+
+/// The connection phase's view of `plan`: parties labelled by id, the listen address, and the
+/// native protocol's transcript binding ([`binding_hash`]).
+pub fn mesh_config(plan: &NegotiationPlan) -> MeshConfig {
+    MeshConfig {
+        session_id: plan.session_id(),
+        parties: plan
+            .parties()
+            .iter()
+            .map(|p| MeshParty {
+                label: p.id.to_string(),
+                endpoint: p.endpoint.clone(),
+                certificate_der: p.certificate_der.clone(),
+            })
+            .collect(),
+        my_index: plan.my_index(),
+        key_pkcs8_der: plan.my_key_pkcs8_der().clone(),
+        listen: plan.listen_addr(),
+        binding: binding_hash(plan),
+        timeout: plan.timeout(),
+    }
+}
+
+/// SHA-256 over everything the parties must agree on besides the session id: the ordered party
+/// ids, the SHA-256 of each party's certificate DER, the key length and the prime. Every field
+/// is length-prefixed so that different lists cannot encode to the same bytes.
+pub fn binding_hash(plan: &NegotiationPlan) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"secagg native session binding v1\0");
+    h.update((plan.n() as u32).to_be_bytes());
+    for p in plan.parties() {
+        let id = p.id.as_str().as_bytes();
+        h.update((id.len() as u32).to_be_bytes());
+        h.update(id);
+        h.update(Sha256::digest(&p.certificate_der));
+    }
+    h.update(plan.key_bits().to_be_bytes());
+    let prime = plan.prime().to_bytes_be();
+    h.update((prime.len() as u32).to_be_bytes());
+    h.update(&prime);
+    h.finalize().into()
 }
 
 /// A [`BigUint`] wiped in place when dropped.
@@ -142,8 +202,8 @@ impl<'a> Session<'a> {
         sink: &'a mut dyn KeySink,
     ) -> Self {
         let n = plan.n();
-        let me = plan.my_index;
-        let labels: Vec<String> = plan.parties.iter().map(|p| p.id.to_string()).collect();
+        let me = plan.my_index();
+        let labels: Vec<String> = plan.parties().iter().map(|p| p.id.to_string()).collect();
         let expect = (0..n)
             .map(|j| {
                 let mut q = VecDeque::new();
@@ -238,9 +298,9 @@ impl<'a> Session<'a> {
             .collect();
         Error::timeout(format!(
             "session {}: {} timed out after {:.1}s waiting for {}",
-            self.plan.session_id,
-            self.labels[self.plan.my_index],
-            self.plan.timeout.as_secs_f64(),
+            self.plan.session_id(),
+            self.labels[self.plan.my_index()],
+            self.plan.timeout().as_secs_f64(),
             waiting.join(", ")
         ))
         .with_hint("the listed parties stopped answering; check that they are still running and reachable, or give the session a longer timeout")
@@ -269,9 +329,9 @@ impl<'a> Session<'a> {
     /// Node side. Returns the key and the time when the exchange phase ended.
     async fn run_node(&mut self) -> Result<(SecretKey, std::time::Duration)> {
         let n = self.plan.n();
-        let me = self.plan.my_index;
+        let me = self.plan.my_index();
         let t = field::threshold(n);
-        let key = Secret(OsRng.gen_biguint(u64::from(self.plan.key_bits)));
+        let key = Secret(OsRng.gen_biguint(u64::from(self.plan.key_bits())));
         let shares: Vec<Secret> = self
             .field
             .share(&key, t, n, &mut OsRng)?
@@ -374,21 +434,21 @@ impl<'a> Session<'a> {
             let names: Vec<&str> = bad.iter().map(|&i| self.labels[i].as_str()).collect();
             return Err(Error::verification(format!(
                 "session {}: the share sums do not lie on one polynomial of degree {t}: the sums of {} disagree with those of the first {} parties; a party computed or sent a wrong value",
-                self.plan.session_id,
+                self.plan.session_id(),
                 names.join(", "),
                 t + 1
             ))
             .with_hint("run the negotiation again; if it keeps failing, check the secagg versions of the parties"));
         }
         let sum = Secret(sum?);
-        let max = BigUint::from(n - 1) << self.plan.key_bits;
+        let max = BigUint::from(n - 1) << self.plan.key_bits();
         if *sum >= max {
             return Err(Error::verification(format!(
                 "session {}: the interpolated key sum has {} bits, more than {} node keys of {} bits can add up to",
-                self.plan.session_id,
+                self.plan.session_id(),
                 sum.bits(),
                 n - 1,
-                self.plan.key_bits
+                self.plan.key_bits()
             )));
         }
         let sk0 = SecretKey::from_bigint(&field::lift_server_key(&sum));

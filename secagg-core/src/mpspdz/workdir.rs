@@ -242,11 +242,11 @@ pub fn prepare(
     plan: &NegotiationPlan,
     program: &CompiledProgram,
 ) -> Result<PreparedRun> {
-    let endpoints: Vec<Endpoint> = plan.parties.iter().map(|p| p.endpoint.clone()).collect();
+    let endpoints: Vec<Endpoint> = plan.parties().iter().map(|p| p.endpoint.clone()).collect();
     let ip_content = ip_file_content(&endpoints).map_err(|e| {
         // Name the party whose endpoint is unusable.
         match endpoints.iter().position(|ep| ip_file_line(ep).is_err()) {
-            Some(j) => e.context(format!("party {j} (`{}`)", plan.parties[j].id)),
+            Some(j) => e.context(format!("party {j} (`{}`)", plan.parties()[j].id)),
             None => e,
         }
     })?;
@@ -254,7 +254,7 @@ pub fn prepare(
     // Once, here: every path derived from it and handed to shamir-party.x is then absolute.
     let runs_dir = &std::fs::canonicalize(runs_dir)
         .map_err(|e| Error::io_path("resolving the run directory path", runs_dir, e))?;
-    let dir = runs_dir.join(plan.session_id.to_string());
+    let dir = runs_dir.join(plan.session_id().to_string());
     let lock = match RunLock::acquire(&dir) {
         Ok(l) => l,
         Err(LockRefusal::Held) => return Err(active_run_conflict(&dir)),
@@ -274,7 +274,7 @@ pub fn prepare(
     )?;
     let mut run = PreparedRun {
         dir,
-        my_index: plan.my_index,
+        my_index: plan.my_index(),
         n: plan.n(),
         endpoints: ip_content.lines().map(str::to_owned).collect(),
         hash_links: Vec::new(),
@@ -323,7 +323,7 @@ fn fill(
     }
     let pd = run.player_data();
     fs_secure::create_private_dir(&pd)?;
-    for (j, party) in plan.parties.iter().enumerate() {
+    for (j, party) in plan.parties().iter().enumerate() {
         let pem = pem_encode("CERTIFICATE", &party.certificate_der);
         write_new(
             &pd.join(format!("P{j}.pem")),
@@ -331,17 +331,17 @@ fn fill(
             PUBLIC_FILE_MODE,
         )?;
     }
-    let key_pem = pem_encode("PRIVATE KEY", &plan.my_key_pkcs8_der);
+    let key_pem = pem_encode("PRIVATE KEY", plan.my_key_pkcs8_der());
     write_new(&run.key_path(), key_pem.as_bytes(), SECRET_FILE_MODE)?;
     let certs: Vec<&[u8]> = plan
-        .parties
+        .parties()
         .iter()
         .map(|p| p.certificate_der.as_slice())
         .collect();
     run.hash_links = hashlink::make_links(&pd, &certs)?;
     write_new(&dir.join(IP_FILE), ip_content.as_bytes(), PUBLIC_FILE_MODE)?;
-    if plan.my_index != 0 {
-        let mut key = random_key(plan.key_bits);
+    if plan.my_index() != 0 {
+        let mut key = random_key(plan.key_bits());
         let mut text = Zeroizing::new(key.to_str_radix(10));
         text.push('\n');
         write_new(&run.input_file(), text.as_bytes(), SECRET_FILE_MODE)?;
@@ -515,7 +515,7 @@ fn is_prep_dir(name: &str) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::engine::PartyEntry;
+    use crate::engine::{PartyEntry, PlanParts};
     use crate::field::fedbiomed_prime;
     use crate::PartyId;
     use std::os::unix::fs::MetadataExt;
@@ -550,8 +550,8 @@ pub(crate) mod tests {
                 certificate_der: g.certificate.der.clone(),
             });
         }
-        let plan = NegotiationPlan {
-            session_id: uuid::Uuid::new_v4(),
+        let plan = NegotiationPlan::new(PlanParts {
+            session_id: crate::SessionId::generate(),
             parties,
             my_index,
             my_key_pkcs8_der: Zeroizing::new(keys[my_index].clone()),
@@ -559,7 +559,8 @@ pub(crate) mod tests {
             key_bits: crate::field::DEFAULT_KEY_BITS,
             prime: fedbiomed_prime(),
             timeout: Duration::from_secs(10),
-        };
+        })
+        .unwrap();
         (plan, keys)
     }
 
@@ -582,7 +583,10 @@ pub(crate) mod tests {
         let (plan, keys) = plan_for(4, 2);
         let run = prepare(&t.path().join("runs"), &plan, &program()).unwrap();
         let d = &run.dir;
-        assert_eq!(d, &t.path().join("runs").join(plan.session_id.to_string()));
+        assert_eq!(
+            d,
+            &t.path().join("runs").join(plan.session_id().to_string())
+        );
         assert_eq!(mode(d), 0o700);
         assert_eq!(mode(&t.path().join("runs")), 0o700);
         assert_eq!(std::fs::read(d.join(SCHEDULE_PATH)).unwrap(), b"schedule");
@@ -592,7 +596,7 @@ pub(crate) mod tests {
         for j in 0..4 {
             let pem = std::fs::read(pd.join(format!("P{j}.pem"))).unwrap();
             let c = crate::certificate::Certificate::parse(&pem, "P.pem").unwrap();
-            assert_eq!(c.der, plan.parties[j].certificate_der, "P{j}.pem");
+            assert_eq!(c.der, plan.parties()[j].certificate_der, "P{j}.pem");
         }
         // Own key only, 0600, PKCS#8 PEM of the plan's key.
         assert!(!pd.join("P0.key").exists() && !pd.join("P1.key").exists());
@@ -674,7 +678,8 @@ pub(crate) mod tests {
             return;
         }
         let t = tempfile::tempdir().unwrap();
-        let (mut plan, _) = plan_for(3, 1);
+        let (plan, _) = plan_for(3, 1);
+        let mut parts = plan.into_parts();
         // Add the Fed-BioMed RSA fixtures (CN=*, O=<id>) and others with varied subjects.
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/certs");
         for (k, name) in [
@@ -690,18 +695,19 @@ pub(crate) mod tests {
         {
             let bytes = std::fs::read(fixtures.join(name)).unwrap();
             let c = crate::certificate::Certificate::parse(&bytes, name).unwrap();
-            plan.parties.push(PartyEntry {
+            parts.parties.push(PartyEntry {
                 id: PartyId::parse(&format!("node_f{k}")).unwrap(),
                 endpoint: Endpoint::new("127.0.0.1", 16000 + k as u32).unwrap(),
                 certificate_der: c.der,
             });
         }
+        let plan = NegotiationPlan::new(parts).unwrap();
         let run = prepare(t.path(), &plan, &program()).unwrap();
         let ours = links_in(&run.player_data());
         // The same PEMs in a fresh directory, linked by openssl.
         let other = t.path().join("openssl");
         std::fs::create_dir(&other).unwrap();
-        for j in 0..plan.parties.len() {
+        for j in 0..plan.parties().len() {
             std::fs::copy(
                 run.player_data().join(format!("P{j}.pem")),
                 other.join(format!("P{j}.pem")),
@@ -715,10 +721,10 @@ pub(crate) mod tests {
             .unwrap();
         assert!(st.success());
         let theirs = links_in(&other);
-        assert_eq!(theirs.len(), plan.parties.len());
+        assert_eq!(theirs.len(), plan.parties().len());
         assert_eq!(ours, theirs);
         // And each equals `openssl x509 -subject_hash`.
-        for j in 0..plan.parties.len() {
+        for j in 0..plan.parties().len() {
             let out = std::process::Command::new("openssl")
                 .args(["x509", "-noout", "-subject_hash", "-in"])
                 .arg(run.player_data().join(format!("P{j}.pem")))
@@ -763,11 +769,13 @@ pub(crate) mod tests {
         assert!(e.to_string().contains("IPv6"), "{e}");
 
         let t = tempfile::tempdir().unwrap();
-        let (mut plan, _) = plan_for(3, 0);
-        plan.parties[2].endpoint = ep("fd00::2");
+        let (plan, _) = plan_for(3, 0);
+        let mut parts = plan.into_parts();
+        parts.parties[2].endpoint = ep("fd00::2");
+        let plan = NegotiationPlan::new(parts).unwrap();
         let e = prepare(t.path(), &plan, &program()).unwrap_err();
         assert!(e.to_string().contains("party 2 (`node_2`)"), "{e}");
-        assert!(!t.path().join(plan.session_id.to_string()).exists());
+        assert!(!t.path().join(plan.session_id().to_string()).exists());
     }
 
     #[test]
@@ -827,7 +835,7 @@ pub(crate) mod tests {
         // Once the first run is over, its kept directory is replaced and no lock file is left.
         first.remove_secrets().unwrap();
         drop(first);
-        let lock = t.path().join(format!("{}{LOCK_SUFFIX}", plan.session_id));
+        let lock = t.path().join(format!("{}{LOCK_SUFFIX}", plan.session_id()));
         assert!(!lock.exists(), "lock file left behind");
         let second = prepare(t.path(), &plan, &program()).unwrap();
         assert!(second.input_file().is_file());
@@ -842,12 +850,12 @@ pub(crate) mod tests {
         // A directory whose lock nobody holds (its owner died) is replaced, as before.
         let t = tempfile::tempdir().unwrap();
         let (plan, _) = plan_for(3, 2);
-        let dir = t.path().join(plan.session_id.to_string());
+        let dir = t.path().join(plan.session_id().to_string());
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(dir.join(OWNER_FILE), b"999999999").unwrap();
         std::fs::write(dir.join("Input-P2-0"), b"old").unwrap();
         std::fs::write(
-            t.path().join(format!("{}{LOCK_SUFFIX}", plan.session_id)),
+            t.path().join(format!("{}{LOCK_SUFFIX}", plan.session_id())),
             b"",
         )
         .unwrap();

@@ -38,7 +38,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -49,9 +48,9 @@ use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 use super::frame::{read_frame, write_frame, Frame, MsgType};
 use super::pinned_verifier::{PinnedCert, PinnedClientVerifier};
 use super::tls::{self, classify, LocalIdentity, TlsFailure};
-use crate::engine::NegotiationPlan;
 use crate::error::{Error, Result};
-use crate::party::{Endpoint, Host};
+use crate::party::{Endpoint, Host, SessionId};
+use zeroize::Zeroizing;
 
 /// Version of the native protocol carried in [`Hello`].
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -73,29 +72,78 @@ pub const MAX_PENDING_HANDSHAKES: usize = 64;
 /// Rejected inbound connections reported one by one; the rest are only counted.
 pub const MAX_REJECTION_WARNINGS: usize = 10;
 
+/// One party as the connection phase knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshParty {
+    /// How messages name the party (its party id).
+    pub label: String,
+    /// Where it listens; dialed if its index is above this party's.
+    pub endpoint: Endpoint,
+    /// The certificate it must present (DER), pinned: no other is accepted for it.
+    pub certificate_der: Vec<u8>,
+}
+
+/// Everything the connection phase needs, and nothing about the protocol that runs over it: the
+/// caller (an engine) computes it, including the transcript binding that both sides of every
+/// connection must agree on.
+pub struct MeshConfig {
+    /// The session id carried in the hello and checked against the peer's.
+    pub session_id: SessionId,
+    /// Every party of the session, this one included, in session order.
+    pub parties: Vec<MeshParty>,
+    /// This party's index in `parties`.
+    pub my_index: usize,
+    /// This party's private key (PKCS#8 DER), matching its certificate.
+    pub key_pkcs8_der: Zeroizing<Vec<u8>>,
+    /// Where to listen for the parties of lower index (unused by party 0, which only dials).
+    pub listen: SocketAddr,
+    /// Hash of everything else the parties must agree on, carried in the hello; a peer whose
+    /// binding differs is refused.
+    pub binding: [u8; 32],
+    /// The whole session's timeout, only to say in a timeout error how long was waited.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for MeshConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshConfig")
+            .field("session_id", &self.session_id)
+            .field(
+                "parties",
+                &self.parties.iter().map(|p| &p.label).collect::<Vec<_>>(),
+            )
+            .field("my_index", &self.my_index)
+            .field("key_pkcs8_der", &"<redacted>")
+            .field("listen", &self.listen)
+            .field("binding", &hex::encode(self.binding))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
 /// The session-binding first frame, sent both ways on every connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     /// [`PROTOCOL_VERSION`] of the sender.
     pub version: u16,
     /// The sender's session id.
-    pub session_id: uuid::Uuid,
+    pub session_id: SessionId,
     /// The sender's index in its party list.
     pub sender: u32,
-    /// The sender's [`binding_hash`].
+    /// The sender's [`MeshConfig::binding`].
     pub binding: [u8; 32],
 }
 
 const HELLO_LEN: usize = 2 + 16 + 4 + 32;
 
 impl Hello {
-    /// The Hello of `plan`'s own party.
-    pub fn for_plan(plan: &NegotiationPlan) -> Self {
+    /// The Hello of `config`'s own party.
+    pub fn for_config(config: &MeshConfig) -> Self {
         Hello {
             version: PROTOCOL_VERSION,
-            session_id: plan.session_id,
-            sender: plan.my_index as u32,
-            binding: binding_hash(plan),
+            session_id: config.session_id,
+            sender: config.my_index as u32,
+            binding: config.binding,
         }
     }
 
@@ -103,7 +151,7 @@ impl Hello {
     pub fn to_frame(&self) -> Frame {
         let mut p = Vec::with_capacity(HELLO_LEN);
         p.extend_from_slice(&self.version.to_be_bytes());
-        p.extend_from_slice(self.session_id.as_bytes());
+        p.extend_from_slice(self.session_id.as_uuid().as_bytes());
         p.extend_from_slice(&self.sender.to_be_bytes());
         p.extend_from_slice(&self.binding);
         Frame::new(MsgType::Hello, p)
@@ -130,7 +178,9 @@ impl Hello {
                 payload.len()
             )));
         }
-        let session_id = uuid::Uuid::from_slice(&payload[2..18]).expect("16 bytes");
+        let session_id = uuid::Uuid::from_slice(&payload[2..18])
+            .expect("16 bytes")
+            .into();
         let sender = u32::from_be_bytes(payload[18..22].try_into().expect("4 bytes"));
         let binding = payload[22..54].try_into().expect("32 bytes");
         Ok(Hello {
@@ -140,26 +190,6 @@ impl Hello {
             binding,
         })
     }
-}
-
-/// SHA-256 over everything the parties must agree on besides the session id: the ordered party
-/// ids, the SHA-256 of each party's certificate DER, the key length and the prime. Every field
-/// is length-prefixed so that different lists cannot encode to the same bytes.
-pub fn binding_hash(plan: &NegotiationPlan) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"secagg native session binding v1\0");
-    h.update((plan.parties.len() as u32).to_be_bytes());
-    for p in &plan.parties {
-        let id = p.id.as_str().as_bytes();
-        h.update((id.len() as u32).to_be_bytes());
-        h.update(id);
-        h.update(Sha256::digest(&p.certificate_der));
-    }
-    h.update(plan.key_bits.to_be_bytes());
-    let prime = plan.prime.to_bytes_be();
-    h.update((prime.len() as u32).to_be_bytes());
-    h.update(&prime);
-    h.finalize().into()
 }
 
 /// An established, session-bound connection to one peer.
@@ -284,7 +314,7 @@ struct Ctx {
     labels: Vec<String>,
     endpoints: Vec<Endpoint>,
     hello: Hello,
-    session_id: uuid::Uuid,
+    session_id: SessionId,
     deadline: Instant,
     /// Set when this party has failed and lingers: new connections get this abort reason
     /// instead of a hello.
@@ -296,34 +326,34 @@ struct Ctx {
 /// aborted, instead of letting them wait for the deadline.
 pub const LINGER: Duration = Duration::from_millis(600);
 
-/// Runs the connection phase for `plan`'s party until every peer is connected and bound, or the
-/// first failure, or `deadline`. See the module documentation for the failure semantics;
+/// Runs the connection phase for `config`'s party until every peer is connected and bound, or
+/// the first failure, or `deadline`. See the module documentation for the failure semantics;
 /// `warn` receives one line per dropped stranger (remote address and reason).
 pub async fn establish(
-    plan: &NegotiationPlan,
+    config: &MeshConfig,
     deadline: Instant,
     warn: &mut (dyn FnMut(String) + Send),
 ) -> Result<Mesh> {
-    let n = plan.n();
-    let me = plan.my_index;
-    let labels: Vec<String> = plan.parties.iter().map(|p| p.id.to_string()).collect();
+    let n = config.parties.len();
+    let me = config.my_index;
+    let labels: Vec<String> = config.parties.iter().map(|p| p.label.clone()).collect();
     let provider = tls::provider();
-    let pinned = plan
+    let pinned = config
         .parties
         .iter()
-        .map(|p| PinnedCert::new(p.id.as_str(), &p.certificate_der))
+        .map(|p| PinnedCert::new(&p.label, &p.certificate_der))
         .collect::<Result<Vec<_>>>()?;
     let identity = LocalIdentity::new(
         &labels[me],
-        &plan.me().certificate_der,
-        &plan.my_key_pkcs8_der,
+        &config.parties[me].certificate_der,
+        &config.key_pkcs8_der,
         &provider,
     )?;
     let ctx = Arc::new(Ctx {
         labels: labels.clone(),
-        endpoints: plan.parties.iter().map(|p| p.endpoint.clone()).collect(),
-        hello: Hello::for_plan(plan),
-        session_id: plan.session_id,
+        endpoints: config.parties.iter().map(|p| p.endpoint.clone()).collect(),
+        hello: Hello::for_config(config),
+        session_id: config.session_id,
         deadline,
         abort_reason: Mutex::new(None),
     });
@@ -332,7 +362,7 @@ pub async fn establish(
     let last_dial_error: Arc<Mutex<Vec<Option<String>>>> = Arc::new(Mutex::new(vec![None; n]));
 
     if me > 0 {
-        let addr = plan.listen_addr();
+        let addr = config.listen;
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             Error::invalid(format!(
                 "{} cannot listen on {addr} for negotiation connections: {e}",
@@ -407,9 +437,9 @@ pub async fn establish(
         };
         Error::timeout(format!(
             "session {}: {} timed out after {:.1}s waiting for {}{rejections}",
-            plan.session_id,
+            config.session_id,
             labels[me],
-            plan.timeout.as_secs_f64(),
+            config.timeout.as_secs_f64(),
             parts.join(", ")
         ))
         .with_hint("check that every listed party runs the negotiation for this session and that its endpoint is reachable from here (firewall, VPN)")
@@ -448,12 +478,12 @@ pub async fn establish(
                     if rejected <= MAX_REJECTION_WARNINGS {
                         warn(format!(
                             "session {}: dropped an inbound connection that failed authentication: it came {text}",
-                            plan.session_id
+                            config.session_id
                         ));
                     } else if rejected == MAX_REJECTION_WARNINGS + 1 {
                         warn(format!(
                             "session {}: more inbound connections failed authentication; they are dropped and only counted from now on",
-                            plan.session_id
+                            config.session_id
                         ));
                     }
                     last_rejection = Some(text);
@@ -495,7 +525,7 @@ pub async fn establish(
     if rejected > MAX_REJECTION_WARNINGS {
         warn(format!(
             "session {}: {rejected} inbound connections failed authentication and were dropped in all",
-            plan.session_id
+            config.session_id
         ));
     }
     Ok(mesh)

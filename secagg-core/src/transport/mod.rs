@@ -8,7 +8,10 @@
 //! - [`mesh`]: the connection phase (dial up, accept down, retry with backoff, session-binding
 //!   hello) producing one [`mesh::Link`] per peer.
 //!
-//! The protocol that runs over the mesh lives in [`crate::engine::native`].
+//! Transport knows nothing of engines or plans: it takes a [`MeshConfig`] (parties as labels,
+//! endpoints and pinned certificates, own index and key, listen address, an opaque transcript
+//! binding). The protocol that runs over the mesh, and the binding it computes, live in
+//! [`crate::engine::native`].
 
 pub mod frame;
 pub mod mesh;
@@ -17,6 +20,7 @@ pub mod tls;
 
 pub use frame::{Frame, MsgType, MAX_FRAME_LEN};
 pub use mesh::{
-    abort_all, binding_hash, establish, Hello, Link, Mesh, ReadEvent, Writer, PROTOCOL_VERSION,
+    abort_all, establish, Hello, Link, Mesh, MeshConfig, MeshParty, ReadEvent, Writer,
+    PROTOCOL_VERSION,
 };
 pub use pinned_verifier::{PinnedCert, PinnedClientVerifier, PinnedServerVerifier};

@@ -1,11 +1,15 @@
 //! [`MpSpdzEngine`]: the negotiation run through MP-SPDZ's `shamir-party.x`.
+//!
+//! The engine itself is here, beside the native one; what it needs to drive MP-SPDZ (locating the
+//! build, the compile cache, run directories, hash links, certificate checks, log and output
+//! parsing) is the support module [`crate::mpspdz`].
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use crate::engine::{Engine, KeySink, NegotiationPlan, Outcome, PhaseTimings};
+use super::{Engine, KeySink, NegotiationPlan, Outcome, PhaseTimings};
 use crate::error::{Error, Result};
 use crate::fault::{self, Step};
 use crate::home::Home;
@@ -15,7 +19,7 @@ use crate::mpspdz::locate::MpSpdzRoot;
 use crate::mpspdz::output;
 use crate::mpspdz::program::ProgramCache;
 use crate::mpspdz::workdir::{self, PreparedRun};
-use crate::party::Role;
+use crate::party::{Role, SessionId};
 use crate::supervise::{self, CancelFlag, Ending, Supervised};
 
 /// Runs this party's side of a session with MP-SPDZ v0.3.4's `shamir-party.x`.
@@ -47,6 +51,10 @@ pub struct RunDirReport {
 }
 
 impl MpSpdzEngine {
+    /// [`Engine::name`], for callers that need it without an engine (e.g. to start a party
+    /// process with `--engine`).
+    pub const NAME: &'static str = "mp-spdz";
+
     /// An engine using the build at `root`, with the compile cache and run directories of `home`.
     pub fn new(root: MpSpdzRoot, home: &Home) -> Self {
         MpSpdzEngine {
@@ -82,13 +90,12 @@ impl MpSpdzEngine {
     }
 
     /// The run directory a session uses.
-    pub fn run_dir(&self, session_id: &uuid::Uuid) -> PathBuf {
+    pub fn run_dir(&self, session_id: &SessionId) -> PathBuf {
         self.runs_dir.join(session_id.to_string())
     }
 
     fn preflight(&self, plan: &NegotiationPlan) -> Result<()> {
-        plan.validate()?;
-        if let Some(l) = plan.listen {
+        if let Some(l) = plan.listen() {
             if l.port() != plan.me().endpoint.port {
                 return Err(Error::invalid(format!(
                     "--listen {l} is not possible with MP-SPDZ: shamir-party.x always listens on 0.0.0.0 at the port of its ip-file line ({})",
@@ -98,14 +105,14 @@ impl MpSpdzEngine {
             }
         }
         let now = OffsetDateTime::now_utc();
-        for (j, p) in plan.parties.iter().enumerate() {
+        for (j, p) in plan.parties().iter().enumerate() {
             let fatal: Vec<String> = certcheck::check(&p.certificate_der, j, now)
                 .into_iter()
                 .filter(|f| f.fatal)
                 .map(|f| f.message)
                 .collect();
             if !fatal.is_empty() {
-                let whose = if j == plan.my_index {
+                let whose = if j == plan.my_index() {
                     "this party's own certificate".to_owned()
                 } else {
                     format!("the certificate registered for party {j} (`{}`)", p.id)
@@ -123,7 +130,7 @@ impl MpSpdzEngine {
 
     fn run(&self, plan: &NegotiationPlan, run: &PreparedRun, started: Instant) -> Result<Outcome> {
         let t_prepared = started.elapsed();
-        let deadline = plan.timeout.saturating_sub(t_prepared);
+        let deadline = plan.timeout().saturating_sub(t_prepared);
         if deadline.is_zero() {
             return Err(Error::timeout(
                 "the negotiation deadline expired while preparing the MP-SPDZ run",
@@ -135,9 +142,9 @@ impl MpSpdzEngine {
         let t_ran = started.elapsed();
         let lines = supervise::log_tail(&log, 200);
         let ctx = LogContext {
-            party_ids: plan.parties.iter().map(|p| p.id.clone()).collect(),
+            party_ids: plan.parties().iter().map(|p| p.id.clone()).collect(),
             endpoints: run.endpoints.clone(),
-            my_index: plan.my_index,
+            my_index: plan.my_index(),
         };
         match finished.ending {
             Ending::Exited(st) if st.success() => {}
@@ -155,7 +162,7 @@ impl MpSpdzEngine {
                     .unwrap_or_default();
                 return Err(Error::timeout(format!(
                     "shamir-party.x did not finish within the {:.0} s deadline and was killed{why}",
-                    plan.timeout.as_secs_f64()
+                    plan.timeout().as_secs_f64()
                 ))
                 .with_hint("every party must start within about 30 s of the others; a party that accepts TCP but never completes TLS makes MP-SPDZ wait forever"));
             }
@@ -163,7 +170,7 @@ impl MpSpdzEngine {
                 return Err(Error::peer("the MP-SPDZ run was cancelled"));
             }
         }
-        let key = if plan.my_index == 0 {
+        let key = if plan.my_index() == 0 {
             let out = run.output_file();
             let bytes = match std::fs::read(&out) {
                 Ok(b) => b,
@@ -175,7 +182,7 @@ impl MpSpdzEngine {
                 }
             };
             let r = output::parse_output(&bytes)?;
-            output::lift_server_key(&r, &plan.prime, plan.key_bits, plan.n() - 1)?
+            output::lift_server_key(&r, plan.prime(), plan.key_bits(), plan.n() - 1)?
         } else {
             run.node_key
                 .clone()
@@ -197,13 +204,16 @@ impl MpSpdzEngine {
     ) -> (Result<Outcome>, RunDirReport) {
         let started = Instant::now();
         let report = RunDirReport {
-            dir: self.run_dir(&plan.session_id),
+            dir: self.run_dir(&plan.session_id()),
             kept: false,
         };
         if let Err(e) = self.preflight(&plan) {
             return (Err(e), report);
         }
-        let program = match self.cache.get_or_compile(&self.root, plan.n(), &plan.prime) {
+        let program = match self
+            .cache
+            .get_or_compile(&self.root, plan.n(), plan.prime())
+        {
             Ok(p) => p,
             Err(e) => return (Err(e), report),
         };
@@ -286,7 +296,12 @@ fn finish_with_key(outcome: Outcome, sink: &mut dyn KeySink) -> Result<Outcome> 
 
 impl Engine for MpSpdzEngine {
     fn name(&self) -> &'static str {
-        "mp-spdz"
+        Self::NAME
+    }
+
+    /// Longer than the native engine's: MP-SPDZ's own connection retries run for about a minute.
+    fn default_timeout(&self) -> Duration {
+        DEFAULT_TIMEOUT
     }
 
     fn negotiate(&self, plan: NegotiationPlan, sink: &mut dyn KeySink) -> Result<Outcome> {
@@ -323,7 +338,7 @@ mod tests {
             "#!/bin/sh\n[ -f Programs/Schedules/server_key.sch ] || exit 5\n[ \"$1\" = 1 ] || exit 6\n[ -f \"$5-P1-0\" ] || exit 7\necho shares > Player-Data/Memory-Sp-P1\necho 'Using security parameter 40' >&2\nexit 0\n",
         );
         let (plan, _) = plan_for(3, 1);
-        let sid = plan.session_id;
+        let sid = plan.session_id();
         let mut sink = MemorySink::default();
         let out = engine.negotiate(plan, &mut sink).unwrap();
         assert_eq!(out.role, crate::party::Role::Node);
@@ -345,7 +360,7 @@ mod tests {
         );
         let engine = engine.keep_run_dir(true);
         let (plan, _) = plan_for(3, 0);
-        let sid = plan.session_id;
+        let sid = plan.session_id();
         let out = engine.negotiate(plan, &mut MemorySink::default()).unwrap();
         assert_eq!(out.role, crate::party::Role::Researcher);
         assert_eq!(out.key.to_bigint(), num_bigint::BigInt::from(-12345));
@@ -372,7 +387,7 @@ mod tests {
             "#!/bin/sh\necho 'Server-side handshake with P2 failed. Make sure both sides  have the necessary certificate' >&2\necho \"  what():  handshake: certificate verify failed\" >&2\nkill -ABRT $$\n",
         );
         let (plan, _) = plan_for(3, 1);
-        let sid = plan.session_id;
+        let sid = plan.session_id();
         let e = engine
             .negotiate(plan, &mut MemorySink::default())
             .unwrap_err();
@@ -401,9 +416,11 @@ mod tests {
             "#!/bin/sh\nsleep 1000 &\necho $! > helper.pid\nsleep 1000\n",
         );
         let engine = engine.keep_run_dir(true);
-        let (mut plan, _) = plan_for(3, 2);
-        plan.timeout = Duration::from_millis(1500);
-        let dir = engine.run_dir(&plan.session_id);
+        let (plan, _) = plan_for(3, 2);
+        let mut parts = plan.into_parts();
+        parts.timeout = Duration::from_millis(1500);
+        let plan = NegotiationPlan::new(parts).unwrap();
+        let dir = engine.run_dir(&plan.session_id());
         let started = Instant::now();
         let e = engine
             .negotiate(plan, &mut MemorySink::default())
@@ -423,16 +440,20 @@ mod tests {
     fn refusals_before_launch() {
         let t = tempfile::tempdir().unwrap();
         let (engine, _) = engine_with_script(t.path(), "#!/bin/sh\nexit 0\n");
-        let (mut plan, _) = plan_for(3, 1);
-        plan.parties[2].endpoint = crate::Endpoint::new("fd00::2", 1).unwrap();
+        let (plan, _) = plan_for(3, 1);
+        let mut parts = plan.into_parts();
+        parts.parties[2].endpoint = crate::Endpoint::new("fd00::2", 1).unwrap();
+        let plan = NegotiationPlan::new(parts).unwrap();
         let e = engine
             .negotiate(plan, &mut MemorySink::default())
             .unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
         assert!(e.to_string().contains("IPv6"), "{e}");
 
-        let (mut plan, _) = plan_for(3, 1);
-        plan.listen = Some("127.0.0.1:1".parse().unwrap());
+        let (plan, _) = plan_for(3, 1);
+        let mut parts = plan.into_parts();
+        parts.listen = Some("127.0.0.1:1".parse().unwrap());
+        let plan = NegotiationPlan::new(parts).unwrap();
         let e = engine
             .negotiate(plan, &mut MemorySink::default())
             .unwrap_err();
