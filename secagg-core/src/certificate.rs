@@ -22,6 +22,7 @@ use x509_parser::oid_registry::{
     OID_SIG_ED25519,
 };
 use x509_parser::prelude::{FromDer, X509Certificate, X509Version};
+use x509_parser::x509::SubjectPublicKeyInfo;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
@@ -30,8 +31,11 @@ use crate::party::PartyId;
 /// Largest certificate file accepted, in bytes (real ones are 0.5–2 KiB).
 pub const MAX_CERTIFICATE_FILE_BYTES: u64 = 64 * 1024;
 
-/// Smallest RSA modulus accepted, in bits.
+/// Smallest RSA modulus accepted, in bits (registration and the pinned TLS verifier alike).
 pub const MIN_RSA_BITS: usize = 2048;
+
+/// The supported keys, as said in errors and hints.
+pub const SUPPORTED_KEYS: &str = "ECDSA P-256/P-384, Ed25519 or RSA ≥ 2048 bits";
 
 /// Days before expiry from which a certificate is reported as expiring.
 pub const EXPIRING_SOON_DAYS: i64 = 30;
@@ -54,6 +58,50 @@ pub enum KeyType {
     P384,
     /// Ed25519.
     Ed25519,
+}
+
+impl KeyType {
+    /// Why a supported key type is still refused, if it is: an RSA modulus below
+    /// [`MIN_RSA_BITS`] (e.g. `a 1024-bit RSA key, the minimum is 2048 bits`).
+    pub fn weakness(self) -> Option<String> {
+        match self {
+            KeyType::Rsa(bits) if bits < MIN_RSA_BITS => Some(format!(
+                "a {bits}-bit RSA key, the minimum is {MIN_RSA_BITS} bits"
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// The extended key usages of a certificate that matter here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtendedKeyUsage {
+    /// `serverAuth` (TLS server).
+    pub server_auth: bool,
+    /// `clientAuth` (TLS client).
+    pub client_auth: bool,
+    /// `anyExtendedKeyUsage`.
+    pub any: bool,
+}
+
+impl ExtendedKeyUsage {
+    /// The usages of a parsed certificate, if it has the extension.
+    pub fn of(x509: &X509Certificate<'_>) -> Option<Self> {
+        match x509.extended_key_usage() {
+            Ok(Some(eku)) => Some(ExtendedKeyUsage {
+                server_auth: eku.value.server_auth,
+                client_auth: eku.value.client_auth,
+                any: eku.value.any,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether the certificate may act as both TLS server and client, as every party of a
+    /// session does (MP-SPDZ refuses a certificate that lacks either).
+    pub fn allows_mutual_tls(self) -> bool {
+        self.any || (self.server_auth && self.client_auth)
+    }
 }
 
 impl fmt::Display for KeyType {
@@ -289,8 +337,8 @@ pub struct Certificate {
     /// Whether the self-signature verifies (`None` when the certificate is not self-issued or the
     /// signature algorithm is one ring cannot verify).
     pub self_signature_ok: Option<bool>,
-    /// Extended key usages, when the extension is present: (serverAuth, clientAuth, any).
-    pub extended_key_usage: Option<(bool, bool, bool)>,
+    /// Extended key usages, when the extension is present.
+    pub extended_key_usage: Option<ExtendedKeyUsage>,
     /// The SubjectPublicKeyInfo DER (to match a private key against the certificate).
     pub spki_der: Vec<u8>,
 }
@@ -326,7 +374,10 @@ impl Certificate {
             )));
         }
         let spki = x509.public_key();
-        let (key_type, unsupported_key) = classify_key(&x509);
+        let (key_type, unsupported_key) = match key_type_of(spki) {
+            Ok(k) => (Some(k), None),
+            Err(what) => (None, Some(what)),
+        };
         let version = match x509.version() {
             X509Version::V1 => 1,
             X509Version::V2 => 2,
@@ -349,10 +400,7 @@ impl Certificate {
         } else {
             None
         };
-        let extended_key_usage = match x509.extended_key_usage() {
-            Ok(Some(eku)) => Some((eku.value.server_auth, eku.value.client_auth, eku.value.any)),
-            _ => None,
-        };
+        let extended_key_usage = ExtendedKeyUsage::of(&x509);
         let ts = |t: i64| {
             OffsetDateTime::from_unix_timestamp(t)
                 .map_err(|_| Error::invalid("certificate validity date is out of range"))
@@ -427,17 +475,14 @@ impl Certificate {
                     "certificate key type {} is not supported",
                     self.unsupported_key.as_deref().unwrap_or("unknown")
                 ))
-                .with_hint(
-                    "supported keys: RSA (2048 bits or more), ECDSA P-256, ECDSA P-384, Ed25519",
-                ))
+                .with_hint(format!("supported keys: {SUPPORTED_KEYS}")))
             }
-            Some(KeyType::Rsa(bits)) if bits < MIN_RSA_BITS => {
-                return Err(Error::invalid(format!(
-                    "certificate has a {bits}-bit RSA key, the minimum is {MIN_RSA_BITS} bits"
-                ))
-                .with_hint("ask the party to generate a stronger key"))
+            Some(k) => {
+                if let Some(weakness) = k.weakness() {
+                    return Err(Error::invalid(format!("certificate has {weakness}"))
+                        .with_hint("ask the party to generate a stronger key"));
+                }
             }
-            Some(_) => {}
         }
         if self.self_signature_ok == Some(false) {
             return Err(Error::invalid(
@@ -446,8 +491,8 @@ impl Certificate {
             .with_hint("ask the party to send its certificate again and compare fingerprints"));
         }
         let mut warnings = Vec::new();
-        if let Some((server, client, any)) = self.extended_key_usage {
-            if !(any || (server && client)) {
+        if let Some(eku) = self.extended_key_usage {
+            if !eku.allows_mutual_tls() {
                 warnings.push("certificate's extended key usage lacks serverAuth or clientAuth: MP-SPDZ will refuse it (the native engine accepts it)".to_owned());
             }
         }
@@ -462,15 +507,24 @@ impl Certificate {
     }
 }
 
-fn classify_key(x509: &X509Certificate<'_>) -> (Option<KeyType>, Option<String>) {
-    let spki = x509.public_key();
+/// The type of a certificate's public key: the one definition of which keys secagg supports,
+/// used by registration ([`Certificate::parse`]) and by the pinned TLS verifier. `Err` describes
+/// an unsupported key (e.g. `DSA`, `ECDSA on curve …`). A supported type may still be too weak:
+/// see [`KeyType::weakness`].
+pub fn key_type_of(spki: &SubjectPublicKeyInfo<'_>) -> std::result::Result<KeyType, String> {
     let alg = &spki.algorithm.algorithm;
     if *alg == OID_PKCS1_RSAENCRYPTION {
         match spki.parsed() {
             Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => {
-                (Some(KeyType::Rsa(rsa.key_size())), None)
+                // The exact modulus length (leading zero bytes and bits do not count).
+                let m = rsa.modulus;
+                let m = &m[m.iter().position(|&b| b != 0).unwrap_or(m.len())..];
+                let bits = m
+                    .first()
+                    .map_or(0, |b| m.len() * 8 - b.leading_zeros() as usize);
+                Ok(KeyType::Rsa(bits))
             }
-            _ => (None, Some("RSA (unparseable key)".into())),
+            _ => Err("RSA (unparseable key)".into()),
         }
     } else if *alg == OID_KEY_TYPE_EC_PUBLIC_KEY {
         let curve = spki
@@ -479,20 +533,19 @@ fn classify_key(x509: &X509Certificate<'_>) -> (Option<KeyType>, Option<String>)
             .as_ref()
             .and_then(|p| p.as_oid().ok());
         match curve {
-            Some(c) if c == OID_EC_P256 => (Some(KeyType::P256), None),
-            Some(c) if c == OID_NIST_EC_P384 => (Some(KeyType::P384), None),
-            Some(c) => (None, Some(format!("ECDSA on curve {c}"))),
-            None => (None, Some("ECDSA with unnamed curve".into())),
+            Some(c) if c == OID_EC_P256 => Ok(KeyType::P256),
+            Some(c) if c == OID_NIST_EC_P384 => Ok(KeyType::P384),
+            Some(c) => Err(format!("ECDSA on curve {c}")),
+            None => Err("ECDSA with unnamed curve".into()),
         }
     } else if *alg == OID_SIG_ED25519 {
-        (Some(KeyType::Ed25519), None)
+        Ok(KeyType::Ed25519)
     } else {
-        let name = match alg.to_id_string().as_str() {
+        Err(match alg.to_id_string().as_str() {
             "1.2.840.10040.4.1" => "DSA".to_owned(),
             "1.3.101.113" => "Ed448".to_owned(),
             other => format!("with OID {other}"),
-        };
-        (None, Some(name))
+        })
     }
 }
 
@@ -638,7 +691,14 @@ mod tests {
             assert_eq!(c.organization.as_deref(), Some("node_abc"));
             assert!(c.subject.contains("CN=*"), "{}", c.subject);
             assert_eq!(c.serial_hex.len(), 32, "128-bit serial");
-            assert_eq!(c.extended_key_usage, Some((true, true, false)));
+            assert_eq!(
+                c.extended_key_usage,
+                Some(ExtendedKeyUsage {
+                    server_auth: true,
+                    client_auth: true,
+                    any: false
+                })
+            );
             assert_eq!(c.self_signature_ok, Some(true));
             let warnings = c.validate_for_registration(now()).unwrap();
             assert_eq!(warnings.len(), 1, "{warnings:?}");

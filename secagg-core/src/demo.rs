@@ -6,7 +6,6 @@
 //! The negotiation itself is run by the caller (the CLI starts one `secagg negotiate` process per
 //! party), so this module only prepares and verifies.
 
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -50,20 +49,6 @@ impl Federation {
     }
 }
 
-/// Asks the OS for `n` free TCP ports on 127.0.0.1. The ports are released before returning, so
-/// another program could take one in between; the negotiation then fails with a clear bind error.
-pub fn free_loopback_ports(n: usize) -> Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .collect::<std::io::Result<Vec<_>>>()
-        .map_err(|e| Error::io("while looking for free loopback ports", e))?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<std::io::Result<Vec<_>>>()
-        .map_err(|e| Error::io("while looking for free loopback ports", e))
-}
-
 /// Creates a federation of one researcher and `nodes` nodes under `dir`, every party listening on
 /// its own loopback port, with every party's bundle registered by every other party.
 pub fn prepare(dir: &Path, nodes: usize) -> Result<Federation> {
@@ -87,7 +72,7 @@ pub fn prepare_gated<T>(dir: &Path, nodes: usize, gate: &Mutex<T>) -> Result<Fed
     fs_secure::create_private_dir(&bundles_dir)?;
     drop(guard);
     let now = OffsetDateTime::now_utc();
-    let ports = free_loopback_ports(nodes + 1)?;
+    let ports = crate::loopback::free_ports(nodes + 1)?;
     let mut parties = Vec::with_capacity(nodes + 1);
     let mut bundles = Vec::with_capacity(nodes + 1);
     for (i, port) in ports.iter().enumerate() {

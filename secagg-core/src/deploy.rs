@@ -206,6 +206,22 @@ fn probe(program: &str, args: &[&str]) -> std::result::Result<(), String> {
     }
 }
 
+/// The compose tool for a run: for real, the detected engine (an error when there is none; its
+/// warning, if any, is returned for the caller to show); for a dry run, which only shows the
+/// commands, the detected tool or else the default `docker compose`, never an error.
+pub fn tool_for(dry_run: bool) -> Result<(ComposeTool, Option<String>)> {
+    if dry_run {
+        return Ok((
+            detect_engine()
+                .map(|e| e.tool)
+                .unwrap_or_else(|_| ComposeTool::default_plugin()),
+            None,
+        ));
+    }
+    let engine = detect_engine()?;
+    Ok((engine.tool, engine.warning))
+}
+
 /// Checks that a container engine answers (`docker info`) and finds the compose program
 /// (`docker compose`, else `docker-compose` with a warning).
 pub fn detect_engine() -> Result<Engine> {

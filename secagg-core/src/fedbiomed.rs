@@ -16,6 +16,7 @@ use crate::fs_secure;
 use crate::home::Home;
 use crate::identity;
 use crate::registration::{self, CertificateSource, RegisterRequest, Registered};
+use crate::store::Store;
 
 /// Largest TinyDB file read.
 pub const MAX_TINYDB_BYTES: u64 = 256 * 1024 * 1024;
@@ -187,7 +188,7 @@ pub fn import_tinydb(
             )));
         }
     }
-    let mut store = registration::open_existing_store(home)?;
+    let mut store = Store::open_party(home)?;
     let imported = store.write(|tx| {
         prepared
             .iter()

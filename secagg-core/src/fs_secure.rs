@@ -10,7 +10,6 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::home::Home;
 
 /// Mode of files holding secrets (private keys, negotiated keys, the store).
 pub const SECRET_FILE_MODE: u32 = 0o600;
@@ -75,23 +74,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 }
 
 /// Writes a command's output file (`-o FILE`) atomically, never over something it must not
-/// replace.
+/// replace (commands call it through [`crate::home::Home::write_output`], which also refuses the
+/// home's own files).
 ///
-/// Refused: a path inside `home`'s secret files (see [`Home::is_secret_path`]); an existing
-/// target that is not a regular file (directory, FIFO, device, socket), even with `force`; and an
-/// existing regular file without `force`. The bytes go to a temporary file in the target's
-/// directory (created with `mode`), which is then linked into place (without `force`: fails
-/// rather than replace a file that appeared meanwhile) or renamed over the target (with `force`).
-/// A failure leaves the old file as it was.
-pub fn write_output(path: &Path, bytes: &[u8], mode: u32, force: bool, home: &Home) -> Result<()> {
-    if home.is_secret_path(path) {
-        return Err(Error::invalid(format!(
-            "`{}` is one of the secagg home's own files (`{}`): refusing to write output there",
-            path.display(),
-            home.root().display()
-        ))
-        .with_hint("choose a file outside the home's store, configuration and identity"));
-    }
+/// Refused: an existing target that is not a regular file (directory, FIFO, device, socket), even
+/// with `force`; and an existing regular file without `force`. The bytes go to a temporary file in
+/// the target's directory (created with `mode`), which is then linked into place (without
+/// `force`: fails rather than replace a file that appeared meanwhile) or renamed over the target
+/// (with `force`). A failure leaves the old file as it was.
+pub fn write_output(path: &Path, bytes: &[u8], mode: u32, force: bool) -> Result<()> {
     let exists = match fs::symlink_metadata(path) {
         Ok(_) => true,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
@@ -287,6 +278,7 @@ pub fn mode_of(path: &Path) -> Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::home::Home;
 
     #[test]
     fn atomic_write_creates_with_mode_and_replaces() {
@@ -373,28 +365,31 @@ mod tests {
         fs::write(&store, b"store").unwrap();
         let rel = home.root().join("identity/../store.sqlite");
         for target in [&store, &rel, &home.key_path(), &home.config_path()] {
-            let e = write_output(target, b"x", PUBLIC_FILE_MODE, true, &home).unwrap_err();
+            let e = home
+                .write_output(target, b"x", PUBLIC_FILE_MODE, true)
+                .unwrap_err();
             assert!(e.to_string().contains("secagg home's own files"), "{e}");
         }
         // A hard link to the store elsewhere is the store.
         let hard = dir.path().join("hard");
         fs::hard_link(&store, &hard).unwrap();
-        assert!(write_output(&hard, b"x", PUBLIC_FILE_MODE, true, &home).is_err());
+        assert!(home
+            .write_output(&hard, b"x", PUBLIC_FILE_MODE, true)
+            .is_err());
         assert_eq!(fs::read(&store).unwrap(), b"store");
 
         let out = dir.path().join("out.json");
-        write_output(&out, b"one", PUBLIC_FILE_MODE, false, &home).unwrap();
+        write_output(&out, b"one", PUBLIC_FILE_MODE, false).unwrap();
         assert_eq!(mode_of(&out).unwrap(), 0o644);
-        let e = write_output(&out, b"two", PUBLIC_FILE_MODE, false, &home).unwrap_err();
+        let e = write_output(&out, b"two", PUBLIC_FILE_MODE, false).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Conflict);
         assert_eq!(fs::read(&out).unwrap(), b"one");
-        write_output(&out, b"two", SECRET_FILE_MODE, true, &home).unwrap();
+        write_output(&out, b"two", SECRET_FILE_MODE, true).unwrap();
         assert_eq!(fs::read(&out).unwrap(), b"two");
         assert_eq!(mode_of(&out).unwrap(), 0o600);
-        let e = write_output(dir.path(), b"x", PUBLIC_FILE_MODE, true, &home).unwrap_err();
+        let e = write_output(dir.path(), b"x", PUBLIC_FILE_MODE, true).unwrap_err();
         assert!(e.to_string().contains("is a directory"), "{e}");
-        let e =
-            write_output(Path::new("/dev/null"), b"x", PUBLIC_FILE_MODE, true, &home).unwrap_err();
+        let e = write_output(Path::new("/dev/null"), b"x", PUBLIC_FILE_MODE, true).unwrap_err();
         assert!(e.to_string().contains("is a device"), "{e}");
         // Only the written files remain: no temporary file.
         let names: Vec<_> = fs::read_dir(dir.path())

@@ -1,14 +1,19 @@
 //! A party's home directory and the paths inside it.
 //!
 //! ```text
-//! <home>/                 0700
-//!   config.toml           party id, role, endpoint
-//!   identity/cert.pem     this party's certificate
-//!   identity/key.pem      its private key (0600)
-//!   identity/previous/    certificates and keys replaced by renewals (0700), never deleted by secagg
-//!   store.sqlite          registered peers and negotiated contexts (0600)
-//!   runs/<session>/       per-session working files (MP-SPDZ)
+//! <home>/                          0700
+//!   config.toml                    party id, role, endpoint
+//!   identity/cert.pem              this party's certificate
+//!   identity/key.pem               its private key (0600)
+//!   identity/previous/<time>/      certificates and keys replaced by renewals (0700), never deleted by secagg
+//!   store.sqlite                   peers, negotiated keys and their states, VPN registry (0600)
+//!   runs/<session>/, <session>.lock  MP-SPDZ run directories and their locks
+//!   mpspdz-cache/                  compiled MP-SPDZ programs
+//!   vpn/                           WireGuard key pair (peer side), peers' config.env (server side)
+//!   deploy/                        docker compose project
 //! ```
+//!
+//! The README's "Files" section is the user's version of this list.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -28,6 +33,46 @@ pub struct Home {
 }
 
 impl Home {
+    /// Writes a command's output file (`-o FILE`): refuses any of this home's own files (see
+    /// [`Home::is_secret_path`]), then writes as [`fs_secure::write_output`] does (never over a
+    /// non-regular file, over an existing file only with `force`, atomically).
+    pub fn write_output(&self, path: &Path, bytes: &[u8], mode: u32, force: bool) -> Result<()> {
+        if self.is_secret_path(path) {
+            return Err(crate::error::Error::invalid(format!(
+                "`{}` is one of the secagg home's own files (`{}`): refusing to write output there",
+                path.display(),
+                self.root().display()
+            ))
+            .with_hint("choose a file outside the home's store, configuration and identity"));
+        }
+        fs_secure::write_output(path, bytes, mode, force)
+    }
+
+    /// Checks that this home holds a party identity (its `config.toml`), so that a mistyped
+    /// `--home` gets "no secagg identity" instead of a confusing error about a missing store, and
+    /// that its permissions do not expose it ([`Home::check_permissions`]).
+    pub fn require_identity(&self) -> Result<()> {
+        self.check_permissions()?;
+        match std::fs::symlink_metadata(self.config_path()) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(self.no_identity()),
+            Err(e) => Err(crate::error::Error::io_path(
+                "while looking for the identity in",
+                &self.config_path(),
+                e,
+            )),
+        }
+    }
+
+    /// The error for a home without an identity.
+    pub fn no_identity(&self) -> crate::error::Error {
+        crate::error::Error::not_found(format!(
+            "no secagg identity in `{}`",
+            self.root().display()
+        ))
+        .with_hint("create one with `secagg init --role node` (or --role researcher), or point --home / SECAGG_HOME at an existing one")
+    }
+
     /// A home rooted at `root` (nothing is created).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Home { root: root.into() }

@@ -231,11 +231,11 @@ fn write_config(home: &Home, party_id: &PartyId, role: Role, endpoint: &Endpoint
 
 fn read_config(home: &Home) -> Result<ConfigFile> {
     let path = home.config_path();
-    let bytes = fs_secure::read_limited(&path, 64 * 1024, "configuration").map_err(|e| match e {
-        Error::NotFound(_) => Error::not_found(format!("no secagg identity in `{}`", home.root().display()))
-            .with_hint("create one with `secagg init --role node` (or --role researcher), or point --home / SECAGG_HOME at an existing one"),
-        other => other,
-    })?;
+    let bytes =
+        fs_secure::read_limited(&path, 64 * 1024, "configuration").map_err(|e| match e {
+            Error::NotFound(_) => home.no_identity(),
+            other => other,
+        })?;
     let text = String::from_utf8(bytes).map_err(|_| {
         Error::invalid(format!(
             "configuration `{}` is not UTF-8 text",
@@ -309,13 +309,26 @@ pub struct Renewal {
 
 /// Replaces this party's key pair and certificate (same party id and endpoint). The old ones are
 /// moved to `identity/previous/<time>/`. Every peer must register the new certificate.
+///
+/// Renewing replaces the certificate every peer registered, so it must be asked for explicitly:
+/// without `force` it is a [`Error::Conflict`] naming the current certificate.
 pub fn renew(
     home: &Home,
     key_type: GeneratedKeyType,
     validity_days: u32,
+    force: bool,
     now: OffsetDateTime,
 ) -> Result<Renewal> {
     let old = load(home)?;
+    if !force {
+        return Err(Error::conflict(format!(
+            "{} already has a certificate ({})",
+            old.party_id, old.certificate.fingerprint
+        ))
+        .with_hint(
+            "renewing replaces it and every peer must register the new one: run again with --force",
+        ));
+    }
     let generated = certificate::generate(&old.party_id, key_type, validity_days, now)?;
     let archived = archive_current(home, now)?;
     write_key_and_certificate(home, &generated)?;

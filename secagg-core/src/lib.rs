@@ -21,6 +21,7 @@ pub mod field;
 pub mod fs_secure;
 pub mod home;
 pub mod identity;
+pub mod loopback;
 pub mod mpspdz;
 pub mod party;
 pub mod registration;
@@ -31,4 +32,4 @@ pub mod transport;
 pub mod vpn;
 
 pub use error::{Error, ErrorKind, Result};
-pub use party::{Endpoint, Host, PartyId, Role};
+pub use party::{Endpoint, Host, PartyId, Role, SessionId};

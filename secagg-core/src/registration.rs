@@ -20,7 +20,7 @@ use crate::home::Home;
 use crate::identity::{self, Identity};
 use crate::party::{Endpoint, PartyId, Role};
 use crate::store::peers::{self, PeerRecord};
-use crate::store::{Store, StoreOptions};
+use crate::store::Store;
 
 /// Value of the `format` field of a registration bundle.
 pub const BUNDLE_FORMAT: &str = "secagg-registration-bundle";
@@ -279,7 +279,7 @@ pub fn apply(conn: &rusqlite::Connection, p: &PreparedRegistration) -> Result<Re
 pub fn register(home: &Home, req: &RegisterRequest, now: OffsetDateTime) -> Result<Registered> {
     let own = identity::load(home)?;
     let prepared = prepare(req, &own, now)?;
-    let mut store = open_existing_store(home)?;
+    let mut store = Store::open_party(home)?;
     store.write(|tx| apply(tx, &prepared))
 }
 
@@ -345,7 +345,7 @@ pub fn request_from_bundle(
 /// Deletes the registration of `party_id`; not-found is an error.
 pub fn delete(home: &Home, party_id: &str) -> Result<PeerRecord> {
     let id = PartyId::parse(party_id)?;
-    let mut store = open_existing_store(home)?;
+    let mut store = Store::open_party(home)?;
     store.write(|tx| {
         let rec = peers::get(tx, &id)?.ok_or_else(|| not_registered(&id))?;
         peers::delete(tx, &id)?;
@@ -356,46 +356,14 @@ pub fn delete(home: &Home, party_id: &str) -> Result<PeerRecord> {
 /// The registration of `party_id`.
 pub fn show(home: &Home, party_id: &str) -> Result<PeerRecord> {
     let id = PartyId::parse(party_id)?;
-    let mut store = open_existing_store_read_only(home)?;
+    let mut store = Store::open_party_read_only(home)?;
     store.read(|tx| peers::get(tx, &id)?.ok_or_else(|| not_registered(&id)))
 }
 
 /// Every registration, ordered by party id.
 pub fn list(home: &Home) -> Result<Vec<PeerRecord>> {
-    let mut store = open_existing_store_read_only(home)?;
+    let mut store = Store::open_party_read_only(home)?;
     store.read(|tx| peers::list(tx))
-}
-
-/// Opens the store of an existing home (one with an identity) for writing, so that a mistyped
-/// `--home` gets "no identity" instead of a new empty store. Waits up to
-/// [`crate::store::BUSY_TIMEOUT`] for another process's lock.
-pub fn open_existing_store(home: &Home) -> Result<Store> {
-    identity::load(home)?;
-    Store::open(&home.store_path())
-}
-
-/// Opens the store of an existing home read-only (`SQLITE_OPEN_READ_ONLY`, deferred transactions):
-/// for commands that only show data. It takes no write lock, so it answers at once while another
-/// process holds the store for writing, and works on a store this process may not write.
-pub fn open_existing_store_read_only(home: &Home) -> Result<Store> {
-    identity::load(home)?;
-    Store::open_read_only(&home.store_path())
-}
-
-/// Opens the store of an existing home for writing, waiting for other processes' locks at most
-/// until `deadline` (an expired deadline still gets one try without waiting). For `negotiate
-/// --timeout`: every later `BEGIN IMMEDIATE` on the returned store waits no longer than this either,
-/// and a lock still held then fails with SQLite's "database is locked" (a storage error).
-pub fn open_existing_store_until(home: &Home, deadline: std::time::Instant) -> Result<Store> {
-    identity::load(home)?;
-    let busy_timeout = deadline.saturating_duration_since(std::time::Instant::now());
-    Store::open_with(
-        &home.store_path(),
-        &StoreOptions {
-            busy_timeout,
-            ..StoreOptions::default()
-        },
-    )
 }
 
 /// The error for an unregistered party.

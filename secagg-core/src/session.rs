@@ -2,10 +2,11 @@
 //! a validated [`NegotiationPlan`], and from an engine's [`Outcome`] to a stored context.
 //!
 //! Everything that can be checked without the network is checked here, before any traffic: the
-//! key length (before anything is allocated for it), the session id, n ≥ 3, researcher first, no
-//! duplicates, this party in the list, every other party registered with a certificate that is
-//! valid now, no context already stored for the session, and (in [`NegotiationPlan::validate`])
-//! the prime bound p > (n−1)·2^k.
+//! key length (before anything is allocated for it), the party list
+//! ([`crate::engine::check_party_ids`]: n ≥ 3, researcher first, no duplicates), this party in
+//! the list, every other party registered with a certificate that is valid now, no context
+//! already stored for the session, and (in [`NegotiationPlan::new`]) the prime bound
+//! p > (n−1)·2^k. The session id and party ids arrive parsed ([`SessionRequest`]).
 //!
 //! The key reaches the store through [`StoreSink`], at the step of the protocol that keeps the
 //! all-or-nothing invariant (see [`crate::engine::KeySink`]): a node's key is stored
@@ -21,28 +22,30 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::certificate::{format_time, ValidityStatus};
-use crate::engine::{Engine, KeySink, NegotiationPlan, Outcome, PartyEntry, SecretKey};
+use crate::engine::{
+    check_party_ids, Engine, KeySink, NegotiationPlan, Outcome, PartyEntry, PlanParts, SecretKey,
+};
 use crate::error::{Error, Result};
 use crate::field;
 use crate::home::Home;
 use crate::identity;
-use crate::party::{PartyId, Role};
-use crate::registration::{
-    not_registered, open_existing_store, open_existing_store_read_only, open_existing_store_until,
-};
+use crate::party::{PartyId, Role, SessionId};
+use crate::registration::not_registered;
 use crate::store::contexts::{self, ContextRecord, KeyState};
 use crate::store::peers;
+use crate::store::Store;
 
-/// Default whole-session deadline.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default whole-session deadline of the native engine (see [`Engine::default_timeout`]).
+pub const DEFAULT_TIMEOUT: Duration = crate::engine::native::DEFAULT_TIMEOUT;
 
-/// What a party asks for when it runs its side of a session.
+/// What a party asks for when it runs its side of a session, parsed: the caller turns text into
+/// a [`SessionId`] and [`PartyId`]s (with [`SessionId::parse`], [`PartyId::parse`]).
 #[derive(Debug, Clone)]
 pub struct SessionRequest {
-    /// Session id (a uuid, agreed by all parties).
-    pub session_id: String,
+    /// Session id, agreed by all parties.
+    pub session_id: SessionId,
     /// Party ids in session order, researcher first.
-    pub parties: Vec<String>,
+    pub parties: Vec<PartyId>,
     /// Whole-session deadline.
     pub timeout: Duration,
     /// Key bit length; `None` is [`field::DEFAULT_KEY_BITS`].
@@ -53,20 +56,14 @@ pub struct SessionRequest {
     pub listen: Option<SocketAddr>,
 }
 
-/// Parses a session id (a uuid in any of its usual spellings).
-pub fn parse_session_id(s: &str) -> Result<uuid::Uuid> {
-    uuid::Uuid::parse_str(s.trim()).map_err(|_| {
-        Error::invalid(format!("session id `{}` is not a uuid", s.escape_debug()))
-            .with_hint("all parties must use the same session id, e.g. one made by `uuidgen`")
-    })
-}
-
-/// Builds and validates this party's plan for `req` from the identity and store of `home`.
+/// Builds this party's plan for `req` from the identity and store of `home`. The plan's timeout
+/// is what is left of `req.timeout` once the plan is built.
 pub fn plan(home: &Home, req: &SessionRequest, now: OffsetDateTime) -> Result<NegotiationPlan> {
     plan_until(home, req, now, std::time::Instant::now() + req.timeout)
 }
 
-/// [`plan`], waiting for the store's lock at most until `deadline`.
+/// [`plan`], waiting for the store's lock at most until `deadline`, which also ends the plan's
+/// timeout.
 fn plan_until(
     home: &Home,
     req: &SessionRequest,
@@ -75,36 +72,14 @@ fn plan_until(
 ) -> Result<NegotiationPlan> {
     let prime = req.prime.clone().unwrap_or_else(field::fedbiomed_prime);
     let key_bits = req.key_bits.unwrap_or(field::DEFAULT_KEY_BITS);
+    // Early, so that an absurd key length is refused before anything is allocated for it, and
+    // named as the option it came from (the plan checks it again, without the context).
     field::check_key_bits(key_bits, &prime).map_err(|e| e.context("in --key-bits"))?;
-    let session_id = parse_session_id(&req.session_id)?;
+    let session_id = req.session_id;
     let own = identity::load(home)?;
-    let mut ids = Vec::with_capacity(req.parties.len());
-    for p in &req.parties {
-        ids.push(PartyId::parse(p.trim()).map_err(|e| e.context("in --parties"))?);
-    }
-    if ids.len() < crate::engine::MIN_PARTIES {
-        return Err(Error::invalid(format!(
-            "a session needs at least 3 parties (the researcher and 2 nodes), got {}",
-            ids.len()
-        )));
-    }
-    if ids[0].role() != Role::Researcher {
-        return Err(Error::invalid(format!(
-            "the first party must be the researcher, got `{}`",
-            ids[0]
-        ))
-        .with_hint("list the researcher first, then the nodes"));
-    }
-    if let Some(extra) = ids.iter().skip(1).find(|id| id.role() == Role::Researcher) {
-        return Err(Error::invalid(format!(
-            "`{extra}` is a second researcher: a session has one researcher, listed first"
-        )));
-    }
-    for (i, id) in ids.iter().enumerate() {
-        if ids[..i].contains(id) {
-            return Err(Error::invalid(format!("party `{id}` is listed twice")));
-        }
-    }
+    let ids = &req.parties;
+    // Before the store is read, so that a malformed list is not reported as unregistered ids.
+    check_party_ids(ids)?;
     let my_index = ids
         .iter()
         .position(|id| *id == own.party_id)
@@ -115,7 +90,7 @@ fn plan_until(
             ))
             .with_hint("every party runs the session with the same list, which includes itself")
         })?;
-    let mut store = open_existing_store_until(home, deadline)?;
+    let mut store = Store::open_party_until(home, deadline)?;
     let parties = store.read(|tx| {
         if contexts::get(tx, &session_id.to_string())?.is_some() {
             return Err(Error::conflict(format!(
@@ -183,18 +158,26 @@ fn plan_until(
             "renew it with `secagg certificate generate --force` and have every peer register it",
         ));
     }
-    let plan = NegotiationPlan {
+    let my_key_pkcs8_der = own.private_key_der()?;
+    // The engine's deadline is what is left of the command's.
+    let timeout = deadline.saturating_duration_since(std::time::Instant::now());
+    if timeout.is_zero() {
+        return Err(Error::timeout(format!(
+            "session {session_id}: the {:.1}s timeout passed while preparing the session (waiting for the store)",
+            req.timeout.as_secs_f64()
+        ))
+        .with_hint("another secagg process may hold this party's store; retry with a longer --timeout"));
+    }
+    NegotiationPlan::new(PlanParts {
         session_id,
         parties,
         my_index,
-        my_key_pkcs8_der: own.private_key_der()?,
+        my_key_pkcs8_der,
         listen: req.listen,
         key_bits,
         prime,
-        timeout: req.timeout,
-    };
-    plan.validate()?;
-    Ok(plan)
+        timeout,
+    })
 }
 
 /// What `secagg negotiate` reports (never the key itself).
@@ -244,22 +227,12 @@ pub fn negotiate(
     on_warning: &mut (dyn FnMut(&str) + Send),
 ) -> Result<NegotiationReport> {
     let deadline = std::time::Instant::now() + req.timeout;
-    let mut plan = plan_until(home, req, OffsetDateTime::now_utc(), deadline)?;
-    // The engine's deadline is what is left of the command's.
-    plan.timeout = deadline.saturating_duration_since(std::time::Instant::now());
-    if plan.timeout.is_zero() {
-        return Err(Error::timeout(format!(
-            "session {}: the {:.1}s timeout passed while preparing the session (waiting for the store)",
-            plan.session_id,
-            req.timeout.as_secs_f64()
-        ))
-        .with_hint("another secagg process may hold this party's store; retry with a longer --timeout"));
-    }
-    let parties: Vec<String> = plan.parties.iter().map(|p| p.id.to_string()).collect();
+    let plan = plan_until(home, req, OffsetDateTime::now_utc(), deadline)?;
+    let parties: Vec<String> = plan.parties().iter().map(|p| p.id.to_string()).collect();
     let (session_id, my_index, key_bits, role) = (
-        plan.session_id.to_string(),
-        plan.my_index,
-        plan.key_bits,
+        plan.session_id().to_string(),
+        plan.my_index(),
+        plan.key_bits(),
         plan.my_role(),
     );
     let mut sink = StoreSink {
@@ -348,7 +321,7 @@ impl StoreSink<'_> {
                 "the server key of session {id} is stored and final (every node holds its key)"
             )),
             Role::Researcher => {
-                let undone = open_existing_store_until(self.home, self.deadline_or_soon())
+                let undone = Store::open_party_until(self.home, self.deadline_or_soon())
                     .and_then(|mut s| s.write_erasing(|tx| contexts::delete(tx, &id)));
                 match undone {
                     Ok(_) => e.context(format!(
@@ -397,7 +370,7 @@ impl KeySink for StoreSink<'_> {
             record.state = KeyState::Confirmed;
             record.confirmed_at = Some(now);
         }
-        let mut store = open_existing_store_until(self.home, self.deadline)?;
+        let mut store = Store::open_party_until(self.home, self.deadline)?;
         store
             .write(|tx| contexts::insert(tx, &record))
             .map_err(|e| {
@@ -416,7 +389,7 @@ impl KeySink for StoreSink<'_> {
             return Ok(());
         }
         let id = self.template.session_id.clone();
-        let mut store = open_existing_store_until(self.home, self.deadline)?;
+        let mut store = Store::open_party_until(self.home, self.deadline)?;
         let changed = store
             .write(|tx| contexts::confirm(tx, &id, OffsetDateTime::now_utc()))
             .map_err(|e| e.context(format!("while confirming the key of session {id}")))?;
@@ -437,13 +410,13 @@ impl KeySink for StoreSink<'_> {
 /// Every stored context of `home`, newest first. Opens the store read-only: no write lock taken
 /// or waited for.
 pub fn list_contexts(home: &Home) -> Result<Vec<ContextRecord>> {
-    open_existing_store_read_only(home)?.read(|tx| contexts::list(tx))
+    Store::open_party_read_only(home)?.read(|tx| contexts::list(tx))
 }
 
 /// The stored context of `session_id` (store opened read-only, as for [`list_contexts`]).
 pub fn get_context(home: &Home, session_id: &str) -> Result<ContextRecord> {
-    let id = parse_session_id(session_id)?.to_string();
-    open_existing_store_read_only(home)?
+    let id = SessionId::parse(session_id)?.to_string();
+    Store::open_party_read_only(home)?
         .read(|tx| contexts::get(tx, &id))?
         .ok_or_else(|| no_context(&id))
 }
@@ -452,8 +425,8 @@ pub fn get_context(home: &Home, session_id: &str) -> Result<ContextRecord> {
 /// file and the WAL is checkpointed and truncated, so the key's digits are left in none of
 /// `store.sqlite`, `-wal` or `-shm`.
 pub fn delete_context(home: &Home, session_id: &str) -> Result<ContextRecord> {
-    let id = parse_session_id(session_id)?.to_string();
-    open_existing_store(home)?.write_erasing(|tx| {
+    let id = SessionId::parse(session_id)?.to_string();
+    Store::open_party(home)?.write_erasing(|tx| {
         let c = contexts::get(tx, &id)?.ok_or_else(|| no_context(&id))?;
         contexts::delete(tx, &id)?;
         Ok(c)
@@ -464,8 +437,8 @@ pub fn delete_context(home: &Home, session_id: &str) -> Result<ContextRecord> {
 /// completed at the researcher (its `secagg context show` lists the server key) but whose
 /// confirmation never arrived. Confirming an already confirmed context is a conflict.
 pub fn confirm_context(home: &Home, session_id: &str) -> Result<ContextRecord> {
-    let id = parse_session_id(session_id)?.to_string();
-    open_existing_store(home)?.write(|tx| {
+    let id = SessionId::parse(session_id)?.to_string();
+    Store::open_party(home)?.write(|tx| {
         let c = contexts::get(tx, &id)?.ok_or_else(|| no_context(&id))?;
         if c.state == KeyState::Confirmed {
             return Err(Error::conflict(format!(
@@ -491,7 +464,7 @@ pub fn prune_unconfirmed(
     now: OffsetDateTime,
 ) -> Result<Vec<ContextRecord>> {
     let cutoff = now - older_than;
-    open_existing_store(home)?.write_erasing(|tx| {
+    Store::open_party(home)?.write_erasing(|tx| {
         let doomed: Vec<ContextRecord> = contexts::list(tx)?
             .into_iter()
             .filter(|c| c.state == KeyState::Unconfirmed && c.created_at <= cutoff)
@@ -508,7 +481,7 @@ fn no_context(id: &str) -> Error {
         .with_hint("see `secagg context list`")
 }
 
-/// A fresh random session id (uuid4).
+/// A fresh random session id (uuid4), as text (see [`SessionId::generate`]).
 pub fn new_session_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    SessionId::generate().to_string()
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use secagg_core::certificate::{format_time, DEFAULT_VALIDITY_DAYS};
-use secagg_core::fs_secure::{self, PUBLIC_FILE_MODE};
+use secagg_core::fs_secure::PUBLIC_FILE_MODE;
 use secagg_core::home::Home;
 use secagg_core::registration::{self, Action, CertificateSource, RegisterRequest, Registered};
 use secagg_core::store::peers::PeerRecord;
@@ -15,7 +15,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::commands::init::KeyTypeArg;
-use crate::output::{self, Format};
+use crate::output::{self, Format, FormatArg};
 
 /// Manage this party's certificate and the certificates of registered peers.
 #[derive(Debug, Subcommand)]
@@ -51,9 +51,8 @@ pub struct GenerateArgs {
     /// Certificate validity in days.
     #[arg(long, default_value_t = DEFAULT_VALIDITY_DAYS)]
     days: u32,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    #[command(flatten)]
+    output: FormatArg,
 }
 
 /// Arguments of `certificate registration-instructions`.
@@ -114,17 +113,15 @@ pub struct RegisterArgs {
     /// Replace the existing registration of this party id.
     #[arg(long)]
     upsert: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    #[command(flatten)]
+    output: FormatArg,
 }
 
 /// Arguments of `certificate list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// `table` (or `text`) or `json`.
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    #[command(flatten)]
+    output: FormatArg,
 }
 
 /// Arguments of `certificate show`.
@@ -135,9 +132,8 @@ pub struct ShowArgs {
     /// Print only the certificate PEM (to save it to a file).
     #[arg(long)]
     pem: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    #[command(flatten)]
+    output: FormatArg,
 }
 
 /// Arguments of `certificate delete`.
@@ -158,9 +154,8 @@ pub struct ImportArgs {
     /// Replace existing registrations of the same party ids.
     #[arg(long)]
     upsert: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    #[command(flatten)]
+    output: FormatArg,
 }
 
 /// Runs `secagg certificate …`.
@@ -178,19 +173,14 @@ pub fn run(home: &Path, cmd: CertificateCommand) -> anyhow::Result<()> {
 }
 
 fn generate(home: &Home, a: GenerateArgs) -> anyhow::Result<()> {
-    let current = identity::load(home)?;
-    if !a.force {
-        return Err(secagg_core::Error::conflict(format!(
-            "{} already has a certificate ({})",
-            current.party_id, current.certificate.fingerprint
-        ))
-        .with_hint(
-            "renewing replaces it and every peer must register the new one: run again with --force",
-        )
-        .into());
-    }
-    let r = identity::renew(home, a.key_type.into(), a.days, OffsetDateTime::now_utc())?;
-    match a.format {
+    let r = identity::renew(
+        home,
+        a.key_type.into(),
+        a.days,
+        a.force,
+        OffsetDateTime::now_utc(),
+    )?;
+    match a.output.format {
         Format::Json => output::print_json(&r)?,
         Format::Text => {
             output::print_fields(&[
@@ -214,7 +204,7 @@ fn instructions(home: &Home, a: InstructionsArgs) -> anyhow::Result<()> {
     };
     match a.output {
         Some(path) => {
-            fs_secure::write_output(&path, text.as_bytes(), PUBLIC_FILE_MODE, a.force, home)?;
+            home.write_output(&path, text.as_bytes(), PUBLIC_FILE_MODE, a.force)?;
             output::note(format!("wrote {}", path.display()));
         }
         None => print!("{text}"),
@@ -245,7 +235,7 @@ fn register(home: &Home, a: RegisterArgs) -> anyhow::Result<()> {
         }
     };
     let r = registration::register(home, &req, OffsetDateTime::now_utc())?;
-    match a.format {
+    match a.output.format {
         Format::Json => output::print_json(&r)?,
         Format::Text => print_registered(&r),
     }
@@ -290,7 +280,7 @@ fn list(home: &Home, a: ListArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| p.summary(now))
         .collect();
-    match a.format {
+    match a.output.format {
         Format::Json => output::print_json(&PeerList { peers: &peers })?,
         Format::Text => {
             if peers.is_empty() {
@@ -356,7 +346,7 @@ fn show(home: &Home, a: ShowArgs) -> anyhow::Result<()> {
     }
     let now = OffsetDateTime::now_utc();
     let s = p.summary(now);
-    match a.format {
+    match a.output.format {
         Format::Json => output::print_json(&PeerDetail {
             summary: s,
             subject: p.subject.clone(),
@@ -405,7 +395,7 @@ fn delete(home: &Home, a: DeleteArgs) -> anyhow::Result<()> {
 
 fn import(home: &Home, a: ImportArgs) -> anyhow::Result<()> {
     let report = fedbiomed::import_tinydb(home, &a.db_json, a.upsert, OffsetDateTime::now_utc())?;
-    match a.format {
+    match a.output.format {
         Format::Json => output::print_json(&report)?,
         Format::Text => {
             if report.entries == 0 {

@@ -8,7 +8,7 @@ use secagg_core::session;
 use secagg_core::store::contexts::{ContextSummary, KeyState};
 use serde::Serialize;
 
-use crate::output::{self, Format};
+use crate::output::{self, Format, FormatArg};
 
 /// List, show, confirm, prune or delete negotiated contexts (server key / user keys).
 ///
@@ -36,9 +36,8 @@ pub enum ContextCommand {
 /// Arguments of `context list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    #[command(flatten)]
+    output: FormatArg,
 }
 
 /// Arguments of `context show`.
@@ -49,9 +48,8 @@ pub struct ShowArgs {
     /// Print the key (a secret: the server key or this node's user key).
     #[arg(long)]
     reveal_key: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    #[command(flatten)]
+    output: FormatArg,
 }
 
 /// Arguments of `context confirm`.
@@ -67,9 +65,8 @@ pub struct PruneArgs {
     /// Delete unconfirmed keys stored at least this many days ago (0 deletes every unconfirmed key).
     #[arg(long, value_name = "DAYS", default_value_t = secagg_core::store::contexts::UNCONFIRMED_EXPIRY.whole_days() as u32)]
     older_than_days: u32,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    #[command(flatten)]
+    output: FormatArg,
 }
 
 /// Arguments of `context delete`.
@@ -93,7 +90,7 @@ pub fn run(home: &Path, cmd: ContextCommand) -> anyhow::Result<()> {
                 .iter()
                 .map(|c| c.summary(false))
                 .collect();
-            match a.format {
+            match a.output.format {
                 Format::Json => output::print_json(&ContextList { contexts })?,
                 Format::Text if contexts.is_empty() => {
                     output::note("no stored contexts (run `secagg negotiate`)")
@@ -145,7 +142,7 @@ pub fn run(home: &Path, cmd: ContextCommand) -> anyhow::Result<()> {
                     c.session_id
                 ));
             }
-            match a.format {
+            match a.output.format {
                 Format::Json => output::print_json(&c)?,
                 Format::Text => {
                     let mut fields = vec![
@@ -180,7 +177,7 @@ pub fn run(home: &Path, cmd: ContextCommand) -> anyhow::Result<()> {
                 time::OffsetDateTime::now_utc(),
             )?;
             let contexts: Vec<_> = deleted.iter().map(|c| c.summary(false)).collect();
-            match a.format {
+            match a.output.format {
                 Format::Json => output::print_json(&ContextList { contexts })?,
                 Format::Text => {
                     for c in &contexts {

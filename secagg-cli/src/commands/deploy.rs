@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use clap::{Args, Subcommand};
-use secagg_core::deploy::{self, ComposeTool, Options, Verb};
+use secagg_core::deploy::{self, Options, Verb};
 use secagg_core::home::Home;
 
 use crate::output::{self, Format};
@@ -70,18 +70,10 @@ pub fn run(home: &Path, cmd: DeployCommand) -> anyhow::Result<()> {
     };
     // Refuse unknown services before looking for an engine.
     deploy::select(&a.services)?;
-    let tool = if a.dry_run {
-        // Show what would run here: the detected compose program, else `docker compose`.
-        deploy::detect_engine()
-            .map(|e| e.tool)
-            .unwrap_or_else(|_| ComposeTool::default_plugin())
-    } else {
-        let engine = deploy::detect_engine()?;
-        if let Some(w) = &engine.warning {
-            output::warn(w);
-        }
-        engine.tool
-    };
+    let (tool, warning) = deploy::tool_for(a.dry_run)?;
+    if let Some(w) = warning {
+        output::warn(w);
+    }
     let plan = deploy::plan(&home, verb, &a.services, tool, &options)?;
     if a.dry_run {
         if let Some(e) = deploy::missing_project(&plan) {

@@ -7,7 +7,7 @@ use secagg_core::home::Home;
 use secagg_core::identity::{self, IdentitySummary};
 use time::OffsetDateTime;
 
-use crate::output::{self, Format};
+use crate::output::{self, Format, FormatArg};
 
 /// Show or change this party's identity.
 #[derive(Debug, Subcommand)]
@@ -22,9 +22,8 @@ pub enum IdentityCommand {
 /// Arguments of `identity show`.
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    #[command(flatten)]
+    output: FormatArg,
 }
 
 /// Arguments of `identity set-endpoint`.
@@ -36,9 +35,8 @@ pub struct SetEndpointArgs {
     /// New port.
     #[arg(long)]
     port: u32,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    #[command(flatten)]
+    output: FormatArg,
 }
 
 /// Prints an identity summary as aligned fields.
@@ -68,14 +66,14 @@ pub fn run(home: &Path, cmd: IdentityCommand) -> anyhow::Result<()> {
     let home = Home::new(home);
     let now = OffsetDateTime::now_utc();
     let (summary, format) = match cmd {
-        IdentityCommand::Show(a) => (identity::load(&home)?.summary(now), a.format),
+        IdentityCommand::Show(a) => (identity::load(&home)?.summary(now), a.output.format),
         IdentityCommand::SetEndpoint(a) => {
             let id = identity::set_endpoint(&home, &a.ip, a.port)?;
             output::note(format!(
                 "endpoint is now {}: every peer must register it (`secagg certificate register --upsert …`)",
                 id.endpoint
             ));
-            (id.summary(now), a.format)
+            (id.summary(now), a.output.format)
         }
     };
     match format {

@@ -10,7 +10,7 @@ use secagg_core::Role;
 use time::OffsetDateTime;
 
 use crate::commands::identity::print_identity;
-use crate::output::{self, Format};
+use crate::output::{self, Format, FormatArg};
 
 /// Role argument.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -79,9 +79,8 @@ pub struct InitArgs {
     /// Replace an existing identity (the old key and certificate are kept in identity/previous/).
     #[arg(long)]
     force: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    #[command(flatten)]
+    output: FormatArg,
 }
 
 /// Runs `secagg init`.
@@ -99,7 +98,7 @@ pub fn run(home: &Path, args: InitArgs) -> anyhow::Result<()> {
     let now = OffsetDateTime::now_utc();
     let id = identity::init(&home, &opts, now)?;
     let summary = id.summary(now);
-    match args.format {
+    match args.output.format {
         Format::Json => output::print_json(&summary)?,
         Format::Text => {
             output::note(format!(
@@ -116,7 +115,7 @@ pub fn run(home: &Path, args: InitArgs) -> anyhow::Result<()> {
             id.endpoint
         ));
     }
-    if args.format == Format::Text {
+    if args.output.format == Format::Text {
         output::note("next: send your registration instructions to every other party: secagg certificate registration-instructions");
     }
     Ok(())

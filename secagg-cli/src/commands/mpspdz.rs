@@ -7,7 +7,7 @@ use secagg_core::home::Home;
 use secagg_core::mpspdz::doctor::{self, CheckStatus, DoctorOptions};
 use secagg_core::mpspdz::locate::ROOT_ENV;
 
-use crate::output::{self, Format};
+use crate::output::{self, Format, FormatArg};
 
 /// MP-SPDZ engine tooling.
 #[derive(Debug, Subcommand)]
@@ -31,9 +31,8 @@ pub struct DoctorArgs {
     /// Skip the 3-party loopback self-test (the prime-size check).
     #[arg(long)]
     no_self_test: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    #[command(flatten)]
+    output: FormatArg,
 }
 
 /// Runs `secagg mpspdz …`.
@@ -55,7 +54,7 @@ fn run_doctor(home: &Path, a: DoctorArgs) -> anyhow::Result<()> {
             self_test: !a.no_self_test,
         },
     );
-    match a.format {
+    match a.output.format {
         Format::Json => output::print_json(&report)?,
         Format::Text => {
             let mut t = output::table(&["check", "status", "detail"]);
@@ -75,21 +74,6 @@ fn run_doctor(home: &Path, a: DoctorArgs) -> anyhow::Result<()> {
             println!("{t}");
         }
     }
-    if !report.ok {
-        let failed: Vec<&str> = report
-            .items
-            .iter()
-            .filter(|i| i.status == CheckStatus::Failed)
-            .map(|i| i.check.as_str())
-            .collect();
-        return Err(secagg_core::Error::external(format!(
-            "MP-SPDZ is not usable for secagg sessions: failed {}",
-            failed.join(", ")
-        ))
-        .with_hint(
-            "fix the failed items above; `--mpspdz-root DIR` or MPSPDZ_ROOT selects the build",
-        )
-        .into());
-    }
+    report.verdict()?;
     Ok(())
 }

@@ -4,14 +4,14 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
-use secagg_core::fs_secure::{self, SECRET_FILE_MODE};
+use secagg_core::fs_secure::SECRET_FILE_MODE;
 use secagg_core::home::Home;
 use secagg_core::vpn::server::{self, AddAction, InitRequest};
 use secagg_core::vpn::wgconf::ConfigForm;
 use secagg_core::vpn::{client, net};
 use time::OffsetDateTime;
 
-use crate::output::{self, Format};
+use crate::output::{self, Format, FormatArg};
 
 /// WireGuard VPN. On the VPN server: `init`, `genconf`, `add`, `remove`, `removeconf`, `list`,
 /// `server-config`. On a peer: `keygen`, `client-config`.
@@ -56,9 +56,8 @@ pub struct InitArgs {
     /// Replace existing settings and key pair (refused while peers are registered).
     #[arg(long)]
     force: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    #[command(flatten)]
+    output: FormatArg,
 }
 
 /// A peer's type and id.
@@ -70,9 +69,8 @@ pub struct PeerArgs {
     /// Peer id (1–64 letters, digits, `_`, `.`, `-`).
     #[arg(value_name = "ID")]
     id: String,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    #[command(flatten)]
+    output: FormatArg,
 }
 
 /// Arguments of `vpn add`.
@@ -87,17 +85,15 @@ pub struct AddArgs {
     /// The peer's WireGuard public key (base64 of 32 bytes).
     #[arg(value_name = "PUBLIC_KEY", allow_hyphen_values = true)]
     public_key: String,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    #[command(flatten)]
+    output: FormatArg,
 }
 
 /// Arguments of `vpn list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// `table` (or `text`) or `json`.
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    #[command(flatten)]
+    output: FormatArg,
 }
 
 /// Form of a WireGuard configuration.
@@ -139,9 +135,8 @@ pub struct KeygenArgs {
     /// Replace an existing key pair (the server must then `add` the new public key).
     #[arg(long)]
     force: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    #[command(flatten)]
+    output: FormatArg,
 }
 
 /// Arguments of `vpn client-config`.
@@ -177,7 +172,7 @@ pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
                 },
                 now,
             )?;
-            match a.format {
+            match a.output.format {
                 Format::Json => output::print_json(&r)?,
                 Format::Text => {
                     let s = &r.server;
@@ -207,7 +202,7 @@ pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
         }
         VpnCommand::Genconf(a) => {
             let r = server::genconf(&home, &a.kind, &a.id, now)?;
-            match a.format {
+            match a.output.format {
                 Format::Json => output::print_json(&r)?,
                 Format::Text => {
                     println!("{}", r.config_path.display());
@@ -220,7 +215,7 @@ pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
         }
         VpnCommand::Add(a) => {
             let r = server::add(&home, &a.kind, &a.id, &a.public_key, now)?;
-            match a.format {
+            match a.output.format {
                 Format::Json => output::print_json(&r)?,
                 Format::Text => {
                     let what = match r.action {
@@ -241,7 +236,7 @@ pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
         }
         VpnCommand::Remove(a) => {
             let r = server::remove(&home, &a.kind, &a.id, now)?;
-            match a.format {
+            match a.output.format {
                 Format::Json => output::print_json(&r)?,
                 Format::Text => match r.removed_public_key {
                     Some(k) => println!(
@@ -257,7 +252,7 @@ pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
         }
         VpnCommand::Removeconf(a) => {
             let r = server::removeconf(&home, &a.kind, &a.id)?;
-            match a.format {
+            match a.output.format {
                 Format::Json => output::print_json(&r)?,
                 Format::Text => {
                     println!(
@@ -275,7 +270,7 @@ pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
         }
         VpnCommand::List(a) => {
             let l = server::list(&home)?;
-            match a.format {
+            match a.output.format {
                 Format::Json => output::print_json(&l)?,
                 Format::Text => {
                     output::note(format!(
@@ -319,7 +314,7 @@ pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
         }
         VpnCommand::Keygen(a) => {
             let r = client::keygen(&home, a.force)?;
-            match a.format {
+            match a.output.format {
                 Format::Json => output::print_json(&r)?,
                 Format::Text => {
                     println!("{}", r.public_key);
@@ -354,7 +349,7 @@ fn emit_secret(text: &str, out: Option<&Path>, force: bool, home: &Home) -> anyh
     match out {
         None => print!("{text}"),
         Some(p) => {
-            fs_secure::write_output(p, text.as_bytes(), SECRET_FILE_MODE, force, home)?;
+            home.write_output(p, text.as_bytes(), SECRET_FILE_MODE, force)?;
             output::note(format!("written to {} (0600)", p.display()));
         }
     }

@@ -101,9 +101,8 @@ pub fn check(der: &[u8], index: usize, now: OffsetDateTime) -> Vec<CertFinding> 
             dns.join(", ")
         )));
     }
-    if let Ok(Some(eku)) = cert.extended_key_usage() {
-        let e = eku.value;
-        if !(e.any || (e.server_auth && e.client_auth)) {
+    if let Some(e) = crate::certificate::ExtendedKeyUsage::of(&cert) {
+        if !e.allows_mutual_tls() {
             let missing: Vec<&str> = [
                 (!e.server_auth).then_some("serverAuth"),
                 (!e.client_auth).then_some("clientAuth"),

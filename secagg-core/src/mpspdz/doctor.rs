@@ -18,16 +18,14 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::certificate::GeneratedKeyType;
-use crate::engine::{Engine, NegotiationPlan, PartyEntry};
+use crate::engine::{Engine, MpSpdzEngine, NegotiationPlan, PartyEntry, PlanParts};
 use crate::error::{Error, Result};
 use crate::home::Home;
 use crate::identity;
 use crate::mpspdz::certcheck;
-use crate::mpspdz::engine::MpSpdzEngine;
 use crate::mpspdz::locate::MpSpdzRoot;
 use crate::mpspdz::program::ProgramCache;
 use crate::party::{Endpoint, PartyId};
-use crate::registration::open_existing_store;
 use crate::store::peers;
 use crate::supervise::{self, Ending, Supervised};
 
@@ -68,6 +66,29 @@ pub struct DoctorReport {
     pub ok: bool,
     /// The checks in order.
     pub items: Vec<CheckItem>,
+}
+
+impl DoctorReport {
+    /// The verdict: `Ok` when no check failed, else [`Error::ExternalTool`] naming the failed
+    /// checks (the report itself says why each failed).
+    pub fn verdict(&self) -> Result<()> {
+        if self.ok {
+            return Ok(());
+        }
+        let failed: Vec<&str> = self
+            .items
+            .iter()
+            .filter(|i| i.status == CheckStatus::Failed)
+            .map(|i| i.check.as_str())
+            .collect();
+        Err(Error::external(format!(
+            "MP-SPDZ is not usable for secagg sessions: failed {}",
+            failed.join(", ")
+        ))
+        .with_hint(
+            "fix the failed items above; `--mpspdz-root DIR` or MPSPDZ_ROOT selects the build",
+        ))
+    }
 }
 
 /// What to check.
@@ -283,7 +304,7 @@ fn self_test(
     key_bits: u32,
 ) -> Result<u128> {
     let now = OffsetDateTime::now_utc();
-    let ports = crate::demo::free_loopback_ports(3)?;
+    let ports = crate::loopback::free_ports(3)?;
     let mut parties = Vec::new();
     let mut keys = Vec::new();
     for (j, port) in ports.iter().enumerate() {
@@ -304,11 +325,10 @@ fn self_test(
         });
     }
     let tmp = TempDir::new()?;
-    let session_id = uuid::Uuid::new_v4();
-    let started = Instant::now();
-    let handles: Vec<_> = (0..3)
+    let session_id = crate::SessionId::generate();
+    let plans = (0..3)
         .map(|j| {
-            let plan = NegotiationPlan {
+            NegotiationPlan::new(PlanParts {
                 session_id,
                 parties: parties.clone(),
                 my_index: j,
@@ -317,7 +337,14 @@ fn self_test(
                 key_bits,
                 prime: prime.clone(),
                 timeout: Duration::from_secs(30),
-            };
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let started = Instant::now();
+    let handles: Vec<_> = plans
+        .into_iter()
+        .enumerate()
+        .map(|(j, plan)| {
             let engine =
                 MpSpdzEngine::new(root.clone(), &Home::new(tmp.path().join(format!("p{j}"))))
                     .with_cache(cache.clone());
@@ -373,7 +400,7 @@ fn certificate_items(home: &Home, parties: &[String]) -> Vec<CheckItem> {
         }
         return out;
     }
-    let store = open_existing_store(home);
+    let store = crate::store::Store::open_party(home);
     let mut store = match store {
         Ok(s) => Some(s),
         Err(e) => {

@@ -25,6 +25,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::error::{Error, Result};
 use crate::fs_secure::{self, SECRET_FILE_MODE};
+use crate::home::Home;
 
 /// How long a command waits for another process holding the store before giving up, unless the
 /// caller chooses otherwise with [`StoreOptions::busy_timeout`].
@@ -341,6 +342,36 @@ impl Store {
         }
         tx.commit()
             .map_err(|e| Error::store("while committing the migration", e))
+    }
+
+    /// Opens the store of a party's home for writing, waiting up to [`BUSY_TIMEOUT`] for other
+    /// processes' locks. A home without an identity is "no secagg identity" (not found).
+    pub fn open_party(home: &Home) -> Result<Self> {
+        home.require_identity()?;
+        Self::open(&home.store_path())
+    }
+
+    /// Opens the store of a party's home read-only (see [`StoreOptions::read_only`]): for commands
+    /// that only show data. It takes no write lock, so it answers at once while another process
+    /// holds the store for writing, and works on a store this process may not write.
+    pub fn open_party_read_only(home: &Home) -> Result<Self> {
+        home.require_identity()?;
+        Self::open_read_only(&home.store_path())
+    }
+
+    /// Opens the store of a party's home for writing, waiting for other processes' locks at most
+    /// until `deadline` (an expired deadline still gets one try without waiting): every later
+    /// `BEGIN IMMEDIATE` on it waits no longer either, and a lock still held then fails with
+    /// SQLite's "database is locked" (a storage error). For `negotiate --timeout`.
+    pub fn open_party_until(home: &Home, deadline: std::time::Instant) -> Result<Self> {
+        home.require_identity()?;
+        Self::open_with(
+            &home.store_path(),
+            &StoreOptions {
+                busy_timeout: deadline.saturating_duration_since(std::time::Instant::now()),
+                ..StoreOptions::default()
+            },
+        )
     }
 
     /// Whether this store was opened read-only.

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
 use crate::vpn::keys::{PresharedKey, PublicKey};
-use crate::vpn::{PeerName, PeerType};
+use crate::vpn::peer::{PeerName, PeerType};
 
 /// One VPN peer.
 #[derive(Debug, Clone)]

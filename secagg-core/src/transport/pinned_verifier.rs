@@ -34,16 +34,10 @@ use rustls::pki_types::{CertificateDer, ServerName, SubjectPublicKeyInfoDer, Uni
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use subtle::{Choice, ConstantTimeEq};
-use x509_parser::oid_registry::{
-    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
-    OID_SIG_ED25519,
-};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::certificate;
 use crate::error::{Error, Result};
-
-/// Smallest RSA modulus accepted for a peer key, in bits.
-pub const MIN_RSA_BITS: usize = 2048;
 
 /// A registered certificate with the public key extracted from it.
 #[derive(Clone)]
@@ -64,8 +58,12 @@ impl PinnedCert {
     /// public key. Refuses unparseable certificates and unsupported key types, naming the party.
     pub fn new(label: &str, der: &[u8]) -> Result<Self> {
         let bad = |why: String| {
-            Error::invalid(format!("the certificate registered for {label} {why}"))
-                .with_hint(format!("re-register {label} with a supported certificate (ECDSA P-256/P-384, Ed25519 or RSA ≥ 2048 bits)"))
+            Error::invalid(format!("the certificate registered for {label} {why}")).with_hint(
+                format!(
+                    "re-register {label} with a supported certificate ({})",
+                    certificate::SUPPORTED_KEYS
+                ),
+            )
         };
         let (rest, cert) =
             X509Certificate::from_der(der).map_err(|e| bad(format!("cannot be parsed: {e}")))?;
@@ -73,39 +71,13 @@ impl PinnedCert {
             return Err(bad("has trailing bytes after the certificate".into()));
         }
         let spki = cert.public_key();
-        let alg = &spki.algorithm.algorithm;
-        if *alg == OID_KEY_TYPE_EC_PUBLIC_KEY {
-            let curve = spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok());
-            if curve != Some(OID_EC_P256) && curve != Some(OID_NIST_EC_P384) {
-                return Err(bad(
-                    "has an elliptic-curve key on an unsupported curve".into()
-                ));
-            }
-        } else if *alg == OID_PKCS1_RSAENCRYPTION {
-            let bits = match spki.parsed() {
-                Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => {
-                    let m = rsa.modulus;
-                    let start = m.iter().position(|&b| b != 0).unwrap_or(m.len());
-                    let m = &m[start..];
-                    m.first()
-                        .map(|b| m.len() * 8 - b.leading_zeros() as usize)
-                        .unwrap_or(0)
+        match certificate::key_type_of(spki) {
+            Err(what) => return Err(bad(format!("has an unsupported key type ({what})"))),
+            Ok(k) => {
+                if let Some(weakness) = k.weakness() {
+                    return Err(bad(format!("has {weakness}")));
                 }
-                _ => return Err(bad("has a malformed RSA key".into())),
-            };
-            if bits < MIN_RSA_BITS {
-                return Err(bad(format!(
-                    "has a {bits}-bit RSA key, the minimum is {MIN_RSA_BITS}"
-                )));
             }
-        } else if *alg != OID_SIG_ED25519 {
-            return Err(bad(format!(
-                "has an unsupported key type (algorithm {alg})"
-            )));
         }
         Ok(PinnedCert {
             label: label.to_owned(),

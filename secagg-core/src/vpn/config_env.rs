@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::party::Endpoint;
 use crate::vpn::keys::{PresharedKey, PublicKey};
 use crate::vpn::net::Ipv4Net;
-use crate::vpn::{PeerName, PeerType};
+use crate::vpn::peer::{PeerName, PeerType};
 
 /// Everything a peer's `config.env` says.
 #[derive(Debug, Clone)]

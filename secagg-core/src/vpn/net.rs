@@ -12,7 +12,7 @@ use std::str::FromStr;
 use serde::{Serialize, Serializer};
 
 use crate::error::{Error, Result};
-use crate::vpn::PeerType;
+use crate::vpn::peer::PeerType;
 
 /// The default VPN network, Fed-BioMed's `VPN_IP/VPN_SUBNET_PREFIX` = 10.220.0.1/14.
 pub const DEFAULT_NETWORK: &str = "10.220.0.0/14";
