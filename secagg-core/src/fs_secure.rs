@@ -39,6 +39,20 @@ pub fn create_private_dir(path: &Path) -> Result<()> {
 /// The data goes to a temporary file in the same directory (created with `mode`, so a secret is
 /// never readable by others even briefly), is flushed to disk, and is renamed over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    write_via_temp(path, bytes, mode, |tmp| {
+        fs::rename(tmp, path).map_err(|e| Error::io_path("replacing", path, e))
+    })
+}
+
+/// Writes `bytes` to a fresh temporary file next to `path` (created with `mode`, fsynced), lets
+/// `place` put it at `path`, makes that durable (fsync of the directory) and removes whatever is
+/// left of the temporary file, whether `place` succeeded or not.
+fn write_via_temp(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    place: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -60,16 +74,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         f.write_all(bytes)
             .and_then(|_| f.sync_all())
             .map_err(|e| Error::io_path("writing", &tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| Error::io_path("replacing", path, e))?;
-        // Make the rename itself durable.
+        place(&tmp)?;
+        // Make the new directory entry itself durable.
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
         }
         Ok(())
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
+    // After a rename there is nothing left; after a hard link or a failure, the temporary name.
+    let _ = fs::remove_file(&tmp);
     result
 }
 
@@ -131,49 +144,20 @@ fn file_kind(meta: &fs::Metadata) -> &'static str {
 /// Like [`write_atomic`] for a file that must not exist: the complete temporary file is
 /// hard-linked to `path`, which fails if `path` appeared meanwhile, instead of renamed over it.
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| Path::new("."));
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid(format!("`{}` is not a file path", path.display())))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
-    let tmp: PathBuf = dir.join(tmp_name);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(|e| Error::io_path("creating", &tmp, e))?;
-        f.write_all(bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io_path("writing", &tmp, e))?;
-        match fs::hard_link(&tmp, path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(
-                    Error::conflict(format!("`{}` already exists", path.display()))
-                        .with_hint("use --force to replace it, or choose another file"),
-                )
-            }
-            // A file system without hard links (some FUSE and FAT mounts): rename, after checking
-            // again that nothing appeared.
-            Err(_) if fs::symlink_metadata(path).is_err() => {
-                fs::rename(&tmp, path).map_err(|e| Error::io_path("creating", path, e))?
-            }
-            Err(e) => return Err(Error::io_path("creating", path, e)),
+    write_via_temp(path, bytes, mode, |tmp| match fs::hard_link(tmp, path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::conflict(format!(
+            "`{}` already exists",
+            path.display()
+        ))
+        .with_hint("use --force to replace it, or choose another file")),
+        // A file system without hard links (some FUSE and FAT mounts): rename, after checking
+        // again that nothing appeared.
+        Err(_) if fs::symlink_metadata(path).is_err() => {
+            fs::rename(tmp, path).map_err(|e| Error::io_path("creating", path, e))
         }
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    let _ = fs::remove_file(&tmp);
-    result
+        Err(e) => Err(Error::io_path("creating", path, e)),
+    })
 }
 
 /// Reads a whole regular file of at most `limit` bytes; `what` names it in errors

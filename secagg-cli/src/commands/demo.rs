@@ -14,7 +14,7 @@ use secagg_core::supervise::{self, TerminationSignals};
 use serde::Serialize;
 
 use crate::commands::negotiate::{parse_duration, EngineArg};
-use crate::output::{self, Format};
+use crate::output::{self, Format, FormatArg};
 
 /// Run a whole negotiation on this machine: one researcher and N nodes, each with its own home and
 /// certificate, registration bundles exchanged, each party a separate `secagg negotiate` process
@@ -39,9 +39,8 @@ pub struct DemoArgs {
     /// Keep the federation's homes and bundles (the directory is printed) instead of deleting them.
     #[arg(long)]
     keep: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    #[command(flatten)]
+    output: FormatArg,
 }
 
 #[derive(Debug, Serialize)]
@@ -172,7 +171,7 @@ fn run_demo(a: DemoArgs, state: &Mutex<DemoState>) -> anyhow::Result<()> {
         st.keep = keep;
         dir
     };
-    let interactive = std::io::stderr().is_terminal() && a.format == Format::Text;
+    let interactive = std::io::stderr().is_terminal() && a.output.format == Format::Text;
     let started = Instant::now();
     let federation = demo::prepare_gated(&dir.join("federation"), usize::from(a.nodes), state)?;
     let setup = started.elapsed();
@@ -210,7 +209,7 @@ fn run_demo(a: DemoArgs, state: &Mutex<DemoState>) -> anyhow::Result<()> {
         reports,
         directory,
     };
-    match a.format {
+    match a.output.format {
         Format::Json => output::print_json(&summary)?,
         Format::Text => output::print_fields(&[
             ("engine", summary.engine.to_owned()),

@@ -11,7 +11,7 @@ use secagg_core::mpspdz::MpSpdzRoot;
 use secagg_core::session::{self, NegotiationReport, SessionRequest};
 use secagg_core::{PartyId, SessionId};
 
-use crate::output::{self, Format};
+use crate::output::{self, Format, FormatArg};
 
 /// Engine argument.
 #[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
@@ -103,9 +103,8 @@ pub struct NegotiateArgs {
     /// With --engine mp-spdz: keep the run directory <home>/runs/<session> (secrets are still removed).
     #[arg(long)]
     keep_run_dir: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    #[command(flatten)]
+    output: FormatArg,
 }
 
 /// Runs `secagg negotiate`.
@@ -146,7 +145,7 @@ pub fn run(home: &Path, a: NegotiateArgs) -> anyhow::Result<()> {
         ));
     }
     let r = r?;
-    match a.format {
+    match a.output.format {
         Format::Json => output::print_json(&r)?,
         Format::Text => print_report(&r),
     }

@@ -12,7 +12,7 @@ use num_bigint::{BigInt, BigUint, Sign};
 use num_integer::Integer;
 use num_traits::{Signed, Zero};
 
-use crate::engine::SecretKey;
+use crate::engine::key::SecretKey;
 use crate::error::{Error, Result};
 
 /// Largest output file accepted (a 2050-bit number has 618 digits).

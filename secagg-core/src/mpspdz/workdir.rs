@@ -41,7 +41,8 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::engine::{NegotiationPlan, SecretKey};
+use crate::engine::key::SecretKey;
+use crate::engine::plan::NegotiationPlan;
 use crate::error::{Error, Result};
 use crate::fs_secure::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
 use crate::mpspdz::hashlink;
