@@ -58,6 +58,12 @@ impl SecretKey {
         BigInt::from_bytes_be(sign, &self.magnitude)
     }
 
+    /// The magnitude, big-endian without leading zeros (empty for 0): for computing with the key
+    /// in constant time (Joye–Libert masks) without a num-bigint copy.
+    pub(crate) fn magnitude_be(&self) -> &[u8] {
+        &self.magnitude
+    }
+
     /// True for a negative key (the researcher's).
     pub fn is_negative(&self) -> bool {
         self.negative
