@@ -19,13 +19,19 @@
 //! is returned (ciphertexts are unchanged).
 //!
 //! The exponent is a secret key, so `H^{sk}` is computed with fixed-size Montgomery arithmetic
-//! whose running time does not depend on the key's value (crypto-bigint's `DynResidue::pow` goes
+//! whose running time does not depend on the key's value (crypto-bigint's `MontyForm::pow` goes
 //! through every bit of the exponent with a fixed window; the inverse for the negative server key
 //! is constant-time too), unlike GMP's `powm`, which Fed-BioMed uses. Ciphertexts are independent,
 //! so encryption and decryption use every core.
 
-use crypto_bigint::modular::runtime_mod::{DynResidue, DynResidueParams};
-use crypto_bigint::{Encoding, U2048};
+pub mod params;
+pub mod round;
+
+pub use params::read_params;
+pub use round::{decrypt_round, encrypt_round, CiphertextFile, EncryptRequest, RoundAverage};
+
+use crypto_bigint::modular::{MontyForm, MontyParams};
+use crypto_bigint::{Invert, Odd, U2048};
 use num_bigint::BigUint;
 use num_integer::Integer;
 use num_traits::{One, Zero};
@@ -60,7 +66,7 @@ pub struct Biprime {
     pub name: String,
     n: BigUint,
     n2: BigUint,
-    params: DynResidueParams<LIMBS>,
+    params: MontyParams<LIMBS>,
 }
 
 impl std::fmt::Debug for Biprime {
@@ -79,7 +85,11 @@ impl Biprime {
             )));
         }
         let n2 = &n * &n;
-        let params = DynResidueParams::new(&to_fixed(&n2)?);
+        let odd = Odd::new(to_fixed(&n2)?)
+            .into_option()
+            .ok_or_else(|| Error::Internal("N² is even".into()))?;
+        // The modulus is public: a variable-time setup leaks nothing.
+        let params = MontyParams::new_vartime(odd);
         Ok(Biprime {
             name: name.to_owned(),
             n,
@@ -248,8 +258,16 @@ pub fn hash(t: &BigUint, biprime: &Biprime) -> BigUint {
     unreachable!("a hash sharing a factor with N² 255 times in a row")
 }
 
-/// `H(τ)^|key|` mod `N²`, inverted for a negative key, in time independent of the key's value.
-fn mask(h: &BigUint, key: &SecretKey, biprime: &Biprime) -> Result<DynResidue<LIMBS>> {
+/// `H(τ_k)^key` mod `N²` for the batches `0..batches` of `round`, in time independent of the key's
+/// value: `H^|key|` for each batch on all cores, then, for a negative key (the server key), one
+/// constant-time inversion for all batches (Montgomery's trick: invert the product, then peel
+/// each inverse off with two multiplications), instead of one inversion per batch.
+fn masks(
+    batches: usize,
+    round: u64,
+    key: &SecretKey,
+    biprime: &Biprime,
+) -> Result<Vec<MontyForm<LIMBS>>> {
     // The exponent goes from the key's zeroizing bytes to a zeroizing fixed-size integer, with no
     // num-bigint copy in between.
     let magnitude = key.magnitude_be();
@@ -262,19 +280,34 @@ fn mask(h: &BigUint, key: &SecretKey, biprime: &Biprime) -> Result<DynResidue<LI
     let mut buf = Zeroizing::new([0u8; U2048::BYTES]);
     buf[U2048::BYTES - magnitude.len()..].copy_from_slice(magnitude);
     let exponent = Zeroizing::new(U2048::from_be_slice(&buf[..]));
-    let base = DynResidue::new(&to_fixed(h)?, biprime.params);
-    let powered = base.pow(&exponent);
-    if key.is_negative() {
-        let (inverse, invertible) = powered.invert();
-        if !bool::from(invertible) {
-            return Err(Error::Internal(
-                "H(τ) is not invertible modulo N² (impossible for a biprime)".into(),
-            ));
-        }
-        Ok(inverse)
-    } else {
-        Ok(powered)
+    let powered = parallel(batches, |k| {
+        let h = hash(&tau(k, round), biprime);
+        Ok(MontyForm::new(&to_fixed(&h)?, biprime.params).pow(&exponent))
+    })?;
+    if !key.is_negative() || powered.is_empty() {
+        return Ok(powered);
     }
+    // prefix[k] = P_0 · … · P_k
+    let mut prefix = Vec::with_capacity(powered.len());
+    let mut acc = MontyForm::one(biprime.params);
+    for p in &powered {
+        acc *= p;
+        prefix.push(acc);
+    }
+    let mut inverse = acc.invert().into_option().ok_or_else(|| {
+        Error::Internal("H(τ) is not invertible modulo N² (impossible for a biprime)".into())
+    })?;
+    // inverse = (P_0 · … · P_k)⁻¹ at step k: P_k⁻¹ = inverse · prefix[k − 1].
+    let mut out = vec![MontyForm::one(biprime.params); powered.len()];
+    for k in (0..powered.len()).rev() {
+        out[k] = if k == 0 {
+            inverse
+        } else {
+            inverse * prefix[k - 1]
+        };
+        inverse *= powered[k];
+    }
+    Ok(out)
 }
 
 /// Runs `f` on every index of `0..len` on all cores, keeping the order.
@@ -325,10 +358,10 @@ pub fn encrypt(
         )));
     }
     let plaintexts = pack(values, nodes);
+    let masks = masks(plaintexts.len(), round, key, biprime)?;
     parallel(plaintexts.len(), |k| {
-        let h = hash(&tau(k, round), biprime);
         let m = (&biprime.n * &plaintexts[k] + 1u32) % &biprime.n2;
-        let c = DynResidue::new(&to_fixed(&m)?, biprime.params) * mask(&h, key, biprime)?;
+        let c = MontyForm::new(&to_fixed(&m)?, biprime.params) * masks[k];
         Ok(from_fixed(&c.retrieve()))
     })
 }
@@ -376,10 +409,10 @@ pub fn decrypt(
             aggregated.len() * elements_per_plaintext(nodes)
         )));
     }
+    let masks = masks(aggregated.len(), round, server_key, biprime)?;
     let plaintexts = parallel(aggregated.len(), |k| {
-        let h = hash(&tau(k, round), biprime);
-        let c = DynResidue::new(&to_fixed(&(&aggregated[k] % &biprime.n2))?, biprime.params);
-        let v = from_fixed(&(c * mask(&h, server_key, biprime)?).retrieve());
+        let c = MontyForm::new(&to_fixed(&(&aggregated[k] % &biprime.n2))?, biprime.params);
+        let v = from_fixed(&(c * masks[k]).retrieve());
         // V = 1 + N·X mod N²: X = (V − 1) / N.
         Ok(((v + &biprime.n2 - 1u32) % &biprime.n2 / &biprime.n) % &biprime.n)
     })?;

@@ -1,0 +1,176 @@
+//! `secagg aggregate`: Joye–Libert secure aggregation with the negotiated keys.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use secagg_core::aggregate::{self, Biprime, CiphertextFile, EncryptRequest, RoundAverage};
+use secagg_core::home::{Home, PUBLIC_FILE_MODE};
+use secagg_core::party::SessionId;
+
+use crate::output::{self, Format, FormatArg};
+
+/// Encrypt model parameters with this node's key, or decrypt their average at the researcher.
+///
+/// Each node encrypts its parameters for a training round with the user key it negotiated for the
+/// session and sends the ciphertext file to the researcher; the researcher decrypts, from one file
+/// per node, only the average. Bit-compatible with Fed-BioMed v4's Joye–Libert crypter.
+#[derive(Debug, Subcommand)]
+pub enum AggregateCommand {
+    /// (node) Encrypt this node's parameters for one round.
+    Encrypt(EncryptArgs),
+    /// (researcher) Decrypt the average of one round from every node's ciphertext file.
+    Decrypt(DecryptArgs),
+}
+
+/// Options shared by both directions.
+#[derive(Debug, Args)]
+pub struct RoundArgs {
+    /// The negotiated session whose keys to use.
+    #[arg(long)]
+    session: String,
+    /// The training round (every node and the researcher must use the same).
+    #[arg(long)]
+    round: u64,
+    /// The public modulus, as Fed-BioMed's biprime JSON file (default: Fed-BioMed's
+    /// default_biprime0, which Fed-BioMed v4 uses).
+    #[arg(long, value_name = "FILE")]
+    biprime: Option<PathBuf>,
+}
+
+/// Arguments of `aggregate encrypt`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example (node):\n  secagg aggregate encrypt --session 3f0c… --round 1 --params weights.npy -o round1.json"
+)]
+pub struct EncryptArgs {
+    #[command(flatten)]
+    round: RoundArgs,
+    /// The parameters: a JSON array of numbers, or a NumPy .npy file of float32/float64 values.
+    #[arg(long, value_name = "FILE")]
+    params: PathBuf,
+    /// Clipping range c: values are clipped to [-c, c] before quantisation (Fed-BioMed's default 3;
+    /// every node must use the same).
+    #[arg(long, default_value_t = aggregate::DEFAULT_CLIPPING_RANGE)]
+    clipping_range: u32,
+    /// Write the ciphertext file to FILE instead of stdout (an existing FILE only with --force).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Replace an existing -o FILE.
+    #[arg(long, requires = "output")]
+    force: bool,
+}
+
+/// Arguments of `aggregate decrypt`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example (researcher):\n  secagg aggregate decrypt --session 3f0c… --round 1 node1-round1.json node2-round1.json"
+)]
+pub struct DecryptArgs {
+    #[command(flatten)]
+    round: RoundArgs,
+    /// One ciphertext file from every node of the session.
+    #[arg(required = true, value_name = "CIPHERTEXT_FILE")]
+    files: Vec<PathBuf>,
+    /// Write the result to FILE instead of stdout (an existing FILE only with --force).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Replace an existing -o FILE.
+    #[arg(long, requires = "output")]
+    force: bool,
+    #[command(flatten)]
+    format: FormatArg,
+}
+
+fn biprime(path: Option<&Path>) -> anyhow::Result<Biprime> {
+    Ok(match path {
+        None => Biprime::default_biprime0(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("while reading biprime file `{}`", p.display()))?;
+            Biprime::from_fedbiomed_json(&text)
+                .map_err(|e| e.context(format!("in `{}`", p.display())))?
+        }
+    })
+}
+
+fn emit(home: &Home, output: Option<&Path>, force: bool, text: &str) -> anyhow::Result<()> {
+    match output {
+        Some(path) => {
+            home.write_output(path, text.as_bytes(), PUBLIC_FILE_MODE, force)?;
+            output::note(format!("written to {}", path.display()));
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+/// Runs `secagg aggregate …`.
+pub fn run(home: &Path, cmd: AggregateCommand) -> anyhow::Result<()> {
+    let home = Home::new(home);
+    match cmd {
+        AggregateCommand::Encrypt(a) => {
+            let session = SessionId::parse(&a.round.session)?;
+            if let Some(p) = &a.output {
+                home.check_output(p, a.force)?;
+            }
+            let biprime = biprime(a.round.biprime.as_deref())?;
+            let values = aggregate::read_params(&a.params)?;
+            let req = EncryptRequest {
+                clipping_range: a.clipping_range,
+                ..EncryptRequest::new(session, a.round.round, values)
+            };
+            let file = aggregate::encrypt_round(&home, &req, &biprime)?;
+            let text = serde_json::to_string_pretty(&file)? + "\n";
+            output::note(format!(
+                "encrypted {} parameters of round {} into {} ciphertexts with {}'s key of session {}",
+                file.count,
+                file.round,
+                file.ciphertexts.len(),
+                file.party_id,
+                file.session_id
+            ));
+            emit(&home, a.output.as_deref(), a.force, &text)
+        }
+        AggregateCommand::Decrypt(a) => {
+            let session = SessionId::parse(&a.round.session)?;
+            if let Some(p) = &a.output {
+                home.check_output(p, a.force)?;
+            }
+            let biprime = biprime(a.round.biprime.as_deref())?;
+            let mut files = Vec::with_capacity(a.files.len());
+            for p in &a.files {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("while reading ciphertext file `{}`", p.display()))?;
+                let f: CiphertextFile = serde_json::from_str(&text).map_err(|e| {
+                    secagg_core::Error::invalid(format!(
+                        "`{}` is not a secagg ciphertext file: {e}",
+                        p.display()
+                    ))
+                    .with_hint("give the files written by `secagg aggregate encrypt` on the nodes")
+                })?;
+                files.push((format!("`{}`", p.display()), f));
+            }
+            let avg = aggregate::decrypt_round(&home, &session, a.round.round, &files, &biprime)?;
+            output::note(format!(
+                "decrypted the average of {} parameters over {} nodes, round {} of session {}",
+                avg.count, avg.nodes, avg.round, avg.session_id
+            ));
+            let text = match a.format.format {
+                Format::Json => serde_json::to_string_pretty(&avg)? + "\n",
+                Format::Text => text_average(&avg),
+            };
+            emit(&home, a.output.as_deref(), a.force, &text)
+        }
+    }
+}
+
+/// One value per line (what a shell script or `numpy.loadtxt` reads).
+fn text_average(avg: &RoundAverage) -> String {
+    let mut s = String::with_capacity(avg.average.len() * 22);
+    for v in &avg.average {
+        s.push_str(&v.to_string());
+        s.push('\n');
+    }
+    s
+}

@@ -1,0 +1,219 @@
+//! End to end: Joye–Libert aggregation with keys negotiated by real `secagg negotiate` processes.
+//! Each node encrypts its parameters (a JSON array, a NumPy `.npy` file) with `secagg aggregate
+//! encrypt`; the researcher decrypts the average from the files with `secagg aggregate decrypt`,
+//! and the result equals the average of the inputs within the quantisation error. Then every
+//! mistake an operator can make with the files is refused by name.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secagg_core::demo::{self, Federation};
+use secagg_core::ErrorKind;
+use support::{negotiate, run_parties, secagg};
+
+mod support;
+
+fn negotiated(nodes: usize) -> (tempfile::TempDir, Federation, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = demo::prepare(&dir.path().join("fed"), nodes).unwrap();
+    let session = secagg_core::session::new_session_id();
+    let ids = fed.party_ids();
+    let commands: Vec<_> = fed
+        .parties
+        .iter()
+        .map(|p| negotiate(p.home.root(), &session, &ids).timeout(Duration::from_secs(30)))
+        .collect();
+    for exit in run_parties(&commands, Duration::from_secs(60)) {
+        assert!(exit.success(), "{:?}", exit.failure());
+    }
+    (dir, fed, session)
+}
+
+/// A `.npy` file of float64 values, as numpy.save writes it.
+fn npy(path: &Path, values: &[f64]) {
+    let mut header = format!(
+        "{{'descr': '<f8', 'fortran_order': False, 'shape': ({},), }}",
+        values.len()
+    );
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+fn encrypt(home: &Path, session: &str, round: &str, params: &Path, out: &Path) -> support::Run {
+    secagg(
+        home,
+        &[
+            "aggregate",
+            "encrypt",
+            "--session",
+            session,
+            "--round",
+            round,
+            "--params",
+            params.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    )
+}
+
+fn decrypt(home: &Path, session: &str, round: &str, files: &[&PathBuf]) -> support::Run {
+    let mut args = vec![
+        "aggregate",
+        "decrypt",
+        "--session",
+        session,
+        "--round",
+        round,
+        "--format",
+        "json",
+    ];
+    args.extend(files.iter().map(|f| f.to_str().unwrap()));
+    secagg(home, &args)
+}
+
+#[test]
+fn nodes_encrypt_and_the_researcher_decrypts_only_the_average() {
+    let (dir, fed, session) = negotiated(2);
+    let d = dir.path();
+    let a: Vec<f64> = (0..150).map(|i| ((i as f64) * 0.37).sin() * 2.5).collect();
+    let b: Vec<f64> = (0..150).map(|i| ((i as f64) * 0.11).cos() - 0.5).collect();
+    std::fs::write(d.join("a.json"), serde_json::to_string(&a).unwrap()).unwrap();
+    npy(&d.join("b.npy"), &b);
+    let (fa, fb) = (d.join("ct-a.json"), d.join("ct-b.json"));
+    let (node1, node2, researcher) = (
+        fed.parties[1].home.root(),
+        fed.parties[2].home.root(),
+        fed.parties[0].home.root(),
+    );
+    encrypt(node1, &session, "7", &d.join("a.json"), &fa).ok();
+    encrypt(node2, &session, "7", &d.join("b.npy"), &fb).ok();
+    let ct: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&fa).unwrap()).unwrap();
+    assert_eq!(ct["format"], "secagg-ciphertexts");
+    assert_eq!(ct["count"], 150);
+    assert_eq!(ct["nodes"], 2);
+    assert_eq!(ct["party_id"], fed.party_ids()[1].as_str());
+    assert_eq!(ct["ciphertexts"].as_array().unwrap().len(), 3); // 64 values per ciphertext
+                                                                // The file holds ciphertexts, not the parameters.
+    assert!(!std::fs::read_to_string(&fa).unwrap().contains("0.37"));
+
+    let out = decrypt(researcher, &session, "7", &[&fa, &fb]).ok().json();
+    let avg: Vec<f64> = out["average"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(avg.len(), 150);
+    assert_eq!(out["nodes"], 2);
+    // Quantisation step: 2c / TR = 6e-4 per value, averaged.
+    for (i, v) in avg.iter().enumerate() {
+        let want = (a[i] + b[i]) / 2.0;
+        assert!((v - want).abs() <= 7e-4, "parameter {i}: {v} vs {want}");
+    }
+    // Text output: one value per line.
+    let text = secagg(
+        researcher,
+        &[
+            "aggregate",
+            "decrypt",
+            "--session",
+            &session,
+            "--round",
+            "7",
+            fa.to_str().unwrap(),
+            fb.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(text.ok().stdout.lines().count(), 150);
+}
+
+#[test]
+fn wrong_files_rounds_roles_and_inputs_are_refused_by_name() {
+    let (dir, fed, session) = negotiated(2);
+    let d = dir.path();
+    let params = d.join("p.json");
+    std::fs::write(&params, "[0.5, -0.25, 1.0]").unwrap();
+    let (node1, node2, researcher) = (
+        fed.parties[1].home.root(),
+        fed.parties[2].home.root(),
+        fed.parties[0].home.root(),
+    );
+    let (f1, f2, f2r2) = (d.join("1.json"), d.join("2.json"), d.join("2-r2.json"));
+    encrypt(node1, &session, "1", &params, &f1).ok();
+    encrypt(node2, &session, "1", &params, &f2).ok();
+    encrypt(node2, &session, "2", &params, &f2r2).ok();
+
+    // A missing node: the masks cannot cancel.
+    decrypt(researcher, &session, "1", &[&f1]).fails_with(3, "no ciphertext file from");
+    // A file of another round.
+    decrypt(researcher, &session, "1", &[&f1, &f2r2])
+        .fails_with(3, "it is from round 2, not round 1");
+    // The same node twice.
+    decrypt(researcher, &session, "1", &[&f1, &f1]).fails_with(3, "a second file from");
+    // Another session.
+    let other = secagg_core::session::new_session_id();
+    decrypt(researcher, &other, "1", &[&f1, &f2]).fails_as(ErrorKind::NotFound);
+    let mut foreign: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&f2).unwrap()).unwrap();
+    foreign["session_id"] = serde_json::json!(other);
+    let ff = d.join("foreign.json");
+    std::fs::write(&ff, foreign.to_string()).unwrap();
+    decrypt(researcher, &session, "1", &[&f1, &ff])
+        .fails_with(3, &format!("it is from session {other}"));
+    // Not a ciphertext file.
+    decrypt(researcher, &session, "1", &[&f1, &params])
+        .fails_with(3, "is not a secagg ciphertext file");
+    // Roles: a node cannot decrypt, the researcher does not encrypt.
+    decrypt(node1, &session, "1", &[&f1, &f2])
+        .fails_with(3, "only the researcher holds the server key");
+    encrypt(researcher, &session, "1", &params, &d.join("r.json"))
+        .fails_with(3, "nodes encrypt, the researcher decrypts");
+    // Inputs: non-finite values and garbage are named; nothing is written.
+    let nan = d.join("nan.npy");
+    npy(&nan, &[0.5, f64::NAN]);
+    let out = d.join("never.json");
+    encrypt(node1, &session, "1", &nan, &out).fails_with(3, "parameter 1 is NaN");
+    npy(&nan, &[f64::NEG_INFINITY]);
+    encrypt(node1, &session, "1", &nan, &out).fails_with(3, "parameter 0 is -inf");
+    let bad = d.join("bad.json");
+    std::fs::write(&bad, "[0.5, \"x\"]").unwrap();
+    encrypt(node1, &session, "1", &bad, &out).fails_with(3, "element 1 is not a number");
+    std::fs::write(&bad, "[0.5, 1e999]").unwrap();
+    encrypt(node1, &session, "1", &bad, &out).fails_with(3, "number out of range");
+    assert!(!out.exists());
+    // An existing output file is not overwritten without --force.
+    encrypt(node1, &session, "1", &params, &f1).fails_as(ErrorKind::Conflict);
+}
+
+#[test]
+fn an_unconfirmed_key_is_not_used_to_encrypt() {
+    let (_dir, fed, session) = negotiated(2);
+    let node1 = fed.parties[1].home.root();
+    // Mark the key unconfirmed as a node whose confirmation got lost would have it.
+    let db = node1.join("store.sqlite");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "UPDATE contexts SET state = 'unconfirmed' WHERE session_id = ?1",
+        [&session],
+    )
+    .unwrap();
+    drop(conn);
+    let params = node1.parent().unwrap().join("p.json");
+    std::fs::write(&params, "[0.5]").unwrap();
+    let out = node1.parent().unwrap().join("ct.json");
+    encrypt(node1, &session, "1", &params, &out)
+        .fails_with(3, "is unconfirmed")
+        .fails_with(3, "secagg context confirm");
+    assert!(!out.exists());
+}
