@@ -217,3 +217,44 @@ fn an_unconfirmed_key_is_not_used_to_encrypt() {
         .fails_with(3, "secagg context confirm");
     assert!(!out.exists());
 }
+
+#[test]
+fn demo_aggregate_runs_a_round_on_the_negotiated_keys() {
+    let out = support::secagg_command()
+        .args([
+            "demo",
+            "--nodes",
+            "3",
+            "--aggregate",
+            "--parameters",
+            "300",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["verified"], true);
+    let g = &j["aggregation"];
+    assert_eq!(g["verified"], true);
+    assert_eq!(g["parameters"], 300);
+    assert_eq!(g["nodes"], 3);
+    assert!(g["max_error"].as_f64().unwrap() <= 6e-4);
+    // Without --aggregate there is no aggregation section; --parameters alone is a usage error.
+    let plain = support::secagg_command()
+        .args(["demo", "--nodes", "2", "--format", "json"])
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
+    assert!(j.get("aggregation").is_none());
+    let usage = support::secagg_command()
+        .args(["demo", "--parameters", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+}

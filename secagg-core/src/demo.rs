@@ -14,13 +14,14 @@ use num_traits::Zero;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::aggregate;
 use crate::certificate::GeneratedKeyType;
 use crate::engine::SecretKey;
 use crate::error::{Error, Result};
 use crate::fs_secure::{self, PUBLIC_FILE_MODE};
 use crate::home::Home;
 use crate::identity::{self, InitOptions};
-use crate::party::Role;
+use crate::party::{Role, SessionId};
 use crate::registration;
 use crate::session;
 
@@ -132,7 +133,7 @@ pub struct Verification {
 }
 
 /// Reads every party's stored key for `session_id` and checks `sk0 + Σ sk_i = 0` over ℤ.
-pub fn verify(federation: &Federation, session_id: &str) -> Result<Verification> {
+pub fn verify(federation: &Federation, session_id: &SessionId) -> Result<Verification> {
     let mut sum = BigInt::zero();
     let mut key_fingerprints = Vec::new();
     let mut server_key_bits = 0;
@@ -150,5 +151,68 @@ pub fn verify(federation: &Federation, session_id: &str) -> Result<Verification>
         verified: sum.is_zero(),
         key_fingerprints,
         server_key_bits,
+    })
+}
+
+/// The result of [`aggregate_check`].
+#[derive(Debug, Clone, Serialize)]
+pub struct AggregateCheck {
+    /// Parameters per node.
+    pub parameters: usize,
+    /// Nodes that encrypted.
+    pub nodes: usize,
+    /// Largest difference between the decrypted average and the plain average.
+    pub max_error: f64,
+    /// Whether every value is within the quantisation error (2c / TR per value).
+    pub verified: bool,
+    /// Milliseconds the nodes spent encrypting, in all.
+    pub encrypt_ms: f64,
+    /// Milliseconds the researcher spent aggregating and decrypting.
+    pub decrypt_ms: f64,
+}
+
+/// One aggregation round on the federation's keys of `session`: every node encrypts a random
+/// vector of `parameters` values in `[−2, 2]`, the researcher decrypts the average from the
+/// ciphertext files, and the result is compared with the plain average.
+pub fn aggregate_check(
+    federation: &Federation,
+    session: &SessionId,
+    parameters: usize,
+) -> Result<AggregateCheck> {
+    use rand::Rng;
+    let biprime = aggregate::Biprime::default_biprime0();
+    let mut rng = rand::thread_rng();
+    let nodes = &federation.parties[1..];
+    let mut plain = vec![0.0f64; parameters];
+    let mut files = Vec::with_capacity(nodes.len());
+    let started = std::time::Instant::now();
+    for node in nodes {
+        let values: Vec<f64> = (0..parameters).map(|_| rng.gen_range(-2.0..2.0)).collect();
+        for (p, v) in plain.iter_mut().zip(&values) {
+            *p += v / nodes.len() as f64;
+        }
+        let req = aggregate::EncryptRequest::new(*session, 1, values);
+        let file = aggregate::encrypt_round(&node.home, &req, &biprime)
+            .map_err(|e| e.context(format!("node `{}`", node.party_id)))?;
+        files.push((node.party_id.clone(), file));
+    }
+    let encrypted = started.elapsed();
+    let avg = aggregate::decrypt_round(&federation.parties[0].home, session, 1, &files, &biprime)?;
+    let decrypted = started.elapsed() - encrypted;
+    let max_error = avg
+        .average
+        .iter()
+        .zip(&plain)
+        .map(|(a, p)| (a - p).abs())
+        .fold(0.0, f64::max);
+    let step =
+        2.0 * f64::from(aggregate::DEFAULT_CLIPPING_RANGE) / f64::from(aggregate::TARGET_RANGE);
+    Ok(AggregateCheck {
+        parameters,
+        nodes: nodes.len(),
+        max_error,
+        verified: avg.average.len() == parameters && max_error <= step,
+        encrypt_ms: (encrypted.as_secs_f64() * 1e6).round() / 1e3,
+        decrypt_ms: (decrypted.as_secs_f64() * 1e6).round() / 1e3,
     })
 }

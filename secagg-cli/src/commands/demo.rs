@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use secagg_core::demo::{self, Federation};
-use secagg_core::supervise::parties::{NegotiateCommand, PartyProcesses, Stopper};
-use secagg_core::supervise::{self, TerminationSignals};
+use secagg_core::processes::{self, NegotiateCommand, PartyProcesses, Stopper, TerminationSignals};
+use secagg_core::SessionId;
 use serde::Serialize;
 
 use crate::commands::negotiate::{parse_duration, EngineArg};
@@ -39,6 +39,14 @@ pub struct DemoArgs {
     /// Keep the federation's homes and bundles (the directory is printed) instead of deleting them.
     #[arg(long)]
     keep: bool,
+    /// After the negotiation, run one round of secure aggregation with the keys: every node
+    /// encrypts a random vector, the researcher decrypts the average, and it is checked against
+    /// the plain average within the quantisation error.
+    #[arg(long)]
+    aggregate: bool,
+    /// With --aggregate: parameters per node.
+    #[arg(long, default_value_t = 1000, requires = "aggregate", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    parameters: u32,
     #[command(flatten)]
     output: FormatArg,
 }
@@ -57,6 +65,8 @@ struct DemoSummary {
     reports: Vec<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     directory: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aggregation: Option<demo::AggregateCheck>,
 }
 
 /// What an interrupted demo must clean up: the demo directory (every party's private key is in
@@ -104,7 +114,7 @@ fn handle_interrupts(signals: TerminationSignals, state: Arc<Mutex<DemoState>>) 
     };
     output::write_stderr(format_args!(
         "error: interrupted by {}: stopped the demo's parties; {done}\n",
-        supervise::signal_name(signo)
+        processes::signal_name(signo)
     ));
     std::process::exit(128 + signo);
 }
@@ -192,15 +202,25 @@ fn run_demo(a: DemoArgs, state: &Mutex<DemoState>) -> anyhow::Result<()> {
         None
     };
     let (session_id, elapsed, reports) = result?;
-    let v = {
+    let (v, aggregation) = {
         let _gate = lock(state);
-        demo::verify(&federation, &session_id)?
+        let v = demo::verify(&federation, &session_id)?;
+        let aggregation = if a.aggregate && v.verified {
+            Some(demo::aggregate_check(
+                &federation,
+                &session_id,
+                a.parameters as usize,
+            )?)
+        } else {
+            None
+        };
+        (v, aggregation)
     };
     let summary = DemoSummary {
         engine: engine_name,
         parties: federation.parties.len(),
         nodes: federation.parties.len() - 1,
-        session_id,
+        session_id: session_id.to_string(),
         verified: v.verified,
         elapsed_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
         setup_ms: (setup.as_secs_f64() * 1e6).round() / 1e3,
@@ -208,6 +228,7 @@ fn run_demo(a: DemoArgs, state: &Mutex<DemoState>) -> anyhow::Result<()> {
         party_ids: federation.party_ids(),
         reports,
         directory,
+        aggregation,
     };
     match a.output.format {
         Format::Json => output::print_json(&summary)?,
@@ -241,7 +262,28 @@ fn run_demo(a: DemoArgs, state: &Mutex<DemoState>) -> anyhow::Result<()> {
                     "NO".into()
                 },
             ),
+            (
+                "aggregation",
+                match &summary.aggregation {
+                    None => "not run (--aggregate runs one round)".into(),
+                    Some(g) => format!(
+                        "{}: {} parameters from {} nodes, encrypted in {:.0} ms, average decrypted in {:.0} ms, largest error {:.1e}",
+                        if g.verified { "verified" } else { "WRONG" },
+                        g.parameters,
+                        g.nodes,
+                        g.encrypt_ms,
+                        g.decrypt_ms,
+                        g.max_error
+                    ),
+                },
+            ),
         ]),
+    }
+    if summary.aggregation.as_ref().is_some_and(|g| !g.verified) {
+        return Err(secagg_core::Error::verification(
+            "the decrypted average differs from the plain average by more than the quantisation error",
+        )
+        .into());
     }
     if !v.verified {
         return Err(
@@ -258,10 +300,10 @@ fn negotiate_all(
     timeout: Duration,
     interactive: bool,
     state: &Mutex<DemoState>,
-) -> anyhow::Result<(String, Duration, Vec<serde_json::Value>)> {
+) -> anyhow::Result<(SessionId, Duration, Vec<serde_json::Value>)> {
     let exe = std::env::current_exe()
         .map_err(|e| secagg_core::Error::io("while locating the secagg binary", e))?;
-    let session_id = uuid_v4();
+    let session_id = SessionId::generate();
     let party_ids = federation.party_ids();
     let bar = if interactive {
         let b = ProgressBar::new(federation.parties.len() as u64);
@@ -281,7 +323,7 @@ fn negotiate_all(
     lock(state).parties = Some(processes.stopper());
     let started = Instant::now();
     for p in &federation.parties {
-        let cmd = NegotiateCommand::new(&exe, p.home.root(), &session_id, &party_ids)
+        let cmd = NegotiateCommand::new(&exe, p.home.root(), session_id.to_string(), &party_ids)
             .timeout(timeout)
             .engine(engine)
             .args(extra);
@@ -315,8 +357,4 @@ fn negotiate_all(
         .into());
     }
     Ok((session_id, elapsed, reports))
-}
-
-fn uuid_v4() -> String {
-    secagg_core::session::new_session_id()
 }
