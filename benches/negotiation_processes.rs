@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use secagg_core::demo;
-use secagg_core::supervise::parties::{run_parties, NegotiateCommand};
+use secagg_core::processes::{run_parties, NegotiateCommand};
 
 fn run_session(fed: &demo::Federation) -> Duration {
     let session = secagg_core::session::new_session_id();
@@ -32,7 +32,11 @@ fn run_session(fed: &demo::Federation) -> Duration {
     for e in &exits {
         assert!(e.success(), "{} failed: {}", e.party, e.failure());
     }
-    assert!(demo::verify(fed, &session).unwrap().verified);
+    assert!(
+        demo::verify(fed, &session.parse().unwrap())
+            .unwrap()
+            .verified
+    );
     elapsed
 }
 

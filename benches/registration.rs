@@ -11,7 +11,7 @@ use secagg_core::certificate::{generate, GeneratedKeyType};
 use secagg_core::home::Home;
 use secagg_core::identity::{self, InitOptions};
 use secagg_core::registration::{self, CertificateSource, RegisterRequest};
-use secagg_core::{fedbiomed, PartyId, Role};
+use secagg_core::{fedbiomed, Endpoint, PartyId, Role};
 use time::OffsetDateTime;
 
 fn init_options(key_type: GeneratedKeyType) -> InitOptions {
@@ -101,9 +101,8 @@ fn benches(c: &mut Criterion) {
             let i = next % peer_pems.len();
             next += 1;
             let req = RegisterRequest {
-                party_id: format!("node_r{i:05}"),
-                host: "10.221.0.3".into(),
-                port: 14002,
+                party_id: PartyId::parse(&format!("node_r{i:05}")).unwrap(),
+                endpoint: Endpoint::new("10.221.0.3", 14002).unwrap(),
                 certificate: CertificateSource::Bytes {
                     bytes: peer_pems[i].clone().into_bytes(),
                     name: "bench".into(),

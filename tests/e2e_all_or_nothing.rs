@@ -12,11 +12,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use secagg_core::contexts::{ContextRecord, KeyState};
 use secagg_core::demo::{self, Federation};
 use secagg_core::engine::SecretKey;
 use secagg_core::fault::{Step, FAULT_ENV};
 use secagg_core::session;
-use secagg_core::store::contexts::{ContextRecord, KeyState};
 use secagg_core::ErrorKind;
 use support::secagg_command as secagg;
 
@@ -77,11 +77,13 @@ fn wait_bounded(mut child: Child, limit: Instant, what: &str) -> Ended {
 fn stored(fed: &Federation, session: &str) -> Vec<Option<ContextRecord>> {
     fed.parties
         .iter()
-        .map(|p| match session::get_context(&p.home, session) {
-            Ok(c) => Some(c),
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
-            Err(e) => panic!("reading the store of {}: {e}", p.party_id),
-        })
+        .map(
+            |p| match session::get_context(&p.home, &session.parse().unwrap()) {
+                Ok(c) => Some(c),
+                Err(e) if e.kind() == ErrorKind::NotFound => None,
+                Err(e) => panic!("reading the store of {}: {e}", p.party_id),
+            },
+        )
         .collect()
 }
 
@@ -254,14 +256,11 @@ fn a_node_whose_store_is_locked_leaves_no_server_key_and_ends_within_the_timeout
     let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
     let store_path = locked.home.store_path();
     let holder = std::thread::spawn(move || {
-        let mut store = secagg_core::store::Store::open(&store_path).unwrap();
-        store
-            .write(|_tx| {
-                held_tx.send(()).unwrap();
-                let _ = hold_rx.recv_timeout(Duration::from_secs(60));
-                Ok(())
-            })
-            .unwrap();
+        let store = rusqlite::Connection::open(&store_path).unwrap();
+        store.execute_batch("BEGIN IMMEDIATE").unwrap();
+        held_tx.send(()).unwrap();
+        let _ = hold_rx.recv_timeout(Duration::from_secs(60));
+        store.execute_batch("ROLLBACK").unwrap();
     });
     held_rx.recv().unwrap();
     let session = session::new_session_id();

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use secagg_core::demo::{self, Federation};
-use secagg_core::supervise::parties::{NegotiateCommand, PartyProcesses};
+use secagg_core::processes::{NegotiateCommand, PartyProcesses};
 use secagg_core::ErrorKind;
 use support::{error_kind, secagg_command as secagg};
 
@@ -97,7 +97,7 @@ fn five_negotiate_processes_agree_and_store_only_fingerprints_in_output() {
             .unwrap()
             .starts_with("SHA256:"));
     }
-    let v = demo::verify(&fed, &session).unwrap();
+    let v = demo::verify(&fed, &session.parse().unwrap()).unwrap();
     assert!(v.verified, "sk0 + Σ sk_i != 0");
     // The key is never printed by negotiate, only by `context show --reveal-key`.
     let researcher = fed.parties[0].home.root();
@@ -424,7 +424,11 @@ fn key_lengths_outside_the_secure_range_are_refused_before_anything_runs() {
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(3), "--key-bits {bits}: {err}");
+        assert_eq!(
+            out.status.code(),
+            Some(ErrorKind::InvalidInput.exit_code()),
+            "--key-bits {bits}: {err}"
+        );
         assert!(err.contains(needle), "--key-bits {bits}: {err}");
         assert!(err.contains("hint:") && err.contains("2040"), "{err}");
         assert!(

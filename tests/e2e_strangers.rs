@@ -123,7 +123,11 @@ fn no_certificate_self_signed_garbage_and_an_idle_flood_do_not_stop_a_session() 
     }
     let node2_exit = &exits[2];
     assert_eq!(node2_exit.code, Some(0), "node 2: {}", node2_exit.stderr);
-    assert!(demo::verify(&fed, &session).unwrap().verified);
+    assert!(
+        demo::verify(&fed, &session.parse().unwrap())
+            .unwrap()
+            .verified
+    );
     // Each stranger was reported with its address and what was wrong, not blamed on a party.
     let err = &node2_exit.stderr;
     assert!(

@@ -489,7 +489,7 @@ fn negotiation_over_a_real_wireguard_tunnel() {
             })
             .collect(),
     };
-    let v = demo::verify(&federation, &session).unwrap();
+    let v = demo::verify(&federation, &session.parse().unwrap()).unwrap();
     assert!(
         v.verified,
         "sk0 + Σ sk_i != 0 after negotiating over the VPN"

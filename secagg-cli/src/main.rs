@@ -28,7 +28,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use commands::{certificate, context, demo, deploy, identity, init, mpspdz, negotiate, vpn};
+use commands::{
+    aggregate, certificate, context, demo, deploy, identity, init, mpspdz, negotiate, vpn,
+};
 
 /// The `--help` section listing the exit codes, generated from `secagg_core::ErrorKind` (the one
 /// place they are defined) so that help, code and README cannot disagree.
@@ -80,6 +82,10 @@ enum Command {
     /// Negotiated keys stored by `negotiate`.
     #[command(subcommand)]
     Context(context::ContextCommand),
+    /// Joye–Libert secure aggregation with the negotiated keys: nodes encrypt, the researcher
+    /// decrypts the average.
+    #[command(subcommand)]
+    Aggregate(aggregate::AggregateCommand),
     /// Run a whole federation on this machine (each party its own process) and verify the keys.
     Demo(demo::DemoArgs),
     /// MP-SPDZ engine support: check an installation (`doctor`).
@@ -113,11 +119,46 @@ fn fedbiomed_short_options(
     .collect()
 }
 
+/// The secagg error behind a value clap rejected: arguments typed by secagg's own parsers
+/// (`PartyId`, `SessionId`, `PeerType`, `Host`, …) fail with the parser's `InvalidInput` error,
+/// which is reported like any other failure of that kind (its message and hint, exit 3) rather
+/// than as a clap usage error (exit 2), so that parsing at the boundary changes no exit code.
+fn invalid_value(e: &clap::Error) -> Option<&secagg_core::Error> {
+    if e.kind() != clap::error::ErrorKind::ValueValidation {
+        return None;
+    }
+    std::error::Error::source(e)?.downcast_ref::<secagg_core::Error>()
+}
+
+/// Whether the raw arguments ask for `--error-format json`: a value rejected while parsing them
+/// is reported before `Cli` exists.
+fn json_errors_requested(args: &[std::ffi::OsString]) -> bool {
+    let args: Vec<_> = args
+        .iter()
+        .take_while(|a| *a != "--")
+        .map(|a| a.to_string_lossy())
+        .collect();
+    args.windows(2)
+        .any(|w| w[0] == "--error-format" && w[1] == "json")
+        || args.iter().any(|a| a == "--error-format=json")
+}
+
 fn main() -> ExitCode {
     // `secagg demo` blocks SIGINT/SIGTERM to take them on a thread, and its `secagg negotiate`
     // children inherit that mask across exec: give them the default behaviour back.
-    secagg_core::supervise::unblock_termination_signals();
-    let cli = Cli::parse_from(fedbiomed_short_options(std::env::args_os()));
+    secagg_core::processes::unblock_termination_signals();
+    let args = fedbiomed_short_options(std::env::args_os());
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => match invalid_value(&e) {
+            Some(invalid) => {
+                let report = output::core_error_report(invalid);
+                let code = output::print_report(&report, json_errors_requested(&args));
+                return ExitCode::from(code as u8);
+            }
+            None => e.exit(),
+        },
+    };
     let json_errors = cli.error_format == ErrorFormat::Json;
     let home = cli
         .home
@@ -128,6 +169,7 @@ fn main() -> ExitCode {
         Command::Certificate(c) => certificate::run(&home, c),
         Command::Negotiate(a) => negotiate::run(&home, a),
         Command::Context(c) => context::run(&home, c),
+        Command::Aggregate(c) => aggregate::run(&home, c),
         Command::Demo(a) => demo::run(&home, a),
         Command::Mpspdz(c) => mpspdz::run(&home, c),
         Command::Vpn(c) => vpn::run(&home, c),

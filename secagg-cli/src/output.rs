@@ -178,7 +178,17 @@ pub fn error_report(err: &anyhow::Error) -> ErrorReport {
 /// or, when `json` (`--error-format json`), one [`ErrorReport`] JSON document on one line, for
 /// the program that started secagg.
 pub fn report_error(err: &anyhow::Error, json: bool) -> i32 {
-    let report = error_report(err);
+    print_report(&error_report(err), json)
+}
+
+/// The report of a secagg error met outside a command (a value rejected while parsing the
+/// arguments).
+pub fn core_error_report(err: &secagg_core::Error) -> ErrorReport {
+    ErrorReport::new(err.kind(), err.to_string(), err.hint().map(str::to_owned))
+}
+
+/// Prints `report` as [`report_error`] does and returns its exit code.
+pub fn print_report(report: &ErrorReport, json: bool) -> i32 {
     if json {
         // Serialising plain strings and a unit enum cannot fail.
         let line = serde_json::to_string(&report).unwrap_or_default();

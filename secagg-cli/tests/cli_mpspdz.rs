@@ -2,36 +2,21 @@
 //! doubles: a `compile.py` that counts its invocations and a `shamir-party.x` shell script), with
 //! real homes and stores. Runs without MP-SPDZ; the real thing is in `tests/e2e_mpspdz.rs`.
 
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::time::Duration;
 
 use secagg_core::demo::{self, Federation};
+use secagg_core::processes::NegotiateCommand;
+use secagg_core::{ErrorKind, SessionId};
+use support::{run_one, secagg, secagg_env, Run};
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn secagg(home: &Path, args: &[&str], root: Option<&Path>) -> Run {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_secagg"));
-    c.arg("--home")
-        .arg(home)
-        .args(args)
-        .env_remove("SECAGG_HOME")
-        .env_remove("MPSPDZ_ROOT")
-        .env_remove("MPSPDZ_IP")
-        .env_remove("MPSPDZ_PORT");
-    if let Some(r) = root {
-        c.env("MPSPDZ_ROOT", r);
-    }
-    let out = c.output().expect("run secagg");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+/// `secagg` with `MPSPDZ_ROOT=root`.
+fn secagg_root(home: &Path, args: &[&str], root: &Path) -> Run {
+    secagg_env(home, args, &[("MPSPDZ_ROOT", root.to_str().unwrap())])
 }
 
 /// A fake MP-SPDZ root: `compile.py` (test double counting invocations in `compile-count`) and
@@ -79,11 +64,9 @@ fn doctor_on_an_empty_root_names_each_missing_item_and_exits_9() {
             "--format",
             "json",
         ],
-        None,
     );
-    assert_eq!(r.code, 9, "{}", r.stderr);
-    assert!(r.stderr.starts_with("error: "), "{}", r.stderr);
-    assert!(r.stderr.contains("failed binary, compiler"), "{}", r.stderr);
+    // The error names the failed checks.
+    r.fails_with(9, "failed binary, compiler");
     let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(j["ok"], false);
     let item = |name: &str| {
@@ -105,17 +88,16 @@ fn doctor_on_an_empty_root_names_each_missing_item_and_exits_9() {
     assert_eq!(item("rehash")["status"], "info");
 
     // No root at all.
-    let r = secagg(&home, &["mpspdz", "doctor"], None);
-    assert_eq!(r.code, 9);
+    let r = secagg(&home, &["mpspdz", "doctor"]);
+    r.fails_as(ErrorKind::ExternalTool);
     assert!(r.stdout.contains("no MP-SPDZ root given"), "{}", r.stdout);
 
     // Text output lists the items too.
     let r = secagg(
         &home,
         &["mpspdz", "doctor", "--mpspdz-root", empty.to_str().unwrap()],
-        None,
     );
-    assert_eq!(r.code, 9);
+    r.fails_as(ErrorKind::ExternalTool);
     assert!(
         r.stdout.contains("FAILED") && r.stdout.contains("compile.py"),
         "{}",
@@ -133,7 +115,7 @@ fn doctor_checks_listed_certificates_and_unregistered_parties() {
     );
     let mut ids = fed.party_ids();
     let home = fed.parties[1].home.root();
-    let r = secagg(
+    let r = secagg_root(
         home,
         &[
             "mpspdz",
@@ -144,10 +126,9 @@ fn doctor_checks_listed_certificates_and_unregistered_parties() {
             "--format",
             "json",
         ],
-        Some(&root),
+        &root,
     );
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let j = r.ok().json();
     let certs: Vec<_> = j["items"]
         .as_array()
         .unwrap()
@@ -159,7 +140,7 @@ fn doctor_checks_listed_certificates_and_unregistered_parties() {
     assert_eq!(compile_count(&root), 1);
 
     ids.push("node_unknown".into());
-    let r = secagg(
+    let r = secagg_root(
         home,
         &[
             "mpspdz",
@@ -168,9 +149,9 @@ fn doctor_checks_listed_certificates_and_unregistered_parties() {
             "--parties",
             &ids.join(","),
         ],
-        Some(&root),
+        &root,
     );
-    assert_eq!(r.code, 9, "{}", r.stdout);
+    r.fails_as(ErrorKind::ExternalTool);
     assert!(r.stdout.contains("node_unknown"), "{}", r.stdout);
     // Compiled once: the doctor warmed the home's cache.
     assert_eq!(compile_count(&root), 1);
@@ -180,46 +161,32 @@ fn doctor_checks_listed_certificates_and_unregistered_parties() {
 fn negotiate_without_a_root_is_an_external_tool_error() {
     let t = tempfile::tempdir().unwrap();
     let fed = federation(t.path());
-    let r = secagg(
-        fed.parties[0].home.root(),
-        &[
-            "negotiate",
-            "--engine",
-            "mp-spdz",
-            "--session",
-            &uuid(),
-            "--parties",
-            &fed.party_ids().join(","),
-        ],
-        None,
+    let r = run_one(
+        &support::negotiate(fed.parties[0].home.root(), &uuid(), &fed.party_ids())
+            .engine("mp-spdz"),
     );
-    assert_eq!(r.code, 9, "{}", r.stderr);
-    assert!(r.stderr.contains("no MP-SPDZ root given"), "{}", r.stderr);
-    assert!(r.stderr.contains("hint: "), "{}", r.stderr);
+    let e = r.fails_as(ErrorKind::ExternalTool).error().unwrap();
+    // It says what is missing and how to give it.
+    assert!(e.message.contains("no MP-SPDZ root given"), "{}", e.message);
+    assert!(e.hint.is_some(), "{e:?}");
 }
 
 fn uuid() -> String {
-    secagg_core::session::new_session_id()
+    SessionId::generate().to_string()
 }
 
-fn negotiate(home: &Path, ids: &[String], session: &str, root: &Path, extra: &[&str]) -> Run {
-    let parties = ids.join(",");
-    let mut args = vec![
-        "negotiate",
-        "--engine",
-        "mp-spdz",
-        "--session",
-        session,
-        "--parties",
-        &parties,
-        "--format",
-        "json",
-    ];
-    if !extra.contains(&"--timeout") {
-        args.extend_from_slice(&["--timeout", "20s"]);
-    }
-    args.extend_from_slice(extra);
-    secagg(home, &args, Some(root))
+/// One party's `secagg negotiate --engine mp-spdz --timeout 20s --format json --error-format
+/// json` with `MPSPDZ_ROOT=root`; `.timeout(…)`, `.arg(…)` to change it.
+fn mp_spdz(home: &Path, ids: &[String], session: &str, root: &Path) -> NegotiateCommand {
+    support::negotiate(home, session, ids)
+        .engine("mp-spdz")
+        .timeout(Duration::from_secs(20))
+        .env("MPSPDZ_ROOT", root)
+}
+
+/// Runs [`mp_spdz`] to its end.
+fn negotiate(home: &Path, ids: &[String], session: &str, root: &Path) -> Run {
+    run_one(&mp_spdz(home, ids, session, root))
 }
 
 #[test]
@@ -228,7 +195,7 @@ fn researcher_with_a_fake_party_binary_stores_the_lifted_key_and_cleans_up() {
     let fed = federation(t.path());
     // Party 0's stand-in writes a positive residue p − 5, which lifts to sk0 = −5 (Fed-BioMed v4
     // would have stored the positive number), and leaves a memory dump behind.
-    let p = secagg_core::field::fedbiomed_prime();
+    let p = secagg_core::engine::fedbiomed_prime();
     let residue = (&p - 5u32).to_string();
     let script = format!(
         "#!/bin/sh\n[ -f Programs/Bytecode/server_key-0.bc ] || exit 5\necho shares > Player-Data/Memory-Sp-P0\nprintf '%s\\n' {residue} > \"$5-P0-0\"\nexit 0\n"
@@ -236,12 +203,13 @@ fn researcher_with_a_fake_party_binary_stores_the_lifted_key_and_cleans_up() {
     let root = fake_root(t.path(), &script);
     let home = fed.parties[0].home.root();
     let session = uuid();
-    let r = negotiate(home, &fed.party_ids(), &session, &root, &[]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let j = negotiate(home, &fed.party_ids(), &session, &root)
+        .ok()
+        .json();
     assert_eq!(j["engine"], "mp-spdz");
     assert_eq!(j["role"], "researcher");
-    let ctx = secagg_core::session::get_context(&fed.parties[0].home, &session).unwrap();
+    let ctx =
+        secagg_core::session::get_context(&fed.parties[0].home, &session.parse().unwrap()).unwrap();
     assert_eq!(ctx.engine, "mp-spdz");
     assert_eq!(ctx.key_decimal.as_str(), "-5");
     assert!(!home.join("runs").join(&session).exists());
@@ -249,9 +217,12 @@ fn researcher_with_a_fake_party_binary_stores_the_lifted_key_and_cleans_up() {
 
     // Second session: cache reused, run directory kept without secrets.
     let session = uuid();
-    let r = negotiate(home, &fed.party_ids(), &session, &root, &["--keep-run-dir"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stderr.contains("kept the run directory"), "{}", r.stderr);
+    let r = run_one(&mp_spdz(home, &fed.party_ids(), &session, &root).arg("--keep-run-dir"));
+    assert!(
+        r.ok().stderr.contains("kept the run directory"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(compile_count(&root), 1, "the second run recompiled");
     let run = home.join("runs").join(&session);
     assert!(run.join("ip-addresses").is_file());
@@ -271,52 +242,52 @@ fn failure_lines_become_exit_codes() {
     let t = tempfile::tempdir().unwrap();
     let fed = federation(t.path());
     let home = fed.parties[1].home.root();
+    // Each failure is translated into a kind and a message naming its cause in secagg's terms.
     let cases = [
         (
             "echo 'Client-side handshake with P2 failed. Make sure both sides  have the necessary certificate' >&2\necho '  what():  handshake: certificate verify failed' >&2\nkill -ABRT $$",
-            8,
+            ErrorKind::Authentication,
             "TLS handshake with party 2",
         ),
         (
             "echo 'cannot connect from 127.0.0.1 to 127.0.0.1:1 after 25 attempts in one minute because Connection refused.' >&2\nkill -ABRT $$",
-            6,
+            ErrorKind::PeerFailure,
             "cannot connect",
         ),
         (
             "echo \"File Error : Missing 'Programs/Schedules/server_key.sch'. Did you compile 'server_key'?\" >&2\nkill -ABRT $$",
-            9,
+            ErrorKind::ExternalTool,
             "compiled program",
         ),
-        ("echo 'No client after one minute' >&2\nkill -ABRT $$", 7, "one minute"),
-        ("echo 'IO-Error : not enough inputs in x' >&2\nkill -ABRT $$", 3, "input"),
-        ("echo something else >&2\nkill -ABRT $$", 9, "SIGABRT"),
-        ("sleep 1000 & sleep 1000", 7, "did not finish"),
+        ("echo 'No client after one minute' >&2\nkill -ABRT $$", ErrorKind::Timeout, "one minute"),
+        ("echo 'IO-Error : not enough inputs in x' >&2\nkill -ABRT $$", ErrorKind::InvalidInput, "input"),
+        ("echo something else >&2\nkill -ABRT $$", ErrorKind::ExternalTool, "SIGABRT"),
+        ("sleep 1000 & sleep 1000", ErrorKind::Timeout, "did not finish"),
     ];
-    for (i, (body, code, needle)) in cases.iter().enumerate() {
+    for (i, (body, kind, needle)) in cases.iter().enumerate() {
         let dir = t.path().join(format!("case{i}"));
         std::fs::create_dir(&dir).unwrap();
         let root = fake_root(&dir, &format!("#!/bin/sh\n{body}\n"));
         let session = uuid();
-        let timeout_args: &[&str] = if *code == 7 && needle.contains("finish") {
-            &["--timeout", "2s"]
-        } else {
-            &[]
-        };
+        let mut command = mp_spdz(home, &fed.party_ids(), &session, &root);
+        if body.starts_with("sleep") {
+            command = command.timeout(Duration::from_secs(2));
+        }
         let started = std::time::Instant::now();
-        let r = negotiate(home, &fed.party_ids(), &session, &root, timeout_args);
-        assert_eq!(r.code, *code, "case {i}: {}", r.stderr);
-        assert!(r.stderr.contains(needle), "case {i}: {}", r.stderr);
-        assert!(started.elapsed() < std::time::Duration::from_secs(15));
+        let r = run_one(&command);
+        let e = r.fails_as(*kind).error().unwrap();
+        assert!(e.message.contains(needle), "case {i}: {}", e.message);
+        assert!(started.elapsed() < Duration::from_secs(15));
         assert!(!home.join("runs").join(&session).exists(), "case {i}");
         // A node stores its key (unconfirmed) before shamir-party.x starts, so that the
         // researcher can never hold a server key this node lacks; a failed run leaves it
         // unconfirmed, never confirmed, and says so.
-        match secagg_core::session::get_context(&fed.parties[1].home, &session) {
+        match secagg_core::session::get_context(&fed.parties[1].home, &session.parse().unwrap()) {
             Err(_) => {}
             Ok(c) => {
                 assert_eq!(
                     c.state,
-                    secagg_core::store::contexts::KeyState::Unconfirmed,
+                    secagg_core::contexts::KeyState::Unconfirmed,
                     "case {i}: a failed session confirmed a key"
                 );
                 assert!(
@@ -353,7 +324,8 @@ fn relative_and_default_homes_give_shamir_party_paths_that_exist_from_its_workin
     let root = fake_root(t.path(), PATH_CHECKING_PARTY);
     let ids = fed.party_ids();
     let session = uuid();
-    // The researcher with the default home: `./.secagg` in its working directory.
+    // The researcher with the default home's path, `.secagg` relative to its working directory
+    // (`--home .secagg` is what the default resolves to).
     let researcher_cwd = t.path().join("researcher-cwd");
     std::fs::create_dir(&researcher_cwd).unwrap();
     std::fs::rename(fed.parties[0].home.root(), researcher_cwd.join(".secagg")).unwrap();
@@ -361,40 +333,22 @@ fn relative_and_default_homes_give_shamir_party_paths_that_exist_from_its_workin
     let node_home = fed.parties[1].home.root();
     let node_cwd = node_home.parent().unwrap();
     let node_rel = node_home.file_name().unwrap();
-    for (cwd, home_arg) in [(researcher_cwd.as_path(), None), (node_cwd, Some(node_rel))] {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_secagg"));
-        if let Some(h) = home_arg {
-            c.arg("--home").arg(h);
-        }
-        let out = c
-            .args([
-                "negotiate",
-                "--engine",
-                "mp-spdz",
-                "--session",
-                &session,
-                "--parties",
-                &ids.join(","),
-                "--timeout",
-                "20s",
-            ])
-            .current_dir(cwd)
-            .env_remove("SECAGG_HOME")
-            .env_remove("MPSPDZ_IP")
-            .env_remove("MPSPDZ_PORT")
-            .env("MPSPDZ_ROOT", &root)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
+    for (cwd, home) in [
+        (researcher_cwd.as_path(), Path::new(".secagg")),
+        (node_cwd, Path::new(node_rel)),
+    ] {
+        let r = run_one(&mp_spdz(home, &ids, &session, &root).current_dir(cwd));
         assert_eq!(
-            out.status.code(),
-            Some(0),
-            "home {home_arg:?} in {}: {stderr}",
-            cwd.display()
+            r.code,
+            0,
+            "home {} in {}: {}",
+            home.display(),
+            cwd.display(),
+            r.stderr
         );
-        let home = cwd.join(home_arg.unwrap_or(".secagg".as_ref()));
-        assert!(!home.join("runs").join(&session).exists());
+        assert!(!cwd.join(home).join("runs").join(&session).exists());
     }
+    let session: SessionId = session.parse().unwrap();
     let ctx = secagg_core::session::get_context(
         &secagg_core::home::Home::new(researcher_cwd.join(".secagg")),
         &session,
@@ -418,49 +372,23 @@ fn a_second_run_of_the_same_session_in_one_home_is_a_conflict_and_spares_the_fir
     let home = fed.parties[0].home.root();
     let session = uuid();
     let run_dir = home.join("runs").join(&session);
-    let parties = fed.party_ids().join(",");
-    let first = Command::new(env!("CARGO_BIN_EXE_secagg"))
-        .arg("--home")
-        .arg(home)
-        .args([
-            "negotiate",
-            "--engine",
-            "mp-spdz",
-            "--session",
-            &session,
-            "--parties",
-            &parties,
-            "--timeout",
-            "20s",
-        ])
-        .env_remove("SECAGG_HOME")
-        .env("MPSPDZ_ROOT", &root)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+    let first = mp_spdz(home, &fed.party_ids(), &session, &root)
+        .command()
         .spawn()
         .unwrap();
     let started = std::time::Instant::now();
     while !run_dir.join("started").exists() {
         assert!(
-            started.elapsed() < std::time::Duration::from_secs(15),
+            started.elapsed() < Duration::from_secs(15),
             "the first run did not start"
         );
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(10));
     }
-    let second = negotiate(home, &fed.party_ids(), &session, &root, &[]);
-    assert_eq!(second.code, 5, "{}", second.stderr);
-    assert!(
-        second
-            .stderr
-            .contains("another run of this session seems active"),
-        "{}",
-        second.stderr
-    );
-    assert!(
-        second.stderr.contains(&session) && second.stderr.contains("hint: "),
-        "{}",
-        second.stderr
-    );
+    let second = negotiate(home, &fed.party_ids(), &session, &root);
+    let e = second.fails_as(ErrorKind::Conflict).error().unwrap();
+    // It names the session and says what to do.
+    assert!(e.message.contains(&session), "{}", e.message);
+    assert!(e.hint.is_some(), "{e:?}");
     assert!(
         run_dir.join("started").exists(),
         "the second run touched the first one's directory"
@@ -474,6 +402,7 @@ fn a_second_run_of_the_same_session_in_one_home_is_a_conflict_and_spares_the_fir
     );
     assert!(!run_dir.exists());
     assert!(!home.join("runs").join(format!("{session}.lock")).exists());
-    let ctx = secagg_core::session::get_context(&fed.parties[0].home, &session).unwrap();
+    let ctx =
+        secagg_core::session::get_context(&fed.parties[0].home, &session.parse().unwrap()).unwrap();
     assert_eq!(ctx.key_decimal.as_str(), "-5");
 }

@@ -288,7 +288,7 @@ pub enum Step {
         #[serde(rename = "type")]
         kind: PeerType,
         /// Peer id.
-        id: String,
+        id: PeerName,
     },
     /// Copy a peer's `config.env` into a service's config mount (0600).
     CopyConfig {
@@ -452,11 +452,11 @@ pub fn plan(
                     path: dir.join(s.name).join("build_files"),
                 });
                 if let (Some((kind, id)), true) = (s.vpn_peer, vpn_server_here) {
+                    let name = PeerName::parse(id)?;
                     steps.push(Step::VpnGenconf {
                         kind,
-                        id: id.to_owned(),
+                        id: name.clone(),
                     });
-                    let name = PeerName::parse(id)?;
                     steps.push(Step::CopyConfig {
                         from: vpn::peer_config_path(home, kind, &name),
                         to: dir.join(s.name).join("run_mounts/config/config.env"),

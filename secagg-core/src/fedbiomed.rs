@@ -2,7 +2,7 @@
 //! (`var/db_<id>.json`).
 //!
 //! Fed-BioMed stores whatever it was given; secagg validates every entry exactly like
-//! [`registration::register`](crate::registration::register) and imports all or nothing, naming a
+//! [`crate::registration::register`] and imports all or nothing, naming a
 //! bad entry by its TinyDB document id.
 
 use std::collections::BTreeMap;
@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::fs_secure;
 use crate::home::Home;
 use crate::identity;
+use crate::party::{Endpoint, PartyId};
 use crate::registration::{self, CertificateSource, RegisterRequest, Registered};
 use crate::store::Store;
 
@@ -83,8 +84,9 @@ pub fn read_tinydb_requests(path: &Path, upsert: bool) -> Result<Vec<(String, Re
                 None => Err(Error::invalid(format!("`{key}` is missing")).context(&dctx)),
             }
         };
-        let party_id = text("party_id")?;
-        let dctx = format!("{dctx} (party `{party_id}`)");
+        let party_text = text("party_id")?;
+        let dctx = format!("{dctx} (party `{party_text}`)");
+        let party_id = PartyId::parse(&party_text).map_err(|e| e.context(&dctx))?;
         let port: u32 = match obj.get("port") {
             Some(serde_json::Value::Number(n)) => n
                 .as_u64()
@@ -104,9 +106,7 @@ pub fn read_tinydb_requests(path: &Path, upsert: bool) -> Result<Vec<(String, Re
         let ip = text("ip")?;
         let certificate = text("certificate")?;
         if let Some(component) = obj.get("component").and_then(|c| c.as_str()) {
-            let expected = crate::party::PartyId::parse(&party_id)
-                .map(|id| id.role().component())
-                .map_err(|e| e.context(&dctx))?;
+            let expected = party_id.role().component();
             if component != expected {
                 return Err(Error::invalid(format!(
                     "component is `{component}` but the party id names a {expected}"
@@ -114,12 +114,12 @@ pub fn read_tinydb_requests(path: &Path, upsert: bool) -> Result<Vec<(String, Re
                 .context(&dctx));
             }
         }
+        let endpoint = Endpoint::new(&ip, port).map_err(|e| e.context(&dctx))?;
         out.push((
             doc_id.clone(),
             RegisterRequest {
                 party_id,
-                host: ip,
-                port,
+                endpoint,
                 certificate: CertificateSource::Bytes {
                     bytes: certificate.into_bytes(),
                     name: format!("of document {doc_id}"),
@@ -148,7 +148,7 @@ pub fn import_tinydb(
         .map_or(1, |n| n.get())
         .min(8);
     let chunk = requests.len().div_ceil(workers).max(1);
-    let prepared: Vec<(String, String, registration::PreparedRegistration)> =
+    let prepared: Vec<(String, PartyId, registration::PreparedRegistration)> =
         std::thread::scope(|s| {
             let handles: Vec<_> = requests
                 .chunks(chunk)

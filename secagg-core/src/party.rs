@@ -259,6 +259,13 @@ impl Host {
     }
 }
 
+impl FromStr for Host {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Host::parse(s)
+    }
+}
+
 impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

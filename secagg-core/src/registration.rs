@@ -19,7 +19,8 @@ use crate::fs_secure;
 use crate::home::Home;
 use crate::identity::{self, Identity};
 use crate::party::{Endpoint, PartyId, Role};
-use crate::store::peers::{self, PeerRecord};
+use crate::peers::PeerRecord;
+use crate::store::peers;
 use crate::store::Store;
 
 /// Value of the `format` field of a registration bundle.
@@ -98,15 +99,14 @@ pub enum CertificateSource {
     },
 }
 
-/// One registration to perform.
+/// One registration to perform, its party id and endpoint already parsed (the caller turns text
+/// into them with [`PartyId::parse`] and [`Endpoint::new`]).
 #[derive(Debug, Clone)]
 pub struct RegisterRequest {
-    /// Party id as given.
-    pub party_id: String,
-    /// MPC host as given.
-    pub host: String,
-    /// MPC port as given.
-    pub port: u32,
+    /// The party's id.
+    pub party_id: PartyId,
+    /// The party's MPC endpoint.
+    pub endpoint: Endpoint,
     /// The certificate.
     pub certificate: CertificateSource,
     /// Fingerprint received out of band, if any.
@@ -167,8 +167,7 @@ pub fn prepare(
     own: &Identity,
     now: OffsetDateTime,
 ) -> Result<PreparedRegistration> {
-    let party_id = PartyId::parse(&req.party_id)?;
-    let endpoint = Endpoint::new(&req.host, req.port)?;
+    let (party_id, endpoint) = (req.party_id.clone(), req.endpoint.clone());
     let cert = match &req.certificate {
         CertificateSource::File(path) => {
             let bytes = fs_secure::read_limited(path, MAX_CERTIFICATE_FILE_BYTES, "certificate")?;
@@ -328,10 +327,10 @@ pub fn request_from_bundle(
         ))
         .context(&ctx));
     }
+    let endpoint = Endpoint::new(&b.ip, u32::from(b.port))?;
     Ok(RegisterRequest {
-        party_id: b.party_id,
-        host: b.ip,
-        port: u32::from(b.port),
+        party_id: id,
+        endpoint,
         certificate: CertificateSource::Bytes {
             bytes: b.certificate.into_bytes(),
             name: format!("in bundle `{}`", path.display()),
@@ -342,22 +341,20 @@ pub fn request_from_bundle(
     })
 }
 
-/// Deletes the registration of `party_id`; not-found is an error.
-pub fn delete(home: &Home, party_id: &str) -> Result<PeerRecord> {
-    let id = PartyId::parse(party_id)?;
+/// Deletes the registration of `id`; not-found is an error.
+pub fn delete(home: &Home, id: &PartyId) -> Result<PeerRecord> {
     let mut store = Store::open_party(home)?;
     store.write(|tx| {
-        let rec = peers::get(tx, &id)?.ok_or_else(|| not_registered(&id))?;
-        peers::delete(tx, &id)?;
+        let rec = peers::get(tx, id)?.ok_or_else(|| not_registered(id))?;
+        peers::delete(tx, id)?;
         Ok(rec)
     })
 }
 
-/// The registration of `party_id`.
-pub fn show(home: &Home, party_id: &str) -> Result<PeerRecord> {
-    let id = PartyId::parse(party_id)?;
+/// The registration of `id`.
+pub fn show(home: &Home, id: &PartyId) -> Result<PeerRecord> {
     let mut store = Store::open_party_read_only(home)?;
-    store.read(|tx| peers::get(tx, &id)?.ok_or_else(|| not_registered(&id)))
+    store.read(|tx| peers::get(tx, id)?.ok_or_else(|| not_registered(id)))
 }
 
 /// Every registration, ordered by party id.

@@ -3,7 +3,7 @@
 //!
 //! Everything that can be checked without the network is checked here, before any traffic: the
 //! key length (before anything is allocated for it), the party list
-//! ([`crate::engine::check_party_ids`]: n ≥ 3, researcher first, no duplicates), this party in
+//! (`engine::check_party_ids`: n ≥ 3, researcher first, no duplicates), this party in
 //! the list, every other party registered with a certificate that is valid now, no context
 //! already stored for the session, and (in [`NegotiationPlan::new`]) the prime bound
 //! p > (n−1)·2^k. The session id and party ids arrive parsed ([`SessionRequest`]).
@@ -22,6 +22,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::certificate::{format_time, ValidityStatus};
+use crate::contexts::{ContextRecord, KeyState, UNCONFIRMED_EXPIRY};
 use crate::engine::{
     check_party_ids, Engine, KeySink, NegotiationPlan, Outcome, PartyEntry, PlanParts, SecretKey,
 };
@@ -31,7 +32,7 @@ use crate::home::Home;
 use crate::identity;
 use crate::party::{PartyId, Role, SessionId};
 use crate::registration::not_registered;
-use crate::store::contexts::{self, ContextRecord, KeyState};
+use crate::store::contexts;
 use crate::store::peers;
 use crate::store::Store;
 
@@ -341,7 +342,7 @@ impl StoreSink<'_> {
                 ));
                 let hint = format!(
                     "ask the researcher whether `secagg context show {id}` lists the session there: if it does, keep this key with `secagg context confirm {id}`; if not, delete it with `secagg context delete {id}` (unconfirmed keys expire after {} days and `secagg context prune` deletes them)",
-                    contexts::UNCONFIRMED_EXPIRY.whole_days()
+                    UNCONFIRMED_EXPIRY.whole_days()
                 );
                 let hint = match e.hint() {
                     Some(h) => format!("{h}; {hint}"),
@@ -414,8 +415,8 @@ pub fn list_contexts(home: &Home) -> Result<Vec<ContextRecord>> {
 }
 
 /// The stored context of `session_id` (store opened read-only, as for [`list_contexts`]).
-pub fn get_context(home: &Home, session_id: &str) -> Result<ContextRecord> {
-    let id = SessionId::parse(session_id)?.to_string();
+pub fn get_context(home: &Home, session_id: &SessionId) -> Result<ContextRecord> {
+    let id = session_id.to_string();
     Store::open_party_read_only(home)?
         .read(|tx| contexts::get(tx, &id))?
         .ok_or_else(|| no_context(&id))
@@ -424,8 +425,8 @@ pub fn get_context(home: &Home, session_id: &str) -> Result<ContextRecord> {
 /// Deletes the stored context of `session_id` for good: `secure_delete` zeroes the row in the
 /// file and the WAL is checkpointed and truncated, so the key's digits are left in none of
 /// `store.sqlite`, `-wal` or `-shm`.
-pub fn delete_context(home: &Home, session_id: &str) -> Result<ContextRecord> {
-    let id = SessionId::parse(session_id)?.to_string();
+pub fn delete_context(home: &Home, session_id: &SessionId) -> Result<ContextRecord> {
+    let id = session_id.to_string();
     Store::open_party(home)?.write_erasing(|tx| {
         let c = contexts::get(tx, &id)?.ok_or_else(|| no_context(&id))?;
         contexts::delete(tx, &id)?;
@@ -436,8 +437,8 @@ pub fn delete_context(home: &Home, session_id: &str) -> Result<ContextRecord> {
 /// Marks the unconfirmed key of `session_id` confirmed, by hand: for a node whose session
 /// completed at the researcher (its `secagg context show` lists the server key) but whose
 /// confirmation never arrived. Confirming an already confirmed context is a conflict.
-pub fn confirm_context(home: &Home, session_id: &str) -> Result<ContextRecord> {
-    let id = SessionId::parse(session_id)?.to_string();
+pub fn confirm_context(home: &Home, session_id: &SessionId) -> Result<ContextRecord> {
+    let id = session_id.to_string();
     Store::open_party(home)?.write(|tx| {
         let c = contexts::get(tx, &id)?.ok_or_else(|| no_context(&id))?;
         if c.state == KeyState::Confirmed {
@@ -456,7 +457,7 @@ pub fn confirm_context(home: &Home, session_id: &str) -> Result<ContextRecord> {
 }
 
 /// Deletes every unconfirmed key stored before `now − older_than` (with
-/// [`contexts::UNCONFIRMED_EXPIRY`], the expired ones), erasing them like [`delete_context`].
+/// [`UNCONFIRMED_EXPIRY`], the expired ones), erasing them like [`delete_context`].
 /// Returns what it deleted; confirmed keys are never touched.
 pub fn prune_unconfirmed(
     home: &Home,

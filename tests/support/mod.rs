@@ -10,11 +10,12 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use secagg_core::error::ErrorReport;
-use secagg_core::supervise::parties::{self, NegotiateCommand, PartyExit};
+use secagg_core::processes::{self, NegotiateCommand, PartyExit};
 use secagg_core::ErrorKind;
 
-/// Environment variables of the caller that would change what `secagg` does.
-const SCRUBBED_ENV: [&str; 3] = ["SECAGG_HOME", "MPSPDZ_IP", "MPSPDZ_PORT"];
+/// Environment variables of the caller that would change what `secagg` does (a test that wants
+/// an MP-SPDZ root sets `MPSPDZ_ROOT` or `--mpspdz-root` itself).
+const SCRUBBED_ENV: [&str; 4] = ["SECAGG_HOME", "MPSPDZ_ROOT", "MPSPDZ_IP", "MPSPDZ_PORT"];
 
 /// The `secagg` binary under test.
 pub fn bin() -> &'static str {
@@ -168,6 +169,12 @@ pub fn negotiate(home: &Path, session: &str, parties: &[String]) -> NegotiateCom
     )
 }
 
+/// Runs one party's command (see [`negotiate`]) to its end, for tests of a single party: its
+/// own `--timeout` bounds it.
+pub fn run_one(command: &NegotiateCommand) -> Run {
+    finish(command.command().output().expect("run secagg negotiate"))
+}
+
 /// A duration as the tests write it (`"20s"`, `"1500ms"`).
 pub fn duration(s: &str) -> Duration {
     match s.strip_suffix("ms") {
@@ -183,7 +190,7 @@ pub fn run_parties(commands: &[NegotiateCommand], deadline: Duration) -> Vec<Par
         .iter()
         .map(|c| c.home().display().to_string())
         .collect();
-    parties::run_parties(labels.iter().map(String::as_str).zip(commands), deadline)
+    processes::run_parties(labels.iter().map(String::as_str).zip(commands), deadline)
         .expect("start the parties")
 }
 

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use secagg_core::certificate::{format_time, DEFAULT_VALIDITY_DAYS};
-use secagg_core::fs_secure::PUBLIC_FILE_MODE;
 use secagg_core::home::Home;
+use secagg_core::home::PUBLIC_FILE_MODE;
+use secagg_core::party::{validate_port, Endpoint, Host, PartyId};
+use secagg_core::peers::PeerRecord;
 use secagg_core::registration::{self, Action, CertificateSource, RegisterRequest, Registered};
-use secagg_core::store::peers::PeerRecord;
 use secagg_core::{fedbiomed, identity};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -91,7 +92,7 @@ pub struct RegisterArgs {
         required_unless_present = "bundle",
         conflicts_with = "bundle"
     )]
-    party_id: Option<String>,
+    party_id: Option<PartyId>,
     /// Address of the party's key negotiation (IPv4, IPv6 or host name).
     #[arg(
         long,
@@ -99,7 +100,7 @@ pub struct RegisterArgs {
         required_unless_present = "bundle",
         conflicts_with = "bundle"
     )]
-    ip: Option<String>,
+    ip: Option<Host>,
     /// Port of the party's key negotiation (1–65535).
     #[arg(long, required_unless_present = "bundle", conflicts_with = "bundle")]
     port: Option<u32>,
@@ -128,7 +129,7 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     /// Party id.
-    party_id: String,
+    party_id: PartyId,
     /// Print only the certificate PEM (to save it to a file).
     #[arg(long)]
     pem: bool,
@@ -140,7 +141,7 @@ pub struct ShowArgs {
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
     /// Party id.
-    party_id: String,
+    party_id: PartyId,
     /// Do not ask for confirmation (it is asked only when stdin is a terminal).
     #[arg(long, short = 'y')]
     yes: bool,
@@ -223,10 +224,11 @@ fn register(home: &Home, a: RegisterArgs) -> anyhow::Result<()> {
         Some(bundle) => registration::request_from_bundle(&bundle, a.expect_fingerprint, a.upsert)?,
         None => {
             let path = a.public_key.context("--public-key is required")?;
+            let host = a.ip.context("--ip is required")?;
+            let port = validate_port(a.port.context("--port is required")?)?;
             RegisterRequest {
                 party_id: a.party_id.context("--party-id is required")?,
-                host: a.ip.context("--ip is required")?,
-                port: a.port.context("--port is required")?,
+                endpoint: Endpoint { host, port },
                 source: format!("file {}", path.display()),
                 certificate: CertificateSource::File(path),
                 expect_fingerprint: a.expect_fingerprint,
@@ -271,7 +273,7 @@ fn print_registered(r: &Registered) {
 
 #[derive(Serialize)]
 struct PeerList<'a> {
-    peers: &'a [secagg_core::store::peers::PeerSummary],
+    peers: &'a [secagg_core::peers::PeerSummary],
 }
 
 fn list(home: &Home, a: ListArgs) -> anyhow::Result<()> {
@@ -323,7 +325,7 @@ trait StatusLabel {
     fn status_label(&self) -> String;
 }
 
-impl StatusLabel for secagg_core::store::peers::PeerSummary {
+impl StatusLabel for secagg_core::peers::PeerSummary {
     fn status_label(&self) -> String {
         self.status.to_string()
     }
@@ -332,7 +334,7 @@ impl StatusLabel for secagg_core::store::peers::PeerSummary {
 #[derive(Serialize)]
 struct PeerDetail {
     #[serde(flatten)]
-    summary: secagg_core::store::peers::PeerSummary,
+    summary: secagg_core::peers::PeerSummary,
     subject: String,
     not_before: String,
     certificate: String,

@@ -3,9 +3,10 @@
 use std::path::Path;
 
 use clap::{Args, Subcommand};
+use secagg_core::contexts::{ContextSummary, KeyState};
 use secagg_core::home::Home;
 use secagg_core::session;
-use secagg_core::store::contexts::{ContextSummary, KeyState};
+use secagg_core::SessionId;
 use serde::Serialize;
 
 use crate::output::{self, Format, FormatArg};
@@ -44,7 +45,7 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     /// Session id.
-    session: String,
+    session: SessionId,
     /// Print the key (a secret: the server key or this node's user key).
     #[arg(long)]
     reveal_key: bool,
@@ -56,14 +57,14 @@ pub struct ShowArgs {
 #[derive(Debug, Args)]
 pub struct ConfirmArgs {
     /// Session id.
-    session: String,
+    session: SessionId,
 }
 
 /// Arguments of `context prune`.
 #[derive(Debug, Args)]
 pub struct PruneArgs {
     /// Delete unconfirmed keys stored at least this many days ago (0 deletes every unconfirmed key).
-    #[arg(long, value_name = "DAYS", default_value_t = secagg_core::store::contexts::UNCONFIRMED_EXPIRY.whole_days() as u32)]
+    #[arg(long, value_name = "DAYS", default_value_t = secagg_core::contexts::UNCONFIRMED_EXPIRY.whole_days() as u32)]
     older_than_days: u32,
     #[command(flatten)]
     output: FormatArg,
@@ -73,12 +74,12 @@ pub struct PruneArgs {
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
     /// Session id.
-    session: String,
+    session: SessionId,
 }
 
 #[derive(Serialize)]
 struct ContextList {
-    contexts: Vec<secagg_core::store::contexts::ContextSummary>,
+    contexts: Vec<secagg_core::contexts::ContextSummary>,
 }
 
 /// Runs `secagg context …`.

@@ -4,11 +4,14 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
-use secagg_core::fs_secure::SECRET_FILE_MODE;
 use secagg_core::home::Home;
+use secagg_core::home::SECRET_FILE_MODE;
+use secagg_core::party::Endpoint;
+use secagg_core::vpn::keys::PublicKey;
+use secagg_core::vpn::net::{self, Ipv4Net};
 use secagg_core::vpn::server::{self, AddAction, InitRequest};
 use secagg_core::vpn::wgconf::ConfigForm;
-use secagg_core::vpn::{client, net};
+use secagg_core::vpn::{client, config_env, PeerName, PeerType, DEFAULT_PORT};
 use time::OffsetDateTime;
 
 use crate::output::{self, Format, FormatArg};
@@ -48,11 +51,11 @@ the part's network address + 2 (10.220.0.2, 10.221.0.2, 10.222.0.2 with the defa
 )]
 pub struct InitArgs {
     /// Where peers reach the server: HOST or HOST:PORT (UDP port default 51820; IPv6 as [ADDR]:PORT).
-    #[arg(long, value_name = "HOST[:PORT]")]
-    public_addr: String,
+    #[arg(long, value_name = "HOST[:PORT]", value_parser = parse_public_addr)]
+    public_addr: Endpoint,
     /// The VPN network (/8 to /28).
-    #[arg(long, value_name = "NET", default_value = net::DEFAULT_NETWORK)]
-    network: String,
+    #[arg(long, value_name = "NET", default_value = net::DEFAULT_NETWORK, value_parser = parse_network)]
+    network: Ipv4Net,
     /// Replace existing settings and key pair (refused while peers are registered).
     #[arg(long)]
     force: bool,
@@ -65,10 +68,10 @@ pub struct InitArgs {
 pub struct PeerArgs {
     /// Peer type: management, node or researcher.
     #[arg(value_name = "TYPE")]
-    kind: String,
+    kind: PeerType,
     /// Peer id (1–64 letters, digits, `_`, `.`, `-`).
     #[arg(value_name = "ID")]
-    id: String,
+    id: PeerName,
     #[command(flatten)]
     output: FormatArg,
 }
@@ -78,11 +81,12 @@ pub struct PeerArgs {
 pub struct AddArgs {
     /// Peer type: management, node or researcher.
     #[arg(value_name = "TYPE")]
-    kind: String,
+    kind: PeerType,
     /// Peer id.
     #[arg(value_name = "ID")]
-    id: String,
+    id: PeerName,
     /// The peer's WireGuard public key (base64 of 32 bytes).
+    // Parsed in `run`, not by clap: its errors name the peer ("public key of node/n1 …").
     #[arg(value_name = "PUBLIC_KEY", allow_hyphen_values = true)]
     public_key: String,
     #[command(flatten)]
@@ -166,7 +170,7 @@ pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
             let r = server::init(
                 &home,
                 &InitRequest {
-                    public_addr: a.public_addr,
+                    public_endpoint: a.public_addr,
                     network: Some(a.network),
                     force: a.force,
                 },
@@ -201,7 +205,7 @@ pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
             }
         }
         VpnCommand::Genconf(a) => {
-            let r = server::genconf(&home, &a.kind, &a.id, now)?;
+            let r = server::genconf(&home, a.kind, &a.id, now)?;
             match a.output.format {
                 Format::Json => output::print_json(&r)?,
                 Format::Text => {
@@ -214,7 +218,11 @@ pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
             }
         }
         VpnCommand::Add(a) => {
-            let r = server::add(&home, &a.kind, &a.id, &a.public_key, now)?;
+            let key = PublicKey::parse_named(
+                &a.public_key,
+                &format!("public key of {}/{}", a.kind, a.id),
+            )?;
+            let r = server::add(&home, a.kind, &a.id, &key, now)?;
             match a.output.format {
                 Format::Json => output::print_json(&r)?,
                 Format::Text => {
@@ -235,7 +243,7 @@ pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
             }
         }
         VpnCommand::Remove(a) => {
-            let r = server::remove(&home, &a.kind, &a.id, now)?;
+            let r = server::remove(&home, a.kind, &a.id, now)?;
             match a.output.format {
                 Format::Json => output::print_json(&r)?,
                 Format::Text => match r.removed_public_key {
@@ -251,7 +259,7 @@ pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
             }
         }
         VpnCommand::Removeconf(a) => {
-            let r = server::removeconf(&home, &a.kind, &a.id)?;
+            let r = server::removeconf(&home, a.kind, &a.id)?;
             match a.output.format {
                 Format::Json => output::print_json(&r)?,
                 Format::Text => {
@@ -343,6 +351,16 @@ pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
 }
 
 const PEER_TYPES_SHORT: &str = "management|node|researcher";
+
+/// `--public-addr`: `HOST[:PORT]`, the port defaulting to WireGuard's.
+fn parse_public_addr(s: &str) -> secagg_core::Result<Endpoint> {
+    config_env::parse_endpoint(s, Some(DEFAULT_PORT)).map_err(|e| e.context("--public-addr"))
+}
+
+/// `--network`: a VPN network of /8 to /28.
+fn parse_network(s: &str) -> secagg_core::Result<Ipv4Net> {
+    Ipv4Net::parse_vpn(s).map_err(|e| e.context("--network"))
+}
 
 /// Prints a configuration holding secrets, or writes it 0600 to `out`.
 fn emit_secret(text: &str, out: Option<&Path>, force: bool, home: &Home) -> anyhow::Result<()> {

@@ -120,6 +120,13 @@ impl fmt::Display for PeerName {
     }
 }
 
+impl FromStr for PeerName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        PeerName::parse(s)
+    }
+}
+
 impl Serialize for PeerName {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.serialize_str(&self.0)

@@ -24,6 +24,7 @@ use crate::certificate::format_time;
 use crate::error::{Error, Result};
 use crate::fs_secure::{self, SECRET_FILE_MODE};
 use crate::home::Home;
+use crate::party::Endpoint;
 use crate::store::vpn_peers::{self, VpnPeerRecord};
 use crate::store::vpn_server::{self, VpnServerRecord};
 use crate::store::Store;
@@ -31,15 +32,17 @@ use crate::vpn::config_env::{self, PeerConfig};
 use crate::vpn::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::vpn::net::{self, Ipv4Net};
 use crate::vpn::wgconf::{self, ConfigForm};
-use crate::vpn::{self as vpn, PeerName, PeerType, DEFAULT_PORT, MTU};
+use crate::vpn::{self as vpn, PeerName, PeerType, MTU};
 
-/// What `vpn init` is asked to do.
+/// What `vpn init` is asked to do, parsed (the caller turns `HOST[:PORT]` into an [`Endpoint`]
+/// with [`config_env::parse_endpoint`] and the network into an [`Ipv4Net`] with
+/// [`Ipv4Net::parse_vpn`]).
 #[derive(Debug, Clone)]
 pub struct InitRequest {
-    /// `HOST[:PORT]` where peers reach the server (port default 51820).
-    pub public_addr: String,
-    /// The VPN network (default 10.220.0.0/14).
-    pub network: Option<String>,
+    /// Where peers reach the server (UDP port default [`vpn::DEFAULT_PORT`]).
+    pub public_endpoint: Endpoint,
+    /// The VPN network; `None` is [`net::DEFAULT_NETWORK`].
+    pub network: Option<Ipv4Net>,
     /// Replace existing settings and key pair.
     pub force: bool,
 }
@@ -145,10 +148,11 @@ fn require_server(conn: &rusqlite::Connection, home: &Home) -> Result<VpnServerR
 /// Refuses to replace existing settings without `force`, and even with it while peers are
 /// registered (their `config.env` files hold the old key and addresses).
 pub fn init(home: &Home, req: &InitRequest, now: OffsetDateTime) -> Result<Initialized> {
-    let public_endpoint = config_env::parse_endpoint(&req.public_addr, Some(DEFAULT_PORT))
-        .map_err(|e| e.context("--public-addr"))?;
-    let network = Ipv4Net::parse_vpn(req.network.as_deref().unwrap_or(net::DEFAULT_NETWORK))
-        .map_err(|e| e.context("--network"))?;
+    let public_endpoint = req.public_endpoint.clone();
+    let network = match req.network {
+        Some(n) => n,
+        None => Ipv4Net::parse_vpn(net::DEFAULT_NETWORK)?,
+    };
     fs_secure::create_private_dir(home.root())?;
     fs_secure::create_private_dir(&vpn::vpn_dir(home))?;
     let mut store = Store::create(&home.store_path())?;
@@ -203,10 +207,6 @@ pub struct Generated {
     pub config_path: PathBuf,
 }
 
-fn parse_peer(kind: &str, id: &str) -> Result<(PeerType, PeerName)> {
-    Ok((kind.parse()?, PeerName::parse(id)?))
-}
-
 fn peer_config(s: &VpnServerRecord, p: &VpnPeerRecord) -> PeerConfig {
     PeerConfig {
         kind: p.kind,
@@ -226,16 +226,20 @@ fn relative_config_path(kind: PeerType, name: &PeerName) -> String {
 
 /// `vpn genconf TYPE ID`: allocates the first free address of the type's pool, makes a
 /// pre-shared key, registers the peer and writes its `config.env` (0600).
-pub fn genconf(home: &Home, kind: &str, id: &str, now: OffsetDateTime) -> Result<Generated> {
-    let (kind, name) = parse_peer(kind, id)?;
+pub fn genconf(
+    home: &Home,
+    kind: PeerType,
+    name: &PeerName,
+    now: OffsetDateTime,
+) -> Result<Generated> {
     let mut store = open_existing(home)?;
-    let dir = vpn::peer_dir(home, kind, &name);
-    let path = vpn::peer_config_path(home, kind, &name);
+    let dir = vpn::peer_dir(home, kind, name);
+    let path = vpn::peer_config_path(home, kind, name);
     // Directories this call created, removed again if the command fails.
     let created: Cell<Option<PathBuf>> = Cell::new(None);
     let result = store.write(|tx| {
         let server = require_server(tx, home)?;
-        if let Some(existing) = vpn_peers::get(tx, kind, &name)? {
+        if let Some(existing) = vpn_peers::get(tx, kind, name)? {
             return Err(Error::conflict(format!(
                 "VPN peer {kind}/{name} already exists (address {}, config `{}`)",
                 existing.address,
@@ -259,7 +263,7 @@ pub fn genconf(home: &Home, kind: &str, id: &str, now: OffsetDateTime) -> Result
             address: Ipv4Addr::from(address),
             preshared_key: PresharedKey::generate(),
             public_key: None,
-            config_path: relative_config_path(kind, &name),
+            config_path: relative_config_path(kind, name),
             created_at: now,
             updated_at: now,
         };
@@ -284,17 +288,21 @@ pub fn genconf(home: &Home, kind: &str, id: &str, now: OffsetDateTime) -> Result
     result
 }
 
-/// Registers `kind/id` with [`genconf`] unless it exists; returns whether it was created.
-pub fn ensure_peer(home: &Home, kind: PeerType, id: &str, now: OffsetDateTime) -> Result<bool> {
-    let name = PeerName::parse(id)?;
+/// Registers `kind/name` with [`genconf`] unless it exists; returns whether it was created.
+pub fn ensure_peer(
+    home: &Home,
+    kind: PeerType,
+    name: &PeerName,
+    now: OffsetDateTime,
+) -> Result<bool> {
     let exists = open_existing(home)?.read(|tx| {
         require_server(tx, home)?;
-        Ok(vpn_peers::get(tx, kind, &name)?.is_some())
+        Ok(vpn_peers::get(tx, kind, name)?.is_some())
     })?;
     if exists {
         return Ok(false);
     }
-    genconf(home, kind.as_str(), id, now).map(|_| true)
+    genconf(home, kind, name, now).map(|_| true)
 }
 
 /// The outermost directory of `dir` that does not exist yet (what creating `dir` would add).
@@ -347,20 +355,20 @@ fn unknown_peer(kind: PeerType, name: &PeerName) -> Error {
     ))
 }
 
-/// `vpn add TYPE ID PUBLIC_KEY`: registers the peer's public key (validated first).
+/// `vpn add TYPE ID PUBLIC_KEY`: registers the peer's public key (parsed by the caller, e.g.
+/// with [`PublicKey::parse_named`] naming the peer).
 pub fn add(
     home: &Home,
-    kind: &str,
-    id: &str,
-    public_key: &str,
+    kind: PeerType,
+    name: &PeerName,
+    key: &PublicKey,
     now: OffsetDateTime,
 ) -> Result<Added> {
-    let (kind, name) = parse_peer(kind, id)?;
-    let key = PublicKey::parse_named(public_key, &format!("public key of {kind}/{name}"))?;
+    let key = *key;
     let mut store = open_existing(home)?;
     store.write(|tx| {
         let server = require_server(tx, home)?;
-        let peer = vpn_peers::get(tx, kind, &name)?.ok_or_else(|| unknown_peer(kind, &name))?;
+        let peer = vpn_peers::get(tx, kind, name)?.ok_or_else(|| unknown_peer(kind, name))?;
         if key == server.public_key {
             return Err(Error::invalid(format!(
                 "{key} is the VPN server's own public key, not the key of {kind}/{name}"
@@ -368,7 +376,7 @@ pub fn add(
             .with_hint("give the key the peer printed with `secagg vpn keygen` (or `wg pubkey`)"));
         }
         if let Some(other) = vpn_peers::find_by_public_key(tx, &key)? {
-            if (other.kind, &other.name) != (kind, &name) {
+            if (other.kind, &other.name) != (kind, name) {
                 return Err(Error::conflict(format!(
                     "public key {key} already belongs to VPN peer {}/{} ({})",
                     other.kind, other.name, other.address
@@ -384,7 +392,7 @@ pub fn add(
             Some(_) => AddAction::Replaced,
         };
         if action != AddAction::Unchanged {
-            vpn_peers::set_public_key(tx, kind, &name, Some(&key), now)?;
+            vpn_peers::set_public_key(tx, kind, name, Some(&key), now)?;
         }
         Ok(Added {
             kind,
@@ -415,14 +423,18 @@ pub struct Removed {
 
 /// `vpn remove TYPE ID`: withdraws the peer's public key (it leaves the server configuration);
 /// the peer, its address and its `config.env` stay, so `add` can bring it back.
-pub fn remove(home: &Home, kind: &str, id: &str, now: OffsetDateTime) -> Result<Removed> {
-    let (kind, name) = parse_peer(kind, id)?;
+pub fn remove(
+    home: &Home,
+    kind: PeerType,
+    name: &PeerName,
+    now: OffsetDateTime,
+) -> Result<Removed> {
     let mut store = open_existing(home)?;
     store.write(|tx| {
         require_server(tx, home)?;
-        let peer = vpn_peers::get(tx, kind, &name)?.ok_or_else(|| unknown_peer(kind, &name))?;
+        let peer = vpn_peers::get(tx, kind, name)?.ok_or_else(|| unknown_peer(kind, name))?;
         if peer.public_key.is_some() {
-            vpn_peers::set_public_key(tx, kind, &name, None, now)?;
+            vpn_peers::set_public_key(tx, kind, name, None, now)?;
         }
         Ok(Removed {
             kind,
@@ -435,16 +447,15 @@ pub fn remove(home: &Home, kind: &str, id: &str, now: OffsetDateTime) -> Result<
 }
 
 /// `vpn removeconf TYPE ID`: deletes the peer and its `config.env`; its address becomes free.
-pub fn removeconf(home: &Home, kind: &str, id: &str) -> Result<Removed> {
-    let (kind, name) = parse_peer(kind, id)?;
+pub fn removeconf(home: &Home, kind: PeerType, name: &PeerName) -> Result<Removed> {
     let mut store = open_existing(home)?;
-    let dir = vpn::peer_dir(home, kind, &name);
+    let dir = vpn::peer_dir(home, kind, name);
     let trash = dir.with_file_name(format!(".removed-{name}-{}", uuid::Uuid::new_v4().simple()));
     let moved = Cell::new(false);
     let result = store.write(|tx| {
         require_server(tx, home)?;
-        let peer = vpn_peers::get(tx, kind, &name)?.ok_or_else(|| unknown_peer(kind, &name))?;
-        vpn_peers::delete(tx, kind, &name)?;
+        let peer = vpn_peers::get(tx, kind, name)?.ok_or_else(|| unknown_peer(kind, name))?;
+        vpn_peers::delete(tx, kind, name)?;
         // Move the directory aside inside the transaction; it is deleted once the deletion is
         // committed, and moved back if the commit fails.
         if dir.exists() {
@@ -456,9 +467,7 @@ pub fn removeconf(home: &Home, kind: &str, id: &str) -> Result<Removed> {
             id: name.clone(),
             address: peer.address,
             removed_public_key: peer.public_key,
-            removed_config: moved
-                .get()
-                .then(|| vpn::peer_config_path(home, kind, &name)),
+            removed_config: moved.get().then(|| vpn::peer_config_path(home, kind, name)),
         })
     });
     match &result {
@@ -596,14 +605,48 @@ mod tests {
         OffsetDateTime::now_utc()
     }
 
+    fn endpoint(addr: &str) -> Endpoint {
+        config_env::parse_endpoint(addr, Some(vpn::DEFAULT_PORT)).unwrap()
+    }
+
+    // The commands with their arguments as text, parsed as the CLI parses them, so that the
+    // tests read like the command lines they stand for.
+    fn genconf_text(home: &Home, kind: &str, id: &str, now: OffsetDateTime) -> Result<Generated> {
+        genconf(home, kind.parse()?, &PeerName::parse(id)?, now)
+    }
+
+    fn add_text(
+        home: &Home,
+        kind: &str,
+        id: &str,
+        key: &str,
+        now: OffsetDateTime,
+    ) -> Result<Added> {
+        add(
+            home,
+            kind.parse()?,
+            &PeerName::parse(id)?,
+            &PublicKey::parse(key)?,
+            now,
+        )
+    }
+
+    fn remove_text(home: &Home, kind: &str, id: &str, now: OffsetDateTime) -> Result<Removed> {
+        remove(home, kind.parse()?, &PeerName::parse(id)?, now)
+    }
+
+    fn removeconf_text(home: &Home, kind: &str, id: &str) -> Result<Removed> {
+        removeconf(home, kind.parse()?, &PeerName::parse(id)?)
+    }
+
     fn server(network: &str) -> (tempfile::TempDir, Home) {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path().join("vpnserver"));
         init(
             &home,
             &InitRequest {
-                public_addr: "vpn.example.org".into(),
-                network: Some(network.into()),
+                public_endpoint: endpoint("vpn.example.org"),
+                network: Some(Ipv4Net::parse_vpn(network).unwrap()),
                 force: false,
             },
             now(),
@@ -635,7 +678,12 @@ mod tests {
     #[test]
     fn fedbiomed_first_allocations() {
         let (_d, home) = server("10.220.0.0/14");
-        let a = |k: &str, id: &str| genconf(&home, k, id, now()).unwrap().address.to_string();
+        let a = |k: &str, id: &str| {
+            genconf_text(&home, k, id, now())
+                .unwrap()
+                .address
+                .to_string()
+        };
         assert_eq!(a("management", "mqtt"), "10.220.0.2");
         assert_eq!(a("management", "restful"), "10.220.0.3");
         assert_eq!(a("researcher", "researcher1"), "10.222.0.2");
@@ -650,57 +698,63 @@ mod tests {
     #[test]
     fn refused_commands_change_nothing() {
         let (_d, home) = server("10.9.0.0/28");
-        genconf(&home, "node", "n1", now()).unwrap();
-        genconf(&home, "node", "n2", now()).unwrap();
+        genconf_text(&home, "node", "n1", now()).unwrap();
+        genconf_text(&home, "node", "n2", now()).unwrap();
         let key = PrivateKey::generate().public_key().to_string();
-        add(&home, "node", "n1", &key, now()).unwrap();
+        add_text(&home, "node", "n1", &key, now()).unwrap();
         let before = snapshot(&home);
-        let e = genconf(&home, "node", "n3", now()).unwrap_err();
+        let e = genconf_text(&home, "node", "n3", now()).unwrap_err();
         assert!(e.to_string().contains("pool 10.9.0.4/30 is full"), "{e}");
         assert_eq!(e.kind(), crate::ErrorKind::Conflict);
         assert_eq!(
-            genconf(&home, "nodes", "n3", now()).unwrap_err().kind(),
+            genconf_text(&home, "nodes", "n3", now())
+                .unwrap_err()
+                .kind(),
             crate::ErrorKind::InvalidInput
         );
-        assert!(genconf(&home, "node", "a/b", now()).is_err());
+        assert!(genconf_text(&home, "node", "a/b", now()).is_err());
         assert_eq!(
-            genconf(&home, "node", "n1", now()).unwrap_err().kind(),
+            genconf_text(&home, "node", "n1", now()).unwrap_err().kind(),
             crate::ErrorKind::Conflict
         );
-        assert!(add(&home, "node", "n2", "bad", now()).is_err());
+        assert!(add_text(&home, "node", "n2", "bad", now()).is_err());
         assert_eq!(
-            add(&home, "node", "n2", &key, now()).unwrap_err().kind(),
+            add_text(&home, "node", "n2", &key, now())
+                .unwrap_err()
+                .kind(),
             crate::ErrorKind::Conflict
         );
         assert_eq!(
-            add(&home, "node", "zz", &key, now()).unwrap_err().kind(),
+            add_text(&home, "node", "zz", &key, now())
+                .unwrap_err()
+                .kind(),
             crate::ErrorKind::NotFound
         );
-        assert!(remove(&home, "researcher", "n1", now()).is_err());
-        assert!(removeconf(&home, "management", "n1").is_err());
+        assert!(remove_text(&home, "researcher", "n1", now()).is_err());
+        assert!(removeconf_text(&home, "management", "n1").is_err());
         let srv = list(&home).unwrap().server.public_key.to_string();
-        assert!(add(&home, "node", "n2", &srv, now()).is_err());
+        assert!(add_text(&home, "node", "n2", &srv, now()).is_err());
         assert_eq!(snapshot(&home), before);
     }
 
     #[test]
     fn remove_keeps_the_address_and_removeconf_frees_it() {
         let (_d, home) = server("10.9.0.0/28");
-        genconf(&home, "researcher", "r1", now()).unwrap();
-        genconf(&home, "researcher", "r2", now()).unwrap();
+        genconf_text(&home, "researcher", "r1", now()).unwrap();
+        genconf_text(&home, "researcher", "r2", now()).unwrap();
         let k = PrivateKey::generate().public_key().to_string();
-        add(&home, "researcher", "r1", &k, now()).unwrap();
-        let r = remove(&home, "researcher", "r1", now()).unwrap();
+        add_text(&home, "researcher", "r1", &k, now()).unwrap();
+        let r = remove_text(&home, "researcher", "r1", now()).unwrap();
         assert_eq!(r.removed_public_key.unwrap().to_string(), k);
         // Still reserved: the pool is full.
-        assert!(genconf(&home, "researcher", "r3", now()).is_err());
-        let r = removeconf(&home, "researcher", "r1").unwrap();
+        assert!(genconf_text(&home, "researcher", "r3", now()).is_err());
+        let r = removeconf_text(&home, "researcher", "r1").unwrap();
         assert!(r.removed_config.is_some());
         assert!(
             !vpn::peer_dir(&home, PeerType::Researcher, &PeerName::parse("r1").unwrap()).exists()
         );
         assert_eq!(
-            genconf(&home, "researcher", "r3", now())
+            genconf_text(&home, "researcher", "r3", now())
                 .unwrap()
                 .address
                 .to_string(),
@@ -717,23 +771,23 @@ mod tests {
     #[test]
     fn add_replaces_a_key_and_server_config_lists_active_peers() {
         let (_d, home) = server("10.220.0.0/14");
-        genconf(&home, "node", "n1", now()).unwrap();
-        genconf(&home, "node", "n2", now()).unwrap();
+        genconf_text(&home, "node", "n1", now()).unwrap();
+        genconf_text(&home, "node", "n2", now()).unwrap();
         let k1 = PrivateKey::generate().public_key();
         let k2 = PrivateKey::generate().public_key();
         assert_eq!(
-            add(&home, "node", "n1", &k1.to_string(), now())
+            add_text(&home, "node", "n1", &k1.to_string(), now())
                 .unwrap()
                 .action,
             AddAction::Added
         );
         assert_eq!(
-            add(&home, "node", "n1", &k1.to_string(), now())
+            add_text(&home, "node", "n1", &k1.to_string(), now())
                 .unwrap()
                 .action,
             AddAction::Unchanged
         );
-        let r = add(&home, "node", "n1", &k2.to_string(), now()).unwrap();
+        let r = add_text(&home, "node", "n1", &k2.to_string(), now()).unwrap();
         assert_eq!(r.action, AddAction::Replaced);
         assert_eq!(r.previous_public_key, Some(k1));
         let conf = server_config(&home, ConfigForm::Wg).unwrap();
@@ -751,7 +805,7 @@ mod tests {
     fn init_refuses_without_force_and_with_peers() {
         let (_d, home) = server("10.220.0.0/14");
         let req = InitRequest {
-            public_addr: "1.2.3.4:5000".into(),
+            public_endpoint: endpoint("1.2.3.4:5000"),
             network: None,
             force: false,
         };
@@ -759,7 +813,7 @@ mod tests {
             init(&home, &req, now()).unwrap_err().kind(),
             crate::ErrorKind::Conflict
         );
-        genconf(&home, "node", "n1", now()).unwrap();
+        genconf_text(&home, "node", "n1", now()).unwrap();
         let forced = InitRequest {
             force: true,
             ..req.clone()
@@ -768,7 +822,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("1 VPN peer"));
-        removeconf(&home, "node", "n1").unwrap();
+        removeconf_text(&home, "node", "n1").unwrap();
         let old = list(&home).unwrap().server.public_key;
         let r = init(&home, &forced, now()).unwrap();
         assert_eq!(r.replaced_public_key, Some(old));
@@ -777,7 +831,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let empty = Home::new(dir.path().join("none"));
         assert_eq!(
-            genconf(&empty, "node", "n", now()).unwrap_err().kind(),
+            genconf_text(&empty, "node", "n", now()).unwrap_err().kind(),
             crate::ErrorKind::NotFound
         );
         assert!(!empty.root().exists());
@@ -817,7 +871,7 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Genconf(k, id) => {
-                        let r = genconf(&home, k.as_str(), &format!("p{id}"), now());
+                        let r = genconf_text(&home, k.as_str(), &format!("p{id}"), now());
                         let (lo, hi) = net.allocatable(k);
                         let used: BTreeSet<u32> = model.iter().filter(|((mk, _), _)| *mk == k).map(|(_, a)| *a).collect();
                         let expected = (lo..=hi).find(|a| !used.contains(a));
@@ -834,11 +888,11 @@ mod tests {
                         }
                     }
                     Op::Remove(k, id) => {
-                        let r = remove(&home, k.as_str(), &format!("p{id}"), now());
+                        let r = remove_text(&home, k.as_str(), &format!("p{id}"), now());
                         prop_assert_eq!(r.is_ok(), model.contains_key(&(k, id)));
                     }
                     Op::Removeconf(k, id) => {
-                        let r = removeconf(&home, k.as_str(), &format!("p{id}"));
+                        let r = removeconf_text(&home, k.as_str(), &format!("p{id}"));
                         prop_assert_eq!(r.is_ok(), model.remove(&(k, id)).is_some());
                     }
                 }
