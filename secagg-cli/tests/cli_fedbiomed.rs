@@ -3,6 +3,7 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+use secagg_core::ErrorKind;
 use support::*;
 
 fn import(home: &std::path::Path, file: &str, extra: &[&str]) -> Run {
@@ -90,7 +91,7 @@ fn a_bad_entry_refuses_the_whole_file_and_names_the_document() {
         &home,
         &["certificate", "import-fedbiomed", "/nonexistent/db.json"],
     )
-    .fails_with(4, "does not exist");
+    .fails_as(ErrorKind::NotFound);
 }
 
 #[test]

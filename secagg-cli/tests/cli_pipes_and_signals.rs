@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use secagg_core::ErrorKind;
 use support::{bin, node_home};
 
 /// One end of a socket pair whose other end is already closed: a write to it fails with EPIPE,
@@ -84,7 +85,12 @@ fn a_closed_stdout_ends_every_command_quietly_with_its_own_status() {
     }
     // A failing command keeps its exit code (and still reports on stderr).
     let r = with_stdout_closed(&home, &["certificate", "show", "node_nobody"]);
-    assert_eq!(r.code, Some(4), "{}", r.stderr);
+    assert_eq!(
+        r.code,
+        Some(ErrorKind::NotFound.exit_code()),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.starts_with("error: "), "{}", r.stderr);
 }
 
@@ -101,7 +107,11 @@ fn a_full_disk_behind_stdout_is_a_file_system_error_not_a_panic() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(10), "{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(ErrorKind::Storage.exit_code()),
+        "{stderr}"
+    );
     assert!(
         stderr.starts_with("error: while writing to stdout"),
         "{stderr}"
@@ -123,7 +133,7 @@ fn a_closed_stderr_does_not_turn_an_error_into_a_panic() {
         .stderr(closed_pipe())
         .status()
         .unwrap();
-    assert_eq!(st.code(), Some(4), "{st:?}");
+    assert_eq!(st.code(), Some(ErrorKind::NotFound.exit_code()), "{st:?}");
 }
 
 // ---- secagg demo interrupted ----
@@ -182,7 +192,7 @@ fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
             .map(|p| p.display().to_string())
             .unwrap_or_default();
         if (cmd.contains(needle) || cwd.contains(needle))
-            && secagg_core::supervise::process_alive(pid)
+            && secagg_core::processes::process_alive(pid)
         {
             out.push((pid, cmd));
         }

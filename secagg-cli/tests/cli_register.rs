@@ -3,6 +3,7 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+use secagg_core::ErrorKind;
 use support::*;
 
 /// Words the error must contain for each refusal slug of `fixtures/manifest.json`.
@@ -602,5 +603,5 @@ fn delete_is_non_interactive_off_a_terminal() {
     r.ok();
     assert!(r.stdout.contains(&format!("deleted {id}")));
     assert_eq!(peers_json(&home)["peers"].as_array().unwrap().len(), 0);
-    secagg(&home, &["certificate", "show", &id]).fails_with(4, "is not registered");
+    secagg(&home, &["certificate", "show", &id]).fails_as(ErrorKind::NotFound);
 }

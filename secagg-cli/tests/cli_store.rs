@@ -16,7 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use secagg_core::store::Store;
+use secagg_core::ErrorKind;
 use support::*;
 
 fn mode(p: &Path) -> u32 {
@@ -30,19 +30,15 @@ fn chmod(p: &Path, mode: u32) {
 /// Stores a context row for `session` with `key` straight into the home's store (the columns of
 /// schema v2; later columns have defaults), as `secagg negotiate` would have.
 fn insert_context(home: &Path, session: &str, key: &str) {
-    let mut store = Store::open(&home.join("store.sqlite")).unwrap();
+    let store = rusqlite::Connection::open(home.join("store.sqlite")).unwrap();
     store
-        .write(|tx| {
-            tx.execute(
-                "INSERT INTO contexts (session_id, role, party_index, parties, engine, key_bits,
+        .execute(
+            "INSERT INTO contexts (session_id, role, party_index, parties, engine, key_bits,
                      key_decimal, key_fingerprint, created_at)
                  VALUES (?1, 'node', 1, '[\"researcher_a\",\"node_store\",\"node_b\"]', 'native',
                      2040, ?2, 'SHA256:00', 1700000000)",
-                [session, key],
-            )
-            .unwrap();
-            Ok(())
-        })
+            [session, key],
+        )
         .unwrap();
 }
 
@@ -184,7 +180,7 @@ fn context_delete_leaves_no_trace_of_the_key_in_the_store_files() {
             );
         }
     }
-    secagg(&home, &["context", "show", session]).fails_with(4, "no context is stored");
+    secagg(&home, &["context", "show", session]).fails_as(ErrorKind::NotFound);
     let help = secagg(&home, &["context", "delete", "--help"]);
     help.ok();
     assert!(help.stdout.contains("gone for good"), "{}", help.stdout);
@@ -261,7 +257,7 @@ fn output_never_overwrites_home_files_non_regular_files_or_existing_files_withou
     // An existing file: refused and unchanged without --force, replaced with it.
     let bundle = dir.path().join("bundle.json");
     std::fs::write(&bundle, "old content\n").unwrap();
-    instructions(&bundle, false).fails_with(5, "already exists");
+    instructions(&bundle, false).fails_as(ErrorKind::Conflict);
     assert_eq!(std::fs::read_to_string(&bundle).unwrap(), "old content\n");
     instructions(&bundle, true).ok();
     let j: serde_json::Value =
@@ -288,7 +284,7 @@ fn output_never_overwrites_home_files_non_regular_files_or_existing_files_withou
         &vpn,
         &["vpn", "server-config", "-o", conf.to_str().unwrap()],
     )
-    .fails_with(5, "already exists");
+    .fails_as(ErrorKind::Conflict);
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), "keep me\n");
     let vpn_store = vpn.join("store.sqlite");
     secagg(
@@ -417,13 +413,11 @@ fn read_only_commands_answer_while_another_process_holds_the_write_lock() {
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     let store = home.join("store.sqlite");
     let holder = std::thread::spawn(move || {
-        let mut s = Store::open(&store).unwrap();
-        s.write(|_tx| {
-            locked_tx.send(()).unwrap();
-            let _ = release_rx.recv();
-            Ok(())
-        })
-        .unwrap();
+        let s = rusqlite::Connection::open(&store).unwrap();
+        s.execute_batch("BEGIN IMMEDIATE").unwrap();
+        locked_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+        s.execute_batch("ROLLBACK").unwrap();
     });
     locked_rx.recv().unwrap();
 

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use secagg_core::ErrorKind;
 use support::{secagg, Run};
 
 fn init_server(dir: &Path, network: &str) -> PathBuf {
@@ -225,9 +226,13 @@ fn refused_commands_change_nothing() {
         (
             vec!["vpn", "remove", "researcher", "n1"],
             4,
-            "does not exist",
+            "researcher/n1 does not exist",
         ),
-        (vec!["vpn", "removeconf", "node", "r1"], 4, "does not exist"),
+        (
+            vec!["vpn", "removeconf", "node", "r1"],
+            4,
+            "node/r1 does not exist",
+        ),
         (
             vec!["vpn", "removeconf", "bogus", "r1"],
             3,
@@ -416,7 +421,7 @@ fn peer_keygen_and_client_config() {
         public
     );
     let key_before = fs::read(peer.join("vpn/wg.key")).unwrap();
-    secagg(&peer, &["vpn", "keygen"]).fails_with(5, "already exists");
+    secagg(&peer, &["vpn", "keygen"]).fails_as(ErrorKind::Conflict);
     assert_eq!(fs::read(peer.join("vpn/wg.key")).unwrap(), key_before);
     let forced = secagg(&peer, &["vpn", "keygen", "--force", "--format", "json"])
         .ok()
@@ -485,7 +490,7 @@ fn peer_keygen_and_client_config() {
     fs::write(&bad, "garbage line\n").unwrap();
     secagg(&peer, &["vpn", "client-config", bad.to_str().unwrap()]).fails_with(3, "line 1");
     secagg(&peer, &["vpn", "client-config", "/nonexistent/config.env"])
-        .fails_with(4, "does not exist");
+        .fails_as(ErrorKind::NotFound);
 }
 
 // ---- `wg setconf` inside a namespace (root + wireguard-go + wg), skipped with a reason otherwise.
@@ -694,4 +699,21 @@ fn concurrent_genconf_processes_get_distinct_addresses() {
     addresses.sort();
     let expected: Vec<String> = (2..10).map(|i| format!("10.221.0.{i}")).collect();
     assert_eq!(addresses, expected, "first-free without duplicates or gaps");
+}
+
+#[test]
+fn a_value_rejected_while_parsing_the_arguments_is_reported_in_the_requested_error_format() {
+    // TYPE and ID are parsed by clap with secagg's own parsers: a bad one is invalid input
+    // (exit 3, with its hint), also as the one JSON line of `--error-format json`.
+    let dir = tempfile::tempdir().unwrap();
+    let home = init_server(dir.path(), "10.9.0.0/28");
+    let cases: [&[&str]; 2] = [
+        &["--error-format", "json", "vpn", "genconf", "nodes", "x"],
+        &["vpn", "--error-format=json", "genconf", "node", "../x"],
+    ];
+    for args in cases {
+        let r = secagg(&home, args);
+        let e = r.fails_as(ErrorKind::InvalidInput).error().unwrap();
+        assert!(e.hint.is_some(), "{e:?}");
+    }
 }
