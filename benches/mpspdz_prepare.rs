@@ -12,8 +12,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use secagg_core::certificate::{self, GeneratedKeyType};
 use secagg_core::engine::{NegotiationPlan, PartyEntry, PlanParts};
-use secagg_core::mpspdz::program::ProgramCache;
-use secagg_core::mpspdz::{workdir, MpSpdzRoot};
+use secagg_core::mpspdz::{bench as prepare, MpSpdzRoot};
 use secagg_core::{Endpoint, PartyId, SessionId};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -46,8 +45,8 @@ fn plan(n: usize, my_index: usize) -> NegotiationPlan {
         my_index,
         my_key_pkcs8_der: Zeroizing::new(my_key.unwrap().to_vec()),
         listen: None,
-        key_bits: secagg_core::field::DEFAULT_KEY_BITS,
-        prime: secagg_core::field::fedbiomed_prime(),
+        key_bits: secagg_core::engine::DEFAULT_KEY_BITS,
+        prime: secagg_core::engine::fedbiomed_prime(),
         timeout: Duration::from_secs(90),
     })
     .expect("a well-formed plan")
@@ -69,20 +68,15 @@ fn fake_root(dir: &std::path::Path) -> MpSpdzRoot {
 fn bench(c: &mut Criterion) {
     let t = tempfile::tempdir().unwrap();
     let root = fake_root(&t.path().join("mpspdz"));
-    let cache = ProgramCache::new(t.path().join("home/mpspdz-cache"));
+    let cache = t.path().join("home/mpspdz-cache");
     let runs = t.path().join("home/runs");
     let mut g = c.benchmark_group("mpspdz_prepare_teardown");
     for (n, idx) in [(3usize, 1usize), (10, 1), (10, 0)] {
         let p = plan(n, idx);
-        cache.get_or_compile(&root, n, p.prime()).unwrap();
+        prepare::warm_cache(&root, &cache, n, p.prime()).unwrap();
         g.bench_function(format!("n{n}_party{idx}_warm_cache"), |b| {
             b.iter(|| {
-                let prog = cache.get_or_compile(&root, n, p.prime()).unwrap();
-                assert!(!prog.compiled_now);
-                let run = workdir::prepare(&runs, &p, &prog).unwrap();
-                black_box(run.args());
-                run.remove_secrets().unwrap();
-                run.remove().unwrap();
+                black_box(prepare::prepare_and_remove(&root, &cache, &runs, &p).unwrap());
             })
         });
     }

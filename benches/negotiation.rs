@@ -12,10 +12,10 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use num_bigint::BigInt;
 use num_traits::Zero;
+use secagg_core::engine::{fedbiomed_prime, DEFAULT_KEY_BITS};
 use secagg_core::engine::{
     Engine, MemorySink, NativeEngine, NegotiationPlan, PartyEntry, PlanParts,
 };
-use secagg_core::field::{fedbiomed_prime, DEFAULT_KEY_BITS};
 use secagg_core::{Endpoint, PartyId, SessionId};
 use zeroize::Zeroizing;
 

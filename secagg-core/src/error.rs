@@ -328,7 +328,7 @@ impl Error {
         self
     }
 
-    /// Prefixes the message with `context` ("while reading `x.pem`: <message>").
+    /// Prefixes the message with `context` (`while reading x.pem: ` before the message).
     pub fn context(self, context: impl fmt::Display) -> Self {
         match self {
             Error::Io { context: c, source } => Error::Io {

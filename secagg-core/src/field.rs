@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 
 /// Fed-BioMed's default secure-aggregation prime: 2050 bits, 618 decimal digits.
 ///
-/// With [`DEFAULT_KEY_BITS`] = 2040 it allows up to 975 nodes (see [`max_nodes`]).
+/// With [`DEFAULT_KEY_BITS`] = 2040 it allows up to 975 nodes (see `max_nodes`).
 pub const FEDBIOMED_PRIME_DECIMAL: &str = "123138538989760918145912706373991678791735745390046229548850740764370544277374142497222078896994062717843805797864357495119378281326173703490481220040588642444588151409865659259979862133888167310737990183467265845348172604470196555592488015185331657153581044199926649837421658384794175910189308025225843370841016894092268276621720745698713727112598235461607056433686768623441119666676430366377651135864786366095851599883436171157557788226539721735986189400561355505735009036920858762732568833712305375016701768388879819267725923148490513799546980507717381629426700840207978158792333663397646354487847846520814264565827";
 
 /// Default key length in bits (Fed-BioMed's choice): keys are uniform in `[0, 2^2040)`.
@@ -233,6 +233,7 @@ impl PrimeField {
     }
 
     /// The modulus `p`.
+    #[cfg(test)] // the crate's code passes the prime itself
     pub fn modulus(&self) -> &BigUint {
         &self.p
     }
@@ -267,6 +268,7 @@ impl PrimeField {
     }
 
     /// `−a mod p`.
+    #[cfg(test)] // only the tests need it
     pub fn neg(&self, a: &BigUint) -> BigUint {
         if a.is_zero() {
             BigUint::zero()
@@ -304,7 +306,7 @@ impl PrimeField {
 
     /// Decodes an element written by [`Self::to_fixed_bytes`]; refuses a wrong length or a value
     /// `≥ p` (a peer that sends one is broken or malicious).
-    pub fn from_fixed_bytes(&self, bytes: &[u8]) -> Result<BigUint> {
+    pub fn element_from_bytes(&self, bytes: &[u8]) -> Result<BigUint> {
         if bytes.len() != self.element_len() {
             return Err(Error::invalid(format!(
                 "field element has {} bytes, expected {}",
@@ -460,12 +462,14 @@ impl PrimeField {
 
     /// True iff all `points` lie on one polynomial of degree `≤ t` (see
     /// [`Self::inconsistent_points`]).
+    #[cfg(test)] // only the tests need it
     pub fn is_consistent(&self, points: &[(BigUint, BigUint)], t: usize) -> Result<bool> {
         Ok(self.inconsistent_points(points, t)?.is_empty())
     }
 }
 
 /// Shamir points for party indices: `(j + 1, value_j)` for `j = 0..values.len()`.
+#[cfg(test)] // the engine builds its points as it receives the sums
 pub fn points_from_sums(values: &[BigUint]) -> Vec<(BigUint, BigUint)> {
     values
         .iter()
@@ -566,9 +570,9 @@ mod tests {
         assert!(PrimeField::new(BigUint::from(2u32)).is_err());
         assert_eq!(f.element_len(), 1);
         assert_eq!(f.to_fixed_bytes(&a).as_slice(), &[57u8]);
-        assert!(f.from_fixed_bytes(&[101]).is_err());
-        assert!(f.from_fixed_bytes(&[1, 2]).is_err());
-        assert_eq!(f.from_fixed_bytes(&[100]).unwrap(), BigUint::from(100u32));
+        assert!(f.element_from_bytes(&[101]).is_err());
+        assert!(f.element_from_bytes(&[1, 2]).is_err());
+        assert_eq!(f.element_from_bytes(&[100]).unwrap(), BigUint::from(100u32));
     }
 
     #[test]
@@ -577,7 +581,7 @@ mod tests {
         assert_eq!(f.element_len(), 257);
         let one = f.to_fixed_bytes(&BigUint::one());
         assert_eq!(one.len(), 257);
-        assert_eq!(f.from_fixed_bytes(&one).unwrap(), BigUint::one());
+        assert_eq!(f.element_from_bytes(&one).unwrap(), BigUint::one());
     }
 
     #[test]

@@ -96,6 +96,16 @@ fn write_via_temp(
 /// `force`: fails rather than replace a file that appeared meanwhile) or renamed over the target
 /// (with `force`). A failure leaves the old file as it was.
 pub fn write_output(path: &Path, bytes: &[u8], mode: u32, force: bool) -> Result<()> {
+    if check_output(path, force)? {
+        write_atomic(path, bytes, mode)
+    } else {
+        write_new(path, bytes, mode)
+    }
+}
+
+/// The checks of [`write_output`] without writing, so that a command can refuse a bad `-o FILE`
+/// before long work. Returns whether the target exists (and may be replaced: `force`).
+pub fn check_output(path: &Path, force: bool) -> Result<bool> {
     let exists = match fs::symlink_metadata(path) {
         Ok(_) => true,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
@@ -120,9 +130,8 @@ pub fn write_output(path: &Path, bytes: &[u8], mode: u32, force: bool) -> Result
                     .with_hint("use --force to replace it, or choose another file"),
             );
         }
-        return write_atomic(path, bytes, mode);
     }
-    write_new(path, bytes, mode)
+    Ok(exists)
 }
 
 fn file_kind(meta: &fs::Metadata) -> &'static str {
@@ -254,6 +263,7 @@ pub fn check_private_dir(path: &Path, what: &str) -> Result<()> {
 }
 
 /// The permission bits of `path` (`mode & 0o777`).
+#[cfg(test)] // only the tests need it
 pub fn mode_of(path: &Path) -> Result<u32> {
     let meta = fs::metadata(path).map_err(|e| Error::io_path("inspecting", path, e))?;
     Ok(meta.mode() & 0o777)

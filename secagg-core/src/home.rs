@@ -26,6 +26,11 @@ pub const HOME_ENV: &str = "SECAGG_HOME";
 /// Home directory used when neither `--home` nor `SECAGG_HOME` is given (relative to the working directory).
 pub const DEFAULT_HOME: &str = ".secagg";
 
+/// The file modes [`Home::write_output`] takes: [`PUBLIC_FILE_MODE`] (0644) for what may be read
+/// by anyone (certificates, instructions), [`SECRET_FILE_MODE`] (0600) for what holds a secret
+/// (VPN configurations).
+pub use crate::fs_secure::{PUBLIC_FILE_MODE, SECRET_FILE_MODE};
+
 /// The home directory of one party.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Home {
@@ -34,9 +39,16 @@ pub struct Home {
 
 impl Home {
     /// Writes a command's output file (`-o FILE`): refuses any of this home's own files (see
-    /// [`Home::is_secret_path`]), then writes as [`fs_secure::write_output`] does (never over a
+    /// [`Home::is_secret_path`]), then writes it with `mode` (never over a
     /// non-regular file, over an existing file only with `force`, atomically).
     pub fn write_output(&self, path: &Path, bytes: &[u8], mode: u32, force: bool) -> Result<()> {
+        self.check_output(path, force)?;
+        fs_secure::write_output(path, bytes, mode, force)
+    }
+
+    /// The checks of [`Home::write_output`] without writing: for commands that should refuse a
+    /// bad `-o FILE` before long work.
+    pub fn check_output(&self, path: &Path, force: bool) -> Result<()> {
         if self.is_secret_path(path) {
             return Err(crate::error::Error::invalid(format!(
                 "`{}` is one of the secagg home's own files (`{}`): refusing to write output there",
@@ -45,7 +57,7 @@ impl Home {
             ))
             .with_hint("choose a file outside the home's store, configuration and identity"));
         }
-        fs_secure::write_output(path, bytes, mode, force)
+        fs_secure::check_output(path, force).map(|_| ())
     }
 
     /// Checks that this home holds a party identity (its `config.toml`), so that a mistyped
@@ -126,8 +138,8 @@ impl Home {
         v
     }
 
-    /// Whether writing to `target` would write into one of the home's secret files (see
-    /// [`Home::secret_paths`]): the same file by canonical path, or a hard link to one, or anything
+    /// Whether writing to `target` would write into one of the home's secret files (its
+    /// configuration, identity and store): the same file by canonical path, or a hard link to one, or anything
     /// under `identity/`, or any `store.sqlite*` file. `target` need not exist.
     pub fn is_secret_path(&self, target: &Path) -> bool {
         let canon_target = canonical_target(target);

@@ -54,10 +54,12 @@ pub struct CancelFlag(Arc<AtomicBool>);
 
 impl CancelFlag {
     /// A flag that is not set.
+    #[cfg(test)] // nothing in the crate cancels a run yet (the party agent will); the tests do
     pub fn new() -> Self {
         Self::default()
     }
     /// Asks the supervisor to kill the process group.
+    #[cfg(test)] // as `new`
     pub fn cancel(&self) {
         self.0.store(true, Ordering::SeqCst);
     }
@@ -84,15 +86,16 @@ pub struct Finished {
     /// How it ended.
     pub ending: Ending,
     /// Time from spawn to the end.
+    #[cfg_attr(not(test), allow(dead_code))] // the tests check deadlines with it
     pub elapsed: Duration,
-    /// The log holding the child's stdout and stderr.
-    pub log_path: PathBuf,
     /// Members of the group still alive [`GROUP_EXIT_BOUND`] after the final kill (normally empty).
+    #[cfg_attr(not(test), allow(dead_code))] // the tests check the group kill with it
     pub leftover: Vec<u32>,
 }
 
 impl Finished {
     /// The exit status when the child exited by itself.
+    #[cfg(test)] // the engine matches on the ending itself
     pub fn status(&self) -> Option<ExitStatus> {
         match self.ending {
             Ending::Exited(s) => Some(s),
@@ -125,7 +128,6 @@ pub fn describe_status(status: ExitStatus) -> String {
 pub struct Supervised {
     pgid: i32,
     started: Instant,
-    log_path: PathBuf,
     exit_rx: mpsc::Receiver<std::io::Result<ExitStatus>>,
     done: bool,
 }
@@ -167,13 +169,13 @@ impl Supervised {
         Ok(Supervised {
             pgid,
             started: Instant::now(),
-            log_path: log_path.to_owned(),
             exit_rx,
             done: false,
         })
     }
 
     /// The process id of the child, which is also its process group id.
+    #[cfg(test)] // only the tests need it
     pub fn pid(&self) -> u32 {
         self.pgid as u32
     }
@@ -225,7 +227,6 @@ impl Supervised {
         Ok(Finished {
             ending,
             elapsed,
-            log_path: self.log_path.clone(),
             leftover,
         })
     }

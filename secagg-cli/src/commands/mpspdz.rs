@@ -49,8 +49,8 @@ fn run_doctor(home: &Path, a: DoctorArgs) -> anyhow::Result<()> {
         &DoctorOptions {
             root: a.mpspdz_root,
             parties: a.parties,
-            prime: secagg_core::field::fedbiomed_prime(),
-            key_bits: secagg_core::field::DEFAULT_KEY_BITS,
+            prime: secagg_core::engine::fedbiomed_prime(),
+            key_bits: secagg_core::engine::DEFAULT_KEY_BITS,
             self_test: !a.no_self_test,
         },
     );

@@ -38,8 +38,8 @@ impl EngineArg {
     /// engine (the demo); the engine defines it.
     pub fn default_timeout(self) -> Duration {
         match self {
-            EngineArg::Native => secagg_core::engine::native::DEFAULT_TIMEOUT,
-            EngineArg::MpSpdz => secagg_core::engine::mpspdz::DEFAULT_TIMEOUT,
+            EngineArg::Native => NativeEngine::DEFAULT_TIMEOUT,
+            EngineArg::MpSpdz => MpSpdzEngine::DEFAULT_TIMEOUT,
         }
     }
 }

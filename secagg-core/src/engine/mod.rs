@@ -7,25 +7,39 @@
 //! private key, field parameters, deadline), [`NegotiationPlan::new`] checks them once, and the
 //! plan goes to an [`Engine`], which trusts it. The engine
 //! returns an [`Outcome`] only if the whole session succeeded; any failure of any party makes
-//! every party return an error (see [`native`] for how that is ensured).
+//! every party return an error.
 //!
-//! Engines: [`NativeEngine`] (in-process Rust, the default) and [`MpSpdzEngine`] (MP-SPDZ's
-//! `shamir-party.x`, prepared and supervised with the support code of [`crate::mpspdz`]).
+//! Keys are handed to a [`KeySink`] (the store in [`crate::session`], memory in tests) at the
+//! steps that keep the all-or-nothing invariant: **a stored server key implies that every node of
+//! the session has durably stored its key.** A node stores its key *unconfirmed* before it lets
+//! the researcher finish; the researcher stores `sk0` only once every node said it stored its key,
+//! then confirms to the nodes. A failure before that leaves no server key, and the nodes' keys
+//! stay unconfirmed (see [`crate::contexts`]).
+//!
+//! Engines: [`NativeEngine`] (in-process Rust, the default: Shamir sharing over pinned mutual TLS
+//! 1.3) and [`MpSpdzEngine`] (MP-SPDZ's `shamir-party.x`, prepared and supervised with the support
+//! code of [`crate::mpspdz`]).
+//!
+//! The field parameters a plan takes: [`fedbiomed_prime`] (the prime of Fed-BioMed's Joye–Libert
+//! setup) and key lengths from [`MIN_KEY_BITS`] up, [`DEFAULT_KEY_BITS`] by default.
 
 use std::time::Duration;
 
 use crate::error::Result;
 use crate::party::Role;
 
-pub mod key;
-pub mod mpspdz;
-pub mod native;
-pub mod plan;
+pub(crate) mod key;
+pub(crate) mod mpspdz;
+pub(crate) mod native;
+pub(crate) mod plan;
 
 pub use key::SecretKey;
 pub use mpspdz::MpSpdzEngine;
 pub use native::{negotiate_async, NativeEngine};
-pub use plan::{check_party_ids, NegotiationPlan, PartyEntry, PlanParts, MAX_PARTIES, MIN_PARTIES};
+pub(crate) use plan::check_party_ids;
+pub use plan::{NegotiationPlan, PartyEntry, PlanParts, MAX_PARTIES, MIN_PARTIES};
+
+pub use crate::field::{fedbiomed_prime, DEFAULT_KEY_BITS, FEDBIOMED_PRIME_DECIMAL, MIN_KEY_BITS};
 
 /// Wall-clock time of the phases of one negotiation, as seen by one party.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -130,6 +144,9 @@ impl KeySink for MemorySink {
         self.warnings.push(message.to_owned());
     }
 }
+
+#[cfg(test)]
+mod native_tests;
 
 #[cfg(test)]
 mod tests {

@@ -20,13 +20,13 @@ use crate::mpspdz::output;
 use crate::mpspdz::program::ProgramCache;
 use crate::mpspdz::workdir::{self, PreparedRun};
 use crate::party::{Role, SessionId};
-use crate::supervise::{self, CancelFlag, Ending, Supervised};
+use crate::supervise::{self, Ending, Supervised};
 
 /// Runs this party's side of a session with MP-SPDZ v0.3.4's `shamir-party.x`.
 ///
 /// Per negotiation: checks the plan and every certificate against MP-SPDZ's TLS checks, takes the
 /// compiled program from the home's cache (compiling it on first use), writes the run directory
-/// (see [`workdir`]), runs `shamir-party.x` under supervision with the plan's timeout as deadline,
+/// (`Programs/`, `Player-Data/`, ip file, input), runs `shamir-party.x` under supervision with the plan's timeout as deadline,
 /// lifts the researcher's output to the integer server key, and removes every secret leftover
 /// (and the run directory unless `keep_run_dir`).
 ///
@@ -38,12 +38,11 @@ pub struct MpSpdzEngine {
     cache: ProgramCache,
     runs_dir: PathBuf,
     keep_run_dir: bool,
-    cancel: Option<CancelFlag>,
 }
 
 /// What [`MpSpdzEngine::negotiate`] left on disk, for callers that want to report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunDirReport {
+pub(crate) struct RunDirReport {
     /// The run directory.
     pub dir: PathBuf,
     /// Whether it was kept.
@@ -54,6 +53,9 @@ impl MpSpdzEngine {
     /// [`Engine::name`], for callers that need it without an engine (e.g. to start a party
     /// process with `--engine`).
     pub const NAME: &'static str = "mp-spdz";
+    /// [`Engine::default_timeout`], for callers that need it without an engine (it needs an
+    /// MP-SPDZ build).
+    pub const DEFAULT_TIMEOUT: Duration = DEFAULT_TIMEOUT;
 
     /// An engine using the build at `root`, with the compile cache and run directories of `home`.
     pub fn new(root: MpSpdzRoot, home: &Home) -> Self {
@@ -62,12 +64,11 @@ impl MpSpdzEngine {
             cache: ProgramCache::in_home(home),
             runs_dir: home.runs_dir(),
             keep_run_dir: false,
-            cancel: None,
         }
     }
 
     /// Uses another compile cache (e.g. one shared by several homes in a test).
-    pub fn with_cache(mut self, cache: ProgramCache) -> Self {
+    pub(crate) fn with_cache(mut self, cache: ProgramCache) -> Self {
         self.cache = cache;
         self
     }
@@ -75,12 +76,6 @@ impl MpSpdzEngine {
     /// Keeps the run directory (secrets are still removed).
     pub fn keep_run_dir(mut self, keep: bool) -> Self {
         self.keep_run_dir = keep;
-        self
-    }
-
-    /// Stops the run (killing shamir-party.x's process group) when `flag` is set.
-    pub fn with_cancel(mut self, flag: CancelFlag) -> Self {
-        self.cancel = Some(flag);
         self
     }
 
@@ -138,13 +133,12 @@ impl MpSpdzEngine {
         }
         let log = run.log_path();
         let child = Supervised::spawn(run.command(&self.root), &log, "shamir-party.x")?;
-        let finished = child.wait(deadline, self.cancel.as_ref())?;
+        let finished = child.wait(deadline, None)?;
         let t_ran = started.elapsed();
         let lines = supervise::log_tail(&log, 200);
         let ctx = LogContext {
             party_ids: plan.parties().iter().map(|p| p.id.clone()).collect(),
             endpoints: run.endpoints.clone(),
-            my_index: plan.my_index(),
         };
         match finished.ending {
             Ending::Exited(st) if st.success() => {}
@@ -197,7 +191,7 @@ impl MpSpdzEngine {
     }
 
     /// Runs the session and reports the run directory (see [`Engine::negotiate`]).
-    pub fn negotiate_reporting(
+    pub(crate) fn negotiate_reporting(
         &self,
         plan: NegotiationPlan,
         sink: &mut dyn KeySink,

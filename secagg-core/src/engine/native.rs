@@ -65,6 +65,8 @@ impl NativeEngine {
     /// [`Engine::name`], for callers that need it without an engine (e.g. to start a party
     /// process with `--engine`).
     pub const NAME: &'static str = "native";
+    /// [`Engine::default_timeout`], for callers that need it without an engine.
+    pub const DEFAULT_TIMEOUT: std::time::Duration = DEFAULT_TIMEOUT;
 }
 
 impl Engine for NativeEngine {
@@ -124,7 +126,7 @@ pub async fn negotiate_async(plan: NegotiationPlan, sink: &mut dyn KeySink) -> R
 
 /// The connection phase's view of `plan`: parties labelled by id, the listen address, and the
 /// native protocol's transcript binding ([`binding_hash`]).
-pub fn mesh_config(plan: &NegotiationPlan) -> MeshConfig {
+pub(crate) fn mesh_config(plan: &NegotiationPlan) -> MeshConfig {
     MeshConfig {
         session_id: plan.session_id(),
         parties: plan
@@ -147,7 +149,7 @@ pub fn mesh_config(plan: &NegotiationPlan) -> MeshConfig {
 /// SHA-256 over everything the parties must agree on besides the session id: the ordered party
 /// ids, the SHA-256 of each party's certificate DER, the key length and the prime. Every field
 /// is length-prefixed so that different lists cannot encode to the same bytes.
-pub fn binding_hash(plan: &NegotiationPlan) -> [u8; 32] {
+pub(crate) fn binding_hash(plan: &NegotiationPlan) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"secagg native session binding v1\0");
     h.update((plan.n() as u32).to_be_bytes());
@@ -308,7 +310,7 @@ impl<'a> Session<'a> {
 
     fn decode_element(&self, j: usize, f: &Frame) -> Result<Secret> {
         self.field
-            .from_fixed_bytes(&f.payload)
+            .element_from_bytes(&f.payload)
             .map(Secret)
             .map_err(|e| {
                 Error::peer(format!(

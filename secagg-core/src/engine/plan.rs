@@ -145,9 +145,11 @@ pub fn check_party_ids(ids: &[PartyId]) -> Result<()> {
 impl NegotiationPlan {
     /// Checks `parts` before any network activity and makes them a plan.
     ///
-    /// Refuses (as [`Error::InvalidInput`]): a party list that [`check_party_ids`] refuses; one
+    /// Refuses (as [`Error::InvalidInput`]): a party list that is not [`MIN_PARTIES`] to [`MAX_PARTIES`] parties,
+    /// the researcher first and only first, no id twice; one
     /// certificate used by two parties or an empty one; `my_index` out of range; an empty private
-    /// key; an even or composite prime; a key length outside [`field::check_key_bits`]; a prime
+    /// key; an even or composite prime; a key length below [`MIN_KEY_BITS`](crate::engine::MIN_KEY_BITS) or
+    /// not below the prime's bit length; a prime
     /// too small for `n` and `k` (the message gives the maximum node count); a zero timeout.
     pub fn new(parts: PlanParts) -> Result<Self> {
         let n = parts.parties.len();

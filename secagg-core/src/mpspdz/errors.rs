@@ -15,8 +15,6 @@ pub struct LogContext {
     pub party_ids: Vec<PartyId>,
     /// `host:port` of each party, as written in the ip file.
     pub endpoints: Vec<String>,
-    /// This party's index.
-    pub my_index: usize,
 }
 
 impl LogContext {
@@ -245,7 +243,6 @@ mod tests {
                 "127.0.0.1:14001".into(),
                 "127.0.0.1:14002".into(),
             ],
-            my_index: 0,
         }
     }
 

@@ -119,6 +119,7 @@ impl ProgramCache {
     }
 
     /// The cache directory.
+    #[cfg(test)] // only the tests need it
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -141,6 +142,7 @@ impl ProgramCache {
     }
 
     /// The compiled program for (n, prime) if a complete, intact entry exists.
+    #[cfg(test)] // get_or_compile looks entries up itself
     pub fn lookup(&self, n: usize, prime: &BigUint) -> Option<CompiledProgram> {
         read_entry(&self.entry_dir(n, prime), n, prime).ok()
     }

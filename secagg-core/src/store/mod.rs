@@ -1,4 +1,7 @@
-//! The local SQLite store: registered peers ([`peers`]) and negotiated contexts ([`contexts`]).
+//! The local SQLite store, one module per table: registered peers ([`peers`]), negotiated keys and
+//! their states ([`contexts`]), and on a VPN server its settings ([`vpn_server`]) and peer registry
+//! ([`vpn_peers`]). Party commands open it with [`Store::open_party`] and its read-only and
+//! deadline-bounded variants.
 //!
 //! One module per table. The schema is versioned with `PRAGMA user_version` and migrated forward
 //! when the store is opened for writing; a store written by a newer secagg is refused rather than
@@ -375,13 +378,9 @@ impl Store {
     }
 
     /// Whether this store was opened read-only.
+    #[cfg(test)] // only the tests need it
     pub fn is_read_only(&self) -> bool {
         self.read_only
-    }
-
-    /// The file this store lives in.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Runs `f` in one immediate (write-locking) transaction; commits if it returns `Ok`, rolls

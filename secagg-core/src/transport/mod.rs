@@ -8,19 +8,12 @@
 //! - [`mesh`]: the connection phase (dial up, accept down, retry with backoff, session-binding
 //!   hello) producing one [`mesh::Link`] per peer.
 //!
-//! Transport knows nothing of engines or plans: it takes a [`MeshConfig`] (parties as labels,
+//! Transport knows nothing of engines or plans: it takes a [`mesh::MeshConfig`] (parties as labels,
 //! endpoints and pinned certificates, own index and key, listen address, an opaque transcript
 //! binding). The protocol that runs over the mesh, and the binding it computes, live in
 //! [`crate::engine::native`].
 
-pub mod frame;
-pub mod mesh;
-pub mod pinned_verifier;
-pub mod tls;
-
-pub use frame::{Frame, MsgType, MAX_FRAME_LEN};
-pub use mesh::{
-    abort_all, establish, Hello, Link, Mesh, MeshConfig, MeshParty, ReadEvent, Writer,
-    PROTOCOL_VERSION,
-};
-pub use pinned_verifier::{PinnedCert, PinnedClientVerifier, PinnedServerVerifier};
+pub(crate) mod frame;
+pub(crate) mod mesh;
+pub(crate) mod pinned_verifier;
+pub(crate) mod tls;

@@ -87,13 +87,9 @@ impl PinnedCert {
     }
 
     /// The party this certificate was registered for.
+    #[cfg(test)] // only the tests need it
     pub fn label(&self) -> &str {
         &self.label
-    }
-
-    /// The certificate DER.
-    pub fn der(&self) -> &[u8] {
-        &self.der
     }
 
     /// The certificate's SubjectPublicKeyInfo, DER.
@@ -229,6 +225,7 @@ impl PinnedClientVerifier {
     }
 
     /// The labels of the parties allowed to dial in (for error messages).
+    #[cfg(test)] // only the tests need it
     pub fn expected_labels(&self) -> Vec<&str> {
         self.expected.iter().map(|(_, c)| c.label()).collect()
     }

@@ -14,7 +14,7 @@
 //!   configuration.
 //!
 //! The domain types ([`peer`], [`keys`], [`net`]) are leaves: they use nothing of the crate but
-//! its errors, so the store's VPN tables ([`crate::store::vpn_server`], [`crate::store::vpn_peers`])
+//! its errors, so the store's VPN tables (the crate-private `store::vpn_server` and `store::vpn_peers`)
 //! and the server logic both build on them without depending on each other's internals.
 //!
 //! Layout under the home directory:
