@@ -236,8 +236,10 @@ pub fn negotiate(
         plan.key_bits(),
         plan.my_role(),
     );
+    let store = Store::open_party_until(home, deadline)?;
     let mut sink = StoreSink {
         home,
+        store,
         deadline,
         template: ContextRecord {
             session_id: session_id.clone(),
@@ -291,6 +293,9 @@ pub fn negotiate(
 /// deadline).
 pub struct StoreSink<'a> {
     home: &'a Home,
+    /// Opened before the negotiation starts, so that the protocol's store steps pay only for
+    /// their transaction.
+    store: Store,
     deadline: std::time::Instant,
     /// Everything but the key, state and times.
     template: ContextRecord,
@@ -353,6 +358,14 @@ impl StoreSink<'_> {
         }
     }
 
+    /// Lets the next store transaction wait for another process's lock only until the deadline.
+    fn bound_lock_wait(&self) -> Result<()> {
+        self.store.set_busy_timeout(
+            self.deadline
+                .saturating_duration_since(std::time::Instant::now()),
+        )
+    }
+
     /// The deadline, or a few seconds from now once it has passed (to clean up after it).
     fn deadline_or_soon(&self) -> std::time::Instant {
         self.deadline
@@ -371,8 +384,10 @@ impl KeySink for StoreSink<'_> {
             record.state = KeyState::Confirmed;
             record.confirmed_at = Some(now);
         }
-        let mut store = Store::open_party_until(self.home, self.deadline)?;
-        store
+        self.bound_lock_wait()?;
+        // Durable (fsynced) before returning: a node acknowledges only once its key survives a
+        // power cut, and the researcher confirms only once the server key does.
+        self.store
             .write(|tx| contexts::insert(tx, &record))
             .map_err(|e| {
                 e.context(format!(
@@ -390,9 +405,11 @@ impl KeySink for StoreSink<'_> {
             return Ok(());
         }
         let id = self.template.session_id.clone();
-        let mut store = Store::open_party_until(self.home, self.deadline)?;
-        let changed = store
-            .write(|tx| contexts::confirm(tx, &id, OffsetDateTime::now_utc()))
+        self.bound_lock_wait()?;
+        // Not fsynced: losing this change in a power cut leaves the key unconfirmed, the safe side.
+        let changed = self
+            .store
+            .write_unsynced(|tx| contexts::confirm(tx, &id, OffsetDateTime::now_utc()))
             .map_err(|e| e.context(format!("while confirming the key of session {id}")))?;
         if !changed {
             return Err(Error::Internal(format!(

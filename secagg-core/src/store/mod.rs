@@ -383,6 +383,35 @@ impl Store {
         self.read_only
     }
 
+    /// From now on, waits for other processes' locks at most `timeout` (for a session whose every
+    /// wait must fit in its deadline).
+    pub fn set_busy_timeout(&self, timeout: Duration) -> Result<()> {
+        self.conn
+            .busy_timeout(timeout)
+            .map_err(|e| Error::store("while setting the store's lock timeout", e))
+    }
+
+    /// Like [`Store::write`], but the commit is not flushed to disk before returning (SQLite's
+    /// `synchronous = NORMAL` for this transaction: still atomic, and durable once the write-ahead
+    /// log is next synced). Only for changes whose loss in a power cut is harmless, such as
+    /// marking a key confirmed (losing it leaves the key unconfirmed: the safe side).
+    pub fn write_unsynced<T>(
+        &mut self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        self.conn
+            .execute_batch("PRAGMA synchronous = NORMAL;")
+            .map_err(|e| Error::store("while relaxing the store's durability", e))?;
+        let result = self.write(f);
+        let restored = self
+            .conn
+            .execute_batch("PRAGMA synchronous = FULL;")
+            .map_err(|e| Error::store("while restoring the store's durability", e));
+        let value = result?;
+        restored?;
+        Ok(value)
+    }
+
     /// Runs `f` in one immediate (write-locking) transaction; commits if it returns `Ok`, rolls
     /// back otherwise, so a failed command changes nothing.
     pub fn write<T>(&mut self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
