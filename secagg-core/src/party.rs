@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The prefix of Fed-BioMed v4's secagg ids (`secagg_<uuid4>`); [`SessionId::parse`] strips it.
+pub const FEDBIOMED_SESSION_PREFIX: &str = "secagg_";
+
 /// Longest party id accepted, in bytes.
 pub const MAX_PARTY_ID_LEN: usize = 128;
 
@@ -169,16 +172,32 @@ impl From<PartyId> for String {
 ///
 /// Parsed once at the boundary ([`SessionId::parse`]); everything past it (session requests,
 /// plans, stored contexts) takes this type, so a malformed id cannot get further.
+///
+/// Fed-BioMed v4 names a secagg context `secagg_<uuid4>`; that spelling is accepted wherever a
+/// session id is parsed and names the same session as the bare uuid (it is normalised to the
+/// uuid, which is what is stored and printed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(uuid::Uuid);
 
 impl SessionId {
-    /// Parses a session id (a uuid in any of its usual spellings, surrounding blanks ignored).
+    /// Parses a session id: a uuid in any of its usual spellings, or Fed-BioMed's
+    /// `secagg_<uuid>` ([`FEDBIOMED_SESSION_PREFIX`]), which names the same session; surrounding
+    /// blanks are ignored.
     pub fn parse(s: &str) -> Result<Self> {
-        uuid::Uuid::parse_str(s.trim()).map(SessionId).map_err(|_| {
-            Error::invalid(format!("session id `{}` is not a uuid", s.escape_debug()))
-                .with_hint("all parties must use the same session id, e.g. one made by `uuidgen`")
+        let trimmed = s.trim();
+        let bare = trimmed
+            .strip_prefix(FEDBIOMED_SESSION_PREFIX)
+            .unwrap_or(trimmed);
+        uuid::Uuid::parse_str(bare).map(SessionId).map_err(|_| {
+            Error::invalid(format!("session id `{}` is not a uuid", s.escape_debug())).with_hint(
+                "all parties must use the same session id: a uuid (e.g. made by `uuidgen`) or Fed-BioMed's `secagg_<uuid>`",
+            )
         })
+    }
+
+    /// The id in Fed-BioMed's spelling, `secagg_<uuid>`.
+    pub fn fedbiomed_form(&self) -> String {
+        format!("{FEDBIOMED_SESSION_PREFIX}{}", self.0)
     }
 
     /// A fresh random session id (uuid4).
@@ -360,6 +379,27 @@ mod tests {
         let e = SessionId::parse("not-a-uuid").unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
         assert!(e.to_string().contains("is not a uuid"), "{e}");
+    }
+
+    #[test]
+    fn fedbiomed_session_ids_name_the_same_session() {
+        let bare = SessionId::parse("3f0c8d2e-1b4a-4c6d-9e8f-0a1b2c3d4e5f").unwrap();
+        let fbm = SessionId::parse(" secagg_3f0c8d2e-1b4a-4c6d-9e8f-0a1b2c3d4e5f ").unwrap();
+        assert_eq!(fbm, bare);
+        assert_eq!(fbm.to_string(), "3f0c8d2e-1b4a-4c6d-9e8f-0a1b2c3d4e5f");
+        assert_eq!(
+            bare.fedbiomed_form(),
+            "secagg_3f0c8d2e-1b4a-4c6d-9e8f-0a1b2c3d4e5f"
+        );
+        assert_eq!(SessionId::parse(&bare.fedbiomed_form()).unwrap(), bare);
+        for bad in [
+            "secagg_",
+            "secagg_not-a-uuid",
+            "SECAGG_3f0c8d2e-1b4a-4c6d-9e8f-0a1b2c3d4e5f",
+            "secagg_secagg_3f0c8d2e-1b4a-4c6d-9e8f-0a1b2c3d4e5f",
+        ] {
+            assert!(SessionId::parse(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

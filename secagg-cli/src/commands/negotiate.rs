@@ -76,7 +76,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     after_help = "Example (run by every party, with its own --home):\n  secagg negotiate --session 3f0c…-uuid --parties researcher_…,node_…,node_… --timeout 60s"
 )]
 pub struct NegotiateArgs {
-    /// Session id: a uuid that every party of the session uses.
+    /// Session id: a uuid that every party of the session uses (Fed-BioMed's `secagg_<uuid>`
+    /// names the same session).
     #[arg(long)]
     session: String,
     /// Party ids in session order, comma-separated, the researcher first.
