@@ -36,7 +36,7 @@ pub enum CertificateCommand {
     /// Delete a registered peer.
     Delete(DeleteArgs),
     /// Import the `Certificates` table of a Fed-BioMed v4 TinyDB file (var/db_<id>.json), all or
-    /// nothing.
+    /// nothing (or, with --skip-invalid, the valid documents; --dry-run reports without writing).
     ImportFedbiomed(ImportArgs),
 }
 
@@ -155,6 +155,14 @@ pub struct ImportArgs {
     /// Replace existing registrations of the same party ids.
     #[arg(long)]
     upsert: bool,
+    /// Report, per document, what the import would do (new, unchanged, updated, refused and
+    /// why) and write nothing; exits as the import would.
+    #[arg(long)]
+    dry_run: bool,
+    /// Import the valid documents and list every refused one (exit 0 when at least one was
+    /// imported; when all were refused, the exit code of the first refusal).
+    #[arg(long)]
+    skip_invalid: bool,
     #[command(flatten)]
     output: FormatArg,
 }
@@ -245,6 +253,15 @@ fn register(home: &Home, a: RegisterArgs) -> anyhow::Result<()> {
 }
 
 fn print_registered(r: &Registered) {
+    print_registered_quiet(r);
+    if !r.fingerprint_checked && r.action != Action::Unchanged {
+        output::note("note: the fingerprint was not checked against one received out of band; compare it with the party (--expect-fingerprint does it for you)");
+    }
+}
+
+/// A registration's line, its replaced certificate and its warnings, without the out-of-band
+/// note (an import prints that once).
+fn print_registered_quiet(r: &Registered) {
     let verb = match r.action {
         Action::Created => "registered",
         Action::Updated => "updated",
@@ -265,9 +282,6 @@ fn print_registered(r: &Registered) {
     }
     for w in &r.warnings {
         output::warn(w);
-    }
-    if !r.fingerprint_checked && r.action != Action::Unchanged {
-        output::note("note: the fingerprint was not checked against one received out of band; compare it with the party (--expect-fingerprint does it for you)");
     }
 }
 
@@ -396,24 +410,118 @@ fn delete(home: &Home, a: DeleteArgs) -> anyhow::Result<()> {
 }
 
 fn import(home: &Home, a: ImportArgs) -> anyhow::Result<()> {
-    let report = fedbiomed::import_tinydb(home, &a.db_json, a.upsert, OffsetDateTime::now_utc())?;
+    let options = fedbiomed::ImportOptions {
+        upsert: a.upsert,
+        dry_run: a.dry_run,
+        skip_invalid: a.skip_invalid,
+    };
+    let report =
+        fedbiomed::import_tinydb_with(home, &a.db_json, &options, OffsetDateTime::now_utc())?;
     match a.output.format {
         Format::Json => output::print_json(&report)?,
-        Format::Text => {
-            if report.entries == 0 {
-                output::note(format!("{}: no certificates to import", report.source));
-            }
-            for e in &report.imported {
-                print!("document {}: ", e.document_id);
-                print_registered(&e.registered);
-            }
-            output::note(format!(
-                "imported {} of {} entries from {}",
-                report.imported.len(),
-                report.entries,
-                report.source
-            ));
-        }
+        Format::Text if report.dry_run => print_import_rehearsal(&report),
+        Format::Text => print_import(&report),
     }
-    Ok(())
+    match report.failure(&options) {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+fn party_label(party: Option<&str>) -> String {
+    party.map_or_else(|| "no party id".to_owned(), |p| format!("party {p}"))
+}
+
+/// `--dry-run`: one line per document on stdout, in document order.
+fn print_import_rehearsal(report: &fedbiomed::ImportReport) {
+    let mut lines: Vec<(&str, String)> = report
+        .imported
+        .iter()
+        .map(|e| {
+            let r = &e.registered;
+            let what = match r.action {
+                Action::Created => "new",
+                Action::Updated => "updated (--upsert)",
+                Action::Unchanged => "unchanged",
+            };
+            (
+                e.document_id.as_str(),
+                format!(
+                    "document {} ({}): {what}, {} at {}:{}  {}",
+                    e.document_id,
+                    party_label(Some(&r.party_id)),
+                    r.component.to_lowercase(),
+                    r.ip,
+                    r.port,
+                    r.fingerprint
+                ),
+            )
+        })
+        .chain(report.refused.iter().map(|e| {
+            (
+                e.document_id.as_str(),
+                format!(
+                    "document {} ({}): refused: {}",
+                    e.document_id,
+                    party_label(e.party_id.as_deref()),
+                    e.reason
+                ),
+            )
+        }))
+        .collect();
+    lines.sort_by_key(|(id, _)| (id.parse::<u64>().unwrap_or(u64::MAX), id.to_string()));
+    for (_, l) in &lines {
+        println!("{l}");
+    }
+    output::note(format!(
+        "dry run: {} of {} entries of {} would be imported, {} refused; nothing was written",
+        report.imported.len(),
+        report.entries,
+        report.source,
+        report.refused.len()
+    ));
+    fingerprint_note(report);
+}
+
+fn print_import(report: &fedbiomed::ImportReport) {
+    if report.entries == 0 {
+        output::note(format!("{}: no certificates to import", report.source));
+    }
+    for e in &report.imported {
+        print!("document {}: ", e.document_id);
+        print_registered_quiet(&e.registered);
+    }
+    for e in &report.refused {
+        output::warn(format!(
+            "document {} ({}) refused: {}",
+            e.document_id,
+            party_label(e.party_id.as_deref()),
+            e.reason
+        ));
+    }
+    let refused = if report.refused.is_empty() {
+        String::new()
+    } else {
+        format!(", {} refused", report.refused.len())
+    };
+    output::note(format!(
+        "imported {} of {} entries from {}{refused}",
+        report.imported.len(),
+        report.entries,
+        report.source
+    ));
+    fingerprint_note(report);
+}
+
+/// The out-of-band note once for the whole file, with the count.
+fn fingerprint_note(report: &fedbiomed::ImportReport) {
+    let n = report.unchecked_fingerprints();
+    if n > 0 {
+        let certs = if n == 1 {
+            "certificate"
+        } else {
+            "certificates"
+        };
+        output::note(format!("note: the fingerprints of {n} {certs} were not checked against ones received out of band; compare them with the parties (`secagg certificate list` shows them)"));
+    }
 }

@@ -431,6 +431,19 @@ impl Store {
         Ok(value)
     }
 
+    /// Runs `f` in one immediate (write-locking) transaction that is always rolled back: a
+    /// rehearsal (`--dry-run`) sees the checks and effects a write would, and changes nothing.
+    pub fn rehearse<T>(&mut self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| Error::store("while locking the store", e))?;
+        let value = f(&tx);
+        tx.rollback()
+            .map_err(|e| Error::store("while rolling back a rehearsal", e))?;
+        value
+    }
+
     /// Like [`Store::write`], for transactions that delete secrets: after the commit the WAL is
     /// checkpointed into the main file and truncated to zero bytes, so the pages that held the
     /// secret before the delete survive neither in `store.sqlite` (zeroed by `secure_delete`) nor
