@@ -61,8 +61,9 @@ struct Cli {
     home: Option<PathBuf>,
     /// How a failure is reported on stderr: `text` (`error:` and `hint:` lines) or `json` (one
     /// line: kind, exit_code, message, hint), for programs that run secagg and read why it failed.
-    #[arg(long, global = true, value_enum, default_value_t = ErrorFormat::Text)]
-    error_format: ErrorFormat,
+    /// Default: `json` when the command's `--format` is json, else `text`.
+    #[arg(long, global = true, value_enum)]
+    error_format: Option<ErrorFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -130,17 +131,27 @@ fn invalid_value(e: &clap::Error) -> Option<&secagg_core::Error> {
     std::error::Error::source(e)?.downcast_ref::<secagg_core::Error>()
 }
 
-/// Whether the raw arguments ask for `--error-format json`: a value rejected while parsing them
-/// is reported before `Cli` exists.
+/// Whether the raw arguments ask for errors as JSON: `--error-format json`, or `--format json`
+/// (a script that reads the data as JSON reads the failure as JSON too, never prose). Read from
+/// the raw arguments because a value rejected while parsing them is reported before `Cli` exists,
+/// and because `--format` belongs to each command's own arguments.
 fn json_errors_requested(args: &[std::ffi::OsString]) -> bool {
     let args: Vec<_> = args
         .iter()
         .take_while(|a| *a != "--")
         .map(|a| a.to_string_lossy())
         .collect();
-    args.windows(2)
-        .any(|w| w[0] == "--error-format" && w[1] == "json")
-        || args.iter().any(|a| a == "--error-format=json")
+    let explicit_text = args
+        .windows(2)
+        .any(|w| w[0] == "--error-format" && w[1] == "text")
+        || args.iter().any(|a| a == "--error-format=text");
+    !explicit_text
+        && (args
+            .windows(2)
+            .any(|w| (w[0] == "--error-format" || w[0] == "--format") && w[1] == "json")
+            || args
+                .iter()
+                .any(|a| a == "--error-format=json" || a == "--format=json"))
 }
 
 fn main() -> ExitCode {
@@ -159,7 +170,10 @@ fn main() -> ExitCode {
             None => e.exit(),
         },
     };
-    let json_errors = cli.error_format == ErrorFormat::Json;
+    let json_errors = match cli.error_format {
+        Some(f) => f == ErrorFormat::Json,
+        None => json_errors_requested(&args),
+    };
     let home = cli
         .home
         .unwrap_or_else(|| PathBuf::from(secagg_core::home::DEFAULT_HOME));
