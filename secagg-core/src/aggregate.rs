@@ -267,7 +267,9 @@ fn masks(
     round: u64,
     key: &SecretKey,
     biprime: &Biprime,
+    progress: Option<Progress<'_>>,
 ) -> Result<Vec<MontyForm<LIMBS>>> {
+    let done = std::sync::atomic::AtomicUsize::new(0);
     // The exponent goes from the key's zeroizing bytes to a zeroizing fixed-size integer, with no
     // num-bigint copy in between.
     let magnitude = key.magnitude_be();
@@ -282,7 +284,14 @@ fn masks(
     let exponent = Zeroizing::new(U2048::from_be_slice(&buf[..]));
     let powered = parallel(batches, |k| {
         let h = hash(&tau(k, round), biprime);
-        Ok(MontyForm::new(&to_fixed(&h)?, biprime.params).pow(&exponent))
+        let p = MontyForm::new(&to_fixed(&h)?, biprime.params).pow(&exponent);
+        if let Some(report) = progress {
+            report(
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+                batches,
+            );
+        }
+        Ok(p)
     })?;
     if !key.is_negative() || powered.is_empty() {
         return Ok(powered);
@@ -309,6 +318,10 @@ fn masks(
     }
     Ok(out)
 }
+
+/// Called with (ciphertexts done, ciphertexts in all) as the exponentiations finish, from any
+/// worker thread: for a progress display.
+pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Sync);
 
 /// Runs `f` on every index of `0..len` on all cores, keeping the order.
 fn parallel<T: Send>(len: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
@@ -341,12 +354,13 @@ fn parallel<T: Send>(len: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Resul
 
 /// Encrypts quantised `values` for training round `round` with a node's key, for a federation of
 /// `nodes` nodes: one ciphertext per plaintext of [`pack`].
-pub fn encrypt(
+pub fn encrypt_with_progress(
     values: &[u32],
     key: &SecretKey,
     round: u64,
     nodes: usize,
     biprime: &Biprime,
+    progress: Option<Progress<'_>>,
 ) -> Result<Vec<BigUint>> {
     if nodes == 0 {
         return Err(Error::invalid("a federation has at least one node"));
@@ -358,7 +372,7 @@ pub fn encrypt(
         )));
     }
     let plaintexts = pack(values, nodes);
-    let masks = masks(plaintexts.len(), round, key, biprime)?;
+    let masks = masks(plaintexts.len(), round, key, biprime, progress)?;
     parallel(plaintexts.len(), |k| {
         let m = (&biprime.n * &plaintexts[k] + 1u32) % &biprime.n2;
         let c = MontyForm::new(&to_fixed(&m)?, biprime.params) * masks[k];
@@ -394,13 +408,14 @@ pub fn aggregate(ciphertexts: &[Vec<BigUint>], biprime: &Biprime) -> Result<Vec<
 
 /// Decrypts aggregated ciphertexts of round `round` with the server key: the `count` sums of the
 /// `nodes` nodes' quantised values.
-pub fn decrypt(
+pub fn decrypt_with_progress(
     aggregated: &[BigUint],
     server_key: &SecretKey,
     round: u64,
     nodes: usize,
     count: usize,
     biprime: &Biprime,
+    progress: Option<Progress<'_>>,
 ) -> Result<Vec<u64>> {
     if count > aggregated.len() * elements_per_plaintext(nodes) {
         return Err(Error::invalid(format!(
@@ -409,7 +424,7 @@ pub fn decrypt(
             aggregated.len() * elements_per_plaintext(nodes)
         )));
     }
-    let masks = masks(aggregated.len(), round, server_key, biprime)?;
+    let masks = masks(aggregated.len(), round, server_key, biprime, progress)?;
     let plaintexts = parallel(aggregated.len(), |k| {
         let c = MontyForm::new(&to_fixed(&(&aggregated[k] % &biprime.n2))?, biprime.params);
         let v = from_fixed(&(c * masks[k]).retrieve());
@@ -417,6 +432,29 @@ pub fn decrypt(
         Ok(((v + &biprime.n2 - 1u32) % &biprime.n2 / &biprime.n) % &biprime.n)
     })?;
     Ok(unpack(&plaintexts, nodes, count))
+}
+
+/// [`encrypt_with_progress`] without a progress display.
+pub fn encrypt(
+    values: &[u32],
+    key: &SecretKey,
+    round: u64,
+    nodes: usize,
+    biprime: &Biprime,
+) -> Result<Vec<BigUint>> {
+    encrypt_with_progress(values, key, round, nodes, biprime, None)
+}
+
+/// [`decrypt_with_progress`] without a progress display.
+pub fn decrypt(
+    aggregated: &[BigUint],
+    server_key: &SecretKey,
+    round: u64,
+    nodes: usize,
+    count: usize,
+    biprime: &Biprime,
+) -> Result<Vec<u64>> {
+    decrypt_with_progress(aggregated, server_key, round, nodes, count, biprime, None)
 }
 
 /// The average of `nodes` nodes' values from their quantised sums, back in the original scale.

@@ -192,12 +192,19 @@ pub fn aggregate_check(
             *p += v / nodes.len() as f64;
         }
         let req = aggregate::EncryptRequest::new(*session, 1, values);
-        let file = aggregate::encrypt_round(&node.home, &req, &biprime)
+        let file = aggregate::encrypt_round(&node.home, &req, &biprime, None)
             .map_err(|e| e.context(format!("node `{}`", node.party_id)))?;
         files.push((node.party_id.clone(), file));
     }
     let encrypted = started.elapsed();
-    let avg = aggregate::decrypt_round(&federation.parties[0].home, session, 1, &files, &biprime)?;
+    let avg = aggregate::decrypt_round(
+        &federation.parties[0].home,
+        session,
+        1,
+        &files,
+        &biprime,
+        None,
+    )?;
     let decrypted = started.elapsed() - encrypted;
     let max_error = avg
         .average

@@ -120,7 +120,14 @@ pub fn run(home: &Path, cmd: AggregateCommand) -> anyhow::Result<()> {
                 clipping_range: a.clipping_range,
                 ..EncryptRequest::new(session, a.round.round, values)
             };
-            let file = aggregate::encrypt_round(&home, &req, &biprime)?;
+            let bar = progress_bar("encrypting", true);
+            let report = |done: usize, total: usize| tick(&bar, done, total);
+            let file =
+                aggregate::encrypt_round(&home, &req, &biprime, bar.as_ref().map(|_| &report as _));
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            let file = file?;
             let text = serde_json::to_string_pretty(&file)? + "\n";
             output::note(format!(
                 "encrypted {} parameters of round {} into {} ciphertexts with {}'s key of session {}",
@@ -151,7 +158,20 @@ pub fn run(home: &Path, cmd: AggregateCommand) -> anyhow::Result<()> {
                 })?;
                 files.push((format!("`{}`", p.display()), f));
             }
-            let avg = aggregate::decrypt_round(&home, &session, a.round.round, &files, &biprime)?;
+            let bar = progress_bar("decrypting", a.format.format == Format::Text);
+            let report = |done: usize, total: usize| tick(&bar, done, total);
+            let avg = aggregate::decrypt_round(
+                &home,
+                &session,
+                a.round.round,
+                &files,
+                &biprime,
+                bar.as_ref().map(|_| &report as _),
+            );
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            let avg = avg?;
             output::note(format!(
                 "decrypted the average of {} parameters over {} nodes, round {} of session {}",
                 avg.count, avg.nodes, avg.round, avg.session_id
@@ -162,6 +182,30 @@ pub fn run(home: &Path, cmd: AggregateCommand) -> anyhow::Result<()> {
             };
             emit(&home, a.output.as_deref(), a.force, &text)
         }
+    }
+}
+
+/// A progress bar on stderr, only when stderr is a terminal and the output is for people (never
+/// in JSON output or when a program reads stderr).
+fn progress_bar(what: &str, for_people: bool) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !for_people || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{what} {{bar:40}} {{pos}}/{{len}} ciphertexts, {{eta}} left"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(bar)
+}
+
+fn tick(bar: &Option<indicatif::ProgressBar>, done: usize, total: usize) {
+    if let Some(b) = bar {
+        b.set_length(total as u64);
+        b.set_position(done as u64);
     }
 }
 

@@ -117,15 +117,18 @@ fn context(home: &Home, session: &SessionId, want: Role) -> Result<(ContextRecor
 }
 
 /// Encrypts a node's parameters for one round with the user key it stored for the session.
+///
+/// `progress`, if given, is called as ciphertexts are computed (see [`super::Progress`]).
 pub fn encrypt_round(
     home: &Home,
     req: &EncryptRequest,
     biprime: &Biprime,
+    progress: Option<super::Progress<'_>>,
 ) -> Result<CiphertextFile> {
     let (ctx, key) = context(home, &req.session, Role::Node)?;
     let nodes = ctx.parties.len().saturating_sub(1);
     let q = super::quantize(&req.values, req.clipping_range)?;
-    let ciphertexts = super::encrypt(&q, &key, req.round, nodes, biprime)?;
+    let ciphertexts = super::encrypt_with_progress(&q, &key, req.round, nodes, biprime, progress)?;
     Ok(CiphertextFile {
         format: CIPHERTEXT_FORMAT.to_owned(),
         version: CIPHERTEXT_VERSION,
@@ -148,6 +151,7 @@ pub fn decrypt_round(
     round: u64,
     files: &[(String, CiphertextFile)],
     biprime: &Biprime,
+    progress: Option<super::Progress<'_>>,
 ) -> Result<RoundAverage> {
     let (ctx, sk0) = context(home, session, Role::Researcher)?;
     let nodes: Vec<&String> = ctx.parties.iter().skip(1).collect();
@@ -243,7 +247,15 @@ pub fn decrypt_round(
         all.push(cts);
     }
     let aggregated = super::aggregate(&all, biprime)?;
-    let sums = super::decrypt(&aggregated, &sk0, round, nodes.len(), first.count, biprime)?;
+    let sums = super::decrypt_with_progress(
+        &aggregated,
+        &sk0,
+        round,
+        nodes.len(),
+        first.count,
+        biprime,
+        progress,
+    )?;
     Ok(RoundAverage {
         session_id: session.to_string(),
         round,
