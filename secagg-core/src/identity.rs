@@ -17,6 +17,15 @@ use crate::home::Home;
 use crate::party::{Endpoint, Host, PartyId, Role};
 use crate::store::Store;
 
+mod adopt;
+
+pub use adopt::{import, Adoption, FedbiomedComponent, ImportOptions};
+
+/// The environment variable that overrides the stored MPC host at run time (Fed-BioMed's).
+pub const IP_ENV: &str = "MPSPDZ_IP";
+/// The environment variable that overrides the stored MPC port at run time (Fed-BioMed's).
+pub const PORT_ENV: &str = "MPSPDZ_PORT";
+
 /// Default MPC host when neither `--ip` nor `MPSPDZ_IP` is given.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 /// Default MPC port of a researcher (Fed-BioMed's).
@@ -104,6 +113,128 @@ impl Identity {
             status: c.status_at(now).to_string(),
             home: self.home.root().display().to_string(),
         }
+    }
+}
+
+/// A run-time override of this party's MPC endpoint: Fed-BioMed's `MPSPDZ_IP` / `MPSPDZ_PORT`,
+/// which Fed-BioMed reads at every start and which take precedence over its configuration. Each
+/// may be given alone; an empty value counts as unset. The caller reads the environment (see
+/// [`EndpointOverride::from_env`]); the library never does on its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointOverride {
+    /// `MPSPDZ_IP`: the host to use instead of the stored one.
+    pub ip: Option<String>,
+    /// `MPSPDZ_PORT`: the port to use instead of the stored one (text, as in the environment).
+    pub port: Option<String>,
+}
+
+impl EndpointOverride {
+    /// Reads [`IP_ENV`] and [`PORT_ENV`] from this process's environment.
+    pub fn from_env() -> Self {
+        let var = |k: &str| {
+            std::env::var(k)
+                .ok()
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        EndpointOverride {
+            ip: var(IP_ENV),
+            port: var(PORT_ENV),
+        }
+    }
+
+    /// Whether neither variable is set.
+    pub fn is_empty(&self) -> bool {
+        self.ip.is_none() && self.port.is_none()
+    }
+
+    /// The variables in effect, as `MPSPDZ_IP=… MPSPDZ_PORT=…`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(ip) = &self.ip {
+            parts.push(format!("{IP_ENV}={ip}"));
+        }
+        if let Some(port) = &self.port {
+            parts.push(format!("{PORT_ENV}={port}"));
+        }
+        parts.join(" ")
+    }
+
+    /// `stored` with the overridden parts replaced; `None` when nothing is overridden. A value
+    /// that is not a host or a port is an error naming the variable.
+    pub fn apply(&self, stored: &Endpoint) -> Result<Option<Endpoint>> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        let host = match &self.ip {
+            Some(ip) => Host::parse(ip).map_err(|e| e.context(format!("in {IP_ENV}")))?,
+            None => stored.host.clone(),
+        };
+        let port = match &self.port {
+            Some(p) => {
+                crate::party::parse_port(p).map_err(|e| e.context(format!("in {PORT_ENV}")))?
+            }
+            None => stored.port,
+        };
+        Ok(Some(Endpoint { host, port }))
+    }
+}
+
+/// An endpoint overridden at run time: the stored one and the one in effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverriddenEndpoint {
+    /// The endpoint in `config.toml`.
+    pub stored: Endpoint,
+    /// The endpoint in effect for this command.
+    pub effective: Endpoint,
+    /// The variables that made it.
+    pub by: EndpointOverride,
+}
+
+impl OverriddenEndpoint {
+    /// What a command that prints or uses the endpoint says on stderr: that the override is in
+    /// effect, and how to make it permanent.
+    pub fn notice(&self) -> String {
+        let e = &self.effective;
+        let ip = match &e.host {
+            Host::Ip(std::net::IpAddr::V6(v6)) => v6.to_string(),
+            h => h.to_string(),
+        };
+        if self.stored == self.effective {
+            format!(
+                "{} is set and equals the stored endpoint {}",
+                self.by.describe(),
+                self.stored
+            )
+        } else {
+            format!(
+                "{} overrides the stored endpoint {}: using {} for this command (make it permanent with `secagg identity set-endpoint --ip {ip} --port {}`, then have every peer register it with --upsert)",
+                self.by.describe(),
+                self.stored,
+                e,
+                e.port
+            )
+        }
+    }
+}
+
+impl Identity {
+    /// Applies a run-time endpoint override ([`EndpointOverride`]) to this loaded identity: its
+    /// `endpoint` becomes the effective one. Returns what changed, for the caller to report;
+    /// `None` when nothing is overridden. Nothing is written.
+    pub fn apply_endpoint_override(
+        &mut self,
+        ov: &EndpointOverride,
+    ) -> Result<Option<OverriddenEndpoint>> {
+        let Some(effective) = ov.apply(&self.endpoint)? else {
+            return Ok(None);
+        };
+        let stored = std::mem::replace(&mut self.endpoint, effective.clone());
+        Ok(Some(OverriddenEndpoint {
+            stored,
+            effective,
+            by: ov.clone(),
+        }))
     }
 }
 

@@ -55,6 +55,10 @@ pub struct SessionRequest {
     pub prime: Option<BigUint>,
     /// Where to listen; `None` derives it from this party's endpoint.
     pub listen: Option<SocketAddr>,
+    /// This party's endpoint for this session (its own entry of the plan, and where it listens
+    /// unless `listen` is given); `None` is the stored one. `secagg negotiate` sets it from a
+    /// run-time override (see [`identity::EndpointOverride`]).
+    pub endpoint: Option<crate::party::Endpoint>,
 }
 
 /// Builds this party's plan for `req` from the identity and store of `home`. The plan's timeout
@@ -105,7 +109,7 @@ fn plan_until(
             if i == my_index {
                 entries.push(PartyEntry {
                     id: id.clone(),
-                    endpoint: own.endpoint.clone(),
+                    endpoint: req.endpoint.clone().unwrap_or_else(|| own.endpoint.clone()),
                     certificate_der: own.certificate.der.clone(),
                 });
                 continue;

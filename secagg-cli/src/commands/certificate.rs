@@ -206,7 +206,7 @@ fn generate(home: &Home, a: GenerateArgs) -> anyhow::Result<()> {
 }
 
 fn instructions(home: &Home, a: InstructionsArgs) -> anyhow::Result<()> {
-    let id = identity::load(home)?;
+    let id = crate::commands::identity::load_effective(home)?;
     let text = match a.format {
         Format::Text => registration::instructions_text(&id),
         Format::Json => serde_json::to_string_pretty(&registration::bundle(&id))? + "\n",

@@ -326,7 +326,11 @@ fn negotiate_all(
         let cmd = NegotiateCommand::new(&exe, p.home.root(), session_id.to_string(), &party_ids)
             .timeout(timeout)
             .engine(engine)
-            .args(extra);
+            .args(extra)
+            // Every demo party has its own loopback endpoint: a run-time override meant for this
+            // shell's own party would give them all the same one.
+            .env_remove(secagg_core::identity::IP_ENV)
+            .env_remove(secagg_core::identity::PORT_ENV);
         processes.spawn(&p.party_id, cmd.command())?;
     }
     // The parties enforce the deadline themselves; this margin only guards against a stuck process.

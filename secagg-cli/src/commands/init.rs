@@ -1,15 +1,15 @@
 //! `secagg init`: create this party's identity.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use secagg_core::certificate::{GeneratedKeyType, DEFAULT_VALIDITY_DAYS};
 use secagg_core::home::Home;
-use secagg_core::identity::{self, InitOptions};
+use secagg_core::identity::{self, FedbiomedComponent, InitOptions};
 use secagg_core::Role;
 use time::OffsetDateTime;
 
-use crate::commands::identity::print_identity;
+use crate::commands::identity::{print_identity, report_adoption};
 use crate::output::{self, Format, FormatArg};
 
 /// Role argument.
@@ -58,23 +58,30 @@ impl From<KeyTypeArg> for GeneratedKeyType {
     after_help = "Examples:\n  secagg init --role researcher --ip 10.222.0.2\n  secagg --home /srv/secagg init --role node --ip 10.221.0.3 --port 14002"
 )]
 pub struct InitArgs {
-    /// Role of this party.
-    #[arg(long, value_enum)]
-    role: RoleArg,
+    /// Role of this party (with --from-fedbiomed: optional, checked against the adopted id).
+    #[arg(long, value_enum, required_unless_present = "from_fedbiomed")]
+    role: Option<RoleArg>,
     /// Party id (`researcher_…` / `node_…`); default: the role's prefix and a fresh uuid4.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "from_fedbiomed")]
     id: Option<String>,
-    /// Address other parties use to reach this party's key negotiation (IPv4, IPv6 or host name).
-    #[arg(long, env = "MPSPDZ_IP", default_value = identity::DEFAULT_HOST)]
-    ip: String,
+    /// Adopt a Fed-BioMed v4 component's identity instead of making one: PATH is its root
+    /// directory (holding etc/config_*.ini), its etc/ or its configuration file. Keeps its party
+    /// id, key, certificate and endpoint ([mpspdz] mpspdz_ip/mpspdz_port unless --ip/--port or
+    /// MPSPDZ_IP/MPSPDZ_PORT are given), so peers need not register it again.
+    #[arg(long, value_name = "PATH")]
+    from_fedbiomed: Option<PathBuf>,
+    /// Address other parties use to reach this party's key negotiation (IPv4, IPv6 or host name);
+    /// default 127.0.0.1.
+    #[arg(long, env = "MPSPDZ_IP")]
+    ip: Option<String>,
     /// Port of this party's key negotiation; default 14000 for a researcher, 14001 for a node.
     #[arg(long, env = "MPSPDZ_PORT")]
     port: Option<u32>,
     /// Key algorithm of the new key.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(long, value_enum, default_value_t, conflicts_with = "from_fedbiomed")]
     key_type: KeyTypeArg,
     /// Certificate validity in days.
-    #[arg(long, default_value_t = DEFAULT_VALIDITY_DAYS)]
+    #[arg(long, default_value_t = DEFAULT_VALIDITY_DAYS, conflicts_with = "from_fedbiomed")]
     days: u32,
     /// Replace an existing identity (the old key and certificate are kept in identity/previous/).
     #[arg(long)]
@@ -86,10 +93,16 @@ pub struct InitArgs {
 /// Runs `secagg init`.
 pub fn run(home: &Path, args: InitArgs) -> anyhow::Result<()> {
     let home = Home::new(home);
+    if let Some(path) = &args.from_fedbiomed {
+        return adopt_fedbiomed(&home, path, &args);
+    }
+    let role = args
+        .role
+        .ok_or_else(|| anyhow::anyhow!("--role is required"))?;
     let opts = InitOptions {
-        role: args.role.into(),
+        role: role.into(),
         id: args.id,
-        host: Some(args.ip),
+        host: Some(args.ip.unwrap_or_else(|| identity::DEFAULT_HOST.to_owned())),
         port: args.port,
         key_type: args.key_type.into(),
         validity_days: args.days,
@@ -119,4 +132,39 @@ pub fn run(home: &Path, args: InitArgs) -> anyhow::Result<()> {
         output::note("next: send your registration instructions to every other party: secagg certificate registration-instructions");
     }
     Ok(())
+}
+
+/// `secagg init --from-fedbiomed PATH`: adopts a Fed-BioMed component's identity.
+fn adopt_fedbiomed(home: &Home, path: &Path, args: &InitArgs) -> anyhow::Result<()> {
+    let component = FedbiomedComponent::read(path)?;
+    let id = secagg_core::PartyId::parse(&component.id).map_err(|e| {
+        e.context(format!(
+            "in [default] id of `{}`",
+            component.config_file.display()
+        ))
+    })?;
+    if let Some(role) = args.role {
+        let role = Role::from(role);
+        if id.role() != role {
+            return Err(secagg_core::Error::invalid(format!(
+                "`{}` is the configuration of {} {id}, not of a {role}",
+                component.config_file.display(),
+                id.role(),
+            ))
+            .with_hint("drop --role, or give the configuration of the component you mean")
+            .into());
+        }
+    }
+    let opts = identity::ImportOptions {
+        id: component.id.clone(),
+        key: component.key.clone(),
+        cert: component.cert.clone(),
+        host: args.ip.clone().unwrap_or_else(|| component.host.clone()),
+        port: args.port.unwrap_or(component.port),
+        force: args.force,
+    };
+    let now = OffsetDateTime::now_utc();
+    let adoption = identity::import(home, &opts, now)?;
+    let source = format!("`{}`", component.config_file.display());
+    report_adoption(&adoption, &source, args.output.format, now)
 }

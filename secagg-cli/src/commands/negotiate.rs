@@ -95,7 +95,8 @@ pub struct NegotiateArgs {
     /// up to 975 nodes.
     #[arg(long)]
     key_bits: Option<u32>,
-    /// Address to listen on (default: this party's endpoint, or 0.0.0.0:<port> for a host name).
+    /// Address to listen on (default: this party's endpoint, or 0.0.0.0:<port> for a host name;
+    /// MPSPDZ_IP / MPSPDZ_PORT, when set, override the stored endpoint for this run).
     #[arg(long, value_name = "IP:PORT")]
     listen: Option<SocketAddr>,
     /// MP-SPDZ build for --engine mp-spdz (directory with shamir-party.x and compile.py).
@@ -127,6 +128,9 @@ pub fn run(home: &Path, a: NegotiateArgs) -> anyhow::Result<()> {
             (Box::new(engine), kept)
         }
     };
+    // MPSPDZ_IP / MPSPDZ_PORT override the stored endpoint for this run (own entry and listen
+    // address), as Fed-BioMed reads them at every start.
+    let endpoint = crate::commands::identity::effective_endpoint(&home)?;
     let req = SessionRequest {
         session_id,
         parties,
@@ -134,6 +138,7 @@ pub fn run(home: &Path, a: NegotiateArgs) -> anyhow::Result<()> {
         key_bits: a.key_bits,
         prime: None,
         listen: a.listen,
+        endpoint,
     };
     // Warnings (a stranger's connection dropped, a confirmation not delivered) go to stderr as
     // they happen; they never carry a key.
