@@ -1,19 +1,24 @@
 //! Thin orchestration of the deployment's containers over `docker compose` (or the older
-//! `docker-compose`), as Fed-BioMed's `fedbiomed_vpn` script does, for the seed deployment's
-//! services: `vpnserver`, `mqtt`, `restful`, `researcher` on the server machine, `node`, `gui` on a
-//! node machine.
+//! `docker-compose`), as Fed-BioMed's `fedbiomed_vpn` script does, for its services: `vpnserver`,
+//! `mqtt`, `restful`, `researcher` on the server machine, `node`, `gui` (and `node2`, `gui2` for a
+//! second node) on a node machine.
 //!
 //! [`plan`] turns a verb and a service selection into [`Step`]s (files to write, commands to run);
 //! `--dry-run` shows them, [`execute`] carries them out. The compose project lives in
-//! `<home>/deploy/` (`docker-compose.yml`, `.env`, and `<service>/run_mounts/…` for the mounts);
-//! images are built from `<home>/deploy/<service>/build_files/` (put or link the Dockerfiles
-//! there). Before running anything, [`detect_engine`] checks that a container engine answers and
-//! says clearly what is missing.
+//! `<home>/deploy/` (`docker-compose.yml`, `.env`, and `<service>/run_mounts/…` for the mounts).
+//! The compose file is generated from [`SERVICES`] with Fed-BioMed v4.5.0's service names,
+//! container and host names, images, build arguments, `CONTAINER_*` variables, mounts and ports,
+//! so that Fed-BioMed's images run unchanged; vpnserver, mqtt and restful are built from
+//! `<home>/deploy/<service>/build_files/`, node, researcher and gui from the Fed-BioMed checkout
+//! named by `FEDBIOMED_DIR` in `.env`. Before running anything, [`detect_engine`] checks that a
+//! container engine answers and says clearly what is missing.
 //!
-//! `configure` on a VPN server home (one where `secagg vpn init` ran) also registers the VPN
-//! clients among the selected services (mqtt and restful as `management`, researcher as
-//! `researcher researcher1`, node as `node NODETAG`, as Fed-BioMed does) unless they already are,
-//! and copies each one's `config.env` into `<service>/run_mounts/config/`.
+//! `configure` on a VPN server home (one where `secagg vpn init` ran) also writes the vpnserver's
+//! `config.env` and `wireguard/wg0.conf` from the registry (so the container keeps secagg's server
+//! key and peers), registers the VPN clients among the selected services (mqtt and restful as
+//! `management`, researcher as `researcher researcher1`, node as `node NODETAG`, node2 as `node
+//! NODE2TAG`, as Fed-BioMed does) unless they already are, and copies each one's `config.env` into
+//! `<service>/run_mounts/config/`.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -25,6 +30,7 @@ use time::OffsetDateTime;
 use crate::error::{Error, Result};
 use crate::fs_secure::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
 use crate::home::Home;
+use crate::vpn::wgconf::ConfigForm;
 use crate::vpn::{self, server as vpn_server, PeerName, PeerType};
 
 /// Environment variable naming the `docker` program (default `docker`).
@@ -44,7 +50,21 @@ pub enum Side {
     Node,
 }
 
-/// A service of the deployment.
+/// How a service's image is built (none: it reuses another service's image, as `node2` / `gui2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// From `./<service>/build_files` (its Dockerfile and entrypoint, as Fed-BioMed's).
+    Local,
+    /// From a Fed-BioMed checkout (`${FEDBIOMED_DIR}`, see `.env`) with its
+    /// `envs/vpn/docker/<service>/build_files/Dockerfile`; `mpspdz`: the MP-SPDZ build arguments.
+    Checkout {
+        /// Pass `MPSPDZ_COMMIT` and `MPSPDZ_URL`.
+        mpspdz: bool,
+    },
+}
+
+/// A service of the deployment, with what its compose entry is generated from (the same
+/// names, mounts and variables as Fed-BioMed v4.5.0's `envs/vpn/docker/docker-compose.yml`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Service {
     /// Compose service name.
@@ -54,49 +74,221 @@ pub struct Service {
     /// Its VPN peer registration (type, id), if it is a VPN client.
     #[serde(skip)]
     pub vpn_peer: Option<(PeerType, &'static str)>,
-    /// Mount directories under `<service>/run_mounts/`.
+    /// Its image (Fed-BioMed's name, so that images built by `fedbiomed_vpn` are used as they are).
     #[serde(skip)]
-    pub mounts: &'static [&'static str],
+    pub image: &'static str,
+    /// How its image is built.
+    #[serde(skip)]
+    pub build: Option<Build>,
+    /// Runs WireGuard (`net_admin`, `sys_module`, `/dev/net/tun`).
+    #[serde(skip)]
+    pub wireguard: bool,
+    /// Environment entries besides the `CONTAINER_*` ones, before them when `env_first`.
+    #[serde(skip)]
+    pub environment: &'static [&'static str],
+    /// Whether [`Service::environment`] comes before the `CONTAINER_*` entries (as in upstream's
+    /// gui) or after them (restful).
+    #[serde(skip)]
+    pub env_first: bool,
+    /// Published ports.
+    #[serde(skip)]
+    pub ports: &'static [&'static str],
+    /// Mounts: (host directory relative to the project, container path).
+    #[serde(skip)]
+    pub volumes: &'static [(&'static str, &'static str)],
+    /// Started after vpnserver (server machine's VPN clients).
+    #[serde(skip)]
+    pub after_vpnserver: bool,
 }
 
-/// The seed deployment's services, in start order.
-pub const SERVICES: [Service; 6] = [
+impl Service {
+    /// Container name and host name, as Fed-BioMed's (`fedbiomed-vpn-<service>`; `fedbiomed_vpn
+    /// status` looks containers up by it).
+    pub fn container_name(&self) -> String {
+        format!("fedbiomed-vpn-{}", self.name)
+    }
+}
+
+const NODE_VOLUMES: [(&str, &str); 5] = [
+    ("node/run_mounts/config", "/config"),
+    ("node/run_mounts/data", "/data"),
+    ("node/run_mounts/etc", "/fedbiomed/etc"),
+    ("node/run_mounts/var", "/fedbiomed/var"),
+    ("node/run_mounts/envs/common", "/fedbiomed/envs/common"),
+];
+const NODE2_VOLUMES: [(&str, &str); 5] = [
+    ("node2/run_mounts/config", "/config"),
+    ("node2/run_mounts/data", "/data"),
+    ("node2/run_mounts/etc", "/fedbiomed/etc"),
+    ("node2/run_mounts/var", "/fedbiomed/var"),
+    ("node2/run_mounts/envs/common", "/fedbiomed/envs/common"),
+];
+
+/// The deployment's services, in start order (Fed-BioMed's `fedbiomed_vpn` containers).
+pub const SERVICES: [Service; 8] = [
     Service {
         name: "vpnserver",
         side: Side::Server,
         vpn_peer: None,
-        mounts: &["config"],
+        image: "fedbiomed/vpn-vpnserver",
+        build: Some(Build::Local),
+        wireguard: true,
+        environment: &[],
+        env_first: false,
+        ports: &["51820:51820/udp"],
+        volumes: &[("vpnserver/run_mounts/config", "/config")],
+        after_vpnserver: false,
     },
     Service {
         name: "mqtt",
         side: Side::Server,
         vpn_peer: Some((PeerType::Management, "mqtt")),
-        mounts: &["config"],
+        image: "fedbiomed/vpn-mqtt",
+        build: Some(Build::Local),
+        wireguard: true,
+        environment: &[],
+        env_first: false,
+        ports: &[],
+        volumes: &[("mqtt/run_mounts/config", "/config")],
+        after_vpnserver: true,
     },
     Service {
         name: "restful",
         side: Side::Server,
         vpn_peer: Some((PeerType::Management, "restful")),
-        mounts: &["config"],
+        image: "fedbiomed/vpn-restful",
+        build: Some(Build::Local),
+        wireguard: true,
+        environment: &[
+            "PRODUCTION=1",
+            "DJANGO_SUPERUSER_USERNAME=admin",
+            "DJANGO_SUPERUSER_EMAIL=dummy@fedbiomed.org",
+            "DJANGO_SUPERUSER_PASSWORD=${DJANGO_SUPERUSER_PASSWORD:-admin123}",
+        ],
+        env_first: false,
+        ports: &[],
+        volumes: &[
+            ("restful/run_mounts/app", "/app"),
+            ("restful/run_mounts/config", "/config"),
+        ],
+        after_vpnserver: true,
     },
     Service {
         name: "researcher",
         side: Side::Server,
         vpn_peer: Some((PeerType::Researcher, "researcher1")),
-        mounts: &["config", "data", "etc", "var", "samples", "runs"],
+        image: "fedbiomed/vpn-researcher",
+        build: Some(Build::Checkout { mpspdz: true }),
+        wireguard: true,
+        environment: &[],
+        env_first: false,
+        ports: &[
+            "${RESEARCHER_HOST:-127.0.0.1}:8888:8888",
+            "${RESEARCHER_HOST:-127.0.0.1}:6006:6007",
+            "14000",
+        ],
+        volumes: &[
+            ("researcher/run_mounts/config", "/config"),
+            ("researcher/run_mounts/data", "/data"),
+            ("researcher/run_mounts/etc", "/fedbiomed/etc"),
+            (
+                "researcher/run_mounts/samples",
+                "/fedbiomed/notebooks/samples",
+            ),
+            ("researcher/run_mounts/runs", "/fedbiomed/runs"),
+            ("researcher/run_mounts/var", "/fedbiomed/var"),
+        ],
+        after_vpnserver: true,
     },
     Service {
         name: "node",
         side: Side::Node,
         vpn_peer: Some((PeerType::Node, "NODETAG")),
-        mounts: &["config", "data", "etc", "var", "common"],
+        image: "fedbiomed/vpn-node",
+        build: Some(Build::Checkout { mpspdz: true }),
+        wireguard: true,
+        environment: &[],
+        env_first: false,
+        ports: &["14001"],
+        volumes: &NODE_VOLUMES,
+        after_vpnserver: false,
+    },
+    Service {
+        name: "node2",
+        side: Side::Node,
+        vpn_peer: Some((PeerType::Node, "NODE2TAG")),
+        image: "fedbiomed/vpn-node",
+        build: None,
+        wireguard: true,
+        environment: &[],
+        env_first: false,
+        ports: &["14002"],
+        volumes: &NODE2_VOLUMES,
+        after_vpnserver: false,
     },
     Service {
         name: "gui",
         side: Side::Node,
         vpn_peer: None,
-        mounts: &["certs"],
+        image: "fedbiomed/vpn-gui",
+        build: Some(Build::Checkout { mpspdz: false }),
+        wireguard: false,
+        environment: &[
+            "SSL_ON=true",
+            "GUI_SERVER_NAME",
+            "NGINX_PORT_SSL=8443",
+            "NGINX_PORT_NOSSL=8484",
+        ],
+        env_first: true,
+        ports: &[
+            "${GUI_SERVER_IP:-127.0.0.1}:8484:8484",
+            "${GUI_SERVER_IP:-127.0.0.1}:8443:8443",
+        ],
+        volumes: &[
+            ("gui/run_mounts/certs", "/certs"),
+            NODE_VOLUMES[1],
+            NODE_VOLUMES[2],
+            NODE_VOLUMES[3],
+            NODE_VOLUMES[4],
+        ],
+        after_vpnserver: false,
     },
+    Service {
+        name: "gui2",
+        side: Side::Node,
+        vpn_peer: None,
+        image: "fedbiomed/vpn-gui",
+        build: None,
+        wireguard: false,
+        environment: &[
+            "SSL_ON=true",
+            "GUI_SERVER_NAME",
+            "NGINX_PORT_SSL=8444",
+            "NGINX_PORT_NOSSL=8485",
+        ],
+        env_first: true,
+        ports: &[
+            "${GUI_SERVER_IP:-127.0.0.1}:8485:8485",
+            "${GUI_SERVER_IP:-127.0.0.1}:8444:8444",
+        ],
+        volumes: &[
+            ("gui2/run_mounts/certs", "/certs"),
+            NODE2_VOLUMES[1],
+            NODE2_VOLUMES[2],
+            NODE2_VOLUMES[3],
+            NODE2_VOLUMES[4],
+        ],
+        after_vpnserver: false,
+    },
+];
+
+/// The run-time identity variables every service gets (Fed-BioMed's images create and switch to
+/// this account; `.env` holds the values of the user who ran `configure`).
+pub const CONTAINER_VARS: [&str; 4] = [
+    "CONTAINER_UID",
+    "CONTAINER_GID",
+    "CONTAINER_USER",
+    "CONTAINER_GROUP",
 ];
 
 /// The verbs of `secagg deploy`.
@@ -297,6 +489,16 @@ pub enum Step {
         /// Where the service reads it.
         to: PathBuf,
     },
+    /// Write the vpnserver's Fed-BioMed configuration from this home's VPN registry: `config.env`
+    /// (addresses and pools, 0600) and `wireguard/wg0.conf` (`secagg vpn server-config`: the
+    /// server key and the registered peers, 0600), so that the vpnserver keeps secagg's key.
+    VpnServerConfig {
+        /// The vpnserver's config mount.
+        dir: PathBuf,
+        /// The `config.env` content.
+        #[serde(skip)]
+        config_env: String,
+    },
     /// Run a command.
     Run {
         /// Program and arguments.
@@ -337,6 +539,12 @@ impl fmt::Display for Step {
                 quote(&from.to_string_lossy()),
                 quote(&to.to_string_lossy())
             ),
+            Step::VpnServerConfig { dir, .. } => write!(
+                f,
+                "write {} (mode 600) and secagg vpn server-config -o {} (mode 600)",
+                quote(&dir.join("config.env").to_string_lossy()),
+                quote(&dir.join("wireguard/wg0.conf").to_string_lossy())
+            ),
             Step::Run { argv } => {
                 let parts: Vec<String> = argv.iter().map(|a| quote(a)).collect();
                 f.write_str(&parts.join(" "))
@@ -367,6 +575,8 @@ pub struct Plan {
     pub tool: ComposeTool,
     /// The steps, in order.
     pub steps: Vec<Step>,
+    /// What the plan leaves undone that the services will miss.
+    pub warnings: Vec<String>,
 }
 
 /// `<home>/deploy/`.
@@ -384,7 +594,7 @@ pub fn select(names: &[String]) -> Result<Vec<&'static Service>> {
                 n.escape_debug()
             ))
             .with_hint(format!(
-                "the services are {} (server machine: vpnserver mqtt restful researcher; node machine: node gui)",
+                "the services are {} (server machine: vpnserver mqtt restful researcher; node machine: node gui, and node2 gui2 for a second node)",
                 all.join(", ")
             )));
         }
@@ -427,6 +637,7 @@ pub fn plan(
         Step::Run { argv }
     };
     let mut steps = Vec::new();
+    let mut warnings = Vec::new();
     match verb {
         Verb::Build => steps.push(run(&["build"], true)),
         Verb::Configure => {
@@ -441,28 +652,60 @@ pub fn plan(
                 content: env_file(),
                 mode: PUBLIC_FILE_MODE,
             });
-            let vpn_server_here = vpn_server::list(home).is_ok();
+            let server = vpn_server::list(home).ok().map(|l| l.server);
+            let mut dirs: Vec<PathBuf> = Vec::new();
             for s in &selected {
-                for m in s.mounts {
-                    steps.push(Step::CreateDir {
-                        path: dir.join(s.name).join("run_mounts").join(m),
-                    });
+                for (host, _) in s.volumes {
+                    let d = dir.join(host);
+                    if !dirs.contains(&d) {
+                        dirs.push(d);
+                    }
                 }
-                steps.push(Step::CreateDir {
-                    path: dir.join(s.name).join("build_files"),
-                });
-                if let (Some((kind, id)), true) = (s.vpn_peer, vpn_server_here) {
-                    let name = PeerName::parse(id)?;
-                    steps.push(Step::VpnGenconf {
-                        kind,
-                        id: name.clone(),
-                    });
-                    steps.push(Step::CopyConfig {
-                        from: vpn::peer_config_path(home, kind, &name),
-                        to: dir.join(s.name).join("run_mounts/config/config.env"),
-                    });
+                if s.build == Some(Build::Local) {
+                    dirs.push(dir.join(s.name).join("build_files"));
                 }
             }
+            steps.extend(dirs.into_iter().map(|path| Step::CreateDir { path }));
+            let mut server_steps = Vec::new();
+            for s in &selected {
+                let config = dir.join(s.name).join("run_mounts/config");
+                match (s.vpn_peer, &server) {
+                    (Some((kind, id)), Some(_)) => {
+                        let name = PeerName::parse(id)?;
+                        steps.push(Step::VpnGenconf {
+                            kind,
+                            id: name.clone(),
+                        });
+                        steps.push(Step::CopyConfig {
+                            from: vpn::peer_config_path(home, kind, &name),
+                            to: config.join("config.env"),
+                        });
+                    }
+                    (Some((kind, id)), None) => warnings.push(format!(
+                        "{}: no VPN server in this home, so {} gets no config.env (copy the one of `secagg vpn genconf {kind} {id}` from the VPN server there)",
+                        s.name,
+                        config.display()
+                    )),
+                    (None, _) if s.name == "vpnserver" => match &server {
+                        Some(info) => {
+                            // Written after the registrations, so that wg0.conf lists them.
+                            server_steps.push(Step::CreateDir {
+                                path: config.join("wireguard"),
+                            });
+                            server_steps.push(Step::VpnServerConfig {
+                                dir: config,
+                                config_env: vpnserver_config_env(info),
+                            });
+                        }
+                        None => warnings.push(format!(
+                            "vpnserver: no VPN server in this home, so {} gets no config.env (run `secagg vpn init --public-addr HOST` here first, then `secagg deploy configure vpnserver`)",
+                            config.display()
+                        )),
+                    },
+                    (None, _) => {}
+                }
+            }
+            steps.append(&mut server_steps);
             steps.push(run(&["config", "--quiet"], false));
         }
         Verb::Start => steps.push(run(&["up", "--detach"], true)),
@@ -479,7 +722,7 @@ pub fn plan(
             if svc.is_empty() {
                 let mut args = vec!["down", "--volumes", "--remove-orphans"];
                 if options.images {
-                    args.extend(["--rmi", "local"]);
+                    args.extend(["--rmi", "all"]);
                 }
                 steps.push(run(&args, false));
             } else {
@@ -491,7 +734,13 @@ pub fn plan(
                         "rm".into(),
                         "--force".into(),
                     ];
-                    argv.extend(svc.iter().map(|s| format!("{PROJECT}/{s}:latest")));
+                    let mut images: Vec<&str> = Vec::new();
+                    for s in &selected {
+                        if !images.contains(&s.image) {
+                            images.push(s.image);
+                        }
+                    }
+                    argv.extend(images.iter().map(|i| i.to_string()));
                     steps.push(Step::Run { argv });
                 }
             }
@@ -504,6 +753,7 @@ pub fn plan(
         compose_file: file,
         tool,
         steps,
+        warnings,
     })
 }
 
@@ -538,6 +788,19 @@ pub fn execute(home: &Home, plan: &Plan) -> Result<()> {
                 let bytes = fs_secure::read_limited(from, 64 * 1024, "config.env")?;
                 fs_secure::write_atomic(to, &bytes, SECRET_FILE_MODE)?;
             }
+            Step::VpnServerConfig { dir, config_env } => {
+                let wg = vpn_server::server_config(home, ConfigForm::Wg)?;
+                fs_secure::write_atomic(
+                    &dir.join("config.env"),
+                    config_env.as_bytes(),
+                    SECRET_FILE_MODE,
+                )?;
+                fs_secure::write_atomic(
+                    &dir.join("wireguard/wg0.conf"),
+                    wg.as_bytes(),
+                    SECRET_FILE_MODE,
+                )?;
+            }
             Step::Run { argv } => {
                 let status = Command::new(&argv[0])
                     .args(&argv[1..])
@@ -558,109 +821,192 @@ pub fn execute(home: &Home, plan: &Plan) -> Result<()> {
     Ok(())
 }
 
-/// The `.env` file compose reads (defaults that keep every UI on loopback).
-fn env_file() -> String {
-    "# Written by `secagg deploy configure`; compose reads it for the ${…} variables of docker-compose.yml.\n\
-# Host addresses of the local UIs (loopback by default, as in Fed-BioMed).\n\
-RESEARCHER_HOST=127.0.0.1\nGUI_SERVER_IP=127.0.0.1\n"
-        .to_owned()
+/// Fed-BioMed v4.5.0's pinned MP-SPDZ (its `.gitmodules` URL and `modules/MP-SPDZ` commit), the
+/// build arguments `fedbiomed_vpn build` passes to the node and researcher images.
+pub const MPSPDZ_URL: &str = "https://github.com/data61/MP-SPDZ.git";
+/// See [`MPSPDZ_URL`].
+pub const MPSPDZ_COMMIT: &str = "cd25c2e9f192a14be2430f48e8d4e3855cb68dc0";
+
+fn id_output(arg: &str) -> String {
+    Command::new("id")
+        .arg(arg)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
 }
 
-/// The compose file of the seed deployment (compose format 3.7, accepted by compose v1 and v2).
+/// The current account as `fedbiomed_vpn` passes it (`id -u`, `id -g`, and `id -un`, `id -gn`
+/// with every non-alphanumeric character replaced by `_`); empty values when `id` fails (the
+/// images then use their build-time account).
+fn container_ids() -> [(&'static str, String); 4] {
+    let name = |s: String| -> String {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect()
+    };
+    [
+        ("CONTAINER_UID", id_output("-u")),
+        ("CONTAINER_GID", id_output("-g")),
+        ("CONTAINER_USER", name(id_output("-un"))),
+        ("CONTAINER_GROUP", name(id_output("-gn"))),
+    ]
+}
+
+/// The `.env` file compose reads for the `${…}` variables (the shell's values win).
+fn env_file() -> String {
+    let mut s = String::from(
+        "# Written by `secagg deploy configure`; compose reads it for the ${…} variables of docker-compose.yml\n\
+# (a variable set in the shell wins).\n\
+# Host addresses of the local UIs (loopback by default, as in Fed-BioMed).\n\
+RESEARCHER_HOST=127.0.0.1\nGUI_SERVER_IP=127.0.0.1\n\
+# The account the containers run as (what fedbiomed_vpn passes: id -u, id -g, id -un, id -gn).\n",
+    );
+    for (k, v) in container_ids() {
+        s.push_str(&format!("{k}={v}\n"));
+    }
+    s.push_str(&format!(
+        "# A Fed-BioMed v4.5.0 checkout: the node, researcher and gui images are built from it.\n\
+FEDBIOMED_DIR=./fedbiomed\n\
+# MP-SPDZ as pinned by Fed-BioMed v4.5.0 (build arguments of the node and researcher images).\n\
+MPSPDZ_URL={MPSPDZ_URL}\nMPSPDZ_COMMIT={MPSPDZ_COMMIT}\n"
+    ));
+    s
+}
+
+fn render_service(out: &mut String, s: &Service) {
+    let cn = s.container_name();
+    let ids: Vec<String> = CONTAINER_VARS
+        .iter()
+        .map(|v| format!("{v}=${{{v}}}"))
+        .collect();
+    out.push_str(&format!(
+        "  {}:\n    container_name: {cn}\n    hostname: {cn}\n",
+        s.name
+    ));
+    match s.build {
+        None => {}
+        Some(b) => {
+            out.push_str("    build:\n");
+            let mut args = ids.clone();
+            match b {
+                Build::Local => {
+                    out.push_str(&format!("      context: ./{}/build_files\n", s.name));
+                }
+                Build::Checkout { mpspdz } => {
+                    out.push_str(&format!(
+                        "      context: ${{FEDBIOMED_DIR:-./fedbiomed}}\n      dockerfile: envs/vpn/docker/{}/build_files/Dockerfile\n",
+                        s.name
+                    ));
+                    if mpspdz {
+                        args.push("MPSPDZ_COMMIT=${MPSPDZ_COMMIT}".into());
+                        args.push("MPSPDZ_URL=${MPSPDZ_URL}".into());
+                    }
+                }
+            }
+            out.push_str("      args:\n");
+            for a in &args {
+                out.push_str(&format!("        - \"{a}\"\n"));
+            }
+        }
+    }
+    out.push_str(&format!("    image: {}\n    environment:\n", s.image));
+    let mut env: Vec<String> = Vec::new();
+    let extra = s.environment.iter().map(|e| e.to_string());
+    if s.env_first {
+        env.extend(extra);
+        env.extend(ids);
+    } else {
+        env.extend(ids);
+        env.extend(extra);
+    }
+    for e in &env {
+        out.push_str(&format!("      - \"{e}\"\n"));
+    }
+    if !s.ports.is_empty() {
+        out.push_str("    ports:\n");
+        for p in s.ports {
+            out.push_str(&format!("      - \"{p}\"\n"));
+        }
+    }
+    if s.wireguard {
+        out.push_str("    cap_add:\n      - net_admin\n      - sys_module\n    devices:\n      - /dev/net/tun\n");
+    }
+    out.push_str("    volumes:\n");
+    for (host, inside) in s.volumes {
+        out.push_str(&format!("      - ./{host}:{inside}\n"));
+    }
+    if s.after_vpnserver {
+        out.push_str("    depends_on:\n      - vpnserver\n");
+    }
+}
+
+/// The compose file of the deployment (compose format 3.7, accepted by compose v1 and v2),
+/// generated from [`SERVICES`].
 pub fn compose_file() -> String {
-    r#"# Compose project of a secagg / Fed-BioMed VPN deployment, written by `secagg deploy configure`.
-# Server machine: vpnserver, mqtt, restful, researcher. Node machine: node, gui.
-# Images are built from ./<service>/build_files (put or link the Dockerfiles there).
+    let mut out = String::from(
+        r#"# Compose project of a secagg / Fed-BioMed VPN deployment, written by `secagg deploy configure`
+# with the services, names, mounts and variables of Fed-BioMed v4.5.0's envs/vpn/docker/docker-compose.yml.
+# Server machine: vpnserver, mqtt, restful, researcher. Node machine: node, gui (node2, gui2: a second node).
+# vpnserver, mqtt and restful are built from ./<service>/build_files; node, researcher and gui from the
+# Fed-BioMed checkout named by FEDBIOMED_DIR (.env); node2 and gui2 reuse the node and gui images.
 # Only vpnserver is reachable from outside (UDP 51820); mqtt (10.220.0.2:1883) and restful
 # (10.220.0.3:8000) are reached through the VPN, as are the secure-aggregation endpoints of the
-# researcher (14000) and nodes (14001+). The UIs listen on loopback unless .env says otherwise.
+# researcher (14000) and nodes (14001, 14002). The UIs listen on loopback unless .env says otherwise.
 version: "3.7"
 
-x-vpn-client: &vpn-client
-  cap_add:
-    - NET_ADMIN
-  devices:
-    - /dev/net/tun
-  restart: unless-stopped
-
 services:
-  vpnserver:
-    image: secagg/vpnserver:latest
-    build: ./vpnserver/build_files
-    cap_add:
-      - NET_ADMIN
-      - SYS_MODULE
-    devices:
-      - /dev/net/tun
-    ports:
-      - "51820:51820/udp"
-    volumes:
-      - ./vpnserver/run_mounts/config:/config
-    restart: unless-stopped
+"#,
+    );
+    for (i, s) in SERVICES.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        render_service(&mut out, s);
+    }
+    out
+}
 
-  mqtt:
-    <<: *vpn-client
-    image: secagg/mqtt:latest
-    build: ./mqtt/build_files
-    volumes:
-      - ./mqtt/run_mounts/config:/config
-    depends_on:
-      - vpnserver
-
-  restful:
-    <<: *vpn-client
-    image: secagg/restful:latest
-    build: ./restful/build_files
-    volumes:
-      - ./restful/run_mounts/config:/config
-    depends_on:
-      - vpnserver
-
-  researcher:
-    <<: *vpn-client
-    image: secagg/researcher:latest
-    build: ./researcher/build_files
-    ports:
-      - "${RESEARCHER_HOST:-127.0.0.1}:8888:8888"
-      - "${RESEARCHER_HOST:-127.0.0.1}:6006:6007"
-      - "14000"
-    volumes:
-      - ./researcher/run_mounts/config:/config
-      - ./researcher/run_mounts/data:/data
-      - ./researcher/run_mounts/etc:/fedbiomed/etc
-      - ./researcher/run_mounts/var:/fedbiomed/var
-      - ./researcher/run_mounts/samples:/fedbiomed/notebooks/samples
-      - ./researcher/run_mounts/runs:/fedbiomed/runs
-    depends_on:
-      - vpnserver
-
-  node:
-    <<: *vpn-client
-    image: secagg/node:latest
-    build: ./node/build_files
-    ports:
-      - "14001"
-    volumes:
-      - ./node/run_mounts/config:/config
-      - ./node/run_mounts/data:/data
-      - ./node/run_mounts/etc:/fedbiomed/etc
-      - ./node/run_mounts/var:/fedbiomed/var
-      - ./node/run_mounts/common:/fedbiomed/envs/common
-
-  gui:
-    image: secagg/gui:latest
-    build: ./gui/build_files
-    ports:
-      - "${GUI_SERVER_IP:-127.0.0.1}:8484:8484"
-      - "${GUI_SERVER_IP:-127.0.0.1}:8443:8443"
-    volumes:
-      - ./gui/run_mounts/certs:/certs
-      - ./node/run_mounts/data:/data
-      - ./node/run_mounts/etc:/fedbiomed/etc
-      - ./node/run_mounts/var:/fedbiomed/var
-    restart: unless-stopped
-"#
-    .to_owned()
+/// The vpnserver's `config.env` (Fed-BioMed's `vpnserver/run_mounts/config/config.env`, which its
+/// entrypoint sources), from this home's VPN registry.
+pub fn vpnserver_config_env(server: &vpn_server::ServerInfo) -> String {
+    let host = server
+        .endpoint
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(&server.endpoint)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let pool = |kind: PeerType| {
+        server
+            .pools
+            .iter()
+            .find(|p| p.kind == kind)
+            .map(|p| p.pool.to_string())
+            .unwrap_or_default()
+    };
+    format!(
+        "# Fed-BioMed VPN server configuration, written by `secagg deploy configure` from the VPN registry\n\
+# of this home (`secagg vpn list`); the vpnserver entrypoint sources it.\n\
+# force use of boringtun over wireguard kernel module\n\
+export USE_WG_KERNEL_MOD=false\n\n\
+export VPN_SERVER_PUBLIC_ADDR={host}\n\
+export VPN_SERVER_PORT={port}\n\n\
+export VPN_IP={ip}\n\
+export VPN_SUBNET_PREFIX={prefix}\n\
+export VPN_MANAGEMENT_IP_ASSIGN={m}\n\
+export VPN_NODE_IP_ASSIGN={n}\n\
+export VPN_RESEARCHER_IP_ASSIGN={r}\n",
+        port = server.listen_port,
+        ip = server.server_address,
+        prefix = server.network.prefix(),
+        m = pool(PeerType::Management),
+        n = pool(PeerType::Node),
+        r = pool(PeerType::Researcher),
+    )
 }
 
 #[cfg(test)]
@@ -721,8 +1067,8 @@ mod tests {
             s(Verb::Clean, &[]),
             [format!("{pre} down --volumes --remove-orphans")]
         );
-        let e = select(&["node2".into()]).unwrap_err();
-        assert!(e.to_string().contains("unknown service `node2`"));
+        let e = select(&["node3".into()]).unwrap_err();
+        assert!(e.to_string().contains("unknown service `node3`"));
         let v1 = ComposeTool::Standalone {
             program: "docker-compose".into(),
         };

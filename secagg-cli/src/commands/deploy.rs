@@ -9,8 +9,8 @@ use secagg_core::home::Home;
 
 use crate::output::{self, Format};
 
-const SERVICES_HELP: &str = "Services: vpnserver, mqtt, restful, researcher (server machine); node, gui (node machine). \
-None named = all. The compose project lives in <home>/deploy/. Set SECAGG_DOCKER / SECAGG_DOCKER_COMPOSE to use \
+const SERVICES_HELP: &str = "Services: vpnserver, mqtt, restful, researcher (server machine); node, gui, and node2, gui2 \
+for a second node (node machine), as in Fed-BioMed's envs/vpn/docker/docker-compose.yml. None named = all. The compose project lives in <home>/deploy/. Set SECAGG_DOCKER / SECAGG_DOCKER_COMPOSE to use \
 other docker / docker-compose programs.";
 
 /// Drive the deployment's containers (compose project in <home>/deploy/).
@@ -18,8 +18,9 @@ other docker / docker-compose programs.";
 pub enum DeployCommand {
     /// Build the images (from <home>/deploy/<service>/build_files/).
     Build(VerbArgs),
-    /// Write the compose project; on a VPN server home, also register the selected VPN clients
-    /// (mqtt, restful, researcher1, NODETAG) and copy their config.env into their mounts.
+    /// Write the compose project; on a VPN server home, also write the vpnserver's config.env and
+    /// wireguard/wg0.conf, register the selected VPN clients (mqtt, restful, researcher1, NODETAG,
+    /// NODE2TAG) and copy their config.env into their mounts.
     Configure(VerbArgs),
     /// Start the containers (`up --detach`).
     Start(VerbArgs),
@@ -75,7 +76,14 @@ pub fn run(home: &Path, cmd: DeployCommand) -> anyhow::Result<()> {
         output::warn(w);
     }
     let plan = deploy::plan(&home, verb, &a.services, tool, &options)?;
+    // What the services will miss, shown with the plan or once it is carried out.
+    let show_warnings = || {
+        for w in &plan.warnings {
+            output::warn(w);
+        }
+    };
     if a.dry_run {
+        show_warnings();
         if let Some(e) = deploy::missing_project(&plan) {
             output::warn(format!("{e} (run `secagg deploy configure` first)"));
         }
@@ -94,6 +102,7 @@ pub fn run(home: &Path, cmd: DeployCommand) -> anyhow::Result<()> {
         return Ok(());
     }
     deploy::execute(&home, &plan)?;
+    show_warnings();
     if verb == Verb::Configure {
         output::note(format!(
             "compose project written to {}",
