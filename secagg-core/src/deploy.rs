@@ -1075,4 +1075,70 @@ mod tests {
         assert!(argv(&plan(&home, Verb::Build, &[], v1, &o).unwrap())[0]
             .starts_with("docker-compose --project-name secagg"));
     }
+
+    #[test]
+    fn vpnserver_config_is_written_after_the_registrations() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path().join("h"));
+        let tool = ComposeTool::default_plugin();
+        let o = Options::default();
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Not a VPN server: nothing to write into the config mounts, and the plan says so.
+        let p = plan(
+            &home,
+            Verb::Configure,
+            &names(&["vpnserver", "node2"]),
+            tool.clone(),
+            &o,
+        )
+        .unwrap();
+        assert!(!p.steps.iter().any(|s| matches!(
+            s,
+            Step::VpnServerConfig { .. } | Step::VpnGenconf { .. } | Step::CopyConfig { .. }
+        )));
+        assert_eq!(p.warnings.len(), 2);
+        assert!(p.warnings[1].starts_with("node2: no VPN server in this home"));
+        let req = vpn_server::InitRequest {
+            public_endpoint: vpn::config_env::parse_endpoint("[2001:db8::1]:51821", Some(51820))
+                .unwrap(),
+            network: None,
+            force: false,
+        };
+        vpn_server::init(&home, &req, OffsetDateTime::now_utc()).unwrap();
+        let p = plan(
+            &home,
+            Verb::Configure,
+            &names(&["vpnserver", "node2"]),
+            tool,
+            &o,
+        )
+        .unwrap();
+        assert!(p.warnings.is_empty());
+        let kinds: Vec<&str> = p
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::VpnGenconf { .. } => Some("genconf"),
+                Step::CopyConfig { .. } => Some("copy"),
+                Step::VpnServerConfig { .. } => Some("server"),
+                Step::Run { .. } => Some("run"),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kinds, ["genconf", "copy", "server", "run"]);
+        let env = p
+            .steps
+            .iter()
+            .find_map(|s| match s {
+                Step::VpnServerConfig { config_env, .. } => Some(config_env.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(
+            env.contains("\nexport VPN_SERVER_PUBLIC_ADDR=2001:db8::1\n"),
+            "{env}"
+        );
+        assert!(env.contains("\nexport VPN_SERVER_PORT=51821\n"));
+        assert!(env.contains("\nexport VPN_NODE_IP_ASSIGN=10.221.0.0/16\n"));
+    }
 }
