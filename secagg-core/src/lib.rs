@@ -26,8 +26,9 @@
 //!   [`session`]): the stored keys and their states (`confirmed`, `unconfirmed`, expired after
 //!   [`UNCONFIRMED_EXPIRY`](contexts::UNCONFIRMED_EXPIRY)).
 //! - **VPN** ([`vpn`]): the WireGuard server's peer registry (address pools per peer type,
-//!   pre-shared keys, Fed-BioMed's `config.env`), the server's and the peers' configurations, and
-//!   the peer-side key pair.
+//!   pre-shared keys, Fed-BioMed's `config.env`), the server's and the peers' configurations, the
+//!   peer-side key pair, and adopting a Fed-BioMed v4 VPN server's state
+//!   ([`vpn::fedbiomed`]).
 //! - **Containers** ([`deploy`]): the deployment's `docker compose` project and its verbs.
 //! - **MP-SPDZ support** ([`mpspdz`]): locating a build, and the doctor that says whether it can
 //!   run secagg's sessions (the compile cache and run directories are internal to the engine).

@@ -36,7 +36,12 @@ pub enum VpnCommand {
     List(ListArgs),
     /// (server) The server's WireGuard configuration (contains its private key).
     ServerConfig(ConfigArgs),
-    /// (peer) Make this peer's WireGuard key pair in <home>/vpn/ and print the public key.
+    /// (server) Adopt a Fed-BioMed v4 VPN server's state (its run_mounts/config/ directory): the
+    /// server key from wireguard/wg0.conf, every peer's config.env with its address and pre-shared
+    /// key, and the peers' public keys, so that existing peers keep working.
+    ImportFedbiomed(ImportFedbiomedArgs),
+    /// (peer) Make this peer's WireGuard key pair in <home>/vpn/ and print the public key (or,
+    /// with --import, adopt an existing private key).
     Keygen(KeygenArgs),
     /// (peer) This peer's WireGuard configuration from the config.env the server's operator sent.
     ClientConfig(ClientConfigArgs),
@@ -139,6 +144,21 @@ pub struct KeygenArgs {
     /// Replace an existing key pair (the server must then `add` the new public key).
     #[arg(long)]
     force: bool,
+    /// Adopt this existing WireGuard private key (base64, as `wg genkey` writes it) instead of
+    /// making a new one; it is written 0600 and the source file is left in place.
+    #[arg(long = "import", value_name = "KEYFILE")]
+    import: Option<PathBuf>,
+    #[command(flatten)]
+    output: FormatArg,
+}
+
+/// Arguments of `vpn import-fedbiomed`.
+#[derive(Debug, Args)]
+pub struct ImportFedbiomedArgs {
+    /// Fed-BioMed's `envs/vpn/docker/vpnserver/run_mounts/config/` (or the `vpnserver` directory
+    /// holding it).
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
     #[command(flatten)]
     output: FormatArg,
 }
@@ -320,19 +340,72 @@ pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
             let conf = server::server_config(&home, a.format.into())?;
             emit_secret(&conf, a.output.as_deref(), a.force, &home)?;
         }
-        VpnCommand::Keygen(a) => {
-            let r = client::keygen(&home, a.force)?;
+        VpnCommand::ImportFedbiomed(a) => {
+            let r = secagg_core::vpn::fedbiomed::import_server(&home, &a.dir, now)?;
             match a.output.format {
                 Format::Json => output::print_json(&r)?,
+                Format::Text => {
+                    for p in &r.peers {
+                        let key = p
+                            .public_key
+                            .map_or_else(|| "(no public key yet)".to_owned(), |k| k.to_string());
+                        println!("{}/{}  {}  {key}", p.kind, p.id, p.address);
+                    }
+                    let waiting = r.peers.iter().filter(|p| p.public_key.is_none()).count();
+                    output::note(format!(
+                        "adopted the VPN server of {}: public key {}, endpoint {}, network {}, {} peer(s){}",
+                        r.source.display(),
+                        r.public_key,
+                        r.endpoint,
+                        r.network,
+                        r.peers.len(),
+                        if waiting > 0 {
+                            format!(", {waiting} waiting for `secagg vpn add`")
+                        } else {
+                            String::new()
+                        }
+                    ));
+                    output::note("the peers' config.env files stay valid; `secagg vpn server-config` gives the same WireGuard configuration");
+                }
+            }
+        }
+        VpnCommand::Keygen(a) => {
+            let (r, imported) = match &a.import {
+                Some(src) => {
+                    let i = client::import_key(&home, src, a.force)?;
+                    (i.key_pair.clone(), Some(i))
+                }
+                None => (client::keygen(&home, a.force)?, None),
+            };
+            if let Some(i) = imported.as_ref().filter(|i| i.source_exposed) {
+                output::warn(format!(
+                    "`{}` is readable by its group or others (mode {:04o}): the private key may have leaked; delete that copy, or make a new key pair with `secagg vpn keygen --force` and `add` it on the server",
+                    i.source.display(),
+                    i.source_mode
+                ));
+            }
+            match a.output.format {
+                Format::Json => match &imported {
+                    Some(i) => output::print_json(i)?,
+                    None => output::print_json(&r)?,
+                },
                 Format::Text => {
                     println!("{}", r.public_key);
                     if let Some(old) = r.replaced_public_key {
                         output::warn(format!("replaced the key pair (old public key {old}); the VPN server must `add` the new key"));
                     }
-                    output::note(format!(
-                        "private key in {} (0600); give the public key above to the VPN server's operator for `secagg vpn add TYPE ID KEY`",
-                        r.private_key_path.display()
-                    ));
+                    if let Some(i) = &imported {
+                        output::note(format!(
+                            "adopted the private key of {} into {} (0600); the VPN server already knows its public key above if this peer was added before",
+                            i.source.display(),
+                            r.private_key_path.display()
+                        ));
+                    } else {
+                        output::note(format!(
+                            "private key in {} (0600); give the public key above to the VPN server's operator for `secagg vpn add TYPE ID KEY`",
+                            r.private_key_path.display()
+                        ));
+                    }
                 }
             }
         }

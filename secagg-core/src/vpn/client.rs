@@ -51,6 +51,58 @@ pub fn load_private_key(home: &Home) -> Result<PrivateKey> {
 
 /// `vpn keygen`: makes this peer's key pair; refuses to replace one without `force`.
 pub fn keygen(home: &Home, force: bool) -> Result<KeyPair> {
+    install_key(home, PrivateKey::generate(), force)
+}
+
+/// What `vpn keygen --import` adopted.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportedKey {
+    /// The installed key pair.
+    #[serde(flatten)]
+    pub key_pair: KeyPair,
+    /// The file the private key was read from (left in place).
+    pub source: PathBuf,
+    /// Permission bits of that file (`mode & 0o777`).
+    pub source_mode: u32,
+    /// True when that file is readable by its group or by others (the key may have leaked).
+    pub source_exposed: bool,
+}
+
+/// `vpn keygen --import KEYFILE`: adopts an existing WireGuard private key (`wg genkey`'s base64
+/// form, as a Fed-BioMed peer keeps it) as this peer's key pair, written 0600; refuses to
+/// replace one without `force`.
+pub fn import_key(home: &Home, source: &Path, force: bool) -> Result<ImportedKey> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(source).map_err(|e| Error::io_path("inspecting", source, e))?;
+    if !meta.is_file() {
+        return Err(Error::invalid(format!(
+            "`{}` is not a regular file",
+            source.display()
+        )));
+    }
+    let bytes = Zeroizing::new(fs_secure::read_limited(
+        source,
+        1024,
+        "WireGuard private key",
+    )?);
+    let text = Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned());
+    let key = PrivateKey::parse_named(
+        text.trim(),
+        &format!("private key in `{}`", source.display()),
+    )
+    .map_err(|e| e.with_hint("give a file holding one WireGuard private key (base64 of 32 bytes, as `wg genkey` writes)"))?;
+    let source_mode = meta.mode() & 0o777;
+    let key_pair = install_key(home, key, force)?;
+    Ok(ImportedKey {
+        key_pair,
+        source: source.to_path_buf(),
+        source_mode,
+        source_exposed: source_mode & 0o044 != 0,
+    })
+}
+
+/// Writes `key` as this peer's key pair (`wg.key` 0600, `wg.pub`).
+fn install_key(home: &Home, key: PrivateKey, force: bool) -> Result<KeyPair> {
     let key_path = vpn::private_key_path(home);
     let pub_path = vpn::public_key_path(home);
     let previous = if key_path.exists() {
@@ -71,7 +123,6 @@ pub fn keygen(home: &Home, force: bool) -> Result<KeyPair> {
     };
     fs_secure::create_private_dir(home.root())?;
     fs_secure::create_private_dir(&vpn::vpn_dir(home))?;
-    let key = PrivateKey::generate();
     let public_key = key.public_key();
     let mut text = Zeroizing::new(key.to_base64().to_string());
     text.push('\n');

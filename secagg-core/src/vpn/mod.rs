@@ -11,7 +11,9 @@
 //!   one store transaction, and files are replaced atomically, so a refused command changes nothing.
 //! - **peer side** ([`client`]): `keygen` makes the peer's key pair (the private key never leaves
 //!   the peer), and [`client::client_config`] turns a `config.env` into the peer's WireGuard
-//!   configuration.
+//!   configuration; `keygen --import` adopts an existing private key.
+//! - **migration** ([`fedbiomed`]): adopting a Fed-BioMed v4 VPN server's key, peers, addresses
+//!   and pre-shared keys.
 //!
 //! The domain types ([`peer`], [`keys`], [`net`]) are leaves: they use nothing of the crate but
 //! its errors, so the store's VPN tables (the crate-private `store::vpn_server` and `store::vpn_peers`)
@@ -27,6 +29,7 @@
 
 pub mod client;
 pub mod config_env;
+pub mod fedbiomed;
 pub mod keys;
 pub mod net;
 pub mod peer;
