@@ -122,12 +122,80 @@ impl PartyId {
         Ok(PartyId(s.to_owned()))
     }
 
+    /// Parses a party id that may lack the `researcher_`/`node_` prefix, as Fed-BioMed accepts:
+    /// 1 to [`MAX_PARTY_ID_LEN`] bytes of `[A-Za-z0-9_.-]`. Its role follows Fed-BioMed's rule
+    /// ([`PartyId::role`]: a node iff it starts with `node_`, a researcher otherwise).
+    ///
+    /// For ids that were validated when they entered this home (its own configuration, the
+    /// registered peers, a session's party list checked against them), and for the entry points
+    /// given an explicit option ([`PartyId::parse_with_role`]). Everywhere else ids are parsed
+    /// with [`PartyId::parse`], so a mistyped prefix is caught instead of silently naming a
+    /// researcher.
+    pub fn parse_custom(s: &str) -> Result<Self> {
+        if let Ok(id) = PartyId::parse(s) {
+            return Ok(id);
+        }
+        let hint = "a party id is 1 to 128 letters, digits, `_`, `.` or `-`";
+        if s.is_empty() || s.len() > MAX_PARTY_ID_LEN {
+            return Err(Error::invalid(format!(
+                "party id `{}` is empty or longer than {MAX_PARTY_ID_LEN} bytes",
+                s.escape_debug()
+            ))
+            .with_hint(hint));
+        }
+        if let Some(bad) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+        {
+            return Err(Error::invalid(format!(
+                "party id `{}` contains the character {bad:?}",
+                s.escape_debug()
+            ))
+            .with_hint(hint));
+        }
+        Ok(PartyId(s.to_owned()))
+    }
+
+    /// Parses an id given with its `role` at an entry point (init, identity import, register,
+    /// Fed-BioMed import). With `allow_custom`, an id without the `researcher_`/`node_` prefix is
+    /// accepted ([`PartyId::parse_custom`]) if `role` is the one Fed-BioMed gives it (a node iff
+    /// it starts with `node_`); without it, the prefix is required.
+    pub fn parse_with_role(s: &str, role: Role, allow_custom: bool) -> Result<Self> {
+        let id = if allow_custom {
+            PartyId::parse_custom(s)?
+        } else {
+            PartyId::parse(s).map_err(|e| {
+                let hint = format!(
+                    "{}; a Fed-BioMed id without the prefix is accepted with --allow-custom-id",
+                    e.hint().unwrap_or("")
+                );
+                e.with_hint(hint)
+            })?
+        };
+        if id.role() != role {
+            return Err(Error::invalid(format!(
+                "party id `{id}` names a {} under Fed-BioMed's rule (a node id starts with `node_`, every other id is a researcher's), not a {role}",
+                id.role()
+            ))
+            .with_hint("node ids must start with `node_`; give the role that matches the id"));
+        }
+        Ok(id)
+    }
+
+    /// True for an id without the `researcher_`/`node_` prefix (accepted by
+    /// [`PartyId::parse_custom`]).
+    pub fn is_custom(&self) -> bool {
+        !(self.0.starts_with(Role::Researcher.id_prefix())
+            || self.0.starts_with(Role::Node.id_prefix()))
+    }
+
     /// A fresh id `<role prefix><uuid4>` in Fed-BioMed's convention.
     pub fn generate(role: Role) -> Self {
         PartyId(format!("{}{}", role.id_prefix(), uuid::Uuid::new_v4()))
     }
 
-    /// The role the id's prefix names.
+    /// The role the id names, by Fed-BioMed's rule: a node iff it starts with `node_`, a
+    /// researcher otherwise (including a custom id, see [`PartyId::parse_custom`]).
     pub fn role(&self) -> Role {
         if self.0.starts_with(Role::Node.id_prefix()) {
             Role::Node
@@ -369,6 +437,34 @@ mod tests {
             assert!(PartyId::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(PartyId::parse(&format!("node_{}", "a".repeat(200))).is_err());
+    }
+
+    #[test]
+    fn custom_ids_follow_fedbiomeds_role_rule_and_need_the_option() {
+        let lab = PartyId::parse_custom("mylab-01").unwrap();
+        assert_eq!(lab.role(), Role::Researcher);
+        assert!(lab.is_custom());
+        assert!(!PartyId::parse_custom("node_7").unwrap().is_custom());
+        for bad in ["", "my lab", "a/b", "é"] {
+            assert!(PartyId::parse_custom(bad).is_err(), "{bad:?}");
+        }
+        assert!(PartyId::parse_custom(&"a".repeat(129)).is_err());
+        // Entry points: the option, and the role stated must be Fed-BioMed's.
+        assert_eq!(
+            PartyId::parse_with_role("mylab", Role::Researcher, true).unwrap(),
+            lab_named("mylab")
+        );
+        let e = PartyId::parse_with_role("mylab", Role::Researcher, false).unwrap_err();
+        assert!(e.hint().unwrap().contains("--allow-custom-id"), "{e:?}");
+        let e = PartyId::parse_with_role("hospital7", Role::Node, true).unwrap_err();
+        assert!(e.to_string().contains("names a researcher"), "{e}");
+        let e = PartyId::parse_with_role("node_7", Role::Researcher, false).unwrap_err();
+        assert!(e.to_string().contains("names a node"), "{e}");
+        assert!(PartyId::parse_with_role("node_7", Role::Node, false).is_ok());
+    }
+
+    fn lab_named(s: &str) -> PartyId {
+        PartyId::parse_custom(s).unwrap()
     }
 
     #[test]
