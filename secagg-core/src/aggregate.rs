@@ -531,14 +531,6 @@ mod tests {
             (3, 16, 64),
             (4, 17, 60),
             (7, 17, 60),
-        ] {
-            assert_eq!(
-                (element_bits(n), elements_per_plaintext(n)),
-                (e, per),
-                "n={n}"
-            );
-        }
-        for (n, e, per) in [
             (8, 18, 56),
             (15, 18, 56),
             (16, 19, 53),

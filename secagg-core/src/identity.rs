@@ -265,6 +265,24 @@ pub struct IdentitySummary {
     pub home: String,
 }
 
+/// Refuses to replace the identity `home` holds unless `force` (then the caller archives it);
+/// `consequence` completes the hint with what replacing it means for the peers.
+fn refuse_existing_identity(home: &Home, force: bool, consequence: &str) -> Result<()> {
+    if !identity_exists(home) || force {
+        return Ok(());
+    }
+    let who = read_config(home)
+        .map(|c| format!(" ({})", c.party_id))
+        .unwrap_or_default();
+    Err(Error::conflict(format!(
+        "`{}` already holds an identity{who}",
+        home.root().display()
+    ))
+    .with_hint(format!(
+        "use another --home, or --force to replace it (the old key is kept in identity/previous/{consequence})"
+    )))
+}
+
 fn identity_exists(home: &Home) -> bool {
     home.config_path().exists() || home.key_path().exists() || home.cert_path().exists()
 }
@@ -298,16 +316,11 @@ pub fn init(home: &Home, opts: &InitOptions, now: OffsetDateTime) -> Result<Iden
         Role::Node => DEFAULT_NODE_PORT,
     } as u32);
     let endpoint = Endpoint::new(host, port)?;
-    if identity_exists(home) && !opts.force {
-        let who = read_config(home)
-            .map(|c| format!(" ({})", c.party_id))
-            .unwrap_or_default();
-        return Err(Error::conflict(format!(
-            "`{}` already holds an identity{who}",
-            home.root().display()
-        ))
-        .with_hint("use another --home, or --force to replace it (the old key is kept in identity/previous/ and every peer must register the new certificate)"));
-    }
+    refuse_existing_identity(
+        home,
+        opts.force,
+        " and every peer must register the new certificate",
+    )?;
     let generated = certificate::generate(&party_id, opts.key_type, opts.validity_days, now)?;
     home.create_dirs()?;
     // The store is created (and migrated) before the identity files, so a failure here leaves no

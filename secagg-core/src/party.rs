@@ -109,16 +109,7 @@ impl PartyId {
                     .with_hint(hint),
             );
         }
-        if let Some(bad) = suffix
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-        {
-            return Err(Error::invalid(format!(
-                "party id `{}` contains the character {bad:?}",
-                s.escape_debug()
-            ))
-            .with_hint(hint));
-        }
+        refuse_bad_character(s, suffix, hint)?;
         Ok(PartyId(s.to_owned()))
     }
 
@@ -143,16 +134,7 @@ impl PartyId {
             ))
             .with_hint(hint));
         }
-        if let Some(bad) = s
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-        {
-            return Err(Error::invalid(format!(
-                "party id `{}` contains the character {bad:?}",
-                s.escape_debug()
-            ))
-            .with_hint(hint));
-        }
+        refuse_bad_character(s, s, hint)?;
         Ok(PartyId(s.to_owned()))
     }
 
@@ -207,6 +189,22 @@ impl PartyId {
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// Refuses a party id `id` whose `part` (the whole id, or what follows its prefix) holds a
+/// character other than `[A-Za-z0-9_.-]`, naming the character.
+fn refuse_bad_character(id: &str, part: &str, hint: &str) -> Result<()> {
+    match part
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        Some(bad) => Err(Error::invalid(format!(
+            "party id `{}` contains the character {bad:?}",
+            id.escape_debug()
+        ))
+        .with_hint(hint)),
+        None => Ok(()),
     }
 }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::{archive_current, identity_exists, read_config, write_config, Identity};
+use super::{archive_current, identity_exists, refuse_existing_identity, write_config, Identity};
 use crate::certificate::{self, Certificate};
 use crate::error::{Error, Result};
 use crate::fs_secure::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
@@ -277,16 +277,7 @@ pub fn import(home: &Home, opts: &ImportOptions, now: OffsetDateTime) -> Result<
             opts.key.display()
         ));
     }
-    if identity_exists(home) && !opts.force {
-        let who = read_config(home)
-            .map(|c| format!(" ({})", c.party_id))
-            .unwrap_or_default();
-        return Err(Error::conflict(format!(
-            "`{}` already holds an identity{who}",
-            home.root().display()
-        ))
-        .with_hint("use another --home, or --force to replace it (the old key is kept in identity/previous/)"));
-    }
+    refuse_existing_identity(home, opts.force, "")?;
     home.create_dirs()?;
     Store::create(&home.store_path())?;
     let archived_to = if identity_exists(home) {
