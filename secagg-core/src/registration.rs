@@ -282,11 +282,14 @@ pub fn register(home: &Home, req: &RegisterRequest, now: OffsetDateTime) -> Resu
     store.write(|tx| apply(tx, &prepared))
 }
 
-/// Reads and checks a registration bundle file, turning it into a request.
+/// Reads and checks a registration bundle file, turning it into a request. With
+/// `allow_custom_id`, the bundle's party id may lack the `researcher_`/`node_` prefix
+/// ([`PartyId::parse_custom`]); the role it states must still be the one the id names.
 pub fn request_from_bundle(
     path: &Path,
     expect_fingerprint: Option<String>,
     upsert: bool,
+    allow_custom_id: bool,
 ) -> Result<RegisterRequest> {
     let ctx = format!("while reading registration bundle `{}`", path.display());
     let bytes = fs_secure::read_limited(path, MAX_BUNDLE_BYTES, "registration bundle")?;
@@ -309,7 +312,7 @@ pub fn request_from_bundle(
         ))
         .context(&ctx));
     }
-    let id = PartyId::parse(&b.party_id).map_err(|e| e.context(&ctx))?;
+    let id = PartyId::parse_entry(&b.party_id, allow_custom_id).map_err(|e| e.context(&ctx))?;
     if id.role() != b.role {
         return Err(Error::invalid(format!(
             "party `{id}` is a {} but the bundle says {}",

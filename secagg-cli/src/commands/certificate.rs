@@ -15,7 +15,7 @@ use secagg_core::{fedbiomed, identity};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::commands::init::KeyTypeArg;
+use crate::commands::init::{KeyTypeArg, RoleArg};
 use crate::output::{self, Format, FormatArg};
 
 /// Manage this party's certificate and the certificates of registered peers.
@@ -92,7 +92,15 @@ pub struct RegisterArgs {
         required_unless_present = "bundle",
         conflicts_with = "bundle"
     )]
-    party_id: Option<PartyId>,
+    party_id: Option<String>,
+    /// The party's role, checked against its id (required for a custom id).
+    #[arg(long, value_enum, conflicts_with = "bundle")]
+    role: Option<RoleArg>,
+    /// Accept a party id without the `researcher_`/`node_` prefix (a Fed-BioMed deployment with
+    /// custom ids), stated with --role. Fed-BioMed's rule gives its role: a node id starts with
+    /// `node_`, every other id is a researcher's.
+    #[arg(long)]
+    allow_custom_id: bool,
     /// Address of the party's key negotiation (IPv4, IPv6 or host name).
     #[arg(
         long,
@@ -128,7 +136,8 @@ pub struct ListArgs {
 /// Arguments of `certificate show`.
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// Party id.
+    /// Party id (a registered one, so custom ids are accepted as registered).
+    #[arg(value_parser = PartyId::parse_custom)]
     party_id: PartyId,
     /// Print only the certificate PEM (to save it to a file).
     #[arg(long)]
@@ -140,7 +149,8 @@ pub struct ShowArgs {
 /// Arguments of `certificate delete`.
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// Party id.
+    /// Party id (a registered one, so custom ids are accepted as registered).
+    #[arg(value_parser = PartyId::parse_custom)]
     party_id: PartyId,
     /// Do not ask for confirmation (it is asked only when stdin is a terminal).
     #[arg(long, short = 'y')]
@@ -163,6 +173,11 @@ pub struct ImportArgs {
     /// imported; when all were refused, the exit code of the first refusal).
     #[arg(long)]
     skip_invalid: bool,
+    /// Accept party ids without the `researcher_`/`node_` prefix, which Fed-BioMed stores as
+    /// given. Their role follows Fed-BioMed's rule (a node id starts with `node_`), which is
+    /// also how Fed-BioMed set each document's `component`.
+    #[arg(long)]
+    allow_custom_ids: bool,
     #[command(flatten)]
     output: FormatArg,
 }
@@ -229,13 +244,30 @@ fn instructions(home: &Home, a: InstructionsArgs) -> anyhow::Result<()> {
 
 fn register(home: &Home, a: RegisterArgs) -> anyhow::Result<()> {
     let req = match a.bundle {
-        Some(bundle) => registration::request_from_bundle(&bundle, a.expect_fingerprint, a.upsert)?,
+        Some(bundle) => registration::request_from_bundle(
+            &bundle,
+            a.expect_fingerprint,
+            a.upsert,
+            a.allow_custom_id,
+        )?,
         None => {
             let path = a.public_key.context("--public-key is required")?;
             let host = a.ip.context("--ip is required")?;
             let port = validate_port(a.port.context("--port is required")?)?;
+            let raw_id = a.party_id.context("--party-id is required")?;
+            let party_id = match a.role {
+                Some(role) => PartyId::parse_with_role(&raw_id, role.into(), a.allow_custom_id)?,
+                None => PartyId::parse_entry(&raw_id, a.allow_custom_id)?,
+            };
+            if party_id.is_custom() && a.role.is_none() {
+                return Err(secagg_core::Error::invalid(format!(
+                    "party id `{party_id}` has no `researcher_`/`node_` prefix: state its role"
+                ))
+                .with_hint("add --role researcher (Fed-BioMed's rule: an id not starting with `node_` is a researcher's)")
+                .into());
+            }
             RegisterRequest {
-                party_id: a.party_id.context("--party-id is required")?,
+                party_id,
                 endpoint: Endpoint { host, port },
                 source: format!("file {}", path.display()),
                 certificate: CertificateSource::File(path),
@@ -414,6 +446,7 @@ fn import(home: &Home, a: ImportArgs) -> anyhow::Result<()> {
         upsert: a.upsert,
         dry_run: a.dry_run,
         skip_invalid: a.skip_invalid,
+        allow_custom_ids: a.allow_custom_ids,
     };
     let report =
         fedbiomed::import_tinydb_with(home, &a.db_json, &options, OffsetDateTime::now_utc())?;
