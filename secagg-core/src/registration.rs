@@ -282,6 +282,36 @@ pub fn register(home: &Home, req: &RegisterRequest, now: OffsetDateTime) -> Resu
     store.write(|tx| apply(tx, &prepared))
 }
 
+/// Registers several peers in the store of `home` in one transaction: every request is validated
+/// first, then all are written, or none (the first refusal names its request).
+pub fn register_all(
+    home: &Home,
+    reqs: &[RegisterRequest],
+    now: OffsetDateTime,
+) -> Result<Vec<Registered>> {
+    let own = identity::load(home)?;
+    let prepared = reqs
+        .iter()
+        .map(|r| {
+            prepare(r, &own, now).map_err(|e| {
+                e.context(format!("while registering `{}` ({})", r.party_id, r.source))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut store = Store::open_party(home)?;
+    store.write(|tx| {
+        prepared
+            .iter()
+            .zip(reqs)
+            .map(|(p, r)| {
+                apply(tx, p).map_err(|e| {
+                    e.context(format!("while registering `{}` ({})", r.party_id, r.source))
+                })
+            })
+            .collect()
+    })
+}
+
 /// Reads and checks a registration bundle file, turning it into a request. With
 /// `allow_custom_id`, the bundle's party id may lack the `researcher_`/`node_` prefix
 /// ([`PartyId::parse_custom`]); the role it states must still be the one the id names.

@@ -38,7 +38,7 @@ use crate::error::{Error, Result};
 use crate::fs_secure;
 use crate::identity::Identity;
 use crate::party::{Endpoint, PartyId, Role};
-use crate::peers::PeerRecord;
+use crate::peers::{origin, PeerRecord, ROSTER_SOURCE_PREFIX};
 use crate::registration::{self, CertificateSource, RegisterRequest};
 use crate::store::{peers, roster_serials, Store};
 
@@ -56,9 +56,6 @@ pub const DEFAULT_VALIDITY_DAYS: u32 = 30;
 
 /// Longest validity [`export`] accepts.
 pub const MAX_VALIDITY_DAYS: u32 = 366;
-
-/// Prefix of the `source` of a registration that came from a roster: `roster <issuer> #<serial>`.
-const SOURCE_PREFIX: &str = "roster ";
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -156,9 +153,8 @@ impl Default for ExportOptions {
 }
 
 /// Signs a roster of `researcher` (its identity as loaded, endpoint override applied) and every
-/// party registered in its store. The serial is one more than the last export's, and at least the
-/// issue time in Unix seconds, so it keeps growing even after the store was restored from an
-/// older backup. Registered parties whose certificate has expired are left out (a node would
+/// party registered in its store. The serial is one more than the last export's (1 for the
+/// first), recorded in the same transaction. Registered parties whose certificate has expired are left out (a node would
 /// refuse the whole roster for them) and named in [`Exported::omitted`].
 pub fn export(
     researcher: &Identity,
@@ -206,8 +202,7 @@ pub fn export(
             }
             parties.push(entry_of(p));
         }
-        let last = roster_serials::get(tx, &researcher.party_id)?.unwrap_or(0);
-        let serial = (last + 1).max(u64::try_from(now.unix_timestamp()).unwrap_or(0));
+        let serial = roster_serials::get(tx, &researcher.party_id)?.unwrap_or(0) + 1;
         roster_serials::set(tx, &researcher.party_id, serial, now)?;
         let payload = Payload {
             format: format!("{ROSTER_FORMAT}-payload"),
@@ -451,22 +446,13 @@ impl ImportPlan {
     }
 }
 
-/// The origin label of a registration's `source`: `roster <issuer> #<serial>` or `manual`.
-pub fn origin(source: &str) -> String {
-    if source.starts_with(SOURCE_PREFIX) {
-        source.to_owned()
-    } else {
-        "manual".to_owned()
-    }
-}
-
 fn roster_source(issuer: &str, serial: u64) -> String {
-    format!("{SOURCE_PREFIX}{issuer} #{serial}")
+    format!("{ROSTER_SOURCE_PREFIX}{issuer} #{serial}")
 }
 
 fn from_issuer(source: &str, issuer: &str) -> bool {
     source
-        .strip_prefix(SOURCE_PREFIX)
+        .strip_prefix(ROSTER_SOURCE_PREFIX)
         .and_then(|rest| rest.strip_prefix(issuer))
         .is_some_and(|rest| rest.starts_with(" #"))
 }
@@ -562,10 +548,15 @@ fn apply(
     let previous_serial = roster_serials::get(tx, &issuer)?;
     if let Some(last) = previous_serial {
         if payload.serial <= last {
-            return Err(Error::conflict(format!(
-                "roster #{} of `{issuer}` is not newer than #{last}, already imported here",
-                payload.serial
-            ))
+            let what = if payload.serial == last {
+                format!("roster #{last} of `{issuer}` is already imported here")
+            } else {
+                format!(
+                    "roster #{} of `{issuer}` is older than #{last}, already imported here",
+                    payload.serial
+                )
+            };
+            return Err(Error::conflict(what)
             .with_hint("an older roster cannot be imported again (it may be a replay); ask the researcher for its latest export")
             .context(&ctx));
         }

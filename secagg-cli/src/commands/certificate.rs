@@ -112,13 +112,14 @@ pub struct RegisterArgs {
     /// Port of the party's key negotiation (1–65535).
     #[arg(long, required_unless_present = "bundle", conflicts_with = "bundle")]
     port: Option<u32>,
-    /// A registration bundle (`registration-instructions --format json`) instead of the four options above.
-    #[arg(long, value_name = "FILE")]
-    bundle: Option<PathBuf>,
+    /// Registration bundles (`registration-instructions --format json`) instead of the four
+    /// options above; several bundles are registered in one transaction (all or none).
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    bundle: Vec<PathBuf>,
     /// The fingerprint the party gave you through a trusted channel; registration is refused if the
-    /// certificate does not match it.
+    /// certificate does not match it. With several bundles: ID=FP, once per party.
     #[arg(long, value_name = "FP")]
-    expect_fingerprint: Option<String>,
+    expect_fingerprint: Vec<String>,
     /// Replace the existing registration of this party id.
     #[arg(long)]
     upsert: bool,
@@ -243,10 +244,19 @@ fn instructions(home: &Home, a: InstructionsArgs) -> anyhow::Result<()> {
 }
 
 fn register(home: &Home, a: RegisterArgs) -> anyhow::Result<()> {
-    let req = match a.bundle {
+    if a.bundle.len() > 1 {
+        return register_bundles(home, a);
+    }
+    if a.expect_fingerprint.len() > 1 {
+        anyhow::bail!(secagg_core::Error::invalid(
+            "--expect-fingerprint is given more than once for one certificate"
+        ));
+    }
+    let expect_fingerprint = a.expect_fingerprint.into_iter().next();
+    let req = match a.bundle.first() {
         Some(bundle) => registration::request_from_bundle(
-            &bundle,
-            a.expect_fingerprint,
+            bundle,
+            expect_fingerprint,
             a.upsert,
             a.allow_custom_id,
         )?,
@@ -271,7 +281,7 @@ fn register(home: &Home, a: RegisterArgs) -> anyhow::Result<()> {
                 endpoint: Endpoint { host, port },
                 source: format!("file {}", path.display()),
                 certificate: CertificateSource::File(path),
-                expect_fingerprint: a.expect_fingerprint,
+                expect_fingerprint,
                 upsert: a.upsert,
             }
         }
@@ -280,6 +290,52 @@ fn register(home: &Home, a: RegisterArgs) -> anyhow::Result<()> {
     match a.output.format {
         Format::Json => output::print_json(&r)?,
         Format::Text => print_registered(&r),
+    }
+    Ok(())
+}
+
+/// `register --bundle A B …`: every bundle in one transaction; fingerprints as `ID=FP`.
+fn register_bundles(home: &Home, a: RegisterArgs) -> anyhow::Result<()> {
+    let mut expected = std::collections::BTreeMap::new();
+    for e in &a.expect_fingerprint {
+        let (id, fp) = e.split_once('=').filter(|(id, _)| PartyId::parse_custom(id).is_ok()).ok_or_else(|| {
+            secagg_core::Error::invalid(format!(
+                "--expect-fingerprint `{e}` does not name its party: with several bundles, give ID=FP for each"
+            ))
+            .with_hint("e.g. --expect-fingerprint node_7c1e=SHA256:3A:0F:…")
+        })?;
+        if expected.insert(id.to_owned(), fp.to_owned()).is_some() {
+            anyhow::bail!(secagg_core::Error::invalid(format!(
+                "--expect-fingerprint gives `{id}` twice"
+            )));
+        }
+    }
+    let mut reqs = Vec::with_capacity(a.bundle.len());
+    for bundle in &a.bundle {
+        let mut req = registration::request_from_bundle(bundle, None, a.upsert, a.allow_custom_id)?;
+        req.expect_fingerprint = expected.remove(req.party_id.as_str());
+        reqs.push(req);
+    }
+    if let Some(id) = expected.keys().next() {
+        anyhow::bail!(secagg_core::Error::invalid(format!(
+            "--expect-fingerprint names `{id}`, which none of the bundles registers"
+        )));
+    }
+    let done = registration::register_all(home, &reqs, OffsetDateTime::now_utc())?;
+    match a.output.format {
+        Format::Json => output::print_json(&done)?,
+        Format::Text => {
+            for r in &done {
+                print_registered_quiet(r);
+            }
+            let unchecked = done
+                .iter()
+                .filter(|r| !r.fingerprint_checked && r.action != Action::Unchanged)
+                .count();
+            if unchecked > 0 {
+                output::note(format!("note: {unchecked} of {} fingerprints were not checked against ones received out of band; compare them with the parties (--expect-fingerprint ID=FP does it for you)", done.len()));
+            }
+        }
     }
     Ok(())
 }
@@ -347,6 +403,7 @@ fn list(home: &Home, a: ListArgs) -> anyhow::Result<()> {
                 "not after",
                 "days left",
                 "status",
+                "origin",
             ]);
             for p in &peers {
                 t.add_row(vec![
@@ -359,6 +416,7 @@ fn list(home: &Home, a: ListArgs) -> anyhow::Result<()> {
                     p.not_after[..10].to_owned(),
                     p.days_left.to_string(),
                     p.status_label(),
+                    p.origin.clone(),
                 ]);
             }
             println!("{t}");
