@@ -476,7 +476,6 @@ fn refused_rosters_change_nothing() {
         ErrorKind::Authentication,
         "does not verify",
     );
-
 }
 
 #[test]

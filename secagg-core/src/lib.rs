@@ -100,6 +100,7 @@ pub mod vpn;
 mod field;
 mod fs_secure;
 mod loopback;
+mod parallel;
 mod store;
 mod supervise;
 mod transport;

@@ -161,6 +161,15 @@ pub struct PreparedRegistration {
     warnings: Vec<String>,
 }
 
+impl PreparedRegistration {
+    /// The same registration recorded with another origin (a roster keeps the origin of a
+    /// registration by hand whose endpoint it only moves).
+    pub(crate) fn with_source(mut self, source: String) -> Self {
+        self.record.source = source;
+        self
+    }
+}
+
 /// Validates `req` for a store owned by `own` (checks that need no store access).
 pub fn prepare(
     req: &RegisterRequest,

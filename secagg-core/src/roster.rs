@@ -39,7 +39,7 @@ use crate::fs_secure;
 use crate::identity::Identity;
 use crate::party::{Endpoint, PartyId, Role};
 use crate::peers::{origin, PeerRecord, ROSTER_SOURCE_PREFIX};
-use crate::registration::{self, CertificateSource, RegisterRequest};
+use crate::registration::{self, CertificateSource, PreparedRegistration, RegisterRequest};
 use crate::store::{peers, roster_serials, Store};
 
 /// `format` of a roster file.
@@ -355,7 +355,7 @@ pub struct ImportOptions {
     /// Remove parties that came from this issuer's rosters and are no longer listed.
     pub prune: bool,
     /// Let a roster entry replace the certificate of a party registered by hand (or vouched for
-    /// by another issuer).
+    /// by another issuer). A party named in `expect_fingerprints` may be replaced without it.
     pub allow_replace: bool,
     /// Accept roster entries whose party ids lack the `researcher_`/`node_` prefix.
     pub allow_custom_ids: bool,
@@ -580,22 +580,24 @@ fn apply(
         warnings: Vec::new(),
         applied: false,
     };
-    let mut listed = BTreeSet::new();
-    for (i, entry) in payload.parties.iter().enumerate() {
-        let ectx = format!("{ctx}: entry {i} (`{}`)", entry.party_id);
-        let change = apply_entry(
-            tx,
-            own,
-            &issuer_record,
-            entry,
-            &source,
-            opts,
-            now,
-            &mut listed,
+    // Everything that needs no store (certificate parsing and signature checks dominate) runs
+    // on all cores; the store is then consulted and written entry by entry.
+    let entry_context = |i: usize| {
+        format!(
+            "{ctx}: entry {i} (`{}`)",
+            payload.parties[i].party_id.escape_debug()
         )
-        .map_err(|e| e.context(&ectx))?;
-        plan.warnings.extend(change.1);
-        plan.changes.push(change.0);
+    };
+    let checked = crate::parallel::map_indexed(payload.parties.len(), |i| {
+        check_entry(&payload.parties[i], own, &source, opts, now)
+            .map_err(|e| e.context(entry_context(i)))
+    })?;
+    let mut listed = BTreeSet::new();
+    for (i, entry) in checked.into_iter().enumerate() {
+        let (line, warnings) = apply_entry(tx, &issuer_record, entry, opts, &mut listed)
+            .map_err(|e| e.context(entry_context(i)))?;
+        plan.warnings.extend(warnings);
+        plan.changes.push(line);
     }
     for (id, fp) in &opts.expect_fingerprints {
         let Some(entry) = payload.parties.iter().find(|e| e.party_id == id.as_str()) else {
@@ -641,18 +643,24 @@ fn apply(
     Ok((roster_of(payload), plan))
 }
 
-/// Checks and applies one roster entry; returns its line of the plan and its warnings.
-#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the arguments
-fn apply_entry(
-    tx: &rusqlite::Connection,
-    own: &Identity,
-    issuer: &PeerRecord,
+/// A roster entry after the checks that need no store.
+struct CheckedEntry {
+    id: PartyId,
+    endpoint: Endpoint,
+    fingerprint: Fingerprint,
+    /// The registration to apply; `None` for this party's own entry (checked against its own
+    /// certificate and endpoint, never registered).
+    prepared: Option<PreparedRegistration>,
+}
+
+/// Checks one entry as `certificate register` checks a registration, without the store.
+fn check_entry(
     entry: &RosterEntry,
+    own: &Identity,
     source: &str,
     opts: &ImportOptions,
     now: OffsetDateTime,
-    listed: &mut BTreeSet<PartyId>,
-) -> Result<(PlannedChange, Vec<String>)> {
+) -> Result<CheckedEntry> {
     let id = PartyId::parse_entry(&entry.party_id, opts.allow_custom_ids)?;
     if id.role() != entry.role {
         return Err(Error::invalid(format!(
@@ -660,9 +668,6 @@ fn apply_entry(
             id.role(),
             entry.role
         )));
-    }
-    if !listed.insert(id.clone()) {
-        return Err(Error::invalid(format!("party `{id}` is listed twice")));
     }
     let endpoint = Endpoint::new(&entry.ip, u32::from(entry.port))?;
     let cert = Certificate::parse(entry.certificate.as_bytes(), "in the roster")?;
@@ -672,20 +677,6 @@ fn apply_entry(
             entry.fingerprint, cert.fingerprint
         )));
     }
-    let line = |change, previous: Option<&PeerRecord>| PlannedChange {
-        party_id: id.to_string(),
-        component: id.role().component(),
-        change,
-        endpoint: endpoint.to_string(),
-        fingerprint: cert.fingerprint,
-        previous_endpoint: previous
-            .filter(|p| p.endpoint != endpoint)
-            .map(|p| p.endpoint.to_string()),
-        previous_fingerprint: previous
-            .filter(|p| p.fingerprint != cert.fingerprint)
-            .map(|p| p.fingerprint),
-        previous_origin: previous.map(|p| origin(&p.source)),
-    };
     if id == own.party_id {
         if !cert.fingerprint.ct_eq(&own.certificate.fingerprint) {
             return Err(Error::authentication(format!(
@@ -701,28 +692,92 @@ fn apply_entry(
             ))
             .with_hint("the researcher holds an old endpoint for this party: send it this party's registration bundle again"));
         }
-        return Ok((line(Change::ThisParty, None), Vec::new()));
+        return Ok(CheckedEntry {
+            id,
+            endpoint,
+            fingerprint: cert.fingerprint,
+            prepared: None,
+        });
     }
-    if id == issuer.party_id && !cert.fingerprint.ct_eq(&issuer.fingerprint) {
+    let req = RegisterRequest {
+        party_id: id.clone(),
+        endpoint: endpoint.clone(),
+        certificate: CertificateSource::Bytes {
+            bytes: entry.certificate.clone().into_bytes(),
+            name: "in the roster".to_owned(),
+        },
+        expect_fingerprint: None,
+        upsert: true,
+        source: source.to_owned(),
+    };
+    Ok(CheckedEntry {
+        prepared: Some(registration::prepare(&req, own, now)?),
+        id,
+        endpoint,
+        fingerprint: cert.fingerprint,
+    })
+}
+
+/// Applies one checked entry inside the import's transaction; returns its line of the plan and
+/// its warnings.
+fn apply_entry(
+    tx: &rusqlite::Connection,
+    issuer: &PeerRecord,
+    entry: CheckedEntry,
+    opts: &ImportOptions,
+    listed: &mut BTreeSet<PartyId>,
+) -> Result<(PlannedChange, Vec<String>)> {
+    let CheckedEntry {
+        id,
+        endpoint,
+        fingerprint,
+        prepared,
+    } = entry;
+    if !listed.insert(id.clone()) {
+        return Err(Error::invalid(format!("party `{id}` is listed twice")));
+    }
+    let line = |change, previous: Option<&PeerRecord>| PlannedChange {
+        party_id: id.to_string(),
+        component: id.role().component(),
+        change,
+        endpoint: endpoint.to_string(),
+        fingerprint,
+        previous_endpoint: previous
+            .filter(|p| p.endpoint != endpoint)
+            .map(|p| p.endpoint.to_string()),
+        previous_fingerprint: previous
+            .filter(|p| p.fingerprint != fingerprint)
+            .map(|p| p.fingerprint),
+        previous_origin: previous.map(|p| origin(&p.source)),
+    };
+    let Some(prepared) = prepared else {
+        return Ok((line(Change::ThisParty, None), Vec::new()));
+    };
+    if id == issuer.party_id && !fingerprint.ct_eq(&issuer.fingerprint) {
         return Err(Error::authentication(format!(
-            "the roster gives its own issuer certificate {}, but the one registered here is {}",
-            cert.fingerprint, issuer.fingerprint
+            "the roster gives its own issuer certificate {fingerprint}, but the one registered here is {}",
+            issuer.fingerprint
         )));
     }
     let existing = peers::get(tx, &id)?;
     let change = match &existing {
         None => Change::New,
-        Some(old) if old.fingerprint == cert.fingerprint && old.endpoint == endpoint => {
+        Some(old) if old.fingerprint == fingerprint && old.endpoint == endpoint => {
             Change::Unchanged
         }
-        Some(old) if old.fingerprint == cert.fingerprint => Change::EndpointChanged,
+        Some(old) if old.fingerprint == fingerprint => Change::EndpointChanged,
         Some(old) => {
-            if !(opts.allow_replace || from_issuer(&old.source, issuer.party_id.as_str())) {
+            // A fingerprint given for this party out of band (checked against the roster below)
+            // is as good as --allow-replace for it.
+            let vouched_here = opts.expect_fingerprints.iter().any(|(e, _)| *e == id);
+            if !(opts.allow_replace
+                || vouched_here
+                || from_issuer(&old.source, issuer.party_id.as_str()))
+            {
                 return Err(Error::conflict(format!(
-                    "`{id}` is registered here ({}) with certificate {}, and the roster gives {}",
+                    "`{id}` is registered here ({}) with certificate {}, and the roster gives {fingerprint}",
                     origin(&old.source),
                     old.fingerprint,
-                    cert.fingerprint
                 ))
                 .with_hint("check the new certificate's fingerprint with the party out of band; then import with --allow-replace (or --expect-fingerprint ID=FP)"));
             }
@@ -734,22 +789,10 @@ fn apply_entry(
     }
     // A registration by hand keeps its origin when only its endpoint moves; everything the roster
     // brings in or replaces is recorded as coming from it (and can be pruned with it).
-    let source = match &existing {
-        Some(old) if change == Change::EndpointChanged => old.source.clone(),
-        _ => source.to_owned(),
+    let prepared = match &existing {
+        Some(old) if change == Change::EndpointChanged => prepared.with_source(old.source.clone()),
+        _ => prepared,
     };
-    let req = RegisterRequest {
-        party_id: id.clone(),
-        endpoint: endpoint.clone(),
-        certificate: CertificateSource::Bytes {
-            bytes: entry.certificate.clone().into_bytes(),
-            name: "in the roster".to_owned(),
-        },
-        expect_fingerprint: None,
-        upsert: true,
-        source,
-    };
-    let prepared = registration::prepare(&req, own, now)?;
     let done = registration::apply(tx, &prepared)?;
     Ok((line(change, existing.as_ref()), done.warnings))
 }
