@@ -72,6 +72,7 @@
 #![warn(missing_docs)]
 
 // The public API: use cases and the types they take and return.
+pub mod agent;
 pub mod aggregate;
 pub mod certificate;
 pub mod contexts;
