@@ -10,7 +10,9 @@
 //! - `crash`: the process kills itself with SIGKILL at that step (no destructor, no goodbye to
 //!   peers: a power cut as far as the protocol can tell);
 //! - `fail`: the step returns an error (for the store steps, the store write fails), and the
-//!   party goes down its normal failure path.
+//!   party goes down its normal failure path;
+//! - `sleep=MS`: the party stops for MS milliseconds at that step (blocking its thread), then goes
+//!   on: a slow party, or one to signal while it is mid-session.
 //!
 //! Tests set the variable on the one party process that should fail.
 
@@ -132,6 +134,12 @@ pub fn at(step: Step) -> Result<()> {
             let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
             // SIGKILL cannot be caught; this is unreachable unless raise itself failed.
             std::process::abort();
+        }
+        sleep if sleep.starts_with("sleep=") => {
+            // Test-only: holds this party at the step (e.g. to stop an agent mid-session).
+            let ms: u64 = sleep["sleep=".len()..].parse().unwrap_or(0);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            Ok(())
         }
         "fail" => Err(Error::io(
             format!("injected fault at step `{}`", step.name()),

@@ -258,7 +258,8 @@ pub fn serve(home: &Home, opts: AgentOptions, log: Log, shutdown: Shutdown) -> R
         shutdown: shutdown.0,
     });
     let result = rt.block_on(run(shared, listen));
-    rt.shutdown_timeout(Duration::from_secs(1));
+    // Every session has ended or been aborted by now; nothing left is worth waiting for.
+    rt.shutdown_background();
     result
 }
 
