@@ -792,8 +792,15 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
     shared.event(Level::Info, "started", Some(&sid), Some(peer.as_str()), "session started");
     let started = std::time::Instant::now();
     let progress = Arc::new(AtomicU8::new(0));
+    let run = async {
+        crate::fault::at(crate::fault::Step::AgentStarted)?;
+        if let Some(pause) = crate::fault::pause_at(crate::fault::Step::AgentStarted) {
+            sleep(pause).await;
+        }
+        run_native(shared.clone(), plan, deadline, inbound, progress.clone(), sid).await
+    };
     let result = tokio::select! {
-        r = run_native(shared.clone(), plan, deadline, inbound, progress.clone(), sid) => r,
+        r = run => r,
         _ = stop.wait_for(|l| *l >= ABORT) => Err(Error::peer(format!(
             "the agent of {} was stopped and aborted session {sid} after its grace period", shared.me
         ))),
