@@ -183,7 +183,14 @@ fn five_agents_one_session_then_eight_concurrent_sessions() {
     // The log has the session id, and never a key.
     let key = secagg(
         fed.parties[1].home.root(),
-        &["context", "show", &session, "--reveal-key", "--format", "json"],
+        &[
+            "context",
+            "show",
+            &session,
+            "--reveal-key",
+            "--format",
+            "json",
+        ],
     )
     .ok()
     .json()["key"]
@@ -200,7 +207,15 @@ fn five_agents_one_session_then_eight_concurrent_sessions() {
             let mut c = secagg_command();
             c.arg("--home")
                 .arg(researcher(&fed))
-                .args(["session", "run", "--all", "--format", "json", "--timeout", "30s"])
+                .args([
+                    "session",
+                    "run",
+                    "--all",
+                    "--format",
+                    "json",
+                    "--timeout",
+                    "30s",
+                ])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             c.spawn().unwrap()
@@ -299,13 +314,15 @@ fn an_unregistered_researcher_is_refused_and_a_running_session_is_not_disturbed(
     let stranger = dir.path().join("stranger");
     secagg(&stranger, &["init", "--role", "researcher", "--port", "1"]).ok();
     for p in &fed.parties[1..] {
-        let bundle = fed
-            .dir
-            .join("bundles")
-            .join(format!("{}.json", p.party_id));
+        let bundle = fed.dir.join("bundles").join(format!("{}.json", p.party_id));
         secagg(
             &stranger,
-            &["certificate", "register", "--bundle", bundle.to_str().unwrap()],
+            &[
+                "certificate",
+                "register",
+                "--bundle",
+                bundle.to_str().unwrap(),
+            ],
         )
         .ok();
     }
@@ -313,7 +330,15 @@ fn an_unregistered_researcher_is_refused_and_a_running_session_is_not_disturbed(
     legit
         .arg("--home")
         .arg(researcher(&fed))
-        .args(["session", "run", "--all", "--format", "json", "--timeout", "20s"])
+        .args([
+            "session",
+            "run",
+            "--all",
+            "--format",
+            "json",
+            "--timeout",
+            "20s",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let legit = legit.spawn().unwrap();
@@ -358,17 +383,35 @@ fn limits_are_refused_with_a_clear_error() {
     first
         .arg("--home")
         .arg(researcher(&fed))
-        .args(["session", "run", "--all", "--format", "json", "--timeout", "20s"])
+        .args([
+            "session",
+            "run",
+            "--all",
+            "--format",
+            "json",
+            "--timeout",
+            "20s",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let first = first.spawn().unwrap();
     a1.wait_for("started:", Duration::from_secs(10));
     let second = session_run(&fed, &["--all"]);
-    second.fails_with(ErrorKind::Conflict.exit_code(), "the limit per researcher (--max-sessions-per-researcher 1)");
-    second.fails_with(ErrorKind::Conflict.exit_code(), "its limit (--max-sessions 1)");
+    second.fails_with(
+        ErrorKind::Conflict.exit_code(),
+        "the limit per researcher (--max-sessions-per-researcher 1)",
+    );
+    second.fails_with(
+        ErrorKind::Conflict.exit_code(),
+        "its limit (--max-sessions 1)",
+    );
     assert_no_server_key(&fed, &session_of(&second));
     let out = first.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_verified(&fed, j["session_id"].as_str().unwrap());
     // The slots are free again.
@@ -387,14 +430,26 @@ fn sigterm_lets_a_running_session_finish_then_exits_zero() {
     let mut run = secagg_command();
     run.arg("--home")
         .arg(researcher(&fed))
-        .args(["session", "run", "--all", "--format", "json", "--timeout", "20s"])
+        .args([
+            "session",
+            "run",
+            "--all",
+            "--format",
+            "json",
+            "--timeout",
+            "20s",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let run = run.spawn().unwrap();
     a1.wait_for("started:", Duration::from_secs(10));
     a1.signal("TERM");
     let out = run.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(a1.wait(Duration::from_secs(15)), Some(0));
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_verified(&fed, j["session_id"].as_str().unwrap());
@@ -404,7 +459,10 @@ fn sigterm_lets_a_running_session_finish_then_exits_zero() {
     // The agent is down: the next session is refused naming it, with nothing stored; restarted,
     // it works at once.
     let down = session_run(&fed, &["--all"]);
-    down.fails_with(ErrorKind::PeerFailure.exit_code(), &format!("cannot reach the agent of {}", fed.parties[1].party_id));
+    down.fails_with(
+        ErrorKind::PeerFailure.exit_code(),
+        &format!("cannot reach the agent of {}", fed.parties[1].party_id),
+    );
     let _a1 = Agent::start(fed.parties[1].home.root(), &[], &[]);
     let again = session_run(&fed, &["--all"]);
     again.ok();
@@ -423,7 +481,15 @@ fn sigterm_past_the_grace_period_aborts_the_session_and_leaves_no_key() {
     let mut run = secagg_command();
     run.arg("--home")
         .arg(researcher(&fed))
-        .args(["session", "run", "--all", "--format", "json", "--timeout", "20s"])
+        .args([
+            "session",
+            "run",
+            "--all",
+            "--format",
+            "json",
+            "--timeout",
+            "20s",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let run = run.spawn().unwrap();
@@ -451,7 +517,11 @@ fn sigterm_past_the_grace_period_aborts_the_session_and_leaves_no_key() {
             p.party_id
         );
     }
-    assert!(a1.log_text().contains("aborting 1 session(s)"), "{}", a1.log_text());
+    assert!(
+        a1.log_text().contains("aborting 1 session(s)"),
+        "{}",
+        a1.log_text()
+    );
 }
 
 #[test]
@@ -469,7 +539,15 @@ fn an_agent_killed_mid_session_fails_the_session_by_name_and_a_restarted_one_wor
     let started = Instant::now();
     let run = secagg(
         researcher(&fed),
-        &["session", "run", "--all", "--format", "json", "--timeout", "10s"],
+        &[
+            "session",
+            "run",
+            "--all",
+            "--format",
+            "json",
+            "--timeout",
+            "10s",
+        ],
     );
     assert!(started.elapsed() < Duration::from_secs(10));
     run.fails_with(ErrorKind::PeerFailure.exit_code(), &fed.parties[1].party_id);
@@ -499,21 +577,35 @@ fn federation_check_tells_offline_wrong_certificate_and_not_registered_apart() {
     // Node 2: offline. Node 3: a new certificate under the same id (not re-registered here).
     // Node 4: does not know the researcher.
     let n3 = fed.parties[3].home.root();
-    let port = secagg(n3, &["identity", "show", "--format", "json"]).ok().json()["port"]
+    let port = secagg(n3, &["identity", "show", "--format", "json"])
+        .ok()
+        .json()["port"]
         .as_u64()
         .unwrap()
         .to_string();
     secagg(
         n3,
         &[
-            "init", "--role", "node", "--id", &fed.parties[3].party_id, "--ip", "127.0.0.1",
-            "--port", &port, "--force",
+            "init",
+            "--role",
+            "node",
+            "--id",
+            &fed.parties[3].party_id,
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--force",
         ],
     )
     .ok();
     let _a3 = Agent::start(n3, &[], &[]);
     let n4 = fed.parties[4].home.root();
-    secagg(n4, &["certificate", "delete", &fed.parties[0].party_id, "--yes"]).ok();
+    secagg(
+        n4,
+        &["certificate", "delete", &fed.parties[0].party_id, "--yes"],
+    )
+    .ok();
     let _a4 = Agent::start(n4, &[], &[]);
     let check = secagg(r, &["federation", "check", "--format", "json"]);
     assert_ne!(check.code, 0);
@@ -534,7 +626,11 @@ fn federation_check_tells_offline_wrong_certificate_and_not_registered_apart() {
     assert_eq!(row(4)["problem"], "not_registered_there", "{}", row(4));
     let text = secagg(r, &["federation", "check"]);
     for i in 2..=4 {
-        assert!(text.stderr.contains(&fed.parties[i].party_id), "{}", text.stderr);
+        assert!(
+            text.stderr.contains(&fed.parties[i].party_id),
+            "{}",
+            text.stderr
+        );
     }
     // Only the healthy node: exit 0.
     secagg(

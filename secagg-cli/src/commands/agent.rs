@@ -91,7 +91,10 @@ fn log_line(format: LogFormat, e: &AgentEvent) -> String {
 pub fn serve(home: &Path, a: ServeArgs) -> anyhow::Result<()> {
     let home = Home::new(home);
     if a.max_sessions == 0 || a.max_sessions_per_researcher == 0 {
-        return Err(Error::invalid("--max-sessions and --max-sessions-per-researcher must be at least 1").into());
+        return Err(Error::invalid(
+            "--max-sessions and --max-sessions-per-researcher must be at least 1",
+        )
+        .into());
     }
     let endpoint = crate::commands::identity::effective_endpoint(&home)?;
     let format = a.log_format;
@@ -117,7 +120,10 @@ pub fn serve(home: &Path, a: ServeArgs) -> anyhow::Result<()> {
                 message: if count == 1 {
                     format!("{} received: stopping", signal_name(sig))
                 } else {
-                    format!("{} received again: aborting running sessions", signal_name(sig))
+                    format!(
+                        "{} received again: aborting running sessions",
+                        signal_name(sig)
+                    )
                 },
             });
             handle.stop();
@@ -154,7 +160,12 @@ pub enum SessionCommand {
 pub struct RunArgs {
     /// The session's nodes, comma-separated, in session order (the researcher, this party, may
     /// be listed first or left out).
-    #[arg(long, value_delimiter = ',', required_unless_present = "all", conflicts_with = "all")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
     parties: Vec<String>,
     /// Every registered node.
     #[arg(long)]
@@ -231,8 +242,12 @@ fn print_run(r: &RunReport) {
             p.role.to_string(),
             p.state.as_str().to_owned(),
             p.key.clone(),
-            p.ms.map(|m| format!("{m:.1} ms")).unwrap_or_else(|| "-".into()),
-            p.error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
+            p.ms.map(|m| format!("{m:.1} ms"))
+                .unwrap_or_else(|| "-".into()),
+            p.error
+                .as_ref()
+                .map(|e| e.message.clone())
+                .unwrap_or_default(),
         ]);
     }
     println!("{t}");
@@ -333,7 +348,15 @@ pub fn federation(home: &Path, c: FederationCommand) -> anyhow::Result<()> {
 fn print_check(rows: &[CheckRow]) {
     let yes = |b: bool| if b { "yes" } else { "no" }.to_owned();
     let mut t = output::list_table(&[
-        "party", "role", "endpoint", "reachable", "mutual TLS", "version", "clock skew", "cert days", "result",
+        "party",
+        "role",
+        "endpoint",
+        "reachable",
+        "mutual TLS",
+        "version",
+        "clock skew",
+        "cert days",
+        "result",
     ]);
     for r in rows {
         t.add_row(vec![

@@ -119,7 +119,7 @@ fn ms(d: Duration) -> f64 {
 
 /// Why an agent could not be talked to.
 #[derive(Debug)]
-enum DialError {
+pub(crate) enum DialError {
     Unreachable(String),
     WrongCertificate(Error),
     NotRegisteredThere(Error),
@@ -147,22 +147,23 @@ impl DialError {
     }
 }
 
-struct Dialer {
+pub(crate) struct Dialer {
     local: LocalIdentity,
     provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
 }
 
 impl Dialer {
-    fn for_home(home: &Home) -> Result<(Self, identity::Identity)> {
+    pub(crate) fn for_home(home: &Home) -> Result<(Self, identity::Identity)> {
         let own = identity::load(home)?;
         let key = own.private_key_der()?;
         let provider = tls::provider();
-        let local = LocalIdentity::new(own.party_id.as_str(), &own.certificate.der, &key, &provider)?;
+        let local =
+            LocalIdentity::new(own.party_id.as_str(), &own.certificate.der, &key, &provider)?;
         Ok((Dialer { local, provider }, own))
     }
 
     /// Pinned mutual TLS to `label`'s agent, sends `request`, reads its first reply.
-    async fn ask(
+    pub(crate) async fn ask(
         &self,
         label: &str,
         endpoint: &Endpoint,
@@ -170,17 +171,20 @@ impl Dialer {
         request: &Request,
         until: Instant,
     ) -> std::result::Result<(TlsStream<TcpStream>, Reply), DialError> {
-        let pinned = PinnedCert::new(label, cert_der)
-            .map_err(|e| DialError::WrongCertificate(e))?;
+        let pinned =
+            PinnedCert::new(label, cert_der).map_err(|e| DialError::WrongCertificate(e))?;
         let config = tls::client_config(&self.local, pinned, &self.provider)
             .map_err(|e| DialError::NotAnAgent(e.to_string()))?;
         let addrs: Vec<std::net::SocketAddr> = match &endpoint.host {
             Host::Ip(ip) => vec![std::net::SocketAddr::new(*ip, endpoint.port)],
-            Host::Name(n) => match timeout_at(until, tokio::net::lookup_host((n.as_str(), endpoint.port))).await {
-                Err(_) => return Err(DialError::Timeout),
-                Ok(Err(e)) => return Err(DialError::Unreachable(e.to_string())),
-                Ok(Ok(a)) => a.collect(),
-            },
+            Host::Name(n) => {
+                match timeout_at(until, tokio::net::lookup_host((n.as_str(), endpoint.port))).await
+                {
+                    Err(_) => return Err(DialError::Timeout),
+                    Ok(Err(e)) => return Err(DialError::Unreachable(e.to_string())),
+                    Ok(Ok(a)) => a.collect(),
+                }
+            }
         };
         let tcp = match timeout_at(until, TcpStream::connect(&addrs[..])).await {
             Err(_) => return Err(DialError::Timeout),
@@ -189,7 +193,8 @@ impl Dialer {
         };
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from("secagg.invalid").expect("valid DNS name");
-        let classify_tls = |e: std::io::Error, doing: &str| match classify(&e) {
+        let classify_tls = |e: std::io::Error, doing: &str| {
+            match classify(&e) {
             TlsFailure::PeerCertificateRefused => {
                 DialError::WrongCertificate(tls::io_error(&format!("{label} at {endpoint}"), doing, e))
             }
@@ -200,16 +205,24 @@ impl Dialer {
                 .with_hint(format!("ask {label} to register this party's current certificate (check the fingerprint)")),
             ),
             TlsFailure::Other => DialError::NotAnAgent(format!("{doing}: {e}")),
+        }
         };
-        let mut stream = match timeout_at(until, TlsConnector::from(config).connect(name, tcp)).await {
-            Err(_) => return Err(DialError::Timeout),
-            Ok(Err(e)) => return Err(classify_tls(e, "during the TLS handshake")),
-            Ok(Ok(s)) => s,
-        };
-        let payload = serde_json::to_vec(request).map_err(|e| DialError::NotAnAgent(e.to_string()))?;
-        write_frame(&mut stream, &Frame::new(MsgType::Request, payload), until, label)
-            .await
-            .map_err(|e| DialError::NotAnAgent(e.to_string()))?;
+        let mut stream =
+            match timeout_at(until, TlsConnector::from(config).connect(name, tcp)).await {
+                Err(_) => return Err(DialError::Timeout),
+                Ok(Err(e)) => return Err(classify_tls(e, "during the TLS handshake")),
+                Ok(Ok(s)) => s,
+            };
+        let payload =
+            serde_json::to_vec(request).map_err(|e| DialError::NotAnAgent(e.to_string()))?;
+        write_frame(
+            &mut stream,
+            &Frame::new(MsgType::Request, payload),
+            until,
+            label,
+        )
+        .await
+        .map_err(|e| DialError::NotAnAgent(e.to_string()))?;
         let reply = read_reply(&mut stream, until, label).await.map_err(|e| match e {
             ReadError::Io(e) => classify_tls(e, "reading its reply"),
             ReadError::Timeout => DialError::Timeout,
@@ -240,13 +253,17 @@ async fn read_reply(
     let mut header = [0u8; 4];
     match timeout_at(until, stream.read_exact(&mut header)).await {
         Err(_) => return Err(ReadError::Timeout),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(ReadError::Closed),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(ReadError::Closed)
+        }
         Ok(Err(e)) => return Err(ReadError::Io(e)),
         Ok(Ok(_)) => {}
     }
     let len = u32::from_be_bytes(header) as usize;
     if len == 0 || len > crate::transport::frame::MAX_FRAME_LEN {
-        return Err(ReadError::Other(format!("protocol violation by {label}: a frame of {len} bytes")));
+        return Err(ReadError::Other(format!(
+            "protocol violation by {label}: a frame of {len} bytes"
+        )));
     }
     let mut body = vec![0u8; len];
     match timeout_at(until, stream.read_exact(&mut body)).await {
@@ -261,8 +278,14 @@ async fn read_reply(
             "it answered with an abort: \"{}\"",
             crate::transport::mesh::escape_peer_text(&String::from_utf8_lossy(&body[1..]))
         ))),
-        Some(other) => Err(ReadError::Other(format!("it answered with a {} message", other.name()))),
-        None => Err(ReadError::Other(format!("it answered with unknown message type {}", body[0]))),
+        Some(other) => Err(ReadError::Other(format!(
+            "it answered with a {} message",
+            other.name()
+        ))),
+        None => Err(ReadError::Other(format!(
+            "it answered with unknown message type {}",
+            body[0]
+        ))),
     }
 }
 
@@ -308,7 +331,13 @@ pub fn run_session(
     let dialer = std::sync::Arc::new(dialer);
     let nodes: Vec<(String, Endpoint, Vec<u8>)> = plan.parties()[1..]
         .iter()
-        .map(|p| (p.id.to_string(), p.endpoint.clone(), p.certificate_der.clone()))
+        .map(|p| {
+            (
+                p.id.to_string(),
+                p.endpoint.clone(),
+                p.certificate_der.clone(),
+            )
+        })
         .collect();
     let join = Request::Join {
         version: AGENT_PROTOCOL_VERSION,
@@ -326,7 +355,9 @@ pub fn run_session(
         for (i, (label, endpoint, cert)) in nodes.iter().cloned().enumerate() {
             let (dialer, join) = (dialer.clone(), join.clone());
             set.spawn(async move {
-                let r = dialer.ask(&label, &endpoint, &cert, &join, join_until).await;
+                let r = dialer
+                    .ask(&label, &endpoint, &cert, &join, join_until)
+                    .await;
                 (i, r.map_err(|e| e.into_error(&label, &endpoint)))
             });
         }
@@ -423,29 +454,39 @@ pub fn run_session(
     }
     // 2. Start every node, then run our own side; each node's report is collected meanwhile.
     let start = serde_json::to_vec(&Request::Start).expect("serialisable");
-    let collectors: Vec<tokio::task::JoinHandle<Option<std::result::Result<Reply, String>>>> = controls
-        .into_iter()
-        .zip(&nodes)
-        .map(|(stream, (label, _, _))| {
-            let (label, start) = (label.clone(), start.clone());
-            let mut stream = stream.expect("every node accepted");
-            let until = Instant::from_std(deadline) + REPORT_GRACE;
-            rt.spawn(async move {
-                if let Err(e) = write_frame(&mut stream, &Frame::new(MsgType::Request, start), until, &label).await {
-                    return Some(Err(format!("could not start it: {e}")));
-                }
-                let r = match read_reply(&mut stream, until, &label).await {
-                    Ok(r) => Some(Ok(r)),
-                    Err(ReadError::Timeout) => None,
-                    Err(ReadError::Closed) => Some(Err("its agent closed the connection without a report".into())),
-                    Err(ReadError::Io(e)) => Some(Err(e.to_string())),
-                    Err(ReadError::Other(e)) => Some(Err(e)),
-                };
-                let _ = stream.shutdown().await;
-                r
+    let collectors: Vec<tokio::task::JoinHandle<Option<std::result::Result<Reply, String>>>> =
+        controls
+            .into_iter()
+            .zip(&nodes)
+            .map(|(stream, (label, _, _))| {
+                let (label, start) = (label.clone(), start.clone());
+                let mut stream = stream.expect("every node accepted");
+                let until = Instant::from_std(deadline) + REPORT_GRACE;
+                rt.spawn(async move {
+                    if let Err(e) = write_frame(
+                        &mut stream,
+                        &Frame::new(MsgType::Request, start),
+                        until,
+                        &label,
+                    )
+                    .await
+                    {
+                        return Some(Err(format!("could not start it: {e}")));
+                    }
+                    let r = match read_reply(&mut stream, until, &label).await {
+                        Ok(r) => Some(Ok(r)),
+                        Err(ReadError::Timeout) => None,
+                        Err(ReadError::Closed) => Some(Err(
+                            "its agent closed the connection without a report".into(),
+                        )),
+                        Err(ReadError::Io(e)) => Some(Err(e.to_string())),
+                        Err(ReadError::Other(e)) => Some(Err(e)),
+                    };
+                    let _ = stream.shutdown().await;
+                    r
+                })
             })
-        })
-        .collect();
+            .collect();
     let own = (|| {
         let mut sink = StoreSink::for_plan(home, &plan, NativeEngine::NAME, deadline, on_warning)?;
         let result = NativeEngine.negotiate(plan, &mut sink);
@@ -468,8 +509,16 @@ pub fn run_session(
     });
     rt.shutdown_background();
     let ok = own.is_ok();
-    rows[0].state = if ok { PartyState::Confirmed } else { PartyState::Failed };
-    rows[0].key = if ok { "confirmed".into() } else { "none".into() };
+    rows[0].state = if ok {
+        PartyState::Confirmed
+    } else {
+        PartyState::Failed
+    };
+    rows[0].key = if ok {
+        "confirmed".into()
+    } else {
+        "none".into()
+    };
     let mut node_errors = Vec::new();
     for (row, r) in rows[1..].iter_mut().zip(replies) {
         match r {
@@ -481,14 +530,28 @@ pub fn run_session(
                         let rep = e.report_from(&row.party_id);
                         node_errors.push(rep.message.clone());
                         row.error = Some(rep);
-                        row.state = if ok { PartyState::Stored } else { PartyState::Failed };
+                        row.state = if ok {
+                            PartyState::Stored
+                        } else {
+                            PartyState::Failed
+                        };
                     }
                     None if state == "confirmed" => row.state = PartyState::Confirmed,
-                    None => row.state = if ok { PartyState::Stored } else { PartyState::Failed },
+                    None => {
+                        row.state = if ok {
+                            PartyState::Stored
+                        } else {
+                            PartyState::Failed
+                        }
+                    }
                 }
             }
             Some(Ok(other)) => {
-                row.state = if ok { PartyState::Stored } else { PartyState::Failed };
+                row.state = if ok {
+                    PartyState::Stored
+                } else {
+                    PartyState::Failed
+                };
                 row.key = "unknown".into();
                 row.error = Some(ErrorReport::new(
                     ErrorKind::PeerFailure,
@@ -497,14 +560,22 @@ pub fn run_session(
                 ));
             }
             Some(Err(e)) => {
-                row.state = if ok { PartyState::Stored } else { PartyState::Failed };
+                row.state = if ok {
+                    PartyState::Stored
+                } else {
+                    PartyState::Failed
+                };
                 row.key = "unknown".into();
                 let message = format!("{}: {e}", row.party_id);
                 node_errors.push(message.clone());
                 row.error = Some(ErrorReport::new(ErrorKind::PeerFailure, message, None));
             }
             None => {
-                row.state = if ok { PartyState::Stored } else { PartyState::Failed };
+                row.state = if ok {
+                    PartyState::Stored
+                } else {
+                    PartyState::Failed
+                };
                 row.key = "unknown".into();
                 row.error = Some(ErrorReport::new(
                     ErrorKind::PeerFailure,
@@ -659,7 +730,15 @@ pub fn check_federation(
                 let sent = std::time::Instant::now();
                 let sent_wall = OffsetDateTime::now_utc();
                 let r = dialer
-                    .ask(&label, &p.endpoint, &p.certificate_der, &Request::Status { version: AGENT_PROTOCOL_VERSION }, until)
+                    .ask(
+                        &label,
+                        &p.endpoint,
+                        &p.certificate_der,
+                        &Request::Status {
+                            version: AGENT_PROTOCOL_VERSION,
+                        },
+                        until,
+                    )
                     .await;
                 let rtt = sent.elapsed();
                 (i, r.map(|(_, reply)| reply), rtt, sent_wall)
@@ -698,10 +777,18 @@ pub fn check_federation(
             row.message = Some(message);
         };
         match reply {
-            Err(DialError::Unreachable(e)) => fail(&mut row, CheckProblem::Unreachable, format!("nothing answers at {}: {e}", p.endpoint)),
+            Err(DialError::Unreachable(e)) => fail(
+                &mut row,
+                CheckProblem::Unreachable,
+                format!("nothing answers at {}: {e}", p.endpoint),
+            ),
             Err(DialError::Timeout) => {
                 row.reachable = true;
-                fail(&mut row, CheckProblem::Timeout, format!("no answer within {} s", CONTACT_TIMEOUT.as_secs()))
+                fail(
+                    &mut row,
+                    CheckProblem::Timeout,
+                    format!("no answer within {} s", CONTACT_TIMEOUT.as_secs()),
+                )
             }
             Err(DialError::WrongCertificate(e)) => {
                 row.reachable = true;
@@ -713,7 +800,11 @@ pub fn check_federation(
             }
             Err(DialError::NotAnAgent(e)) => {
                 row.reachable = true;
-                fail(&mut row, CheckProblem::NotAnAgent, format!("not running a secagg agent: {e}"))
+                fail(
+                    &mut row,
+                    CheckProblem::NotAnAgent,
+                    format!("not running a secagg agent: {e}"),
+                )
             }
             Ok(Reply::Status(s)) => {
                 row.reachable = true;
@@ -723,11 +814,19 @@ pub fn check_federation(
             Ok(other) => {
                 row.reachable = true;
                 row.mutual_tls = true;
-                fail(&mut row, CheckProblem::NotAnAgent, format!("unexpected answer to a status request: {other:?}"))
+                fail(
+                    &mut row,
+                    CheckProblem::NotAnAgent,
+                    format!("unexpected answer to a status request: {other:?}"),
+                )
             }
         }
         if row.problem.is_none() && days_left < 0 {
-            fail(&mut row, CheckProblem::CertificateInvalid, format!("its registered certificate expired {} days ago", -days_left));
+            fail(
+                &mut row,
+                CheckProblem::CertificateInvalid,
+                format!("its registered certificate expired {} days ago", -days_left),
+            );
         }
         row.ok = row.problem.is_none();
         out.push(row);
@@ -750,7 +849,8 @@ fn apply_status(
     let ours_ms = (mid.unix_timestamp_nanos() / 1_000_000) as i64;
     let skew = s.time_unix_ms - ours_ms;
     row.clock_skew_ms = Some(skew);
-    if s.protocol_version != PROTOCOL_VERSION || s.agent_protocol_version != AGENT_PROTOCOL_VERSION {
+    if s.protocol_version != PROTOCOL_VERSION || s.agent_protocol_version != AGENT_PROTOCOL_VERSION
+    {
         row.problem = Some(CheckProblem::VersionMismatch);
         row.message = Some(format!(
             "it speaks native protocol {} / agent protocol {} (secagg {}), this party {PROTOCOL_VERSION} / {AGENT_PROTOCOL_VERSION}",

@@ -174,3 +174,6 @@ pub(crate) fn error_of_kind(kind: ErrorKind, message: String) -> Error {
         _ => Error::peer(message),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -230,7 +230,10 @@ pub fn serve(home: &Home, opts: AgentOptions, log: Log, shutdown: Shutdown) -> R
     drop(key);
     // The store must be usable before we accept anything.
     registration::list(home)?;
-    let endpoint = opts.endpoint.clone().unwrap_or_else(|| own.endpoint.clone());
+    let endpoint = opts
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| own.endpoint.clone());
     let listen = opts.listen.unwrap_or(match endpoint.host {
         Host::Ip(ip) => SocketAddr::new(ip, endpoint.port),
         Host::Name(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), endpoint.port),
@@ -358,8 +361,7 @@ async fn run(shared: Arc<Shared>, listen: SocketAddr) -> Result<()> {
                 format!("aborting {running} session(s) still running"),
             );
             let until = Instant::now() + Duration::from_secs(5);
-            while shared.sessions.lock().map(|s| s.len()).unwrap_or(0) > 0
-                && Instant::now() < until
+            while shared.sessions.lock().map(|s| s.len()).unwrap_or(0) > 0 && Instant::now() < until
             {
                 sleep(Duration::from_millis(10)).await;
             }
@@ -474,8 +476,21 @@ async fn dispatch(
                         shared.me
                     ))
                     .with_hint("run the same secagg version on every party");
-                    shared.event(Level::Warn, "refused", None, Some(peer.as_str()), err.to_string());
-                    reply(&mut stream, &peer, &Reply::Refused { error: WireError::of(&err) }).await;
+                    shared.event(
+                        Level::Warn,
+                        "refused",
+                        None,
+                        Some(peer.as_str()),
+                        err.to_string(),
+                    );
+                    reply(
+                        &mut stream,
+                        &peer,
+                        &Reply::Refused {
+                            error: WireError::of(&err),
+                        },
+                    )
+                    .await;
                     return;
                 }
             };
@@ -487,13 +502,19 @@ async fn dispatch(
                         secagg_version: SECAGG_VERSION.to_owned(),
                         protocol_version: PROTOCOL_VERSION,
                         agent_protocol_version: AGENT_PROTOCOL_VERSION,
-                        time_unix_ms: (OffsetDateTime::now_utc().unix_timestamp_nanos()
-                            / 1_000_000) as i64,
+                        time_unix_ms: (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+                            as i64,
                         certificate_not_after_unix: shared.certificate_not_after,
                         sessions: shared.sessions.lock().map(|s| s.len()).unwrap_or(0),
                         roster_serial: None,
                     };
-                    shared.event(Level::Info, "status", None, Some(peer.as_str()), format!("status asked by {peer}"));
+                    shared.event(
+                        Level::Info,
+                        "status",
+                        None,
+                        Some(peer.as_str()),
+                        format!("status asked by {peer}"),
+                    );
                     reply(&mut stream, &peer, &Reply::Status(info)).await;
                     let _ = stream.shutdown().await;
                 }
@@ -502,8 +523,21 @@ async fn dispatch(
                         "{peer} asked {} to start a session it did not join on this connection",
                         shared.me
                     ));
-                    shared.event(Level::Warn, "refused", None, Some(peer.as_str()), err.to_string());
-                    reply(&mut stream, &peer, &Reply::Refused { error: WireError::of(&err) }).await;
+                    shared.event(
+                        Level::Warn,
+                        "refused",
+                        None,
+                        Some(peer.as_str()),
+                        err.to_string(),
+                    );
+                    reply(
+                        &mut stream,
+                        &peer,
+                        &Reply::Refused {
+                            error: WireError::of(&err),
+                        },
+                    )
+                    .await;
                 }
                 Request::Join {
                     version,
@@ -550,12 +584,22 @@ async fn route(
 ) {
     let abort = |stream: TlsStream<TcpStream>, reason: String| async move {
         let stream = tokio_rustls::TlsStream::Server(stream);
-        abort_all(vec![(peer.to_string(), stream)], &format!("peer_failure:{reason}")).await;
+        abort_all(
+            vec![(peer.to_string(), stream)],
+            &format!("peer_failure:{reason}"),
+        )
+        .await;
     };
     let hello = match Hello::decode(payload, peer.as_str()) {
         Ok(h) => h,
         Err(e) => {
-            shared.event(Level::Warn, "stranger", None, Some(peer.as_str()), e.to_string());
+            shared.event(
+                Level::Warn,
+                "stranger",
+                None,
+                Some(peer.as_str()),
+                e.to_string(),
+            );
             abort(stream, e.to_string()).await;
             return;
         }
@@ -567,21 +611,34 @@ async fn route(
         .ok()
         .and_then(|s| s.get(&sid).map(|slot| slot.inbound.clone()));
     let refused = match inbound {
-        Some(tx) => match tx.send(Routed { stream, addr, hello }) {
+        Some(tx) => match tx.send(Routed {
+            stream,
+            addr,
+            hello,
+        }) {
             Ok(()) => return,
             Err(back) => (
                 back.0.stream,
-                format!("session {sid} is no longer waiting for connections at {}", shared.me),
+                format!(
+                    "session {sid} is no longer waiting for connections at {}",
+                    shared.me
+                ),
             ),
         },
-        None => (stream, format!("no session {sid} is running at the agent of {}", shared.me)),
+        None => (
+            stream,
+            format!("no session {sid} is running at the agent of {}", shared.me),
+        ),
     };
     shared.event(
         Level::Warn,
         "stranger",
         Some(&sid),
         Some(peer.as_str()),
-        format!("refused a negotiation connection from {peer}: {}", refused.1),
+        format!(
+            "refused a negotiation connection from {peer}: {}",
+            refused.1
+        ),
     );
     abort(refused.0, refused.1).await;
 }
@@ -599,7 +656,13 @@ struct Join {
 async fn reply(stream: &mut TlsStream<TcpStream>, peer: &PartyId, r: &Reply) {
     let payload = serde_json::to_vec(r).unwrap_or_default();
     let until = Instant::now() + Duration::from_secs(1);
-    let _ = write_frame(stream, &Frame::new(MsgType::Reply, payload), until, peer.as_str()).await;
+    let _ = write_frame(
+        stream,
+        &Frame::new(MsgType::Reply, payload),
+        until,
+        peer.as_str(),
+    )
+    .await;
 }
 
 /// Checks a join request; `Ok` holds the session's plan, inbound receiver and slot guard.
@@ -608,7 +671,12 @@ fn check_join(
     peer: &PartyId,
     j: &Join,
     deadline: std::time::Instant,
-) -> Result<(NegotiationPlan, mpsc::UnboundedReceiver<Routed>, SlotGuard, SessionId)> {
+) -> Result<(
+    NegotiationPlan,
+    mpsc::UnboundedReceiver<Routed>,
+    SlotGuard,
+    SessionId,
+)> {
     let me = &shared.me;
     if j.version != AGENT_PROTOCOL_VERSION {
         return Err(Error::peer(format!(
@@ -622,8 +690,7 @@ fn check_join(
             "{me} accepts session requests only from researchers, and {peer} is a node"
         )));
     }
-    if !shared.opts.allow_researchers.is_empty() && !shared.opts.allow_researchers.contains(peer)
-    {
+    if !shared.opts.allow_researchers.is_empty() && !shared.opts.allow_researchers.contains(peer) {
         return Err(Error::authentication(format!(
             "the policy of {me} does not allow researcher {peer} to request sessions"
         ))
@@ -733,7 +800,14 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
                 Some(peer.as_str()),
                 format!("refused the session request of {peer}: {e}"),
             );
-            reply(&mut stream, &peer, &Reply::Refused { error: WireError::of(&e) }).await;
+            reply(
+                &mut stream,
+                &peer,
+                &Reply::Refused {
+                    error: WireError::of(&e),
+                },
+            )
+            .await;
             let _ = stream.shutdown().await;
             return;
         }
@@ -789,7 +863,13 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
         drop(guard);
         return;
     }
-    shared.event(Level::Info, "started", Some(&sid), Some(peer.as_str()), "session started");
+    shared.event(
+        Level::Info,
+        "started",
+        Some(&sid),
+        Some(peer.as_str()),
+        "session started",
+    );
     let started = std::time::Instant::now();
     let progress = Arc::new(AtomicU8::new(0));
     let run = async {
@@ -797,7 +877,15 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
         if let Some(pause) = crate::fault::pause_at(crate::fault::Step::AgentStarted) {
             sleep(pause).await;
         }
-        run_native(shared.clone(), plan, deadline, inbound, progress.clone(), sid).await
+        run_native(
+            shared.clone(),
+            plan,
+            deadline,
+            inbound,
+            progress.clone(),
+            sid,
+        )
+        .await
     };
     let result = tokio::select! {
         r = run => r,

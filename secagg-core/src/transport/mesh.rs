@@ -390,7 +390,12 @@ pub async fn establish_with(
     if let (true, Some(inbound)) = (me > 0, inbound) {
         let verifier =
             PinnedClientVerifier::new((0..me).map(|j| (j, pinned[j].clone())).collect(), &provider);
-        tasks.spawn(routed_accept_loop(ctx.clone(), inbound, verifier, tx.clone()));
+        tasks.spawn(routed_accept_loop(
+            ctx.clone(),
+            inbound,
+            verifier,
+            tx.clone(),
+        ));
     } else if me > 0 {
         let addr = config.listen;
         let listener = TcpListener::bind(addr).await.map_err(|e| {
@@ -793,12 +798,11 @@ async fn routed_accept_loop(
         };
         let (ctx, tx) = (ctx.clone(), tx.clone());
         exchanges.spawn(async move {
-            let ev = match answer_hello(&ctx, TlsStream::Server(routed.stream), j, routed.hello)
-                .await
-            {
-                Ok(link) => Event::Connected(Box::new(link)),
-                Err(e) => Event::Failed(e),
-            };
+            let ev =
+                match answer_hello(&ctx, TlsStream::Server(routed.stream), j, routed.hello).await {
+                    Ok(link) => Event::Connected(Box::new(link)),
+                    Err(e) => Event::Failed(e),
+                };
             let _ = tx.send(ev);
         });
     }
