@@ -171,8 +171,7 @@ impl Dialer {
         request: &Request,
         until: Instant,
     ) -> std::result::Result<(TlsStream<TcpStream>, Reply), DialError> {
-        let pinned =
-            PinnedCert::new(label, cert_der).map_err(|e| DialError::WrongCertificate(e))?;
+        let pinned = PinnedCert::new(label, cert_der).map_err(DialError::WrongCertificate)?;
         let config = tls::client_config(&self.local, pinned, &self.provider)
             .map_err(|e| DialError::NotAnAgent(e.to_string()))?;
         let addrs: Vec<std::net::SocketAddr> = match &endpoint.host {
@@ -234,6 +233,9 @@ impl Dialer {
         Ok((stream, reply))
     }
 }
+
+/// A node agent's answer to a join request: the open control connection and its reply.
+type JoinAnswer = std::result::Result<(TlsStream<TcpStream>, Reply), Error>;
 
 enum ReadError {
     Io(std::io::Error),
@@ -361,8 +363,7 @@ pub fn run_session(
                 (i, r.map_err(|e| e.into_error(&label, &endpoint)))
             });
         }
-        let mut answers: Vec<Option<std::result::Result<(TlsStream<TcpStream>, Reply), Error>>> =
-            (0..nodes.len()).map(|_| None).collect();
+        let mut answers: Vec<Option<JoinAnswer>> = (0..nodes.len()).map(|_| None).collect();
         while let Some(Ok((i, r))) = set.join_next().await {
             answers[i] = Some(r);
         }
