@@ -91,6 +91,7 @@ pub fn prepare_gated<T>(dir: &Path, nodes: usize, gate: &Mutex<T>) -> Result<Fed
             key_type: GeneratedKeyType::P256,
             validity_days: 30,
             force: false,
+            allow_custom_id: false,
         };
         let _guard = step();
         let id = identity::init(&home, &opts, now)?;
@@ -108,8 +109,12 @@ pub fn prepare_gated<T>(dir: &Path, nodes: usize, gate: &Mutex<T>) -> Result<Fed
     for (i, party) in parties.iter().enumerate() {
         for (j, (bundle, fingerprint)) in bundles.iter().enumerate() {
             if i != j {
-                let req =
-                    registration::request_from_bundle(bundle, Some(fingerprint.clone()), false)?;
+                let req = registration::request_from_bundle(
+                    bundle,
+                    Some(fingerprint.clone()),
+                    false,
+                    false,
+                )?;
                 let _guard = step();
                 registration::register(&party.home, &req, now)?;
             }
