@@ -372,7 +372,7 @@ fn an_unregistered_researcher_is_refused_and_a_running_session_is_not_disturbed(
 #[test]
 fn limits_are_refused_with_a_clear_error() {
     let (_dir, fed) = federation(2);
-    let env = [("SECAGG_FAULT", "connected:sleep=1500")];
+    let env = [("SECAGG_FAULT", "connected:sleep=3000")];
     let a1 = Agent::start(
         fed.parties[1].home.root(),
         &["--max-sessions-per-researcher", "1"],
