@@ -29,7 +29,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use commands::{
-    aggregate, certificate, context, demo, deploy, identity, init, mpspdz, negotiate, roster, vpn,
+    agent, aggregate, certificate, context, demo, deploy, identity, init, mpspdz, negotiate,
+    roster, vpn,
 };
 
 /// The `--help` section listing the exit codes, generated from `secagg_core::ErrorKind` (the one
@@ -102,6 +103,14 @@ enum Command {
     /// Deployment containers: build, configure, start, stop, status, clean.
     #[command(subcommand)]
     Deploy(deploy::DeployCommand),
+    /// Run this party's agent: joins the sessions registered researchers request (issue 11).
+    Serve(agent::ServeArgs),
+    /// Run a whole session from the researcher through the nodes' agents.
+    #[command(subcommand)]
+    Session(agent::SessionCommand),
+    /// Check the federation: every registered party's agent, reachable and mutually pinned.
+    #[command(subcommand)]
+    Federation(agent::FederationCommand),
 }
 
 /// Rewrites Fed-BioMed's two-letter short options (`-pk`, `-pi`), which clap cannot express, to
@@ -193,6 +202,9 @@ fn main() -> ExitCode {
         Command::Mpspdz(c) => mpspdz::run(&home, c),
         Command::Vpn(c) => vpn::run(&home, c),
         Command::Deploy(c) => deploy::run(&home, c),
+        Command::Serve(a) => agent::serve(&home, a),
+        Command::Session(c) => agent::session(&home, c),
+        Command::Federation(c) => agent::federation(&home, c),
     };
     // Output lost to a full disk must not look like success; a closed pipe is not an error.
     let result = result.and_then(|()| output::finish_stdout());

@@ -10,7 +10,9 @@
 //! - `crash`: the process kills itself with SIGKILL at that step (no destructor, no goodbye to
 //!   peers: a power cut as far as the protocol can tell);
 //! - `fail`: the step returns an error (for the store steps, the store write fails), and the
-//!   party goes down its normal failure path.
+//!   party goes down its normal failure path;
+//! - `sleep=MS`: the party stops for MS milliseconds at that step (blocking its thread), then goes
+//!   on: a slow party, or one to signal while it is mid-session.
 //!
 //! Tests set the variable on the one party process that should fail.
 
@@ -53,6 +55,9 @@ pub enum Step {
     ResearcherAfterStore,
     /// Researcher: after sending the confirmations.
     ResearcherAfterSendConfirm,
+    /// Party agent (`secagg serve`): the researcher's start arrived, the session's side is about
+    /// to run. Not in [`Step::ALL`] (the negotiation's steps); see [`Step::AGENT`].
+    AgentStarted,
 }
 
 impl Step {
@@ -75,6 +80,9 @@ impl Step {
         Step::ResearcherAfterSendConfirm,
     ];
 
+    /// The party agent's steps (a `secagg negotiate` never passes them).
+    pub const AGENT: [Step; 1] = [Step::AgentStarted];
+
     /// The name used in [`FAULT_ENV`].
     pub fn name(self) -> &'static str {
         match self {
@@ -93,6 +101,7 @@ impl Step {
             Step::ResearcherBeforeStore => "researcher-before-store",
             Step::ResearcherAfterStore => "researcher-after-store",
             Step::ResearcherAfterSendConfirm => "researcher-after-send-confirm",
+            Step::AgentStarted => "agent-started",
         }
     }
 
@@ -105,6 +114,24 @@ impl Step {
     pub fn is_researcher_step(self) -> bool {
         self.name().starts_with("researcher-") || self == Step::Connected
     }
+}
+
+/// The pause `STEP:sleep=MS` asks for at `step`, for async callers (the agent) that wait for it
+/// without blocking their thread (and can be interrupted meanwhile): without the
+/// `fault-injection` feature, none.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn pause_at(_step: Step) -> Option<std::time::Duration> {
+    None
+}
+
+/// The pause `STEP:sleep=MS` asks for at `step` (see the non-feature variant).
+#[cfg(feature = "fault-injection")]
+pub fn pause_at(step: Step) -> Option<std::time::Duration> {
+    let spec = std::env::var(FAULT_ENV).ok()?;
+    let (name, action) = spec.split_once(':')?;
+    let ms: u64 = action.strip_prefix("sleep=")?.parse().ok()?;
+    (name == step.name()).then(|| std::time::Duration::from_millis(ms))
 }
 
 /// Passes protocol step `step`: without the `fault-injection` feature, nothing.
@@ -132,6 +159,13 @@ pub fn at(step: Step) -> Result<()> {
             let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
             // SIGKILL cannot be caught; this is unreachable unless raise itself failed.
             std::process::abort();
+        }
+        sleep if sleep.starts_with("sleep=") && Step::AGENT.contains(&step) => Ok(()), // pause_at
+        sleep if sleep.starts_with("sleep=") => {
+            // Test-only: holds this party at the step (e.g. to stop an agent mid-session).
+            let ms: u64 = sleep["sleep=".len()..].parse().unwrap_or(0);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            Ok(())
         }
         "fail" => Err(Error::io(
             format!("injected fault at step `{}`", step.name()),

@@ -42,6 +42,9 @@
 //! - **Local demo federations** ([`demo`], [`processes`]): a researcher and N nodes with their own
 //!   homes on one machine, registered with each other, their parties run as `secagg negotiate`
 //!   processes, and the stored keys checked to cancel.
+//! - **Party agent** ([`agent`]): `secagg serve`, a long-running agent on the party's endpoint that
+//!   joins the sessions researchers request (several at once, routed by session id), and its
+//!   clients, a whole session run from the researcher and the federation's preflight check.
 //!
 //! Errors are one type, [`Error`], with a kind ([`ErrorKind`]) that gives the process exit code
 //! and an optional hint ([`error`]). [`fault`] is a test-only hook (compiled in only with the
@@ -49,9 +52,8 @@
 //!
 //! What it does not do: no printing and no argument parsing (the `secagg` binary is a thin layer
 //! over this crate and owns both); no training and no transport of model updates or ciphertexts
-//! between parties (the caller moves the files); no long-running party agent (each negotiation
-//! is one call, or one `secagg negotiate` process, per party); no federation roster (the party
-//! list of a session is given by the caller).
+//! between parties (the caller moves the files); no federation roster (the party list of a session
+//! is given by the caller).
 //!
 //! # Public modules
 //!
@@ -65,6 +67,7 @@
 //! | [`vpn`], [`deploy`] | the WireGuard VPN; containers |
 //! | [`mpspdz`] | locating MP-SPDZ, the doctor |
 //! | [`demo`], [`processes`] | local federations; parties as processes |
+//! | [`agent`] | the party agent, `session run`, `federation check` |
 //! | [`fault`] | test-only fault injection |
 //!
 //! Internals (crate-private): the SQLite store (one module per table), the TLS transport with its
@@ -76,6 +79,7 @@
 #![warn(missing_docs)]
 
 // The public API: use cases and the types they take and return.
+pub mod agent;
 pub mod aggregate;
 pub mod certificate;
 pub mod contexts;

@@ -69,7 +69,7 @@ pub fn plan(home: &Home, req: &SessionRequest, now: OffsetDateTime) -> Result<Ne
 
 /// [`plan`], waiting for the store's lock at most until `deadline`, which also ends the plan's
 /// timeout.
-fn plan_until(
+pub(crate) fn plan_until(
     home: &Home,
     req: &SessionRequest,
     now: OffsetDateTime,
@@ -233,63 +233,78 @@ pub fn negotiate(
 ) -> Result<NegotiationReport> {
     let deadline = std::time::Instant::now() + req.timeout;
     let plan = plan_until(home, req, OffsetDateTime::now_utc(), deadline)?;
-    let parties: Vec<String> = plan.parties().iter().map(|p| p.id.to_string()).collect();
-    let (session_id, my_index, key_bits, role) = (
-        plan.session_id().to_string(),
-        plan.my_index(),
-        plan.key_bits(),
-        plan.my_role(),
-    );
-    let store = Store::open_party_until(home, deadline)?;
-    let mut sink = StoreSink {
-        home,
-        store,
-        deadline,
-        template: ContextRecord {
-            session_id: session_id.clone(),
-            role,
-            party_index: my_index as u32,
-            parties: parties.clone(),
-            engine: engine.name().to_owned(),
-            key_bits,
-            key_decimal: Default::default(),
-            key_fingerprint: String::new(),
-            created_at: OffsetDateTime::now_utc(),
-            state: KeyState::Unconfirmed,
-            confirmed_at: None,
-        },
-        stored_fingerprint: None,
-        confirmed: false,
-        on_warning,
-    };
-    let outcome: Outcome = match engine.negotiate(plan, &mut sink) {
-        Ok(o) => o,
-        Err(e) => return Err(sink.explain_failure(e)),
-    };
-    let key_fingerprint = match (&sink.stored_fingerprint, sink.confirmed) {
-        (Some(fp), true) => fp.clone(),
-        _ => {
-            return Err(Error::Internal(format!(
-                "the {} engine reported success for session {session_id} without storing and confirming the key",
-                engine.name()
-            )))
-        }
-    };
-    debug_assert_eq!(key_fingerprint, outcome.key.fingerprint());
-    let t = outcome.timings;
-    Ok(NegotiationReport {
-        session_id,
-        engine: engine.name().to_owned(),
-        role: outcome.role,
-        party_index: my_index,
-        parties,
-        key_bits,
-        key_fingerprint,
-        connect_ms: ms(t.connect),
-        exchange_ms: ms(t.exchange),
-        finish_ms: ms(t.finish),
-        total_ms: ms(t.total),
-    })
+    let mut sink = StoreSink::for_plan(home, &plan, engine.name(), deadline, on_warning)?;
+    let result = engine.negotiate(plan, &mut sink);
+    sink.report(result)
+}
+
+impl<'a> StoreSink<'a> {
+    /// The sink of `plan`'s session in `home`, its store opened now (waiting for its lock at
+    /// most until `deadline`), for an engine named `engine`.
+    pub(crate) fn for_plan(
+        home: &'a Home,
+        plan: &NegotiationPlan,
+        engine: &str,
+        deadline: std::time::Instant,
+        on_warning: &'a mut (dyn FnMut(&str) + Send),
+    ) -> Result<Self> {
+        let parties: Vec<String> = plan.parties().iter().map(|p| p.id.to_string()).collect();
+        let store = Store::open_party_until(home, deadline)?;
+        Ok(StoreSink {
+            home,
+            store,
+            deadline,
+            template: ContextRecord {
+                session_id: plan.session_id().to_string(),
+                role: plan.my_role(),
+                party_index: plan.my_index() as u32,
+                parties,
+                engine: engine.to_owned(),
+                key_bits: plan.key_bits(),
+                key_decimal: Default::default(),
+                key_fingerprint: String::new(),
+                created_at: OffsetDateTime::now_utc(),
+                state: KeyState::Unconfirmed,
+                confirmed_at: None,
+            },
+            stored_fingerprint: None,
+            confirmed: false,
+            on_warning,
+        })
+    }
+
+    /// The report of the engine's `result`, or the error saying what is left in the store.
+    pub(crate) fn report(&mut self, result: Result<Outcome>) -> Result<NegotiationReport> {
+        let outcome: Outcome = match result {
+            Ok(o) => o,
+            Err(e) => return Err(self.explain_failure(e)),
+        };
+        let t = &self.template;
+        let key_fingerprint = match (&self.stored_fingerprint, self.confirmed) {
+            (Some(fp), true) => fp.clone(),
+            _ => {
+                return Err(Error::Internal(format!(
+                    "the {} engine reported success for session {} without storing and confirming the key",
+                    t.engine, t.session_id
+                )))
+            }
+        };
+        debug_assert_eq!(key_fingerprint, outcome.key.fingerprint());
+        let timings = outcome.timings;
+        Ok(NegotiationReport {
+            session_id: t.session_id.clone(),
+            engine: t.engine.clone(),
+            role: outcome.role,
+            party_index: t.party_index as usize,
+            parties: t.parties.clone(),
+            key_bits: t.key_bits,
+            key_fingerprint,
+            connect_ms: ms(timings.connect),
+            exchange_ms: ms(timings.exchange),
+            finish_ms: ms(timings.finish),
+            total_ms: ms(timings.total),
+        })
+    }
 }
 
 /// The [`KeySink`] of a negotiation run from a home: stores the key in the home's store (each
@@ -321,7 +336,7 @@ impl std::fmt::Debug for StoreSink<'_> {
 
 impl StoreSink<'_> {
     /// The error to report for a failed session, saying what is left in the store.
-    fn explain_failure(&mut self, e: Error) -> Error {
+    pub(crate) fn explain_failure(&mut self, e: Error) -> Error {
         let id = self.template.session_id.clone();
         if self.stored_fingerprint.is_none() {
             return e;

@@ -1,5 +1,6 @@
 //! One module per command group; each parses into an args struct and calls one core function.
 
+pub mod agent;
 pub mod aggregate;
 pub mod certificate;
 pub mod context;

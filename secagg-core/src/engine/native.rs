@@ -93,10 +93,20 @@ impl Engine for NativeEngine {
 /// handing the key to `sink` at the protocol's store and confirm steps. The deadline is
 /// [`NegotiationPlan::timeout`] from now.
 pub async fn negotiate_async(plan: NegotiationPlan, sink: &mut dyn KeySink) -> Result<Outcome> {
+    negotiate_routed(plan, sink, None).await
+}
+
+/// [`negotiate_async`], taking this party's inbound connections from `inbound` (routed to the
+/// session by the party agent's shared acceptor) instead of listening itself, when given.
+pub(crate) async fn negotiate_routed(
+    plan: NegotiationPlan,
+    sink: &mut dyn KeySink,
+    inbound: Option<tokio::sync::mpsc::UnboundedReceiver<mesh::Routed>>,
+) -> Result<Outcome> {
     let started = StdInstant::now();
     let deadline = Instant::now() + plan.timeout();
     let field = PrimeField::new(plan.prime().clone())?;
-    let mesh = mesh::establish(&mesh_config(&plan), deadline, &mut |w: String| {
+    let mesh = mesh::establish_with(&mesh_config(&plan), inbound, deadline, &mut |w: String| {
         sink.warn(&w)
     })
     .await?;

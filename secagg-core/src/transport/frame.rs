@@ -38,6 +38,10 @@ pub enum MsgType {
     Abort = 6,
     /// The researcher stored the server key: the node marks its key confirmed.
     Confirm = 7,
+    /// To a party agent: a request (JSON), the first frame of a control connection.
+    Request = 8,
+    /// From a party agent: its answer to a request, or a session's result (JSON).
+    Reply = 9,
 }
 
 impl MsgType {
@@ -51,6 +55,8 @@ impl MsgType {
             5 => MsgType::Ack,
             6 => MsgType::Abort,
             7 => MsgType::Confirm,
+            8 => MsgType::Request,
+            9 => MsgType::Reply,
             _ => return None,
         })
     }
@@ -65,6 +71,8 @@ impl MsgType {
             MsgType::Ack => "acknowledgement",
             MsgType::Abort => "abort",
             MsgType::Confirm => "confirmation",
+            MsgType::Request => "agent request",
+            MsgType::Reply => "agent reply",
         }
     }
 }

@@ -329,8 +329,34 @@ pub const LINGER: Duration = Duration::from_millis(600);
 /// Runs the connection phase for `config`'s party until every peer is connected and bound, or
 /// the first failure, or `deadline`. See the module documentation for the failure semantics;
 /// `warn` receives one line per dropped stranger (remote address and reason).
+#[cfg(test)] // the engine calls establish_with
 pub async fn establish(
     config: &MeshConfig,
+    deadline: Instant,
+    warn: &mut (dyn FnMut(String) + Send),
+) -> Result<Mesh> {
+    establish_with(config, None, deadline, warn).await
+}
+
+/// An inbound connection that a shared acceptor (the party agent, `crate::agent`) took on this
+/// party's port, authenticated as *some* registered peer and routed to this session by the session
+/// id of the client's hello, which it already read. The session still checks, as for a connection
+/// it accepted itself, that the certificate is pinned for one of the parties expected to dial in
+/// and that the hello matches its own.
+pub struct Routed {
+    /// The server side of the TLS connection, handshake done.
+    pub stream: tokio_rustls::server::TlsStream<TcpStream>,
+    /// Where it came from.
+    pub addr: SocketAddr,
+    /// The client's hello, read by the acceptor.
+    pub hello: Hello,
+}
+
+/// [`establish`], taking the inbound connections from `inbound` (routed by a shared acceptor)
+/// instead of binding [`MeshConfig::listen`], when given.
+pub async fn establish_with(
+    config: &MeshConfig,
+    inbound: Option<mpsc::UnboundedReceiver<Routed>>,
     deadline: Instant,
     warn: &mut (dyn FnMut(String) + Send),
 ) -> Result<Mesh> {
@@ -361,7 +387,16 @@ pub async fn establish(
     let mut tasks = JoinSet::new();
     let last_dial_error: Arc<Mutex<Vec<Option<String>>>> = Arc::new(Mutex::new(vec![None; n]));
 
-    if me > 0 {
+    if let (true, Some(inbound)) = (me > 0, inbound) {
+        let verifier =
+            PinnedClientVerifier::new((0..me).map(|j| (j, pinned[j].clone())).collect(), &provider);
+        tasks.spawn(routed_accept_loop(
+            ctx.clone(),
+            inbound,
+            verifier,
+            tx.clone(),
+        ));
+    } else if me > 0 {
         let addr = config.listen;
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             Error::invalid(format!(
@@ -737,6 +772,62 @@ async fn accept_loop(
     }
 }
 
+/// The inbound side for connections routed by a shared acceptor: the same identification as
+/// [`accept_loop`] (the presented certificate must be pinned for one of the parties expected to
+/// dial in, else the connection is dropped as a stranger's), then the hello exchange with the
+/// hello the acceptor already read.
+async fn routed_accept_loop(
+    ctx: Arc<Ctx>,
+    mut inbound: mpsc::UnboundedReceiver<Routed>,
+    verifier: Arc<PinnedClientVerifier>,
+    tx: mpsc::UnboundedSender<Event>,
+) {
+    let mut exchanges = JoinSet::new();
+    while let Some(routed) = inbound.recv().await {
+        while exchanges.try_join_next().is_some() {}
+        let peer = routed
+            .stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| verifier.identify(c));
+        let Some(j) = peer else {
+            let _ = tx.send(Event::Rejected(routed.addr, Rejection::UnknownCertificate));
+            continue;
+        };
+        let (ctx, tx) = (ctx.clone(), tx.clone());
+        exchanges.spawn(async move {
+            let ev =
+                match answer_hello(&ctx, TlsStream::Server(routed.stream), j, routed.hello).await {
+                    Ok(link) => Event::Connected(Box::new(link)),
+                    Err(e) => Event::Failed(e),
+                };
+            let _ = tx.send(ev);
+        });
+    }
+    // The acceptor is gone (agent shutting down): keep the handshakes already started.
+    while exchanges.join_next().await.is_some() {}
+}
+
+/// Sends our Hello in answer to `hello`, already read from the peer, and checks it.
+async fn answer_hello(
+    ctx: &Ctx,
+    mut stream: TlsStream<TcpStream>,
+    j: usize,
+    hello: Hello,
+) -> Result<Link> {
+    let label = &ctx.labels[j];
+    let lingering = ctx.abort_reason.lock().ok().and_then(|r| r.clone());
+    if let Some(reason) = lingering {
+        abort_all(vec![(label.clone(), stream)], &reason).await;
+        return Err(Error::peer("session already aborted"));
+    }
+    write_frame(&mut stream, &ctx.hello.to_frame(), ctx.deadline, label).await?;
+    check_hello(ctx, &hello, j)?;
+    Ok(Link { peer: j, stream })
+}
+
 /// Sends our Hello, reads the peer's and checks it against ours and against `j`, the party the
 /// certificate identified.
 async fn hello_exchange(ctx: &Ctx, mut stream: TlsStream<TcpStream>, j: usize) -> Result<Link> {
@@ -766,6 +857,13 @@ async fn hello_exchange(ctx: &Ctx, mut stream: TlsStream<TcpStream>, j: usize) -
         }
     }
     let hello = Hello::decode(&frame.payload, label)?;
+    check_hello(ctx, &hello, j)?;
+    Ok(Link { peer: j, stream })
+}
+
+/// Checks the peer's hello against ours and against `j`, the party its certificate identified.
+fn check_hello(ctx: &Ctx, hello: &Hello, j: usize) -> Result<()> {
+    let label = &ctx.labels[j];
     let same_hint = "every party must run the negotiation with the same session id, the same ordered party list (ids and registered certificates), key length and prime";
     if hello.session_id != ctx.session_id {
         return Err(Error::peer(format!(
@@ -788,7 +886,7 @@ async fn hello_exchange(ctx: &Ctx, mut stream: TlsStream<TcpStream>, j: usize) -
         ))
         .with_hint(same_hint));
     }
-    Ok(Link { peer: j, stream })
+    Ok(())
 }
 
 /// The payload of the `Abort` frame sent because of `e`: `<kind>:<message>`, so that the peers

@@ -1,0 +1,384 @@
+//! `secagg serve` (the party agent), `secagg session run` (a whole session from the researcher,
+//! through the agents) and `secagg federation check` (the preflight check of every agent).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use secagg_core::agent::{
+    self, AgentEvent, AgentOptions, CheckRow, PartyState, RunReport, RunRequest, Shutdown,
+};
+use secagg_core::home::Home;
+use secagg_core::processes::{signal_name, TerminationSignals};
+use secagg_core::{Error, ErrorKind, PartyId, Role, SessionId};
+
+use super::negotiate::{parse_duration, EngineArg};
+use crate::output::{self, Format, FormatArg};
+
+/// How the agent's log lines look.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `TIME LEVEL session=… peer=… event: message`.
+    #[default]
+    Text,
+    /// One JSON object per line (`time`, `level`, `event`, `session`, `peer`, `message`).
+    Json,
+}
+
+/// Run this party's agent: accept session requests from registered researchers and run this
+/// party's side of their sessions, several at once, on this party's endpoint.
+///
+/// Every connection is pinned mutual TLS (the client must present the certificate registered
+/// here for one of this party's peers). Runs in the foreground and logs one line per event on
+/// stderr, never a key. SIGTERM or SIGINT stops accepting, lets running sessions finish within
+/// --grace (then aborts them) and exits 0; a second signal aborts at once.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example (a node):\n  secagg serve --allow-researcher researcher_0b2f… --log-format json"
+)]
+pub struct ServeArgs {
+    /// Accept session requests only from this researcher (repeatable); default: every
+    /// registered researcher.
+    #[arg(long = "allow-researcher", value_name = "ID")]
+    allow_researcher: Vec<PartyId>,
+    /// Sessions joined or running at once, in all; more are refused (not queued).
+    #[arg(long, default_value_t = agent::DEFAULT_MAX_SESSIONS, value_name = "N")]
+    max_sessions: usize,
+    /// Sessions joined or running at once for one researcher; more are refused.
+    #[arg(long, default_value_t = agent::DEFAULT_MAX_SESSIONS_PER_RESEARCHER, value_name = "N")]
+    max_sessions_per_researcher: usize,
+    /// After SIGTERM/SIGINT: how long running sessions may take to finish before they are
+    /// aborted (e.g. 10s, 500ms).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    grace: Duration,
+    /// Address to listen on (default: this party's endpoint, or 0.0.0.0:<port> for a host name;
+    /// MPSPDZ_IP / MPSPDZ_PORT, when set, override the stored endpoint).
+    #[arg(long, value_name = "IP:PORT")]
+    listen: Option<SocketAddr>,
+    /// Log lines as text or JSON.
+    #[arg(long, value_enum, default_value_t)]
+    log_format: LogFormat,
+}
+
+fn log_line(format: LogFormat, e: &AgentEvent) -> String {
+    match format {
+        LogFormat::Json => serde_json::to_string(e).unwrap_or_default(),
+        LogFormat::Text => {
+            let mut s = format!(
+                "{} {:<5}",
+                e.time,
+                match e.level {
+                    agent::Level::Info => "info",
+                    agent::Level::Warn => "warn",
+                    agent::Level::Error => "error",
+                }
+            );
+            if let Some(sid) = &e.session {
+                s.push_str(&format!(" session={sid}"));
+            }
+            if let Some(p) = &e.peer {
+                s.push_str(&format!(" peer={p}"));
+            }
+            s.push_str(&format!(" {}: {}", e.event, e.message));
+            s
+        }
+    }
+}
+
+/// Runs `secagg serve`.
+pub fn serve(home: &Path, a: ServeArgs) -> anyhow::Result<()> {
+    let home = Home::new(home);
+    if a.max_sessions == 0 || a.max_sessions_per_researcher == 0 {
+        return Err(Error::invalid(
+            "--max-sessions and --max-sessions-per-researcher must be at least 1",
+        )
+        .into());
+    }
+    let endpoint = crate::commands::identity::effective_endpoint(&home)?;
+    let format = a.log_format;
+    let log: agent::Log = Arc::new(move |e: &AgentEvent| eprintln!("{}", log_line(format, e)));
+    // Blocked before any thread starts, so that every thread inherits the mask and the signal
+    // thread below is the one that takes them.
+    let signals = TerminationSignals::block()?;
+    let (handle, shutdown) = Shutdown::new();
+    let signal_log = log.clone();
+    std::thread::spawn(move || {
+        let mut count = 0;
+        while let Ok(sig) = signals.wait() {
+            count += 1;
+            let time = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            signal_log(&AgentEvent {
+                time,
+                level: agent::Level::Info,
+                event: "signal",
+                session: None,
+                peer: None,
+                message: if count == 1 {
+                    format!("{} received: stopping", signal_name(sig))
+                } else {
+                    format!(
+                        "{} received again: aborting running sessions",
+                        signal_name(sig)
+                    )
+                },
+            });
+            handle.stop();
+        }
+    });
+    let opts = AgentOptions {
+        listen: a.listen,
+        endpoint,
+        allow_researchers: a.allow_researcher,
+        max_sessions: a.max_sessions,
+        max_sessions_per_researcher: a.max_sessions_per_researcher,
+        grace: a.grace,
+    };
+    agent::serve(&home, opts, log, shutdown)?;
+    Ok(())
+}
+
+/// Sessions run from the researcher through the nodes' agents.
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Run a whole key negotiation from the researcher: every node's agent (`secagg serve`) is
+    /// asked to join, and this party runs its own side.
+    Run(RunArgs),
+}
+
+/// Arguments of `session run`.
+///
+/// Exits 0 only when the server key is stored, which the protocol allows only once every node has
+/// durably stored its key. Otherwise it names each party that failed and why.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example (the researcher):\n  secagg session run --all\n  secagg session run --parties node_7c1e…,node_e039… --timeout 30s --format json"
+)]
+pub struct RunArgs {
+    /// The session's nodes, comma-separated, in session order (the researcher, this party, may
+    /// be listed first or left out).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    parties: Vec<String>,
+    /// Every registered node.
+    #[arg(long)]
+    all: bool,
+    /// Session id (a uuid; Fed-BioMed's `secagg_<uuid>` names the same session); default: a new one.
+    #[arg(long)]
+    session: Option<SessionId>,
+    /// Negotiation engine (the agents run native sessions only, for now).
+    #[arg(long, value_enum, default_value_t)]
+    engine: EngineArg,
+    /// Deadline for the whole session (e.g. 60s, 1500ms, 2m).
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    timeout: Duration,
+    /// Key bit length (default 2040, see `secagg negotiate --help`).
+    #[arg(long)]
+    key_bits: Option<u32>,
+    #[command(flatten)]
+    output: FormatArg,
+}
+
+/// Runs `secagg session …`.
+pub fn session(home: &Path, c: SessionCommand) -> anyhow::Result<()> {
+    let SessionCommand::Run(a) = c;
+    let home = Home::new(home);
+    if let EngineArg::MpSpdz = a.engine {
+        return Err(Error::invalid(
+            "`secagg session run` runs native sessions only; MP-SPDZ sessions through the agents are not implemented yet",
+        )
+        .with_hint("use --engine native, or run `secagg negotiate --engine mp-spdz` at every party")
+        .into());
+    }
+    let own = secagg_core::identity::load(&home)?;
+    let mut parties = vec![own.party_id.clone()];
+    if a.all {
+        let mut nodes: Vec<PartyId> = secagg_core::registration::list(&home)?
+            .into_iter()
+            .filter(|p| p.role == Role::Node)
+            .map(|p| p.party_id)
+            .collect();
+        nodes.sort();
+        parties.extend(nodes);
+    } else {
+        for (i, p) in a.parties.iter().enumerate() {
+            let id = PartyId::parse(p.trim()).map_err(|e| e.context("in --parties"))?;
+            if i == 0 && id == own.party_id {
+                continue;
+            }
+            parties.push(id);
+        }
+    }
+    let req = RunRequest {
+        session_id: a.session.unwrap_or_else(SessionId::generate),
+        parties,
+        timeout: a.timeout,
+        key_bits: a.key_bits,
+    };
+    let mut warn = |w: &str| output::warn(w);
+    let (report, error) = agent::run_session(&home, &req, &mut warn)?;
+    match a.output.format {
+        Format::Json => output::print_json(&report)?,
+        Format::Text => print_run(&report),
+    }
+    match error {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+fn print_run(r: &RunReport) {
+    let mut t = output::list_table(&["party", "role", "state", "key", "time", "error"]);
+    for p in &r.parties {
+        t.add_row(vec![
+            p.party_id.clone(),
+            p.role.to_string(),
+            p.state.as_str().to_owned(),
+            p.key.clone(),
+            p.ms.map(|m| format!("{m:.1} ms"))
+                .unwrap_or_else(|| "-".into()),
+            p.error
+                .as_ref()
+                .map(|e| e.message.clone())
+                .unwrap_or_default(),
+        ]);
+    }
+    println!("{t}");
+    if r.ok {
+        output::note(format!(
+            "session {}: server key stored ({}), every node stored its key; {:.1} ms",
+            r.session_id,
+            r.key_fingerprint.as_deref().unwrap_or(""),
+            r.total_ms
+        ));
+    }
+    let stored = r
+        .parties
+        .iter()
+        .filter(|p| matches!(p.state, PartyState::Confirmed | PartyState::Stored))
+        .count();
+    if !r.ok && stored > 0 {
+        output::note(format!(
+            "{stored} part{} of session {} kept a key; see `secagg context list` there",
+            if stored == 1 { "y" } else { "ies" },
+            r.session_id
+        ));
+    }
+}
+
+/// The federation as a whole.
+#[derive(Debug, Subcommand)]
+pub enum FederationCommand {
+    /// Contact every registered party's agent and report, per party: reachable, pinned mutual TLS
+    /// both ways, versions, clock skew, days until its certificate expires, roster serial.
+    Check(CheckArgs),
+}
+
+/// Arguments of `federation check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The parties to check, comma-separated (default: every registered party).
+    #[arg(long, value_delimiter = ',', conflicts_with = "all")]
+    parties: Vec<PartyId>,
+    /// Every registered party (the default).
+    #[arg(long)]
+    all: bool,
+    /// Largest clock difference accepted.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    max_clock_skew: Duration,
+    #[command(flatten)]
+    output: FormatArg,
+}
+
+/// Runs `secagg federation …`.
+pub fn federation(home: &Path, c: FederationCommand) -> anyhow::Result<()> {
+    let FederationCommand::Check(a) = c;
+    let home = Home::new(home);
+    let only = (!a.parties.is_empty()).then_some(a.parties.as_slice());
+    let rows = agent::check_federation(&home, only, a.max_clock_skew)?;
+    match a.output.format {
+        Format::Json => output::print_json(&serde_json::json!({ "parties": rows }))?,
+        Format::Text => print_check(&rows),
+    }
+    let failed: Vec<&CheckRow> = rows.iter().filter(|r| !r.ok).collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let kind = |r: &CheckRow| match r.problem {
+        Some(agent::CheckProblem::WrongCertificate | agent::CheckProblem::NotRegisteredThere) => {
+            ErrorKind::Authentication
+        }
+        Some(agent::CheckProblem::Timeout) => ErrorKind::Timeout,
+        Some(agent::CheckProblem::CertificateInvalid) => ErrorKind::InvalidInput,
+        _ => ErrorKind::PeerFailure,
+    };
+    let message = format!(
+        "federation check failed for {} of {} parties: {}",
+        failed.len(),
+        rows.len(),
+        failed
+            .iter()
+            .map(|r| format!(
+                "{}: {} ({})",
+                r.party_id,
+                r.problem.map(|p| p.as_str()).unwrap_or("failed"),
+                r.message.as_deref().unwrap_or("")
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let e = match kind(failed[0]) {
+        ErrorKind::Authentication => Error::authentication(message),
+        ErrorKind::Timeout => Error::timeout(message),
+        ErrorKind::InvalidInput => Error::invalid(message),
+        _ => Error::peer(message),
+    };
+    Err(e
+        .with_hint("each party runs `secagg serve`, and every pair has registered each other's current certificate")
+        .into())
+}
+
+fn print_check(rows: &[CheckRow]) {
+    let yes = |b: bool| if b { "yes" } else { "no" }.to_owned();
+    let mut t = output::list_table(&[
+        "party",
+        "role",
+        "endpoint",
+        "reachable",
+        "mutual TLS",
+        "version",
+        "clock skew",
+        "cert days",
+        "result",
+    ]);
+    for r in rows {
+        t.add_row(vec![
+            r.party_id.clone(),
+            r.role.to_string(),
+            r.endpoint.clone(),
+            yes(r.reachable),
+            yes(r.mutual_tls),
+            match (&r.secagg_version, r.protocol_version) {
+                (Some(v), Some(p)) => format!("{v} (protocol {p})"),
+                _ => "-".into(),
+            },
+            r.clock_skew_ms
+                .map(|s| format!("{:+.1} s", s as f64 / 1000.0))
+                .unwrap_or_else(|| "-".into()),
+            r.certificate_days_left.to_string(),
+            match (&r.problem, &r.message) {
+                (None, _) => "ok".into(),
+                (Some(p), Some(m)) => format!("{}: {m}", p.as_str()),
+                (Some(p), None) => p.as_str().to_owned(),
+            },
+        ]);
+    }
+    println!("{t}");
+}

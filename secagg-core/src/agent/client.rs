@@ -1,0 +1,869 @@
+//! The agents' clients: a whole session run from the researcher (`secagg session run`) and the
+//! federation's preflight check (`secagg federation check`).
+
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio::time::{timeout_at, Instant};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::{error_of_kind, Reply, Request, StatusInfo, AGENT_PROTOCOL_VERSION};
+use crate::engine::{Engine, NativeEngine};
+use crate::error::{Error, ErrorKind, ErrorReport, Result};
+use crate::home::Home;
+use crate::identity;
+use crate::party::{Endpoint, Host, PartyId, Role, SessionId};
+use crate::registration;
+use crate::session::{self, SessionRequest, StoreSink};
+use crate::transport::frame::{write_frame, Frame, MsgType};
+use crate::transport::mesh::PROTOCOL_VERSION;
+use crate::transport::pinned_verifier::PinnedCert;
+use crate::transport::tls::{self, classify, LocalIdentity, TlsFailure};
+
+/// How long contacting one agent (TCP, TLS, request, reply) may take at most.
+pub const CONTACT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After the researcher's side ended: how long to wait for the nodes' own reports.
+const REPORT_GRACE: Duration = Duration::from_secs(2);
+
+/// A session to run from the researcher through the nodes' agents.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The session id.
+    pub session_id: SessionId,
+    /// The researcher (this party) first, then the nodes.
+    pub parties: Vec<PartyId>,
+    /// Whole-session deadline.
+    pub timeout: Duration,
+    /// Key length; `None` is the default.
+    pub key_bits: Option<u32>,
+}
+
+/// Where one party of a session run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartyState {
+    /// Its key is stored and confirmed (the researcher: `sk0` stored).
+    Confirmed,
+    /// Its key is durably stored; its agent reported it unconfirmed (the confirmation was
+    /// lost), or sent no report, though it acknowledged the stored key.
+    Stored,
+    /// Its agent refused the session request.
+    Refused,
+    /// Its agent could not be contacted (or did not authenticate).
+    Unreachable,
+    /// It accepted, but the session was not started because another party refused or was
+    /// unreachable; nothing was stored.
+    Cancelled,
+    /// The session failed (see `key` for what it kept).
+    Failed,
+}
+
+impl PartyState {
+    /// The state's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartyState::Confirmed => "confirmed",
+            PartyState::Stored => "stored",
+            PartyState::Refused => "refused",
+            PartyState::Unreachable => "unreachable",
+            PartyState::Cancelled => "cancelled",
+            PartyState::Failed => "failed",
+        }
+    }
+}
+
+/// One party's row of a session run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartyRow {
+    /// Party id.
+    pub party_id: String,
+    /// Role.
+    pub role: Role,
+    /// Where it ended.
+    pub state: PartyState,
+    /// What it holds for the session: `confirmed`, `unconfirmed`, `none` or `unknown`.
+    pub key: String,
+    /// Milliseconds its side took, as it reported.
+    pub ms: Option<f64>,
+    /// Why it failed.
+    pub error: Option<ErrorReport>,
+}
+
+/// The result of a session run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// Session id.
+    pub session_id: String,
+    /// Engine.
+    pub engine: String,
+    /// Whether the server key is stored (hence every node durably stored its key).
+    pub ok: bool,
+    /// One row per party, in session order.
+    pub parties: Vec<PartyRow>,
+    /// Milliseconds from the start of the command's work to the result.
+    pub total_ms: f64,
+    /// Fingerprint of the server key, when stored.
+    pub key_fingerprint: Option<String>,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Why an agent could not be talked to.
+#[derive(Debug)]
+pub(crate) enum DialError {
+    Unreachable(String),
+    WrongCertificate(Error),
+    NotRegisteredThere(Error),
+    NotAnAgent(String),
+    Timeout,
+}
+
+impl DialError {
+    fn into_error(self, label: &str, endpoint: &Endpoint) -> Error {
+        match self {
+            DialError::Unreachable(e) => Error::peer(format!(
+                "cannot reach the agent of {label} at {endpoint}: {e}"
+            ))
+            .with_hint(format!("check that `secagg serve` runs at {label} and that its endpoint is reachable from here")),
+            DialError::WrongCertificate(e) | DialError::NotRegisteredThere(e) => e,
+            DialError::NotAnAgent(e) => Error::peer(format!(
+                "{label} at {endpoint} does not answer as a secagg agent: {e}"
+            ))
+            .with_hint(format!("check that `secagg serve` (not `secagg negotiate` or another program) runs at {label}")),
+            DialError::Timeout => Error::timeout(format!(
+                "the agent of {label} at {endpoint} did not answer within {} s",
+                CONTACT_TIMEOUT.as_secs()
+            )),
+        }
+    }
+}
+
+pub(crate) struct Dialer {
+    local: LocalIdentity,
+    provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl Dialer {
+    pub(crate) fn for_home(home: &Home) -> Result<(Self, identity::Identity)> {
+        let own = identity::load(home)?;
+        let key = own.private_key_der()?;
+        let provider = tls::provider();
+        let local =
+            LocalIdentity::new(own.party_id.as_str(), &own.certificate.der, &key, &provider)?;
+        Ok((Dialer { local, provider }, own))
+    }
+
+    /// Pinned mutual TLS to `label`'s agent, sends `request`, reads its first reply.
+    pub(crate) async fn ask(
+        &self,
+        label: &str,
+        endpoint: &Endpoint,
+        cert_der: &[u8],
+        request: &Request,
+        until: Instant,
+    ) -> std::result::Result<(TlsStream<TcpStream>, Reply), DialError> {
+        let pinned = PinnedCert::new(label, cert_der).map_err(DialError::WrongCertificate)?;
+        let config = tls::client_config(&self.local, pinned, &self.provider)
+            .map_err(|e| DialError::NotAnAgent(e.to_string()))?;
+        let addrs: Vec<std::net::SocketAddr> = match &endpoint.host {
+            Host::Ip(ip) => vec![std::net::SocketAddr::new(*ip, endpoint.port)],
+            Host::Name(n) => {
+                match timeout_at(until, tokio::net::lookup_host((n.as_str(), endpoint.port))).await
+                {
+                    Err(_) => return Err(DialError::Timeout),
+                    Ok(Err(e)) => return Err(DialError::Unreachable(e.to_string())),
+                    Ok(Ok(a)) => a.collect(),
+                }
+            }
+        };
+        let tcp = match timeout_at(until, TcpStream::connect(&addrs[..])).await {
+            Err(_) => return Err(DialError::Timeout),
+            Ok(Err(e)) => return Err(DialError::Unreachable(e.to_string())),
+            Ok(Ok(t)) => t,
+        };
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from("secagg.invalid").expect("valid DNS name");
+        let classify_tls = |e: std::io::Error, doing: &str| {
+            match classify(&e) {
+            TlsFailure::PeerCertificateRefused => {
+                DialError::WrongCertificate(tls::io_error(&format!("{label} at {endpoint}"), doing, e))
+            }
+            TlsFailure::OurCertificateRefused => DialError::NotRegisteredThere(
+                Error::authentication(format!(
+                    "{label} refused this party's certificate: this party is not registered there, or with another certificate"
+                ))
+                .with_hint(format!("ask {label} to register this party's current certificate (check the fingerprint)")),
+            ),
+            TlsFailure::Other => DialError::NotAnAgent(format!("{doing}: {e}")),
+        }
+        };
+        let mut stream =
+            match timeout_at(until, TlsConnector::from(config).connect(name, tcp)).await {
+                Err(_) => return Err(DialError::Timeout),
+                Ok(Err(e)) => return Err(classify_tls(e, "during the TLS handshake")),
+                Ok(Ok(s)) => s,
+            };
+        let payload =
+            serde_json::to_vec(request).map_err(|e| DialError::NotAnAgent(e.to_string()))?;
+        write_frame(
+            &mut stream,
+            &Frame::new(MsgType::Request, payload),
+            until,
+            label,
+        )
+        .await
+        .map_err(|e| DialError::NotAnAgent(e.to_string()))?;
+        let reply = read_reply(&mut stream, until, label).await.map_err(|e| match e {
+            ReadError::Io(e) => classify_tls(e, "reading its reply"),
+            ReadError::Timeout => DialError::Timeout,
+            ReadError::Closed => DialError::NotAnAgent(
+                "it closed the connection without answering (is it an agent? a `secagg negotiate` drops connections it does not expect)".into(),
+            ),
+            ReadError::Other(e) => DialError::NotAnAgent(e),
+        })?;
+        Ok((stream, reply))
+    }
+}
+
+/// A node agent's answer to a join request: the open control connection and its reply.
+type JoinAnswer = std::result::Result<(TlsStream<TcpStream>, Reply), Error>;
+
+enum ReadError {
+    Io(std::io::Error),
+    Timeout,
+    Closed,
+    Other(String),
+}
+
+/// Reads one `Reply` frame. Reads the raw TLS stream first so that a TLS alert (our certificate
+/// refused) keeps its I/O error for classification.
+async fn read_reply(
+    stream: &mut TlsStream<TcpStream>,
+    until: Instant,
+    label: &str,
+) -> std::result::Result<Reply, ReadError> {
+    use tokio::io::AsyncReadExt;
+    let mut header = [0u8; 4];
+    match timeout_at(until, stream.read_exact(&mut header)).await {
+        Err(_) => return Err(ReadError::Timeout),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(ReadError::Closed)
+        }
+        Ok(Err(e)) => return Err(ReadError::Io(e)),
+        Ok(Ok(_)) => {}
+    }
+    let len = u32::from_be_bytes(header) as usize;
+    if len == 0 || len > crate::transport::frame::MAX_FRAME_LEN {
+        return Err(ReadError::Other(format!(
+            "protocol violation by {label}: a frame of {len} bytes"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    match timeout_at(until, stream.read_exact(&mut body)).await {
+        Err(_) => return Err(ReadError::Timeout),
+        Ok(Err(e)) => return Err(ReadError::Io(e)),
+        Ok(Ok(_)) => {}
+    }
+    match MsgType::from_byte(body[0]) {
+        Some(MsgType::Reply) => serde_json::from_slice(&body[1..])
+            .map_err(|e| ReadError::Other(format!("cannot read its reply: {e}"))),
+        Some(MsgType::Abort) => Err(ReadError::Other(format!(
+            "it answered with an abort: \"{}\"",
+            crate::transport::mesh::escape_peer_text(&String::from_utf8_lossy(&body[1..]))
+        ))),
+        Some(other) => Err(ReadError::Other(format!(
+            "it answered with a {} message",
+            other.name()
+        ))),
+        None => Err(ReadError::Other(format!(
+            "it answered with unknown message type {}",
+            body[0]
+        ))),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("while starting the runtime", e))
+}
+
+/// Runs a whole session from the researcher: asks every node's agent to join, starts them once
+/// all accepted, runs the researcher's own side, and collects every node's report.
+///
+/// `Err` only for failures before any agent was contacted (the request or this party's home);
+/// otherwise the report, with the error when the session did not complete (the server key is
+/// stored if and only if the error is `None`).
+pub fn run_session(
+    home: &Home,
+    req: &RunRequest,
+    on_warning: &mut (dyn FnMut(&str) + Send),
+) -> Result<(RunReport, Option<Error>)> {
+    let started = std::time::Instant::now();
+    let deadline = started + req.timeout;
+    let sreq = SessionRequest {
+        session_id: req.session_id,
+        parties: req.parties.clone(),
+        timeout: req.timeout,
+        key_bits: req.key_bits,
+        prime: None,
+        listen: None,
+        endpoint: None,
+    };
+    let plan = session::plan_until(home, &sreq, OffsetDateTime::now_utc(), deadline)?;
+    if plan.my_index() != 0 {
+        return Err(Error::invalid(format!(
+            "`secagg session run` is run by the session's researcher, and this party (`{}`) is a node",
+            plan.me().id
+        ))
+        .with_hint("nodes run `secagg serve`, which joins the sessions the researcher requests"));
+    }
+    let (dialer, _own) = Dialer::for_home(home)?;
+    let dialer = std::sync::Arc::new(dialer);
+    let nodes: Vec<(String, Endpoint, Vec<u8>)> = plan.parties()[1..]
+        .iter()
+        .map(|p| {
+            (
+                p.id.to_string(),
+                p.endpoint.clone(),
+                p.certificate_der.clone(),
+            )
+        })
+        .collect();
+    let join = Request::Join {
+        version: AGENT_PROTOCOL_VERSION,
+        session_id: req.session_id.to_string(),
+        parties: req.parties.iter().map(|p| p.to_string()).collect(),
+        engine: NativeEngine::NAME.to_owned(),
+        key_bits: plan.key_bits(),
+        timeout_ms: req.timeout.as_millis() as u64,
+    };
+    let rt = runtime()?;
+    // 1. Every node's agent checks the request; nothing is dialed between parties yet.
+    let join_until = Instant::from_std(deadline.min(std::time::Instant::now() + CONTACT_TIMEOUT));
+    let answers = rt.block_on(async {
+        let mut set = JoinSet::new();
+        for (i, (label, endpoint, cert)) in nodes.iter().cloned().enumerate() {
+            let (dialer, join) = (dialer.clone(), join.clone());
+            set.spawn(async move {
+                let r = dialer
+                    .ask(&label, &endpoint, &cert, &join, join_until)
+                    .await;
+                (i, r.map_err(|e| e.into_error(&label, &endpoint)))
+            });
+        }
+        let mut answers: Vec<Option<JoinAnswer>> = (0..nodes.len()).map(|_| None).collect();
+        while let Some(Ok((i, r))) = set.join_next().await {
+            answers[i] = Some(r);
+        }
+        answers
+    });
+    let mut rows: Vec<PartyRow> = Vec::with_capacity(nodes.len() + 1);
+    rows.push(PartyRow {
+        party_id: req.parties[0].to_string(),
+        role: Role::Researcher,
+        state: PartyState::Cancelled,
+        key: "none".into(),
+        ms: None,
+        error: None,
+    });
+    let mut controls = Vec::with_capacity(nodes.len());
+    let mut refusals: Vec<ErrorReport> = Vec::new();
+    for ((label, _, _), answer) in nodes.iter().zip(answers) {
+        let mut row = PartyRow {
+            party_id: label.clone(),
+            role: Role::Node,
+            state: PartyState::Cancelled,
+            key: "none".into(),
+            ms: None,
+            error: None,
+        };
+        match answer {
+            Some(Ok((stream, Reply::Accepted))) => controls.push(Some(stream)),
+            Some(Ok((_, Reply::Refused { error }))) => {
+                let report = error.report_from(&format!("{label} refused the session"));
+                row.state = PartyState::Refused;
+                row.error = Some(report.clone());
+                refusals.push(report);
+                controls.push(None);
+            }
+            Some(Ok((_, other))) => {
+                let e = Error::peer(format!(
+                    "protocol violation by {label}: answered the session request with {other:?}"
+                ));
+                row.state = PartyState::Failed;
+                row.error = Some(ErrorReport::of(&e));
+                refusals.push(ErrorReport::of(&e));
+                controls.push(None);
+            }
+            Some(Err(e)) => {
+                row.state = PartyState::Unreachable;
+                row.error = Some(ErrorReport::of(&e));
+                refusals.push(ErrorReport::of(&e));
+                controls.push(None);
+            }
+            None => {
+                let e = Error::Internal(format!("no answer recorded for {label}"));
+                row.state = PartyState::Failed;
+                row.error = Some(ErrorReport::of(&e));
+                refusals.push(ErrorReport::of(&e));
+                controls.push(None);
+            }
+        }
+        rows.push(row);
+    }
+    let session_id = req.session_id.to_string();
+    let report = |rows: Vec<PartyRow>, ok: bool, fp: Option<String>| RunReport {
+        session_id: session_id.clone(),
+        engine: NativeEngine::NAME.to_owned(),
+        ok,
+        parties: rows,
+        total_ms: ms(started.elapsed()),
+        key_fingerprint: fp,
+    };
+    if !refusals.is_empty() {
+        // Closing the accepted control connections cancels the session at those agents.
+        drop(controls);
+        let first = &refusals[0];
+        let e = error_of_kind(
+            first.kind,
+            format!(
+                "session {session_id} was not started and nothing was stored: {}",
+                refusals
+                    .iter()
+                    .map(|r| r.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        );
+        let e = match &first.hint {
+            Some(h) => e.with_hint(h.clone()),
+            None => e,
+        };
+        return Ok((report(rows, false, None), Some(e)));
+    }
+    // 2. Start every node, then run our own side; each node's report is collected meanwhile.
+    let start = serde_json::to_vec(&Request::Start).expect("serialisable");
+    let collectors: Vec<tokio::task::JoinHandle<Option<std::result::Result<Reply, String>>>> =
+        controls
+            .into_iter()
+            .zip(&nodes)
+            .map(|(stream, (label, _, _))| {
+                let (label, start) = (label.clone(), start.clone());
+                let mut stream = stream.expect("every node accepted");
+                let until = Instant::from_std(deadline) + REPORT_GRACE;
+                rt.spawn(async move {
+                    if let Err(e) = write_frame(
+                        &mut stream,
+                        &Frame::new(MsgType::Request, start),
+                        until,
+                        &label,
+                    )
+                    .await
+                    {
+                        return Some(Err(format!("could not start it: {e}")));
+                    }
+                    let r = match read_reply(&mut stream, until, &label).await {
+                        Ok(r) => Some(Ok(r)),
+                        Err(ReadError::Timeout) => None,
+                        Err(ReadError::Closed) => Some(Err(
+                            "its agent closed the connection without a report".into(),
+                        )),
+                        Err(ReadError::Io(e)) => Some(Err(e.to_string())),
+                        Err(ReadError::Other(e)) => Some(Err(e)),
+                    };
+                    let _ = stream.shutdown().await;
+                    r
+                })
+            })
+            .collect();
+    let own = (|| {
+        let mut sink = StoreSink::for_plan(home, &plan, NativeEngine::NAME, deadline, on_warning)?;
+        let result = NativeEngine.negotiate(plan, &mut sink);
+        sink.report(result)
+    })();
+    let grace_end = Instant::now() + REPORT_GRACE;
+    let replies: Vec<Option<std::result::Result<Reply, String>>> = rt.block_on(async {
+        let mut out = Vec::with_capacity(collectors.len());
+        for c in collectors {
+            let abort = c.abort_handle();
+            match timeout_at(grace_end, c).await {
+                Ok(Ok(r)) => out.push(r),
+                _ => {
+                    abort.abort();
+                    out.push(None);
+                }
+            }
+        }
+        out
+    });
+    rt.shutdown_background();
+    let ok = own.is_ok();
+    rows[0].state = if ok {
+        PartyState::Confirmed
+    } else {
+        PartyState::Failed
+    };
+    rows[0].key = if ok {
+        "confirmed".into()
+    } else {
+        "none".into()
+    };
+    let mut node_errors = Vec::new();
+    for (row, r) in rows[1..].iter_mut().zip(replies) {
+        match r {
+            Some(Ok(Reply::Result { state, ms, error })) => {
+                row.ms = Some(ms);
+                row.key = state.clone();
+                match error {
+                    Some(e) => {
+                        let rep = e.report_from(&row.party_id);
+                        node_errors.push(rep.message.clone());
+                        row.error = Some(rep);
+                        row.state = if ok {
+                            PartyState::Stored
+                        } else {
+                            PartyState::Failed
+                        };
+                    }
+                    None if state == "confirmed" => row.state = PartyState::Confirmed,
+                    None => {
+                        row.state = if ok {
+                            PartyState::Stored
+                        } else {
+                            PartyState::Failed
+                        }
+                    }
+                }
+            }
+            Some(Ok(other)) => {
+                row.state = if ok {
+                    PartyState::Stored
+                } else {
+                    PartyState::Failed
+                };
+                row.key = "unknown".into();
+                row.error = Some(ErrorReport::new(
+                    ErrorKind::PeerFailure,
+                    format!("{}: unexpected report {other:?}", row.party_id),
+                    None,
+                ));
+            }
+            Some(Err(e)) => {
+                row.state = if ok {
+                    PartyState::Stored
+                } else {
+                    PartyState::Failed
+                };
+                row.key = "unknown".into();
+                let message = format!("{}: {e}", row.party_id);
+                node_errors.push(message.clone());
+                row.error = Some(ErrorReport::new(ErrorKind::PeerFailure, message, None));
+            }
+            None => {
+                row.state = if ok {
+                    PartyState::Stored
+                } else {
+                    PartyState::Failed
+                };
+                row.key = "unknown".into();
+                row.error = Some(ErrorReport::new(
+                    ErrorKind::PeerFailure,
+                    format!("{}: no report from its agent", row.party_id),
+                    None,
+                ));
+            }
+        }
+        if ok && row.key != "confirmed" {
+            // sk0 is stored, so this node acknowledged a durably stored key.
+            row.key = match row.key.as_str() {
+                "unconfirmed" => "unconfirmed".into(),
+                _ => "stored".into(),
+            };
+        }
+    }
+    match own {
+        Ok(r) => {
+            for row in &rows[1..] {
+                if row.state != PartyState::Confirmed {
+                    on_warning(&format!(
+                        "{} holds its key of session {session_id} but did not report it confirmed; it stays unconfirmed there until its operator confirms it",
+                        row.party_id
+                    ));
+                }
+            }
+            rows[0].ms = Some(r.total_ms);
+            Ok((report(rows, true, Some(r.key_fingerprint)), None))
+        }
+        Err(e) => {
+            rows[0].error = Some(ErrorReport::of(&e));
+            let mut message = format!("session {session_id} failed: {e}");
+            if !node_errors.is_empty() {
+                message.push_str(&format!("; the nodes report: {}", node_errors.join("; ")));
+            }
+            let mut err = error_of_kind(e.kind(), message);
+            if let Some(h) = e.hint() {
+                err = err.with_hint(h.to_owned());
+            }
+            Ok((report(rows, false, None), Some(err)))
+        }
+    }
+}
+
+/// Why a party failed the federation check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckProblem {
+    /// Nothing answers at its registered endpoint.
+    Unreachable,
+    /// Something answers, but not a secagg agent.
+    NotAnAgent,
+    /// It presented a certificate other than the one registered for it here.
+    WrongCertificate,
+    /// It refused this party's certificate: this party is not registered there (or with
+    /// another certificate).
+    NotRegisteredThere,
+    /// Its clock differs from this party's by more than allowed.
+    ClockSkew,
+    /// It speaks another protocol version.
+    VersionMismatch,
+    /// Its registered certificate expired (or is not valid yet).
+    CertificateInvalid,
+    /// It did not answer in time.
+    Timeout,
+}
+
+impl CheckProblem {
+    /// The problem's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckProblem::Unreachable => "unreachable",
+            CheckProblem::NotAnAgent => "not_an_agent",
+            CheckProblem::WrongCertificate => "wrong_certificate",
+            CheckProblem::NotRegisteredThere => "not_registered_there",
+            CheckProblem::ClockSkew => "clock_skew",
+            CheckProblem::VersionMismatch => "version_mismatch",
+            CheckProblem::CertificateInvalid => "certificate_invalid",
+            CheckProblem::Timeout => "timeout",
+        }
+    }
+}
+
+/// One party's row of the federation check.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckRow {
+    /// Party id.
+    pub party_id: String,
+    /// Role.
+    pub role: Role,
+    /// Its registered endpoint.
+    pub endpoint: String,
+    /// Whether every check passed.
+    pub ok: bool,
+    /// A TCP connection to its endpoint succeeded.
+    pub reachable: bool,
+    /// Pinned mutual TLS succeeded both ways (its certificate is the registered one, and it
+    /// accepted this party's).
+    pub mutual_tls: bool,
+    /// Its secagg version.
+    pub secagg_version: Option<String>,
+    /// Its native protocol version.
+    pub protocol_version: Option<u16>,
+    /// Its clock minus ours, in milliseconds (round-trip midpoint).
+    pub clock_skew_ms: Option<i64>,
+    /// Days until its registered certificate expires.
+    pub certificate_days_left: i64,
+    /// Serial of the roster it serves, if any.
+    pub roster_serial: Option<u64>,
+    /// Sessions joined or running there.
+    pub sessions: Option<usize>,
+    /// Round trip of the status request, milliseconds (TLS handshake included).
+    pub ms: f64,
+    /// What failed.
+    pub problem: Option<CheckProblem>,
+    /// Why, in words.
+    pub message: Option<String>,
+}
+
+/// Contacts the agent of every registered peer (or of `parties`) and reports, per party, what
+/// [`CheckRow`] lists. A clock differing by more than `max_skew` fails the party.
+pub fn check_federation(
+    home: &Home,
+    parties: Option<&[PartyId]>,
+    max_skew: Duration,
+) -> Result<Vec<CheckRow>> {
+    let peers = registration::list(home)?;
+    let selected: Vec<_> = match parties {
+        None => peers,
+        Some(ids) => {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                match peers.iter().find(|p| &p.party_id == id) {
+                    Some(p) => out.push(p.clone()),
+                    None => return Err(registration::not_registered(id)),
+                }
+            }
+            out
+        }
+    };
+    let (dialer, _own) = Dialer::for_home(home)?;
+    let dialer = std::sync::Arc::new(dialer);
+    let now = OffsetDateTime::now_utc();
+    let rt = runtime()?;
+    let rows = rt.block_on(async {
+        let mut set = JoinSet::new();
+        for (i, p) in selected.iter().cloned().enumerate() {
+            let dialer = dialer.clone();
+            set.spawn(async move {
+                let label = p.party_id.to_string();
+                let until = Instant::now() + CONTACT_TIMEOUT;
+                let sent = std::time::Instant::now();
+                let sent_wall = OffsetDateTime::now_utc();
+                let r = dialer
+                    .ask(
+                        &label,
+                        &p.endpoint,
+                        &p.certificate_der,
+                        &Request::Status {
+                            version: AGENT_PROTOCOL_VERSION,
+                        },
+                        until,
+                    )
+                    .await;
+                let rtt = sent.elapsed();
+                (i, r.map(|(_, reply)| reply), rtt, sent_wall)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(Ok(x)) = set.join_next().await {
+            out.push(x);
+        }
+        out.sort_by_key(|x| x.0);
+        out
+    });
+    rt.shutdown_background();
+    let mut out = Vec::with_capacity(selected.len());
+    for ((_, reply, rtt, sent_wall), p) in rows.into_iter().zip(&selected) {
+        let days_left = (p.not_after - now).whole_days();
+        let mut row = CheckRow {
+            party_id: p.party_id.to_string(),
+            role: p.role,
+            endpoint: p.endpoint.to_string(),
+            ok: false,
+            reachable: false,
+            mutual_tls: false,
+            secagg_version: None,
+            protocol_version: None,
+            clock_skew_ms: None,
+            certificate_days_left: days_left,
+            roster_serial: None,
+            sessions: None,
+            ms: ms(rtt),
+            problem: None,
+            message: None,
+        };
+        let fail = |row: &mut CheckRow, problem: CheckProblem, message: String| {
+            row.problem = Some(problem);
+            row.message = Some(message);
+        };
+        match reply {
+            Err(DialError::Unreachable(e)) => fail(
+                &mut row,
+                CheckProblem::Unreachable,
+                format!("nothing answers at {}: {e}", p.endpoint),
+            ),
+            Err(DialError::Timeout) => {
+                row.reachable = true;
+                fail(
+                    &mut row,
+                    CheckProblem::Timeout,
+                    format!("no answer within {} s", CONTACT_TIMEOUT.as_secs()),
+                )
+            }
+            Err(DialError::WrongCertificate(e)) => {
+                row.reachable = true;
+                fail(&mut row, CheckProblem::WrongCertificate, e.to_string())
+            }
+            Err(DialError::NotRegisteredThere(e)) => {
+                row.reachable = true;
+                fail(&mut row, CheckProblem::NotRegisteredThere, e.to_string())
+            }
+            Err(DialError::NotAnAgent(e)) => {
+                row.reachable = true;
+                fail(
+                    &mut row,
+                    CheckProblem::NotAnAgent,
+                    format!("not running a secagg agent: {e}"),
+                )
+            }
+            Ok(Reply::Status(s)) => {
+                row.reachable = true;
+                row.mutual_tls = true;
+                apply_status(&mut row, &s, rtt, sent_wall, max_skew);
+            }
+            Ok(other) => {
+                row.reachable = true;
+                row.mutual_tls = true;
+                fail(
+                    &mut row,
+                    CheckProblem::NotAnAgent,
+                    format!("unexpected answer to a status request: {other:?}"),
+                )
+            }
+        }
+        if row.problem.is_none() && days_left < 0 {
+            fail(
+                &mut row,
+                CheckProblem::CertificateInvalid,
+                format!("its registered certificate expired {} days ago", -days_left),
+            );
+        }
+        row.ok = row.problem.is_none();
+        out.push(row);
+    }
+    Ok(out)
+}
+
+fn apply_status(
+    row: &mut CheckRow,
+    s: &StatusInfo,
+    rtt: Duration,
+    sent_wall: OffsetDateTime,
+    max_skew: Duration,
+) {
+    row.secagg_version = Some(s.secagg_version.clone());
+    row.protocol_version = Some(s.protocol_version);
+    row.roster_serial = s.roster_serial;
+    row.sessions = Some(s.sessions);
+    let mid = sent_wall + time::Duration::try_from(rtt / 2).unwrap_or(time::Duration::ZERO);
+    let ours_ms = (mid.unix_timestamp_nanos() / 1_000_000) as i64;
+    let skew = s.time_unix_ms - ours_ms;
+    row.clock_skew_ms = Some(skew);
+    if s.protocol_version != PROTOCOL_VERSION || s.agent_protocol_version != AGENT_PROTOCOL_VERSION
+    {
+        row.problem = Some(CheckProblem::VersionMismatch);
+        row.message = Some(format!(
+            "it speaks native protocol {} / agent protocol {} (secagg {}), this party {PROTOCOL_VERSION} / {AGENT_PROTOCOL_VERSION}",
+            s.protocol_version, s.agent_protocol_version, s.secagg_version
+        ));
+    } else if skew.unsigned_abs() > max_skew.as_millis() as u64 {
+        row.problem = Some(CheckProblem::ClockSkew);
+        row.message = Some(format!(
+            "its clock is {:.1} s {} this party's (more than {} s): certificate validity checks will disagree",
+            skew.unsigned_abs() as f64 / 1000.0,
+            if skew > 0 { "ahead of" } else { "behind" },
+            max_skew.as_secs()
+        ));
+    }
+}

@@ -1,0 +1,179 @@
+//! The party agent (`secagg serve`) and its clients (`secagg session run`, `secagg federation
+//! check`): one command at the researcher negotiates with the whole federation.
+//!
+//! An agent owns its party's endpoint. Every connection to it is pinned mutual TLS 1.3 exactly as
+//! in a negotiation (the transport's verifiers: the client must present the certificate
+//! registered for one of this party's peers, and it must hold its key), and its first frame says
+//! what it is for:
+//!
+//! - **`Request` `{"op":"join",…}`** from a researcher: a session request (session id, ordered
+//!   party list, engine, key length, timeout). The agent checks it: the client is a registered
+//!   *researcher* (a node is refused), allowed by the policy (`--allow-researcher`), and party 0
+//!   of the list; the list is checked exactly as `secagg negotiate` checks a plan
+//!   ([`crate::session`]'s plan: list shape, this party in it, every party registered with a
+//!   valid certificate, no key stored for the session yet, the prime bound); the limits on
+//!   concurrent sessions (per researcher and in all) are not reached. It answers `Reply`
+//!   `{"reply":"accepted"}` or `{"reply":"refused","error":{…}}`. Nothing is dialed yet.
+//! - **`Request` `{"op":"start"}`** on the same connection, once every node accepted: the agent
+//!   runs its side of the native session (dialing the parties after it, receiving the others'
+//!   connections through its own port, routed by session id), stores its key exactly as
+//!   `negotiate` does (unconfirmed before its acknowledgement, confirmed on the researcher's
+//!   final word), then answers `{"reply":"result","state":…,"ms":…,"error":…}` and closes. A
+//!   control connection closed before `start` cancels the session (nothing was sent or stored).
+//! - **`Hello`** (the native protocol's first frame, which carries the session id): negotiation
+//!   traffic from another party of a session; it is handed to that session, which checks the
+//!   certificate against the parties expected to dial in and the hello against its own, as a
+//!   negotiation checks a connection it accepted.
+//! - **`Request` `{"op":"status"}`**: party id, role, versions, clock, certificate expiry, how
+//!   many sessions run ([`StatusInfo`]).
+//!
+//! The all-or-nothing invariant holds per session because every session runs the unchanged
+//! native protocol: the researcher stores `sk0` only once every node acknowledged a durably
+//! stored key.
+
+pub mod client;
+pub mod server;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, ErrorReport};
+
+pub use client::{
+    check_federation, run_session, CheckProblem, CheckRow, PartyRow, PartyState, RunReport,
+    RunRequest,
+};
+pub use server::{serve, AgentEvent, AgentOptions, Level, Log, Shutdown, ShutdownHandle};
+
+/// Version of the agent's request/reply messages.
+pub const AGENT_PROTOCOL_VERSION: u16 = 1;
+
+/// The secagg version an agent reports in its status.
+pub const SECAGG_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Longest session timeout an agent accepts (a session holds a slot until its deadline).
+pub const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long a new connection may take to finish its TLS handshake and send its first frame.
+pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default limit of concurrent sessions of one agent.
+pub const DEFAULT_MAX_SESSIONS: usize = 64;
+
+/// Default limit of concurrent sessions one researcher may run through an agent.
+pub const DEFAULT_MAX_SESSIONS_PER_RESEARCHER: usize = 16;
+
+/// A request to an agent (the JSON payload of a `Request` frame).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum Request {
+    /// Join a session (researcher only).
+    Join {
+        version: u16,
+        session_id: String,
+        parties: Vec<String>,
+        engine: String,
+        key_bits: u32,
+        timeout_ms: u64,
+    },
+    /// Start the joined session (every node accepted).
+    Start,
+    /// Report status.
+    Status { version: u16 },
+}
+
+/// What an agent reports about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusInfo {
+    /// The agent's party id.
+    pub party_id: String,
+    /// The party id the agent identified this client as (from its pinned certificate).
+    pub client_id: String,
+    /// secagg version.
+    pub secagg_version: String,
+    /// The native negotiation protocol's version.
+    pub protocol_version: u16,
+    /// The agent protocol's version.
+    pub agent_protocol_version: u16,
+    /// The agent's clock, Unix milliseconds.
+    pub time_unix_ms: i64,
+    /// When the agent's certificate expires, Unix seconds.
+    pub certificate_not_after_unix: i64,
+    /// Sessions joined or running.
+    pub sessions: usize,
+    /// Serial of the roster the agent serves (none until rosters exist).
+    pub roster_serial: Option<u64>,
+}
+
+/// An error as it travels between agent and client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WireError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl WireError {
+    pub(crate) fn of(e: &Error) -> Self {
+        WireError {
+            kind: e.kind(),
+            message: e.to_string(),
+            hint: e.hint().map(str::to_owned),
+        }
+    }
+
+    /// The error at the client, attributed to `party` (its text escaped: it is a peer's).
+    pub(crate) fn report_from(&self, party: &str) -> ErrorReport {
+        let message = format!(
+            "{party}: {}",
+            crate::transport::mesh::escape_peer_text(&self.message)
+        );
+        ErrorReport::new(
+            self.kind,
+            message,
+            self.hint
+                .as_deref()
+                .map(crate::transport::mesh::escape_peer_text),
+        )
+    }
+}
+
+/// An agent's reply (the JSON payload of a `Reply` frame).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub(crate) enum Reply {
+    /// The join request passed every check; the session waits for `start`.
+    Accepted,
+    /// The request was refused.
+    Refused { error: WireError },
+    /// The session ended at this agent.
+    Result {
+        /// `confirmed`, `unconfirmed` or `none` (no key stored).
+        state: String,
+        /// Milliseconds from `start` to the end.
+        ms: f64,
+        /// Why it failed, if it did.
+        error: Option<WireError>,
+    },
+    /// The status.
+    Status(StatusInfo),
+}
+
+/// An error of `kind` with `message`, as this crate builds it (a storage failure elsewhere is a
+/// peer failure here).
+pub(crate) fn error_of_kind(kind: ErrorKind, message: String) -> Error {
+    match kind {
+        ErrorKind::InvalidInput => Error::invalid(message),
+        ErrorKind::NotFound => Error::not_found(message),
+        ErrorKind::Conflict => Error::conflict(message),
+        ErrorKind::Timeout => Error::timeout(message),
+        ErrorKind::Authentication => Error::authentication(message),
+        ErrorKind::Verification => Error::verification(message),
+        ErrorKind::ExternalTool => Error::external(message),
+        _ => Error::peer(message),
+    }
+}
+
+#[cfg(test)]
+mod tests;

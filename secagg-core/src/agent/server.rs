@@ -1,0 +1,993 @@
+//! The agent itself: one listener, pinned mutual TLS, requests dispatched by their first frame,
+//! sessions run concurrently and routed by session id (see the [module documentation](super)).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::crypto::CryptoProvider;
+use rustls::ServerConfig;
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep, timeout_at, Instant};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use super::{
+    Reply, Request, StatusInfo, WireError, AGENT_PROTOCOL_VERSION, FIRST_FRAME_TIMEOUT,
+    MAX_SESSION_TIMEOUT, SECAGG_VERSION,
+};
+use crate::engine::{KeySink, NativeEngine, NegotiationPlan, SecretKey};
+use crate::error::{Error, Result};
+use crate::home::Home;
+use crate::identity;
+use crate::party::{Endpoint, Host, PartyId, Role, SessionId};
+use crate::registration;
+use crate::session::{self, SessionRequest, StoreSink};
+use crate::transport::frame::{read_frame, write_frame, Frame, MsgType};
+use crate::transport::mesh::{abort_all, Hello, Routed, PROTOCOL_VERSION};
+use crate::transport::pinned_verifier::{PinnedCert, PinnedClientVerifier};
+use crate::transport::tls::{self, classify, LocalIdentity, TlsFailure};
+
+/// How an agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Where to listen; `None` derives it from the endpoint (an IP literal gives that `ip:port`,
+    /// a host name `0.0.0.0:port`).
+    pub listen: Option<SocketAddr>,
+    /// This party's endpoint for its sessions; `None` is the stored one.
+    pub endpoint: Option<Endpoint>,
+    /// Researchers allowed to request sessions; empty: every registered researcher.
+    pub allow_researchers: Vec<PartyId>,
+    /// Sessions joined or running at once, in all.
+    pub max_sessions: usize,
+    /// Sessions joined or running at once for one researcher.
+    pub max_sessions_per_researcher: usize,
+    /// After a stop request: how long running sessions may take to finish before they are
+    /// aborted.
+    pub grace: Duration,
+}
+
+/// How much an event matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Normal operation.
+    Info,
+    /// Something was refused or dropped; the agent goes on.
+    Warn,
+    /// A session failed.
+    Error,
+}
+
+/// One line of the agent's log. Never carries a key.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentEvent {
+    /// When (RFC 3339, UTC).
+    pub time: String,
+    /// How much it matters.
+    pub level: Level,
+    /// What happened, a stable word (`listening`, `joined`, `refused`, `started`, `succeeded`,
+    /// `failed`, `cancelled`, `stranger`, `status`, `stopping`, `stopped`, `warning`).
+    pub event: &'static str,
+    /// The session concerned, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// The peer concerned (party id, or remote address for a stranger), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// Details.
+    pub message: String,
+}
+
+/// Where the agent's events go.
+pub type Log = Arc<dyn Fn(&AgentEvent) + Send + Sync>;
+
+/// Asks a running agent to stop: the first call stops accepting and lets running sessions
+/// finish within the grace period; the second aborts them at once.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(Arc<watch::Sender<u8>>);
+
+impl ShutdownHandle {
+    /// One more stop request (see the type's documentation).
+    pub fn stop(&self) {
+        self.0.send_modify(|level| *level = (*level + 1).min(2));
+    }
+}
+
+/// The agent's side of a [`ShutdownHandle`].
+#[derive(Debug)]
+pub struct Shutdown(Arc<watch::Sender<u8>>);
+
+impl Shutdown {
+    /// A new pair.
+    pub fn new() -> (ShutdownHandle, Shutdown) {
+        let (tx, _) = watch::channel(0u8);
+        let tx = Arc::new(tx);
+        (ShutdownHandle(tx.clone()), Shutdown(tx))
+    }
+}
+
+/// Level 1: draining (no new sessions); level 2: abort running sessions now.
+const DRAIN: u8 = 1;
+const ABORT: u8 = 2;
+
+struct Slot {
+    researcher: PartyId,
+    inbound: mpsc::UnboundedSender<Routed>,
+}
+
+struct PeerCache {
+    loaded: Instant,
+    config: Arc<ServerConfig>,
+    verifier: Arc<PinnedClientVerifier>,
+    ids: Vec<PartyId>,
+}
+
+/// How long the registered peers are cached for the TLS acceptor (a peer registered while the
+/// agent runs is accepted at most this much later).
+const PEER_CACHE_TTL: Duration = Duration::from_secs(1);
+
+struct Shared {
+    home: Home,
+    me: PartyId,
+    certificate_not_after: i64,
+    endpoint: Endpoint,
+    local: LocalIdentity,
+    provider: Arc<CryptoProvider>,
+    opts: AgentOptions,
+    sessions: Mutex<HashMap<SessionId, Slot>>,
+    peers: Mutex<Option<PeerCache>>,
+    log: Log,
+    shutdown: Arc<watch::Sender<u8>>,
+}
+
+impl Shared {
+    fn event(
+        &self,
+        level: Level,
+        event: &'static str,
+        session: Option<&SessionId>,
+        peer: Option<&str>,
+        message: impl Into<String>,
+    ) {
+        let time = OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        (self.log)(&AgentEvent {
+            time,
+            level,
+            event,
+            session: session.map(|s| s.to_string()),
+            peer: peer.map(str::to_owned),
+            message: message.into(),
+        });
+    }
+
+    fn level(&self) -> u8 {
+        *self.shutdown.borrow()
+    }
+
+    /// The TLS configuration accepting every registered peer, reloaded from the store at most
+    /// every [`PEER_CACHE_TTL`].
+    fn tls(&self) -> Result<(Arc<ServerConfig>, Arc<PinnedClientVerifier>, Vec<PartyId>)> {
+        let mut cache = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache.as_ref() {
+            if c.loaded.elapsed() < PEER_CACHE_TTL {
+                return Ok((c.config.clone(), c.verifier.clone(), c.ids.clone()));
+            }
+        }
+        let peers = tokio::task::block_in_place(|| registration::list(&self.home))?;
+        let mut expected = Vec::with_capacity(peers.len());
+        let mut ids = Vec::with_capacity(peers.len());
+        for p in peers {
+            // A certificate the transport cannot pin is left out (a negotiation would refuse it
+            // too); the peer is then a stranger here.
+            if let Ok(cert) = PinnedCert::new(p.party_id.as_str(), &p.certificate_der) {
+                expected.push((ids.len(), cert));
+                ids.push(p.party_id);
+            }
+        }
+        let verifier = PinnedClientVerifier::new(expected, &self.provider);
+        let config = tls::server_config(&self.local, verifier.clone(), &self.provider)?;
+        *cache = Some(PeerCache {
+            loaded: Instant::now(),
+            config: config.clone(),
+            verifier: verifier.clone(),
+            ids: ids.clone(),
+        });
+        Ok((config, verifier, ids))
+    }
+}
+
+/// Removes a session's slot when dropped, whatever way its task ends.
+struct SlotGuard {
+    shared: Arc<Shared>,
+    id: SessionId,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.shared.sessions.lock() {
+            s.remove(&self.id);
+        }
+    }
+}
+
+/// Runs the agent of the party in `home` until `shutdown` is asked to stop (and the running
+/// sessions finished or were aborted); events go to `log`. Fails before it listens if the
+/// identity or store cannot be used or the address cannot be bound.
+pub fn serve(home: &Home, opts: AgentOptions, log: Log, shutdown: Shutdown) -> Result<()> {
+    let own = identity::load(home)?;
+    let key = own.private_key_der()?;
+    let provider = tls::provider();
+    let local = LocalIdentity::new(own.party_id.as_str(), &own.certificate.der, &key, &provider)?;
+    drop(key);
+    // The store must be usable before we accept anything.
+    registration::list(home)?;
+    let endpoint = opts
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| own.endpoint.clone());
+    let listen = opts.listen.unwrap_or(match endpoint.host {
+        Host::Ip(ip) => SocketAddr::new(ip, endpoint.port),
+        Host::Name(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), endpoint.port),
+    });
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("while starting the agent's runtime", e))?;
+    let shared = Arc::new(Shared {
+        home: home.clone(),
+        me: own.party_id.clone(),
+        certificate_not_after: own.certificate.not_after.unix_timestamp(),
+        endpoint,
+        local,
+        provider,
+        opts,
+        sessions: Mutex::new(HashMap::new()),
+        peers: Mutex::new(None),
+        log,
+        shutdown: shutdown.0,
+    });
+    let result = rt.block_on(run(shared, listen));
+    // Every session has ended or been aborted by now; nothing left is worth waiting for.
+    rt.shutdown_background();
+    result
+}
+
+async fn run(shared: Arc<Shared>, listen: SocketAddr) -> Result<()> {
+    let listener = TcpListener::bind(listen).await.map_err(|e| {
+        Error::invalid(format!(
+            "{} cannot listen on {listen} for its agent: {e}",
+            shared.me
+        ))
+        .with_hint("another program (a `secagg negotiate` or another agent) may use this port; stop it or change this party's endpoint port")
+    })?;
+    shared.event(
+        Level::Info,
+        "listening",
+        None,
+        None,
+        format!(
+            "agent of {} listening on {listen} (secagg {SECAGG_VERSION}, native protocol {PROTOCOL_VERSION}, limits: {} sessions, {} per researcher; researchers allowed: {})",
+            shared.me,
+            shared.opts.max_sessions,
+            shared.opts.max_sessions_per_researcher,
+            if shared.opts.allow_researchers.is_empty() {
+                "every registered researcher".to_owned()
+            } else {
+                shared
+                    .opts
+                    .allow_researchers
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ),
+    );
+    let mut stop = shared.shutdown.subscribe();
+    // Handshakes in progress are bounded like a negotiation's: a new connection beyond the cap
+    // evicts the oldest pending one.
+    let mut pending: std::collections::VecDeque<tokio::task::AbortHandle> = Default::default();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (tcp, addr) = match accepted {
+                    Ok(x) => x,
+                    Err(_) => {
+                        sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                pending.retain(|h| !h.is_finished());
+                if pending.len() >= crate::transport::mesh::MAX_PENDING_HANDSHAKES {
+                    if let Some(old) = pending.pop_front() {
+                        old.abort();
+                    }
+                }
+                let shared = shared.clone();
+                // Only the handshake and first frame are evictable: what follows (a session that
+                // may run for its whole timeout) is a task of its own.
+                let handle = tokio::spawn(async move {
+                    if let Some((stream, peer, frame)) = first_contact(&shared, tcp, addr).await {
+                        tokio::spawn(dispatch(shared, stream, addr, peer, frame));
+                    }
+                });
+                let abort = handle.abort_handle();
+                pending.push_back(abort);
+                pending.retain(|h| !h.is_finished());
+            }
+            _ = stop.wait_for(|l| *l >= DRAIN) => break,
+        }
+    }
+    drop(listener);
+    let running = shared.sessions.lock().map(|s| s.len()).unwrap_or(0);
+    shared.event(
+        Level::Info,
+        "stopping",
+        None,
+        None,
+        format!(
+            "stop requested: no longer accepting connections; {running} session(s) joined or running get {:.1}s to finish",
+            shared.opts.grace.as_secs_f64()
+        ),
+    );
+    let grace_end = Instant::now() + shared.opts.grace;
+    loop {
+        let running = shared.sessions.lock().map(|s| s.len()).unwrap_or(0);
+        if running == 0 {
+            break;
+        }
+        if Instant::now() >= grace_end || *stop.borrow() >= ABORT {
+            shared.shutdown.send_replace(ABORT);
+            shared.event(
+                Level::Warn,
+                "stopping",
+                None,
+                None,
+                format!("aborting {running} session(s) still running"),
+            );
+            let until = Instant::now() + Duration::from_secs(5);
+            while shared.sessions.lock().map(|s| s.len()).unwrap_or(0) > 0 && Instant::now() < until
+            {
+                sleep(Duration::from_millis(10)).await;
+            }
+            break;
+        }
+        sleep(Duration::from_millis(10)).await;
+    }
+    shared.event(Level::Info, "stopped", None, None, "agent stopped");
+    Ok(())
+}
+
+/// The TLS handshake and the first frame of a new connection, bounded by
+/// [`FIRST_FRAME_TIMEOUT`]. A connection that does not authenticate as a registered peer is
+/// logged as a stranger and dropped.
+async fn first_contact(
+    shared: &Arc<Shared>,
+    tcp: TcpStream,
+    addr: SocketAddr,
+) -> Option<(TlsStream<TcpStream>, PartyId, Frame)> {
+    let (config, verifier, ids) = match shared.tls() {
+        Ok(x) => x,
+        Err(e) => {
+            shared.event(
+                Level::Error,
+                "stranger",
+                None,
+                Some(&addr.to_string()),
+                format!("cannot read the registered peers to accept a connection: {e}"),
+            );
+            return None;
+        }
+    };
+    let until = Instant::now() + FIRST_FRAME_TIMEOUT;
+    let stranger = |why: String| {
+        shared.event(
+            Level::Warn,
+            "stranger",
+            None,
+            Some(&addr.to_string()),
+            format!("dropped a connection from {addr}: {why}"),
+        );
+    };
+    let mut stream = match timeout_at(until, TlsAcceptor::from(config).accept(tcp)).await {
+        Err(_) => {
+            stranger(format!(
+                "it did not complete the TLS handshake within {} s",
+                FIRST_FRAME_TIMEOUT.as_secs()
+            ));
+            return None;
+        }
+        Ok(Err(e)) => {
+            let why = match classify(&e) {
+                TlsFailure::PeerCertificateRefused => {
+                    if matches!(
+                        tls::rustls_error(&e),
+                        Some(rustls::Error::NoCertificatesPresented)
+                    ) {
+                        "it presented no client certificate".to_owned()
+                    } else {
+                        "it presented a certificate registered for no peer of this party (an unregistered client)".to_owned()
+                    }
+                }
+                TlsFailure::OurCertificateRefused => format!(
+                    "it refused the certificate of {} (it has another one registered for this party)",
+                    shared.me
+                ),
+                TlsFailure::Other => format!("it did not complete a TLS 1.3 handshake ({e})"),
+            };
+            stranger(why);
+            return None;
+        }
+        Ok(Ok(s)) => s,
+    };
+    let peer = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| verifier.identify(c))
+        .map(|j| ids[j].clone())?;
+    match read_frame(&mut stream, until, peer.as_str()).await {
+        Ok(Some(frame)) => Some((stream, peer, frame)),
+        Ok(None) => None, // a probe that connected and left (e.g. a reachability check)
+        Err(e) => {
+            shared.event(
+                Level::Warn,
+                "stranger",
+                None,
+                Some(peer.as_str()),
+                format!("dropped a connection from {peer} at {addr}: {e}"),
+            );
+            None
+        }
+    }
+}
+
+async fn dispatch(
+    shared: Arc<Shared>,
+    mut stream: TlsStream<TcpStream>,
+    addr: SocketAddr,
+    peer: PartyId,
+    frame: Frame,
+) {
+    match frame.kind {
+        MsgType::Hello => route(&shared, stream, addr, &peer, &frame.payload).await,
+        MsgType::Request => {
+            let request: Request = match serde_json::from_slice(&frame.payload) {
+                Ok(r) => r,
+                Err(e) => {
+                    let err = Error::peer(format!(
+                        "{} cannot read the request of {peer}: {e}",
+                        shared.me
+                    ))
+                    .with_hint("run the same secagg version on every party");
+                    shared.event(
+                        Level::Warn,
+                        "refused",
+                        None,
+                        Some(peer.as_str()),
+                        err.to_string(),
+                    );
+                    reply(
+                        &mut stream,
+                        &peer,
+                        &Reply::Refused {
+                            error: WireError::of(&err),
+                        },
+                    )
+                    .await;
+                    return;
+                }
+            };
+            match request {
+                Request::Status { .. } => {
+                    let info = StatusInfo {
+                        party_id: shared.me.to_string(),
+                        client_id: peer.to_string(),
+                        secagg_version: SECAGG_VERSION.to_owned(),
+                        protocol_version: PROTOCOL_VERSION,
+                        agent_protocol_version: AGENT_PROTOCOL_VERSION,
+                        time_unix_ms: (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+                            as i64,
+                        certificate_not_after_unix: shared.certificate_not_after,
+                        sessions: shared.sessions.lock().map(|s| s.len()).unwrap_or(0),
+                        roster_serial: None,
+                    };
+                    shared.event(
+                        Level::Info,
+                        "status",
+                        None,
+                        Some(peer.as_str()),
+                        format!("status asked by {peer}"),
+                    );
+                    reply(&mut stream, &peer, &Reply::Status(info)).await;
+                    let _ = stream.shutdown().await;
+                }
+                Request::Start => {
+                    let err = Error::peer(format!(
+                        "{peer} asked {} to start a session it did not join on this connection",
+                        shared.me
+                    ));
+                    shared.event(
+                        Level::Warn,
+                        "refused",
+                        None,
+                        Some(peer.as_str()),
+                        err.to_string(),
+                    );
+                    reply(
+                        &mut stream,
+                        &peer,
+                        &Reply::Refused {
+                            error: WireError::of(&err),
+                        },
+                    )
+                    .await;
+                }
+                Request::Join {
+                    version,
+                    session_id,
+                    parties,
+                    engine,
+                    key_bits,
+                    timeout_ms,
+                } => {
+                    let join = Join {
+                        version,
+                        session_id,
+                        parties,
+                        engine,
+                        key_bits,
+                        timeout: Duration::from_millis(timeout_ms),
+                    };
+                    joined(shared, stream, peer, join).await
+                }
+            }
+        }
+        other => {
+            shared.event(
+                Level::Warn,
+                "stranger",
+                None,
+                Some(peer.as_str()),
+                format!(
+                    "dropped a connection from {peer} at {addr}: protocol violation: its first message was a {} message",
+                    other.name()
+                ),
+            );
+        }
+    }
+}
+
+/// Hands a negotiation connection to its session, or tells the peer that no such session runs.
+async fn route(
+    shared: &Arc<Shared>,
+    stream: TlsStream<TcpStream>,
+    addr: SocketAddr,
+    peer: &PartyId,
+    payload: &[u8],
+) {
+    let abort = |stream: TlsStream<TcpStream>, reason: String| async move {
+        let stream = tokio_rustls::TlsStream::Server(stream);
+        abort_all(
+            vec![(peer.to_string(), stream)],
+            &format!("peer_failure:{reason}"),
+        )
+        .await;
+    };
+    let hello = match Hello::decode(payload, peer.as_str()) {
+        Ok(h) => h,
+        Err(e) => {
+            shared.event(
+                Level::Warn,
+                "stranger",
+                None,
+                Some(peer.as_str()),
+                e.to_string(),
+            );
+            abort(stream, e.to_string()).await;
+            return;
+        }
+    };
+    let sid = hello.session_id;
+    let inbound = shared
+        .sessions
+        .lock()
+        .ok()
+        .and_then(|s| s.get(&sid).map(|slot| slot.inbound.clone()));
+    let refused = match inbound {
+        Some(tx) => match tx.send(Routed {
+            stream,
+            addr,
+            hello,
+        }) {
+            Ok(()) => return,
+            Err(back) => (
+                back.0.stream,
+                format!(
+                    "session {sid} is no longer waiting for connections at {}",
+                    shared.me
+                ),
+            ),
+        },
+        None => (
+            stream,
+            format!("no session {sid} is running at the agent of {}", shared.me),
+        ),
+    };
+    shared.event(
+        Level::Warn,
+        "stranger",
+        Some(&sid),
+        Some(peer.as_str()),
+        format!(
+            "refused a negotiation connection from {peer}: {}",
+            refused.1
+        ),
+    );
+    abort(refused.0, refused.1).await;
+}
+
+struct Join {
+    version: u16,
+    session_id: String,
+    parties: Vec<String>,
+    engine: String,
+    key_bits: u32,
+    timeout: Duration,
+}
+
+/// Sends `r` (bounded by a second); a client that went away is not an error here.
+async fn reply(stream: &mut TlsStream<TcpStream>, peer: &PartyId, r: &Reply) {
+    let payload = serde_json::to_vec(r).unwrap_or_default();
+    let until = Instant::now() + Duration::from_secs(1);
+    let _ = write_frame(
+        stream,
+        &Frame::new(MsgType::Reply, payload),
+        until,
+        peer.as_str(),
+    )
+    .await;
+}
+
+/// Checks a join request; `Ok` holds the session's plan, inbound receiver and slot guard.
+fn check_join(
+    shared: &Arc<Shared>,
+    peer: &PartyId,
+    j: &Join,
+    deadline: std::time::Instant,
+) -> Result<(
+    NegotiationPlan,
+    mpsc::UnboundedReceiver<Routed>,
+    SlotGuard,
+    SessionId,
+)> {
+    let me = &shared.me;
+    if j.version != AGENT_PROTOCOL_VERSION {
+        return Err(Error::peer(format!(
+            "{peer} speaks agent protocol version {}, {me} speaks version {AGENT_PROTOCOL_VERSION}",
+            j.version
+        ))
+        .with_hint("run the same secagg version on every party"));
+    }
+    if peer.role() != Role::Researcher {
+        return Err(Error::authentication(format!(
+            "{me} accepts session requests only from researchers, and {peer} is a node"
+        )));
+    }
+    if !shared.opts.allow_researchers.is_empty() && !shared.opts.allow_researchers.contains(peer) {
+        return Err(Error::authentication(format!(
+            "the policy of {me} does not allow researcher {peer} to request sessions"
+        ))
+        .with_hint(format!(
+            "the operator of {me} can allow it with `secagg serve --allow-researcher {peer}`"
+        )));
+    }
+    if shared.level() >= DRAIN {
+        return Err(Error::peer(format!("the agent of {me} is shutting down"))
+            .with_hint("retry once it has been restarted"));
+    }
+    if j.engine != NativeEngine::NAME {
+        return Err(Error::invalid(format!(
+            "the agent of {me} runs only native sessions, not `{}`",
+            j.engine
+        ))
+        .with_hint("use --engine native, or `secagg negotiate --engine mp-spdz` at every party"));
+    }
+    if j.timeout.is_zero() || j.timeout > MAX_SESSION_TIMEOUT {
+        return Err(Error::invalid(format!(
+            "the session timeout {:.1}s is outside what the agent of {me} accepts (up to {} s)",
+            j.timeout.as_secs_f64(),
+            MAX_SESSION_TIMEOUT.as_secs()
+        )));
+    }
+    let session_id = SessionId::parse(&j.session_id)?;
+    let parties = j
+        .parties
+        .iter()
+        .map(|p| PartyId::parse(p))
+        .collect::<Result<Vec<_>>>()?;
+    if parties.first() != Some(peer) {
+        return Err(Error::authentication(format!(
+            "{peer} asked {me} to join a session whose researcher is {}",
+            parties
+                .first()
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "nobody".into())
+        ))
+        .with_hint("a researcher may request only its own sessions"));
+    }
+    // Reserve the slot first, under the lock: limits and duplicates are decided atomically.
+    let (tx, rx) = mpsc::unbounded_channel();
+    {
+        let mut sessions = shared.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if sessions.contains_key(&session_id) {
+            return Err(Error::conflict(format!(
+                "session {session_id} is already joined or running at {me}"
+            ))
+            .with_hint("each negotiation needs a new session id"));
+        }
+        if sessions.len() >= shared.opts.max_sessions {
+            return Err(Error::conflict(format!(
+                "{me} refuses session {session_id}: it already runs {} sessions, its limit (--max-sessions {})",
+                sessions.len(),
+                shared.opts.max_sessions
+            ))
+            .with_hint("retry when sessions have finished"));
+        }
+        let mine = sessions.values().filter(|s| s.researcher == *peer).count();
+        if mine >= shared.opts.max_sessions_per_researcher {
+            return Err(Error::conflict(format!(
+                "{me} refuses session {session_id}: {peer} already runs {mine} sessions there, the limit per researcher (--max-sessions-per-researcher {})",
+                shared.opts.max_sessions_per_researcher
+            ))
+            .with_hint("retry when your other sessions have finished"));
+        }
+        sessions.insert(
+            session_id,
+            Slot {
+                researcher: peer.clone(),
+                inbound: tx,
+            },
+        );
+    }
+    let guard = SlotGuard {
+        shared: shared.clone(),
+        id: session_id,
+    };
+    let req = SessionRequest {
+        session_id,
+        parties,
+        timeout: j.timeout,
+        key_bits: Some(j.key_bits),
+        prime: None,
+        listen: None,
+        endpoint: Some(shared.endpoint.clone()),
+    };
+    // Exactly the checks of `secagg negotiate` (store read: off the async workers' hot path).
+    let plan = tokio::task::block_in_place(|| {
+        session::plan_until(&shared.home, &req, OffsetDateTime::now_utc(), deadline)
+    })?;
+    Ok((plan, rx, guard, session_id))
+}
+
+async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: PartyId, j: Join) {
+    let deadline = std::time::Instant::now() + j.timeout;
+    let sid_text = j.session_id.clone();
+    let (plan, inbound, guard, sid) = match check_join(&shared, &peer, &j, deadline) {
+        Ok(x) => x,
+        Err(e) => {
+            let sid = SessionId::parse(&sid_text).ok();
+            shared.event(
+                Level::Warn,
+                "refused",
+                sid.as_ref(),
+                Some(peer.as_str()),
+                format!("refused the session request of {peer}: {e}"),
+            );
+            reply(
+                &mut stream,
+                &peer,
+                &Reply::Refused {
+                    error: WireError::of(&e),
+                },
+            )
+            .await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+    };
+    shared.event(
+        Level::Info,
+        "joined",
+        Some(&sid),
+        Some(peer.as_str()),
+        format!(
+            "accepted the session request of {peer}: {} parties, this party is party {}, timeout {:.1}s",
+            plan.n(),
+            plan.my_index(),
+            j.timeout.as_secs_f64()
+        ),
+    );
+    reply(&mut stream, &peer, &Reply::Accepted).await;
+    let tokio_deadline = Instant::from_std(deadline);
+    let mut stop = shared.shutdown.subscribe();
+    let start = tokio::select! {
+        f = read_frame(&mut stream, tokio_deadline, peer.as_str()) => f,
+        _ = stop.wait_for(|l| *l >= DRAIN) => Err(Error::peer(format!(
+            "the agent of {} is shutting down; session {sid} was not started", shared.me
+        ))),
+    };
+    let not_started = match start {
+        Ok(Some(f)) if f.kind == MsgType::Request => {
+            match serde_json::from_slice::<Request>(&f.payload) {
+                Ok(Request::Start) => None,
+                _ => Some(Error::peer(format!(
+                    "protocol violation by {peer}: expected the start of session {sid}"
+                ))),
+            }
+        }
+        Ok(Some(f)) => Some(Error::peer(format!(
+            "protocol violation by {peer}: sent a {} message instead of the start of session {sid}",
+            f.kind.name()
+        ))),
+        Ok(None) => Some(Error::peer(format!(
+            "{peer} closed the connection before starting session {sid} (another party refused or was unreachable)"
+        ))),
+        Err(e) => Some(e),
+    };
+    if let Some(e) = not_started {
+        shared.event(
+            Level::Info,
+            "cancelled",
+            Some(&sid),
+            Some(peer.as_str()),
+            format!("session not started, nothing stored: {e}"),
+        );
+        result_reply(&mut stream, &peer, "none", 0.0, Some(&e)).await;
+        drop(guard);
+        return;
+    }
+    shared.event(
+        Level::Info,
+        "started",
+        Some(&sid),
+        Some(peer.as_str()),
+        "session started",
+    );
+    let started = std::time::Instant::now();
+    let progress = Arc::new(AtomicU8::new(0));
+    let run = async {
+        crate::fault::at(crate::fault::Step::AgentStarted)?;
+        if let Some(pause) = crate::fault::pause_at(crate::fault::Step::AgentStarted) {
+            sleep(pause).await;
+        }
+        run_native(
+            shared.clone(),
+            plan,
+            deadline,
+            inbound,
+            progress.clone(),
+            sid,
+        )
+        .await
+    };
+    let result = tokio::select! {
+        r = run => r,
+        _ = stop.wait_for(|l| *l >= ABORT) => Err(Error::peer(format!(
+            "the agent of {} was stopped and aborted session {sid} after its grace period", shared.me
+        ))),
+    };
+    let ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    let state = match progress.load(Ordering::SeqCst) {
+        2 => "confirmed",
+        1 => "unconfirmed",
+        _ => "none",
+    };
+    match &result {
+        Ok(_) => shared.event(
+            Level::Info,
+            "succeeded",
+            Some(&sid),
+            Some(peer.as_str()),
+            format!("session succeeded in {ms:.1} ms: key stored and confirmed"),
+        ),
+        Err(e) => shared.event(
+            Level::Error,
+            "failed",
+            Some(&sid),
+            Some(peer.as_str()),
+            format!(
+                "session failed after {ms:.1} ms ({}): {e}",
+                match state {
+                    "confirmed" => "key stored and confirmed",
+                    "unconfirmed" => "key stored, unconfirmed",
+                    _ => "nothing stored",
+                }
+            ),
+        ),
+    }
+    // The slot goes before the result: a researcher that starts its next session on hearing it
+    // must find the slot free.
+    drop(guard);
+    result_reply(&mut stream, &peer, state, ms, result.as_ref().err()).await;
+    let until = Instant::now() + Duration::from_secs(1);
+    let _ = timeout_at(until, stream.shutdown()).await;
+}
+
+async fn result_reply(
+    stream: &mut TlsStream<TcpStream>,
+    peer: &PartyId,
+    state: &str,
+    ms: f64,
+    error: Option<&Error>,
+) {
+    let r = Reply::Result {
+        state: state.to_owned(),
+        ms,
+        error: error.map(WireError::of),
+    };
+    reply(stream, peer, &r).await;
+}
+
+/// A [`KeySink`] for sessions run on the agent's multi-threaded runtime: the store's blocking,
+/// fsynced writes run with `block_in_place` (other sessions move to other workers), and how far
+/// the key got is recorded for the result report even if the session is aborted.
+struct AgentSink<'a, 'b> {
+    inner: &'a mut StoreSink<'b>,
+    progress: Arc<AtomicU8>,
+}
+
+impl KeySink for AgentSink<'_, '_> {
+    fn store(&mut self, key: &SecretKey) -> Result<()> {
+        tokio::task::block_in_place(|| self.inner.store(key))?;
+        self.progress.store(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn confirm(&mut self) -> Result<()> {
+        tokio::task::block_in_place(|| self.inner.confirm())?;
+        self.progress.store(2, Ordering::SeqCst);
+        Ok(())
+    }
+    fn warn(&mut self, message: &str) {
+        self.inner.warn(message);
+    }
+}
+
+async fn run_native(
+    shared: Arc<Shared>,
+    plan: NegotiationPlan,
+    deadline: std::time::Instant,
+    inbound: mpsc::UnboundedReceiver<Routed>,
+    progress: Arc<AtomicU8>,
+    sid: SessionId,
+) -> Result<session::NegotiationReport> {
+    let log = shared.clone();
+    let mut warn = move |w: &str| log.event(Level::Warn, "warning", Some(&sid), None, w);
+    let mut sink = tokio::task::block_in_place(|| {
+        StoreSink::for_plan(&shared.home, &plan, NativeEngine::NAME, deadline, &mut warn)
+    })?;
+    let result = {
+        let mut agent_sink = AgentSink {
+            inner: &mut sink,
+            progress,
+        };
+        crate::engine::native::negotiate_routed(plan, &mut agent_sink, Some(inbound)).await
+    };
+    tokio::task::block_in_place(|| sink.report(result))
+}

@@ -1,0 +1,145 @@
+//! In-process tests of the agent's request checks that the CLI cannot reach: a client that
+//! passes pinned TLS but is not entitled to request the session.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::client::Dialer;
+use super::server::{serve, AgentOptions, Shutdown};
+use super::{Reply, Request, AGENT_PROTOCOL_VERSION};
+use crate::demo;
+use crate::ErrorKind;
+
+fn options() -> AgentOptions {
+    AgentOptions {
+        listen: None,
+        endpoint: None,
+        allow_researchers: Vec::new(),
+        max_sessions: 4,
+        max_sessions_per_researcher: 2,
+        grace: Duration::from_millis(100),
+    }
+}
+
+/// Sends `request` from the party `from` of `fed` to the agent of party `to`.
+fn ask(fed: &demo::Federation, from: usize, to: usize, request: &Request) -> Reply {
+    let (dialer, _) = Dialer::for_home(&fed.parties[from].home).unwrap();
+    let peer = crate::registration::show(
+        &fed.parties[from].home,
+        &crate::PartyId::parse(&fed.parties[to].party_id).unwrap(),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let until = Instant::now() + Duration::from_secs(5);
+        dialer
+            .ask(
+                &fed.parties[to].party_id,
+                &peer.endpoint,
+                &peer.certificate_der,
+                request,
+                until,
+            )
+            .await
+            .map(|(_, reply)| reply)
+            .unwrap_or_else(|e| panic!("{e:?}"))
+    })
+}
+
+fn join(fed: &demo::Federation, researcher: &str) -> Request {
+    let mut parties = vec![researcher.to_owned()];
+    parties.extend(fed.parties[1..].iter().map(|p| p.party_id.clone()));
+    Request::Join {
+        version: AGENT_PROTOCOL_VERSION,
+        session_id: crate::session::new_session_id(),
+        parties,
+        engine: "native".into(),
+        key_bits: crate::engine::DEFAULT_KEY_BITS,
+        timeout_ms: 5_000,
+    }
+}
+
+fn refused(reply: Reply) -> (ErrorKind, String) {
+    match reply {
+        Reply::Refused { error } => (error.kind, error.message),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_node_cannot_request_sessions_nor_a_researcher_another_researchers_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = demo::prepare(&dir.path().join("fed"), 3).unwrap();
+    let (handle, shutdown) = Shutdown::new();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let log_events = events.clone();
+    let home = fed.parties[1].home.clone();
+    let agent = std::thread::spawn(move || {
+        serve(
+            &home,
+            options(),
+            Arc::new(move |e| log_events.lock().unwrap().push(e.clone())),
+            shutdown,
+        )
+    });
+    let listening = std::time::Instant::now();
+    while !events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| e.event == "listening")
+    {
+        assert!(listening.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A registered node, pretending to be the researcher of a session.
+    let (kind, message) = refused(ask(&fed, 2, 1, &join(&fed, &fed.parties[2].party_id)));
+    assert_eq!(kind, ErrorKind::Authentication);
+    assert!(
+        message.contains("accepts session requests only from researchers"),
+        "{message}"
+    );
+    // The registered researcher, asking for a session whose researcher is another one.
+    let other = crate::PartyId::generate(crate::Role::Researcher).to_string();
+    let (kind, message) = refused(ask(&fed, 0, 1, &join(&fed, &other)));
+    assert_eq!(kind, ErrorKind::Authentication);
+    assert!(message.contains("whose researcher is"), "{message}");
+    // A list the plan refuses (this node left out) is refused with the plan's own words.
+    let mut bad = join(&fed, &fed.parties[0].party_id);
+    if let Request::Join { parties, .. } = &mut bad {
+        parties.remove(1);
+        parties.push(fed.parties[2].party_id.clone());
+    }
+    let (kind, message) = refused(ask(&fed, 0, 1, &bad));
+    assert_eq!(kind, ErrorKind::InvalidInput);
+    assert!(
+        message.contains("is not in the party list") || message.contains("listed twice"),
+        "{message}"
+    );
+    // Status answers anyone registered, naming the client as the agent identified it.
+    match ask(
+        &fed,
+        2,
+        1,
+        &Request::Status {
+            version: AGENT_PROTOCOL_VERSION,
+        },
+    ) {
+        Reply::Status(s) => {
+            assert_eq!(s.party_id, fed.parties[1].party_id);
+            assert_eq!(s.client_id, fed.parties[2].party_id);
+            assert_eq!(s.sessions, 0);
+        }
+        other => panic!("{other:?}"),
+    }
+    handle.stop();
+    agent.join().unwrap().unwrap();
+    let events = events.lock().unwrap();
+    assert!(events.iter().any(|e| e.event == "stopped"));
+    assert_eq!(events.iter().filter(|e| e.event == "refused").count(), 3);
+}
