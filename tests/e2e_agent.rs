@@ -647,3 +647,92 @@ fn federation_check_tells_offline_wrong_certificate_and_not_registered_apart() {
     .ok();
     drop(ok);
 }
+
+/// `roster pull`: a node fetches the researcher's latest roster from its agent and imports it
+/// with the same checks as a file; a researcher that has not exported one says so.
+#[test]
+fn roster_pull_fetches_the_latest_roster_from_the_researchers_agent() {
+    let (dir, fed) = federation(2);
+    let node = fed.parties[1].home.root();
+    // A researcher agent whose party never exported: a fresh federation's researcher did (the
+    // demo's setup), so remove the served copy to see the refusal first.
+    let latest = researcher(&fed).join("roster.json");
+    std::fs::remove_file(&latest).unwrap();
+    let _agent = Agent::start(researcher(&fed), &[], &[]);
+    secagg(node, &["roster", "pull", "--yes"]).fails_with(4, "has not exported a roster yet");
+
+    // The researcher registers a third node and exports roster #2.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let newcomer = dir.path().join("newcomer");
+    secagg(
+        &newcomer,
+        &[
+            "init",
+            "--role",
+            "node",
+            "--id",
+            "node_newcomer",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port,
+        ],
+    )
+    .ok();
+    let bundle = dir.path().join("newcomer.json");
+    secagg(
+        &newcomer,
+        &[
+            "certificate",
+            "registration-instructions",
+            "--format",
+            "json",
+            "-o",
+            bundle.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    secagg(
+        researcher(&fed),
+        &[
+            "certificate",
+            "register",
+            "--bundle",
+            bundle.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    secagg(
+        researcher(&fed),
+        &[
+            "roster",
+            "export",
+            "-o",
+            dir.path().join("r2.json").to_str().unwrap(),
+        ],
+    )
+    .ok();
+    assert!(latest.exists());
+
+    let r = secagg(node, &["roster", "pull", "--yes", "--format", "json"]);
+    r.ok();
+    assert_eq!(r.json()["serial"], 2);
+    let peers = support::peers_json(node);
+    let newcomer_row = peers["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["party_id"] == "node_newcomer")
+        .expect("the pulled roster registered the newcomer");
+    assert_eq!(
+        newcomer_row["origin"],
+        format!("roster {} #2", fed.parties[0].party_id)
+    );
+    // Pulling again is a replay of #2: refused, nothing changes.
+    secagg(node, &["roster", "pull", "--yes"]).fails_with(5, "already imported");
+}

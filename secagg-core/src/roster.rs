@@ -59,6 +59,19 @@ pub const MAX_VALIDITY_DAYS: u32 = 366;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
+/// Where a researcher keeps a copy of its latest exported roster, which its agent serves to the
+/// nodes (`secagg roster pull`).
+pub fn latest_path(home: &crate::home::Home) -> std::path::PathBuf {
+    home.root().join("roster.json")
+}
+
+impl RosterFile {
+    /// The file's text as written to disk (pretty JSON and a final newline).
+    pub fn to_text(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    }
+}
+
 /// A roster file as written to disk.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -154,7 +167,8 @@ impl Default for ExportOptions {
 
 /// Signs a roster of `researcher` (its identity as loaded, endpoint override applied) and every
 /// party registered in its store. The serial is one more than the last export's (1 for the
-/// first), recorded in the same transaction. Registered parties whose certificate has expired are left out (a node would
+/// first), recorded in the same transaction; a copy goes to [`latest_path`] for the agent to
+/// serve. Registered parties whose certificate has expired are left out (a node would
 /// refuse the whole roster for them) and named in [`Exported::omitted`].
 pub fn export(
     researcher: &Identity,
@@ -216,7 +230,7 @@ pub fn export(
         };
         let bytes = serde_json::to_vec(&payload).map_err(|e| Error::Internal(e.to_string()))?;
         let (scheme, sig) = signature::sign(&bytes, &key, key_type)?;
-        Ok(Exported {
+        let exported = Exported {
             file: RosterFile {
                 format: ROSTER_FORMAT.to_owned(),
                 version: ROSTER_VERSION,
@@ -227,7 +241,14 @@ pub fn export(
             },
             roster: roster_of(payload),
             omitted,
-        })
+        };
+        // Written before the serial commits: a failure here leaves no gap in what was served.
+        fs_secure::write_atomic(
+            &latest_path(&researcher.home),
+            exported.file.to_text().as_bytes(),
+            crate::home::PUBLIC_FILE_MODE,
+        )?;
+        Ok(exported)
     })
 }
 

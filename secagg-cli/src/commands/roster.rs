@@ -26,6 +26,28 @@ pub enum RosterCommand {
     /// Verify a roster issued by a researcher registered here and register its parties, all or
     /// nothing.
     Import(ImportArgs),
+    /// Fetch the researcher's latest roster from its agent (`secagg serve`) and import it, with
+    /// the same checks as `import`.
+    Pull(PullArgs),
+}
+
+/// Arguments of `roster pull`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example (a node; the researcher runs `secagg serve`):\n  secagg roster pull --yes"
+)]
+pub struct PullArgs {
+    /// The researcher to pull from (default: the one researcher registered here).
+    #[arg(long, value_name = "ID", value_parser = PartyId::parse_custom)]
+    from: Option<PartyId>,
+    /// Apply the changes without asking (asked on a terminal; required otherwise when the roster
+    /// registers, changes or removes parties).
+    #[arg(long, short = 'y')]
+    yes: bool,
+    #[command(flatten)]
+    check: CheckArgs,
+    #[command(flatten)]
+    output: FormatArg,
 }
 
 /// Arguments of `roster export`.
@@ -124,7 +146,15 @@ pub fn run(home: &Path, cmd: RosterCommand) -> anyhow::Result<()> {
     match cmd {
         RosterCommand::Export(a) => export(&home, a),
         RosterCommand::Show(a) => show(&home, a),
-        RosterCommand::Import(a) => import(&home, a),
+        RosterCommand::Import(a) => {
+            let file = UnverifiedRoster::read(&a.file)?;
+            import(&home, &file, a.yes, &a.check, a.output.format)
+        }
+        RosterCommand::Pull(a) => {
+            let (from, bytes) = secagg_core::agent::pull_roster(&home, a.from.as_ref())?;
+            let file = UnverifiedRoster::parse(&bytes, &format!("from the agent of {from}"))?;
+            import(&home, &file, a.yes, &a.check, a.output.format)
+        }
     }
 }
 
@@ -148,7 +178,7 @@ fn export(home: &Home, a: ExportArgs) -> anyhow::Result<()> {
         validity_days: a.valid_days,
     };
     let exported = roster::export(&id, &opts, OffsetDateTime::now_utc())?;
-    let text = serde_json::to_string_pretty(&exported.file)? + "\n";
+    let text = exported.file.to_text();
     for o in &exported.omitted {
         output::warn(o);
     }
@@ -283,15 +313,20 @@ fn print_plan(plan: &ImportPlan) {
     ));
 }
 
-fn import(home: &Home, a: ImportArgs) -> anyhow::Result<()> {
+fn import(
+    home: &Home,
+    file: &UnverifiedRoster,
+    yes: bool,
+    check: &CheckArgs,
+    format: Format,
+) -> anyhow::Result<()> {
     let own = load_effective(home)?;
-    let file = UnverifiedRoster::read(&a.file)?;
-    let opts = a.check.options();
+    let opts = check.options();
     let now = OffsetDateTime::now_utc();
-    let confirmed = if a.yes {
+    let confirmed = if yes {
         None
     } else {
-        let plan = roster::plan_import(&own, &file, &opts, now)?;
+        let plan = roster::plan_import(&own, file, &opts, now)?;
         if plan.writes() {
             if !std::io::stdin().is_terminal() {
                 return Err(secagg_core::Error::invalid(format!(
@@ -315,8 +350,8 @@ fn import(home: &Home, a: ImportArgs) -> anyhow::Result<()> {
         }
         Some(plan)
     };
-    let plan = roster::import(&own, &file, &opts, confirmed.as_ref(), now)?;
-    match a.output.format {
+    let plan = roster::import(&own, file, &opts, confirmed.as_ref(), now)?;
+    match format {
         Format::Json => output::print_json(&plan)?,
         Format::Text => {
             if confirmed.is_none() || !plan.writes() {

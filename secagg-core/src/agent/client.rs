@@ -867,3 +867,74 @@ fn apply_status(
         ));
     }
 }
+
+/// Fetches the latest roster exported by researcher `from` (or by the one researcher registered
+/// here) from its agent, over pinned mutual TLS. Returns the researcher's id and the roster file's
+/// bytes, *unverified*: the caller verifies and imports them as a file ([`crate::roster`]).
+pub fn pull_roster(home: &Home, from: Option<&PartyId>) -> Result<(PartyId, Vec<u8>)> {
+    let peers = registration::list(home)?;
+    let researcher = match from {
+        Some(id) => peers
+            .into_iter()
+            .find(|p| &p.party_id == id)
+            .ok_or_else(|| registration::not_registered(id))?,
+        None => {
+            let mut researchers: Vec<_> = peers
+                .into_iter()
+                .filter(|p| p.role == Role::Researcher)
+                .collect();
+            match researchers.len() {
+                1 => researchers.remove(0),
+                0 => {
+                    return Err(Error::not_found("no researcher is registered here")
+                        .with_hint("register the researcher first (its bundle, with --expect-fingerprint checked out of band)"))
+                }
+                n => {
+                    return Err(Error::invalid(format!(
+                        "{n} researchers are registered here: say which one to pull from"
+                    ))
+                    .with_hint("add --from RESEARCHER_ID"))
+                }
+            }
+        }
+    };
+    if researcher.role != Role::Researcher {
+        return Err(Error::invalid(format!(
+            "`{}` is a node: rosters come from a researcher",
+            researcher.party_id
+        )));
+    }
+    let (dialer, _own) = Dialer::for_home(home)?;
+    let label = researcher.party_id.to_string();
+    let rt = runtime()?;
+    let answer = rt.block_on(async {
+        dialer
+            .ask(
+                &label,
+                &researcher.endpoint,
+                &researcher.certificate_der,
+                &Request::Roster {
+                    version: AGENT_PROTOCOL_VERSION,
+                },
+                Instant::now() + CONTACT_TIMEOUT,
+            )
+            .await
+    });
+    rt.shutdown_background();
+    match answer {
+        Ok((_, Reply::Roster { roster: Some(text) })) => {
+            Ok((researcher.party_id, text.into_bytes()))
+        }
+        Ok((_, Reply::Roster { roster: None })) => Err(Error::not_found(format!(
+            "{label} has not exported a roster yet"
+        ))
+        .with_hint(format!("ask {label} to run `secagg roster export`"))),
+        Ok((_, Reply::Refused { error })) => {
+            Err(error_of_kind(error.kind, error.report_from(&label).message))
+        }
+        Ok((_, other)) => Err(Error::peer(format!(
+            "{label} answered a roster request with {other:?}"
+        ))),
+        Err(e) => Err(e.into_error(&label, &researcher.endpoint)),
+    }
+}

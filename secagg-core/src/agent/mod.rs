@@ -26,6 +26,10 @@
 //!   negotiation checks a connection it accepted.
 //! - **`Request` `{"op":"status"}`**: party id, role, versions, clock, certificate expiry, how
 //!   many sessions run ([`StatusInfo`]).
+//! - **`Request` `{"op":"roster"}`** from any registered peer: the latest roster this party (a
+//!   researcher) exported ([`crate::roster::latest_path`]), as the file's text, or none. The
+//!   client verifies and imports it as a file ([`pull_roster`] then [`crate::roster`]): the agent
+//!   is only a courier, the signature is what is trusted.
 //!
 //! The all-or-nothing invariant holds per session because every session runs the unchanged
 //! native protocol: the researcher stores `sk0` only once every node acknowledged a durably
@@ -41,8 +45,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, ErrorKind, ErrorReport};
 
 pub use client::{
-    check_federation, run_session, CheckProblem, CheckRow, PartyRow, PartyState, RunReport,
-    RunRequest,
+    check_federation, pull_roster, run_session, CheckProblem, CheckRow, PartyRow, PartyState,
+    RunReport, RunRequest,
 };
 pub use server::{serve, AgentEvent, AgentOptions, Level, Log, Shutdown, ShutdownHandle};
 
@@ -81,6 +85,8 @@ pub(crate) enum Request {
     Start,
     /// Report status.
     Status { version: u16 },
+    /// Send the latest roster this (researcher) agent exported (`secagg roster pull`).
+    Roster { version: u16 },
 }
 
 /// What an agent reports about itself.
@@ -158,6 +164,8 @@ pub(crate) enum Reply {
     },
     /// The status.
     Status(StatusInfo),
+    /// The latest exported roster file's text, if this agent's party exported one.
+    Roster { roster: Option<String> },
 }
 
 /// An error of `kind` with `message`, as this crate builds it (a storage failure elsewhere is a

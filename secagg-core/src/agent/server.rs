@@ -518,6 +518,33 @@ async fn dispatch(
                     reply(&mut stream, &peer, &Reply::Status(info)).await;
                     let _ = stream.shutdown().await;
                 }
+                Request::Roster { .. } => {
+                    let path = crate::roster::latest_path(&shared.home);
+                    let roster = match crate::fs_secure::read_limited(
+                        &path,
+                        crate::roster::MAX_ROSTER_BYTES,
+                        "roster",
+                    ) {
+                        Ok(bytes) => String::from_utf8(bytes).ok(),
+                        Err(_) => None,
+                    };
+                    shared.event(
+                        Level::Info,
+                        "roster",
+                        None,
+                        Some(peer.as_str()),
+                        format!(
+                            "roster asked by {peer}: {}",
+                            if roster.is_some() {
+                                "sent"
+                            } else {
+                                "none exported"
+                            }
+                        ),
+                    );
+                    reply(&mut stream, &peer, &Reply::Roster { roster }).await;
+                    let _ = stream.shutdown().await;
+                }
                 Request::Start => {
                     let err = Error::peer(format!(
                         "{peer} asked {} to start a session it did not join on this connection",
