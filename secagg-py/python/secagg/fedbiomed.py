@@ -128,26 +128,30 @@ class CertificateManager:
                 f"party `{party_id}` is a {expected}, not a {_component_name(component)}",
                 "give the component that matches the party id (a node id starts with `node_`)",
             )
-        self.home.register(certificate, party_id, ip, int(port), upsert=upsert)
+        # Bytes: the text is the certificate itself, never taken for a path.
+        data = certificate.encode() if isinstance(certificate, str) else certificate
+        self.home.register(data, party_id, ip, int(port), upsert=upsert)
         doc_id = self._doc_id(party_id)
         return [doc_id] if upsert else doc_id
 
     def get(self, party_id: str) -> Optional[Dict[str, Any]]:
         """The document of ``party_id``, or ``None`` when it is not registered.
         Difference: a malformed party id raises ``InvalidInput``."""
+        home = self.home
         try:
-            return _document(self.home.peer(party_id))
+            return _document(home.peer(party_id))
         except NotFound:
             return None
 
     def delete(self, party_id: str) -> List[int]:
         """Deletes the registration of ``party_id``; returns the removed document ids (``[]``
         when it was not registered)."""
+        home = self.home
         try:
             doc_id = self._doc_id(party_id)
         except ValueError:
             return []
-        self.home.delete_peer(party_id)
+        home.delete_peer(party_id)
         return [doc_id]
 
     def list(self, verbose: bool = False) -> List[Dict[str, Any]]:
