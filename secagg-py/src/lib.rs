@@ -67,7 +67,12 @@ fn raise_report(py: Python<'_>, r: &ErrorReport, report: Option<PyObject>) -> Py
             .import("secagg._errors")?
             .getattr("exception_class")?
             .call1((r.kind.name(),))?;
-        let exc = cls.call1((r.message.clone(), r.hint.clone(), r.exit_code, r.kind.name()))?;
+        let exc = cls.call1((
+            r.message.clone(),
+            r.hint.clone(),
+            r.exit_code,
+            r.kind.name(),
+        ))?;
         if let Some(rep) = report {
             exc.setattr("report", rep)?;
         }
@@ -175,9 +180,8 @@ fn biprime_arg(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Biprime> {
         return Ok(Biprime::new("biprime", n).map_err(CoreError)?);
     }
     let path: PathBuf = obj.extract()?;
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        CoreError(Error::io_path("reading biprime file", &path, e))
-    })?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| CoreError(Error::io_path("reading biprime file", &path, e)))?;
     Ok(Biprime::from_fedbiomed_json(&text)
         .map_err(|e| CoreError(e.context(format!("in `{}`", path.display()))))?)
 }
@@ -452,13 +456,9 @@ impl Home {
             dry_run,
             skip_invalid,
         };
-        let report = fedbiomed::import_tinydb_with(
-            &self.core(),
-            &path,
-            &options,
-            OffsetDateTime::now_utc(),
-        )
-        .map_err(CoreError)?;
+        let report =
+            fedbiomed::import_tinydb_with(&self.core(), &path, &options, OffsetDateTime::now_utc())
+                .map_err(CoreError)?;
         let obj = to_py(py, &report)?;
         match report.failure(&options) {
             Some(e) => Err(raise_report(py, &ErrorReport::of(&e), Some(obj))),
@@ -608,15 +608,13 @@ impl Home {
 
     /// Deletes a stored context (`secagg context delete`); returns what was deleted (no key).
     fn delete_context(&self, py: Python<'_>, session: &str) -> PyResult<PyObject> {
-        let c =
-            session::delete_context(&self.core(), &session_id(session)?).map_err(CoreError)?;
+        let c = session::delete_context(&self.core(), &session_id(session)?).map_err(CoreError)?;
         to_py(py, &c.summary(false))
     }
 
     /// Marks a node's unconfirmed key confirmed (`secagg context confirm`).
     fn confirm_context(&self, py: Python<'_>, session: &str) -> PyResult<PyObject> {
-        let c =
-            session::confirm_context(&self.core(), &session_id(session)?).map_err(CoreError)?;
+        let c = session::confirm_context(&self.core(), &session_id(session)?).map_err(CoreError)?;
         to_py(py, &c.summary(false))
     }
 
@@ -796,8 +794,8 @@ fn jl_decrypt_sums(
     Ok(py
         .allow_threads(|| {
             let aggregated = aggregate::aggregate(&ciphertexts, &biprime)?;
-            let count = count
-                .unwrap_or(aggregated.len() * aggregate::elements_per_plaintext(num_nodes));
+            let count =
+                count.unwrap_or(aggregated.len() * aggregate::elements_per_plaintext(num_nodes));
             aggregate::decrypt(&aggregated, &key, round, num_nodes, count, &biprime)
         })
         .map_err(CoreError)?)
