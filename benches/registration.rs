@@ -23,6 +23,7 @@ fn init_options(key_type: GeneratedKeyType) -> InitOptions {
         key_type,
         validity_days: 1825,
         force: false,
+        allow_custom_id: false,
     }
 }
 

@@ -29,7 +29,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use commands::{
-    aggregate, certificate, context, demo, deploy, identity, init, mpspdz, negotiate, vpn,
+    aggregate, certificate, context, demo, deploy, identity, init, mpspdz, negotiate, roster, vpn,
 };
 
 /// The `--help` section listing the exit codes, generated from `secagg_core::ErrorKind` (the one
@@ -78,6 +78,10 @@ enum Command {
     /// This party's certificate and the registered peers' certificates.
     #[command(subcommand)]
     Certificate(certificate::CertificateCommand),
+    /// Signed rosters: the researcher vouches for the federation's parties, the nodes import it
+    /// (O(N) out-of-band checks instead of N(N−1)).
+    #[command(subcommand)]
+    Roster(roster::RosterCommand),
     /// Run this party's side of a key negotiation and store the resulting key.
     Negotiate(negotiate::NegotiateArgs),
     /// Negotiated keys stored by `negotiate`.
@@ -181,6 +185,7 @@ fn main() -> ExitCode {
         Command::Init(a) => init::run(&home, a),
         Command::Identity(c) => identity::run(&home, c),
         Command::Certificate(c) => certificate::run(&home, c),
+        Command::Roster(c) => roster::run(&home, c),
         Command::Negotiate(a) => negotiate::run(&home, a),
         Command::Context(c) => context::run(&home, c),
         Command::Aggregate(c) => aggregate::run(&home, c),

@@ -282,7 +282,7 @@ fn masks(
     let mut buf = Zeroizing::new([0u8; U2048::BYTES]);
     buf[U2048::BYTES - magnitude.len()..].copy_from_slice(magnitude);
     let exponent = Zeroizing::new(U2048::from_be_slice(&buf[..]));
-    let powered = parallel(batches, |k| {
+    let powered = crate::parallel::map_indexed(batches, |k| {
         let h = hash(&tau(k, round), biprime);
         let p = MontyForm::new(&to_fixed(&h)?, biprime.params).pow(&exponent);
         if let Some(report) = progress {
@@ -323,35 +323,6 @@ fn masks(
 /// worker thread: for a progress display.
 pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Sync);
 
-/// Runs `f` on every index of `0..len` on all cores, keeping the order.
-fn parallel<T: Send>(len: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(len.max(1));
-    let chunk = len.div_ceil(workers.max(1)).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..len)
-            .step_by(chunk)
-            .map(|start| {
-                let f = &f;
-                s.spawn(move || {
-                    (start..(start + chunk).min(len))
-                        .map(f)
-                        .collect::<Result<Vec<T>>>()
-                })
-            })
-            .collect();
-        let mut out = Vec::with_capacity(len);
-        for h in handles {
-            out.extend(
-                h.join()
-                    .map_err(|_| Error::Internal("a worker thread panicked".into()))??,
-            );
-        }
-        Ok(out)
-    })
-}
-
 /// Encrypts quantised `values` for training round `round` with a node's key, for a federation of
 /// `nodes` nodes: one ciphertext per plaintext of [`pack`].
 pub fn encrypt_with_progress(
@@ -373,7 +344,7 @@ pub fn encrypt_with_progress(
     }
     let plaintexts = pack(values, nodes);
     let masks = masks(plaintexts.len(), round, key, biprime, progress)?;
-    parallel(plaintexts.len(), |k| {
+    crate::parallel::map_indexed(plaintexts.len(), |k| {
         let m = (&biprime.n * &plaintexts[k] + 1u32) % &biprime.n2;
         let c = MontyForm::new(&to_fixed(&m)?, biprime.params) * masks[k];
         Ok(from_fixed(&c.retrieve()))
@@ -425,7 +396,7 @@ pub fn decrypt_with_progress(
         )));
     }
     let masks = masks(aggregated.len(), round, server_key, biprime, progress)?;
-    let plaintexts = parallel(aggregated.len(), |k| {
+    let plaintexts = crate::parallel::map_indexed(aggregated.len(), |k| {
         let c = MontyForm::new(&to_fixed(&(&aggregated[k] % &biprime.n2))?, biprime.params);
         let v = from_fixed(&(c * masks[k]).retrieve());
         // V = 1 + N·X mod N²: X = (V − 1) / N.

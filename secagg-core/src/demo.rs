@@ -1,6 +1,7 @@
 //! A whole federation on one machine, for `secagg demo` and for tests: one researcher and N nodes,
-//! each with its own home, registration bundles exchanged (and their fingerprints checked, standing
-//! in for the out-of-band comparison), and, after the negotiation, the check that the stored keys
+//! each with its own home, set up through the roster path (the nodes' bundles registered at the
+//! researcher and the researcher's at each node, their fingerprints checked, standing in for the
+//! out-of-band comparison; one signed roster imported by every node), and, after the negotiation, the check that the stored keys
 //! satisfy `sk0 + Σ sk_i = 0` over the integers.
 //!
 //! The negotiation itself is run by the caller (the CLI starts one `secagg negotiate` process per
@@ -23,6 +24,7 @@ use crate::home::Home;
 use crate::identity::{self, InitOptions};
 use crate::party::{Role, SessionId};
 use crate::registration;
+use crate::roster;
 use crate::session;
 
 /// One party of a demo federation.
@@ -51,7 +53,9 @@ impl Federation {
 }
 
 /// Creates a federation of one researcher and `nodes` nodes under `dir`, every party listening on
-/// its own loopback port, with every party's bundle registered by every other party.
+/// its own loopback port, set up through a signed roster: the researcher registers every node's
+/// bundle, each node registers the researcher's and imports the researcher's roster
+/// (`dir/roster.json`).
 pub fn prepare(dir: &Path, nodes: usize) -> Result<Federation> {
     prepare_gated(dir, nodes, &Mutex::new(()))
 }
@@ -91,6 +95,7 @@ pub fn prepare_gated<T>(dir: &Path, nodes: usize, gate: &Mutex<T>) -> Result<Fed
             key_type: GeneratedKeyType::P256,
             validity_days: 30,
             force: false,
+            allow_custom_id: false,
         };
         let _guard = step();
         let id = identity::init(&home, &opts, now)?;
@@ -105,15 +110,39 @@ pub fn prepare_gated<T>(dir: &Path, nodes: usize, gate: &Mutex<T>) -> Result<Fed
             home,
         });
     }
-    for (i, party) in parties.iter().enumerate() {
-        for (j, (bundle, fingerprint)) in bundles.iter().enumerate() {
-            if i != j {
-                let req =
-                    registration::request_from_bundle(bundle, Some(fingerprint.clone()), false)?;
-                let _guard = step();
-                registration::register(&party.home, &req, now)?;
-            }
-        }
+    // The roster path (O(N) registrations): the researcher registers every node's bundle in one
+    // transaction and exports one signed roster; each node registers the researcher's bundle and
+    // imports the roster. The fingerprint check stands in for the out-of-band comparison.
+    let request = |(bundle, fingerprint): &(PathBuf, String)| {
+        registration::request_from_bundle(bundle, Some(fingerprint.clone()), false, false)
+    };
+    let node_requests = bundles[1..]
+        .iter()
+        .map(request)
+        .collect::<Result<Vec<_>>>()?;
+    {
+        let _guard = step();
+        registration::register_all(&parties[0].home, &node_requests, now)?;
+    }
+    let researcher = identity::load(&parties[0].home)?;
+    let exported = {
+        let _guard = step();
+        roster::export(&researcher, &roster::ExportOptions::default(), now)?
+    };
+    let roster_path = dir.join("roster.json");
+    let text =
+        serde_json::to_vec_pretty(&exported.file).map_err(|e| Error::Internal(e.to_string()))?;
+    {
+        let _guard = step();
+        fs_secure::write_atomic(&roster_path, &text, PUBLIC_FILE_MODE)?;
+    }
+    let researcher_request = request(&bundles[0])?;
+    let file = roster::UnverifiedRoster::read(&roster_path)?;
+    for node in &parties[1..] {
+        let _guard = step();
+        registration::register(&node.home, &researcher_request, now)?;
+        let own = identity::load(&node.home)?;
+        roster::import(&own, &file, &roster::ImportOptions::default(), None, now)?;
     }
     Ok(Federation {
         dir: dir.to_owned(),

@@ -40,6 +40,10 @@ pub struct ImportOptions {
     pub dry_run: bool,
     /// Import the valid documents and report the refused ones, instead of refusing the file.
     pub skip_invalid: bool,
+    /// Accept party ids without the `researcher_`/`node_` prefix ([`PartyId::parse_custom`]),
+    /// which Fed-BioMed stores as it got them. Their role follows Fed-BioMed's rule (a node id
+    /// starts with `node_`), which is also how Fed-BioMed set the document's `component`.
+    pub allow_custom_ids: bool,
 }
 
 /// The outcome of an import (or, with [`ImportOptions::dry_run`], of its rehearsal).
@@ -137,7 +141,11 @@ fn doc_order(id: &str) -> (u64, String) {
 /// the request it makes or why it cannot make one.
 type ParsedDocument = (String, Option<String>, Result<RegisterRequest>);
 
-fn read_tinydb_documents(path: &Path, upsert: bool) -> Result<Vec<ParsedDocument>> {
+fn read_tinydb_documents(
+    path: &Path,
+    upsert: bool,
+    allow_custom_ids: bool,
+) -> Result<Vec<ParsedDocument>> {
     let ctx = format!("while importing `{}`", path.display());
     let bytes = fs_secure::read_limited(path, MAX_TINYDB_BYTES, "Fed-BioMed database")?;
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
@@ -159,7 +167,7 @@ fn read_tinydb_documents(path: &Path, upsert: bool) -> Result<Vec<ParsedDocument
                 .get("party_id")
                 .and_then(|p| p.as_str())
                 .map(str::to_owned);
-            let req = parse_document(path, &doc_id, &doc, upsert);
+            let req = parse_document(path, &doc_id, &doc, upsert, allow_custom_ids);
             (doc_id, party, req)
         })
         .collect())
@@ -171,6 +179,7 @@ fn parse_document(
     doc_id: &str,
     doc: &serde_json::Value,
     upsert: bool,
+    allow_custom_ids: bool,
 ) -> Result<RegisterRequest> {
     let obj = doc
         .as_object()
@@ -182,7 +191,7 @@ fn parse_document(
             None => Err(Error::invalid(format!("`{key}` is missing"))),
         }
     };
-    let party_id = PartyId::parse(&text("party_id")?)?;
+    let party_id = PartyId::parse_entry(&text("party_id")?, allow_custom_ids)?;
     let port: u32 = match obj.get("port") {
         Some(serde_json::Value::Number(n)) => n
             .as_u64()
@@ -230,7 +239,7 @@ fn doc_context(path: &Path, doc_id: &str, party: Option<&str>) -> String {
 /// Reads the requests out of a TinyDB file without validating them against a store; the first
 /// bad document refuses the file.
 pub fn read_tinydb_requests(path: &Path, upsert: bool) -> Result<Vec<(String, RegisterRequest)>> {
-    read_tinydb_documents(path, upsert)?
+    read_tinydb_documents(path, upsert, false)?
         .into_iter()
         .map(|(doc_id, party, req)| {
             req.map(|r| (doc_id.clone(), r))
@@ -275,7 +284,7 @@ pub fn import_tinydb_with(
     now: OffsetDateTime,
 ) -> Result<ImportReport> {
     let own = identity::load(home)?;
-    let docs = read_tinydb_documents(path, options.upsert)?;
+    let docs = read_tinydb_documents(path, options.upsert, options.allow_custom_ids)?;
     let entries = docs.len();
     // Validation (parsing, signature checks) dominates large imports; spread it over the cores.
     let workers = std::thread::available_parallelism()

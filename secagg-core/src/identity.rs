@@ -66,6 +66,10 @@ pub struct InitOptions {
     pub validity_days: u32,
     /// Replace an existing identity (the old one is kept in `identity/previous/`).
     pub force: bool,
+    /// Accept an id without the `researcher_`/`node_` prefix ([`PartyId::parse_custom`]), as a
+    /// Fed-BioMed deployment with custom ids needs; its role must then be the one Fed-BioMed's
+    /// rule gives (a node id starts with `node_`).
+    pub allow_custom_id: bool,
 }
 
 /// A loaded identity. The private key stays on disk until [`Identity::private_key_der`] is called.
@@ -295,7 +299,7 @@ fn identity_exists(home: &Home) -> bool {
 pub fn init(home: &Home, opts: &InitOptions, now: OffsetDateTime) -> Result<Identity> {
     // Validate every input before touching the disk.
     let party_id = match &opts.id {
-        Some(id) => PartyId::parse(id)?,
+        Some(id) => PartyId::parse_entry(id, opts.allow_custom_id)?,
         None => PartyId::generate(opts.role),
     };
     if party_id.role() != opts.role {
@@ -401,7 +405,7 @@ pub fn load(home: &Home) -> Result<Identity> {
     home.check_permissions()?;
     let cfg = read_config(home)?;
     let ctx = || format!("in configuration `{}`", home.config_path().display());
-    let party_id = PartyId::parse(&cfg.party_id).map_err(|e| e.context(ctx()))?;
+    let party_id = PartyId::parse_custom(&cfg.party_id).map_err(|e| e.context(ctx()))?;
     if party_id.role() != cfg.role {
         return Err(Error::invalid(format!(
             "party id `{party_id}` does not match role {}",

@@ -14,6 +14,10 @@
 //!   bundles for others, and registering their certificates and endpoints in this party's local
 //!   SQLite store after every check passed (all or nothing); [`fedbiomed`] imports the
 //!   certificates of a Fed-BioMed v4 TinyDB file the same way.
+//! - **Signed rosters** ([`roster`]): the researcher vouches for the federation with a roster
+//!   signed by its identity key; a node that registered the researcher imports it (signature,
+//!   serial, expiry and every entry checked, in one transaction), so a federation takes O(N)
+//!   out-of-band checks instead of N(N−1).
 //! - **Negotiation sessions** ([`session`], [`engine`]): a session request (session id, ordered
 //!   party list) checked against the store and turned into a validated
 //!   [`NegotiationPlan`](engine::NegotiationPlan), run by an [`Engine`](engine::Engine) (the
@@ -88,6 +92,7 @@ pub mod party;
 pub mod peers;
 pub mod processes;
 pub mod registration;
+pub mod roster;
 pub mod session;
 pub mod vpn;
 
@@ -95,6 +100,7 @@ pub mod vpn;
 mod field;
 mod fs_secure;
 mod loopback;
+mod parallel;
 mod store;
 mod supervise;
 mod transport;

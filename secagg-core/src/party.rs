@@ -143,17 +143,7 @@ impl PartyId {
     /// accepted ([`PartyId::parse_custom`]) if `role` is the one Fed-BioMed gives it (a node iff
     /// it starts with `node_`); without it, the prefix is required.
     pub fn parse_with_role(s: &str, role: Role, allow_custom: bool) -> Result<Self> {
-        let id = if allow_custom {
-            PartyId::parse_custom(s)?
-        } else {
-            PartyId::parse(s).map_err(|e| {
-                let hint = format!(
-                    "{}; a Fed-BioMed id without the prefix is accepted with --allow-custom-id",
-                    e.hint().unwrap_or("")
-                );
-                e.with_hint(hint)
-            })?
-        };
+        let id = PartyId::parse_entry(s, allow_custom)?;
         if id.role() != role {
             return Err(Error::invalid(format!(
                 "party id `{id}` names a {} under Fed-BioMed's rule (a node id starts with `node_`, every other id is a researcher's), not a {role}",
@@ -162,6 +152,22 @@ impl PartyId {
             .with_hint("node ids must start with `node_`; give the role that matches the id"));
         }
         Ok(id)
+    }
+
+    /// Parses an id at an entry point where the role is not stated separately: with
+    /// `allow_custom` as [`PartyId::parse_custom`] (the role then follows Fed-BioMed's rule),
+    /// without it as [`PartyId::parse`], whose error then names the option.
+    pub fn parse_entry(s: &str, allow_custom: bool) -> Result<Self> {
+        if allow_custom {
+            return PartyId::parse_custom(s);
+        }
+        PartyId::parse(s).map_err(|e| {
+            let hint = format!(
+                "{}; a Fed-BioMed id without the prefix is accepted with --allow-custom-id",
+                e.hint().unwrap_or("")
+            );
+            e.with_hint(hint)
+        })
     }
 
     /// True for an id without the `researcher_`/`node_` prefix (accepted by

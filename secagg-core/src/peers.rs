@@ -101,7 +101,23 @@ impl PeerRecord {
             registered_at: certificate::format_time(self.registered_at),
             updated_at: certificate::format_time(self.updated_at),
             source: self.source.clone(),
+            origin: origin(&self.source),
         }
+    }
+}
+
+/// Prefix of the `source` of a registration that came from a signed roster
+/// (`roster <issuer> #<serial>`, see [`crate::roster`]).
+pub const ROSTER_SOURCE_PREFIX: &str = "roster ";
+
+/// Where a registration came from, as `certificate list` shows it: `roster <issuer> #<serial>`
+/// for one a roster brought in, `manual` for every other (registered by hand, from a bundle or
+/// from a Fed-BioMed store).
+pub fn origin(source: &str) -> String {
+    if source.starts_with(ROSTER_SOURCE_PREFIX) {
+        source.to_owned()
+    } else {
+        "manual".to_owned()
     }
 }
 
@@ -130,6 +146,8 @@ pub struct PeerSummary {
     pub registered_at: String,
     /// Last change (RFC 3339).
     pub updated_at: String,
-    /// Origin of the registration.
+    /// Origin of the registration (`file <path>`, `bundle <path>`, `roster <issuer> #<serial>`…).
     pub source: String,
+    /// `manual` or `roster <issuer> #<serial>` ([`origin`]).
+    pub origin: String,
 }

@@ -161,6 +161,15 @@ pub struct PreparedRegistration {
     warnings: Vec<String>,
 }
 
+impl PreparedRegistration {
+    /// The same registration recorded with another origin (a roster keeps the origin of a
+    /// registration by hand whose endpoint it only moves).
+    pub(crate) fn with_source(mut self, source: String) -> Self {
+        self.record.source = source;
+        self
+    }
+}
+
 /// Validates `req` for a store owned by `own` (checks that need no store access).
 pub fn prepare(
     req: &RegisterRequest,
@@ -282,11 +291,44 @@ pub fn register(home: &Home, req: &RegisterRequest, now: OffsetDateTime) -> Resu
     store.write(|tx| apply(tx, &prepared))
 }
 
-/// Reads and checks a registration bundle file, turning it into a request.
+/// Registers several peers in the store of `home` in one transaction: every request is validated
+/// first, then all are written, or none (the first refusal names its request).
+pub fn register_all(
+    home: &Home,
+    reqs: &[RegisterRequest],
+    now: OffsetDateTime,
+) -> Result<Vec<Registered>> {
+    let own = identity::load(home)?;
+    let prepared = reqs
+        .iter()
+        .map(|r| {
+            prepare(r, &own, now).map_err(|e| {
+                e.context(format!("while registering `{}` ({})", r.party_id, r.source))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut store = Store::open_party(home)?;
+    store.write(|tx| {
+        prepared
+            .iter()
+            .zip(reqs)
+            .map(|(p, r)| {
+                apply(tx, p).map_err(|e| {
+                    e.context(format!("while registering `{}` ({})", r.party_id, r.source))
+                })
+            })
+            .collect()
+    })
+}
+
+/// Reads and checks a registration bundle file, turning it into a request. With
+/// `allow_custom_id`, the bundle's party id may lack the `researcher_`/`node_` prefix
+/// ([`PartyId::parse_custom`]); the role it states must still be the one the id names.
 pub fn request_from_bundle(
     path: &Path,
     expect_fingerprint: Option<String>,
     upsert: bool,
+    allow_custom_id: bool,
 ) -> Result<RegisterRequest> {
     let bytes = fs_secure::read_limited(path, MAX_BUNDLE_BYTES, "registration bundle")?;
     request_from_bundle_bytes(
@@ -330,7 +372,7 @@ pub fn request_from_bundle_bytes(
         ))
         .context(&ctx));
     }
-    let id = PartyId::parse(&b.party_id).map_err(|e| e.context(&ctx))?;
+    let id = PartyId::parse_entry(&b.party_id, allow_custom_id).map_err(|e| e.context(&ctx))?;
     if id.role() != b.role {
         return Err(Error::invalid(format!(
             "party `{id}` is a {} but the bundle says {}",

@@ -146,7 +146,7 @@ fn plan_until(
         }
         match missing.len() {
             0 => Ok(entries),
-            1 => Err(not_registered(&PartyId::parse(&missing[0])?)),
+            1 => Err(not_registered(&PartyId::parse_custom(&missing[0])?)),
             _ => Err(
                 Error::not_found(format!("parties not registered: {}", missing.join(", ")))
                     .with_hint(

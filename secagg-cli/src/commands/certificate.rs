@@ -15,7 +15,7 @@ use secagg_core::{fedbiomed, identity};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::commands::init::KeyTypeArg;
+use crate::commands::init::{KeyTypeArg, RoleArg};
 use crate::output::{self, Format, FormatArg};
 
 /// Manage this party's certificate and the certificates of registered peers.
@@ -92,7 +92,15 @@ pub struct RegisterArgs {
         required_unless_present = "bundle",
         conflicts_with = "bundle"
     )]
-    party_id: Option<PartyId>,
+    party_id: Option<String>,
+    /// The party's role, checked against its id (required for a custom id).
+    #[arg(long, value_enum, conflicts_with = "bundle")]
+    role: Option<RoleArg>,
+    /// Accept a party id without the `researcher_`/`node_` prefix (a Fed-BioMed deployment with
+    /// custom ids), stated with --role. Fed-BioMed's rule gives its role: a node id starts with
+    /// `node_`, every other id is a researcher's.
+    #[arg(long)]
+    allow_custom_id: bool,
     /// Address of the party's key negotiation (IPv4, IPv6 or host name).
     #[arg(
         long,
@@ -104,13 +112,14 @@ pub struct RegisterArgs {
     /// Port of the party's key negotiation (1–65535).
     #[arg(long, required_unless_present = "bundle", conflicts_with = "bundle")]
     port: Option<u32>,
-    /// A registration bundle (`registration-instructions --format json`) instead of the four options above.
-    #[arg(long, value_name = "FILE")]
-    bundle: Option<PathBuf>,
+    /// Registration bundles (`registration-instructions --format json`) instead of the four
+    /// options above; several bundles are registered in one transaction (all or none).
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    bundle: Vec<PathBuf>,
     /// The fingerprint the party gave you through a trusted channel; registration is refused if the
-    /// certificate does not match it.
+    /// certificate does not match it. With several bundles: ID=FP, once per party.
     #[arg(long, value_name = "FP")]
-    expect_fingerprint: Option<String>,
+    expect_fingerprint: Vec<String>,
     /// Replace the existing registration of this party id.
     #[arg(long)]
     upsert: bool,
@@ -128,7 +137,8 @@ pub struct ListArgs {
 /// Arguments of `certificate show`.
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// Party id.
+    /// Party id (a registered one, so custom ids are accepted as registered).
+    #[arg(value_parser = PartyId::parse_custom)]
     party_id: PartyId,
     /// Print only the certificate PEM (to save it to a file).
     #[arg(long)]
@@ -140,7 +150,8 @@ pub struct ShowArgs {
 /// Arguments of `certificate delete`.
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// Party id.
+    /// Party id (a registered one, so custom ids are accepted as registered).
+    #[arg(value_parser = PartyId::parse_custom)]
     party_id: PartyId,
     /// Do not ask for confirmation (it is asked only when stdin is a terminal).
     #[arg(long, short = 'y')]
@@ -163,6 +174,11 @@ pub struct ImportArgs {
     /// imported; when all were refused, the exit code of the first refusal).
     #[arg(long)]
     skip_invalid: bool,
+    /// Accept party ids without the `researcher_`/`node_` prefix, which Fed-BioMed stores as
+    /// given. Their role follows Fed-BioMed's rule (a node id starts with `node_`), which is
+    /// also how Fed-BioMed set each document's `component`.
+    #[arg(long)]
+    allow_custom_ids: bool,
     #[command(flatten)]
     output: FormatArg,
 }
@@ -228,18 +244,44 @@ fn instructions(home: &Home, a: InstructionsArgs) -> anyhow::Result<()> {
 }
 
 fn register(home: &Home, a: RegisterArgs) -> anyhow::Result<()> {
-    let req = match a.bundle {
-        Some(bundle) => registration::request_from_bundle(&bundle, a.expect_fingerprint, a.upsert)?,
+    if a.bundle.len() > 1 {
+        return register_bundles(home, a);
+    }
+    if a.expect_fingerprint.len() > 1 {
+        anyhow::bail!(secagg_core::Error::invalid(
+            "--expect-fingerprint is given more than once for one certificate"
+        ));
+    }
+    let expect_fingerprint = a.expect_fingerprint.into_iter().next();
+    let req = match a.bundle.first() {
+        Some(bundle) => registration::request_from_bundle(
+            bundle,
+            expect_fingerprint,
+            a.upsert,
+            a.allow_custom_id,
+        )?,
         None => {
             let path = a.public_key.context("--public-key is required")?;
             let host = a.ip.context("--ip is required")?;
             let port = validate_port(a.port.context("--port is required")?)?;
+            let raw_id = a.party_id.context("--party-id is required")?;
+            let party_id = match a.role {
+                Some(role) => PartyId::parse_with_role(&raw_id, role.into(), a.allow_custom_id)?,
+                None => PartyId::parse_entry(&raw_id, a.allow_custom_id)?,
+            };
+            if party_id.is_custom() && a.role.is_none() {
+                return Err(secagg_core::Error::invalid(format!(
+                    "party id `{party_id}` has no `researcher_`/`node_` prefix: state its role"
+                ))
+                .with_hint("add --role researcher (Fed-BioMed's rule: an id not starting with `node_` is a researcher's)")
+                .into());
+            }
             RegisterRequest {
-                party_id: a.party_id.context("--party-id is required")?,
+                party_id,
                 endpoint: Endpoint { host, port },
                 source: format!("file {}", path.display()),
                 certificate: CertificateSource::File(path),
-                expect_fingerprint: a.expect_fingerprint,
+                expect_fingerprint,
                 upsert: a.upsert,
             }
         }
@@ -248,6 +290,52 @@ fn register(home: &Home, a: RegisterArgs) -> anyhow::Result<()> {
     match a.output.format {
         Format::Json => output::print_json(&r)?,
         Format::Text => print_registered(&r),
+    }
+    Ok(())
+}
+
+/// `register --bundle A B …`: every bundle in one transaction; fingerprints as `ID=FP`.
+fn register_bundles(home: &Home, a: RegisterArgs) -> anyhow::Result<()> {
+    let mut expected = std::collections::BTreeMap::new();
+    for e in &a.expect_fingerprint {
+        let (id, fp) = e.split_once('=').filter(|(id, _)| PartyId::parse_custom(id).is_ok()).ok_or_else(|| {
+            secagg_core::Error::invalid(format!(
+                "--expect-fingerprint `{e}` does not name its party: with several bundles, give ID=FP for each"
+            ))
+            .with_hint("e.g. --expect-fingerprint node_7c1e=SHA256:3A:0F:…")
+        })?;
+        if expected.insert(id.to_owned(), fp.to_owned()).is_some() {
+            anyhow::bail!(secagg_core::Error::invalid(format!(
+                "--expect-fingerprint gives `{id}` twice"
+            )));
+        }
+    }
+    let mut reqs = Vec::with_capacity(a.bundle.len());
+    for bundle in &a.bundle {
+        let mut req = registration::request_from_bundle(bundle, None, a.upsert, a.allow_custom_id)?;
+        req.expect_fingerprint = expected.remove(req.party_id.as_str());
+        reqs.push(req);
+    }
+    if let Some(id) = expected.keys().next() {
+        anyhow::bail!(secagg_core::Error::invalid(format!(
+            "--expect-fingerprint names `{id}`, which none of the bundles registers"
+        )));
+    }
+    let done = registration::register_all(home, &reqs, OffsetDateTime::now_utc())?;
+    match a.output.format {
+        Format::Json => output::print_json(&done)?,
+        Format::Text => {
+            for r in &done {
+                print_registered_quiet(r);
+            }
+            let unchecked = done
+                .iter()
+                .filter(|r| !r.fingerprint_checked && r.action != Action::Unchanged)
+                .count();
+            if unchecked > 0 {
+                output::note(format!("note: {unchecked} of {} fingerprints were not checked against ones received out of band; compare them with the parties (--expect-fingerprint ID=FP does it for you)", done.len()));
+            }
+        }
     }
     Ok(())
 }
@@ -315,6 +403,7 @@ fn list(home: &Home, a: ListArgs) -> anyhow::Result<()> {
                 "not after",
                 "days left",
                 "status",
+                "origin",
             ]);
             for p in &peers {
                 t.add_row(vec![
@@ -327,6 +416,7 @@ fn list(home: &Home, a: ListArgs) -> anyhow::Result<()> {
                     p.not_after[..10].to_owned(),
                     p.days_left.to_string(),
                     p.status_label(),
+                    p.origin.clone(),
                 ]);
             }
             println!("{t}");
@@ -414,6 +504,7 @@ fn import(home: &Home, a: ImportArgs) -> anyhow::Result<()> {
         upsert: a.upsert,
         dry_run: a.dry_run,
         skip_invalid: a.skip_invalid,
+        allow_custom_ids: a.allow_custom_ids,
     };
     let report =
         fedbiomed::import_tinydb_with(home, &a.db_json, &options, OffsetDateTime::now_utc())?;

@@ -17,8 +17,9 @@ use crate::commands::negotiate::{parse_duration, EngineArg};
 use crate::output::{self, Format, FormatArg};
 
 /// Run a whole negotiation on this machine: one researcher and N nodes, each with its own home and
-/// certificate, registration bundles exchanged, each party a separate `secagg negotiate` process
-/// over mutual TLS on 127.0.0.1, and the keys checked: sk0 + Σ sk_i = 0. Exits 0 only if verified.
+/// certificate, set up through a signed roster (bundles to the researcher, one roster to every
+/// node), each party a separate `secagg negotiate` process over mutual TLS on 127.0.0.1, and the
+/// keys checked: sk0 + Σ sk_i = 0. Exits 0 only if verified.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Number of nodes (the researcher comes on top).
@@ -249,7 +250,7 @@ fn run_demo(a: DemoArgs, state: &Mutex<DemoState>) -> anyhow::Result<()> {
             (
                 "setup",
                 format!(
-                    "{:.1} ms (identities, bundles, registrations)",
+                    "{:.1} ms (identities, bundles, registrations, roster export and imports)",
                     summary.setup_ms
                 ),
             ),

@@ -50,6 +50,11 @@ pub struct ImportArgs {
     /// Replace an existing identity (the old key and certificate are kept in identity/previous/).
     #[arg(long)]
     force: bool,
+    /// Accept a party id without the `researcher_`/`node_` prefix (a Fed-BioMed deployment with
+    /// custom ids). Its role follows Fed-BioMed's rule: a node id starts with `node_`, every
+    /// other id is a researcher's.
+    #[arg(long)]
+    allow_custom_id: bool,
     #[command(flatten)]
     output: FormatArg,
 }
@@ -169,7 +174,7 @@ pub fn run(home: &Path, cmd: IdentityCommand) -> anyhow::Result<()> {
         IdentityCommand::Show(a) => (load_effective(&home)?.summary(now), a.output.format),
         IdentityCommand::Import(a) => {
             let port = a.port.unwrap_or(u32::from(
-                match secagg_core::PartyId::parse(&a.id)?.role() {
+                match secagg_core::PartyId::parse_entry(&a.id, a.allow_custom_id)?.role() {
                     secagg_core::Role::Researcher => identity::DEFAULT_RESEARCHER_PORT,
                     secagg_core::Role::Node => identity::DEFAULT_NODE_PORT,
                 },
@@ -181,6 +186,7 @@ pub fn run(home: &Path, cmd: IdentityCommand) -> anyhow::Result<()> {
                 host: a.ip,
                 port,
                 force: a.force,
+                allow_custom_id: a.allow_custom_id,
             };
             let adoption = identity::import(&home, &opts, now)?;
             let source = format!("`{}`", opts.cert.display());

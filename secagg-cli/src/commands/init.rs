@@ -86,6 +86,11 @@ pub struct InitArgs {
     /// Replace an existing identity (the old key and certificate are kept in identity/previous/).
     #[arg(long)]
     force: bool,
+    /// Accept a party id (--id, or the adopted Fed-BioMed id) without the `researcher_`/`node_`
+    /// prefix, as a Fed-BioMed deployment with custom ids has. Its role follows Fed-BioMed's
+    /// rule: a node id starts with `node_`, every other id is a researcher's.
+    #[arg(long)]
+    allow_custom_id: bool,
     #[command(flatten)]
     output: FormatArg,
 }
@@ -107,6 +112,7 @@ pub fn run(home: &Path, args: InitArgs) -> anyhow::Result<()> {
         key_type: args.key_type.into(),
         validity_days: args.days,
         force: args.force,
+        allow_custom_id: args.allow_custom_id,
     };
     let now = OffsetDateTime::now_utc();
     let id = identity::init(&home, &opts, now)?;
@@ -137,12 +143,13 @@ pub fn run(home: &Path, args: InitArgs) -> anyhow::Result<()> {
 /// `secagg init --from-fedbiomed PATH`: adopts a Fed-BioMed component's identity.
 fn adopt_fedbiomed(home: &Home, path: &Path, args: &InitArgs) -> anyhow::Result<()> {
     let component = FedbiomedComponent::read(path)?;
-    let id = secagg_core::PartyId::parse(&component.id).map_err(|e| {
-        e.context(format!(
-            "in [default] id of `{}`",
-            component.config_file.display()
-        ))
-    })?;
+    let id =
+        secagg_core::PartyId::parse_entry(&component.id, args.allow_custom_id).map_err(|e| {
+            e.context(format!(
+                "in [default] id of `{}`",
+                component.config_file.display()
+            ))
+        })?;
     if let Some(role) = args.role {
         let role = Role::from(role);
         if id.role() != role {
@@ -162,6 +169,7 @@ fn adopt_fedbiomed(home: &Home, path: &Path, args: &InitArgs) -> anyhow::Result<
         host: args.ip.clone().unwrap_or_else(|| component.host.clone()),
         port: args.port.unwrap_or(component.port),
         force: args.force,
+        allow_custom_id: args.allow_custom_id,
     };
     let now = OffsetDateTime::now_utc();
     let adoption = identity::import(home, &opts, now)?;

@@ -9,4 +9,5 @@ pub mod identity;
 pub mod init;
 pub mod mpspdz;
 pub mod negotiate;
+pub mod roster;
 pub mod vpn;

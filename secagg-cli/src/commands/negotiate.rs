@@ -117,7 +117,7 @@ pub fn run(home: &Path, a: NegotiateArgs) -> anyhow::Result<()> {
     let parties = a
         .parties
         .iter()
-        .map(|p| PartyId::parse(p.trim()).map_err(|e| e.context("in --parties")))
+        .map(|p| PartyId::parse_custom(p.trim()).map_err(|e| e.context("in --parties")))
         .collect::<Result<Vec<_>, _>>()?;
     let (engine, kept_run_dir): (Box<dyn Engine>, Option<PathBuf>) = match a.engine {
         EngineArg::Native => (Box::new(NativeEngine), None),

@@ -42,6 +42,9 @@ pub struct ImportOptions {
     pub port: u32,
     /// Replace an existing identity (the old one is kept in `identity/previous/`).
     pub force: bool,
+    /// Accept an id without the `researcher_`/`node_` prefix ([`PartyId::parse_custom`]); its
+    /// role follows Fed-BioMed's rule (a node iff it starts with `node_`).
+    pub allow_custom_id: bool,
 }
 
 /// A Fed-BioMed v4 component's identity as its configuration file names it.
@@ -217,7 +220,7 @@ pub struct Adoption {
 /// group or others can read is reported in [`Adoption::warnings`] (it is adopted nonetheless: it
 /// may have been exposed, which only a new key would fix).
 pub fn import(home: &Home, opts: &ImportOptions, now: OffsetDateTime) -> Result<Adoption> {
-    let party_id = PartyId::parse(&opts.id)?;
+    let party_id = PartyId::parse_entry(&opts.id, opts.allow_custom_id)?;
     let role = party_id.role();
     let endpoint = Endpoint::new(&opts.host, opts.port)?;
     let cert_bytes = fs_secure::read_limited(

@@ -413,7 +413,7 @@ fn certificate_items(home: &Home, parties: &[String]) -> Vec<CheckItem> {
     };
     for (j, raw) in parties.iter().enumerate() {
         let label = format!("certificate of `{}` as P{j}", raw.trim());
-        let id = match PartyId::parse(raw.trim()) {
+        let id = match PartyId::parse_custom(raw.trim()) {
             Ok(id) => id,
             Err(e) => {
                 out.push(failed(label, &e));

@@ -1,5 +1,5 @@
 //! The local SQLite store, one module per table: registered peers ([`peers`]), negotiated keys and
-//! their states ([`contexts`]), and on a VPN server its settings ([`vpn_server`]) and peer registry
+//! their states ([`contexts`]), the serial numbers of signed rosters ([`roster_serials`]), and on a VPN server its settings ([`vpn_server`]) and peer registry
 //! ([`vpn_peers`]). Party commands open it with [`Store::open_party`] and its read-only and
 //! deadline-bounded variants.
 //!
@@ -15,6 +15,7 @@
 
 pub mod contexts;
 pub mod peers;
+pub mod roster_serials;
 pub mod vpn_peers;
 pub mod vpn_server;
 
@@ -94,6 +95,13 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE contexts ADD COLUMN state TEXT NOT NULL DEFAULT 'confirmed'
         CHECK (state IN ('unconfirmed', 'confirmed'));
     ALTER TABLE contexts ADD COLUMN confirmed_at INTEGER;",
+    // v5: the serial numbers of signed rosters: on a researcher, the last one it exported (under
+    // its own id); on any party, the last one imported from each issuer (no rollback).
+    "CREATE TABLE roster_serials (
+        issuer          TEXT PRIMARY KEY NOT NULL,
+        last_serial     INTEGER NOT NULL CHECK (last_serial >= 1),
+        updated_at      INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 /// The schema version this build writes.

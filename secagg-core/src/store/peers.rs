@@ -21,7 +21,8 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<PeerRecord> {
         rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e))
     };
     let party_id: String = row.get(0)?;
-    let party_id = PartyId::parse(&party_id).map_err(|e| bad(0, e))?;
+    // Checked when registered (custom ids only with the explicit option), so read leniently.
+    let party_id = PartyId::parse_custom(&party_id).map_err(|e| bad(0, e))?;
     let host: String = row.get(2)?;
     let port: u32 = row.get(3)?;
     let endpoint = Endpoint::new(&host, port).map_err(|e| bad(2, e))?;

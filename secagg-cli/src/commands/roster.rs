@@ -1,0 +1,332 @@
+//! `secagg roster …`: the researcher's signed roster (export), and verifying and importing it.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use secagg_core::home::{Home, PUBLIC_FILE_MODE};
+use secagg_core::roster::{
+    self, Change, ExportOptions, ImportOptions, ImportPlan, Roster, UnverifiedRoster,
+};
+use secagg_core::PartyId;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::commands::identity::load_effective;
+use crate::output::{self, Format, FormatArg};
+
+/// `secagg roster` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RosterCommand {
+    /// (researcher) Sign a roster of this researcher and every party registered here, for the
+    /// nodes to import instead of registering each other.
+    Export(ExportArgs),
+    /// Verify a roster and show its parties and what importing it would change here.
+    Show(ShowArgs),
+    /// Verify a roster issued by a researcher registered here and register its parties, all or
+    /// nothing.
+    Import(ImportArgs),
+}
+
+/// Arguments of `roster export`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  secagg roster export -o roster.json      # then send roster.json to every node"
+)]
+pub struct ExportArgs {
+    /// Write the roster to FILE (atomically; an existing FILE only with --force) instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Replace FILE if it exists.
+    #[arg(long, requires = "output")]
+    force: bool,
+    /// Days until the roster expires (1 to 366).
+    #[arg(long, default_value_t = roster::DEFAULT_VALIDITY_DAYS, value_name = "DAYS")]
+    valid_days: u32,
+    /// `text`: a summary on stderr (the roster itself goes to FILE or stdout); `json`: with -o,
+    /// the summary as JSON on stdout.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+/// Options shared by `show` and `import`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Remove parties that came from this issuer's rosters and are no longer listed (parties
+    /// registered by hand are never removed).
+    #[arg(long)]
+    prune: bool,
+    /// Let the roster replace the certificate of a party registered here by hand (check its
+    /// fingerprint with the party out of band first).
+    #[arg(long)]
+    allow_replace: bool,
+    /// Accept party ids without the `researcher_`/`node_` prefix (Fed-BioMed custom ids).
+    #[arg(long)]
+    allow_custom_ids: bool,
+    /// ID=FP: refuse the roster unless it lists party ID with certificate fingerprint FP, received
+    /// out of band. Repeatable.
+    #[arg(long = "expect-fingerprint", value_name = "ID=FP", value_parser = parse_expectation)]
+    expect_fingerprint: Vec<(PartyId, String)>,
+}
+
+impl CheckArgs {
+    fn options(&self) -> ImportOptions {
+        ImportOptions {
+            prune: self.prune,
+            allow_replace: self.allow_replace,
+            allow_custom_ids: self.allow_custom_ids,
+            expect_fingerprints: self.expect_fingerprint.clone(),
+        }
+    }
+}
+
+fn parse_expectation(s: &str) -> Result<(PartyId, String), String> {
+    let (id, fp) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not ID=FP (e.g. node_7c1e=SHA256:3A:0F:…)"))?;
+    let id = PartyId::parse_custom(id.trim()).map_err(|e| e.to_string())?;
+    secagg_core::certificate::Fingerprint::parse(fp.trim()).map_err(|e| e.to_string())?;
+    Ok((id, fp.trim().to_owned()))
+}
+
+/// Arguments of `roster show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The roster file.
+    file: PathBuf,
+    #[command(flatten)]
+    check: CheckArgs,
+    #[command(flatten)]
+    output: FormatArg,
+}
+
+/// Arguments of `roster import`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example (a node, after registering the researcher with --expect-fingerprint):\n  secagg roster import roster.json --yes"
+)]
+pub struct ImportArgs {
+    /// The roster file (from `secagg roster export`).
+    file: PathBuf,
+    /// Apply the changes without asking (asked on a terminal; required otherwise when the roster
+    /// registers, changes or removes parties).
+    #[arg(long, short = 'y')]
+    yes: bool,
+    #[command(flatten)]
+    check: CheckArgs,
+    #[command(flatten)]
+    output: FormatArg,
+}
+
+/// Runs `secagg roster …`.
+pub fn run(home: &Path, cmd: RosterCommand) -> anyhow::Result<()> {
+    let home = Home::new(home);
+    match cmd {
+        RosterCommand::Export(a) => export(&home, a),
+        RosterCommand::Show(a) => show(&home, a),
+        RosterCommand::Import(a) => import(&home, a),
+    }
+}
+
+#[derive(Serialize)]
+struct ExportSummary<'a> {
+    issuer: &'a str,
+    serial: u64,
+    issued_at: &'a str,
+    expires_at: &'a str,
+    parties: usize,
+    omitted: &'a [String],
+    file: Option<String>,
+}
+
+fn export(home: &Home, a: ExportArgs) -> anyhow::Result<()> {
+    let id = load_effective(home)?;
+    if let Some(path) = &a.output {
+        home.check_output(path, a.force)?;
+    }
+    let opts = ExportOptions {
+        validity_days: a.valid_days,
+    };
+    let exported = roster::export(&id, &opts, OffsetDateTime::now_utc())?;
+    let text = serde_json::to_string_pretty(&exported.file)? + "\n";
+    for o in &exported.omitted {
+        output::warn(o);
+    }
+    let r = &exported.roster;
+    match &a.output {
+        Some(path) => home.write_output(path, text.as_bytes(), PUBLIC_FILE_MODE, a.force)?,
+        None => output::write_stdout(format_args!("{text}")),
+    }
+    let summary = ExportSummary {
+        issuer: &r.issuer,
+        serial: r.serial,
+        issued_at: &r.issued_at,
+        expires_at: &r.expires_at,
+        parties: r.parties.len(),
+        omitted: &exported.omitted,
+        file: a.output.as_ref().map(|p| p.display().to_string()),
+    };
+    if a.format == Format::Json && a.output.is_some() {
+        output::print_json(&summary)?;
+    } else {
+        output::note(format!(
+            "roster #{} of {}: {} parties, expires {}{}",
+            r.serial,
+            r.issuer,
+            r.parties.len(),
+            r.expires_at,
+            a.output
+                .as_ref()
+                .map(|p| format!(", written to {}", p.display()))
+                .unwrap_or_default()
+        ));
+        output::note("next: each node registers this researcher (checking its fingerprint out of band), then runs `secagg roster import FILE`");
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Shown<'a> {
+    roster: &'a Roster,
+    import: Option<&'a ImportPlan>,
+}
+
+fn show(home: &Home, a: ShowArgs) -> anyhow::Result<()> {
+    let own = load_effective(home)?;
+    let file = UnverifiedRoster::read(&a.file)?;
+    let (r, plan) = roster::show(&own, &file, &a.check.options(), OffsetDateTime::now_utc())?;
+    match a.output.format {
+        Format::Json => output::print_json(&Shown {
+            roster: &r,
+            import: plan.as_ref(),
+        })?,
+        Format::Text => {
+            output::print_fields(&[
+                ("issuer", r.issuer.clone()),
+                ("issuer fingerprint", r.issuer_fingerprint.to_string()),
+                ("serial", r.serial.to_string()),
+                ("issued", r.issued_at.clone()),
+                ("expires", r.expires_at.clone()),
+                ("signature", "verified".to_owned()),
+            ]);
+            match &plan {
+                Some(plan) => print_plan(plan),
+                None => {
+                    let mut t =
+                        output::list_table(&["party id", "component", "endpoint", "fingerprint"]);
+                    for e in &r.parties {
+                        t.add_row(vec![
+                            e.party_id.clone(),
+                            e.role.component().to_owned(),
+                            format!("{}:{}", e.ip, e.port),
+                            e.fingerprint.to_string(),
+                        ]);
+                    }
+                    output::write_stdout(format_args!("{t}\n"));
+                    output::note("this party issued the roster");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn change_label(c: Change) -> &'static str {
+    match c {
+        Change::ThisParty => "this party",
+        Change::New => "new",
+        Change::Unchanged => "unchanged",
+        Change::EndpointChanged => "endpoint changed",
+        Change::Replaced => "certificate replaced",
+        Change::Removed => "removed (--prune)",
+    }
+}
+
+fn print_plan(plan: &ImportPlan) {
+    let mut t = output::list_table(&["party id", "component", "change", "endpoint", "fingerprint"]);
+    for c in &plan.changes {
+        let endpoint = match &c.previous_endpoint {
+            Some(old) => format!("{old} → {}", c.endpoint),
+            None => c.endpoint.clone(),
+        };
+        let fingerprint = match &c.previous_fingerprint {
+            Some(old) => format!("{old} → {}", c.fingerprint),
+            None => c.fingerprint.to_string(),
+        };
+        t.add_row(vec![
+            c.party_id.clone(),
+            c.component.to_owned(),
+            change_label(c.change).to_owned(),
+            endpoint,
+            fingerprint,
+        ]);
+    }
+    output::write_stdout(format_args!("{t}\n"));
+    let mut warned = std::collections::BTreeSet::new();
+    for w in &plan.warnings {
+        if warned.insert(w) {
+            output::warn(w);
+        }
+    }
+    output::note(format!(
+        "roster #{} of {}{}: {} new, {} endpoint changed, {} replaced, {} removed, {} unchanged",
+        plan.serial,
+        plan.issuer,
+        plan.previous_serial
+            .map(|s| format!(" (last imported: #{s})"))
+            .unwrap_or_default(),
+        plan.count(Change::New),
+        plan.count(Change::EndpointChanged),
+        plan.count(Change::Replaced),
+        plan.count(Change::Removed),
+        plan.count(Change::Unchanged),
+    ));
+}
+
+fn import(home: &Home, a: ImportArgs) -> anyhow::Result<()> {
+    let own = load_effective(home)?;
+    let file = UnverifiedRoster::read(&a.file)?;
+    let opts = a.check.options();
+    let now = OffsetDateTime::now_utc();
+    let confirmed = if a.yes {
+        None
+    } else {
+        let plan = roster::plan_import(&own, &file, &opts, now)?;
+        if plan.writes() {
+            if !std::io::stdin().is_terminal() {
+                return Err(secagg_core::Error::invalid(format!(
+                    "roster #{} of {} would register or change {} parties, and there is no terminal to confirm on",
+                    plan.serial,
+                    plan.issuer,
+                    plan.changes.iter().filter(|c| c.change.writes()).count()
+                ))
+                .with_hint("review it with `secagg roster show FILE`, then import with --yes")
+                .into());
+            }
+            print_plan(&plan);
+            eprint!("import these changes? [y/N] ");
+            std::io::stderr().flush()?;
+            let mut answer = String::new();
+            std::io::stdin().lock().read_line(&mut answer)?;
+            if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+                output::note("nothing imported");
+                return Ok(());
+            }
+        }
+        Some(plan)
+    };
+    let plan = roster::import(&own, &file, &opts, confirmed.as_ref(), now)?;
+    match a.output.format {
+        Format::Json => output::print_json(&plan)?,
+        Format::Text => {
+            if confirmed.is_none() || !plan.writes() {
+                print_plan(&plan);
+            }
+            output::note(format!(
+                "imported roster #{} of {}",
+                plan.serial, plan.issuer
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,552 @@
+//! Issue 10: a federation set up in O(N) steps through a roster signed by the researcher, with
+//! real processes and separate homes; and every refusal the issue lists, each leaving the
+//! importing node's store byte-for-byte unchanged.
+//!
+//! Rosters that `secagg roster export` cannot produce (signed by a node, expired, with a bad
+//! entry) are made here with the signer's real identity key through the same public signing
+//! function the export uses (`secagg_core::roster::signature::sign`), so they differ from a real
+//! roster only in the one property under test.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use secagg_core::home::Home;
+use secagg_core::{identity, ErrorKind};
+use support::*;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Party {
+    id: String,
+    home: PathBuf,
+    port: u16,
+    bundle: PathBuf,
+    fingerprint: String,
+}
+
+fn party(dir: &Path, role: &str, id: &str) -> Party {
+    let home = dir.join(id);
+    let port = free_port();
+    secagg(
+        &home,
+        &[
+            "init",
+            "--role",
+            role,
+            "--id",
+            id,
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ],
+    )
+    .ok();
+    let bundle = dir.join(format!("{id}.json"));
+    write_bundle(&home, &bundle);
+    let fingerprint = bundle_fingerprint(&bundle);
+    Party {
+        id: id.to_owned(),
+        home,
+        port,
+        bundle,
+        fingerprint,
+    }
+}
+
+fn write_bundle(home: &Path, bundle: &Path) {
+    secagg(
+        home,
+        &[
+            "certificate",
+            "registration-instructions",
+            "--format",
+            "json",
+            "--force",
+            "-o",
+            bundle.to_str().unwrap(),
+        ],
+    )
+    .ok();
+}
+
+fn bundle_fingerprint(bundle: &Path) -> String {
+    let b: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle).unwrap()).unwrap();
+    b["fingerprint"].as_str().unwrap().to_owned()
+}
+
+/// The store file of `home` (each command checkpoints and closes it, so equal bytes mean an
+/// unchanged store).
+fn store_bytes(home: &Path) -> Vec<u8> {
+    assert!(
+        !home.join("store.sqlite-wal").exists() || {
+            std::fs::metadata(home.join("store.sqlite-wal"))
+                .unwrap()
+                .len()
+                == 0
+        }
+    );
+    std::fs::read(home.join("store.sqlite")).unwrap()
+}
+
+fn export(researcher: &Party, out: &Path, extra: &[&str]) {
+    let mut args = vec!["roster", "export", "--force", "-o", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    secagg(&researcher.home, &args).ok();
+}
+
+fn import(node: &Party, roster: &Path, extra: &[&str]) -> Run {
+    let mut args = vec!["roster", "import", roster.to_str().unwrap(), "--yes"];
+    args.extend_from_slice(extra);
+    secagg(&node.home, &args)
+}
+
+/// Asserts that importing `roster` into `node` fails as `kind` with `needle` in the error and
+/// leaves its store byte-for-byte as it was.
+fn refused(node: &Party, roster: &Path, extra: &[&str], kind: ErrorKind, needle: &str) {
+    let before = store_bytes(&node.home);
+    let r = import(node, roster, extra);
+    r.fails_as(kind);
+    assert!(r.stderr.contains(needle), "lacks {needle:?}: {}", r.stderr);
+    assert_eq!(
+        store_bytes(&node.home),
+        before,
+        "store changed by {needle:?}"
+    );
+}
+
+/// Registers `what` at `home` from its bundle, checking its fingerprint.
+fn register_bundle(home: &Path, what: &Party) {
+    secagg(
+        home,
+        &[
+            "certificate",
+            "register",
+            "--bundle",
+            what.bundle.to_str().unwrap(),
+            "--expect-fingerprint",
+            &what.fingerprint,
+        ],
+    )
+    .ok();
+}
+
+fn peer_ids(home: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = peers_json(home)["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["party_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn origin_of(home: &Path, id: &str) -> String {
+    peers_json(home)["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["party_id"] == id)
+        .unwrap_or_else(|| panic!("{id} not registered"))["origin"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A roster file whose payload is `payload`, signed with the identity key of `signer`'s home.
+fn forge(signer: &Path, payload: &serde_json::Value, out: &Path) {
+    let id = identity::load(&Home::new(signer)).unwrap();
+    let key = id.private_key_der().unwrap();
+    let bytes = serde_json::to_vec(payload).unwrap();
+    let (scheme, sig) =
+        secagg_core::roster::signature::sign(&bytes, &key, id.certificate.key_type.unwrap())
+            .unwrap();
+    let file = serde_json::json!({
+        "format": "secagg-roster",
+        "version": 1,
+        "issuer": payload["issuer"],
+        "payload": B64.encode(&bytes),
+        "signature_scheme": scheme,
+        "signature": B64.encode(sig),
+    });
+    std::fs::write(out, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
+}
+
+/// The signed payload of a roster file.
+fn payload_of(roster: &Path) -> serde_json::Value {
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(roster).unwrap()).unwrap();
+    serde_json::from_slice(&B64.decode(file["payload"].as_str().unwrap()).unwrap()).unwrap()
+}
+
+fn key_of(home: &Path, session: &str) -> num_bigint::BigInt {
+    let r = secagg(
+        home,
+        &[
+            "context",
+            "show",
+            session,
+            "--reveal-key",
+            "--format",
+            "json",
+        ],
+    );
+    r.ok();
+    r.json()["key"].as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn six_parties_set_up_through_one_roster_negotiate() {
+    let dir = tempfile::tempdir().unwrap();
+    let researcher = party(dir.path(), "researcher", "researcher_lab");
+    let nodes: Vec<Party> = (1..=5)
+        .map(|i| party(dir.path(), "node", &format!("node_h{i}")))
+        .collect();
+
+    // The O(N) registrations: the researcher registers every node's bundle in one command,
+    // checking each fingerprint; each node registers the researcher's, checking its fingerprint.
+    let mut args = vec!["certificate", "register", "--bundle"];
+    let bundles: Vec<String> = nodes
+        .iter()
+        .map(|n| n.bundle.to_str().unwrap().to_owned())
+        .collect();
+    args.extend(bundles.iter().map(String::as_str));
+    let expectations: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{}={}", n.id, n.fingerprint))
+        .collect();
+    for e in &expectations {
+        args.extend(["--expect-fingerprint", e.as_str()]);
+    }
+    secagg(&researcher.home, &args).ok();
+    for n in &nodes {
+        register_bundle(&n.home, &researcher);
+    }
+
+    // One export, five imports.
+    let roster = dir.path().join("roster.json");
+    export(&researcher, &roster, &[]);
+    let shown = secagg(
+        &nodes[0].home,
+        &[
+            "roster",
+            "show",
+            roster.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+    );
+    shown.ok();
+    let plan = &shown.json()["import"];
+    assert_eq!(plan["serial"], 1);
+    assert_eq!(
+        plan["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["change"] == "new")
+            .count(),
+        4
+    );
+    for n in &nodes {
+        let r = import(n, &roster, &["--format", "json"]);
+        r.ok();
+        assert_eq!(r.json()["applied"], true);
+        let mut expected: Vec<String> = std::iter::once(researcher.id.clone())
+            .chain(nodes.iter().filter(|m| m.id != n.id).map(|m| m.id.clone()))
+            .collect();
+        expected.sort();
+        assert_eq!(peer_ids(&n.home), expected);
+        assert_eq!(origin_of(&n.home, &researcher.id), "manual");
+        let other = nodes.iter().find(|m| m.id != n.id).unwrap();
+        assert_eq!(origin_of(&n.home, &other.id), "roster researcher_lab #1");
+    }
+
+    // The 6-party negotiation, every party its own process.
+    let session = secagg_core::SessionId::generate().to_string();
+    let ids: Vec<String> = std::iter::once(researcher.id.clone())
+        .chain(nodes.iter().map(|n| n.id.clone()))
+        .collect();
+    let cmds: Vec<_> = std::iter::once(&researcher.home)
+        .chain(nodes.iter().map(|n| &n.home))
+        .map(|h| negotiate(h, &session, &ids).timeout(duration("60s")))
+        .collect();
+    for e in run_parties(&cmds, duration("90s")) {
+        assert_eq!(e.code(), Some(0), "{}", e.stderr);
+    }
+    let total = nodes
+        .iter()
+        .fold(key_of(&researcher.home, &session), |acc, n| {
+            acc + key_of(&n.home, &session)
+        });
+    assert_eq!(total, num_bigint::BigInt::from(0));
+    let _ = researcher.port;
+}
+
+#[test]
+fn refused_rosters_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let researcher = party(dir.path(), "researcher", "researcher_lab");
+    let n1 = party(dir.path(), "node", "node_one");
+    let n2 = party(dir.path(), "node", "node_two");
+    let n3 = party(dir.path(), "node", "node_three");
+    for n in [&n1, &n2, &n3] {
+        register_bundle(&researcher.home, n);
+        register_bundle(&n.home, &researcher);
+    }
+    let good = dir.path().join("good.json");
+    export(&researcher, &good, &[]);
+    let path = |name: &str| dir.path().join(name);
+
+    // One byte of the signed payload changed.
+    let mut file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&good).unwrap()).unwrap();
+    let mut bytes = B64.decode(file["payload"].as_str().unwrap()).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    file["payload"] = B64.encode(&bytes).into();
+    std::fs::write(path("tampered.json"), file.to_string()).unwrap();
+    refused(
+        &n1,
+        &path("tampered.json"),
+        &[],
+        ErrorKind::Authentication,
+        "does not verify",
+    );
+
+    // Signed by a node (registered here by hand), and by a researcher not registered here.
+    register_bundle(&n1.home, &n2);
+    let mut by_node = payload_of(&good);
+    by_node["issuer"] = n2.id.clone().into();
+    by_node["issuer_fingerprint"] = n2.fingerprint.clone().into();
+    forge(&n2.home, &by_node, &path("by-node.json"));
+    refused(
+        &n1,
+        &path("by-node.json"),
+        &[],
+        ErrorKind::Authentication,
+        "a node",
+    );
+    let stranger = party(dir.path(), "researcher", "researcher_stranger");
+    register_bundle(&stranger.home, &n1);
+    export(&stranger, &path("stranger.json"), &[]);
+    refused(
+        &n1,
+        &path("stranger.json"),
+        &[],
+        ErrorKind::NotFound,
+        "is not registered here",
+    );
+
+    // Expired (signed by the registered researcher, expiry in the past).
+    let mut expired = payload_of(&good);
+    expired["serial"] = 1000.into();
+    expired["expires_at"] = "2020-01-01T00:00:00Z".into();
+    forge(&researcher.home, &expired, &path("expired.json"));
+    refused(
+        &n1,
+        &path("expired.json"),
+        &[],
+        ErrorKind::InvalidInput,
+        "expired on 2020-01-01",
+    );
+
+    // Entries with a bad certificate, a bad id, a bad endpoint.
+    for (i, (field, value, needle)) in [
+        (
+            "certificate",
+            serde_json::json!("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+            "certificate",
+        ),
+        (
+            "party_id",
+            serde_json::json!("nod_typo"),
+            "does not start with",
+        ),
+        ("ip", serde_json::json!("bad host!"), "bad host!"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut bad = payload_of(&good);
+        bad["serial"] = (2000 + i).into();
+        let entry = bad["parties"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|e| e["party_id"] == n3.id.as_str())
+            .unwrap();
+        entry[field] = value;
+        let file = path(&format!("bad-{field}.json"));
+        forge(&researcher.home, &bad, &file);
+        refused(&n1, &file, &[], ErrorKind::InvalidInput, needle);
+    }
+
+    // A fingerprint given out of band that the roster contradicts.
+    refused(
+        &n1,
+        &good,
+        &[
+            "--expect-fingerprint",
+            &format!("{}={}", n2.id, n3.fingerprint),
+        ],
+        ErrorKind::Authentication,
+        "not the expected",
+    );
+
+    // A roster giving this node another certificate: node_one renews its key after the researcher
+    // registered it; the researcher's roster still holds the old certificate.
+    {
+        let copy = dir.path().join("n1-copy");
+        copy_dir(&n1.home, &copy);
+        secagg(&copy, &["certificate", "generate", "--force"]).ok();
+        let n1b = Party {
+            id: n1.id.clone(),
+            home: copy,
+            port: n1.port,
+            bundle: n1.bundle.clone(),
+            fingerprint: n1.fingerprint.clone(),
+        };
+        refused(
+            &n1b,
+            &good,
+            &[],
+            ErrorKind::Authentication,
+            "gives this party certificate",
+        );
+    }
+
+    // Without --yes and without a terminal, a roster that changes something is not imported.
+    let before = store_bytes(&n2.home);
+    secagg(&n2.home, &["roster", "import", good.to_str().unwrap()]).fails_with(3, "--yes");
+    assert_eq!(store_bytes(&n2.home), before);
+
+    // The good roster imports; it cannot be imported again, nor can an older one after a newer.
+    import(&n1, &good, &[]).ok();
+    refused(&n1, &good, &[], ErrorKind::Conflict, "already imported");
+    let newer = path("newer.json");
+    export(&researcher, &newer, &[]);
+    import(&n1, &newer, &[]).ok();
+    refused(&n1, &good, &[], ErrorKind::Conflict, "older than #2");
+
+    // A replacement of a party registered here by hand: node_two renews its certificate and the
+    // researcher registers the new one; node_three registered node_two by hand before.
+    register_bundle(&n3.home, &n2);
+    import(&n3, &good, &[]).ok();
+    assert_eq!(origin_of(&n3.home, &n2.id), "manual");
+    secagg(&n2.home, &["certificate", "generate", "--force"]).ok();
+    write_bundle(&n2.home, &n2.bundle);
+    secagg(
+        &researcher.home,
+        &[
+            "certificate",
+            "register",
+            "--upsert",
+            "--bundle",
+            n2.bundle.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let replaced = path("replaced.json");
+    export(&researcher, &replaced, &[]);
+    refused(&n3, &replaced, &[], ErrorKind::Conflict, "--allow-replace");
+    import(&n3, &replaced, &["--allow-replace"]).ok();
+    assert_eq!(origin_of(&n3.home, &n2.id), "roster researcher_lab #3");
+
+    // A researcher whose registered certificate changed: it renews its key and exports; the nodes
+    // still hold the old certificate.
+    secagg(&researcher.home, &["certificate", "generate", "--force"]).ok();
+    let renewed = path("renewed.json");
+    export(&researcher, &renewed, &[]);
+    refused(
+        &n1,
+        &renewed,
+        &[],
+        ErrorKind::Authentication,
+        "does not verify",
+    );
+}
+
+#[test]
+fn prune_removes_only_what_this_issuers_rosters_brought() {
+    let dir = tempfile::tempdir().unwrap();
+    let researcher = party(dir.path(), "researcher", "researcher_lab");
+    let n1 = party(dir.path(), "node", "node_one");
+    let n2 = party(dir.path(), "node", "node_two");
+    let n3 = party(dir.path(), "node", "node_three");
+    let n4 = party(dir.path(), "node", "node_four");
+    for n in [&n1, &n2, &n3, &n4] {
+        register_bundle(&researcher.home, n);
+        register_bundle(&n.home, &researcher);
+    }
+    // node_one registered node_four by hand; node_two and node_three come from the roster.
+    register_bundle(&n1.home, &n4);
+    let first = dir.path().join("first.json");
+    export(&researcher, &first, &[]);
+    import(&n1, &first, &[]).ok();
+    assert_eq!(origin_of(&n1.home, &n2.id), "roster researcher_lab #1");
+    // The researcher drops node_two and node_four.
+    for id in [&n2.id, &n4.id] {
+        secagg(&researcher.home, &["certificate", "delete", id, "--yes"]).ok();
+    }
+    let second = dir.path().join("second.json");
+    export(&researcher, &second, &[]);
+    // Without --prune nothing is removed.
+    let plan = secagg(
+        &n1.home,
+        &[
+            "roster",
+            "show",
+            second.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+    );
+    plan.ok();
+    assert!(plan.json()["import"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["change"] != "removed"));
+    let r = import(&n1, &second, &["--prune", "--format", "json"]);
+    r.ok();
+    let report = r.json();
+    let removed: Vec<&str> = report["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["change"] == "removed")
+        .map(|c| c["party_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(removed, vec![n2.id.as_str()]);
+    assert_eq!(
+        peer_ids(&n1.home),
+        vec![n4.id.clone(), n3.id.clone(), researcher.id.clone()]
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(to).unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
