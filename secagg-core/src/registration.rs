@@ -336,6 +336,7 @@ pub fn request_from_bundle(
         &format!("`{}`", path.display()),
         expect_fingerprint,
         upsert,
+        allow_custom_id,
     )
 }
 
@@ -346,6 +347,7 @@ pub fn request_from_bundle_bytes(
     name: &str,
     expect_fingerprint: Option<String>,
     upsert: bool,
+    allow_custom_id: bool,
 ) -> Result<RegisterRequest> {
     if bytes.len() as u64 > MAX_BUNDLE_BYTES {
         return Err(Error::invalid(format!(

@@ -273,7 +273,7 @@ impl Home {
 
     /// Creates this party's identity (`secagg init`): party id, endpoint, private key (0600) and
     /// self-signed certificate. Returns the identity (as `identity()`).
-    #[pyo3(signature = (role, ip=None, port=None, key_type="p256", id=None, days=DEFAULT_VALIDITY_DAYS, force=false))]
+    #[pyo3(signature = (role, ip=None, port=None, key_type="p256", id=None, days=DEFAULT_VALIDITY_DAYS, force=false, allow_custom_id=false))]
     #[allow(clippy::too_many_arguments)]
     fn init(
         &self,
@@ -285,6 +285,7 @@ impl Home {
         id: Option<String>,
         days: u32,
         force: bool,
+        allow_custom_id: bool,
     ) -> PyResult<PyObject> {
         let opts = InitOptions {
             role: self::role(role)?,
@@ -294,6 +295,7 @@ impl Home {
             key_type: key_type.parse::<GeneratedKeyType>().map_err(CoreError)?,
             validity_days: days,
             force,
+            allow_custom_id,
         };
         let now = OffsetDateTime::now_utc();
         let id = identity::init(&self.core(), &opts, now).map_err(CoreError)?;
@@ -383,13 +385,14 @@ impl Home {
 
     /// Registers a peer from its registration bundle (`register --bundle`): the dict of
     /// `bundle()` or the path of its JSON file.
-    #[pyo3(signature = (bundle, expect_fingerprint=None, upsert=false))]
+    #[pyo3(signature = (bundle, expect_fingerprint=None, upsert=false, allow_custom_id=false))]
     fn register_bundle(
         &self,
         py: Python<'_>,
         bundle: &Bound<'_, PyAny>,
         expect_fingerprint: Option<String>,
         upsert: bool,
+        allow_custom_id: bool,
     ) -> PyResult<PyObject> {
         let req = match json_text(bundle)? {
             Some(text) => registration::request_from_bundle_bytes(
@@ -397,10 +400,16 @@ impl Home {
                 "(given as a dict)",
                 expect_fingerprint,
                 upsert,
+                allow_custom_id,
             ),
             None => {
                 let path: PathBuf = bundle.extract()?;
-                registration::request_from_bundle(&path, expect_fingerprint, upsert)
+                registration::request_from_bundle(
+                    &path,
+                    expect_fingerprint,
+                    upsert,
+                    allow_custom_id,
+                )
             }
         }
         .map_err(CoreError)?;
@@ -442,7 +451,7 @@ impl Home {
     /// Registers the certificates of a Fed-BioMed v4 TinyDB file (`certificate
     /// import-fedbiomed`), all validated first. Returns the report; when the import is refused
     /// the exception carries it as `.report`.
-    #[pyo3(signature = (path, upsert=false, dry_run=false, skip_invalid=false))]
+    #[pyo3(signature = (path, upsert=false, dry_run=false, skip_invalid=false, allow_custom_ids=false))]
     fn import_fedbiomed(
         &self,
         py: Python<'_>,
@@ -450,11 +459,13 @@ impl Home {
         upsert: bool,
         dry_run: bool,
         skip_invalid: bool,
+        allow_custom_ids: bool,
     ) -> PyResult<PyObject> {
         let options = fedbiomed::ImportOptions {
             upsert,
             dry_run,
             skip_invalid,
+            allow_custom_ids,
         };
         let report =
             fedbiomed::import_tinydb_with(&self.core(), &path, &options, OffsetDateTime::now_utc())

@@ -136,6 +136,7 @@ class Home:
         id: Optional[str] = None,
         days: int = 1825,
         force: bool = False,
+        allow_custom_id: bool = False,
     ) -> IdentitySummary: ...
     def identity(self) -> IdentitySummary: ...
     def set_endpoint(self, ip: str, port: int) -> IdentitySummary: ...
@@ -155,6 +156,7 @@ class Home:
         bundle: Union[Bundle, Dict[str, Any], PathLike],
         expect_fingerprint: Optional[str] = None,
         upsert: bool = False,
+        allow_custom_id: bool = False,
     ) -> Registered: ...
     def peers(self) -> List[PeerSummary]: ...
     def peer(self, party_id: str) -> PeerDetail: ...
@@ -165,6 +167,7 @@ class Home:
         upsert: bool = False,
         dry_run: bool = False,
         skip_invalid: bool = False,
+        allow_custom_ids: bool = False,
     ) -> Dict[str, Any]: ...
     def negotiate(
         self,
