@@ -330,9 +330,32 @@ pub fn request_from_bundle(
     upsert: bool,
     allow_custom_id: bool,
 ) -> Result<RegisterRequest> {
-    let ctx = format!("while reading registration bundle `{}`", path.display());
     let bytes = fs_secure::read_limited(path, MAX_BUNDLE_BYTES, "registration bundle")?;
-    let b: Bundle = serde_json::from_slice(&bytes).map_err(|e| {
+    request_from_bundle_bytes(
+        &bytes,
+        &format!("`{}`", path.display()),
+        expect_fingerprint,
+        upsert,
+        allow_custom_id,
+    )
+}
+
+/// [`request_from_bundle`] for a bundle already in memory (e.g. the JSON a program received),
+/// named by `name` in errors and in the recorded source (`bundle <name>`).
+pub fn request_from_bundle_bytes(
+    bytes: &[u8],
+    name: &str,
+    expect_fingerprint: Option<String>,
+    upsert: bool,
+    allow_custom_id: bool,
+) -> Result<RegisterRequest> {
+    if bytes.len() as u64 > MAX_BUNDLE_BYTES {
+        return Err(Error::invalid(format!(
+            "registration bundle {name} is larger than {MAX_BUNDLE_BYTES} bytes"
+        )));
+    }
+    let ctx = format!("while reading registration bundle {name}");
+    let b: Bundle = serde_json::from_slice(bytes).map_err(|e| {
         Error::invalid(format!("not a registration bundle ({e})"))
             .with_hint("a bundle is the JSON written by `secagg certificate registration-instructions --format json`")
             .context(&ctx)
@@ -375,11 +398,11 @@ pub fn request_from_bundle(
         endpoint,
         certificate: CertificateSource::Bytes {
             bytes: b.certificate.into_bytes(),
-            name: format!("in bundle `{}`", path.display()),
+            name: format!("in bundle {name}"),
         },
         expect_fingerprint,
         upsert,
-        source: format!("bundle {}", path.display()),
+        source: format!("bundle {}", name.trim_matches('`')),
     })
 }
 

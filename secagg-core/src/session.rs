@@ -24,7 +24,8 @@ use time::OffsetDateTime;
 use crate::certificate::{format_time, ValidityStatus};
 use crate::contexts::{ContextRecord, KeyState, UNCONFIRMED_EXPIRY};
 use crate::engine::{
-    check_party_ids, Engine, KeySink, NegotiationPlan, Outcome, PartyEntry, PlanParts, SecretKey,
+    check_party_ids, CancelFlag, Engine, KeySink, NegotiationPlan, Outcome, PartyEntry, PlanParts,
+    SecretKey,
 };
 use crate::error::{Error, Result};
 use crate::field;
@@ -231,10 +232,37 @@ pub fn negotiate(
     engine: &dyn Engine,
     on_warning: &mut (dyn FnMut(&str) + Send),
 ) -> Result<NegotiationReport> {
+    negotiate_inner(home, req, engine, on_warning, None)
+}
+
+/// [`negotiate`] that another thread can stop by setting `cancel` (the Python package does on
+/// Ctrl-C). A session cancelled before this party stored its key fails with nothing stored; once
+/// the key is stored, the session runs to its end (see [`Engine::negotiate_cancellable`], which
+/// also says which engines honour it).
+pub fn negotiate_cancellable(
+    home: &Home,
+    req: &SessionRequest,
+    engine: &dyn Engine,
+    on_warning: &mut (dyn FnMut(&str) + Send),
+    cancel: &CancelFlag,
+) -> Result<NegotiationReport> {
+    negotiate_inner(home, req, engine, on_warning, Some(cancel))
+}
+
+fn negotiate_inner(
+    home: &Home,
+    req: &SessionRequest,
+    engine: &dyn Engine,
+    on_warning: &mut (dyn FnMut(&str) + Send),
+    cancel: Option<&CancelFlag>,
+) -> Result<NegotiationReport> {
     let deadline = std::time::Instant::now() + req.timeout;
     let plan = plan_until(home, req, OffsetDateTime::now_utc(), deadline)?;
     let mut sink = StoreSink::for_plan(home, &plan, engine.name(), deadline, on_warning)?;
-    let result = engine.negotiate(plan, &mut sink);
+    let result = match cancel {
+        Some(c) => engine.negotiate_cancellable(plan, &mut sink, c),
+        None => engine.negotiate(plan, &mut sink),
+    };
     sink.report(result)
 }
 

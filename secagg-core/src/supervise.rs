@@ -48,18 +48,18 @@ pub const GROUP_EXIT_BOUND: Duration = Duration::from_secs(5);
 /// How often the cancel flag is looked at while waiting.
 const CANCEL_POLL: Duration = Duration::from_millis(20);
 
-/// A flag another thread sets to stop a supervised process early.
+/// A flag another thread sets to stop a supervised process, or a native negotiation, early.
+/// Clones share the flag. Public as [`crate::engine::CancelFlag`].
 #[derive(Debug, Clone, Default)]
 pub struct CancelFlag(Arc<AtomicBool>);
 
 impl CancelFlag {
     /// A flag that is not set.
-    #[cfg(test)] // nothing in the crate cancels a run yet (the party agent will); the tests do
     pub fn new() -> Self {
         Self::default()
     }
-    /// Asks the supervisor to kill the process group.
-    #[cfg(test)] // as `new`
+    /// Sets the flag: a supervisor kills the process group, a native negotiation stops at its
+    /// next wait (see [`crate::engine::Engine::negotiate_cancellable`]).
     pub fn cancel(&self) {
         self.0.store(true, Ordering::SeqCst);
     }

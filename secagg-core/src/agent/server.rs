@@ -1014,7 +1014,7 @@ async fn run_native(
             inner: &mut sink,
             progress,
         };
-        crate::engine::native::negotiate_routed(plan, &mut agent_sink, Some(inbound)).await
+        crate::engine::native::negotiate_routed(plan, &mut agent_sink, Some(inbound), None).await
     };
     tokio::task::block_in_place(|| sink.report(result))
 }

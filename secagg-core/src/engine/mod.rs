@@ -39,6 +39,8 @@ pub use native::{negotiate_async, NativeEngine};
 pub(crate) use plan::check_party_ids;
 pub use plan::{NegotiationPlan, PartyEntry, PlanParts, MAX_PARTIES, MIN_PARTIES};
 
+pub use crate::supervise::CancelFlag;
+
 pub use crate::field::{fedbiomed_prime, DEFAULT_KEY_BITS, FEDBIOMED_PRIME_DECIMAL, MIN_KEY_BITS};
 
 /// Wall-clock time of the phases of one negotiation, as seen by one party.
@@ -92,6 +94,28 @@ pub trait Engine {
     /// (see [`KeySink`]): a node stores its key before it lets the researcher finish, the
     /// researcher stores the server key only once every node has stored its own.
     fn negotiate(&self, plan: NegotiationPlan, sink: &mut dyn KeySink) -> Result<Outcome>;
+
+    /// [`Engine::negotiate`] that another thread can stop early by setting `cancel` (e.g. on
+    /// Ctrl-C in the Python package).
+    ///
+    /// Cancellation keeps the all-or-nothing invariant: it is honoured only at the waits before
+    /// this party hands its key to `sink` (a node: up to the researcher's `Finish`; the
+    /// researcher: up to the last node's acknowledgement). There the party aborts the session as
+    /// on any failure (its peers are told), returns an [`Error::PeerFailure`](crate::Error)
+    /// saying it was cancelled, and has stored nothing. Once its key is stored the party
+    /// finishes the session (bounded by the deadline), since the others may already rely on it.
+    ///
+    /// The default implementation ignores `cancel` (the MP-SPDZ engine: a node stores its key
+    /// before `shamir-party.x` starts, so there is no earlier wait to stop at).
+    fn negotiate_cancellable(
+        &self,
+        plan: NegotiationPlan,
+        sink: &mut dyn KeySink,
+        cancel: &CancelFlag,
+    ) -> Result<Outcome> {
+        let _ = cancel;
+        self.negotiate(plan, sink)
+    }
 }
 
 /// Where an engine makes the negotiated key durable, and where it reports what the operator

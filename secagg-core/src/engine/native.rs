@@ -44,7 +44,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 use tokio::time::{timeout_at, Instant};
 
-use super::{Engine, KeySink, NegotiationPlan, Outcome, PhaseTimings, SecretKey};
+use super::{CancelFlag, Engine, KeySink, NegotiationPlan, Outcome, PhaseTimings, SecretKey};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fault::{self, Step};
 use crate::field::{self, PrimeField};
@@ -87,31 +87,80 @@ impl Engine for NativeEngine {
             .map_err(|e| Error::io("while starting the negotiation runtime", e))?;
         rt.block_on(negotiate_async(plan, sink))
     }
+
+    fn negotiate_cancellable(
+        &self,
+        plan: NegotiationPlan,
+        sink: &mut dyn KeySink,
+        cancel: &CancelFlag,
+    ) -> Result<Outcome> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("while starting the negotiation runtime", e))?;
+        rt.block_on(negotiate_routed(plan, sink, None, Some(cancel)))
+    }
+}
+
+/// How often a negotiation looks at its cancel flag while it waits.
+const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Resolves once `cancel` is set (never when there is none).
+async fn cancelled(cancel: Option<&CancelFlag>) {
+    match cancel {
+        Some(c) => {
+            while !c.is_cancelled() {
+                tokio::time::sleep(CANCEL_POLL).await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The error of a party whose operator cancelled the session (see
+/// [`Engine::negotiate_cancellable`]).
+fn cancelled_error(plan: &NegotiationPlan) -> Error {
+    Error::peer(format!(
+        "session {}: {} cancelled the negotiation before storing a key",
+        plan.session_id(),
+        plan.me().id
+    ))
+    .with_hint(
+        "nothing was stored here; run the session again on every party, with a new session id",
+    )
 }
 
 /// Runs this party's side of the session described by `plan` (see the module documentation),
 /// handing the key to `sink` at the protocol's store and confirm steps. The deadline is
 /// [`NegotiationPlan::timeout`] from now.
 pub async fn negotiate_async(plan: NegotiationPlan, sink: &mut dyn KeySink) -> Result<Outcome> {
-    negotiate_routed(plan, sink, None).await
+    negotiate_routed(plan, sink, None, None).await
 }
 
 /// [`negotiate_async`], taking this party's inbound connections from `inbound` (routed to the
-/// session by the party agent's shared acceptor) instead of listening itself, when given.
+/// session by the party agent's shared acceptor) instead of listening itself, when given, and
+/// stopping at its waits when `cancel` is set before the key is stored (see
+/// [`Engine::negotiate_cancellable`]).
 pub(crate) async fn negotiate_routed(
     plan: NegotiationPlan,
     sink: &mut dyn KeySink,
     inbound: Option<tokio::sync::mpsc::UnboundedReceiver<mesh::Routed>>,
+    cancel: Option<&CancelFlag>,
 ) -> Result<Outcome> {
     let started = StdInstant::now();
     let deadline = Instant::now() + plan.timeout();
     let field = PrimeField::new(plan.prime().clone())?;
-    let mesh = mesh::establish_with(&mesh_config(&plan), inbound, deadline, &mut |w: String| {
-        sink.warn(&w)
-    })
-    .await?;
+    // Dropping the connection phase closes whatever it opened; peers see the party go away.
+    let config = mesh_config(&plan);
+    let mut warn = |w: String| sink.warn(&w);
+    let mesh = tokio::select! {
+        m = mesh::establish_with(&config, inbound, deadline, &mut warn) => m?,
+        () = cancelled(cancel) => return Err(cancelled_error(&plan)),
+    };
+    drop(config);
     let connect = started.elapsed();
     let mut session = Session::start(&plan, field, mesh, deadline, started, sink);
+    session.cancel = cancel.cloned();
     let result = match fault::at(Step::Connected) {
         Err(e) => Err(e),
         Ok(()) if plan.my_index() == 0 => session.run_researcher().await,
@@ -202,6 +251,9 @@ struct Session<'a> {
     expect: Vec<VecDeque<MsgType>>,
     deadline: Instant,
     started: StdInstant,
+    /// Set by the operator to stop the session; looked at while waiting, until the key is
+    /// handed to the sink (then cleared: see [`Engine::negotiate_cancellable`]).
+    cancel: Option<CancelFlag>,
 }
 
 impl<'a> Session<'a> {
@@ -240,6 +292,7 @@ impl<'a> Session<'a> {
             expect,
             deadline,
             started,
+            cancel: None,
         }
     }
 
@@ -254,7 +307,13 @@ impl<'a> Session<'a> {
     /// the deadline.
     async fn next(&mut self) -> Result<(usize, Frame)> {
         loop {
-            let (j, ev) = match self.mesh.next_event(self.deadline).await {
+            // `next_event` only pops a queue or receives from a channel: dropping it when the
+            // cancel flag wins loses no frame.
+            let next = tokio::select! {
+                x = self.mesh.next_event(self.deadline) => x,
+                () = cancelled(self.cancel.as_ref()) => return Err(cancelled_error(self.plan)),
+            };
+            let (j, ev) = match next {
                 Some(x) => x,
                 None => return Err(self.timeout_error()),
             };
@@ -380,6 +439,8 @@ impl<'a> Session<'a> {
         debug_assert_eq!(finish.kind, MsgType::Finish);
         // The key must be durable before the researcher may store the server key (step 4).
         let key = SecretKey::from_biguint(&key);
+        // From here on the key may be stored: the session is no longer cancellable.
+        self.cancel = None;
         fault::at(Step::NodeBeforeStore)?;
         self.sink.store(&key)?;
         fault::at(Step::NodeAfterStore)?;
@@ -475,6 +536,7 @@ impl<'a> Session<'a> {
             self.next().await?; // acknowledgements (the only messages still expected)
         }
         // Every node has durably stored its key: now, and only now, the server key (step 5).
+        self.cancel = None;
         fault::at(Step::ResearcherBeforeStore)?;
         self.sink.store(&sk0)?;
         fault::at(Step::ResearcherAfterStore)?;

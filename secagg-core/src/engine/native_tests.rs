@@ -789,3 +789,83 @@ fn a_hostile_abort_reason_is_escaped_and_attributed() {
     }
     assert!(seen > 0, "nobody reported the rogue's reason: {results:?}");
 }
+
+/// Runs `plan` with [`Engine::negotiate_cancellable`] in a thread; returns the result and what
+/// the sink was handed.
+fn run_cancellable(
+    plan: NegotiationPlan,
+    cancel: crate::engine::CancelFlag,
+) -> thread::JoinHandle<(Result<Outcome, Error>, MemorySink)> {
+    thread::spawn(move || {
+        let mut sink = MemorySink::default();
+        let r = NativeEngine.negotiate_cancellable(plan, &mut sink, &cancel);
+        (r, sink)
+    })
+}
+
+#[test]
+fn a_cancelled_party_stops_quickly_with_nothing_stored_and_its_peers_are_told() {
+    // 1. During the connection phase: node 2 never starts, the researcher is cancelled.
+    let parties = identities(3);
+    let mut plans = honest_plans(&parties, Duration::from_secs(20));
+    plans.truncate(1);
+    let cancel = crate::engine::CancelFlag::new();
+    let h = run_cancellable(plans.remove(0), cancel.clone());
+    thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    cancel.cancel();
+    let (r, sink) = h.join().unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    let e = r.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PeerFailure);
+    assert!(e.to_string().contains("cancelled the negotiation"), "{e}");
+    assert!(sink.stored.is_none() && !sink.confirmed);
+
+    // 2. While waiting for shares: a rogue node connects and stays silent; node 1 is cancelled
+    //    and the researcher learns it from node 1's abort, long before the deadline.
+    let parties = identities(3);
+    let mut plans = honest_plans(&parties, Duration::from_secs(20));
+    let rogue_plan = plans.pop().unwrap();
+    let r = rogue(rogue_plan, |mesh| {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            drop(mesh)
+        })
+    });
+    let node_cancel = crate::engine::CancelFlag::new();
+    let node = run_cancellable(plans.pop().unwrap(), node_cancel.clone());
+    let researcher = run_cancellable(plans.pop().unwrap(), crate::engine::CancelFlag::new());
+    thread::sleep(Duration::from_millis(800));
+    let start = Instant::now();
+    node_cancel.cancel();
+    let (nr, nsink) = node.join().unwrap();
+    let (rr, rsink) = researcher.join().unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    let ne = nr.unwrap_err();
+    assert!(ne.to_string().contains("cancelled the negotiation"), "{ne}");
+    let re = rr.unwrap_err();
+    assert_eq!(re.kind(), ErrorKind::PeerFailure, "{re}");
+    assert!(
+        re.to_string()
+            .contains(&format!("{} aborted the session", parties[1].id)),
+        "{re}"
+    );
+    assert!(nsink.stored.is_none() && rsink.stored.is_none());
+    r.join().unwrap();
+
+    // 3. A flag that is never set changes nothing.
+    let plans = honest_plans(&identities(3), Duration::from_secs(20));
+    let handles: Vec<_> = plans
+        .into_iter()
+        .map(|p| run_cancellable(p, crate::engine::CancelFlag::new()))
+        .collect();
+    assert_keys_cancel(handles.into_iter().map(|h| h.join().unwrap().0).collect());
+}

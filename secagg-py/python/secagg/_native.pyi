@@ -1,0 +1,226 @@
+"""Type stubs of secagg._native, the Rust extension (see secagg/__init__.py)."""
+
+import os
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, TypedDict, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+__version__: str
+DEFAULT_BIPRIME0: str
+DEFAULT_CLIPPING_RANGE: int
+DEFAULT_KEY_BITS: int
+
+class IdentitySummary(TypedDict):
+    party_id: str
+    role: Literal["researcher", "node"]
+    ip: str
+    port: int
+    key_type: Optional[str]
+    fingerprint: str
+    not_before: str
+    not_after: str
+    days_left: int
+    status: str
+    home: str
+
+class Bundle(TypedDict):
+    format: str
+    version: int
+    party_id: str
+    role: Literal["researcher", "node"]
+    ip: str
+    port: int
+    certificate: str
+    fingerprint: str
+
+class Registered(TypedDict):
+    party_id: str
+    component: str
+    ip: str
+    port: int
+    fingerprint: str
+    previous_fingerprint: Optional[str]
+    action: Literal["created", "updated", "unchanged"]
+    fingerprint_checked: bool
+    warnings: List[str]
+
+class PeerSummary(TypedDict):
+    party_id: str
+    component: str
+    ip: str
+    port: int
+    key_type: str
+    fingerprint: str
+    not_after: str
+    days_left: int
+    status: str
+    registered_at: str
+    updated_at: str
+    source: str
+
+class PeerDetail(PeerSummary):
+    subject: str
+    not_before: str
+    certificate: str
+
+class NegotiationReport(TypedDict):
+    session_id: str
+    engine: str
+    role: Literal["researcher", "node"]
+    party_index: int
+    parties: List[str]
+    key_bits: int
+    key_fingerprint: str
+    connect_ms: float
+    exchange_ms: float
+    finish_ms: float
+    total_ms: float
+    warnings: List[str]
+
+class ContextSummary(TypedDict, total=False):
+    session_id: str
+    role: Literal["researcher", "node"]
+    party_index: int
+    parties: List[str]
+    engine: str
+    key_bits: int
+    key_fingerprint: str
+    created_at: str
+    state: Literal["confirmed", "unconfirmed"]
+    expires_at: str
+    expired: bool
+    key: int
+
+class CiphertextFile(TypedDict):
+    format: str
+    version: int
+    session_id: str
+    round: int
+    party_id: str
+    nodes: int
+    count: int
+    clipping_range: int
+    biprime: str
+    ciphertexts: List[str]
+
+class RoundAverage(TypedDict):
+    session_id: str
+    round: int
+    nodes: int
+    count: int
+    average: List[float]
+
+class ErrorKindInfo(TypedDict):
+    name: str
+    exit_code: int
+    description: str
+
+class CancelToken:
+    """Stops a running ``Home.negotiate`` from another thread."""
+    def __init__(self) -> None: ...
+    def cancel(self) -> None: ...
+    @property
+    def cancelled(self) -> bool: ...
+
+class Home:
+    """A party's secagg home directory."""
+    def __init__(self, path: PathLike) -> None: ...
+    @property
+    def path(self) -> str: ...
+    def init(
+        self,
+        role: Literal["researcher", "node"],
+        ip: Optional[str] = None,
+        port: Optional[int] = None,
+        key_type: Literal["p256", "p384", "ed25519"] = "p256",
+        id: Optional[str] = None,
+        days: int = 1825,
+        force: bool = False,
+        allow_custom_id: bool = False,
+    ) -> IdentitySummary: ...
+    def identity(self) -> IdentitySummary: ...
+    def set_endpoint(self, ip: str, port: int) -> IdentitySummary: ...
+    def bundle(self) -> Bundle: ...
+    def registration_instructions(self) -> str: ...
+    def register(
+        self,
+        certificate: Union[str, bytes, PathLike],
+        party_id: str,
+        ip: str,
+        port: int,
+        upsert: bool = False,
+        expect_fingerprint: Optional[str] = None,
+    ) -> Registered: ...
+    def register_bundle(
+        self,
+        bundle: Union[Bundle, Dict[str, Any], PathLike],
+        expect_fingerprint: Optional[str] = None,
+        upsert: bool = False,
+        allow_custom_id: bool = False,
+    ) -> Registered: ...
+    def peers(self) -> List[PeerSummary]: ...
+    def peer(self, party_id: str) -> PeerDetail: ...
+    def delete_peer(self, party_id: str) -> PeerSummary: ...
+    def import_fedbiomed(
+        self,
+        path: PathLike,
+        upsert: bool = False,
+        dry_run: bool = False,
+        skip_invalid: bool = False,
+        allow_custom_ids: bool = False,
+    ) -> Dict[str, Any]: ...
+    def negotiate(
+        self,
+        session: str,
+        parties: Sequence[str],
+        timeout: Optional[float] = None,
+        engine: Literal["native", "mp-spdz"] = "native",
+        key_bits: Optional[int] = None,
+        listen: Optional[str] = None,
+        mpspdz_root: Optional[PathLike] = None,
+        cancel: Optional[CancelToken] = None,
+    ) -> NegotiationReport: ...
+    def contexts(self) -> List[ContextSummary]: ...
+    def context(self, session: str, reveal_key: bool = False) -> ContextSummary: ...
+    def delete_context(self, session: str) -> ContextSummary: ...
+    def confirm_context(self, session: str) -> ContextSummary: ...
+    def encrypt(
+        self,
+        session: str,
+        round: int,
+        params: Sequence[float],
+        clipping_range: int = 3,
+        biprime: Union[None, int, PathLike] = None,
+    ) -> CiphertextFile: ...
+    def decrypt(
+        self,
+        session: str,
+        round: int,
+        files: Sequence[Union[CiphertextFile, Dict[str, Any], PathLike]],
+        biprime: Union[None, int, PathLike] = None,
+    ) -> RoundAverage: ...
+
+def error_kinds() -> List[ErrorKindInfo]: ...
+def new_session_id(fedbiomed: bool = False) -> str: ...
+def normalize_session_id(session: str) -> str: ...
+def party_role(party_id: str) -> Literal["researcher", "node"]: ...
+def generate_certificate(
+    party_id: str, key_type: str = "p256", days: int = 1825
+) -> Tuple[str, str]: ...
+def jl_encrypt(
+    num_nodes: int,
+    round: int,
+    params: Sequence[float],
+    key: int,
+    biprime: int,
+    clipping_range: int = 3,
+) -> List[int]: ...
+def jl_decrypt_sums(
+    num_nodes: int,
+    round: int,
+    ciphertexts: Sequence[Sequence[int]],
+    key: int,
+    biprime: int,
+    count: Optional[int] = None,
+) -> List[int]: ...
+def jl_average(sums: Sequence[int], num_nodes: int, clipping_range: int = 3) -> List[float]: ...
