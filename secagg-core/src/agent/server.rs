@@ -476,21 +476,7 @@ async fn dispatch(
                         shared.me
                     ))
                     .with_hint("run the same secagg version on every party");
-                    shared.event(
-                        Level::Warn,
-                        "refused",
-                        None,
-                        Some(peer.as_str()),
-                        err.to_string(),
-                    );
-                    reply(
-                        &mut stream,
-                        &peer,
-                        &Reply::Refused {
-                            error: WireError::of(&err),
-                        },
-                    )
-                    .await;
+                    refuse(&shared, &mut stream, &peer, None, &err, err.to_string()).await;
                     return;
                 }
             };
@@ -550,21 +536,7 @@ async fn dispatch(
                         "{peer} asked {} to start a session it did not join on this connection",
                         shared.me
                     ));
-                    shared.event(
-                        Level::Warn,
-                        "refused",
-                        None,
-                        Some(peer.as_str()),
-                        err.to_string(),
-                    );
-                    reply(
-                        &mut stream,
-                        &peer,
-                        &Reply::Refused {
-                            error: WireError::of(&err),
-                        },
-                    )
-                    .await;
+                    refuse(&shared, &mut stream, &peer, None, &err, err.to_string()).await;
                 }
                 Request::Join {
                     version,
@@ -690,6 +662,26 @@ async fn reply(stream: &mut TlsStream<TcpStream>, peer: &PartyId, r: &Reply) {
         peer.as_str(),
     )
     .await;
+}
+
+/// Logs `message` as a `refused` warning and answers `peer` with `err`.
+async fn refuse(
+    shared: &Shared,
+    stream: &mut TlsStream<TcpStream>,
+    peer: &PartyId,
+    session: Option<&SessionId>,
+    err: &Error,
+    message: String,
+) {
+    shared.event(
+        Level::Warn,
+        "refused",
+        session,
+        Some(peer.as_str()),
+        message,
+    );
+    let error = WireError::of(err);
+    reply(stream, peer, &Reply::Refused { error }).await;
 }
 
 /// Checks a join request; `Ok` holds the session's plan, inbound receiver and slot guard.
@@ -820,21 +812,8 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
         Ok(x) => x,
         Err(e) => {
             let sid = SessionId::parse(&sid_text).ok();
-            shared.event(
-                Level::Warn,
-                "refused",
-                sid.as_ref(),
-                Some(peer.as_str()),
-                format!("refused the session request of {peer}: {e}"),
-            );
-            reply(
-                &mut stream,
-                &peer,
-                &Reply::Refused {
-                    error: WireError::of(&e),
-                },
-            )
-            .await;
+            let message = format!("refused the session request of {peer}: {e}");
+            refuse(&shared, &mut stream, &peer, sid.as_ref(), &e, message).await;
             let _ = stream.shutdown().await;
             return;
         }
