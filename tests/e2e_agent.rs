@@ -662,12 +662,7 @@ fn roster_pull_fetches_the_latest_roster_from_the_researchers_agent() {
     secagg(node, &["roster", "pull", "--yes"]).fails_with(4, "has not exported a roster yet");
 
     // The researcher registers a third node and exports roster #2.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let port = support::free_port().to_string();
     let newcomer = dir.path().join("newcomer");
     secagg(
         &newcomer,

@@ -17,15 +17,6 @@ fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
-/// A free TCP port on loopback (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A Fed-BioMed v4 component directory made from fixture `stem` (`fedbiomed_rsa2048` or
 /// `fedbiomed_rsa2048_researcher`): returns its root and party id. The key is 0644, as
 /// Fed-BioMed writes it under a default umask.
@@ -72,24 +63,6 @@ fn register(home: &Path, cert: &Path, id: &str, port: u16) {
         ],
     )
     .ok();
-}
-
-/// `a + b` for non-negative decimal strings.
-fn add_decimal(a: &str, b: &str) -> String {
-    let (a, b): (Vec<u8>, Vec<u8>) = (a.bytes().rev().collect(), b.bytes().rev().collect());
-    let mut out = Vec::new();
-    let mut carry = 0;
-    for i in 0..a.len().max(b.len()) {
-        let d = |v: &Vec<u8>| v.get(i).map_or(0, |c| c - b'0');
-        let s = d(&a) + d(&b) + carry;
-        out.push(b'0' + s % 10);
-        carry = s / 10;
-    }
-    if carry > 0 {
-        out.push(b'0' + carry);
-    }
-    out.reverse();
-    String::from_utf8(out).unwrap()
 }
 
 fn revealed_key(home: &Path, session: &str) -> String {
@@ -231,11 +204,9 @@ fn adopted_fedbiomed_identities_negotiate_with_peers_that_registered_them_before
     // The keys cancel: sk0 = -(sk_1 + sk_2). Both spellings of the id find the context.
     let sk0 = revealed_key(&researcher, &uuid);
     assert_eq!(revealed_key(&researcher, &fbm_session), sk0);
-    let sum = add_decimal(
-        &revealed_key(&node, &fbm_session),
-        &revealed_key(&other, &uuid),
-    );
-    assert_eq!(sk0, format!("-{sum}"));
+    let int = |k: String| k.parse::<num_bigint::BigInt>().unwrap();
+    let sum = int(revealed_key(&node, &fbm_session)) + int(revealed_key(&other, &uuid));
+    assert_eq!(int(sk0), -sum);
 }
 
 #[test]

@@ -12,14 +12,6 @@ use std::path::Path;
 use secagg_core::ErrorKind;
 use support::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn init(home: &Path, role: &str, id: &str, port: u16, extra: &[&str]) -> Run {
     let port = port.to_string();
     let mut args = vec![
@@ -185,27 +177,27 @@ fn custom_party_ids_need_the_option_and_then_register_and_negotiate() {
     for e in run_parties(&cmds, duration("60s")) {
         assert_eq!(e.code(), Some(0), "{}", e.stderr);
     }
-    let sum = |home: &Path| -> num_like::Big {
-        num_like::Big::parse(
-            secagg(
-                home,
-                &[
-                    "context",
-                    "show",
-                    &session,
-                    "--reveal-key",
-                    "--format",
-                    "json",
-                ],
-            )
-            .ok()
-            .json()["key"]
-                .as_str()
-                .unwrap(),
+    let key = |home: &Path| -> num_bigint::BigInt {
+        secagg(
+            home,
+            &[
+                "context",
+                "show",
+                &session,
+                "--reveal-key",
+                "--format",
+                "json",
+            ],
         )
+        .ok()
+        .json()["key"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
     };
-    let total = sum(&researcher).add(&sum(&n1)).add(&sum(&n2));
-    assert!(total.is_zero(), "sk0 + sk1 + sk2 = {total:?}");
+    let total = key(&researcher) + key(&n1) + key(&n2);
+    assert_eq!(total, num_bigint::BigInt::from(0), "sk0 + sk1 + sk2");
 
     // A custom id can be deleted like any other.
     secagg(&n1, &["certificate", "delete", "mylab", "--yes"]).ok();
@@ -287,97 +279,4 @@ fn fedbiomed_store_with_a_custom_id_imports_only_with_the_option() {
     r.ok();
     assert_eq!(r.json()["party_id"], "mylab");
     assert_eq!(r.json()["port"], 14000);
-}
-
-/// Signed decimal arithmetic on the keys, enough for `sk0 + Σ sk_i = 0`.
-mod num_like {
-    #[derive(Debug, Clone, PartialEq)]
-    pub struct Big {
-        negative: bool,
-        digits: Vec<u32>, // base 1e9, little-endian
-    }
-    const BASE: u64 = 1_000_000_000;
-    impl Big {
-        pub fn parse(s: &str) -> Big {
-            let (negative, s) = match s.strip_prefix('-') {
-                Some(rest) => (true, rest),
-                None => (false, s),
-            };
-            let mut digits = Vec::new();
-            let b = s.as_bytes();
-            let mut end = b.len();
-            while end > 0 {
-                let start = end.saturating_sub(9);
-                digits.push(
-                    std::str::from_utf8(&b[start..end])
-                        .unwrap()
-                        .parse()
-                        .unwrap(),
-                );
-                end = start;
-            }
-            Big { negative, digits }.trimmed()
-        }
-        fn trimmed(mut self) -> Big {
-            while self.digits.last() == Some(&0) {
-                self.digits.pop();
-            }
-            if self.digits.is_empty() {
-                self.negative = false;
-            }
-            self
-        }
-        pub fn is_zero(&self) -> bool {
-            self.digits.is_empty()
-        }
-        fn cmp_abs(a: &[u32], b: &[u32]) -> std::cmp::Ordering {
-            a.len()
-                .cmp(&b.len())
-                .then_with(|| a.iter().rev().cmp(b.iter().rev()))
-        }
-        pub fn add(&self, o: &Big) -> Big {
-            if self.negative == o.negative {
-                let mut out = Vec::new();
-                let mut carry = 0u64;
-                for i in 0..self.digits.len().max(o.digits.len()) {
-                    let s = u64::from(*self.digits.get(i).unwrap_or(&0))
-                        + u64::from(*o.digits.get(i).unwrap_or(&0))
-                        + carry;
-                    out.push((s % BASE) as u32);
-                    carry = s / BASE;
-                }
-                if carry > 0 {
-                    out.push(carry as u32);
-                }
-                return Big {
-                    negative: self.negative,
-                    digits: out,
-                }
-                .trimmed();
-            }
-            let (big, small) = if Self::cmp_abs(&self.digits, &o.digits).is_ge() {
-                (self, o)
-            } else {
-                (o, self)
-            };
-            let mut out = Vec::new();
-            let mut borrow = 0i64;
-            for i in 0..big.digits.len() {
-                let mut d = i64::from(big.digits[i])
-                    - i64::from(*small.digits.get(i).unwrap_or(&0))
-                    - borrow;
-                borrow = 0;
-                if d < 0 {
-                    d += BASE as i64;
-                    borrow = 1;
-                }
-                out.push(d as u32);
-            }
-            Big {
-                negative: big.negative,
-                digits: out,
-            }
-            .trimmed()
-        }
-    }
 }

@@ -22,6 +22,15 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_secagg")
 }
 
+/// A free TCP port on loopback (bound, then released), for a party's endpoint.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The repository's `fixtures/` directory.
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
