@@ -65,6 +65,35 @@ pub fn latest_path(home: &crate::home::Home) -> std::path::PathBuf {
     home.root().join("roster.json")
 }
 
+/// The roster a party holds, as its agent reports it to `asker` (`secagg federation check`): a
+/// researcher, the last roster it exported (its own serial); a node asked by a researcher, the
+/// last roster it imported from that researcher (none if none); a node asked by another party,
+/// the roster it imported last, whoever issued it. Returns the issuer and the serial.
+pub fn held_serial(
+    home: &crate::home::Home,
+    me: &PartyId,
+    asker: &PartyId,
+) -> Result<Option<(PartyId, u64)>> {
+    let mut store = Store::open_party_read_only(home)?;
+    store.read(|tx| {
+        let issuer = if me.role() == Role::Researcher {
+            Some(me)
+        } else if asker.role() == Role::Researcher {
+            Some(asker)
+        } else {
+            None
+        };
+        match issuer {
+            Some(i) => Ok(roster_serials::get(tx, i)?.map(|s| (i.clone(), s))),
+            None => match roster_serials::latest(tx)? {
+                // A row that does not name a party id cannot have been written by an import.
+                Some((i, s)) => Ok(PartyId::parse(&i).ok().map(|i| (i, s))),
+                None => Ok(None),
+            },
+        }
+    })
+}
+
 impl RosterFile {
     /// The file's text as written to disk (pretty JSON and a final newline).
     pub fn to_text(&self) -> String {

@@ -356,6 +356,7 @@ fn print_check(rows: &[CheckRow]) {
         "version",
         "clock skew",
         "cert days",
+        "roster",
         "result",
     ]);
     for r in rows {
@@ -373,6 +374,9 @@ fn print_check(rows: &[CheckRow]) {
                 .map(|s| format!("{:+.1} s", s as f64 / 1000.0))
                 .unwrap_or_else(|| "-".into()),
             r.certificate_days_left.to_string(),
+            r.roster_serial
+                .map(|s| format!("#{s}"))
+                .unwrap_or_else(|| "-".into()),
             match (&r.problem, &r.message) {
                 (None, _) => "ok".into(),
                 (Some(p), Some(m)) => format!("{}: {m}", p.as_str()),

@@ -14,7 +14,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::{error_of_kind, Reply, Request, StatusInfo, AGENT_PROTOCOL_VERSION};
-use crate::engine::{Engine, NativeEngine};
+use crate::engine::{CancelFlag, Engine, NativeEngine};
 use crate::error::{Error, ErrorKind, ErrorReport, Result};
 use crate::home::Home;
 use crate::identity;
@@ -454,6 +454,14 @@ pub fn run_session(
         return Ok((report(rows, false, None), Some(e)));
     }
     // 2. Start every node, then run our own side; each node's report is collected meanwhile.
+    //
+    // A node that reports a failure (or whose agent vanishes) while our side still runs makes
+    // the session fail: our side is cancelled at once instead of waiting for its deadline. The
+    // native engine honours the cancel flag only before the server key is stored (up to the
+    // last node's acknowledgement), so a stored server key still implies that every node
+    // durably stored its key.
+    let cancel = CancelFlag::new();
+    let cause: std::sync::Arc<std::sync::Mutex<Option<NodeFailure>>> = Default::default();
     let start = serde_json::to_vec(&Request::Start).expect("serialisable");
     let collectors: Vec<tokio::task::JoinHandle<Option<std::result::Result<Reply, String>>>> =
         controls
@@ -461,10 +469,11 @@ pub fn run_session(
             .zip(&nodes)
             .map(|(stream, (label, _, _))| {
                 let (label, start) = (label.clone(), start.clone());
+                let (cancel, cause) = (cancel.clone(), cause.clone());
                 let mut stream = stream.expect("every node accepted");
                 let until = Instant::from_std(deadline) + REPORT_GRACE;
                 rt.spawn(async move {
-                    if let Err(e) = write_frame(
+                    let r = match write_frame(
                         &mut stream,
                         &Frame::new(MsgType::Request, start),
                         until,
@@ -472,17 +481,28 @@ pub fn run_session(
                     )
                     .await
                     {
-                        return Some(Err(format!("could not start it: {e}")));
-                    }
-                    let r = match read_reply(&mut stream, until, &label).await {
-                        Ok(r) => Some(Ok(r)),
-                        Err(ReadError::Timeout) => None,
-                        Err(ReadError::Closed) => Some(Err(
-                            "its agent closed the connection without a report".into(),
-                        )),
-                        Err(ReadError::Io(e)) => Some(Err(e.to_string())),
-                        Err(ReadError::Other(e)) => Some(Err(e)),
+                        Err(e) => Some(Err(format!("could not start it: {e}"))),
+                        Ok(()) => match read_reply(&mut stream, until, &label).await {
+                            Ok(r) => Some(Ok(r)),
+                            Err(ReadError::Timeout) => None,
+                            Err(ReadError::Closed) => Some(Err(
+                                "its agent closed the connection without a report (it stopped or crashed)".into(),
+                            )),
+                            Err(ReadError::Io(e)) => Some(Err(format!(
+                                "its agent's connection failed without a report: {e}"
+                            ))),
+                            Err(ReadError::Other(e)) => Some(Err(e)),
+                        },
                     };
+                    if let Some(failure) = NodeFailure::of(&label, &r) {
+                        let mut c = cause.lock().unwrap_or_else(|p| p.into_inner());
+                        // The first failure reported is the likeliest cause; the others often
+                        // only saw the session abort.
+                        if c.is_none() {
+                            *c = Some(failure);
+                        }
+                        cancel.cancel();
+                    }
                     let _ = stream.shutdown().await;
                     r
                 })
@@ -490,9 +510,11 @@ pub fn run_session(
             .collect();
     let own = (|| {
         let mut sink = StoreSink::for_plan(home, &plan, NativeEngine::NAME, deadline, on_warning)?;
-        let result = NativeEngine.negotiate(plan, &mut sink);
+        let result = NativeEngine.negotiate_cancellable(plan, &mut sink, &cancel);
         sink.report(result)
     })();
+    // What a node reported before our side ended (later reports are consequences of our end).
+    let cause_at_end = cause.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let grace_end = Instant::now() + REPORT_GRACE;
     let replies: Vec<Option<std::result::Result<Reply, String>>> = rt.block_on(async {
         let mut out = Vec::with_capacity(collectors.len());
@@ -608,15 +630,90 @@ pub fn run_session(
         }
         Err(e) => {
             rows[0].error = Some(ErrorReport::of(&e));
-            let mut message = format!("session {session_id} failed: {e}");
-            if !node_errors.is_empty() {
-                message.push_str(&format!("; the nodes report: {}", node_errors.join("; ")));
-            }
-            let mut err = error_of_kind(e.kind(), message);
-            if let Some(h) = e.hint() {
-                err = err.with_hint(h.to_owned());
-            }
+            let err = match cause_at_end {
+                // Our side was cancelled (or failed at the same moment) because a node failed:
+                // that node and its reason are what the operator needs first.
+                Some(c) => {
+                    let mut message = format!(
+                        "session {session_id} failed at {}: {}; the researcher stopped its side at once and stored no server key",
+                        c.party, c.reason
+                    );
+                    let others: Vec<&String> = node_errors
+                        .iter()
+                        .filter(|m| !m.starts_with(&format!("{}:", c.party)))
+                        .collect();
+                    if !others.is_empty() {
+                        message.push_str(&format!(
+                            "; the other nodes report: {}",
+                            others
+                                .iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        ));
+                    }
+                    let err = error_of_kind(c.kind, message);
+                    match c.hint {
+                        Some(h) => err.with_hint(h),
+                        None => err.with_hint(format!(
+                            "see the log of the agent of {}; no server key was stored, so run the session again with a new session id once it is fixed",
+                            c.party
+                        )),
+                    }
+                }
+                None => {
+                    let mut message = format!("session {session_id} failed: {e}");
+                    if !node_errors.is_empty() {
+                        message
+                            .push_str(&format!("; the nodes report: {}", node_errors.join("; ")));
+                    }
+                    let mut err = error_of_kind(e.kind(), message);
+                    if let Some(h) = e.hint() {
+                        err = err.with_hint(h.to_owned());
+                    }
+                    err
+                }
+            };
             Ok((report(rows, false, None), Some(err)))
+        }
+    }
+}
+
+/// A node's failure, as its agent reported it (or its agent's disappearance).
+#[derive(Debug, Clone)]
+struct NodeFailure {
+    party: String,
+    kind: ErrorKind,
+    reason: String,
+    hint: Option<String>,
+}
+
+impl NodeFailure {
+    /// The failure in a node's report, if it reports one (`None`: success, or no report yet).
+    fn of(label: &str, r: &Option<std::result::Result<Reply, String>>) -> Option<NodeFailure> {
+        match r {
+            Some(Ok(Reply::Result { error: Some(e), .. })) => Some(NodeFailure {
+                party: label.to_owned(),
+                kind: e.kind,
+                reason: crate::transport::mesh::escape_peer_text(&e.message),
+                hint: e
+                    .hint
+                    .as_deref()
+                    .map(crate::transport::mesh::escape_peer_text),
+            }),
+            Some(Ok(Reply::Result { error: None, .. })) | None => None,
+            Some(Ok(other)) => Some(NodeFailure {
+                party: label.to_owned(),
+                kind: ErrorKind::PeerFailure,
+                reason: format!("protocol violation: it reported {other:?}"),
+                hint: None,
+            }),
+            Some(Err(e)) => Some(NodeFailure {
+                party: label.to_owned(),
+                kind: ErrorKind::PeerFailure,
+                reason: e.clone(),
+                hint: None,
+            }),
         }
     }
 }
@@ -684,8 +781,11 @@ pub struct CheckRow {
     pub clock_skew_ms: Option<i64>,
     /// Days until its registered certificate expires.
     pub certificate_days_left: i64,
-    /// Serial of the roster it serves, if any.
+    /// Serial of the roster it holds, if any (a researcher: the last it exported; a node: the
+    /// last it imported from this party when this party is a researcher).
     pub roster_serial: Option<u64>,
+    /// Who issued that roster.
+    pub roster_issuer: Option<String>,
     /// Sessions joined or running there.
     pub sessions: Option<usize>,
     /// Round trip of the status request, milliseconds (TLS handshake included).
@@ -768,6 +868,7 @@ pub fn check_federation(
             clock_skew_ms: None,
             certificate_days_left: days_left,
             roster_serial: None,
+            roster_issuer: None,
             sessions: None,
             ms: ms(rtt),
             problem: None,
@@ -845,6 +946,7 @@ fn apply_status(
     row.secagg_version = Some(s.secagg_version.clone());
     row.protocol_version = Some(s.protocol_version);
     row.roster_serial = s.roster_serial;
+    row.roster_issuer = s.roster_issuer.clone();
     row.sessions = Some(s.sessions);
     let mid = sent_wall + time::Duration::try_from(rtt / 2).unwrap_or(time::Duration::ZERO);
     let ours_ms = (mid.unix_timestamp_nanos() / 1_000_000) as i64;

@@ -25,7 +25,7 @@
 //!   certificate against the parties expected to dial in and the hello against its own, as a
 //!   negotiation checks a connection it accepted.
 //! - **`Request` `{"op":"status"}`**: party id, role, versions, clock, certificate expiry, how
-//!   many sessions run ([`StatusInfo`]).
+//!   many sessions run, the serial of the roster this party holds ([`StatusInfo`]).
 //! - **`Request` `{"op":"roster"}`** from any registered peer: the latest roster this party (a
 //!   researcher) exported ([`crate::roster::latest_path`]), as the file's text, or none. The
 //!   client verifies and imports it as a file ([`pull_roster`] then [`crate::roster`]): the agent
@@ -108,8 +108,12 @@ pub struct StatusInfo {
     pub certificate_not_after_unix: i64,
     /// Sessions joined or running.
     pub sessions: usize,
-    /// Serial of the roster the agent serves (none until rosters exist).
+    /// Serial of the roster this party holds ([`crate::roster::held_serial`]): a researcher,
+    /// the last it exported; a node, the last it imported from the asking researcher.
     pub roster_serial: Option<u64>,
+    /// Who issued that roster (absent from agents older than this field).
+    #[serde(default)]
+    pub roster_issuer: Option<String>,
 }
 
 /// An error as it travels between agent and client.

@@ -482,6 +482,23 @@ async fn dispatch(
             };
             match request {
                 Request::Status { .. } => {
+                    // A store that cannot be read is reported in the log, not to the peer: the
+                    // rest of the status is still worth answering.
+                    let roster = match tokio::task::block_in_place(|| {
+                        crate::roster::held_serial(&shared.home, &shared.me, &peer)
+                    }) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            shared.event(
+                                Level::Warn,
+                                "warning",
+                                None,
+                                Some(peer.as_str()),
+                                format!("cannot read the roster serial for a status answer: {e}"),
+                            );
+                            None
+                        }
+                    };
                     let info = StatusInfo {
                         party_id: shared.me.to_string(),
                         client_id: peer.to_string(),
@@ -492,7 +509,8 @@ async fn dispatch(
                             as i64,
                         certificate_not_after_unix: shared.certificate_not_after,
                         sessions: shared.sessions.lock().map(|s| s.len()).unwrap_or(0),
-                        roster_serial: None,
+                        roster_serial: roster.as_ref().map(|r| r.1),
+                        roster_issuer: roster.map(|r| r.0.to_string()),
                     };
                     shared.event(
                         Level::Info,

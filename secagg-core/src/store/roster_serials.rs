@@ -42,3 +42,24 @@ pub fn set(conn: &Connection, issuer: &PartyId, serial: u64, now: OffsetDateTime
     .map_err(|e| Error::store("while recording a roster serial number", e))?;
     Ok(())
 }
+
+/// The issuer and serial of the roster recorded last (by time of recording), if any: on a node,
+/// the roster it imported last.
+pub fn latest(conn: &Connection) -> Result<Option<(String, u64)>> {
+    let row: Option<(String, i64)> = conn
+        .query_row(
+            "SELECT issuer, last_serial FROM roster_serials ORDER BY updated_at DESC, issuer LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(|e| Error::store("while reading roster serial numbers", e))?;
+    row.map(|(issuer, s)| {
+        u64::try_from(s).map(|s| (issuer.clone(), s)).map_err(|_| {
+            Error::invalid(format!(
+                "in the store, the roster serial of `{issuer}` is negative ({s})"
+            ))
+        })
+    })
+    .transpose()
+}
