@@ -776,3 +776,196 @@ fn roster_pull_fetches_the_latest_roster_from_the_researchers_agent() {
         text.stdout
     );
 }
+
+/// Runs one `session run --engine mp-spdz` through node agents started with `--mpspdz-ports`
+/// (one single-port range each) and MP-SPDZ root `root`, then checks the keys sum to zero,
+/// every party's run directory is gone, and returns the report and the agents' ports.
+fn mpspdz_session(
+    fed: &Federation,
+    root: &Path,
+    env: &[(&str, &str)],
+    timeout: &str,
+) -> (serde_json::Value, Vec<u16>) {
+    let ports: Vec<u16> = (0..fed.parties.len())
+        .map(|_| support::free_port())
+        .collect();
+    let root_s = root.to_str().unwrap();
+    let _agents: Vec<Agent> = fed.parties[1..]
+        .iter()
+        .zip(&ports[1..])
+        .map(|(p, port)| {
+            let range = format!("{port}-{port}");
+            Agent::start(
+                p.home.root(),
+                &["--mpspdz-ports", &range, "--mpspdz-root", root_s],
+                env,
+            )
+        })
+        .collect();
+    let mut c = secagg_command();
+    c.arg("--home").arg(researcher(fed)).args([
+        "session",
+        "run",
+        "--all",
+        "--engine",
+        "mp-spdz",
+        "--mpspdz-root",
+        root_s,
+        "--mpspdz-port",
+        &ports[0].to_string(),
+        "--timeout",
+        timeout,
+        "--format",
+        "json",
+    ]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["engine"], "mp-spdz");
+    let session = report["session_id"].as_str().unwrap().to_owned();
+    // sk0 + Σ sk_i = 0, every key confirmed.
+    assert_verified(fed, &session);
+    // Secrets and run directories gone everywhere (the engine's cleanup, run by each agent).
+    for p in &fed.parties {
+        let dir = p.home.root().join("runs").join(&session);
+        assert!(!dir.exists(), "{} kept {}", p.party_id, dir.display());
+    }
+    (report, ports)
+}
+
+/// `session run --engine mp-spdz` through 5 agents, with the test double of `shamir-party.x`
+/// (tests/support/mpspdz-double), which checks the invocation, the run directory and that every
+/// party got the same ip file with the ports the agents chose.
+#[test]
+fn mp_spdz_session_through_the_agents_with_the_test_double() {
+    let (dir, fed) = federation(4);
+    let root = support::mpspdz_double_root(dir.path());
+    let calls = dir.path().join("double-calls");
+    std::fs::create_dir(&calls).unwrap();
+    let env = [("SECAGG_MPSPDZ_DOUBLE_LOG", calls.to_str().unwrap())];
+    let started = Instant::now();
+    let (report, ports) = mpspdz_session(&fed, &root, &env, "30s");
+    eprintln!(
+        "measured: one 5-party MP-SPDZ session run (test double) {:.0} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    let session = report["session_id"].as_str().unwrap();
+    // Each party's row reports the port of its shamir-party.x: the one its agent was given
+    // (rows are in session order, `--all` sorts the nodes by id).
+    let rows = report["parties"].as_array().unwrap();
+    let mut in_order = Vec::new();
+    for row in rows {
+        let i = fed
+            .parties
+            .iter()
+            .position(|p| row["party_id"] == p.party_id.as_str())
+            .unwrap();
+        assert_eq!(row["mpspdz_port"], ports[i], "{row}");
+        in_order.push(ports[i]);
+    }
+    // One invocation per party, all with the very same ip file: the registered host and the
+    // port each agent chose, in session order.
+    let expected: String = in_order
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}\n"))
+        .collect();
+    for i in 0..fed.parties.len() {
+        let path = calls.join(format!("{session}-P{i}.json"));
+        let call: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(call["ip_file"], expected, "party {i}");
+        assert_eq!(call["n"], 5);
+        assert_eq!(call["args"][0], i.to_string());
+        assert_eq!(call["args"][5], "server_key");
+    }
+}
+
+/// The same through real MP-SPDZ (`MPSPDZ_ROOT`); skipped, saying why, without it.
+#[test]
+fn mp_spdz_session_through_the_agents_with_real_mp_spdz() {
+    let Some(root) = support::real_mpspdz_root() else {
+        return;
+    };
+    let (_dir, fed) = federation(3);
+    let started = Instant::now();
+    mpspdz_session(&fed, &root, &[], "90s");
+    eprintln!(
+        "measured: one 4-party MP-SPDZ session run (real MP-SPDZ) {:.0} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+}
+
+/// MP-SPDZ sessions need a free port of the agent's range: an exhausted range (its one port held
+/// by another program) is refused at once, with the option named, and nothing is stored; an
+/// agent started without --mpspdz-ports refuses MP-SPDZ sessions saying how to enable them.
+#[test]
+fn mp_spdz_refusals_an_exhausted_port_range_and_an_agent_without_mp_spdz() {
+    let (dir, fed) = federation(2);
+    let root = support::mpspdz_double_root(dir.path());
+    let root_s = root.to_str().unwrap();
+    let held = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let range = format!("{port}-{port}");
+    let _a1 = Agent::start(
+        fed.parties[1].home.root(),
+        &["--mpspdz-ports", &range, "--mpspdz-root", root_s],
+        &[],
+    );
+    let _a2 = Agent::start(fed.parties[2].home.root(), &[], &[]);
+    let own_port = support::free_port().to_string();
+    // In this order, so that the exit code is the first refusal's (the exhausted range).
+    let nodes = format!("{},{}", fed.parties[1].party_id, fed.parties[2].party_id);
+    let run = secagg(
+        researcher(&fed),
+        &[
+            "session",
+            "run",
+            "--parties",
+            &nodes,
+            "--engine",
+            "mp-spdz",
+            "--mpspdz-root",
+            root_s,
+            "--mpspdz-port",
+            &own_port,
+            "--format",
+            "json",
+            "--timeout",
+            "20s",
+        ],
+    );
+    run.fails_with(
+        ErrorKind::Conflict.exit_code(),
+        &format!("--mpspdz-ports {range}"),
+    );
+    assert!(
+        run.stderr.contains("every port of its range"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("does not run MP-SPDZ sessions: it was started without --mpspdz-ports"),
+        "{}",
+        run.stderr
+    );
+    // Each refusal keeps its own hint in the report.
+    let row = &run.json()["parties"][2];
+    assert_eq!(row["state"], "refused");
+    assert!(
+        row["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("secagg serve --mpspdz-ports FIRST-LAST --mpspdz-root DIR"),
+        "{row}"
+    );
+    let session = session_of(&run);
+    for p in &fed.parties {
+        assert!(context_of(&contexts(p.home.root()), &session).is_none());
+    }
+    drop(held);
+}

@@ -260,3 +260,37 @@ pub fn wait_all(children: Vec<std::process::Child>, started: std::time::Instant)
         })
         .collect()
 }
+
+/// A fresh MP-SPDZ root under `dir` holding the test doubles of `tests/support/mpspdz-double/`
+/// (copied: the engine writes nothing there, but a test must not depend on the checkout's
+/// permissions or leave anything in it).
+pub fn mpspdz_double_root(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/mpspdz-double");
+    let root = dir.join("mpspdz-double");
+    std::fs::create_dir_all(root.join("Compiler")).unwrap();
+    for f in ["shamir-party.x", "compile.py", "Compiler/README.md"] {
+        std::fs::copy(src.join(f), root.join(f)).unwrap();
+    }
+    for f in ["shamir-party.x", "compile.py"] {
+        std::fs::set_permissions(root.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    root
+}
+
+/// The real MP-SPDZ build of `MPSPDZ_ROOT`, or `None` after printing why a test is skipped.
+pub fn real_mpspdz_root() -> Option<PathBuf> {
+    let Some(root) = std::env::var_os("MPSPDZ_ROOT").filter(|v| !v.is_empty()) else {
+        eprintln!("skipped: MPSPDZ_ROOT is not set (point it at an MP-SPDZ v0.3.4 build made with MOD = -DGFP_MOD_SZ=33)");
+        return None;
+    };
+    let root = PathBuf::from(root);
+    if !root.join("shamir-party.x").is_file() || !root.join("compile.py").is_file() {
+        eprintln!(
+            "skipped: MPSPDZ_ROOT={} has no shamir-party.x or compile.py",
+            root.display()
+        );
+        return None;
+    }
+    Some(root)
+}

@@ -2,15 +2,18 @@
 //! through the agents) and `secagg federation check` (the preflight check of every agent).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use secagg_core::agent::{
-    self, AgentEvent, AgentOptions, CheckRow, PartyState, RunReport, RunRequest, Shutdown,
+    self, AgentEvent, AgentMpSpdz, AgentOptions, CheckRow, PartyState, RunMpSpdz, RunOptions,
+    RunReport, RunRequest, Shutdown,
 };
 use secagg_core::home::Home;
+use secagg_core::mpspdz::MpSpdzRoot;
 use secagg_core::processes::{signal_name, TerminationSignals};
 use secagg_core::{Error, ErrorKind, PartyId, Role, SessionId};
 
@@ -60,6 +63,26 @@ pub struct ServeArgs {
     /// Log lines as text or JSON.
     #[arg(long, value_enum, default_value_t)]
     log_format: LogFormat,
+    /// Run MP-SPDZ sessions (`session run --engine mp-spdz`), giving each running session's
+    /// shamir-party.x one port of this range (e.g. 14100-14131); without it they are refused.
+    #[arg(long, value_name = "FIRST-LAST", value_parser = parse_port_range)]
+    mpspdz_ports: Option<RangeInclusive<u16>>,
+    /// The MP-SPDZ v0.3.4 build for MP-SPDZ sessions (with --mpspdz-ports).
+    #[arg(long, env = secagg_core::mpspdz::locate::ROOT_ENV, value_name = "DIR")]
+    mpspdz_root: Option<PathBuf>,
+}
+
+/// Parses `FIRST-LAST` (or one port).
+fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let port = |p: &str| secagg_core::party::parse_port(p).map_err(|e| e.to_string());
+    let (a, b) = (port(a)?, port(b)?);
+    if a > b {
+        return Err(format!(
+            "the range {a}-{b} is empty: its first port is after its last"
+        ));
+    }
+    Ok(a..=b)
 }
 
 fn log_line(format: LogFormat, e: &AgentEvent) -> String {
@@ -96,6 +119,15 @@ pub fn serve(home: &Path, a: ServeArgs) -> anyhow::Result<()> {
         )
         .into());
     }
+    let mpspdz = match (a.mpspdz_ports, a.mpspdz_root.as_deref()) {
+        (Some(ports), root) => Some(AgentMpSpdz {
+            root: MpSpdzRoot::locate(root).map_err(|e| {
+                e.context("--mpspdz-ports needs an MP-SPDZ build (--mpspdz-root or MPSPDZ_ROOT)")
+            })?,
+            ports,
+        }),
+        (None, _) => None,
+    };
     let endpoint = crate::commands::identity::effective_endpoint(&home)?;
     let format = a.log_format;
     let log: agent::Log = Arc::new(move |e: &AgentEvent| eprintln!("{}", log_line(format, e)));
@@ -136,6 +168,7 @@ pub fn serve(home: &Path, a: ServeArgs) -> anyhow::Result<()> {
         max_sessions: a.max_sessions,
         max_sessions_per_researcher: a.max_sessions_per_researcher,
         grace: a.grace,
+        mpspdz,
     };
     agent::serve(&home, opts, log, shutdown)?;
     Ok(())
@@ -173,9 +206,16 @@ pub struct RunArgs {
     /// Session id (a uuid; Fed-BioMed's `secagg_<uuid>` names the same session); default: a new one.
     #[arg(long)]
     session: Option<SessionId>,
-    /// Negotiation engine (the agents run native sessions only, for now).
+    /// Negotiation engine (mp-spdz: every node's agent must run with --mpspdz-ports).
     #[arg(long, value_enum, default_value_t)]
     engine: EngineArg,
+    /// MP-SPDZ v0.3.4 build for this party's side (--engine mp-spdz).
+    #[arg(long, env = secagg_core::mpspdz::locate::ROOT_ENV, value_name = "DIR")]
+    mpspdz_root: Option<PathBuf>,
+    /// Port of this party's shamir-party.x (--engine mp-spdz; default: this party's endpoint
+    /// port, which must then be free).
+    #[arg(long, value_name = "PORT")]
+    mpspdz_port: Option<u16>,
     /// Deadline for the whole session (e.g. 60s, 1500ms, 2m).
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     timeout: Duration,
@@ -190,13 +230,25 @@ pub struct RunArgs {
 pub fn session(home: &Path, c: SessionCommand) -> anyhow::Result<()> {
     let SessionCommand::Run(a) = c;
     let home = Home::new(home);
-    if let EngineArg::MpSpdz = a.engine {
-        return Err(Error::invalid(
-            "`secagg session run` runs native sessions only; MP-SPDZ sessions through the agents are not implemented yet",
-        )
-        .with_hint("use --engine native, or run `secagg negotiate --engine mp-spdz` at every party")
-        .into());
-    }
+    let opts = RunOptions {
+        mpspdz: match a.engine {
+            EngineArg::MpSpdz => Some(RunMpSpdz {
+                root: MpSpdzRoot::locate(a.mpspdz_root.as_deref())?,
+                port: match a.mpspdz_port {
+                    Some(p) => Some(secagg_core::party::validate_port(p.into())?),
+                    None => None,
+                },
+            }),
+            EngineArg::Native => {
+                if a.mpspdz_port.is_some() {
+                    return Err(Error::invalid("--mpspdz-port is for --engine mp-spdz")
+                        .with_hint("add --engine mp-spdz, or leave --mpspdz-port out")
+                        .into());
+                }
+                None
+            }
+        },
+    };
     let own = secagg_core::identity::load(&home)?;
     let mut parties = vec![own.party_id.clone()];
     if a.all {
@@ -223,7 +275,7 @@ pub fn session(home: &Path, c: SessionCommand) -> anyhow::Result<()> {
         key_bits: a.key_bits,
     };
     let mut warn = |w: &str| output::warn(w);
-    let (report, error) = agent::run_session(&home, &req, &mut warn)?;
+    let (report, error) = agent::run_session_with(&home, &req, &opts, &mut warn)?;
     match a.output.format {
         Format::Json => output::print_json(&report)?,
         Format::Text => print_run(&report),

@@ -14,7 +14,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::{error_of_kind, Reply, Request, StatusInfo, AGENT_PROTOCOL_VERSION};
-use crate::engine::{CancelFlag, Engine, NativeEngine};
+use crate::engine::{CancelFlag, Engine, MpSpdzEngine, NativeEngine};
 use crate::error::{Error, ErrorKind, ErrorReport, Result};
 use crate::home::Home;
 use crate::identity;
@@ -43,6 +43,24 @@ pub struct RunRequest {
     pub timeout: Duration,
     /// Key length; `None` is the default.
     pub key_bits: Option<u32>,
+}
+
+/// How a session is run (beyond [`RunRequest`]); the default is a native session.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Run the session with MP-SPDZ (`--engine mp-spdz`): every node's agent runs its
+    /// `shamir-party.x` on a port of its `--mpspdz-ports` range, this party runs its own.
+    pub mpspdz: Option<RunMpSpdz>,
+}
+
+/// The researcher's side of an MP-SPDZ session run through the agents.
+#[derive(Debug, Clone)]
+pub struct RunMpSpdz {
+    /// The MP-SPDZ build whose `shamir-party.x` runs this party's side.
+    pub root: crate::mpspdz::MpSpdzRoot,
+    /// The port of this party's `shamir-party.x`; `None`: this party's endpoint port (which must
+    /// then be free: not held by this party's own agent).
+    pub port: Option<u16>,
 }
 
 /// Where one party of a session run ended.
@@ -94,6 +112,9 @@ pub struct PartyRow {
     pub ms: Option<f64>,
     /// Why it failed.
     pub error: Option<ErrorReport>,
+    /// MP-SPDZ sessions: the port of its `shamir-party.x` in the ip file every party used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mpspdz_port: Option<u16>,
 }
 
 /// The result of a session run.
@@ -310,6 +331,21 @@ pub fn run_session(
     req: &RunRequest,
     on_warning: &mut (dyn FnMut(&str) + Send),
 ) -> Result<(RunReport, Option<Error>)> {
+    run_session_with(home, req, &RunOptions::default(), on_warning)
+}
+
+/// [`run_session`] with [`RunOptions`] (e.g. an MP-SPDZ session).
+///
+/// MP-SPDZ: each node's agent reserves a port for its `shamir-party.x` when it accepts and
+/// reports it; once all accepted, this party builds the one ip file (each party's registered
+/// host with its port) and hands it to every node with the start, so that every party writes
+/// the same file.
+pub fn run_session_with(
+    home: &Home,
+    req: &RunRequest,
+    opts: &RunOptions,
+    on_warning: &mut (dyn FnMut(&str) + Send),
+) -> Result<(RunReport, Option<Error>)> {
     let started = std::time::Instant::now();
     let deadline = started + req.timeout;
     let sreq = SessionRequest {
@@ -329,6 +365,30 @@ pub fn run_session(
         ))
         .with_hint("nodes run `secagg serve`, which joins the sessions the researcher requests"));
     }
+    let engine_name = match &opts.mpspdz {
+        Some(_) => MpSpdzEngine::NAME,
+        None => NativeEngine::NAME,
+    };
+    // MP-SPDZ: this party's own checks and port, before any agent is asked.
+    let mpspdz = match &opts.mpspdz {
+        None => None,
+        Some(m) => {
+            let engine = MpSpdzEngine::new(m.root.clone(), home);
+            engine.preflight(&plan)?;
+            let port = m.port.unwrap_or(plan.me().endpoint.port);
+            if let Err(e) = std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)) {
+                return Err(Error::conflict(format!(
+                    "port {port} for this party's shamir-party.x cannot be used: {e}"
+                ))
+                .with_hint(if m.port.is_none() {
+                    "this party's endpoint port is taken (by its own `secagg serve`?): give another with --mpspdz-port PORT"
+                } else {
+                    "give another free port with --mpspdz-port PORT"
+                }));
+            }
+            Some((engine, port))
+        }
+    };
     let (dialer, _own) = Dialer::for_home(home)?;
     let dialer = std::sync::Arc::new(dialer);
     let nodes: Vec<(String, Endpoint, Vec<u8>)> = plan.parties()[1..]
@@ -345,7 +405,7 @@ pub fn run_session(
         version: AGENT_PROTOCOL_VERSION,
         session_id: req.session_id.to_string(),
         parties: req.parties.iter().map(|p| p.to_string()).collect(),
-        engine: NativeEngine::NAME.to_owned(),
+        engine: engine_name.to_owned(),
         key_bits: plan.key_bits(),
         timeout_ms: req.timeout.as_millis() as u64,
     };
@@ -377,6 +437,7 @@ pub fn run_session(
         key: "none".into(),
         ms: None,
         error: None,
+        mpspdz_port: mpspdz.as_ref().map(|m| m.1),
     });
     let mut controls = Vec::with_capacity(nodes.len());
     let mut refusals: Vec<ErrorReport> = Vec::new();
@@ -388,9 +449,25 @@ pub fn run_session(
             key: "none".into(),
             ms: None,
             error: None,
+            mpspdz_port: None,
         };
         match answer {
-            Some(Ok((stream, Reply::Accepted))) => controls.push(Some(stream)),
+            Some(Ok((stream, Reply::Accepted { mpspdz_port })))
+                if mpspdz_port.is_some() == mpspdz.is_some() =>
+            {
+                row.mpspdz_port = mpspdz_port;
+                controls.push(Some(stream))
+            }
+            Some(Ok((_, Reply::Accepted { mpspdz_port }))) => {
+                let e = Error::peer(format!(
+                    "protocol violation by {label}: it accepted the {engine_name} session {} an MP-SPDZ port",
+                    if mpspdz_port.is_some() { "with" } else { "without" }
+                ));
+                row.state = PartyState::Failed;
+                row.error = Some(ErrorReport::of(&e));
+                refusals.push(ErrorReport::of(&e));
+                controls.push(None);
+            }
             Some(Ok((_, Reply::Refused { error }))) => {
                 let report = error.report_from(&format!("{label} refused the session"));
                 row.state = PartyState::Refused;
@@ -426,12 +503,41 @@ pub fn run_session(
     let session_id = req.session_id.to_string();
     let report = |rows: Vec<PartyRow>, ok: bool, fp: Option<String>| RunReport {
         session_id: session_id.clone(),
-        engine: NativeEngine::NAME.to_owned(),
+        engine: engine_name.to_owned(),
         ok,
         parties: rows,
         total_ms: ms(started.elapsed()),
         key_fingerprint: fp,
     };
+    // MP-SPDZ: the one ip file, each party's registered host with its port.
+    let mut mpspdz_lines = None;
+    if refusals.is_empty() {
+        if let Some((_, my_port)) = &mpspdz {
+            let mut lines = Vec::with_capacity(rows.len());
+            for (j, row) in rows.iter().enumerate() {
+                let host = &plan.parties()[j].endpoint.host;
+                let port = if j == 0 {
+                    Some(*my_port)
+                } else {
+                    row.mpspdz_port
+                };
+                let ep = Endpoint {
+                    host: host.clone(),
+                    port: port.unwrap_or(0),
+                };
+                match crate::mpspdz::workdir::ip_file_line(&ep) {
+                    Ok(l) => lines.push(l),
+                    Err(e) => {
+                        refusals.push(ErrorReport::of(
+                            &e.context(format!("party {j} (`{}`)", row.party_id)),
+                        ));
+                        break;
+                    }
+                }
+            }
+            mpspdz_lines = Some(lines);
+        }
+    }
     if !refusals.is_empty() {
         // Closing the accepted control connections cancels the session at those agents.
         drop(controls);
@@ -462,7 +568,10 @@ pub fn run_session(
     // durably stored its key.
     let cancel = CancelFlag::new();
     let cause: std::sync::Arc<std::sync::Mutex<Option<NodeFailure>>> = Default::default();
-    let start = serde_json::to_vec(&Request::Start).expect("serialisable");
+    let start = serde_json::to_vec(&Request::Start {
+        mpspdz_endpoints: mpspdz_lines.clone(),
+    })
+    .expect("serialisable");
     let collectors: Vec<tokio::task::JoinHandle<Option<std::result::Result<Reply, String>>>> =
         controls
             .into_iter()
@@ -509,8 +618,14 @@ pub fn run_session(
             })
             .collect();
     let own = (|| {
-        let mut sink = StoreSink::for_plan(home, &plan, NativeEngine::NAME, deadline, on_warning)?;
-        let result = NativeEngine.negotiate_cancellable(plan, &mut sink, &cancel);
+        let mut sink = StoreSink::for_plan(home, &plan, engine_name, deadline, on_warning)?;
+        let result = match (&mpspdz, &mpspdz_lines) {
+            (Some((engine, port)), Some(lines)) => {
+                super::mpspdz_plan(plan, lines, Some(*port), deadline)
+                    .and_then(|plan| engine.negotiate_cancellable(plan, &mut sink, &cancel))
+            }
+            _ => NativeEngine.negotiate_cancellable(plan, &mut sink, &cancel),
+        };
         sink.report(result)
     })();
     // What a node reported before our side ended (later reports are consequences of our end).

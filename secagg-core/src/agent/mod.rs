@@ -42,13 +42,17 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, ErrorKind, ErrorReport};
+use crate::engine::NegotiationPlan;
+use crate::error::{Error, ErrorKind, ErrorReport, Result};
+use crate::party::Endpoint;
 
 pub use client::{
-    check_federation, pull_roster, run_session, CheckProblem, CheckRow, PartyRow, PartyState,
-    RunReport, RunRequest,
+    check_federation, pull_roster, run_session, run_session_with, CheckProblem, CheckRow, PartyRow,
+    PartyState, RunMpSpdz, RunOptions, RunReport, RunRequest,
 };
-pub use server::{serve, AgentEvent, AgentOptions, Level, Log, Shutdown, ShutdownHandle};
+pub use server::{
+    serve, AgentEvent, AgentMpSpdz, AgentOptions, Level, Log, Shutdown, ShutdownHandle,
+};
 
 /// Version of the agent's request/reply messages.
 pub const AGENT_PROTOCOL_VERSION: u16 = 1;
@@ -82,7 +86,12 @@ pub(crate) enum Request {
         timeout_ms: u64,
     },
     /// Start the joined session (every node accepted).
-    Start,
+    Start {
+        /// MP-SPDZ sessions: the ip file's lines (`host:port` per party, in party order, each
+        /// port the one that party's agent reserved), the same for every party.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mpspdz_endpoints: Option<Vec<String>>,
+    },
     /// Report status.
     Status { version: u16 },
     /// Send the latest roster this (researcher) agent exported (`secagg roster pull`).
@@ -154,7 +163,11 @@ impl WireError {
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub(crate) enum Reply {
     /// The join request passed every check; the session waits for `start`.
-    Accepted,
+    Accepted {
+        /// MP-SPDZ sessions: the port this agent reserved for its `shamir-party.x`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mpspdz_port: Option<u16>,
+    },
     /// The request was refused.
     Refused { error: WireError },
     /// The session ended at this agent.
@@ -170,6 +183,76 @@ pub(crate) enum Reply {
     Status(StatusInfo),
     /// The latest exported roster file's text, if this agent's party exported one.
     Roster { roster: Option<String> },
+}
+
+/// The plan of an MP-SPDZ session run through the agents: `plan` (every party at its
+/// registered endpoint) with each party's endpoint replaced by its line of the ip file the
+/// researcher handed out, and the time left until `deadline` as its timeout.
+///
+/// The lines must be `n` canonical ip-file lines (as [`crate::mpspdz::workdir::ip_file_line`]
+/// writes them), so that every party writes the very same ip file; `my_port`, when given, must
+/// be this party's line's port (the one its agent reserved).
+pub(crate) fn mpspdz_plan(
+    plan: NegotiationPlan,
+    lines: &[String],
+    my_port: Option<u16>,
+    deadline: std::time::Instant,
+) -> Result<NegotiationPlan> {
+    let sid = plan.session_id();
+    if lines.len() != plan.n() {
+        return Err(Error::peer(format!(
+            "the MP-SPDZ ip file of session {sid} has {} lines for {} parties",
+            lines.len(),
+            plan.n()
+        )));
+    }
+    let mut endpoints = Vec::with_capacity(lines.len());
+    for (j, line) in lines.iter().enumerate() {
+        let who = &plan.parties()[j].id;
+        let bad = |why: String| {
+            Error::peer(format!(
+                "line {} of the MP-SPDZ ip file of session {sid} (party {j}, `{who}`) is not usable: {why}",
+                j + 1
+            ))
+        };
+        let (host, port) = line
+            .rsplit_once(':')
+            .ok_or_else(|| bad("no `host:port`".into()))?;
+        let port: u32 = port
+            .parse()
+            .map_err(|_| bad(format!("port `{}` is not a number", port.escape_debug())))?;
+        let ep = Endpoint::new(host, port).map_err(|e| bad(e.to_string()))?;
+        let canonical =
+            crate::mpspdz::workdir::ip_file_line(&ep).map_err(|e| bad(e.to_string()))?;
+        if &canonical != line {
+            return Err(bad(format!(
+                "`{}` is not in canonical form (`{canonical}`)",
+                line.escape_debug()
+            )));
+        }
+        endpoints.push(ep);
+    }
+    let me = plan.my_index();
+    if let Some(p) = my_port {
+        if endpoints[me].port != p {
+            return Err(Error::peer(format!(
+                "the MP-SPDZ ip file of session {sid} gives this party (`{}`) port {}, but its agent reserved port {p}",
+                plan.me().id,
+                endpoints[me].port
+            )));
+        }
+    }
+    let mut parts = plan.into_parts();
+    for (party, ep) in parts.parties.iter_mut().zip(endpoints) {
+        party.endpoint = ep;
+    }
+    parts.timeout = deadline.saturating_duration_since(std::time::Instant::now());
+    if parts.timeout.is_zero() {
+        return Err(Error::timeout(format!(
+            "session {sid}: the deadline expired before MP-SPDZ could start"
+        )));
+    }
+    NegotiationPlan::new(parts)
 }
 
 /// An error of `kind` with `message`, as this crate builds it (a storage failure elsewhere is a

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,10 +23,13 @@ use super::{
     Reply, Request, StatusInfo, WireError, AGENT_PROTOCOL_VERSION, FIRST_FRAME_TIMEOUT,
     MAX_SESSION_TIMEOUT, SECAGG_VERSION,
 };
-use crate::engine::{KeySink, NativeEngine, NegotiationPlan, SecretKey};
+use crate::engine::{
+    CancelFlag, Engine, KeySink, MpSpdzEngine, NativeEngine, NegotiationPlan, SecretKey,
+};
 use crate::error::{Error, Result};
 use crate::home::Home;
 use crate::identity;
+use crate::mpspdz::MpSpdzRoot;
 use crate::party::{Endpoint, Host, PartyId, Role, SessionId};
 use crate::registration;
 use crate::session::{self, SessionRequest, StoreSink};
@@ -51,6 +55,18 @@ pub struct AgentOptions {
     /// After a stop request: how long running sessions may take to finish before they are
     /// aborted.
     pub grace: Duration,
+    /// MP-SPDZ sessions (`--engine mp-spdz`); `None`: refused.
+    pub mpspdz: Option<AgentMpSpdz>,
+}
+
+/// How an agent runs MP-SPDZ sessions.
+#[derive(Debug, Clone)]
+pub struct AgentMpSpdz {
+    /// The MP-SPDZ build whose `shamir-party.x` runs each session.
+    pub root: MpSpdzRoot,
+    /// The ports this agent may give its `shamir-party.x` runs, one per running session
+    /// (MP-SPDZ listens on its own port, and the agent's is taken).
+    pub ports: RangeInclusive<u16>,
 }
 
 /// How much an event matters.
@@ -120,6 +136,8 @@ const ABORT: u8 = 2;
 struct Slot {
     researcher: PartyId,
     inbound: mpsc::UnboundedSender<Routed>,
+    /// The port reserved for its `shamir-party.x` (MP-SPDZ sessions).
+    mpspdz_port: Option<u16>,
 }
 
 struct PeerCache {
@@ -234,6 +252,26 @@ pub fn serve(home: &Home, opts: AgentOptions, log: Log, shutdown: Shutdown) -> R
         .endpoint
         .clone()
         .unwrap_or_else(|| own.endpoint.clone());
+    if let Some(m) = &opts.mpspdz {
+        if m.ports.is_empty() {
+            return Err(Error::invalid(format!(
+                "the MP-SPDZ port range {}-{} is empty",
+                m.ports.start(),
+                m.ports.end()
+            ))
+            .with_hint("give --mpspdz-ports FIRST-LAST with FIRST <= LAST"));
+        }
+        if m.ports.contains(&endpoint.port) {
+            return Err(Error::invalid(format!(
+                "the MP-SPDZ port range {}-{} contains the agent's own port {}",
+                m.ports.start(),
+                m.ports.end(),
+                endpoint.port
+            ))
+            .with_hint("give --mpspdz-ports a range that leaves out the party's endpoint port"));
+        }
+        m.root.check_binary()?;
+    }
     let listen = opts.listen.unwrap_or(match endpoint.host {
         Host::Ip(ip) => SocketAddr::new(ip, endpoint.port),
         Host::Name(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), endpoint.port),
@@ -280,10 +318,19 @@ async fn run(shared: Arc<Shared>, listen: SocketAddr) -> Result<()> {
         None,
         None,
         format!(
-            "agent of {} listening on {listen} (secagg {SECAGG_VERSION}, native protocol {PROTOCOL_VERSION}, limits: {} sessions, {} per researcher; researchers allowed: {})",
+            "agent of {} listening on {listen} (secagg {SECAGG_VERSION}, native protocol {PROTOCOL_VERSION}, limits: {} sessions, {} per researcher; MP-SPDZ: {}; researchers allowed: {})",
             shared.me,
             shared.opts.max_sessions,
             shared.opts.max_sessions_per_researcher,
+            match &shared.opts.mpspdz {
+                Some(m) => format!(
+                    "ports {}-{}, root {}",
+                    m.ports.start(),
+                    m.ports.end(),
+                    m.root.path().display()
+                ),
+                None => "off".to_owned(),
+            },
             if shared.opts.allow_researchers.is_empty() {
                 "every registered researcher".to_owned()
             } else {
@@ -549,7 +596,7 @@ async fn dispatch(
                     reply(&mut stream, &peer, &Reply::Roster { roster }).await;
                     let _ = stream.shutdown().await;
                 }
-                Request::Start => {
+                Request::Start { .. } => {
                     let err = Error::peer(format!(
                         "{peer} asked {} to start a session it did not join on this connection",
                         shared.me
@@ -702,18 +749,14 @@ async fn refuse(
     reply(stream, peer, &Reply::Refused { error }).await;
 }
 
-/// Checks a join request; `Ok` holds the session's plan, inbound receiver and slot guard.
+/// Checks a join request; `Ok` holds the session's plan, inbound receiver, slot guard and, for
+/// MP-SPDZ, the port reserved.
 fn check_join(
     shared: &Arc<Shared>,
     peer: &PartyId,
     j: &Join,
     deadline: std::time::Instant,
-) -> Result<(
-    NegotiationPlan,
-    mpsc::UnboundedReceiver<Routed>,
-    SlotGuard,
-    SessionId,
-)> {
+) -> Result<Joined> {
     let me = &shared.me;
     if j.version != AGENT_PROTOCOL_VERSION {
         return Err(Error::peer(format!(
@@ -739,13 +782,27 @@ fn check_join(
         return Err(Error::peer(format!("the agent of {me} is shutting down"))
             .with_hint("retry once it has been restarted"));
     }
-    if j.engine != NativeEngine::NAME {
-        return Err(Error::invalid(format!(
-            "the agent of {me} runs only native sessions, not `{}`",
-            j.engine
-        ))
-        .with_hint("use --engine native, or `secagg negotiate --engine mp-spdz` at every party"));
-    }
+    let mpspdz = match j.engine.as_str() {
+        NativeEngine::NAME => None,
+        MpSpdzEngine::NAME => match &shared.opts.mpspdz {
+            Some(m) => Some(m),
+            None => {
+                return Err(Error::invalid(format!(
+                    "the agent of {me} does not run MP-SPDZ sessions: it was started without --mpspdz-ports"
+                ))
+                .with_hint(format!(
+                    "the operator of {me} can restart it with `secagg serve --mpspdz-ports FIRST-LAST --mpspdz-root DIR`; or use --engine native"
+                )))
+            }
+        },
+        other => {
+            return Err(Error::invalid(format!(
+                "the agent of {me} does not know the engine `{}`",
+                crate::transport::mesh::escape_peer_text(other)
+            ))
+            .with_hint("use --engine native or --engine mp-spdz"))
+        }
+    };
     if j.timeout.is_zero() || j.timeout > MAX_SESSION_TIMEOUT {
         return Err(Error::invalid(format!(
             "the session timeout {:.1}s is outside what the agent of {me} accepts (up to {} s)",
@@ -771,7 +828,7 @@ fn check_join(
     }
     // Reserve the slot first, under the lock: limits and duplicates are decided atomically.
     let (tx, rx) = mpsc::unbounded_channel();
-    {
+    let mpspdz_port = {
         let mut sessions = shared.sessions.lock().unwrap_or_else(|p| p.into_inner());
         if sessions.contains_key(&session_id) {
             return Err(Error::conflict(format!(
@@ -795,14 +852,44 @@ fn check_join(
             ))
             .with_hint("retry when your other sessions have finished"));
         }
+        // MP-SPDZ: a port of the range that no other session holds and that can be bound now
+        // (another program may hold some), decided under the same lock.
+        let mpspdz_port = match mpspdz {
+            None => None,
+            Some(m) => {
+                let taken: Vec<u16> = sessions.values().filter_map(|s| s.mpspdz_port).collect();
+                let free = m.ports.clone().find(|p| {
+                    !taken.contains(p)
+                        && std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, *p)).is_ok()
+                });
+                match free {
+                    Some(p) => Some(p),
+                    None => {
+                        let size = m.ports.end() - m.ports.start() + 1;
+                        return Err(Error::conflict(format!(
+                            "{me} refuses MP-SPDZ session {session_id}: every port of its range --mpspdz-ports {}-{} is in use ({} by its running MP-SPDZ sessions, {} by other programs)",
+                            m.ports.start(),
+                            m.ports.end(),
+                            taken.len(),
+                            size as usize - taken.len()
+                        ))
+                        .with_hint(format!(
+                            "retry when sessions have finished; the operator of {me} can give the agent a wider --mpspdz-ports range"
+                        )));
+                    }
+                }
+            }
+        };
         sessions.insert(
             session_id,
             Slot {
                 researcher: peer.clone(),
                 inbound: tx,
+                mpspdz_port,
             },
         );
-    }
+        mpspdz_port
+    };
     let guard = SlotGuard {
         shared: shared.clone(),
         id: session_id,
@@ -818,15 +905,43 @@ fn check_join(
     };
     // Exactly the checks of `secagg negotiate` (store read: off the async workers' hot path).
     let plan = tokio::task::block_in_place(|| {
-        session::plan_until(&shared.home, &req, OffsetDateTime::now_utc(), deadline)
+        // MP-SPDZ's own checks (certificates as MP-SPDZ sees them, the binary), before this
+        // party accepts: a refusal now leaves nothing stored anywhere.
+        let plan = session::plan_until(&shared.home, &req, OffsetDateTime::now_utc(), deadline)?;
+        if let Some(m) = mpspdz {
+            MpSpdzEngine::new(m.root.clone(), &shared.home).preflight(&plan)?;
+        }
+        Ok::<_, Error>(plan)
     })?;
-    Ok((plan, rx, guard, session_id))
+    Ok(Joined {
+        plan,
+        inbound: rx,
+        guard,
+        sid: session_id,
+        mpspdz_port,
+    })
+}
+
+/// A session this agent accepted, waiting for its start.
+struct Joined {
+    plan: NegotiationPlan,
+    inbound: mpsc::UnboundedReceiver<Routed>,
+    guard: SlotGuard,
+    sid: SessionId,
+    /// MP-SPDZ sessions: the port reserved for this party's `shamir-party.x`.
+    mpspdz_port: Option<u16>,
 }
 
 async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: PartyId, j: Join) {
     let deadline = std::time::Instant::now() + j.timeout;
     let sid_text = j.session_id.clone();
-    let (plan, inbound, guard, sid) = match check_join(&shared, &peer, &j, deadline) {
+    let Joined {
+        plan,
+        inbound,
+        guard,
+        sid,
+        mpspdz_port,
+    } = match check_join(&shared, &peer, &j, deadline) {
         Ok(x) => x,
         Err(e) => {
             let sid = SessionId::parse(&sid_text).ok();
@@ -842,13 +957,17 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
         Some(&sid),
         Some(peer.as_str()),
         format!(
-            "accepted the session request of {peer}: {} parties, this party is party {}, timeout {:.1}s",
+            "accepted the session request of {peer}: {} parties, this party is party {}, timeout {:.1}s, engine {}{}",
             plan.n(),
             plan.my_index(),
-            j.timeout.as_secs_f64()
+            j.timeout.as_secs_f64(),
+            j.engine,
+            mpspdz_port
+                .map(|p| format!(", MP-SPDZ port {p}"))
+                .unwrap_or_default()
         ),
     );
-    reply(&mut stream, &peer, &Reply::Accepted).await;
+    reply(&mut stream, &peer, &Reply::Accepted { mpspdz_port }).await;
     let tokio_deadline = Instant::from_std(deadline);
     let mut stop = shared.shutdown.subscribe();
     let start = tokio::select! {
@@ -857,10 +976,31 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
             "the agent of {} is shutting down; session {sid} was not started", shared.me
         ))),
     };
+    // MP-SPDZ: the plan with the ip file the researcher handed every party.
+    let mut mpspdz_plan = None;
+    let mut plan = Some(plan);
     let not_started = match start {
         Ok(Some(f)) if f.kind == MsgType::Request => {
             match serde_json::from_slice::<Request>(&f.payload) {
-                Ok(Request::Start) => None,
+                Ok(Request::Start {
+                    mpspdz_endpoints: None,
+                }) if mpspdz_port.is_none() => None,
+                Ok(Request::Start {
+                    mpspdz_endpoints: Some(lines),
+                }) if mpspdz_port.is_some() => {
+                    let registered = plan.take().expect("taken only here");
+                    match super::mpspdz_plan(registered, &lines, mpspdz_port, deadline) {
+                        Ok(p) => {
+                            mpspdz_plan = Some(p);
+                            None
+                        }
+                        Err(e) => Some(e.context(format!("protocol violation by {peer}"))),
+                    }
+                }
+                Ok(Request::Start { .. }) => Some(Error::peer(format!(
+                    "protocol violation by {peer}: the start of session {sid} {} an MP-SPDZ ip file",
+                    if mpspdz_port.is_some() { "lacks" } else { "carries" }
+                ))),
                 _ => Some(Error::peer(format!(
                     "protocol violation by {peer}: expected the start of session {sid}"
                 ))),
@@ -896,26 +1036,57 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
     );
     let started = std::time::Instant::now();
     let progress = Arc::new(AtomicU8::new(0));
+    let cancel = CancelFlag::new();
+    let is_mpspdz = mpspdz_plan.is_some();
     let run = async {
         crate::fault::at(crate::fault::Step::AgentStarted)?;
         if let Some(pause) = crate::fault::pause_at(crate::fault::Step::AgentStarted) {
             sleep(pause).await;
         }
-        run_native(
-            shared.clone(),
-            plan,
-            deadline,
-            inbound,
-            progress.clone(),
-            sid,
-        )
-        .await
+        match mpspdz_plan {
+            Some(plan) => {
+                run_mpspdz(
+                    shared.clone(),
+                    plan,
+                    deadline,
+                    progress.clone(),
+                    sid,
+                    cancel.clone(),
+                )
+                .await
+            }
+            None => {
+                run_native(
+                    shared.clone(),
+                    plan.expect("a native session keeps its plan"),
+                    deadline,
+                    inbound,
+                    progress.clone(),
+                    sid,
+                )
+                .await
+            }
+        }
     };
-    let result = tokio::select! {
-        r = run => r,
-        _ = stop.wait_for(|l| *l >= ABORT) => Err(Error::peer(format!(
-            "the agent of {} was stopped and aborted session {sid} after its grace period", shared.me
-        ))),
+    tokio::pin!(run);
+    let ended = tokio::select! {
+        r = &mut run => Some(r),
+        _ = stop.wait_for(|l| *l >= ABORT) => None,
+    };
+    let result = match ended {
+        Some(r) => r,
+        None => {
+            if is_mpspdz {
+                // shamir-party.x runs on a thread of its own: have its process group killed and
+                // the secrets removed before the slot (and its port) is given up.
+                cancel.cancel();
+                let _ = run.await;
+            }
+            Err(Error::peer(format!(
+                "the agent of {} was stopped and aborted session {sid} after its grace period",
+                shared.me
+            )))
+        }
     };
     let ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
     let state = match progress.load(Ordering::SeqCst) {
@@ -991,6 +1162,64 @@ impl KeySink for AgentSink<'_, '_> {
     fn warn(&mut self, message: &str) {
         self.inner.warn(message);
     }
+}
+
+/// [`AgentSink`] for a session run on a blocking thread (MP-SPDZ): the store's writes block
+/// that thread only.
+struct BlockingSink<'a, 'b> {
+    inner: &'a mut StoreSink<'b>,
+    progress: Arc<AtomicU8>,
+}
+
+impl KeySink for BlockingSink<'_, '_> {
+    fn store(&mut self, key: &SecretKey) -> Result<()> {
+        self.inner.store(key)?;
+        self.progress.store(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn confirm(&mut self) -> Result<()> {
+        self.inner.confirm()?;
+        self.progress.store(2, Ordering::SeqCst);
+        Ok(())
+    }
+    fn warn(&mut self, message: &str) {
+        self.inner.warn(message);
+    }
+}
+
+/// This party's side of an MP-SPDZ session: the engine of `secagg negotiate --engine mp-spdz`
+/// (preparation, supervised `shamir-party.x` with the deadline and process-group kill, secret
+/// cleanup), on a blocking thread; `cancel` kills the run.
+async fn run_mpspdz(
+    shared: Arc<Shared>,
+    plan: NegotiationPlan,
+    deadline: std::time::Instant,
+    progress: Arc<AtomicU8>,
+    sid: SessionId,
+    cancel: CancelFlag,
+) -> Result<session::NegotiationReport> {
+    let m = shared
+        .opts
+        .mpspdz
+        .clone()
+        .ok_or_else(|| Error::Internal("MP-SPDZ session without MP-SPDZ settings".into()))?;
+    let task = tokio::task::spawn_blocking(move || {
+        let log = shared.clone();
+        let mut warn = move |w: &str| log.event(Level::Warn, "warning", Some(&sid), None, w);
+        let mut sink =
+            StoreSink::for_plan(&shared.home, &plan, MpSpdzEngine::NAME, deadline, &mut warn)?;
+        let engine = MpSpdzEngine::new(m.root, &shared.home);
+        let result = {
+            let mut s = BlockingSink {
+                inner: &mut sink,
+                progress,
+            };
+            engine.negotiate_cancellable(plan, &mut s, &cancel)
+        };
+        sink.report(result)
+    });
+    task.await
+        .map_err(|e| Error::Internal(format!("the MP-SPDZ run's thread failed: {e}")))?
 }
 
 async fn run_native(

@@ -20,6 +20,7 @@ fn options() -> AgentOptions {
         max_sessions: 4,
         max_sessions_per_researcher: 2,
         grace: Duration::from_millis(100),
+        mpspdz: None,
     }
 }
 

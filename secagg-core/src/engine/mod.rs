@@ -105,8 +105,9 @@ pub trait Engine {
     /// saying it was cancelled, and has stored nothing. Once its key is stored the party
     /// finishes the session (bounded by the deadline), since the others may already rely on it.
     ///
-    /// The default implementation ignores `cancel` (the MP-SPDZ engine: a node stores its key
-    /// before `shamir-party.x` starts, so there is no earlier wait to stop at).
+    /// The default implementation ignores `cancel`. The MP-SPDZ engine kills `shamir-party.x`
+    /// instead: a node stored its key before it started (and keeps it, unconfirmed), and the
+    /// researcher stores the server key only from a run that completed.
     fn negotiate_cancellable(
         &self,
         plan: NegotiationPlan,

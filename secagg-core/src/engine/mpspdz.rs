@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use super::{Engine, KeySink, NegotiationPlan, Outcome, PhaseTimings};
+use super::{CancelFlag, Engine, KeySink, NegotiationPlan, Outcome, PhaseTimings};
 use crate::error::{Error, Result};
 use crate::fault::{self, Step};
 use crate::home::Home;
@@ -89,7 +89,10 @@ impl MpSpdzEngine {
         self.runs_dir.join(session_id.to_string())
     }
 
-    fn preflight(&self, plan: &NegotiationPlan) -> Result<()> {
+    /// The checks made before anything is written or launched: `--listen`, every certificate
+    /// against MP-SPDZ's TLS checks, the binary. (The agent makes them when it accepts a session,
+    /// so that a refusal comes before any party stored anything.)
+    pub(crate) fn preflight(&self, plan: &NegotiationPlan) -> Result<()> {
         if let Some(l) = plan.listen() {
             if l.port() != plan.me().endpoint.port {
                 return Err(Error::invalid(format!(
@@ -123,7 +126,13 @@ impl MpSpdzEngine {
         Ok(())
     }
 
-    fn run(&self, plan: &NegotiationPlan, run: &PreparedRun, started: Instant) -> Result<Outcome> {
+    fn run(
+        &self,
+        plan: &NegotiationPlan,
+        run: &PreparedRun,
+        started: Instant,
+        cancel: Option<&CancelFlag>,
+    ) -> Result<Outcome> {
         let t_prepared = started.elapsed();
         let deadline = plan.timeout().saturating_sub(t_prepared);
         if deadline.is_zero() {
@@ -133,7 +142,7 @@ impl MpSpdzEngine {
         }
         let log = run.log_path();
         let child = Supervised::spawn(run.command(&self.root), &log, "shamir-party.x")?;
-        let finished = child.wait(deadline, None)?;
+        let finished = child.wait(deadline, cancel)?;
         let t_ran = started.elapsed();
         let lines = supervise::log_tail(&log, 200);
         let ctx = LogContext {
@@ -161,7 +170,11 @@ impl MpSpdzEngine {
                 .with_hint("every party must start within about 30 s of the others; a party that accepts TCP but never completes TLS makes MP-SPDZ wait forever"));
             }
             Ending::Cancelled => {
-                return Err(Error::peer("the MP-SPDZ run was cancelled"));
+                return Err(Error::peer(format!(
+                    "session {}: {} cancelled its MP-SPDZ run (shamir-party.x killed)",
+                    plan.session_id(),
+                    plan.me().id
+                )));
             }
         }
         let key = if plan.my_index() == 0 {
@@ -195,6 +208,7 @@ impl MpSpdzEngine {
         &self,
         plan: NegotiationPlan,
         sink: &mut dyn KeySink,
+        cancel: Option<&CancelFlag>,
     ) -> (Result<Outcome>, RunDirReport) {
         let started = Instant::now();
         let report = RunDirReport {
@@ -219,7 +233,7 @@ impl MpSpdzEngine {
         // node stores its key before it starts shamir-party.x, and the researcher gets an output
         // only from a computation that every node joined with its key.
         let mut result = store_node_key(&run, sink)
-            .and_then(|()| self.run(&plan, &run, started))
+            .and_then(|()| self.run(&plan, &run, started, cancel))
             .and_then(|outcome| finish_with_key(outcome, sink));
         // Secrets go on every path; then the directory unless asked to keep it.
         let scrub = run.remove_secrets();
@@ -299,7 +313,20 @@ impl Engine for MpSpdzEngine {
     }
 
     fn negotiate(&self, plan: NegotiationPlan, sink: &mut dyn KeySink) -> Result<Outcome> {
-        self.negotiate_reporting(plan, sink).0
+        self.negotiate_reporting(plan, sink, None).0
+    }
+
+    /// Setting `cancel` kills shamir-party.x's process group (then the secrets are removed as on
+    /// any failure). The invariant holds at any moment: a node stored its key before its
+    /// shamir-party.x started (it keeps it, unconfirmed), and the researcher stores the server
+    /// key only from the output of a run that was not killed.
+    fn negotiate_cancellable(
+        &self,
+        plan: NegotiationPlan,
+        sink: &mut dyn KeySink,
+        cancel: &CancelFlag,
+    ) -> Result<Outcome> {
+        self.negotiate_reporting(plan, sink, Some(cancel)).0
     }
 }
 
