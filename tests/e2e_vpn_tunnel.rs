@@ -5,13 +5,14 @@
 //! `secagg negotiate` inside their namespaces, so every byte of the negotiation crosses the tunnel
 //! (node ↔ node traffic is forwarded by the server's namespace). Then `sk0 + Σ sk_i = 0` is checked.
 //!
-//! Needs root, `ip netns`, `wireguard-go` and `wg`; without them the test prints
-//! `skipped: <reason>` and passes. Everything it creates (namespaces, veths, wireguard-go
-//! processes, control sockets) is named with this process's id and removed by a drop guard, even
-//! when an assertion fails. No traffic leaves the test's own namespaces.
+//! The lab (namespaces, veths, WireGuard, the checks that it works) is `support::wg_lab`, shared
+//! with the agents' test over WireGuard (`tests/e2e_agent.rs`). Needs root, `ip netns`,
+//! `wireguard-go` and `wg`; without them the test prints `skipped: <reason>` and passes.
+//! Everything it creates (namespaces, veths, wireguard-go processes, control sockets) is named
+//! with this process's id and removed by a drop guard, even when an assertion fails. No traffic
+//! leaves the test's own namespaces.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use secagg_core::demo::{self, DemoParty, Federation};
@@ -19,219 +20,10 @@ use secagg_core::home::Home;
 
 mod support;
 
-use support::secagg_command as secagg_cmd;
-
-/// Runs `cmd` with a deadline; kills it when the deadline passes.
-fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
-    let shown = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    wait_bounded(&mut child, limit, &shown);
-    child.wait_with_output().unwrap()
-}
-
-fn wait_bounded(child: &mut Child, limit: Duration, what: &str) {
-    let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn check(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({})\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn sh(program: &str, args: &[&str]) -> Output {
-    let mut c = Command::new(program);
-    c.args(args);
-    run_bounded(c, Duration::from_secs(20))
-}
-
-fn must(program: &str, args: &[&str]) -> String {
-    check(&sh(program, args), &format!("{program} {}", args.join(" ")))
-}
-
-fn secagg(home: &Path, args: &[&str]) -> String {
-    let mut c = secagg_cmd();
-    c.arg("--home").arg(home).args(args);
-    check(
-        &run_bounded(c, Duration::from_secs(30)),
-        &format!("secagg {}", args.join(" ")),
-    )
-}
-
-fn ns_exec(ns: &str, args: &[&str]) -> String {
-    let mut all = vec!["netns", "exec", ns];
-    all.extend_from_slice(args);
-    must("ip", &all)
-}
-
-/// Why the test cannot run here, if it cannot.
-fn unsupported(probe_ns: &str) -> Option<String> {
-    let uid = sh("id", &["-u"]);
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Some("not running as root (network namespaces need it)".into());
-    }
-    for tool in ["wireguard-go", "wg", "ip", "bash", "timeout"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if !found {
-            return Some(format!(
-                "`{tool}` is not installed (apt-get install wireguard-go wireguard-tools iproute2)"
-            ));
-        }
-    }
-    if !Path::new("/dev/net/tun").exists() {
-        return Some("/dev/net/tun is missing (wireguard-go needs a TUN device)".into());
-    }
-    let add = sh("ip", &["netns", "add", probe_ns]);
-    if !add.status.success() {
-        return Some(format!(
-            "`ip netns add` failed: {}",
-            String::from_utf8_lossy(&add.stderr).trim()
-        ));
-    }
-    let _ = sh("ip", &["netns", "del", probe_ns]);
-    None
-}
-
-/// Everything the test created; dropping it removes all of it.
-struct Lab {
-    namespaces: Vec<String>,
-    daemons: Vec<(String, Child)>,
-    negotiators: Vec<Child>,
-}
-
-impl Lab {
-    fn add_ns(&mut self, name: &str) {
-        must("ip", &["netns", "add", name]);
-        self.namespaces.push(name.to_owned());
-        must("ip", &["-n", name, "link", "set", "lo", "up"]);
-    }
-
-    /// Starts `wireguard-go -f IFACE` in `ns` and waits for its control socket.
-    fn start_wireguard(&mut self, ns: &str, iface: &str, log: &Path) {
-        let log = std::fs::File::create(log).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "wireguard-go", "-f", iface])
-            .env("LOG_LEVEL", "error")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn wireguard-go");
-        self.daemons.push((iface.to_owned(), child));
-        let sock = socket_path(iface);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !sock.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "wireguard-go {iface} in {ns} did not create {} within 10 s",
-                sock.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn socket_path(iface: &str) -> PathBuf {
-    PathBuf::from(format!("/var/run/wireguard/{iface}.sock"))
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for c in &mut self.negotiators {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for (iface, c) in &mut self.daemons {
-            let _ = c.kill();
-            let _ = c.wait();
-            let _ = std::fs::remove_file(socket_path(iface));
-        }
-        for ns in self.namespaces.iter().rev() {
-            let _ = sh("ip", &["netns", "del", ns]);
-        }
-    }
-}
-
-/// Waits (bounded) until a TCP connection from `ns` to `addr:9` is answered — refused, since
-/// nothing listens there — which proves a round trip through the tunnel. (A TCP probe rather than
-/// `ping`, which CI machines often lack.)
-fn probe_tunnel(ns: &str, addr: &str, iface: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        let out = sh(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                ns,
-                "timeout",
-                "2",
-                "bash",
-                "-c",
-                &format!("exec 3<>/dev/tcp/{addr}/9"),
-            ],
-        );
-        last = String::from_utf8_lossy(&out.stderr).into_owned();
-        if last.contains("Connection refused") || out.status.success() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let wg = sh("ip", &["netns", "exec", ns, "wg", "show", iface]);
-    panic!(
-        "tunnel failure: no answer from {addr} in namespace {ns} within 20 s (last: {})\n`wg show {iface}`:\n{}",
-        last.trim(),
-        String::from_utf8_lossy(&wg.stdout)
-    );
-}
-
-/// Bytes the server received from each peer (`wg show IFACE transfer`).
-fn received_per_peer(ns: &str, iface: &str) -> Vec<(String, u64)> {
-    ns_exec(ns, &["wg", "show", iface, "transfer"])
-        .lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f[0].to_owned(), f[1].parse().unwrap())
-        })
-        .collect()
-}
-
-struct Client {
-    ns: String,
-    iface: String,
-    vpn_type: &'static str,
-    vpn_id: &'static str,
-    party_id: &'static str,
-    role: &'static str,
-    port: &'static str,
-    underlay: u8,
-}
+use support::wg_lab::{
+    check, must, parties_at_vpn_addresses, received_per_peer, socket_path, standard_clients,
+    unsupported, wait_bounded, Lab, Tunnel,
+};
 
 #[test]
 fn negotiation_over_a_real_wireguard_tunnel() {
@@ -244,227 +36,35 @@ fn negotiation_over_a_real_wireguard_tunnel() {
     }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let mut lab = Lab {
-        namespaces: Vec::new(),
-        daemons: Vec::new(),
-        negotiators: Vec::new(),
-    };
+    let mut lab = Lab::new();
 
-    // Namespaces and the underlay: each client's veth to the server's namespace; the server's
-    // public address 172.30.0.1 lives on its loopback and each client routes it over its veth.
-    let srv_ns = format!("sgsrv{tag}");
-    let srv_if = format!("wgs{tag}");
-    lab.add_ns(&srv_ns);
-    must(
-        "ip",
-        &["-n", &srv_ns, "addr", "add", "172.30.0.1/32", "dev", "lo"],
-    );
-    let clients = [
-        Client {
-            ns: format!("sgres{tag}"),
-            iface: format!("wgr{tag}"),
-            vpn_type: "researcher",
-            vpn_id: "researcher1",
-            party_id: "researcher_vpn",
-            role: "researcher",
-            port: "14000",
-            underlay: 1,
-        },
-        Client {
-            ns: format!("sgn1{tag}"),
-            iface: format!("wga{tag}"),
-            vpn_type: "node",
-            vpn_id: "NODETAG",
-            party_id: "node_vpn1",
-            role: "node",
-            port: "14001",
-            underlay: 2,
-        },
-        Client {
-            ns: format!("sgn2{tag}"),
-            iface: format!("wgb{tag}"),
-            vpn_type: "node",
-            vpn_id: "NODE2TAG",
-            party_id: "node_vpn2",
-            role: "node",
-            port: "14002",
-            underlay: 3,
-        },
-    ];
-    for c in &clients {
-        lab.add_ns(&c.ns);
-        let (vs, vc) = (
-            format!("vs{}x{tag}", c.underlay),
-            format!("vc{}x{tag}", c.underlay),
-        );
-        must(
-            "ip",
-            &[
-                "link", "add", &vs, "netns", &srv_ns, "type", "veth", "peer", "name", &vc, "netns",
-                &c.ns,
-            ],
-        );
-        let s_addr = format!("172.31.{}.1/30", c.underlay);
-        let c_addr = format!("172.31.{}.2/30", c.underlay);
-        let gw = format!("172.31.{}.1", c.underlay);
-        must("ip", &["-n", &srv_ns, "addr", "add", &s_addr, "dev", &vs]);
-        must("ip", &["-n", &srv_ns, "link", "set", &vs, "up"]);
-        must("ip", &["-n", &c.ns, "addr", "add", &c_addr, "dev", &vc]);
-        must("ip", &["-n", &c.ns, "link", "set", &vc, "up"]);
-        must(
-            "ip",
-            &["-n", &c.ns, "route", "add", "172.30.0.1/32", "via", &gw],
-        );
-    }
-
-    // The VPN server's registry: init, genconf per peer; each peer makes its key pair and the
-    // server adds the public key.
-    let srv_home = root.join("vpnserver");
-    secagg(
-        &srv_home,
-        &["vpn", "init", "--public-addr", "172.30.0.1:51820"],
-    );
-    let mut vpn_ips = Vec::new();
-    for c in &clients {
-        let gen: serde_json::Value = serde_json::from_str(&secagg(
-            &srv_home,
-            &["vpn", "genconf", c.vpn_type, c.vpn_id, "--format", "json"],
-        ))
-        .unwrap();
-        vpn_ips.push(gen["address"].as_str().unwrap().to_owned());
-        let home = root.join(c.vpn_id);
-        let key = secagg(&home, &["vpn", "keygen"]);
-        secagg(&srv_home, &["vpn", "add", c.vpn_type, c.vpn_id, key.trim()]);
-    }
+    let clients = standard_clients(&tag);
+    let Tunnel {
+        srv_ns,
+        srv_if,
+        vpn_ips,
+    } = lab.build_tunnel(root, &tag, &clients);
     assert_eq!(vpn_ips, ["10.222.0.2", "10.221.0.2", "10.221.0.3"]);
-
-    // The server's interface, with the configuration `wg setconf` takes, and forwarding.
-    let srv_conf = root.join("wg-server.conf");
-    secagg(
-        &srv_home,
-        &["vpn", "server-config", "-o", srv_conf.to_str().unwrap()],
-    );
-    lab.start_wireguard(&srv_ns, &srv_if, &root.join("wg-server.log"));
-    ns_exec(
-        &srv_ns,
-        &["wg", "setconf", &srv_if, srv_conf.to_str().unwrap()],
-    );
-    must(
-        "ip",
-        &[
-            "-n",
-            &srv_ns,
-            "addr",
-            "add",
-            "10.220.0.1/14",
-            "dev",
-            &srv_if,
-        ],
-    );
-    must("ip", &["-n", &srv_ns, "link", "set", &srv_if, "up"]);
-    ns_exec(&srv_ns, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
-
-    // Each peer's interface from its config.env.
-    for (c, ip) in clients.iter().zip(&vpn_ips) {
-        let home = root.join(c.vpn_id);
-        let env = srv_home
-            .join("vpn/peers")
-            .join(c.vpn_type)
-            .join(c.vpn_id)
-            .join("config.env");
-        let conf = root.join(format!("wg-{}.conf", c.vpn_id));
-        secagg(
-            &home,
-            &[
-                "vpn",
-                "client-config",
-                env.to_str().unwrap(),
-                "-o",
-                conf.to_str().unwrap(),
-            ],
-        );
-        lab.start_wireguard(&c.ns, &c.iface, &root.join(format!("wg-{}.log", c.vpn_id)));
-        ns_exec(&c.ns, &["wg", "setconf", &c.iface, conf.to_str().unwrap()]);
-        must(
-            "ip",
-            &[
-                "-n",
-                &c.ns,
-                "addr",
-                "add",
-                &format!("{ip}/14"),
-                "dev",
-                &c.iface,
-            ],
-        );
-        must("ip", &["-n", &c.ns, "link", "set", &c.iface, "up"]);
-    }
-
-    // The tunnel works before anything else is blamed on it: every peer reaches the server, and
-    // the researcher reaches both nodes and node 1 reaches node 2 through the server.
-    for c in &clients {
-        probe_tunnel(&c.ns, "10.220.0.1", &c.iface);
-    }
-    probe_tunnel(&clients[0].ns, &vpn_ips[1], &clients[0].iface);
-    probe_tunnel(&clients[0].ns, &vpn_ips[2], &clients[0].iface);
-    probe_tunnel(&clients[1].ns, &vpn_ips[2], &clients[1].iface);
     let tunnel_ready = started.elapsed();
 
     // secagg identities at the VPN addresses, cross-registered with bundles.
-    let mut homes = Vec::new();
-    for (c, ip) in clients.iter().zip(&vpn_ips) {
-        let home = root.join(format!("party-{}", c.vpn_id));
-        secagg(
-            &home,
-            &[
-                "init", "--role", c.role, "--id", c.party_id, "--ip", ip, "--port", c.port,
-            ],
-        );
-        let bundle = root.join(format!("{}.json", c.party_id));
-        secagg(
-            &home,
-            &[
-                "certificate",
-                "registration-instructions",
-                "--format",
-                "json",
-                "-o",
-                bundle.to_str().unwrap(),
-            ],
-        );
-        homes.push((home, bundle));
-    }
-    for (i, (home, _)) in homes.iter().enumerate() {
-        for (j, (_, bundle)) in homes.iter().enumerate() {
-            if i != j {
-                secagg(
-                    home,
-                    &[
-                        "certificate",
-                        "register",
-                        "--bundle",
-                        bundle.to_str().unwrap(),
-                    ],
-                );
-            }
-        }
-    }
+    let homes = parties_at_vpn_addresses(root, &clients, &vpn_ips);
 
     // The negotiation, each party in its namespace, concurrently.
     let before = received_per_peer(&srv_ns, &srv_if);
     let session = secagg_core::session::new_session_id();
     let party_ids: Vec<String> = clients.iter().map(|c| c.party_id.to_owned()).collect();
     let negotiation_started = Instant::now();
-    for (c, (home, _)) in clients.iter().zip(&homes) {
+    for (c, home) in clients.iter().zip(&homes) {
         let child = support::negotiate(home, &session, &party_ids)
             .timeout(Duration::from_secs(30))
             .wrapped_in(["ip", "netns", "exec", &c.ns])
             .command()
             .spawn()
             .expect("spawn secagg negotiate");
-        lab.negotiators.push(child);
+        lab.processes.push(child);
     }
-    let children: Vec<Child> = lab.negotiators.drain(..).collect();
+    let children: Vec<Child> = lab.processes.drain(..).collect();
     let mut outputs = Vec::new();
     for (c, mut child) in clients.iter().zip(children) {
         wait_bounded(&mut child, Duration::from_secs(60), c.party_id);
@@ -483,7 +83,7 @@ fn negotiation_over_a_real_wireguard_tunnel() {
         parties: clients
             .iter()
             .zip(&homes)
-            .map(|(c, (home, _))| DemoParty {
+            .map(|(c, home)| DemoParty {
                 party_id: c.party_id.to_owned(),
                 home: Home::new(home),
             })

@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use secagg_core::error::ErrorReport;
+
+pub mod wg_lab;
 use secagg_core::processes::{self, NegotiateCommand, PartyExit};
 use secagg_core::ErrorKind;
 
