@@ -969,3 +969,146 @@ fn mp_spdz_refusals_an_exhausted_port_range_and_an_agent_without_mp_spdz() {
     }
     drop(held);
 }
+
+/// `session run` through node agents over a real WireGuard tunnel: the researcher and each node
+/// in its own network namespace (the lab of `tests/e2e_vpn_tunnel.rs`, `support::wg_lab`),
+/// registered at their VPN addresses; the agents run in the nodes' namespaces, `federation
+/// check` and `session run` in the researcher's. Skipped, saying why, without root, namespaces
+/// or wireguard-go.
+#[test]
+fn session_run_through_agents_over_a_real_wireguard_tunnel() {
+    use support::wg_lab::{
+        parties_at_vpn_addresses, received_per_peer, run_bounded, standard_clients, unsupported,
+        Lab, Tunnel,
+    };
+    let started = Instant::now();
+    // Interface and namespace names must differ from e2e_vpn_tunnel's, which may run at the
+    // same time in another process (they are tagged by process id, and this one by "a" too).
+    let tag = format!("a{}", std::process::id());
+    if let Some(reason) = unsupported(&format!("sgprobe{tag}")) {
+        println!("skipped: {reason}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut lab = Lab::new();
+    let clients = standard_clients(&tag);
+    let Tunnel {
+        srv_ns,
+        srv_if,
+        vpn_ips,
+    } = lab.build_tunnel(root, &tag, &clients);
+    let homes = parties_at_vpn_addresses(root, &clients, &vpn_ips);
+    let tunnel_ready = started.elapsed();
+
+    // Each node's agent in its namespace, on its VPN endpoint.
+    let mut logs = Vec::new();
+    for (c, home) in clients.iter().zip(&homes).skip(1) {
+        let log = root.join(format!("agent-{}.log", c.party_id));
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &c.ns, support::bin(), "--home"])
+            .arg(home)
+            .arg("serve")
+            .env_remove("MPSPDZ_IP")
+            .env_remove("MPSPDZ_PORT")
+            .env_remove("SECAGG_HOME")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn secagg serve in its namespace");
+        lab.processes.push(child);
+        logs.push(log);
+    }
+    for log in &logs {
+        let until = Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("listening:")
+        {
+            assert!(
+                Instant::now() < until,
+                "agent never listened: {}",
+                log.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let in_researcher_ns = |args: &[&str]| {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", &clients[0].ns, support::bin(), "--home"])
+            .arg(&homes[0])
+            .args(args)
+            .env_remove("MPSPDZ_IP")
+            .env_remove("MPSPDZ_PORT")
+            .env_remove("SECAGG_HOME");
+        run_bounded(c, Duration::from_secs(60))
+    };
+
+    // Every agent answers through the tunnel, pinned both ways.
+    let check = in_researcher_ns(&["federation", "check", "--format", "json"]);
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for row in rows["parties"].as_array().unwrap() {
+        assert_eq!(row["mutual_tls"], true, "{row}");
+        assert!(
+            row["endpoint"].as_str().unwrap().starts_with("10.221."),
+            "{row}"
+        );
+    }
+
+    // One session, driven from the researcher's namespace.
+    let before = received_per_peer(&srv_ns, &srv_if);
+    let run_started = Instant::now();
+    let run = in_researcher_ns(&[
+        "session",
+        "run",
+        "--all",
+        "--format",
+        "json",
+        "--timeout",
+        "30s",
+    ]);
+    let run_ms = run_started.elapsed().as_millis();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let session = report["session_id"].as_str().unwrap();
+    let federation = Federation {
+        dir: root.to_owned(),
+        parties: clients
+            .iter()
+            .zip(&homes)
+            .map(|(c, home)| demo::DemoParty {
+                party_id: c.party_id.to_owned(),
+                home: secagg_core::home::Home::new(home),
+            })
+            .collect(),
+    };
+    assert_verified(&federation, session);
+
+    // The session's traffic crossed the tunnel: the server received bytes from every peer (the
+    // nodes' connections to each other are forwarded by it).
+    let after = received_per_peer(&srv_ns, &srv_if);
+    assert_eq!(after.len(), 3, "{after:?}");
+    for (key, rx) in &after {
+        let grew = rx - before.iter().find(|(k, _)| k == key).map_or(0, |(_, r)| *r);
+        assert!(
+            grew > 2_000,
+            "peer {key} sent only {grew} bytes through the tunnel during the session"
+        );
+    }
+    println!(
+        "measured: tunnel up in {:.1} s; session run through the agents over WireGuard {run_ms} ms (process start included)",
+        tunnel_ready.as_secs_f64()
+    );
+}
