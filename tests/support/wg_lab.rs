@@ -411,9 +411,9 @@ impl Lab {
         for c in clients {
             probe_tunnel(&c.ns, "10.220.0.1", &c.iface);
         }
-        for i in 0..clients.len() {
-            for j in i + 1..clients.len() {
-                probe_tunnel(&clients[i].ns, &vpn_ips[j], &clients[i].iface);
+        for (i, c) in clients.iter().enumerate() {
+            for ip in &vpn_ips[i + 1..] {
+                probe_tunnel(&c.ns, ip, &c.iface);
             }
         }
         Tunnel {
