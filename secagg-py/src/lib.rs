@@ -932,10 +932,9 @@ impl Home {
                 return Err(invalid("give either `parties` or `all=True`, not both").into())
             }
             (None, false) => {
-                return Err(invalid(
-                    "say which nodes take part: `parties=[…]` or `all=True`",
+                return Err(
+                    invalid("say which nodes take part: `parties=[…]` or `all=True`").into(),
                 )
-                .into())
             }
             (None, true) => {
                 let mut nodes: Vec<PartyId> = registration::list(&home)
@@ -949,8 +948,8 @@ impl Home {
             }
             (Some(parties), false) => {
                 for (i, p) in parties.iter().enumerate() {
-                    let id = PartyId::parse(p.trim())
-                        .map_err(|e| CoreError(e.context("in parties")))?;
+                    let id =
+                        PartyId::parse(p.trim()).map_err(|e| CoreError(e.context("in parties")))?;
                     if i == 0 && id == own.party_id {
                         continue;
                     }
@@ -1008,7 +1007,9 @@ impl Home {
         let only = parties
             .map(|ps| {
                 ps.iter()
-                    .map(|p| PartyId::parse(p.trim()).map_err(|e| CoreError(e.context("in parties"))))
+                    .map(|p| {
+                        PartyId::parse(p.trim()).map_err(|e| CoreError(e.context("in parties")))
+                    })
                     .collect::<CoreResult<Vec<_>>>()
             })
             .transpose()?;
@@ -1027,7 +1028,9 @@ impl Home {
 /// A roster argument: a path, a dict (the roster file's JSON), or the file's bytes.
 fn roster_arg(obj: &Bound<'_, PyAny>) -> PyResult<UnverifiedRoster> {
     if let Some(text) = json_text(obj)? {
-        return Ok(UnverifiedRoster::parse(text.as_bytes(), "(given as a dict)").map_err(CoreError)?);
+        return Ok(
+            UnverifiedRoster::parse(text.as_bytes(), "(given as a dict)").map_err(CoreError)?,
+        );
     }
     if obj.is_instance_of::<PyBytes>() {
         let bytes: Vec<u8> = obj.extract()?;

@@ -240,7 +240,7 @@ def test_session_run_through_agents_and_federation_check(tmp_path, agents):
 
 
 def test_session_run_refusals(tmp_path):
-    researcher, homes = _homes(tmp_path, 1)
+    researcher, homes = _homes(tmp_path, 2)
     with pytest.raises(secagg.InvalidInput):
         researcher.session_run()  # neither parties nor all
     with pytest.raises(secagg.InvalidInput):
@@ -252,15 +252,21 @@ def test_session_run_refusals(tmp_path):
         researcher.session_run(all=True, timeout=0)
     with pytest.raises(secagg.InvalidInput):
         researcher.session_run(parties=["not-a-party-id"])
-    nid = homes[0].identity()["party_id"]
-    # A node that is not registered here.
-    with pytest.raises(secagg.NotFound):
+    nids = [h.identity()["party_id"] for h in homes]
+    nid = nids[0]
+    # Too few parties (the researcher could compute the only node's key).
+    with pytest.raises(secagg.InvalidInput) as e:
         researcher.session_run(parties=[nid], timeout=5)
+    assert "at least 3 parties" in e.value.message
+    # Nodes that are not registered here.
+    with pytest.raises(secagg.NotFound):
+        researcher.session_run(parties=nids, timeout=5)
     # A node does not run sessions.
     rb = researcher.bundle()
     homes[0].register_bundle(rb, expect_fingerprint=rb["fingerprint"])
-    with pytest.raises(secagg.InvalidInput):
-        homes[0].session_run(parties=[researcher.identity()["party_id"]])
+    with pytest.raises(secagg.InvalidInput) as e:
+        homes[0].session_run(parties=[researcher.identity()["party_id"], nids[1]])
+    assert "must be the researcher" in e.value.message
     with pytest.raises(secagg.NotFound):
         researcher.federation_check(parties=[nid])
 
