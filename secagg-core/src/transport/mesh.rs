@@ -22,9 +22,9 @@
 //! idle TCP connection) cannot disturb the session: it is dropped, counted, and reported through
 //! the caller's warning callback with its remote address (the first [`MAX_REJECTION_WARNINGS`]
 //! one by one, then only the count). Each inbound handshake has its own [`HANDSHAKE_TIMEOUT`],
-//! and at most [`MAX_PENDING_HANDSHAKES`] run at once: a new connection beyond that evicts the
-//! oldest pending one, so a flood of idle connections neither exhausts file descriptors nor
-//! locks out a real peer (whose handshake takes milliseconds).
+//! and at most [`MAX_PENDING_HANDSHAKES`] more than the session has parties run at once: a new
+//! connection beyond that evicts the oldest pending one, so a flood of idle connections neither
+//! exhausts file descriptors nor locks out a real peer (whose handshake takes milliseconds).
 //!
 //! Fail fast: every bound connection gets a reader task at once, so an `Abort` or a disconnect
 //! of a connected peer ends the connection phase immediately. On failure, the connected peers get
@@ -66,7 +66,8 @@ pub const ABORT_GRACE: Duration = Duration::from_millis(250);
 /// milliseconds; an idle or slow stranger is dropped after this).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Inbound TLS handshakes in progress at once; a new connection beyond this evicts the oldest.
+/// Inbound TLS handshakes in progress at once beyond the session's own parties (the budget for
+/// strangers); a new connection beyond that evicts the oldest.
 pub const MAX_PENDING_HANDSHAKES: usize = 64;
 
 /// Rejected inbound connections reported one by one; the rest are only counted.
@@ -713,7 +714,10 @@ async fn accept_loop(
             };
             pending.retain(|(i, _, _)| *i != id);
         }
-        if pending.len() >= MAX_PENDING_HANDSHAKES {
+        // The stranger budget comes on top of every party that may dial in: with a hundred
+        // parties on a loaded machine, real handshakes take long enough to pile up (regression:
+        // a fixed cap of 64 evicted them, failing 100-party sessions with resets).
+        if pending.len() >= MAX_PENDING_HANDSHAKES + ctx.labels.len() {
             if let Some((_, old_addr, handle)) = pending.pop_front() {
                 handle.abort();
                 let _ = tx.send(Event::Rejected(old_addr, Rejection::Evicted));
