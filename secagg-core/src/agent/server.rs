@@ -120,6 +120,8 @@ const ABORT: u8 = 2;
 struct Slot {
     researcher: PartyId,
     inbound: mpsc::UnboundedSender<Routed>,
+    /// Parties of the session: the most negotiation connections it may receive at once.
+    parties: usize,
 }
 
 struct PeerCache {
@@ -148,6 +150,18 @@ struct Shared {
 }
 
 impl Shared {
+    /// Handshakes that may be pending at once before the oldest is evicted: the stranger budget
+    /// plus every connection the running sessions may receive at once. Regression: a fixed 64
+    /// evicted real peers' handshakes when ~100 parties dialed in together on a loaded machine.
+    fn pending_handshake_cap(&self) -> usize {
+        let expected: usize = self
+            .sessions
+            .lock()
+            .map(|s| s.values().map(|slot| slot.parties).sum())
+            .unwrap_or(0);
+        crate::transport::mesh::MAX_PENDING_HANDSHAKES + expected
+    }
+
     fn event(
         &self,
         level: Level,
@@ -313,7 +327,7 @@ async fn run(shared: Arc<Shared>, listen: SocketAddr) -> Result<()> {
                 };
                 let _ = tcp.set_nodelay(true);
                 pending.retain(|h| !h.is_finished());
-                if pending.len() >= crate::transport::mesh::MAX_PENDING_HANDSHAKES {
+                if pending.len() >= shared.pending_handshake_cap() {
                     if let Some(old) = pending.pop_front() {
                         old.abort();
                     }
@@ -782,6 +796,7 @@ fn check_join(
             Slot {
                 researcher: peer.clone(),
                 inbound: tx,
+                parties: parties.len(),
             },
         );
     }
