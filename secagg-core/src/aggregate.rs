@@ -18,14 +18,14 @@
 //! trailing zero values vanish from its result; here the element count is known and every value
 //! is returned (ciphertexts are unchanged).
 //!
-//! The exponent is a secret key, so `H^{sk}` is computed with fixed-size Montgomery arithmetic
-//! whose running time does not depend on the key's value (crypto-bigint's `MontyForm::pow` goes
-//! through every bit of the exponent with a fixed window; the inverse for the negative server key
-//! is constant-time too), unlike GMP's `powm`, which Fed-BioMed uses. Ciphertexts are independent,
-//! so encryption and decryption use every core.
+//! The exponent is a secret key, so `H^{sk}` is computed in time independent of the key's value
+//! (OpenSSL's constant-time Montgomery exponentiation, in [`secret_pow`]; the inverse for the
+//! negative server key is crypto-bigint's constant-time inversion), unlike GMP's `powm`, which
+//! Fed-BioMed uses. Ciphertexts are independent, so encryption and decryption use every core.
 
 pub mod params;
 pub mod round;
+mod secret_pow;
 
 pub use params::read_params;
 pub use round::{decrypt_round, encrypt_round, CiphertextFile, EncryptRequest, RoundAverage};
@@ -67,6 +67,7 @@ pub struct Biprime {
     n: BigUint,
     n2: BigUint,
     params: MontyParams<LIMBS>,
+    modulus: secret_pow::Modulus,
 }
 
 impl std::fmt::Debug for Biprime {
@@ -90,11 +91,13 @@ impl Biprime {
             .ok_or_else(|| Error::Internal("N² is even".into()))?;
         // The modulus is public: a variable-time setup leaks nothing.
         let params = MontyParams::new_vartime(odd);
+        let modulus = secret_pow::Modulus::new(&n2.to_bytes_be())?;
         Ok(Biprime {
             name: name.to_owned(),
             n,
             n2,
             params,
+            modulus,
         })
     }
 
@@ -270,8 +273,8 @@ fn masks(
     progress: Option<Progress<'_>>,
 ) -> Result<Vec<MontyForm<LIMBS>>> {
     let done = std::sync::atomic::AtomicUsize::new(0);
-    // The exponent goes from the key's zeroizing bytes to a zeroizing fixed-size integer, with no
-    // num-bigint copy in between.
+    // The exponent goes from the key's zeroizing bytes to a secure, constant-time-flagged OpenSSL
+    // integer, with no num-bigint copy in between.
     let magnitude = key.magnitude_be();
     if magnitude.len() > U2048::BYTES {
         return Err(Error::invalid(format!(
@@ -279,12 +282,13 @@ fn masks(
             magnitude.len()
         )));
     }
-    let mut buf = Zeroizing::new([0u8; U2048::BYTES]);
-    buf[U2048::BYTES - magnitude.len()..].copy_from_slice(magnitude);
-    let exponent = Zeroizing::new(U2048::from_be_slice(&buf[..]));
+    let exponent = secret_pow::SecretExponent::new(magnitude)?;
     let powered = crate::parallel::map_indexed(batches, |k| {
         let h = hash(&tau(k, round), biprime);
-        let p = MontyForm::new(&to_fixed(&h)?, biprime.params).pow(&exponent);
+        let bytes = secret_pow::pow(&h.to_bytes_be(), &exponent, &biprime.modulus)?;
+        let mut buf = Zeroizing::new([0u8; U2048::BYTES]);
+        buf[U2048::BYTES - bytes.len()..].copy_from_slice(&bytes);
+        let p = MontyForm::new(&U2048::from_be_slice(&buf[..]), biprime.params);
         if let Some(report) = progress {
             report(
                 done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
@@ -368,13 +372,11 @@ pub fn aggregate(ciphertexts: &[Vec<BigUint>], biprime: &Biprime) -> Result<Vec<
             first.len()
         )));
     }
-    Ok((0..first.len())
-        .map(|k| {
-            ciphertexts
-                .iter()
-                .fold(BigUint::one(), |acc, c| (acc * &c[k]) % &biprime.n2)
-        })
-        .collect())
+    crate::parallel::map_indexed(first.len(), |k| {
+        Ok(ciphertexts
+            .iter()
+            .fold(BigUint::one(), |acc, c| (acc * &c[k]) % &biprime.n2))
+    })
 }
 
 /// Decrypts aggregated ciphertexts of round `round` with the server key: the `count` sums of the

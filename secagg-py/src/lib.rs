@@ -22,16 +22,18 @@ use std::time::Duration;
 use num_bigint::{BigInt, BigUint};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use secagg_core::agent::{self, CheckProblem, CheckRow, RunRequest};
 use secagg_core::aggregate::{self, Biprime, CiphertextFile, EncryptRequest};
-use secagg_core::certificate::{self, GeneratedKeyType, DEFAULT_VALIDITY_DAYS};
+use secagg_core::certificate::{self, Fingerprint, GeneratedKeyType, DEFAULT_VALIDITY_DAYS};
 use secagg_core::engine::{CancelFlag, Engine, MpSpdzEngine, NativeEngine, SecretKey};
 use secagg_core::error::ErrorReport;
 use secagg_core::fedbiomed;
-use secagg_core::home::Home as CoreHome;
+use secagg_core::home::{Home as CoreHome, PUBLIC_FILE_MODE};
 use secagg_core::identity::{self, InitOptions};
 use secagg_core::mpspdz::MpSpdzRoot;
 use secagg_core::registration::{self, CertificateSource, RegisterRequest};
+use secagg_core::roster::{self, ExportOptions, ImportOptions, UnverifiedRoster};
 use secagg_core::session::{self, SessionRequest};
 use secagg_core::{Endpoint, Error, ErrorKind, PartyId, Role, SessionId};
 use serde::Serialize;
@@ -330,7 +332,13 @@ impl Home {
 
     /// Validates and pins a peer's certificate and endpoint (`secagg certificate register`).
     /// `certificate` is PEM text (a `str` holding `-----BEGIN`), PEM or DER `bytes`, or a path.
-    #[pyo3(signature = (certificate, party_id, ip, port, upsert=false, expect_fingerprint=None))]
+    ///
+    /// `party_id` must be `researcher_…` / `node_…` unless `allow_custom_id=True` (a Fed-BioMed
+    /// deployment with custom ids, `--allow-custom-id`); a custom id also needs its `role`
+    /// (`"researcher"` / `"node"`, `--role`), which must be the one Fed-BioMed's rule gives it (a
+    /// node id starts with `node_`, every other id is a researcher's). A `role` given for a
+    /// prefixed id is checked against it. Refusals raise `InvalidInput`.
+    #[pyo3(signature = (certificate, party_id, ip, port, upsert=false, expect_fingerprint=None, role=None, allow_custom_id=false))]
     #[allow(clippy::too_many_arguments)]
     fn register(
         &self,
@@ -341,7 +349,25 @@ impl Home {
         port: u32,
         upsert: bool,
         expect_fingerprint: Option<String>,
+        role: Option<&str>,
+        allow_custom_id: bool,
     ) -> PyResult<PyObject> {
+        // The CLI's checks (`certificate register --party-id … [--role …] [--allow-custom-id]`).
+        let role = role.map(self::role).transpose()?;
+        let party_id = match role {
+            Some(role) => PartyId::parse_with_role(party_id, role, allow_custom_id),
+            None => PartyId::parse_entry(party_id, allow_custom_id),
+        }
+        .map_err(CoreError)?;
+        if party_id.is_custom() && role.is_none() {
+            return Err(CoreError(
+                Error::invalid(format!(
+                    "party id `{party_id}` has no `researcher_`/`node_` prefix: state its role"
+                ))
+                .with_hint("add role=\"researcher\" (Fed-BioMed's rule: an id not starting with `node_` is a researcher's)"),
+            )
+            .into());
+        }
         let (certificate, source) = if let Ok(text) = certificate.extract::<String>() {
             if text.contains("-----BEGIN") {
                 let name = "given as PEM text".to_owned();
@@ -371,7 +397,7 @@ impl Home {
             (CertificateSource::File(path), source)
         };
         let req = RegisterRequest {
-            party_id: self::party_id(party_id)?,
+            party_id,
             endpoint: Endpoint::new(ip, port).map_err(CoreError)?,
             certificate,
             expect_fingerprint,
@@ -696,6 +722,408 @@ impl Home {
             .map_err(CoreError)?;
         to_py(py, &avg)
     }
+
+    // -----------------------------------------------------------------------------------------
+    // Rosters (`secagg roster …`)
+
+    /// (researcher) Signs a roster of this researcher and every party registered here
+    /// (`secagg roster export`), for the nodes to import instead of registering each other.
+    ///
+    /// With `path`, the roster is written there (atomically; an existing file only with
+    /// `force=True`); in any case it is kept as the roster the agent serves (`roster_pull`).
+    /// Returns the CLI's JSON summary (`issuer`, `serial`, `issued_at`, `expires_at`,
+    /// `parties` (a count), `omitted` (parties left out, expired certificates), `file`) plus
+    /// `roster`: the roster file itself as a dict, which `roster_import` also takes.
+    /// `valid_days`: 1 to 366. Raises `InvalidInput` at a node.
+    #[pyo3(signature = (path=None, valid_days=roster::DEFAULT_VALIDITY_DAYS, force=false))]
+    fn roster_export(
+        &self,
+        py: Python<'_>,
+        path: Option<PathBuf>,
+        valid_days: u32,
+        force: bool,
+    ) -> PyResult<PyObject> {
+        let home = self.core();
+        let id = identity::load(&home).map_err(CoreError)?;
+        if let Some(path) = &path {
+            home.check_output(path, force).map_err(CoreError)?;
+        }
+        let opts = ExportOptions {
+            validity_days: valid_days,
+        };
+        let exported = roster::export(&id, &opts, OffsetDateTime::now_utc()).map_err(CoreError)?;
+        if let Some(path) = &path {
+            home.write_output(
+                path,
+                exported.file.to_text().as_bytes(),
+                PUBLIC_FILE_MODE,
+                force,
+            )
+            .map_err(CoreError)?;
+        }
+        let r = &exported.roster;
+        let summary = serde_json::json!({
+            "issuer": r.issuer,
+            "serial": r.serial,
+            "issued_at": r.issued_at,
+            "expires_at": r.expires_at,
+            "parties": r.parties.len(),
+            "omitted": exported.omitted,
+            "file": path.as_ref().map(|p| p.display().to_string()),
+        });
+        let d = value_to_py(py, &summary)?
+            .into_bound(py)
+            .downcast_into::<PyDict>()?;
+        d.set_item("roster", to_py(py, &exported.file)?)?;
+        Ok(d.into_any().unbind())
+    }
+
+    /// Verifies a roster and says what importing it would change here, writing nothing
+    /// (`secagg roster show --format json`): `{"roster": …, "import": plan}` with the verified
+    /// roster (issuer, issuer_fingerprint, serial, issued_at, expires_at, parties) and the import
+    /// plan (`None` at the researcher that issued it). `roster` is the path of the file, the
+    /// dict of `roster_export()["roster"]`, or the file's bytes. The options are
+    /// `roster_import`'s; a roster that fails them raises here as it would there.
+    #[pyo3(signature = (roster, prune=false, allow_replace=false, expect_fingerprints=None, allow_custom_ids=false))]
+    fn roster_show(
+        &self,
+        py: Python<'_>,
+        roster: &Bound<'_, PyAny>,
+        prune: bool,
+        allow_replace: bool,
+        expect_fingerprints: Option<&Bound<'_, PyAny>>,
+        allow_custom_ids: bool,
+    ) -> PyResult<PyObject> {
+        let file = roster_arg(roster)?;
+        let opts = import_options(prune, allow_replace, expect_fingerprints, allow_custom_ids)?;
+        let own = identity::load(&self.core()).map_err(CoreError)?;
+        let (r, plan) =
+            roster::show(&own, &file, &opts, OffsetDateTime::now_utc()).map_err(CoreError)?;
+        let d = PyDict::new(py);
+        d.set_item("roster", to_py(py, &r)?)?;
+        d.set_item("import", to_py(py, &plan)?)?;
+        Ok(d.into_any().unbind())
+    }
+
+    /// Verifies a roster issued by a researcher registered here and registers its parties, all
+    /// or nothing (`secagg roster import FILE --yes`). Returns the applied plan: `issuer`,
+    /// `serial`, `previous_serial`, `expires_at`, `changes` (per party: `party_id`, `component`,
+    /// `change` — `this_party`, `new`, `unchanged`, `endpoint_changed`, `replaced`, `removed` —,
+    /// `endpoint`, `fingerprint`, and the previous endpoint, fingerprint and origin),
+    /// `warnings`, `applied` (True).
+    ///
+    /// There is no prompt: calling this is the confirmation the CLI asks for on a terminal (its
+    /// `--yes`). Review a roster first with `roster_show` when a person should decide.
+    ///
+    /// `roster`: a path, the dict of `roster_export()["roster"]`, or the file's bytes.
+    /// `prune`: remove parties that came from this issuer's rosters and are no longer listed
+    /// (hand registrations are never removed). `allow_replace`: let the roster replace the
+    /// certificate of a party registered here by hand. `expect_fingerprints`: `{party_id:
+    /// fingerprint}` (or `["ID=FP", …]`) received out of band; the roster is refused unless it
+    /// lists each with exactly that certificate. `allow_custom_ids`: accept ids without the
+    /// `researcher_`/`node_` prefix. A roster changed after it was signed, or not signed with the
+    /// issuer's registered key, raises `AuthenticationFailure`; an unregistered issuer
+    /// `NotFound`; a serial not newer than the last one imported from this issuer (a replay)
+    /// `Conflict`; an expired roster or a refused entry `InvalidInput`. Nothing is written then.
+    #[pyo3(signature = (roster, prune=false, allow_replace=false, expect_fingerprints=None, allow_custom_ids=false))]
+    fn roster_import(
+        &self,
+        py: Python<'_>,
+        roster: &Bound<'_, PyAny>,
+        prune: bool,
+        allow_replace: bool,
+        expect_fingerprints: Option<&Bound<'_, PyAny>>,
+        allow_custom_ids: bool,
+    ) -> PyResult<PyObject> {
+        let file = roster_arg(roster)?;
+        let opts = import_options(prune, allow_replace, expect_fingerprints, allow_custom_ids)?;
+        let own = identity::load(&self.core()).map_err(CoreError)?;
+        let plan = roster::import(&own, &file, &opts, None, OffsetDateTime::now_utc())
+            .map_err(CoreError)?;
+        to_py(py, &plan)
+    }
+
+    /// Fetches the latest roster of researcher `from_party` (default: the one researcher
+    /// registered here) from its agent (`secagg serve`, over pinned mutual TLS) and imports it
+    /// with `roster_import`'s checks and options (`secagg roster pull --yes`). Returns the
+    /// applied plan. The network wait runs with the GIL released.
+    #[pyo3(signature = (from_party=None, prune=false, allow_replace=false, expect_fingerprints=None, allow_custom_ids=false))]
+    fn roster_pull(
+        &self,
+        py: Python<'_>,
+        from_party: Option<&str>,
+        prune: bool,
+        allow_replace: bool,
+        expect_fingerprints: Option<&Bound<'_, PyAny>>,
+        allow_custom_ids: bool,
+    ) -> PyResult<PyObject> {
+        let from = from_party
+            .map(|f| PartyId::parse_custom(f.trim()))
+            .transpose()
+            .map_err(CoreError)?;
+        let opts = import_options(prune, allow_replace, expect_fingerprints, allow_custom_ids)?;
+        let home = self.core();
+        let plan = py
+            .allow_threads(|| -> Result<_, Error> {
+                let (from, bytes) = agent::pull_roster(&home, from.as_ref())?;
+                let file = UnverifiedRoster::parse(&bytes, &format!("from the agent of {from}"))?;
+                let own = identity::load(&home)?;
+                roster::import(&own, &file, &opts, None, OffsetDateTime::now_utc())
+            })
+            .map_err(CoreError)?;
+        to_py(py, &plan)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Through the party agents (`secagg session run`, `secagg federation check`)
+
+    /// (researcher) Runs a whole key negotiation through the nodes' agents (`secagg session
+    /// run`): every node's agent (`secagg serve`) is asked to join, then this party runs its own
+    /// side and stores the server key, only once every node has durably stored its key.
+    ///
+    /// `parties`: the nodes in session order (this researcher may be listed first or left out),
+    /// or `all=True` for every registered node (sorted by id); exactly one of the two.
+    /// `session`: a uuid or `secagg_<uuid>` (default: a new one). `timeout`: seconds for the
+    /// whole session. Only the native engine runs through the agents (`"mp-spdz"` raises
+    /// `InvalidInput`). Blocks with the GIL released (not interruptible: it ends by `timeout`).
+    ///
+    /// Returns the CLI's JSON report when the session succeeded (`session_id`, `engine`, `ok`,
+    /// `parties`: one row per party with `party_id`, `role`, `state` — `confirmed`, `stored`,
+    /// `refused`, `unreachable`, `cancelled`, `failed` —, `key`, `ms`, `error`; `total_ms`,
+    /// `key_fingerprint`, plus `warnings`). When it did not (where the CLI exits non-zero), raises
+    /// the exception of the failure's kind (a refusal by policy `AuthenticationFailure`, a limit
+    /// `Conflict`, an unreachable agent `PeerFailure`, a timeout `Timeout`, …) with that same
+    /// report as `.report`, so that the rows say which party failed and why.
+    #[pyo3(signature = (parties=None, all=false, session=None, engine="native", timeout=60.0, key_bits=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn session_run(
+        &self,
+        py: Python<'_>,
+        parties: Option<Vec<String>>,
+        all: bool,
+        session: Option<&str>,
+        engine: &str,
+        timeout: f64,
+        key_bits: Option<u32>,
+    ) -> PyResult<PyObject> {
+        match engine {
+            "native" => {}
+            "mp-spdz" => {
+                return Err(CoreError(Error::invalid(
+                    "`secagg session run` runs native sessions only; MP-SPDZ sessions through the agents are not implemented yet",
+                )
+                .with_hint("use engine=\"native\", or run `negotiate(..., engine=\"mp-spdz\")` at every party"))
+                .into())
+            }
+            other => {
+                return Err(invalid(format!(
+                    "unknown engine `{other}`: expected `native` or `mp-spdz`"
+                ))
+                .into())
+            }
+        }
+        let timeout = seconds("timeout", timeout)?;
+        let session_id = session.map(session_id).transpose()?;
+        let home = self.core();
+        let own = identity::load(&home).map_err(CoreError)?;
+        let mut list = vec![own.party_id.clone()];
+        match (parties, all) {
+            (Some(_), true) => {
+                return Err(invalid("give either `parties` or `all=True`, not both").into())
+            }
+            (None, false) => {
+                return Err(
+                    invalid("say which nodes take part: `parties=[…]` or `all=True`").into(),
+                )
+            }
+            (None, true) => {
+                let mut nodes: Vec<PartyId> = registration::list(&home)
+                    .map_err(CoreError)?
+                    .into_iter()
+                    .filter(|p| p.role == Role::Node)
+                    .map(|p| p.party_id)
+                    .collect();
+                nodes.sort();
+                list.extend(nodes);
+            }
+            (Some(parties), false) => {
+                for (i, p) in parties.iter().enumerate() {
+                    let id =
+                        PartyId::parse(p.trim()).map_err(|e| CoreError(e.context("in parties")))?;
+                    if i == 0 && id == own.party_id {
+                        continue;
+                    }
+                    list.push(id);
+                }
+            }
+        }
+        let req = RunRequest {
+            session_id: session_id.unwrap_or_else(SessionId::generate),
+            parties: list,
+            timeout,
+            key_bits,
+        };
+        let (result, warnings) = py.allow_threads(|| {
+            let mut warnings: Vec<String> = Vec::new();
+            let mut warn = |w: &str| warnings.push(w.to_owned());
+            let r = agent::run_session(&home, &req, &mut warn);
+            (r, warnings)
+        });
+        let (report, error) = result.map_err(CoreError)?;
+        let d = to_dict(py, &report)?;
+        d.set_item("warnings", warnings)?;
+        let obj = d.into_any().unbind();
+        match error {
+            Some(e) => Err(raise_report(py, &ErrorReport::of(&e), Some(obj))),
+            None => Ok(obj),
+        }
+    }
+
+    /// Contacts the agent of every registered party (or of `parties`) and reports per party
+    /// (`secagg federation check --format json`'s `parties`): `party_id`, `role`, `endpoint`,
+    /// `ok`, `reachable`, `mutual_tls`, `secagg_version`, `protocol_version`, `clock_skew_ms`,
+    /// `certificate_days_left`, `roster_serial`, `sessions`, `ms`, `problem` (`unreachable`,
+    /// `not_an_agent`, `wrong_certificate`, `not_registered_there`, `clock_skew`,
+    /// `version_mismatch`, `certificate_invalid`, `timeout`) and `message`.
+    ///
+    /// Returns the rows when every party passed. Otherwise (where the CLI exits non-zero) raises
+    /// the CLI's exception, naming each failed party — of the first failed party's kind: a wrong
+    /// certificate or this party not registered there `AuthenticationFailure`, a timeout
+    /// `Timeout`, an invalid certificate `InvalidInput`, anything else `PeerFailure` — with the
+    /// rows as `.report`. `all=True` is the default's explicit spelling. Runs with the GIL
+    /// released.
+    #[pyo3(signature = (parties=None, all=false, max_clock_skew=60.0))]
+    fn federation_check(
+        &self,
+        py: Python<'_>,
+        parties: Option<Vec<String>>,
+        all: bool,
+        max_clock_skew: f64,
+    ) -> PyResult<PyObject> {
+        if all && parties.is_some() {
+            return Err(invalid("give either `parties` or `all=True`, not both").into());
+        }
+        let max_skew = seconds("max_clock_skew", max_clock_skew)?;
+        let only = parties
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| {
+                        PartyId::parse(p.trim()).map_err(|e| CoreError(e.context("in parties")))
+                    })
+                    .collect::<CoreResult<Vec<_>>>()
+            })
+            .transpose()?;
+        let home = self.core();
+        let rows = py
+            .allow_threads(|| agent::check_federation(&home, only.as_deref(), max_skew))
+            .map_err(CoreError)?;
+        let obj = to_py(py, &rows)?;
+        match federation_failure(&rows) {
+            Some(e) => Err(raise_report(py, &ErrorReport::of(&e), Some(obj))),
+            None => Ok(obj),
+        }
+    }
+}
+
+/// A roster argument: a path, a dict (the roster file's JSON), or the file's bytes.
+fn roster_arg(obj: &Bound<'_, PyAny>) -> PyResult<UnverifiedRoster> {
+    if let Some(text) = json_text(obj)? {
+        return Ok(
+            UnverifiedRoster::parse(text.as_bytes(), "(given as a dict)").map_err(CoreError)?,
+        );
+    }
+    if obj.is_instance_of::<PyBytes>() {
+        let bytes: Vec<u8> = obj.extract()?;
+        return Ok(UnverifiedRoster::parse(&bytes, "(given as bytes)").map_err(CoreError)?);
+    }
+    let path: PathBuf = obj.extract()?;
+    Ok(UnverifiedRoster::read(&path).map_err(CoreError)?)
+}
+
+/// The roster import options; `expect_fingerprints` is a `{party_id: fingerprint}` dict or a
+/// list of `"ID=FP"` strings (the CLI's `--expect-fingerprint ID=FP`, checked the same way).
+fn import_options(
+    prune: bool,
+    allow_replace: bool,
+    expect_fingerprints: Option<&Bound<'_, PyAny>>,
+    allow_custom_ids: bool,
+) -> PyResult<ImportOptions> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    if let Some(obj) = expect_fingerprints {
+        if let Ok(d) = obj.downcast::<PyDict>() {
+            for (k, v) in d.iter() {
+                pairs.push((k.extract()?, v.extract()?));
+            }
+        } else {
+            for item in obj.try_iter()? {
+                let s: String = item?.extract()?;
+                let (id, fp) = s.split_once('=').ok_or_else(|| {
+                    invalid(format!(
+                        "`{s}` is not ID=FP (e.g. node_7c1e=SHA256:3A:0F:…)"
+                    ))
+                })?;
+                pairs.push((id.to_owned(), fp.to_owned()));
+            }
+        }
+    }
+    let mut expect = Vec::with_capacity(pairs.len());
+    for (id, fp) in pairs {
+        let id = PartyId::parse_custom(id.trim())
+            .map_err(|e| CoreError(e.context("in expect_fingerprints")))?;
+        Fingerprint::parse(fp.trim())
+            .map_err(|e| CoreError(e.context("in expect_fingerprints")))?;
+        expect.push((id, fp.trim().to_owned()));
+    }
+    Ok(ImportOptions {
+        prune,
+        allow_replace,
+        allow_custom_ids,
+        expect_fingerprints: expect,
+    })
+}
+
+/// A duration argument in seconds, in the CLI's range (1 ms to 24 h).
+fn seconds(name: &str, t: f64) -> CoreResult<Duration> {
+    if t.is_finite() && (0.001..=86_400.0).contains(&t) {
+        Ok(Duration::from_secs_f64(t))
+    } else {
+        Err(invalid(format!(
+            "{name} {t} s is out of range (0.001 to 86400)"
+        )))
+    }
+}
+
+/// The error `secagg federation check` exits with when some party failed (the CLI's rule, in
+/// `secagg-cli/src/commands/agent.rs`: the first failed party's kind, every failure named).
+fn federation_failure(rows: &[CheckRow]) -> Option<Error> {
+    let failed: Vec<&CheckRow> = rows.iter().filter(|r| !r.ok).collect();
+    let first = failed.first()?;
+    let message = format!(
+        "federation check failed for {} of {} parties: {}",
+        failed.len(),
+        rows.len(),
+        failed
+            .iter()
+            .map(|r| format!(
+                "{}: {} ({})",
+                r.party_id,
+                r.problem.map(|p| p.as_str()).unwrap_or("failed"),
+                r.message.as_deref().unwrap_or("")
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let e = match first.problem {
+        Some(CheckProblem::WrongCertificate | CheckProblem::NotRegisteredThere) => {
+            Error::authentication(message)
+        }
+        Some(CheckProblem::Timeout) => Error::timeout(message),
+        Some(CheckProblem::CertificateInvalid) => Error::invalid(message),
+        _ => Error::peer(message),
+    };
+    Some(e.with_hint(
+        "each party runs `secagg serve`, and every pair has registered each other's current certificate",
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -762,6 +1190,16 @@ fn generate_certificate(party_id: &str, key_type: &str, days: u32) -> PyResult<(
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
     );
     Ok((g.key_pem.to_string(), pem))
+}
+
+/// Reads a biprime in Fed-BioMed's JSON form (`{"secagg_id": …, "biprime": <integer>,
+/// "max_keysize": …}`, the text of a file such as Fed-BioMed's `biprime0.json`) as secagg reads
+/// `--biprime FILE`, checking the value (odd, 512 to 1024 bits). Returns `(secagg_id, biprime)`;
+/// raises `InvalidInput`.
+#[pyfunction]
+fn read_biprime(text: &str) -> PyResult<(String, BigUint)> {
+    let b = Biprime::from_fedbiomed_json(text).map_err(CoreError)?;
+    Ok((b.name.clone(), b.n().clone()))
 }
 
 /// Joye–Libert encryption with a node's key, bit-compatible with Fed-BioMed v4.5.0's
@@ -834,6 +1272,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(normalize_session_id, m)?)?;
     m.add_function(wrap_pyfunction!(party_role, m)?)?;
     m.add_function(wrap_pyfunction!(generate_certificate, m)?)?;
+    m.add_function(wrap_pyfunction!(read_biprime, m)?)?;
     m.add_function(wrap_pyfunction!(jl_encrypt, m)?)?;
     m.add_function(wrap_pyfunction!(jl_decrypt_sums, m)?)?;
     m.add_function(wrap_pyfunction!(jl_average, m)?)?;

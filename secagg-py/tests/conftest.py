@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -84,3 +86,72 @@ def federation(tmp_path: Path) -> Callable[[int], Federation]:
 def fixtures() -> Path:
     assert FIXTURES.is_dir(), FIXTURES
     return FIXTURES
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def secagg_bin() -> Path:
+    """The `secagg` binary, for the tests that need real agents (`secagg serve`): $SECAGG_BIN,
+    else built with `cargo build -p secagg-cli` (a no-op when `scripts/test`'s `cargo test`
+    already built it) in $CARGO_TARGET_DIR or the workspace's `target/`."""
+    given = os.environ.get("SECAGG_BIN")
+    if given:
+        path = Path(given)
+        assert path.is_file(), f"SECAGG_BIN={given} is not a file"
+        return path
+    subprocess.run(
+        ["cargo", "build", "--quiet", "-p", "secagg-cli", "--bin", "secagg"],
+        cwd=REPO,
+        check=True,
+    )
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    if not target.is_absolute():
+        target = REPO / target
+    path = target / "debug" / "secagg"
+    assert path.is_file(), path
+    return path
+
+
+class Agent:
+    """A running `secagg --home HOME serve`, its log (stderr) in a file next to the home."""
+
+    def __init__(self, binary: Path, home: secagg.Home, *args: str) -> None:
+        self.home = home
+        self.log = Path(str(home.path) + ".agent.log")
+        self._log_file = open(self.log, "wb")
+        self.proc = subprocess.Popen(
+            [str(binary), "--home", str(home.path), "serve", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log_file,
+        )
+        deadline = time.monotonic() + 20
+        while "listening:" not in self.log.read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"the agent of {home.path} did not start:\n{self.log.read_text()}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Kills the agent (SIGKILL: it is gone at once) and waits for it."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        self._log_file.close()
+
+
+@pytest.fixture
+def agents(secagg_bin: Path):
+    """Starts agents: ``agents(home, *args)``; every one is killed when the test ends."""
+    started: List[Agent] = []
+
+    def start(home: secagg.Home, *args: str) -> Agent:
+        a = Agent(secagg_bin, home, *args)
+        started.append(a)
+        return a
+
+    yield start
+    for a in started:
+        a.stop()

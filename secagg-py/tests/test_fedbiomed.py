@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import stat
@@ -225,3 +226,69 @@ def test_crypter_ciphertexts_decrypt_through_a_home(federation):
     via_home = fed.homes[1].encrypt(session, 1, params)
     via_crypter = fb.SecaggCrypter().encrypt(2, 1, params, key1, int(secagg.DEFAULT_BIPRIME0))
     assert [int(c) for c in via_home["ciphertexts"]] == via_crypter
+
+
+def test_biprime_manager_defaults(tmp_path):
+    home = secagg.Home(tmp_path / "me")
+    home.init("node", ip="127.0.0.1", port=15000)
+    bm = fb.SecaggBiprimeManager(home.path)
+    entry = bm.get(fb.DEFAULT_BIPRIME_ID)
+    assert entry == {
+        "secagg_id": "default_biprime0",
+        "parties": None,
+        "context": {"biprime": int(secagg.DEFAULT_BIPRIME0), "max_keysize": 2048},
+    }
+    assert type(entry["context"]["biprime"]) is int
+    assert entry["context"]["biprime"].bit_length() == 1024
+    assert bm.get("secagg_" + secagg.new_session_id()) is None
+    # Dynamic biprimes are not taken; default ones are not removed; absent ones: False.
+    with pytest.raises(secagg.InvalidInput):
+        bm.add("secagg_x", ["researcher_a", "node_b"], {"biprime": 15, "max_keysize": 0})
+    with pytest.raises(secagg.InvalidInput):
+        bm.remove(fb.DEFAULT_BIPRIME_ID)
+    assert bm.remove("secagg_unknown") is False
+
+    # update_default_biprimes from Fed-BioMed-shaped files (its biprime0.json, and another).
+    d = tmp_path / "default_biprimes"
+    d.mkdir()
+    n0 = int(secagg.DEFAULT_BIPRIME0)
+    (d / "biprime0.json").write_text(
+        '{"secagg_id": "default_biprime0", "biprime": %d, "max_keysize": 2048}' % n0)
+    other = n0 - 2**1000  # odd, 1024 bits: a value secagg accepts
+    (d / "biprime1.json").write_text(json.dumps(
+        {"secagg_id": "default_biprime1", "biprime": other, "max_keysize": 2048}))
+    (d / "README.txt").write_text("not a biprime file: ignored")
+    bm.update_default_biprimes(True, d)
+    assert bm.get("default_biprime1")["context"]["biprime"] == other
+    assert bm.get("default_biprime0")["context"]["biprime"] == n0
+    # Kept in the home: another manager of the same home sees them.
+    assert fb.SecaggBiprimeManager(home.path).get("default_biprime1") is not None
+
+    # A refused file changes nothing.
+    (d / "bad.json").write_text(json.dumps(
+        {"secagg_id": "even", "biprime": 2**1023, "max_keysize": 2048}))
+    with pytest.raises(secagg.InvalidInput) as e:
+        bm.update_default_biprimes(True, d)
+    assert "bad.json" in e.value.message
+    assert bm.get("default_biprime1") is not None
+    (d / "bad.json").write_text(json.dumps({"secagg_id": "", "biprime": n0, "max_keysize": 2048}))
+    with pytest.raises(secagg.InvalidInput):
+        bm.update_default_biprimes(True, d)
+    (d / "bad.json").write_text("{not json")
+    with pytest.raises(secagg.InvalidInput):
+        bm.update_default_biprimes(True, d)
+    (d / "bad.json").unlink()
+    # Not allowed: no default biprime any more.
+    bm.update_default_biprimes(False, d)
+    assert bm.get("default_biprime0") is None and bm.get("default_biprime1") is None
+
+
+def test_biprime_manager_biprime_encrypts_with_the_home(federation):
+    fed = federation(2)
+    session = secagg.new_session_id()
+    fed.run(session)
+    biprime = fb.SecaggBiprimeManager(fed.homes[0].path).get(fb.DEFAULT_BIPRIME_ID)
+    n = biprime["context"]["biprime"]
+    files = [fed.homes[1].encrypt(session, 1, [0.5], biprime=n),
+             fed.homes[2].encrypt(session, 1, [1.5], biprime=n)]
+    assert abs(fed.homes[0].decrypt(session, 1, files, biprime=n)["average"][0] - 1.0) < 1e-3

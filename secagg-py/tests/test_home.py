@@ -275,3 +275,35 @@ def test_encrypt_and_decrypt_a_round_through_homes(federation):
     # Wrong round: the masks do not cancel, and the core refuses the file.
     with pytest.raises(secagg.InvalidInput):
         fed.homes[0].decrypt(session, 8, files)
+
+
+def test_register_custom_ids_need_the_flag_and_their_role(tmp_path):
+    home = secagg.Home(tmp_path / "me")
+    home.init("node", ip="127.0.0.1", port=15000)
+    _, pem = secagg.generate_certificate("hospital-lyon")
+    # Without allow_custom_id: refused, whatever the role.
+    for role in (None, "researcher"):
+        with pytest.raises(secagg.InvalidInput) as e:
+            home.register(pem, "hospital-lyon", "127.0.0.1", 15001, role=role)
+        assert "does not start with `researcher_` or `node_`" in e.value.message
+        assert "allow-custom-id" in (e.value.hint or "")
+    # With it, the role must be stated ...
+    with pytest.raises(secagg.InvalidInput) as e:
+        home.register(pem, "hospital-lyon", "127.0.0.1", 15001, allow_custom_id=True)
+    assert "state its role" in e.value.message
+    # ... and be the one Fed-BioMed's rule gives (no `node_` prefix: a researcher).
+    with pytest.raises(secagg.InvalidInput) as e:
+        home.register(pem, "hospital-lyon", "127.0.0.1", 15001, role="node", allow_custom_id=True)
+    assert "Fed-BioMed's rule" in e.value.message
+    with pytest.raises(secagg.InvalidInput):
+        home.register(pem, "hospital-lyon", "127.0.0.1", 15001, role="lab", allow_custom_id=True)
+    assert home.peers() == []
+    r = home.register(pem, "hospital-lyon", "127.0.0.1", 15001, role="researcher",
+                      allow_custom_id=True)
+    assert r["party_id"] == "hospital-lyon" and r["component"] == "RESEARCHER"
+    assert [p["party_id"] for p in home.peers()] == ["hospital-lyon"]
+    # A role given for a prefixed id is checked against the prefix.
+    _, node_pem = secagg.generate_certificate("node_b")
+    with pytest.raises(secagg.InvalidInput):
+        home.register(node_pem, "node_b", "127.0.0.1", 15002, role="researcher")
+    assert home.register(node_pem, "node_b", "127.0.0.1", 15002, role="node")["component"] == "NODE"

@@ -138,6 +138,8 @@ struct Slot {
     inbound: mpsc::UnboundedSender<Routed>,
     /// The port reserved for its `shamir-party.x` (MP-SPDZ sessions).
     mpspdz_port: Option<u16>,
+    /// Parties of the session: the most negotiation connections it may receive at once.
+    parties: usize,
 }
 
 struct PeerCache {
@@ -166,6 +168,18 @@ struct Shared {
 }
 
 impl Shared {
+    /// Handshakes that may be pending at once before the oldest is evicted: the stranger budget
+    /// plus every connection the running sessions may receive at once. Regression: a fixed 64
+    /// evicted real peers' handshakes when ~100 parties dialed in together on a loaded machine.
+    fn pending_handshake_cap(&self) -> usize {
+        let expected: usize = self
+            .sessions
+            .lock()
+            .map(|s| s.values().map(|slot| slot.parties).sum())
+            .unwrap_or(0);
+        crate::transport::mesh::MAX_PENDING_HANDSHAKES + expected
+    }
+
     fn event(
         &self,
         level: Level,
@@ -360,7 +374,7 @@ async fn run(shared: Arc<Shared>, listen: SocketAddr) -> Result<()> {
                 };
                 let _ = tcp.set_nodelay(true);
                 pending.retain(|h| !h.is_finished());
-                if pending.len() >= crate::transport::mesh::MAX_PENDING_HANDSHAKES {
+                if pending.len() >= shared.pending_handshake_cap() {
                     if let Some(old) = pending.pop_front() {
                         old.abort();
                     }
@@ -886,6 +900,7 @@ fn check_join(
                 researcher: peer.clone(),
                 inbound: tx,
                 mpspdz_port,
+                parties: parties.len(),
             },
         );
         mpspdz_port

@@ -22,9 +22,9 @@
 //! idle TCP connection) cannot disturb the session: it is dropped, counted, and reported through
 //! the caller's warning callback with its remote address (the first [`MAX_REJECTION_WARNINGS`]
 //! one by one, then only the count). Each inbound handshake has its own [`HANDSHAKE_TIMEOUT`],
-//! and at most [`MAX_PENDING_HANDSHAKES`] run at once: a new connection beyond that evicts the
-//! oldest pending one, so a flood of idle connections neither exhausts file descriptors nor
-//! locks out a real peer (whose handshake takes milliseconds).
+//! and at most [`MAX_PENDING_HANDSHAKES`] more than the session has parties run at once: a new
+//! connection beyond that evicts the oldest pending one, so a flood of idle connections neither
+//! exhausts file descriptors nor locks out a real peer (whose handshake takes milliseconds).
 //!
 //! Fail fast: every bound connection gets a reader task at once, so an `Abort` or a disconnect
 //! of a connected peer ends the connection phase immediately. On failure, the connected peers get
@@ -66,7 +66,8 @@ pub const ABORT_GRACE: Duration = Duration::from_millis(250);
 /// milliseconds; an idle or slow stranger is dropped after this).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Inbound TLS handshakes in progress at once; a new connection beyond this evicts the oldest.
+/// Inbound TLS handshakes in progress at once beyond the session's own parties (the budget for
+/// strangers); a new connection beyond that evicts the oldest.
 pub const MAX_PENDING_HANDSHAKES: usize = 64;
 
 /// Rejected inbound connections reported one by one; the rest are only counted.
@@ -713,7 +714,10 @@ async fn accept_loop(
             };
             pending.retain(|(i, _, _)| *i != id);
         }
-        if pending.len() >= MAX_PENDING_HANDSHAKES {
+        // The stranger budget comes on top of every party that may dial in: with a hundred
+        // parties on a loaded machine, real handshakes take long enough to pile up (regression:
+        // a fixed cap of 64 evicted them, failing 100-party sessions with resets).
+        if pending.len() >= MAX_PENDING_HANDSHAKES + ctx.labels.len() {
             if let Some((_, old_addr, handle)) = pending.pop_front() {
                 handle.abort();
                 let _ = tx.send(Event::Rejected(old_addr, Rejection::Evicted));
@@ -908,11 +912,24 @@ pub fn peer_aborted(label: &str, payload: &[u8]) -> Error {
         _ => ("", text),
     };
     // The reason is the peer's text: shown quoted, with control characters escaped, so that it
-    // can neither inject terminal escapes nor fake `error:`/`hint:` lines of our own.
-    let message = format!(
-        "{label} aborted the session, reporting: \"{}\"",
-        escape_peer_text(reason)
-    );
+    // can neither inject terminal escapes nor fake `error:`/`hint:` lines of our own. A party that
+    // failed because another one aborted forwards that abort: name the party it came from and
+    // keep its (already escaped) words, instead of quoting and escaping the whole sentence again
+    // at every hop.
+    let message = match relayed(reason) {
+        Some((origin, words)) => format!(
+            "{label} relayed the abort of {origin}, reporting: \"{}\"",
+            if is_escaped_form(words) {
+                words.to_owned()
+            } else {
+                escape_peer_text(words)
+            }
+        ),
+        None => format!(
+            "{label} aborted the session, reporting: \"{}\"",
+            escape_peer_text(reason)
+        ),
+    };
     let e = match kind {
         "timeout" => Error::timeout(message),
         "authentication" => Error::authentication(message),
@@ -922,6 +939,56 @@ pub fn peer_aborted(label: &str, payload: &[u8]) -> Error {
     e.with_hint(
         "fix the problem reported by that party and run the negotiation again on every party",
     )
+}
+
+/// The party an abort reason was first reported by, and its quoted words, when `reason` is one
+/// this module wrote for an abort received from another party ([`peer_aborted`]'s two forms).
+fn relayed(reason: &str) -> Option<(&str, &str)> {
+    let (head, rest) = reason.split_once(", reporting: \"")?;
+    let words = rest.strip_suffix('"')?;
+    let origin = match head.split_once(" relayed the abort of ") {
+        Some((_, origin)) => origin,
+        None => head.strip_suffix(" aborted the session")?,
+    };
+    let plain = |t: &str| {
+        !t.is_empty()
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'))
+    };
+    (plain(origin) && head.split(' ').next().is_some_and(plain)).then_some((origin, words))
+}
+
+/// True when `text` is exactly what [`escape_peer_text`] produces: no raw control character,
+/// direction override or `"`, and every `\` starts one of its escapes. Such text is safe to show
+/// as it is.
+fn is_escaped_form(text: &str) -> bool {
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi || c == '"' {
+            return false;
+        }
+        if c == '\\' {
+            match chars.next() {
+                Some('\\' | '"' | 'n' | 'r' | 't' | '0' | '\'') => {}
+                Some('u') => {
+                    if chars.next() != Some('{') {
+                        return false;
+                    }
+                    let mut digits = 0;
+                    loop {
+                        match chars.next() {
+                            Some('}') if digits > 0 => break,
+                            Some(d) if d.is_ascii_hexdigit() && digits < 6 => digits += 1,
+                            _ => return false,
+                        }
+                    }
+                }
+                _ => return false,
+            }
+        }
+    }
+    true
 }
 
 /// `text` from a peer made safe to print: control characters (ANSI escapes, newlines, carriage
@@ -956,6 +1023,81 @@ async fn read_loop(
         let last = matches!(ev, ReadEvent::Closed(_));
         if tx.send((j, ev)).is_err() || last {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod abort_relay_tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    /// Regression: a relayed abort was quoted and escaped again at every hop, so that with many
+    /// parties the researcher's report nested `\\\"` ever deeper and hid who failed first.
+    #[test]
+    fn a_relayed_abort_names_its_origin_and_is_escaped_once() {
+        let first = peer_aborted("node_a", b"timeout:disk \"full\"\nnow");
+        let expected_words = "disk \\\"full\\\"\\nnow";
+        assert_eq!(
+            first.to_string(),
+            format!("node_a aborted the session, reporting: \"{expected_words}\"")
+        );
+        let second = peer_aborted("node_b", abort_reason(&first).as_bytes());
+        assert_eq!(
+            second.to_string(),
+            format!("node_b relayed the abort of node_a, reporting: \"{expected_words}\"")
+        );
+        assert_eq!(second.kind(), ErrorKind::Timeout);
+        let third = peer_aborted("node_c", abort_reason(&second).as_bytes());
+        assert_eq!(
+            third.to_string(),
+            format!("node_c relayed the abort of node_a, reporting: \"{expected_words}\"")
+        );
+        assert_eq!(third.kind(), ErrorKind::Timeout);
+    }
+
+    #[test]
+    fn a_forged_relay_is_still_escaped() {
+        // The sender is attributed; the words it claims another party said are escaped unless
+        // they are exactly in escaped form.
+        let e = peer_aborted(
+            "node_b",
+            "peer_failure:node_a aborted the session, reporting: \"x\" \u{1b}[2J\u{202e}\""
+                .as_bytes(),
+        );
+        let text = e.to_string();
+        assert!(
+            text.starts_with("node_b relayed the abort of node_a, reporting: \""),
+            "{text}"
+        );
+        for raw in ['\u{1b}', '\u{202e}'] {
+            assert!(!text.contains(raw), "{text:?}");
+        }
+        assert!(text.contains("x\\\" \\u{1b}[2J\\u{202e}"), "{text}");
+        // Something that only looks like a relay (spaces in the origin) is quoted whole.
+        let e = peer_aborted(
+            "node_b",
+            b"peer_failure:it said node a aborted the session, reporting: \"x\"",
+        );
+        assert!(e
+            .to_string()
+            .starts_with("node_b aborted the session, reporting: \"it said"));
+    }
+
+    #[test]
+    fn escaped_form_is_exactly_what_escaping_produces() {
+        for t in ["plain", "a\"b\\c\nd\u{1b}e\u{202e}f\tg\r", "", "é ünïcödé"] {
+            assert!(is_escaped_form(&escape_peer_text(t)), "{t:?}");
+        }
+        for bad in [
+            "a\"b",
+            "a\\qb",
+            "a\\u{}b",
+            "a\\u{1234567}",
+            "a\nb",
+            "trailing\\",
+        ] {
+            assert!(!is_escaped_form(bad), "{bad:?}");
         }
     }
 }

@@ -4,15 +4,18 @@ A thin layer over the Rust library secagg-core (the one behind the ``secagg`` co
 
 - :class:`Home` — a party's home directory: its identity (``init``, ``identity``, ``bundle``),
   the peers it registered (``register``, ``register_bundle``, ``peers``, ``peer``,
-  ``delete_peer``, ``import_fedbiomed``), key negotiation (``negotiate``), the negotiated keys
-  (``contexts``, ``context``, ``delete_context``) and Joye–Libert aggregation (``encrypt``,
-  ``decrypt``). Results are plain dicts (the fields of the CLI's ``--format json``), keys are ints.
+  ``delete_peer``, ``import_fedbiomed``), signed rosters (``roster_export``, ``roster_show``,
+  ``roster_import``, ``roster_pull``), key negotiation (``negotiate``, or ``session_run`` through
+  the nodes' agents, which ``federation_check`` checks), the negotiated keys (``contexts``,
+  ``context``, ``delete_context``) and Joye–Libert aggregation (``encrypt``, ``decrypt``).
+  Results are plain dicts (the fields of the CLI's ``--format json``), keys are ints.
 - :class:`CancelToken` — stops a running negotiation from another thread (Ctrl-C does it in the
   main thread).
 - The exceptions :class:`Error` and one subclass per error kind, with ``message``, ``hint`` and
   ``exit_code``.
 - :mod:`secagg.fedbiomed` — Fed-BioMed v4.5.0's ``CertificateManager``, ``MPCController``,
-  ``SecaggServkeyManager`` and ``SecaggCrypter`` backed by a secagg home.
+  ``SecaggServkeyManager``, ``SecaggBiprimeManager`` and ``SecaggCrypter`` backed by a secagg
+  home.
 
 Example (one party; every party does the same with its own home)::
 
@@ -36,6 +39,7 @@ from ._native import (
     new_session_id,
     normalize_session_id,
     party_role,
+    read_biprime,
 )
 from ._errors import (
     AuthenticationFailure,
@@ -70,6 +74,7 @@ __all__ = [
     "normalize_session_id",
     "party_role",
     "generate_certificate",
+    "read_biprime",
     "DEFAULT_BIPRIME0",
     "DEFAULT_CLIPPING_RANGE",
     "DEFAULT_KEY_BITS",

@@ -8,7 +8,7 @@ secagg-core's single list (``secagg._native.error_kinds()``); the classes below 
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Type
+from typing import Any, Dict, Optional, Type
 
 from . import _native
 
@@ -34,6 +34,10 @@ class Error(Exception):
     kind: str = "internal"
     exit_code: int = 1
     description: str = ""
+    #: The result that came with the failure, when there is one: ``Home.import_fedbiomed``'s
+    #: report, ``Home.session_run``'s report (one row per party, saying which failed and why),
+    #: ``Home.federation_check``'s rows. ``None`` otherwise.
+    report: Any = None
 
     def __init__(
         self,

@@ -110,6 +110,120 @@ class RoundAverage(TypedDict):
     count: int
     average: List[float]
 
+class RosterFile(TypedDict):
+    """A roster file as written to disk (``roster_export()["roster"]``)."""
+    format: str
+    version: int
+    issuer: str
+    payload: str
+    signature_scheme: str
+    signature: str
+
+class RosterExport(TypedDict):
+    issuer: str
+    serial: int
+    issued_at: str
+    expires_at: str
+    parties: int
+    omitted: List[str]
+    file: Optional[str]
+    roster: RosterFile
+
+class RosterEntry(TypedDict):
+    party_id: str
+    role: Literal["researcher", "node"]
+    ip: str
+    port: int
+    certificate: str
+    fingerprint: str
+
+class VerifiedRoster(TypedDict):
+    issuer: str
+    issuer_fingerprint: str
+    serial: int
+    issued_at: str
+    expires_at: str
+    parties: List[RosterEntry]
+
+class PlannedChange(TypedDict):
+    party_id: str
+    component: Literal["RESEARCHER", "NODE"]
+    change: Literal[
+        "this_party", "new", "unchanged", "endpoint_changed", "replaced", "removed"
+    ]
+    endpoint: str
+    fingerprint: str
+    previous_endpoint: Optional[str]
+    previous_fingerprint: Optional[str]
+    previous_origin: Optional[str]
+
+class ImportPlan(TypedDict):
+    issuer: str
+    serial: int
+    previous_serial: Optional[int]
+    expires_at: str
+    changes: List[PlannedChange]
+    warnings: List[str]
+    applied: bool
+
+# "import" is the plan (None at the researcher that issued the roster); a Python keyword, hence
+# the functional form.
+RosterShown = TypedDict("RosterShown", {"roster": VerifiedRoster, "import": Optional[ImportPlan]})
+
+class PartyError(TypedDict, total=False):
+    kind: str
+    exit_code: int
+    message: str
+    hint: str
+
+class SessionPartyRow(TypedDict):
+    party_id: str
+    role: Literal["researcher", "node"]
+    state: Literal["confirmed", "stored", "refused", "unreachable", "cancelled", "failed"]
+    key: Literal["confirmed", "unconfirmed", "none", "unknown"]
+    ms: Optional[float]
+    error: Optional[PartyError]
+
+class SessionRunReport(TypedDict):
+    session_id: str
+    engine: str
+    ok: bool
+    parties: List[SessionPartyRow]
+    total_ms: float
+    key_fingerprint: Optional[str]
+    warnings: List[str]
+
+class FederationCheckRow(TypedDict):
+    party_id: str
+    role: Literal["researcher", "node"]
+    endpoint: str
+    ok: bool
+    reachable: bool
+    mutual_tls: bool
+    secagg_version: Optional[str]
+    protocol_version: Optional[int]
+    clock_skew_ms: Optional[int]
+    certificate_days_left: int
+    roster_serial: Optional[int]
+    sessions: Optional[int]
+    ms: float
+    problem: Optional[
+        Literal[
+            "unreachable",
+            "not_an_agent",
+            "wrong_certificate",
+            "not_registered_there",
+            "clock_skew",
+            "version_mismatch",
+            "certificate_invalid",
+            "timeout",
+        ]
+    ]
+    message: Optional[str]
+
+RosterArg = Union[RosterFile, Dict[str, Any], bytes, PathLike]
+FingerprintExpectations = Union[Dict[str, str], Sequence[str], None]
+
 class ErrorKindInfo(TypedDict):
     name: str
     exit_code: int
@@ -150,6 +264,8 @@ class Home:
         port: int,
         upsert: bool = False,
         expect_fingerprint: Optional[str] = None,
+        role: Optional[Literal["researcher", "node"]] = None,
+        allow_custom_id: bool = False,
     ) -> Registered: ...
     def register_bundle(
         self,
@@ -199,6 +315,48 @@ class Home:
         files: Sequence[Union[CiphertextFile, Dict[str, Any], PathLike]],
         biprime: Union[None, int, PathLike] = None,
     ) -> RoundAverage: ...
+    def roster_export(
+        self, path: Optional[PathLike] = None, valid_days: int = 30, force: bool = False
+    ) -> RosterExport: ...
+    def roster_show(
+        self,
+        roster: RosterArg,
+        prune: bool = False,
+        allow_replace: bool = False,
+        expect_fingerprints: FingerprintExpectations = None,
+        allow_custom_ids: bool = False,
+    ) -> RosterShown: ...
+    def roster_import(
+        self,
+        roster: RosterArg,
+        prune: bool = False,
+        allow_replace: bool = False,
+        expect_fingerprints: FingerprintExpectations = None,
+        allow_custom_ids: bool = False,
+    ) -> ImportPlan: ...
+    def roster_pull(
+        self,
+        from_party: Optional[str] = None,
+        prune: bool = False,
+        allow_replace: bool = False,
+        expect_fingerprints: FingerprintExpectations = None,
+        allow_custom_ids: bool = False,
+    ) -> ImportPlan: ...
+    def session_run(
+        self,
+        parties: Optional[Sequence[str]] = None,
+        all: bool = False,
+        session: Optional[str] = None,
+        engine: Literal["native", "mp-spdz"] = "native",
+        timeout: float = 60.0,
+        key_bits: Optional[int] = None,
+    ) -> SessionRunReport: ...
+    def federation_check(
+        self,
+        parties: Optional[Sequence[str]] = None,
+        all: bool = False,
+        max_clock_skew: float = 60.0,
+    ) -> List[FederationCheckRow]: ...
 
 def error_kinds() -> List[ErrorKindInfo]: ...
 def new_session_id(fedbiomed: bool = False) -> str: ...
@@ -207,6 +365,7 @@ def party_role(party_id: str) -> Literal["researcher", "node"]: ...
 def generate_certificate(
     party_id: str, key_type: str = "p256", days: int = 1825
 ) -> Tuple[str, str]: ...
+def read_biprime(text: str) -> Tuple[str, int]: ...
 def jl_encrypt(
     num_nodes: int,
     round: int,

@@ -30,8 +30,11 @@ __all__ = [
     "CertificateManager",
     "MPCController",
     "SecaggServkeyManager",
+    "SecaggBiprimeManager",
     "SecaggCrypter",
     "SERVER_KEY_ELEMENT",
+    "BIPRIME_ELEMENT",
+    "DEFAULT_BIPRIME_ID",
 ]
 
 #: Fed-BioMed's ``ComponentType`` names, as stored in a certificate document's ``component``.
@@ -39,6 +42,13 @@ NODE = "NODE"
 RESEARCHER = "RESEARCHER"
 #: Fed-BioMed's ``SecaggElementTypes.SERVER_KEY``, the ``secagg_elem`` of a server-key entry.
 SERVER_KEY_ELEMENT = 0
+#: Fed-BioMed's ``SecaggElementTypes.BIPRIME``.
+BIPRIME_ELEMENT = 1
+#: The ``secagg_id`` of Fed-BioMed v4.5.0's default biprime (``envs/common/default_biprimes/
+#: biprime0.json``), whose value is ``secagg.DEFAULT_BIPRIME0``.
+DEFAULT_BIPRIME_ID = "default_biprime0"
+#: The ``max_keysize`` of that file.
+DEFAULT_MAX_KEYSIZE = 2048
 
 FedbiomedError = Error
 
@@ -461,6 +471,135 @@ class SecaggServkeyManager:
             del jobs[session]
             self._save_jobs(jobs)
         return True
+
+
+class SecaggBiprimeManager:
+    """Fed-BioMed's ``SecaggBiprimeManager`` (table ``SecaggBiprime``) over a secagg home.
+
+    secagg, like Fed-BioMed v4.5.0 in practice, uses public *default* biprimes only: Fed-BioMed's
+    dynamic biprimes are a placeholder in v4.5.0 (a random dummy with ``max_keysize`` 0, "not
+    implemented yet"). An entry is ``{secagg_id, parties: None, context: {'biprime': int,
+    'max_keysize': int}}``, ``job_id`` is unused (as in Fed-BioMed).
+
+    The default biprimes are Fed-BioMed's ``default_biprime0`` (``secagg.DEFAULT_BIPRIME0``)
+    until ``update_default_biprimes`` sets others (from a directory of Fed-BioMed biprime files,
+    as Fed-BioMed's component start does); they are kept in ``<home>/fedbiomed-biprimes.json``.
+    The biprime of an entry is what ``Home.encrypt`` / ``Home.decrypt`` and ``SecaggCrypter``
+    take as ``biprime``.
+
+    Differences, each raising the ``secagg`` exception instead of ``FedbiomedSecaggError``:
+    ``add`` (storing a dynamic biprime) raises ``InvalidInput``: secagg does not take a biprime
+    whose factorisation someone may know; ``remove`` of a default biprime raises
+    ``InvalidInput`` (Fed-BioMed refuses it too, FB623); every biprime file is checked as secagg
+    checks ``--biprime FILE`` (an odd number of 512 to 1024 bits) besides Fed-BioMed's format
+    check (``secagg_id`` a non-empty string, ``biprime`` and ``max_keysize`` integers), and a
+    refused file changes nothing (``InvalidInput``).
+    """
+
+    def __init__(self, db_path: PathLike) -> None:
+        self._home = _native.Home(db_path)
+        self._path = os.path.join(os.fspath(db_path), "fedbiomed-biprimes.json")
+
+    def _defaults(self) -> Dict[str, Dict[str, int]]:
+        try:
+            with open(self._path) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return {
+                DEFAULT_BIPRIME_ID: {
+                    "biprime": int(_native.DEFAULT_BIPRIME0),
+                    "max_keysize": DEFAULT_MAX_KEYSIZE,
+                }
+            }
+        if not isinstance(data, dict) or not isinstance(data.get("default_biprimes"), list):
+            raise InvalidInput(f"{self._path} is not secagg's list of default biprimes")
+        return {
+            e["secagg_id"]: {"biprime": int(e["biprime"]), "max_keysize": int(e["max_keysize"])}
+            for e in data["default_biprimes"]
+        }
+
+    def get(self, secagg_id: str, job_id: None = None) -> Optional[Dict[str, Any]]:
+        """The entry of the default biprime ``secagg_id`` (``{secagg_id, parties: None,
+        context: {'biprime': int, 'max_keysize': int}}``), ``None`` when there is none."""
+        entry = self._defaults().get(secagg_id)
+        if entry is None:
+            return None
+        return {"secagg_id": secagg_id, "parties": None, "context": dict(entry)}
+
+    def add(
+        self,
+        secagg_id: str,
+        parties: List[str],
+        context: Dict[str, int],
+        job_id: None = None,
+    ) -> None:
+        """Fed-BioMed stores a dynamic biprime here. Difference: refused (``InvalidInput``).
+        secagg uses the public default biprimes only (``get(DEFAULT_BIPRIME_ID)``)."""
+        raise InvalidInput(
+            f"secagg does not store dynamic biprimes (`{secagg_id}`): it uses the public default "
+            f"biprimes only (Fed-BioMed v4.5.0's dynamic biprime is a dummy)",
+            f"use the default biprime `{DEFAULT_BIPRIME_ID}` (secagg.DEFAULT_BIPRIME0)",
+        )
+
+    def remove(self, secagg_id: str, job_id: None = None) -> bool:
+        """``False`` when no biprime ``secagg_id`` exists; a default biprime cannot be removed
+        (``InvalidInput``, as Fed-BioMed's FB623)."""
+        if secagg_id in self._defaults():
+            raise InvalidInput(
+                f"not authorized to remove the default biprime `{secagg_id}`",
+                "default biprimes change with update_default_biprimes",
+            )
+        return False
+
+    def update_default_biprimes(
+        self, allow_default_biprimes: bool, default_biprimes_dir: PathLike
+    ) -> None:
+        """Replaces the default biprimes with those of the ``*.json`` files in
+        ``default_biprimes_dir`` (Fed-BioMed's ``{"secagg_id", "biprime", "max_keysize"}``), or
+        with none when ``allow_default_biprimes`` is false. Every file is checked before anything
+        changes (``InvalidInput`` names the refused file)."""
+        entries: List[Dict[str, Any]] = []
+        if allow_default_biprimes:
+            directory = os.fspath(default_biprimes_dir)
+            try:
+                names = sorted(os.listdir(directory))
+            except OSError as e:
+                raise InvalidInput(f"cannot read the default biprimes directory {directory}: {e}")
+            for name in names:
+                if not name.endswith(".json"):
+                    continue
+                path = os.path.join(directory, name)
+                try:
+                    with open(path) as f:
+                        text = f.read()
+                    doc = json.loads(text)
+                except (OSError, ValueError) as e:
+                    raise InvalidInput(f"cannot parse default biprime file `{name}`: {e}")
+                if (
+                    not isinstance(doc, dict)
+                    or not isinstance(doc.get("secagg_id"), str)
+                    or not doc["secagg_id"]
+                    or type(doc.get("biprime")) is not int
+                    or type(doc.get("max_keysize")) is not int
+                ):
+                    raise InvalidInput(
+                        f"bad biprime format in file `{name}`: expected a non-empty string "
+                        f"`secagg_id` and integers `biprime` and `max_keysize`"
+                    )
+                try:
+                    _native.read_biprime(text)
+                except InvalidInput as e:
+                    raise InvalidInput(f"bad biprime in file `{name}`: {e.message}", e.hint)
+                entries.append(
+                    {
+                        "secagg_id": doc["secagg_id"],
+                        "biprime": str(doc["biprime"]),
+                        "max_keysize": doc["max_keysize"],
+                    }
+                )
+        tmp = self._path + ".tmp"
+        _write_public(tmp, json.dumps({"default_biprimes": entries}, indent=1))
+        os.replace(tmp, self._path)
 
 
 class SecaggCrypter:
