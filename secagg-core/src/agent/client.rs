@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use rustls::pki_types::ServerName;
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt;
@@ -193,8 +192,15 @@ impl Dialer {
         until: Instant,
     ) -> std::result::Result<(TlsStream<TcpStream>, Reply), DialError> {
         let pinned = PinnedCert::new(label, cert_der).map_err(DialError::WrongCertificate)?;
-        let config = tls::client_config(&self.local, pinned, &self.provider)
-            .map_err(|e| DialError::NotAnAgent(e.to_string()))?;
+        // A status request is the preflight's proof that pinned mutual TLS works both ways now:
+        // always a full handshake (a resumed one would not show that the agent still accepts
+        // this party's certificate, nor which of the two refused).
+        let config = if matches!(request, Request::Status { .. }) {
+            tls::client_config_without_resumption(&self.local, pinned.clone(), &self.provider)
+        } else {
+            tls::client_config(&self.local, pinned.clone(), &self.provider)
+        }
+        .map_err(|e| DialError::NotAnAgent(e.to_string()))?;
         let addrs: Vec<std::net::SocketAddr> = match &endpoint.host {
             Host::Ip(ip) => vec![std::net::SocketAddr::new(*ip, endpoint.port)],
             Host::Name(n) => {
@@ -212,7 +218,8 @@ impl Dialer {
             Ok(Ok(t)) => t,
         };
         let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from("secagg.invalid").expect("valid DNS name");
+        // Keys this process's tickets for this agent (`tls::server_name`); never sent.
+        let name = tls::server_name(&self.local, &pinned);
         let classify_tls = |e: std::io::Error, doing: &str| {
             match classify(&e) {
             TlsFailure::PeerCertificateRefused => {
@@ -233,6 +240,14 @@ impl Dialer {
                 Ok(Err(e)) => return Err(classify_tls(e, "during the TLS handshake")),
                 Ok(Ok(s)) => s,
             };
+        tls::record_handshake(stream.get_ref().1.handshake_kind());
+        // A resumed session skipped the verifier: its restored certificate must still be the
+        // pinned one (it is, by the ticket's name; checked all the same).
+        if !tls::is_pinned_server(stream.get_ref().1.peer_certificates(), &pinned) {
+            return Err(DialError::WrongCertificate(Error::authentication(format!(
+                "{label} at {endpoint} presented a certificate other than the one registered for it"
+            ))));
+        }
         let payload =
             serde_json::to_vec(request).map_err(|e| DialError::NotAnAgent(e.to_string()))?;
         write_frame(
@@ -901,6 +916,8 @@ pub struct CheckRow {
     pub roster_serial: Option<u64>,
     /// Who issued that roster.
     pub roster_issuer: Option<String>,
+    /// TLS handshakes its agent completed since it started, full and resumed.
+    pub tls_handshakes: Option<super::HandshakeCounts>,
     /// Sessions joined or running there.
     pub sessions: Option<usize>,
     /// Round trip of the status request, milliseconds (TLS handshake included).
@@ -984,6 +1001,7 @@ pub fn check_federation(
             certificate_days_left: days_left,
             roster_serial: None,
             roster_issuer: None,
+            tls_handshakes: None,
             sessions: None,
             ms: ms(rtt),
             problem: None,
@@ -1062,6 +1080,7 @@ fn apply_status(
     row.protocol_version = Some(s.protocol_version);
     row.roster_serial = s.roster_serial;
     row.roster_issuer = s.roster_issuer.clone();
+    row.tls_handshakes = s.tls_handshakes;
     row.sessions = Some(s.sessions);
     let mid = sent_wall + time::Duration::try_from(rtt / 2).unwrap_or(time::Duration::ZERO);
     let ours_ms = (mid.unix_timestamp_nanos() / 1_000_000) as i64;

@@ -123,6 +123,19 @@ pub struct StatusInfo {
     /// Who issued that roster (absent from agents older than this field).
     #[serde(default)]
     pub roster_issuer: Option<String>,
+    /// TLS handshakes the agent completed since it started, full and resumed (a resumed one
+    /// used a session ticket it issued to that peer before).
+    #[serde(default)]
+    pub tls_handshakes: Option<HandshakeCounts>,
+}
+
+/// Completed TLS handshakes, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandshakeCounts {
+    /// Full handshakes (certificates exchanged and verified).
+    pub full: u64,
+    /// Resumed handshakes (PSK with ECDHE, from a ticket issued after a full one).
+    pub resumed: u64,
 }
 
 /// An error as it travels between agent and client.

@@ -155,6 +155,9 @@ const PEER_CACHE_TTL: Duration = Duration::from_secs(1);
 
 struct Shared {
     home: Home,
+    /// Issues the session tickets of every acceptor configuration (rebuilt every
+    /// [`PEER_CACHE_TTL`]): peers resume their connections across sessions.
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
     me: PartyId,
     certificate_not_after: i64,
     endpoint: Endpoint,
@@ -226,7 +229,12 @@ impl Shared {
             }
         }
         let verifier = PinnedClientVerifier::new(expected, &self.provider);
-        let config = tls::server_config(&self.local, verifier.clone(), &self.provider)?;
+        let config = tls::server_config_resumable(
+            &self.local,
+            verifier.clone(),
+            &self.provider,
+            self.ticketer.clone(),
+        )?;
         *cache = Some(PeerCache {
             loaded: Instant::now(),
             config: config.clone(),
@@ -301,6 +309,7 @@ pub fn serve(home: &Home, opts: AgentOptions, log: Log, shutdown: Shutdown) -> R
         .map_err(|e| Error::io("while starting the agent's runtime", e))?;
     let shared = Arc::new(Shared {
         home: home.clone(),
+        ticketer: tls::ticketer()?,
         me: own.party_id.clone(),
         certificate_not_after: own.certificate.not_after.unix_timestamp(),
         endpoint,
@@ -496,13 +505,21 @@ async fn first_contact(
         }
         Ok(Ok(s)) => s,
     };
-    let peer = stream
-        .get_ref()
-        .1
+    let conn = stream.get_ref().1;
+    tls::record_handshake(conn.handshake_kind());
+    // After a full handshake the verifier accepted the certificate; a resumed one restored the
+    // certificate its ticket was issued to, which must still be registered here now.
+    let Some(peer) = conn
         .peer_certificates()
         .and_then(|c| c.first())
         .and_then(|c| verifier.identify(c))
-        .map(|j| ids[j].clone())?;
+        .map(|j| ids[j].clone())
+    else {
+        stranger(
+            "it resumed a TLS session for a certificate that is no longer registered here".into(),
+        );
+        return None;
+    };
     match read_frame(&mut stream, until, peer.as_str()).await {
         Ok(Some(frame)) => Some((stream, peer, frame)),
         Ok(None) => None, // a probe that connected and left (e.g. a reachability check)
@@ -570,6 +587,10 @@ async fn dispatch(
                             as i64,
                         certificate_not_after_unix: shared.certificate_not_after,
                         sessions: shared.sessions.lock().map(|s| s.len()).unwrap_or(0),
+                        tls_handshakes: Some({
+                            let (full, resumed) = tls::handshake_counts();
+                            super::HandshakeCounts { full, resumed }
+                        }),
                         roster_serial: roster.as_ref().map(|r| r.1),
                         roster_issuer: roster.map(|r| r.0.to_string()),
                     };

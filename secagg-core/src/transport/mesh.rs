@@ -422,7 +422,11 @@ pub async fn establish_with(
         tasks.spawn(dial(
             ctx.clone(),
             j,
-            TlsConnector::from(config),
+            (
+                TlsConnector::from(config),
+                tls::server_name(&identity, cert),
+                cert.clone(),
+            ),
             tx.clone(),
             last_dial_error.clone(),
         ));
@@ -641,12 +645,12 @@ async fn resolve(ep: &Endpoint) -> std::io::Result<Vec<SocketAddr>> {
 async fn dial(
     ctx: Arc<Ctx>,
     j: usize,
-    connector: TlsConnector,
+    (connector, name, pinned): (TlsConnector, ServerName<'static>, PinnedCert),
     tx: mpsc::UnboundedSender<Event>,
     last_error: Arc<Mutex<Vec<Option<String>>>>,
 ) {
-    // The name is never checked (the verifier pins the certificate) and SNI is off.
-    let name = ServerName::try_from("secagg.invalid").expect("valid DNS name");
+    // The name is never sent (SNI is off) nor checked (the verifier pins the certificate): it
+    // keys this process's tickets for this peer (`tls::server_name`).
     let label = &ctx.labels[j];
     let mut backoff = DIAL_BACKOFF_START;
     loop {
@@ -659,6 +663,17 @@ async fn dial(
         match timeout_at(ctx.deadline, attempt).await {
             Err(_) => return,
             Ok(Ok(tls)) => {
+                let conn = tls.get_ref().1;
+                tls::record_handshake(conn.handshake_kind());
+                // A resumed session skipped the verifier: its restored certificate must still
+                // be the pinned one (it is, by the ticket's name; checked all the same).
+                if !tls::is_pinned_server(conn.peer_certificates(), &pinned) {
+                    let _ = tx.send(Event::Failed(Error::authentication(format!(
+                        "{label} at {} presented a certificate other than the one registered for it",
+                        ctx.endpoints[j]
+                    ))));
+                    return;
+                }
                 let ev = match hello_exchange(&ctx, TlsStream::Client(tls), j).await {
                     Ok(link) => Event::Connected(Box::new(link)),
                     Err(e) => Event::Failed(e),

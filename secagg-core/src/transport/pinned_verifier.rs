@@ -92,6 +92,16 @@ impl PinnedCert {
         &self.label
     }
 
+    /// The registered certificate, DER.
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+
+    /// Whether `presented` is exactly this certificate (constant time, as the verifiers).
+    pub fn is(&self, presented: &[u8]) -> bool {
+        bool::from(self.matches(presented))
+    }
+
     /// The certificate's SubjectPublicKeyInfo, DER.
     pub fn spki(&self) -> &[u8] {
         &self.spki
