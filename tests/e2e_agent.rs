@@ -1135,3 +1135,94 @@ fn session_run_through_agents_over_a_real_wireguard_tunnel() {
         tunnel_ready.as_secs_f64()
     );
 }
+
+/// A node whose `shamir-party.x` fails ends the MP-SPDZ session at once: the researcher's own
+/// `shamir-party.x` (which would wait for the missing node until the deadline) is killed, the
+/// command names the node and exits with its kind of error well before the deadline; no server
+/// key anywhere, the failed node keeps its key unconfirmed (stored before its run, as
+/// `negotiate --engine mp-spdz` does), and no run directory is left.
+#[test]
+fn mp_spdz_a_failing_node_ends_the_session_at_once() {
+    let (dir, fed) = federation(3);
+    let root = support::mpspdz_double_root(dir.path());
+    let root_s = root.to_str().unwrap();
+    let ports: Vec<u16> = (0..fed.parties.len())
+        .map(|_| support::free_port())
+        .collect();
+    let _agents: Vec<Agent> = fed.parties[1..]
+        .iter()
+        .zip(&ports[1..])
+        .enumerate()
+        .map(|(i, (p, port))| {
+            let range = format!("{port}-{port}");
+            let env: &[(&str, &str)] = if i == 0 {
+                &[("SECAGG_MPSPDZ_DOUBLE_FAIL", "1")]
+            } else {
+                &[]
+            };
+            Agent::start(
+                p.home.root(),
+                &["--mpspdz-ports", &range, "--mpspdz-root", root_s],
+                env,
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let run = secagg(
+        researcher(&fed),
+        &[
+            "session",
+            "run",
+            "--all",
+            "--engine",
+            "mp-spdz",
+            "--mpspdz-root",
+            root_s,
+            "--mpspdz-port",
+            &ports[0].to_string(),
+            "--timeout",
+            "40s",
+            "--format",
+            "json",
+        ],
+    );
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
+    let failed = &fed.parties[1].party_id;
+    run.fails_with(
+        ErrorKind::ExternalTool.exit_code(),
+        &format!("failed at {failed}"),
+    );
+    assert!(
+        run.stderr.contains("SECAGG_MPSPDZ_DOUBLE_FAIL"),
+        "{}",
+        run.stderr
+    );
+    let session = session_of(&run);
+    assert_no_server_key(&fed, &session);
+    let c = context_of(&contexts(fed.parties[1].home.root()), &session).cloned();
+    assert_eq!(c.unwrap()["state"], "unconfirmed");
+    // The other node was cancelled by the researcher (its shamir-party.x would have waited for
+    // the deadline) and reported so; it too keeps its key unconfirmed.
+    let report = run.json();
+    let other = report["parties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["party_id"] == fed.parties[2].party_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(other["state"], "failed", "{other}");
+    assert_eq!(other["key"], "unconfirmed", "{other}");
+    assert!(
+        other["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cancelled session"),
+        "{other}"
+    );
+    for p in &fed.parties {
+        let dir = p.home.root().join("runs").join(&session);
+        assert!(!dir.exists(), "{} kept {}", p.party_id, dir.display());
+    }
+}

@@ -280,10 +280,40 @@ enum ReadError {
     Other(String),
 }
 
+/// Reads a node's report of a started session; once `failed` turns true (our side failed), first
+/// sends it a `cancel` request, then goes on reading its report.
+async fn read_until_report<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    failed: &mut tokio::sync::watch::Receiver<bool>,
+    until: Instant,
+    label: &str,
+) -> std::result::Result<Reply, ReadError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let reading = read_reply(rd, until, label);
+    tokio::pin!(reading);
+    let mut cancelled = false;
+    loop {
+        let turned = tokio::select! {
+            r = &mut reading => return r,
+            t = failed.wait_for(|f| *f), if !cancelled => t.is_ok(),
+        };
+        cancelled = true;
+        if turned {
+            let cancel = serde_json::to_vec(&Request::Cancel).expect("serialisable");
+            // Best effort: a node that already ended reports anyway.
+            let _ = write_frame(wr, &Frame::new(MsgType::Request, cancel), until, label).await;
+        }
+    }
+}
+
 /// Reads one `Reply` frame. Reads the raw TLS stream first so that a TLS alert (our certificate
 /// refused) keeps its I/O error for classification.
-async fn read_reply(
-    stream: &mut TlsStream<TcpStream>,
+async fn read_reply<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
     until: Instant,
     label: &str,
 ) -> std::result::Result<Reply, ReadError> {
@@ -583,6 +613,9 @@ pub fn run_session_with(
     // durably stored its key.
     let cancel = CancelFlag::new();
     let cause: std::sync::Arc<std::sync::Mutex<Option<NodeFailure>>> = Default::default();
+    // Set once our side failed: every node still running gets a `cancel` on its control
+    // connection (MP-SPDZ has no abort that would reach it otherwise).
+    let (failed_tx, failed_rx) = tokio::sync::watch::channel(false);
     let start = serde_json::to_vec(&Request::Start {
         mpspdz_endpoints: mpspdz_lines.clone(),
     })
@@ -594,11 +627,13 @@ pub fn run_session_with(
             .map(|(stream, (label, _, _))| {
                 let (label, start) = (label.clone(), start.clone());
                 let (cancel, cause) = (cancel.clone(), cause.clone());
-                let mut stream = stream.expect("every node accepted");
+                let mut failed_rx = failed_rx.clone();
+                let stream = stream.expect("every node accepted");
                 let until = Instant::from_std(deadline) + REPORT_GRACE;
                 rt.spawn(async move {
+                    let (mut rd, mut wr) = tokio::io::split(stream);
                     let r = match write_frame(
-                        &mut stream,
+                        &mut wr,
                         &Frame::new(MsgType::Request, start),
                         until,
                         &label,
@@ -606,7 +641,15 @@ pub fn run_session_with(
                     .await
                     {
                         Err(e) => Some(Err(format!("could not start it: {e}"))),
-                        Ok(()) => match read_reply(&mut stream, until, &label).await {
+                        Ok(()) => match read_until_report(
+                            &mut rd,
+                            &mut wr,
+                            &mut failed_rx,
+                            until,
+                            &label,
+                        )
+                        .await
+                        {
                             Ok(r) => Some(Ok(r)),
                             Err(ReadError::Timeout) => None,
                             Err(ReadError::Closed) => Some(Err(
@@ -627,7 +670,7 @@ pub fn run_session_with(
                         }
                         cancel.cancel();
                     }
-                    let _ = stream.shutdown().await;
+                    let _ = rd.unsplit(wr).shutdown().await;
                     r
                 })
             })
@@ -645,6 +688,9 @@ pub fn run_session_with(
     })();
     // What a node reported before our side ended (later reports are consequences of our end).
     let cause_at_end = cause.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if own.is_err() {
+        let _ = failed_tx.send(true);
+    }
     let grace_end = Instant::now() + REPORT_GRACE;
     let replies: Vec<Option<std::result::Result<Reply, String>>> = rt.block_on(async {
         let mut out = Vec::with_capacity(collectors.len());

@@ -92,6 +92,8 @@ pub(crate) enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mpspdz_endpoints: Option<Vec<String>>,
     },
+    /// Cancel the started session on this control connection (the researcher's side failed).
+    Cancel,
     /// Report status.
     Status { version: u16 },
     /// Send the latest roster this (researcher) agent exported (`secagg roster pull`).

@@ -631,10 +631,15 @@ async fn dispatch(
                     reply(&mut stream, &peer, &Reply::Roster { roster }).await;
                     let _ = stream.shutdown().await;
                 }
-                Request::Start { .. } => {
+                Request::Start { .. } | Request::Cancel => {
                     let err = Error::peer(format!(
-                        "{peer} asked {} to start a session it did not join on this connection",
-                        shared.me
+                        "{peer} asked {} to {} a session it did not join on this connection",
+                        shared.me,
+                        if matches!(request, Request::Cancel) {
+                            "cancel"
+                        } else {
+                            "start"
+                        }
                     ));
                     refuse(&shared, &mut stream, &peer, None, &err, err.to_string()).await;
                 }
@@ -1099,19 +1104,39 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
                     inbound,
                     progress.clone(),
                     sid,
+                    cancel.clone(),
                 )
                 .await
             }
         }
     };
     tokio::pin!(run);
+    // While the session runs, the control connection stays open: the researcher cancels the
+    // session there (a `cancel` request, or closing it) once it failed on its side, so that this
+    // party does not wait for its deadline (MP-SPDZ has no abort of its own to tell it).
+    enum Ended {
+        Done(Result<session::NegotiationReport>),
+        Stopped,
+        Cancelled(String),
+    }
     let ended = tokio::select! {
-        r = &mut run => Some(r),
-        _ = stop.wait_for(|l| *l >= ABORT) => None,
+        r = &mut run => Ended::Done(r),
+        _ = stop.wait_for(|l| *l >= ABORT) => Ended::Stopped,
+        f = read_frame(&mut stream, tokio_deadline, peer.as_str()) => Ended::Cancelled(match f {
+            Ok(Some(f)) if f.kind == MsgType::Request
+                && matches!(serde_json::from_slice::<Request>(&f.payload), Ok(Request::Cancel)) =>
+                format!("{peer} cancelled session {sid}"),
+            Ok(Some(f)) => format!(
+                "protocol violation by {peer}: sent a {} message while session {sid} ran",
+                f.kind.name()
+            ),
+            Ok(None) => format!("{peer} closed the control connection of session {sid}"),
+            Err(e) => format!("the control connection of session {sid} failed: {e}"),
+        }),
     };
     let result = match ended {
-        Some(r) => r,
-        None => {
+        Ended::Done(r) => r,
+        Ended::Stopped => {
             if is_mpspdz {
                 // shamir-party.x runs on a thread of its own: have its process group killed and
                 // the secrets removed before the slot (and its port) is given up.
@@ -1122,6 +1147,23 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
                 "the agent of {} was stopped and aborted session {sid} after its grace period",
                 shared.me
             )))
+        }
+        Ended::Cancelled(why) => {
+            shared.event(
+                Level::Info,
+                "cancelled",
+                Some(&sid),
+                Some(peer.as_str()),
+                format!("cancelling the running session: {why}"),
+            );
+            // The engines honour the flag only where the invariant allows (the native engine:
+            // before this node stores its key; MP-SPDZ: the key was stored before the run, and
+            // the researcher gets no output from a killed run), so the run ends, then reports.
+            cancel.cancel();
+            match run.await {
+                Ok(r) => Ok(r),
+                Err(e) => Err(e.context(why)),
+            }
         }
     };
     let ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
@@ -1265,6 +1307,7 @@ async fn run_native(
     inbound: mpsc::UnboundedReceiver<Routed>,
     progress: Arc<AtomicU8>,
     sid: SessionId,
+    cancel: CancelFlag,
 ) -> Result<session::NegotiationReport> {
     let log = shared.clone();
     let mut warn = move |w: &str| log.event(Level::Warn, "warning", Some(&sid), None, w);
@@ -1276,7 +1319,8 @@ async fn run_native(
             inner: &mut sink,
             progress,
         };
-        crate::engine::native::negotiate_routed(plan, &mut agent_sink, Some(inbound), None).await
+        crate::engine::native::negotiate_routed(plan, &mut agent_sink, Some(inbound), Some(&cancel))
+            .await
     };
     tokio::task::block_in_place(|| sink.report(result))
 }
