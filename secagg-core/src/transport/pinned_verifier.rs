@@ -98,7 +98,7 @@ impl PinnedCert {
         &self.der
     }
 
-    /// Whether `presented` is exactly this certificate (constant time, as the verifiers).
+    /// Whether `presented` is exactly this certificate (constant time, as the dialing side checks).
     pub fn is(&self, presented: &[u8]) -> bool {
         bool::from(self.matches(presented))
     }
@@ -112,11 +112,6 @@ impl PinnedCert {
     /// early; lengths of certificates are public anyway).
     fn matches(&self, presented: &[u8]) -> Choice {
         self.der.as_slice().ct_eq(presented)
-    }
-
-    /// The certificate, DER.
-    fn der(&self) -> &[u8] {
-        &self.der
     }
 
     fn verify_tls13(
