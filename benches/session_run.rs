@@ -79,6 +79,15 @@ fn session_run(researcher: &Path) -> (Duration, String) {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");
     let session = v["session_id"].as_str().expect("a session id").to_owned();
+    if std::env::var_os("SECAGG_BENCH_VERBOSE").is_some() {
+        // The run as the command itself timed it (from its request to the last node's answer),
+        // against the process's wall time (start, store, certificates, exit).
+        eprintln!(
+            "session run: {:.1} ms inside the command, {:.1} ms wall",
+            v["total_ms"].as_f64().unwrap_or(f64::NAN),
+            elapsed.as_secs_f64() * 1e3
+        );
+    }
     (elapsed, session)
 }
 

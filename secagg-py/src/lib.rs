@@ -884,8 +884,11 @@ impl Home {
     /// `parties`: the nodes in session order (this researcher may be listed first or left out),
     /// or `all=True` for every registered node (sorted by id); exactly one of the two.
     /// `session`: a uuid or `secagg_<uuid>` (default: a new one). `timeout`: seconds for the
-    /// whole session. Only the native engine runs through the agents (`"mp-spdz"` raises
-    /// `InvalidInput`). Blocks with the GIL released (not interruptible: it ends by `timeout`).
+    /// whole session. `engine="mp-spdz"`: every node's agent runs its `shamir-party.x` (agents
+    /// started with `--mpspdz-ports A-B --mpspdz-root DIR`), and so does this party, from
+    /// `mpspdz_root` (default: `MPSPDZ_ROOT`, as `negotiate`), on `mpspdz_port` (default: this
+    /// party's endpoint port, which must then be free). Blocks with the GIL released (not
+    /// interruptible: it ends by `timeout`).
     ///
     /// Returns the CLI's JSON report when the session succeeded (`session_id`, `engine`, `ok`,
     /// `parties`: one row per party with `party_id`, `role`, `state` — `confirmed`, `stored`,
@@ -894,7 +897,7 @@ impl Home {
     /// the exception of the failure's kind (a refusal by policy `AuthenticationFailure`, a limit
     /// `Conflict`, an unreachable agent `PeerFailure`, a timeout `Timeout`, …) with that same
     /// report as `.report`, so that the rows say which party failed and why.
-    #[pyo3(signature = (parties=None, all=false, session=None, engine="native", timeout=60.0, key_bits=None))]
+    #[pyo3(signature = (parties=None, all=false, session=None, engine="native", timeout=60.0, key_bits=None, mpspdz_root=None, mpspdz_port=None))]
     #[allow(clippy::too_many_arguments)]
     fn session_run(
         &self,
@@ -905,23 +908,32 @@ impl Home {
         engine: &str,
         timeout: f64,
         key_bits: Option<u32>,
+        mpspdz_root: Option<PathBuf>,
+        mpspdz_port: Option<u16>,
     ) -> PyResult<PyObject> {
-        match engine {
-            "native" => {}
-            "mp-spdz" => {
-                return Err(CoreError(Error::invalid(
-                    "`secagg session run` runs native sessions only; MP-SPDZ sessions through the agents are not implemented yet",
-                )
-                .with_hint("use engine=\"native\", or run `negotiate(..., engine=\"mp-spdz\")` at every party"))
-                .into())
+        let run_options = match engine {
+            "native" => {
+                if mpspdz_root.is_some() || mpspdz_port.is_some() {
+                    return Err(invalid(
+                        "`mpspdz_root` and `mpspdz_port` are for engine=\"mp-spdz\"",
+                    )
+                    .into());
+                }
+                agent::RunOptions::default()
             }
+            "mp-spdz" => agent::RunOptions {
+                mpspdz: Some(agent::RunMpSpdz {
+                    root: MpSpdzRoot::locate(mpspdz_root.as_deref()).map_err(CoreError)?,
+                    port: mpspdz_port,
+                }),
+            },
             other => {
                 return Err(invalid(format!(
                     "unknown engine `{other}`: expected `native` or `mp-spdz`"
                 ))
                 .into())
             }
-        }
+        };
         let timeout = seconds("timeout", timeout)?;
         let session_id = session.map(session_id).transpose()?;
         let home = self.core();
@@ -966,7 +978,7 @@ impl Home {
         let (result, warnings) = py.allow_threads(|| {
             let mut warnings: Vec<String> = Vec::new();
             let mut warn = |w: &str| warnings.push(w.to_owned());
-            let r = agent::run_session(&home, &req, &mut warn);
+            let r = agent::run_session_with(&home, &req, &run_options, &mut warn);
             (r, warnings)
         });
         let (report, error) = result.map_err(CoreError)?;

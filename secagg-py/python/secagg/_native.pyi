@@ -183,6 +183,7 @@ class SessionPartyRow(TypedDict):
     key: Literal["confirmed", "unconfirmed", "none", "unknown"]
     ms: Optional[float]
     error: Optional[PartyError]
+    mpspdz_port: Optional[int]
 
 class SessionRunReport(TypedDict):
     session_id: str
@@ -350,6 +351,8 @@ class Home:
         engine: Literal["native", "mp-spdz"] = "native",
         timeout: float = 60.0,
         key_bits: Optional[int] = None,
+        mpspdz_root: Optional[PathLike] = None,
+        mpspdz_port: Optional[int] = None,
     ) -> SessionRunReport: ...
     def federation_check(
         self,
