@@ -15,19 +15,7 @@ use support::{secagg_command as secagg, Exit};
 mod support;
 
 fn mpspdz_root() -> Option<PathBuf> {
-    let Some(root) = std::env::var_os("MPSPDZ_ROOT").filter(|v| !v.is_empty()) else {
-        eprintln!("skipped: MPSPDZ_ROOT is not set (point it at an MP-SPDZ v0.3.4 build made with MOD = -DGFP_MOD_SZ=33)");
-        return None;
-    };
-    let root = PathBuf::from(root);
-    if !root.join("shamir-party.x").is_file() || !root.join("compile.py").is_file() {
-        eprintln!(
-            "skipped: MPSPDZ_ROOT={} has no shamir-party.x or compile.py",
-            root.display()
-        );
-        return None;
-    }
-    Some(root)
+    support::real_mpspdz_root()
 }
 
 fn spawn_party(home: &Path, root: &Path, session: &str, parties: &str, timeout: &str) -> Child {

@@ -23,7 +23,7 @@ use num_bigint::{BigInt, BigUint};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
-use secagg_core::agent::{self, CheckProblem, CheckRow, RunRequest};
+use secagg_core::agent::{self, RunRequest};
 use secagg_core::aggregate::{self, Biprime, CiphertextFile, EncryptRequest};
 use secagg_core::certificate::{self, Fingerprint, GeneratedKeyType, DEFAULT_VALIDITY_DAYS};
 use secagg_core::engine::{CancelFlag, Engine, MpSpdzEngine, NativeEngine, SecretKey};
@@ -1030,7 +1030,7 @@ impl Home {
             .allow_threads(|| agent::check_federation(&home, only.as_deref(), max_skew))
             .map_err(CoreError)?;
         let obj = to_py(py, &rows)?;
-        match federation_failure(&rows) {
+        match agent::federation_failure(&rows) {
             Some(e) => Err(raise_report(py, &ErrorReport::of(&e), Some(obj))),
             None => Ok(obj),
         }
@@ -1103,39 +1103,6 @@ fn seconds(name: &str, t: f64) -> CoreResult<Duration> {
             "{name} {t} s is out of range (0.001 to 86400)"
         )))
     }
-}
-
-/// The error `secagg federation check` exits with when some party failed (the CLI's rule, in
-/// `secagg-cli/src/commands/agent.rs`: the first failed party's kind, every failure named).
-fn federation_failure(rows: &[CheckRow]) -> Option<Error> {
-    let failed: Vec<&CheckRow> = rows.iter().filter(|r| !r.ok).collect();
-    let first = failed.first()?;
-    let message = format!(
-        "federation check failed for {} of {} parties: {}",
-        failed.len(),
-        rows.len(),
-        failed
-            .iter()
-            .map(|r| format!(
-                "{}: {} ({})",
-                r.party_id,
-                r.problem.map(|p| p.as_str()).unwrap_or("failed"),
-                r.message.as_deref().unwrap_or("")
-            ))
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
-    let e = match first.problem {
-        Some(CheckProblem::WrongCertificate | CheckProblem::NotRegisteredThere) => {
-            Error::authentication(message)
-        }
-        Some(CheckProblem::Timeout) => Error::timeout(message),
-        Some(CheckProblem::CertificateInvalid) => Error::invalid(message),
-        _ => Error::peer(message),
-    };
-    Some(e.with_hint(
-        "each party runs `secagg serve`, and every pair has registered each other's current certificate",
-    ))
 }
 
 // ---------------------------------------------------------------------------------------------

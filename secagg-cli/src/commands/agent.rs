@@ -15,7 +15,7 @@ use secagg_core::agent::{
 use secagg_core::home::Home;
 use secagg_core::mpspdz::MpSpdzRoot;
 use secagg_core::processes::{signal_name, TerminationSignals};
-use secagg_core::{Error, ErrorKind, PartyId, Role, SessionId};
+use secagg_core::{Error, PartyId, Role, SessionId};
 
 use super::negotiate::{parse_duration, EngineArg};
 use crate::output::{self, Format, FormatArg};
@@ -359,42 +359,10 @@ pub fn federation(home: &Path, c: FederationCommand) -> anyhow::Result<()> {
         Format::Json => output::print_json(&serde_json::json!({ "parties": rows }))?,
         Format::Text => print_check(&rows),
     }
-    let failed: Vec<&CheckRow> = rows.iter().filter(|r| !r.ok).collect();
-    if failed.is_empty() {
-        return Ok(());
+    match agent::federation_failure(&rows) {
+        None => Ok(()),
+        Some(e) => Err(e.into()),
     }
-    let kind = |r: &CheckRow| match r.problem {
-        Some(agent::CheckProblem::WrongCertificate | agent::CheckProblem::NotRegisteredThere) => {
-            ErrorKind::Authentication
-        }
-        Some(agent::CheckProblem::Timeout) => ErrorKind::Timeout,
-        Some(agent::CheckProblem::CertificateInvalid) => ErrorKind::InvalidInput,
-        _ => ErrorKind::PeerFailure,
-    };
-    let message = format!(
-        "federation check failed for {} of {} parties: {}",
-        failed.len(),
-        rows.len(),
-        failed
-            .iter()
-            .map(|r| format!(
-                "{}: {} ({})",
-                r.party_id,
-                r.problem.map(|p| p.as_str()).unwrap_or("failed"),
-                r.message.as_deref().unwrap_or("")
-            ))
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
-    let e = match kind(failed[0]) {
-        ErrorKind::Authentication => Error::authentication(message),
-        ErrorKind::Timeout => Error::timeout(message),
-        ErrorKind::InvalidInput => Error::invalid(message),
-        _ => Error::peer(message),
-    };
-    Err(e
-        .with_hint("each party runs `secagg serve`, and every pair has registered each other's current certificate")
-        .into())
 }
 
 fn print_check(rows: &[CheckRow]) {

@@ -974,6 +974,42 @@ pub struct CheckRow {
     pub message: Option<String>,
 }
 
+/// The error a federation check ends with when some party failed, `None` when every party
+/// passed: every failed party named with its problem, of the first failed party's kind (a wrong
+/// certificate or a party that has not registered this one: authentication; a timeout: timeout;
+/// an invalid certificate here: invalid input; otherwise: peer failure). The CLI exits with it,
+/// the Python package raises it.
+pub fn federation_failure(rows: &[CheckRow]) -> Option<Error> {
+    let failed: Vec<&CheckRow> = rows.iter().filter(|r| !r.ok).collect();
+    let first = failed.first()?;
+    let message = format!(
+        "federation check failed for {} of {} parties: {}",
+        failed.len(),
+        rows.len(),
+        failed
+            .iter()
+            .map(|r| format!(
+                "{}: {} ({})",
+                r.party_id,
+                r.problem.map(|p| p.as_str()).unwrap_or("failed"),
+                r.message.as_deref().unwrap_or("")
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let e = match first.problem {
+        Some(CheckProblem::WrongCertificate | CheckProblem::NotRegisteredThere) => {
+            Error::authentication(message)
+        }
+        Some(CheckProblem::Timeout) => Error::timeout(message),
+        Some(CheckProblem::CertificateInvalid) => Error::invalid(message),
+        _ => Error::peer(message),
+    };
+    Some(e.with_hint(
+        "each party runs `secagg serve`, and every pair has registered each other's current certificate",
+    ))
+}
+
 /// Contacts the agent of every registered peer (or of `parties`) and reports, per party, what
 /// [`CheckRow`] lists. A clock differing by more than `max_skew` fails the party.
 pub fn check_federation(

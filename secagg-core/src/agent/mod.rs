@@ -47,8 +47,8 @@ use crate::error::{Error, ErrorKind, ErrorReport, Result};
 use crate::party::Endpoint;
 
 pub use client::{
-    check_federation, pull_roster, run_session, run_session_with, CheckProblem, CheckRow, PartyRow,
-    PartyState, RunMpSpdz, RunOptions, RunReport, RunRequest,
+    check_federation, federation_failure, pull_roster, run_session, run_session_with, CheckProblem,
+    CheckRow, PartyRow, PartyState, RunMpSpdz, RunOptions, RunReport, RunRequest,
 };
 pub use server::{
     serve, AgentEvent, AgentMpSpdz, AgentOptions, Level, Log, Shutdown, ShutdownHandle,
