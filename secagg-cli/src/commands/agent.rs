@@ -70,6 +70,20 @@ pub struct ServeArgs {
     /// The MP-SPDZ v0.3.4 build for MP-SPDZ sessions (with --mpspdz-ports).
     #[arg(long, env = secagg_core::mpspdz::locate::ROOT_ENV, value_name = "DIR")]
     mpspdz_root: Option<PathBuf>,
+    /// Keep each negotiation connection to another node's agent open this long after a
+    /// session that succeeded at both ends, and run later sessions on it instead of a new TLS
+    /// handshake (still pinned to the registered certificate; every session exchanges its own
+    /// hello). 0s: close every connection after its session.
+    #[arg(long, value_parser = parse_keep, default_value = "120s", value_name = "DURATION")]
+    keep_connections: Duration,
+}
+
+/// A duration as `parse_duration` reads it, or zero (`0`, `0s`: keep nothing).
+fn parse_keep(s: &str) -> Result<Duration, String> {
+    if matches!(s.trim(), "0" | "0s" | "0ms") {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
 }
 
 /// Parses `FIRST-LAST` (or one port).
@@ -169,6 +183,7 @@ pub fn serve(home: &Path, a: ServeArgs) -> anyhow::Result<()> {
         max_sessions_per_researcher: a.max_sessions_per_researcher,
         grace: a.grace,
         mpspdz,
+        keep_connections: Some(a.keep_connections).filter(|d| !d.is_zero()),
     };
     agent::serve(&home, opts, log, shutdown)?;
     Ok(())

@@ -964,6 +964,8 @@ pub struct CheckRow {
     pub roster_issuer: Option<String>,
     /// TLS handshakes its agent completed since it started, full and resumed.
     pub tls_handshakes: Option<super::HandshakeCounts>,
+    /// Negotiation connections its agent kept between sessions and reused.
+    pub connections: Option<super::ConnectionCounts>,
     /// Sessions joined or running there.
     pub sessions: Option<usize>,
     /// Round trip of the status request, milliseconds (TLS handshake included).
@@ -1084,6 +1086,7 @@ pub fn check_federation(
             roster_serial: None,
             roster_issuer: None,
             tls_handshakes: None,
+            connections: None,
             sessions: None,
             ms: ms(rtt),
             problem: None,
@@ -1163,6 +1166,7 @@ fn apply_status(
     row.roster_serial = s.roster_serial;
     row.roster_issuer = s.roster_issuer.clone();
     row.tls_handshakes = s.tls_handshakes;
+    row.connections = s.connections;
     row.sessions = Some(s.sessions);
     let mid = sent_wall + time::Duration::try_from(rtt / 2).unwrap_or(time::Duration::ZERO);
     let ours_ms = (mid.unix_timestamp_nanos() / 1_000_000) as i64;

@@ -69,6 +69,9 @@ pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default limit of concurrent sessions of one agent.
 pub const DEFAULT_MAX_SESSIONS: usize = 64;
 
+/// How long an agent keeps an idle negotiation connection to another node's agent by default.
+pub const DEFAULT_KEEP_CONNECTIONS: Duration = crate::transport::pool::DEFAULT_IDLE;
+
 /// Default limit of concurrent sessions one researcher may run through an agent.
 pub const DEFAULT_MAX_SESSIONS_PER_RESEARCHER: usize = 16;
 
@@ -129,7 +132,14 @@ pub struct StatusInfo {
     /// used a session ticket it issued to that peer before).
     #[serde(default)]
     pub tls_handshakes: Option<HandshakeCounts>,
+    /// Negotiation connections kept between sessions and reused (absent when the agent keeps
+    /// none, and from older agents).
+    #[serde(default)]
+    pub connections: Option<ConnectionCounts>,
 }
+
+/// An agent's counters of negotiation connections kept between sessions.
+pub use crate::transport::pool::PoolCounts as ConnectionCounts;
 
 /// Completed TLS handshakes, by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

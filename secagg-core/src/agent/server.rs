@@ -36,6 +36,7 @@ use crate::session::{self, SessionRequest, StoreSink};
 use crate::transport::frame::{read_frame, write_frame, Frame, MsgType};
 use crate::transport::mesh::{abort_all, Hello, Routed, PROTOCOL_VERSION};
 use crate::transport::pinned_verifier::{PinnedCert, PinnedClientVerifier};
+use crate::transport::pool::{Pool, Reopened};
 use crate::transport::tls::{self, classify, LocalIdentity, TlsFailure};
 
 /// How an agent runs.
@@ -57,6 +58,10 @@ pub struct AgentOptions {
     pub grace: Duration,
     /// MP-SPDZ sessions (`--engine mp-spdz`); `None`: refused.
     pub mpspdz: Option<AgentMpSpdz>,
+    /// How long a negotiation connection to another node's agent is kept open after a session
+    /// that ended cleanly, for a later session (`crate::transport::pool`); `None`: every
+    /// connection is closed after its session.
+    pub keep_connections: Option<Duration>,
 }
 
 /// How an agent runs MP-SPDZ sessions.
@@ -168,6 +173,8 @@ struct Shared {
     peers: Mutex<Option<PeerCache>>,
     log: Log,
     shutdown: Arc<watch::Sender<u8>>,
+    /// Negotiation connections kept between sessions (`--keep-connections`).
+    pool: Option<Arc<Pool>>,
 }
 
 impl Shared {
@@ -307,6 +314,11 @@ pub fn serve(home: &Home, opts: AgentOptions, log: Log, shutdown: Shutdown) -> R
         .enable_all()
         .build()
         .map_err(|e| Error::io("while starting the agent's runtime", e))?;
+    let (reopened_tx, reopened_rx) = mpsc::unbounded_channel();
+    let pool = opts
+        .keep_connections
+        .filter(|d| !d.is_zero())
+        .map(|idle| Pool::new(idle, reopened_tx));
     let shared = Arc::new(Shared {
         home: home.clone(),
         ticketer: tls::ticketer()?,
@@ -320,14 +332,20 @@ pub fn serve(home: &Home, opts: AgentOptions, log: Log, shutdown: Shutdown) -> R
         peers: Mutex::new(None),
         log,
         shutdown: shutdown.0,
+        pool,
     });
-    let result = rt.block_on(run(shared, listen));
+    let result = rt.block_on(run(shared, listen, reopened_rx));
     // Every session has ended or been aborted by now; nothing left is worth waiting for.
     rt.shutdown_background();
     result
 }
 
-async fn run(shared: Arc<Shared>, listen: SocketAddr) -> Result<()> {
+
+async fn run(
+    shared: Arc<Shared>,
+    listen: SocketAddr,
+    mut reopened: mpsc::UnboundedReceiver<Reopened>,
+) -> Result<()> {
     let listener = TcpListener::bind(listen).await.map_err(|e| {
         Error::invalid(format!(
             "{} cannot listen on {listen} for its agent: {e}",
@@ -368,6 +386,13 @@ async fn run(shared: Arc<Shared>, listen: SocketAddr) -> Result<()> {
         ),
     );
     let mut stop = shared.shutdown.subscribe();
+    // The next hello on a kept connection is routed like a new connection's first frame.
+    let kept = shared.clone();
+    tokio::spawn(async move {
+        while let Some(r) = reopened.recv().await {
+            tokio::spawn(reopen(kept.clone(), r));
+        }
+    });
     // Handshakes in progress are bounded like a negotiation's: a new connection beyond the cap
     // evicts the oldest pending one.
     let mut pending: std::collections::VecDeque<tokio::task::AbortHandle> = Default::default();
@@ -591,6 +616,7 @@ async fn dispatch(
                             let (full, resumed) = tls::handshake_counts();
                             super::HandshakeCounts { full, resumed }
                         }),
+                        connections: shared.pool.as_ref().map(|p| p.counts()),
                         roster_serial: roster.as_ref().map(|r| r.1),
                         roster_issuer: roster.map(|r| r.0.to_string()),
                     };
@@ -676,6 +702,54 @@ async fn dispatch(
             );
         }
     }
+}
+
+/// A kept connection (accepted from a node, whose session ended cleanly at both ends) on which
+/// the peer sent its next frame: checked and routed as a new connection's first frame
+/// ([`first_contact`], [`dispatch`]) — the certificate it was accepted with must be registered
+/// for a peer *now*, and the frame must be a hello, which its session then checks like any.
+async fn reopen(shared: Arc<Shared>, r: Reopened) {
+    let Reopened {
+        mut stream,
+        addr,
+        frame,
+    } = r;
+    let peer = shared.tls().ok().and_then(|(_, verifier, ids)| {
+        stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| verifier.identify(c))
+            .map(|j| ids[j].clone())
+    });
+    let problem = match (&peer, frame.kind) {
+        (None, _) => Some(format!(
+            "closed a kept connection from {addr}: the certificate it was accepted with is no longer registered here"
+        )),
+        (Some(p), kind) if kind != MsgType::Hello => Some(format!(
+            "closed a kept connection from {p} at {addr}: protocol violation: it sent a {} message instead of a hello",
+            kind.name()
+        )),
+        _ => None,
+    };
+    if let Some(why) = problem {
+        shared.event(
+            Level::Warn,
+            "stranger",
+            None,
+            peer.as_ref().map(|p| p.as_str()),
+            why,
+        );
+        let until = Instant::now() + crate::transport::mesh::ABORT_GRACE;
+        let _ = timeout_at(until, stream.shutdown()).await;
+        return;
+    }
+    let peer = peer.expect("checked above");
+    if let Some(pool) = &shared.pool {
+        pool.count_reused_accepted();
+    }
+    route(&shared, stream, addr, &peer, &frame.payload).await;
 }
 
 /// Hands a negotiation connection to its session, or tells the peer that no such session runs.
@@ -1319,8 +1393,14 @@ async fn run_native(
             inner: &mut sink,
             progress,
         };
-        crate::engine::native::negotiate_routed(plan, &mut agent_sink, Some(inbound), Some(&cancel))
-            .await
+        crate::engine::native::negotiate_routed(
+            plan,
+            &mut agent_sink,
+            Some(inbound),
+            shared.pool.clone(),
+            Some(&cancel),
+        )
+        .await
     };
     tokio::task::block_in_place(|| sink.report(result))
 }

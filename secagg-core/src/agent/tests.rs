@@ -21,6 +21,7 @@ fn options() -> AgentOptions {
         max_sessions_per_researcher: 2,
         grace: Duration::from_millis(100),
         mpspdz: None,
+        keep_connections: Some(super::DEFAULT_KEEP_CONNECTIONS),
     }
 }
 

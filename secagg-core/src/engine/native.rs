@@ -40,7 +40,6 @@ use num_bigint::{BigUint, RandBigInt};
 use num_traits::Zero;
 use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 use tokio::time::{timeout_at, Instant};
 
@@ -52,6 +51,7 @@ use crate::transport::frame::{write_frame, Frame, MsgType};
 use crate::transport::mesh::{
     self, abort_all, peer_aborted, Mesh, MeshConfig, MeshParty, ReadEvent,
 };
+use crate::transport::pool::Pool;
 
 /// The in-process Rust engine. `negotiate` runs a private single-threaded tokio runtime; use
 /// [`negotiate_async`] from inside an existing runtime.
@@ -98,7 +98,7 @@ impl Engine for NativeEngine {
             .enable_all()
             .build()
             .map_err(|e| Error::io("while starting the negotiation runtime", e))?;
-        rt.block_on(negotiate_routed(plan, sink, None, Some(cancel)))
+        rt.block_on(negotiate_routed(plan, sink, None, None, Some(cancel)))
     }
 }
 
@@ -134,17 +134,19 @@ fn cancelled_error(plan: &NegotiationPlan) -> Error {
 /// handing the key to `sink` at the protocol's store and confirm steps. The deadline is
 /// [`NegotiationPlan::timeout`] from now.
 pub async fn negotiate_async(plan: NegotiationPlan, sink: &mut dyn KeySink) -> Result<Outcome> {
-    negotiate_routed(plan, sink, None, None).await
+    negotiate_routed(plan, sink, None, None, None).await
 }
 
 /// [`negotiate_async`], taking this party's inbound connections from `inbound` (routed to the
-/// session by the party agent's shared acceptor) instead of listening itself, when given, and
-/// stopping at its waits when `cancel` is set before the key is stored (see
+/// session by the party agent's shared acceptor) instead of listening itself, when given, with
+/// the party agent's `pool` of connections kept between sessions, when given, and stopping at
+/// its waits when `cancel` is set before the key is stored (see
 /// [`Engine::negotiate_cancellable`]).
 pub(crate) async fn negotiate_routed(
     plan: NegotiationPlan,
     sink: &mut dyn KeySink,
     inbound: Option<tokio::sync::mpsc::UnboundedReceiver<mesh::Routed>>,
+    pool: Option<std::sync::Arc<Pool>>,
     cancel: Option<&CancelFlag>,
 ) -> Result<Outcome> {
     let started = StdInstant::now();
@@ -154,7 +156,7 @@ pub(crate) async fn negotiate_routed(
     let config = mesh_config(&plan);
     let mut warn = |w: String| sink.warn(&w);
     let mesh = tokio::select! {
-        m = mesh::establish_with(&config, inbound, deadline, &mut warn) => m?,
+        m = mesh::establish_with(&config, inbound, pool, deadline, &mut warn) => m?,
         () = cancelled(cancel) => return Err(cancelled_error(&plan)),
     };
     drop(config);
@@ -341,6 +343,15 @@ impl<'a> Session<'a> {
                         )))
                     }
                 },
+                // A peer whose side succeeded (on a connection kept between agents): nothing
+                // more comes from it, as after a close.
+                ReadEvent::Ended if self.expect[j].is_empty() => continue,
+                ReadEvent::Ended => {
+                    let what = self.expect[j].front().map(|k| k.name()).unwrap_or("messages");
+                    return Err(Error::peer(format!(
+                        "protocol violation by {label}: ended the session before sending its {what}"
+                    )));
+                }
                 ReadEvent::Closed(_) if self.expect[j].is_empty() => continue,
                 ReadEvent::Closed(Some(e)) if e.kind() == ErrorKind::Timeout => {
                     return Err(self.timeout_error())
@@ -588,17 +599,10 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Closes every connection after success (TLS close_notify), bounded.
+    /// Ends every connection after success: closed (TLS close_notify), or kept for a later
+    /// session between two party agents ([`Mesh::close`]).
     async fn close(&mut self) {
-        let until = Instant::now() + mesh::ABORT_GRACE;
-        let mut set = JoinSet::new();
-        for (_, mut w) in self.mesh.take_writers() {
-            set.spawn(async move {
-                let _ = timeout_at(until, w.shutdown()).await;
-            });
-        }
-        let _ = timeout_at(until, async { while set.join_next().await.is_some() {} }).await;
-        self.mesh.stop_readers();
+        self.mesh.close().await;
     }
 
     /// Tells every peer why we give up, closes everything.

@@ -42,6 +42,10 @@ pub enum MsgType {
     Request = 8,
     /// From a party agent: its answer to a request, or a session's result (JSON).
     Reply = 9,
+    /// Between two party agents: the sender's session succeeded and it sends nothing more on
+    /// this connection for it; once both sides sent it, the connection may carry a later
+    /// session (`transport::pool`). Empty payload.
+    End = 10,
 }
 
 impl MsgType {
@@ -57,6 +61,7 @@ impl MsgType {
             7 => MsgType::Confirm,
             8 => MsgType::Request,
             9 => MsgType::Reply,
+            10 => MsgType::End,
             _ => return None,
         })
     }
@@ -73,6 +78,7 @@ impl MsgType {
             MsgType::Confirm => "confirmation",
             MsgType::Request => "agent request",
             MsgType::Reply => "agent reply",
+            MsgType::End => "end of session",
         }
     }
 }

@@ -41,12 +41,13 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
 use super::frame::{read_frame, write_frame, Frame, MsgType};
 use super::pinned_verifier::{PinnedCert, PinnedClientVerifier};
+use super::pool::{Pool, PoolKey};
 use super::tls::{self, classify, LocalIdentity, TlsFailure};
 use crate::error::{Error, Result};
 use crate::party::{Endpoint, Host, SessionId};
@@ -199,6 +200,19 @@ pub struct Link {
     pub peer: usize,
     /// The TLS stream (client side if we dialed, server side if we accepted).
     pub stream: TlsStream<TcpStream>,
+    /// How the connection may be kept after a clean end of the session (party agents, between
+    /// two nodes); `None`: it is closed.
+    pub keep: Option<Keep>,
+}
+
+/// How a connection is kept after a clean end of its session ([`super::pool`]).
+#[derive(Debug, Clone)]
+pub enum Keep {
+    /// This party dialed it for the party and pinned certificate of the key: it may start a
+    /// later session on it.
+    Dialed(PoolKey),
+    /// This party accepted it from this address: it waits for the peer's next hello on it.
+    Accepted(SocketAddr),
 }
 
 impl std::fmt::Debug for Link {
@@ -210,11 +224,18 @@ impl std::fmt::Debug for Link {
 /// The write half of a session connection.
 pub type Writer = WriteHalf<TlsStream<TcpStream>>;
 
+/// The read half of a session connection.
+type Reader = ReadHalf<TlsStream<TcpStream>>;
+
 /// What a connection's reader task reports.
 #[derive(Debug)]
 pub enum ReadEvent {
     /// A frame arrived.
     Frame(Frame),
+    /// The peer's `End` on a connection that may be kept ([`Link::keep`]): its session
+    /// succeeded and it sends nothing more for it. The reader stopped right after it, so that
+    /// whatever follows (the next session's hello) is left unread.
+    Ended,
     /// End of stream (`None`) or a read error (`Some`), after which the reader stops.
     Closed(Option<Error>),
 }
@@ -231,7 +252,14 @@ pub struct Mesh {
     pub writers: Vec<Option<Writer>>,
     events: mpsc::UnboundedReceiver<(usize, ReadEvent)>,
     pending: VecDeque<(usize, ReadEvent)>,
-    readers: JoinSet<()>,
+    /// Indexed by party: the reader task, which returns its half after the peer's `End` on a
+    /// connection that may be kept.
+    readers: Vec<Option<JoinHandle<Option<Reader>>>>,
+    /// Indexed by party: how the connection may be kept after a clean end.
+    keep: Vec<Option<Keep>>,
+    pool: Option<Arc<Pool>>,
+    labels: Vec<String>,
+    deadline: Instant,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -267,7 +295,86 @@ impl Mesh {
 
     /// Stops the reader tasks.
     pub fn stop_readers(&mut self) {
-        self.readers.abort_all();
+        for r in self.readers.iter_mut().filter_map(Option::take) {
+            r.abort();
+        }
+    }
+
+    /// Ends the session's connections after this party's side succeeded: the connections that
+    /// may be kept ([`Link::keep`]) get an `End` and go to the pool once the peer's `End`
+    /// arrived too (in the background: the session does not wait for its peers to finish); the
+    /// others are closed (TLS close_notify), bounded by [`ABORT_GRACE`].
+    pub async fn close(&mut self) {
+        let until = Instant::now() + ABORT_GRACE;
+        let mut set = JoinSet::new();
+        for (j, mut w) in self.take_writers() {
+            match (self.keep[j].take(), &self.pool, self.readers[j].take()) {
+                (Some(keep), Some(pool), Some(reader)) => {
+                    let end_by = (Instant::now() + super::pool::END_WAIT).min(self.deadline);
+                    tokio::spawn(end_and_keep(
+                        pool.clone(),
+                        self.labels[j].clone(),
+                        keep,
+                        w,
+                        reader,
+                        end_by,
+                    ));
+                }
+                (_, _, reader) => {
+                    if let Some(r) = reader {
+                        r.abort();
+                    }
+                    set.spawn(async move {
+                        let _ = timeout_at(until, w.shutdown()).await;
+                    });
+                }
+            }
+        }
+        let _ = timeout_at(until, async { while set.join_next().await.is_some() {} }).await;
+        self.stop_readers();
+    }
+}
+
+impl Drop for Mesh {
+    /// Readers are tasks of their own (a kept connection's outlives the session): whatever way
+    /// the session ends, the ones still running stop with it.
+    fn drop(&mut self) {
+        self.stop_readers();
+    }
+}
+
+/// After a clean end of this party's session: sends `End` to the peer and, once the peer's `End`
+/// arrived (its reader returned the read half), keeps the connection in `pool`; otherwise (a
+/// write error, the peer's abort or close, `until`) closes it.
+async fn end_and_keep(
+    pool: Arc<Pool>,
+    label: String,
+    keep: Keep,
+    mut writer: Writer,
+    reader: JoinHandle<Option<Reader>>,
+    until: Instant,
+) {
+    let abort = reader.abort_handle();
+    let ended = async {
+        write_frame(&mut writer, &Frame::new(MsgType::End, Vec::new()), until, &label)
+            .await
+            .ok()?;
+        timeout_at(until, reader).await.ok()?.ok()?
+    };
+    let Some(reader) = ended.await else {
+        abort.abort();
+        pool.count_not_kept();
+        let _ = timeout_at(Instant::now() + ABORT_GRACE, writer.shutdown()).await;
+        return;
+    };
+    match (reader.unsplit(writer), keep) {
+        (TlsStream::Client(s), Keep::Dialed(key)) => pool.keep_dialed(key, s),
+        (TlsStream::Server(s), Keep::Accepted(addr)) => pool.keep_accepted(&label, s, addr),
+        (mut s, _) => {
+            // Cannot happen (a dialed connection is a client's); close it rather than guess.
+            pool.count_not_kept();
+            let _ = timeout_at(Instant::now() + ABORT_GRACE, s.shutdown()).await;
+        }
     }
 }
 
@@ -336,7 +443,7 @@ pub async fn establish(
     deadline: Instant,
     warn: &mut (dyn FnMut(String) + Send),
 ) -> Result<Mesh> {
-    establish_with(config, None, deadline, warn).await
+    establish_with(config, None, None, deadline, warn).await
 }
 
 /// An inbound connection that a shared acceptor (the party agent, `crate::agent`) took on this
@@ -354,10 +461,13 @@ pub struct Routed {
 }
 
 /// [`establish`], taking the inbound connections from `inbound` (routed by a shared acceptor)
-/// instead of binding [`MeshConfig::listen`], when given.
+/// instead of binding [`MeshConfig::listen`], when given, and with a party agent's `pool` of kept
+/// connections: connections between two nodes are taken from it when it has one for the party
+/// and its pinned certificate, and marked to be kept after a clean end ([`Link::keep`]).
 pub async fn establish_with(
     config: &MeshConfig,
     inbound: Option<mpsc::UnboundedReceiver<Routed>>,
+    pool: Option<Arc<Pool>>,
     deadline: Instant,
     warn: &mut (dyn FnMut(String) + Send),
 ) -> Result<Mesh> {
@@ -395,6 +505,7 @@ pub async fn establish_with(
             ctx.clone(),
             inbound,
             verifier,
+            pool.is_some(),
             tx.clone(),
         ));
     } else if me > 0 {
@@ -419,14 +530,18 @@ pub async fn establish_with(
     }
     for (j, cert) in pinned.iter().enumerate().skip(me + 1) {
         let config = tls::client_config(&identity, cert.clone(), &provider)?;
+        let name = tls::server_name(&identity, cert);
+        // Only connections between two nodes (two agents) are kept: the researcher's side is
+        // a one-shot process.
+        let kept = match &pool {
+            Some(pool) if me > 0 => Some((pool.clone(), PoolKey::new(&labels[j], &name.to_str()))),
+            _ => None,
+        };
         tasks.spawn(dial(
             ctx.clone(),
             j,
-            (
-                TlsConnector::from(config),
-                tls::server_name(&identity, cert),
-                cert.clone(),
-            ),
+            (TlsConnector::from(config), name, cert.clone()),
+            kept,
             tx.clone(),
             last_dial_error.clone(),
         ));
@@ -438,7 +553,11 @@ pub async fn establish_with(
         writers: (0..n).map(|_| None).collect(),
         events: ev_rx,
         pending: VecDeque::new(),
-        readers: JoinSet::new(),
+        readers: (0..n).map(|_| None).collect(),
+        keep: (0..n).map(|_| None).collect(),
+        pool,
+        labels: labels.clone(),
+        deadline,
     };
     let mut missing = n - 1;
     let mut connecting_open = true;
@@ -501,8 +620,16 @@ pub async fn establish_with(
                     } else {
                         let (r, w) = tokio::io::split(link.stream);
                         mesh.writers[j] = Some(w);
-                        mesh.readers
-                            .spawn(read_loop(r, j, labels[j].clone(), deadline, ev_tx.clone()));
+                        let keepable = link.keep.is_some();
+                        mesh.keep[j] = link.keep;
+                        mesh.readers[j] = Some(tokio::spawn(read_loop(
+                            r,
+                            j,
+                            labels[j].clone(),
+                            deadline,
+                            ev_tx.clone(),
+                            keepable,
+                        )));
                         missing -= 1;
                         continue;
                     }
@@ -534,9 +661,10 @@ pub async fn establish_with(
                 Some((j, ReadEvent::Frame(f))) if f.kind == MsgType::Abort => {
                     peer_aborted(&labels[j], &f.payload)
                 }
-                Some((j, ReadEvent::Frame(f))) => {
-                    // A peer that finished its own connection phase started the protocol: keep it.
-                    mesh.pending.push_back((j, ReadEvent::Frame(f)));
+                Some((j, ev @ (ReadEvent::Frame(_) | ReadEvent::Ended))) => {
+                    // A peer that finished its own connection phase started the protocol: keep it
+                    // (an early `End` is the protocol's to refuse).
+                    mesh.pending.push_back((j, ev));
                     continue;
                 }
                 Some((_, ReadEvent::Closed(Some(e)))) if e.kind() == crate::ErrorKind::Timeout => {
@@ -642,16 +770,91 @@ async fn resolve(ep: &Endpoint) -> std::io::Result<Vec<SocketAddr>> {
     }
 }
 
+/// How a session on a kept connection began.
+enum Reuse {
+    /// The hello exchange succeeded.
+    Bound(Link),
+    /// The connection failed before the peer's hello arrived: it died while idle (e.g. the peer
+    /// agent restarted). The session dials anew.
+    Stale,
+    /// The peer answered and the session fails, as it would on a new connection.
+    Failed(Error),
+}
+
+/// The hello exchange on a connection taken from the pool ([`hello_exchange`], telling a dead
+/// connection apart from the peer's answer).
+async fn reuse(ctx: &Ctx, mut stream: TlsStream<TcpStream>, j: usize, key: PoolKey) -> Reuse {
+    let label = &ctx.labels[j];
+    let lingering = ctx.abort_reason.lock().ok().and_then(|r| r.clone());
+    if let Some(reason) = lingering {
+        abort_all(vec![(label.clone(), stream)], &reason).await;
+        return Reuse::Failed(Error::peer("session already aborted"));
+    }
+    if write_frame(&mut stream, &ctx.hello.to_frame(), ctx.deadline, label)
+        .await
+        .is_err()
+    {
+        return Reuse::Stale;
+    }
+    let frame = match read_frame(&mut stream, ctx.deadline, label).await {
+        Ok(Some(f)) => f,
+        Err(e) if e.kind() == crate::ErrorKind::Timeout => return Reuse::Failed(e),
+        // Closed or reset before any answer. (Had the peer read our hello and failed its side
+        // meanwhile, the new connection would be refused as a second one: the session fails,
+        // as it must.)
+        Ok(None) | Err(_) => return Reuse::Stale,
+    };
+    let hello = match frame.kind {
+        MsgType::Hello => Hello::decode(&frame.payload, label),
+        MsgType::Abort => Err(peer_aborted(label, &frame.payload)),
+        other => Err(Error::peer(format!(
+            "protocol violation by {label}: sent a {} message before its hello",
+            other.name()
+        ))),
+    };
+    match hello.and_then(|h| check_hello(ctx, &h, j)) {
+        Ok(()) => Reuse::Bound(Link {
+            peer: j,
+            stream,
+            keep: Some(Keep::Dialed(key)),
+        }),
+        Err(e) => Reuse::Failed(e),
+    }
+}
+
 async fn dial(
     ctx: Arc<Ctx>,
     j: usize,
     (connector, name, pinned): (TlsConnector, ServerName<'static>, PinnedCert),
+    kept: Option<(Arc<Pool>, PoolKey)>,
     tx: mpsc::UnboundedSender<Event>,
     last_error: Arc<Mutex<Vec<Option<String>>>>,
 ) {
     // The name is never sent (SNI is off) nor checked (the verifier pins the certificate): it
     // keys this process's tickets for this peer (`tls::server_name`).
     let label = &ctx.labels[j];
+    if let Some((pool, key)) = &kept {
+        // A connection kept for this party and this very pinned certificate (the key); its
+        // certificate checked again all the same. Dead ones are dropped and the next tried.
+        while let Some(stream) = pool.take(key).await {
+            if !tls::is_pinned_server(stream.get_ref().1.peer_certificates(), &pinned) {
+                pool.count_not_kept();
+                continue;
+            }
+            match reuse(&ctx, TlsStream::Client(stream), j, key.clone()).await {
+                Reuse::Bound(link) => {
+                    pool.count_reused();
+                    let _ = tx.send(Event::Connected(Box::new(link)));
+                    return;
+                }
+                Reuse::Failed(e) => {
+                    let _ = tx.send(Event::Failed(e));
+                    return;
+                }
+                Reuse::Stale => pool.count_stale(),
+            }
+        }
+    }
     let mut backoff = DIAL_BACKOFF_START;
     loop {
         let attempt = async {
@@ -674,8 +877,14 @@ async fn dial(
                     ))));
                     return;
                 }
+                if let Some((pool, _)) = &kept {
+                    pool.count_dialed();
+                }
                 let ev = match hello_exchange(&ctx, TlsStream::Client(tls), j).await {
-                    Ok(link) => Event::Connected(Box::new(link)),
+                    Ok(link) => Event::Connected(Box::new(Link {
+                        keep: kept.map(|(_, key)| Keep::Dialed(key)),
+                        ..link
+                    })),
                     Err(e) => Event::Failed(e),
                 };
                 let _ = tx.send(ev);
@@ -799,6 +1008,7 @@ async fn routed_accept_loop(
     ctx: Arc<Ctx>,
     mut inbound: mpsc::UnboundedReceiver<Routed>,
     verifier: Arc<PinnedClientVerifier>,
+    keepable: bool,
     tx: mpsc::UnboundedSender<Event>,
 ) {
     let mut exchanges = JoinSet::new();
@@ -816,10 +1026,12 @@ async fn routed_accept_loop(
             continue;
         };
         let (ctx, tx) = (ctx.clone(), tx.clone());
+        // A node's connection may be kept (the researcher's side is a one-shot process).
+        let keep = (keepable && j > 0).then_some(Keep::Accepted(routed.addr));
         exchanges.spawn(async move {
             let ev =
                 match answer_hello(&ctx, TlsStream::Server(routed.stream), j, routed.hello).await {
-                    Ok(link) => Event::Connected(Box::new(link)),
+                    Ok(link) => Event::Connected(Box::new(Link { keep, ..link })),
                     Err(e) => Event::Failed(e),
                 };
             let _ = tx.send(ev);
@@ -844,7 +1056,11 @@ async fn answer_hello(
     }
     write_frame(&mut stream, &ctx.hello.to_frame(), ctx.deadline, label).await?;
     check_hello(ctx, &hello, j)?;
-    Ok(Link { peer: j, stream })
+    Ok(Link {
+        peer: j,
+        stream,
+        keep: None,
+    })
 }
 
 /// Sends our Hello, reads the peer's and checks it against ours and against `j`, the party the
@@ -877,7 +1093,11 @@ async fn hello_exchange(ctx: &Ctx, mut stream: TlsStream<TcpStream>, j: usize) -
     }
     let hello = Hello::decode(&frame.payload, label)?;
     check_hello(ctx, &hello, j)?;
-    Ok(Link { peer: j, stream })
+    Ok(Link {
+        peer: j,
+        stream,
+        keep: None,
+    })
 }
 
 /// Checks the peer's hello against ours and against `j`, the party its certificate identified.
@@ -1022,22 +1242,31 @@ pub fn escape_peer_text(text: &str) -> String {
     out
 }
 
+/// Forwards the frames of peer `j` to `tx` until the connection closes, fails, or the session
+/// (holding the receiver) is gone. On a connection that may be kept (`keepable`), the peer's
+/// `End` is its last frame of the session: the reader reports it and returns its half without
+/// reading further, even once the session is gone (it may already have ended on this side).
 async fn read_loop(
-    mut r: ReadHalf<TlsStream<TcpStream>>,
+    mut r: Reader,
     j: usize,
     label: String,
     deadline: Instant,
     tx: mpsc::UnboundedSender<(usize, ReadEvent)>,
-) {
+    keepable: bool,
+) -> Option<Reader> {
     loop {
         let ev = match read_frame(&mut r, deadline, &label).await {
+            Ok(Some(f)) if keepable && f.kind == MsgType::End => {
+                let _ = tx.send((j, ReadEvent::Ended));
+                return Some(r);
+            }
             Ok(Some(f)) => ReadEvent::Frame(f),
             Ok(None) => ReadEvent::Closed(None),
             Err(e) => ReadEvent::Closed(Some(e)),
         };
         let last = matches!(ev, ReadEvent::Closed(_));
         if tx.send((j, ev)).is_err() || last {
-            return;
+            return None;
         }
     }
 }

@@ -6,7 +6,8 @@
 //! - [`tls`]: client/server configurations (ring, TLS 1.3 only) and TLS error classification;
 //! - [`frame`]: frame encoding with a size cap, reads and writes bounded by the session deadline;
 //! - [`mesh`]: the connection phase (dial up, accept down, retry with backoff, session-binding
-//!   hello) producing one [`mesh::Link`] per peer.
+//!   hello) producing one [`mesh::Link`] per peer;
+//! - [`pool`]: the connections a party agent keeps open between sessions.
 //!
 //! Transport knows nothing of engines or plans: it takes a [`mesh::MeshConfig`] (parties as labels,
 //! endpoints and pinned certificates, own index and key, listen address, an opaque transcript
@@ -16,4 +17,5 @@
 pub(crate) mod frame;
 pub(crate) mod mesh;
 pub(crate) mod pinned_verifier;
+pub(crate) mod pool;
 pub(crate) mod tls;
