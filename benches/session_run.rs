@@ -4,6 +4,10 @@
 //! keys of the last session are checked (`sk0 + Σ sk_i = 0`).
 //!
 //! Run with `cargo bench -p secagg-cli --bench session_run`; figures in benches/README.md.
+//! `SECAGG_BENCH_PARTIES=10,100` chooses the federation sizes; for A/B comparisons in one
+//! sitting, `SECAGG_BENCH_BIN` runs another `secagg` binary (agents and `session run`) and
+//! `SECAGG_BENCH_AGENT_ARGS` adds arguments to every `secagg serve` (e.g.
+//! `--keep-connections 0s`).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -15,6 +19,15 @@ use secagg_core::demo;
 
 struct Agent(Child);
 
+/// The `secagg` binary under test (`SECAGG_BENCH_BIN`, default: this build's).
+fn secagg() -> Command {
+    Command::new(
+        std::env::var_os("SECAGG_BENCH_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_secagg"))),
+    )
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -24,10 +37,12 @@ impl Drop for Agent {
 
 fn start_agent(home: &Path) -> (Agent, PathBuf) {
     let log = home.with_extension("agent.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_secagg"))
+    let extra = std::env::var("SECAGG_BENCH_AGENT_ARGS").unwrap_or_default();
+    let child = secagg()
         .arg("--home")
         .arg(home)
         .args(["serve", "--max-sessions", "64"])
+        .args(extra.split_whitespace())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -55,7 +70,7 @@ fn wait_listening(log: &Path) {
 /// One `session run --all`; returns its wall time and the session id it reports.
 fn session_run(researcher: &Path) -> (Duration, String) {
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_secagg"))
+    let out = secagg()
         .arg("--home")
         .arg(researcher)
         .args([

@@ -1226,3 +1226,221 @@ fn mp_spdz_a_failing_node_ends_the_session_at_once() {
         assert!(!dir.exists(), "{} kept {}", p.party_id, dir.display());
     }
 }
+
+/// `session run` over the nodes in this order (the researcher first): node `i` dials the nodes
+/// after it, so the tests know which agent keeps which connection.
+fn session_in_order(fed: &Federation, env: &[(&str, &str)]) -> Run {
+    let nodes: Vec<&str> = fed.parties[1..]
+        .iter()
+        .map(|p| p.party_id.as_str())
+        .collect();
+    let list = nodes.join(",");
+    support::secagg_env(
+        researcher(fed),
+        &[
+            "session",
+            "run",
+            "--parties",
+            &list,
+            "--format",
+            "json",
+            "--timeout",
+            "20s",
+        ],
+        env,
+    )
+}
+
+/// Every node agent's connection counters (`federation check`), by node index (1-based).
+fn connection_counts(fed: &Federation) -> Vec<serde_json::Value> {
+    let check = secagg(
+        researcher(fed),
+        &["federation", "check", "--format", "json"],
+    );
+    let rows = check.json()["parties"].as_array().unwrap().clone();
+    fed.parties[1..]
+        .iter()
+        .map(|p| {
+            let row = rows
+                .iter()
+                .find(|r| r["party_id"] == p.party_id.as_str())
+                .unwrap_or_else(|| panic!("no check row for {}", p.party_id));
+            row["connections"].clone()
+        })
+        .collect()
+}
+
+fn total(counts: &[serde_json::Value], field: &str) -> u64 {
+    counts
+        .iter()
+        .map(|c| {
+            c[field]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no {field} in {c}"))
+        })
+        .sum()
+}
+
+/// Sessions run back to back through the same agents run on the node-to-node connections of the
+/// first one (no TLS handshake between nodes), and every session still stores keys that sum to 0.
+#[test]
+fn consecutive_sessions_reuse_node_connections_and_every_key_sums_to_zero() {
+    let (_dir, fed) = federation(4);
+    let _agents = agents(&fed, &[]);
+    // 4 nodes: 6 node-to-node connections per session.
+    for _ in 0..4 {
+        let run = session_in_order(&fed, &[]);
+        run.ok();
+        assert_verified(&fed, &session_of(&run));
+    }
+    let counts = connection_counts(&fed);
+    let (dialed, reused) = (total(&counts, "dialed"), total(&counts, "reused"));
+    assert_eq!(dialed + reused, 4 * 6, "{counts:?}");
+    // At least the last three sessions should run on kept connections; a connection whose
+    // clean end had not completed yet when the next session started is dialed anew, hence ≥.
+    assert!(reused >= 12, "{counts:?}");
+    assert_eq!(total(&counts, "stale"), 0, "{counts:?}");
+    // Both ends saw each reuse: the accepting agents routed every hello that came on a kept
+    // connection.
+    assert_eq!(total(&counts, "reused_accepted"), reused, "{counts:?}");
+    assert_eq!(total(&counts, "not_kept"), 0, "{counts:?}");
+    // The last node only accepts; the first only dials (besides the researcher's connections).
+    assert_eq!(counts[3]["dialed"], 0, "{counts:?}");
+    assert_eq!(counts[0]["reused_accepted"], 0, "{counts:?}");
+}
+
+/// A node agent restarted between sessions: the connections kept to and from the old process
+/// are dropped (closed by the watch on idle connections, or found dead when a session tries one)
+/// and replaced by fresh dials; the next sessions succeed and reuse again.
+#[test]
+fn a_restarted_node_agent_gets_fresh_connections_and_the_next_sessions_succeed() {
+    let (_dir, fed) = federation(3);
+    let mut agents = agents(&fed, &[]);
+    let first = session_in_order(&fed, &[]);
+    first.ok();
+    assert_verified(&fed, &session_of(&first));
+    // Node 2 is dialed by node 1 and dials node 3: both of its kept connections die with it.
+    agents[1].child.kill().unwrap();
+    agents[1].child.wait().unwrap();
+    agents[1] = Agent::start(fed.parties[2].home.root(), &[], &[]);
+    for _ in 0..2 {
+        let run = session_in_order(&fed, &[]);
+        run.ok();
+        assert_verified(&fed, &session_of(&run));
+    }
+    let counts = connection_counts(&fed);
+    // Node 1's connection to the old node 2 was closed idle or found stale, then dialed anew.
+    let n1 = &counts[0];
+    assert!(
+        n1["closed_idle"].as_u64().unwrap() + n1["stale"].as_u64().unwrap() >= 1,
+        "{n1}"
+    );
+    assert!(n1["dialed"].as_u64().unwrap() >= 3, "{n1}");
+    // The third session reused the connections the second one dialed.
+    assert!(total(&counts, "reused") >= 3, "{counts:?}");
+}
+
+/// A session that fails midway (the researcher fails after the nodes exchanged their shares and
+/// aborts): the node-to-node connections it ran on are closed, not kept, and the next sessions
+/// succeed with keys that sum to 0.
+#[test]
+fn a_session_failed_midway_does_not_poison_later_sessions() {
+    let (_dir, fed) = federation(4);
+    let _agents = agents(&fed, &[]);
+    let first = session_in_order(&fed, &[]);
+    first.ok();
+    let failed = session_in_order(
+        &fed,
+        &[("SECAGG_FAULT", "researcher-before-send-finish:fail")],
+    );
+    assert_ne!(failed.code, 0, "{}", failed.stdout);
+    let failed_session = session_of(&failed);
+    assert_no_server_key(&fed, &failed_session);
+    let before = connection_counts(&fed);
+    // The failed session ran on the kept connections, and none of them was kept again.
+    assert!(total(&before, "reused") >= 1, "{before:?}");
+    assert!(total(&before, "not_kept") >= 1, "{before:?}");
+    assert_eq!(
+        total(&before, "idle_dialed") + total(&before, "idle_accepted"),
+        0,
+        "{before:?}"
+    );
+    for _ in 0..2 {
+        let run = session_in_order(&fed, &[]);
+        run.ok();
+        assert_verified(&fed, &session_of(&run));
+    }
+    let after = connection_counts(&fed);
+    assert!(
+        total(&after, "reused") > total(&before, "reused"),
+        "{after:?}"
+    );
+    assert_eq!(total(&after, "stale"), 0, "{after:?}");
+}
+
+/// A party re-registered with another certificate (and endpoint) while its old agent still runs
+/// and still holds the connections kept from the last session: the next session must not run on
+/// them (they are pinned to the old certificate), but dial the party at its registered endpoint.
+#[test]
+fn a_connection_kept_for_a_replaced_certificate_is_never_reused() {
+    let (_dir, fed) = federation(3);
+    let agents = agents(&fed, &[]);
+    let first = session_in_order(&fed, &[]);
+    first.ok();
+    assert_verified(&fed, &session_of(&first));
+    // Node 3 is dialed by nodes 1 and 2, which now keep a connection to its agent each.
+    let n3 = &fed.parties[3];
+    let port = support::free_port().to_string();
+    secagg(
+        n3.home.root(),
+        &[
+            "init",
+            "--role",
+            "node",
+            "--id",
+            &n3.party_id,
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--force",
+        ],
+    )
+    .ok();
+    let cert = n3.home.root().join("identity/cert.pem");
+    for p in &fed.parties[..3] {
+        secagg(
+            p.home.root(),
+            &[
+                "certificate",
+                "register",
+                "-pk",
+                cert.to_str().unwrap(),
+                "-pi",
+                &n3.party_id,
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "--upsert",
+            ],
+        )
+        .ok();
+    }
+    // The old agent (old certificate, old port) keeps running; the new one serves the new
+    // registration.
+    let _new = Agent::start(n3.home.root(), &[], &[]);
+    let run = session_in_order(&fed, &[]);
+    run.ok();
+    let session = session_of(&run);
+    assert_verified(&fed, &session);
+    assert!(
+        !agents[2].log_text().contains(&session),
+        "the old agent of node 3 saw session {session}:\n{}",
+        agents[2].log_text()
+    );
+    // Node 1 reused its connection to node 2 and dialed the new node 3.
+    let counts = connection_counts(&fed);
+    assert_eq!(counts[0]["reused"], 1, "{counts:?}");
+    assert_eq!(counts[0]["dialed"], 3, "{counts:?}");
+}

@@ -340,7 +340,6 @@ pub fn serve(home: &Home, opts: AgentOptions, log: Log, shutdown: Shutdown) -> R
     result
 }
 
-
 async fn run(
     shared: Arc<Shared>,
     listen: SocketAddr,

@@ -337,9 +337,15 @@ impl Mesh {
 
 impl Drop for Mesh {
     /// Readers are tasks of their own (a kept connection's outlives the session): whatever way
-    /// the session ends, the ones still running stop with it.
+    /// the session ends, the ones still running stop with it. A connection that could have been
+    /// kept but was not handed to [`Mesh::close`] (the session failed) is counted as not kept.
     fn drop(&mut self) {
         self.stop_readers();
+        if let Some(pool) = &self.pool {
+            for _ in self.keep.iter().flatten() {
+                pool.count_not_kept();
+            }
+        }
     }
 }
 
@@ -356,9 +362,14 @@ async fn end_and_keep(
 ) {
     let abort = reader.abort_handle();
     let ended = async {
-        write_frame(&mut writer, &Frame::new(MsgType::End, Vec::new()), until, &label)
-            .await
-            .ok()?;
+        write_frame(
+            &mut writer,
+            &Frame::new(MsgType::End, Vec::new()),
+            until,
+            &label,
+        )
+        .await
+        .ok()?;
         timeout_at(until, reader).await.ok()?.ok()?
     };
     let Some(reader) = ended.await else {

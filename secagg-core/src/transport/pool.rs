@@ -203,7 +203,9 @@ impl Pool {
         self.counters.reused.fetch_add(1, Ordering::Relaxed);
     }
     pub(crate) fn count_reused_accepted(&self) {
-        self.counters.reused_accepted.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .reused_accepted
+            .fetch_add(1, Ordering::Relaxed);
     }
     pub(crate) fn count_stale(&self) {
         self.counters.stale.fetch_add(1, Ordering::Relaxed);
