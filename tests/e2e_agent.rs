@@ -255,6 +255,15 @@ fn five_agents_one_session_then_eight_concurrent_sessions() {
     );
     check.ok();
     let mut resumed_total = 0;
+    // The concurrent sessions also ran on the node-to-node connections kept from the first
+    // one (one per pair; the others were dialed, resuming), isolated by their hellos.
+    let reused: u64 = check.json()["parties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["connections"]["reused"].as_u64().unwrap())
+        .sum();
+    assert!(reused > 0, "{}", check.stdout);
     for row in check.json()["parties"].as_array().unwrap() {
         let resumed = row["tls_handshakes"]["resumed"].as_u64().unwrap();
         let full = row["tls_handshakes"]["full"].as_u64().unwrap();

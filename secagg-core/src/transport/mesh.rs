@@ -784,7 +784,7 @@ async fn resolve(ep: &Endpoint) -> std::io::Result<Vec<SocketAddr>> {
 /// How a session on a kept connection began.
 enum Reuse {
     /// The hello exchange succeeded.
-    Bound(Link),
+    Bound(Box<Link>),
     /// The connection failed before the peer's hello arrived: it died while idle (e.g. the peer
     /// agent restarted). The session dials anew.
     Stale,
@@ -824,11 +824,11 @@ async fn reuse(ctx: &Ctx, mut stream: TlsStream<TcpStream>, j: usize, key: PoolK
         ))),
     };
     match hello.and_then(|h| check_hello(ctx, &h, j)) {
-        Ok(()) => Reuse::Bound(Link {
+        Ok(()) => Reuse::Bound(Box::new(Link {
             peer: j,
             stream,
             keep: Some(Keep::Dialed(key)),
-        }),
+        })),
         Err(e) => Reuse::Failed(e),
     }
 }
@@ -855,7 +855,7 @@ async fn dial(
             match reuse(&ctx, TlsStream::Client(stream), j, key.clone()).await {
                 Reuse::Bound(link) => {
                     pool.count_reused();
-                    let _ = tx.send(Event::Connected(Box::new(link)));
+                    let _ = tx.send(Event::Connected(link));
                     return;
                 }
                 Reuse::Failed(e) => {
@@ -1354,5 +1354,113 @@ mod abort_relay_tests {
         ] {
             assert!(!is_escaped_form(bad), "{bad:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod reuse_tests {
+    use super::*;
+    use crate::transport::pool::tests::pair;
+
+    /// Party 0 (`node_a`) of a two-party session, dialing party 1 (`node_b`).
+    fn ctx() -> Ctx {
+        let session_id = SessionId::from(uuid::Uuid::new_v4());
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            session_id,
+            sender: 0,
+            binding: [5; 32],
+        };
+        Ctx {
+            labels: vec!["node_a".into(), "node_b".into()],
+            endpoints: vec![
+                Endpoint::new("127.0.0.1", 1).unwrap(),
+                Endpoint::new("127.0.0.1", 2).unwrap(),
+            ],
+            hello,
+            session_id,
+            deadline: Instant::now() + Duration::from_secs(5),
+            abort_reason: Mutex::new(None),
+        }
+    }
+
+    fn key() -> PoolKey {
+        PoolKey::new("node_b", "pin")
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_closed_before_the_peers_hello_is_stale_not_a_failure() {
+        let ctx = ctx();
+        let (c, s) = pair().await;
+        drop(s);
+        let r = reuse(&ctx, TlsStream::Client(c), 1, key()).await;
+        assert!(
+            matches!(r, Reuse::Stale),
+            "a dead kept connection must be redialed"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_peers_answer_on_a_kept_connection_decides_as_on_a_new_one() {
+        let ctx = ctx();
+        // The peer binds the session: the link is marked to be kept again.
+        let (c, mut s) = pair().await;
+        let theirs = Hello {
+            sender: 1,
+            ..ctx.hello.clone()
+        };
+        let answer = tokio::spawn(async move {
+            let f = read_frame(&mut s, ctx_deadline(), "node_a")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(f.kind, MsgType::Hello);
+            write_frame(&mut s, &theirs.to_frame(), ctx_deadline(), "node_a")
+                .await
+                .unwrap();
+            s
+        });
+        match reuse(&ctx, TlsStream::Client(c), 1, key()).await {
+            Reuse::Bound(link) => assert!(matches!(link.keep, Some(Keep::Dialed(k)) if k == key())),
+            _ => panic!("expected the session bound on the kept connection"),
+        }
+        let _s = answer.await.unwrap();
+        // The peer aborts (e.g. no such session there): the session fails, no redial.
+        let (c, mut s) = pair().await;
+        tokio::spawn(async move {
+            let _ = read_frame(&mut s, ctx_deadline(), "node_a").await;
+            let _ = write_frame(
+                &mut s,
+                &Frame::abort("peer_failure:no session here"),
+                ctx_deadline(),
+                "node_a",
+            )
+            .await;
+            s
+        });
+        match reuse(&ctx, TlsStream::Client(c), 1, key()).await {
+            Reuse::Failed(e) => assert!(e.to_string().contains("no session here"), "{e}"),
+            _ => panic!("expected the peer's abort"),
+        }
+        // Another session's hello: refused as on a new connection.
+        let (c, mut s) = pair().await;
+        let other = Hello {
+            sender: 1,
+            session_id: SessionId::from(uuid::Uuid::new_v4()),
+            ..ctx.hello.clone()
+        };
+        tokio::spawn(async move {
+            let _ = read_frame(&mut s, ctx_deadline(), "node_a").await;
+            let _ = write_frame(&mut s, &other.to_frame(), ctx_deadline(), "node_a").await;
+            s
+        });
+        match reuse(&ctx, TlsStream::Client(c), 1, key()).await {
+            Reuse::Failed(e) => assert!(e.to_string().contains("is negotiating session"), "{e}"),
+            _ => panic!("expected a session mismatch"),
+        }
+    }
+
+    fn ctx_deadline() -> Instant {
+        Instant::now() + Duration::from_secs(5)
     }
 }

@@ -380,3 +380,147 @@ async fn close(mut stream: tokio_rustls::TlsStream<TcpStream>) {
     let until = Instant::now() + super::mesh::ABORT_GRACE;
     let _ = timeout_at(until, stream.shutdown()).await;
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::transport::frame::{write_frame, MsgType};
+    use crate::transport::pinned_verifier::PinnedClientVerifier;
+    use crate::transport::tls::{self, resumption_tests_support::party};
+    use tokio::net::TcpListener;
+    use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+    /// A pinned mutual TLS connection from a new party `a` to a new party `b`: both ends.
+    pub(crate) async fn pair() -> (ClientStream, ServerStream) {
+        let (a, a_pin) = party("node_a");
+        let (b, b_pin) = party("node_b");
+        let provider = tls::provider();
+        let verifier = PinnedClientVerifier::new(vec![(0, a_pin)], &provider);
+        let server = tls::server_config(&b, verifier, &provider).unwrap();
+        let client = tls::client_config_without_resumption(&a, b_pin.clone(), &provider).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            TlsAcceptor::from(server).accept(tcp).await.unwrap()
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let c = TlsConnector::from(client)
+            .connect(tls::server_name(&a, &b_pin), tcp)
+            .await
+            .unwrap();
+        (c, accept.await.unwrap())
+    }
+
+    fn pool() -> (Arc<Pool>, mpsc::UnboundedReceiver<Reopened>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Pool::new(Duration::from_secs(30), tx), rx)
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let end = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < end, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_is_taken_only_for_the_party_and_pin_it_was_kept_for() {
+        let (pool, _rx) = pool();
+        let (c, _s) = pair().await;
+        let key = PoolKey::new("node_b", "pin-of-the-old-certificate");
+        pool.keep_dialed(key.clone(), c);
+        assert_eq!(pool.counts().idle_dialed, 1);
+        // Another certificate registered for the same party, or another party: nothing.
+        assert!(pool
+            .take(&PoolKey::new("node_b", "pin-of-the-new-certificate"))
+            .await
+            .is_none());
+        assert!(pool
+            .take(&PoolKey::new("node_c", "pin-of-the-old-certificate"))
+            .await
+            .is_none());
+        assert_eq!(pool.counts().idle_dialed, 1);
+        assert!(pool.take(&key).await.is_some());
+        assert!(pool.take(&key).await.is_none());
+        let c = pool.counts();
+        assert_eq!((c.idle_dialed, c.kept, c.closed_idle), (0, 1, 0));
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_dropped_when_the_peer_closes_or_sends_anything() {
+        let (pool, _rx) = pool();
+        let key = PoolKey::new("node_b", "pin");
+        let (c1, s1) = pair().await;
+        let (c2, mut s2) = pair().await;
+        pool.keep_dialed(key.clone(), c1);
+        pool.keep_dialed(key.clone(), c2);
+        assert_eq!(pool.counts().idle_dialed, 2);
+        drop(s1);
+        // A peer must send nothing on an idle connection: a frame there poisons it.
+        let soon = Instant::now() + Duration::from_secs(2);
+        write_frame(
+            &mut s2,
+            &Frame::new(MsgType::Share, vec![1; 8]),
+            soon,
+            "node_a",
+        )
+        .await
+        .unwrap();
+        until("both are closed", || pool.counts().closed_idle == 2).await;
+        assert_eq!(pool.counts().idle_dialed, 0);
+        assert!(pool.take(&key).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn idle_connections_beyond_the_per_peer_limit_are_closed() {
+        let (pool, _rx) = pool();
+        let key = PoolKey::new("node_b", "pin");
+        let mut servers = Vec::new();
+        for _ in 0..MAX_IDLE_PER_PEER + 1 {
+            let (c, s) = pair().await;
+            servers.push(s);
+            pool.keep_dialed(key.clone(), c);
+        }
+        let c = pool.counts();
+        assert_eq!(c.idle_dialed, MAX_IDLE_PER_PEER as u64);
+        assert_eq!(c.not_kept, 1);
+        // The one over the limit is closed: its peer reads the end of the stream.
+        let mut last = servers.pop().unwrap();
+        let soon = Instant::now() + Duration::from_secs(2);
+        assert!(read_frame(&mut last, soon, "node_a")
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn a_kept_accepted_connection_hands_the_next_frame_to_the_agent() {
+        let (pool, mut rx) = pool();
+        let (mut c, s) = pair().await;
+        let addr = c.get_ref().0.local_addr().unwrap();
+        pool.keep_accepted("node_a", s, addr);
+        assert_eq!(pool.counts().idle_accepted, 1);
+        let soon = Instant::now() + Duration::from_secs(2);
+        write_frame(
+            &mut c,
+            &Frame::new(MsgType::Hello, vec![7; 3]),
+            soon,
+            "node_b",
+        )
+        .await
+        .unwrap();
+        let r = timeout_at(soon, rx.recv()).await.unwrap().unwrap();
+        assert_eq!(r.frame.kind, MsgType::Hello);
+        assert_eq!(&r.frame.payload[..], &[7, 7, 7]);
+        assert_eq!(r.addr, addr);
+        assert_eq!(pool.counts().idle_accepted, 0);
+        // One that the peer closes is closed here too, and counted.
+        let (c, s) = pair().await;
+        pool.keep_accepted("node_a", s, addr);
+        drop(c);
+        until("it is closed", || pool.counts().closed_idle == 1).await;
+        assert_eq!(pool.counts().idle_accepted, 0);
+    }
+}

@@ -337,14 +337,14 @@ pub fn io_error(peer: &str, doing: &str, e: std::io::Error) -> Error {
 }
 
 #[cfg(test)]
-mod resumption_tests_support {
+pub(crate) mod resumption_tests_support {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
     use tokio_rustls::{TlsAcceptor, TlsConnector};
 
     /// A party: its identity and its certificate as peers pin it.
-    pub(super) fn party(name: &str) -> (LocalIdentity, PinnedCert) {
+    pub(crate) fn party(name: &str) -> (LocalIdentity, PinnedCert) {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params = rcgen::CertificateParams::new(vec!["*".into()]).unwrap();
         params
