@@ -106,6 +106,35 @@ fn session_run(researcher: &Path) -> (Duration, String) {
     (elapsed, session)
 }
 
+/// Prints the node agents' connection counters summed (`federation check`): how many
+/// node-to-node connections were dialed and how many sessions ran on kept ones.
+fn connection_summary(researcher: &Path) {
+    let out = secagg()
+        .arg("--home")
+        .arg(researcher)
+        .args(["federation", "check", "--format", "json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn secagg federation check");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let rows = v["parties"].as_array().cloned().unwrap_or_default();
+    let sum = |field: &str| -> u64 {
+        rows.iter()
+            .filter_map(|r| r["connections"][field].as_u64())
+            .sum()
+    };
+    eprintln!(
+        "node agents' connections: {} dialed, {} sessions on kept ones, {} stale, {} not kept, {} TLS handshakes",
+        sum("dialed"),
+        sum("reused"),
+        sum("stale"),
+        sum("not_kept"),
+        rows.iter()
+            .filter_map(|r| Some(r["tls_handshakes"]["full"].as_u64()? + r["tls_handshakes"]["resumed"].as_u64()?))
+            .sum::<u64>()
+    );
+}
+
 fn benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let mut g = c.benchmark_group("session_run");
@@ -148,6 +177,9 @@ fn benches(c: &mut Criterion) {
             demo::verify(&fed, &last.parse().unwrap()).unwrap().verified,
             "the keys of session {last} do not sum to 0"
         );
+        if std::env::var_os("SECAGG_BENCH_VERBOSE").is_some() {
+            connection_summary(&researcher);
+        }
         drop(started);
     }
     g.finish();
