@@ -887,8 +887,11 @@ impl Home {
     /// whole session. `engine="mp-spdz"`: every node's agent runs its `shamir-party.x` (agents
     /// started with `--mpspdz-ports A-B --mpspdz-root DIR`), and so does this party, from
     /// `mpspdz_root` (default: `MPSPDZ_ROOT`, as `negotiate`), on `mpspdz_port` (default: this
-    /// party's endpoint port, which must then be free). Blocks with the GIL released (not
-    /// interruptible: it ends by `timeout`).
+    /// party's endpoint port, which must then be free). Blocks with the GIL released; Ctrl-C, or
+    /// `cancel` (a :class:`CancelToken`) set from another thread, stops it: before the start, no
+    /// node is started; after it, this party stops its side unless the server key is already
+    /// stored (then the session completed and its report is returned), and the nodes still
+    /// running are cancelled.
     ///
     /// Returns the CLI's JSON report when the session succeeded (`session_id`, `engine`, `ok`,
     /// `parties`: one row per party with `party_id`, `role`, `state` — `confirmed`, `stored`,
@@ -897,7 +900,7 @@ impl Home {
     /// the exception of the failure's kind (a refusal by policy `AuthenticationFailure`, a limit
     /// `Conflict`, an unreachable agent `PeerFailure`, a timeout `Timeout`, …) with that same
     /// report as `.report`, so that the rows say which party failed and why.
-    #[pyo3(signature = (parties=None, all=false, session=None, engine="native", timeout=60.0, key_bits=None, mpspdz_root=None, mpspdz_port=None))]
+    #[pyo3(signature = (parties=None, all=false, session=None, engine="native", timeout=60.0, key_bits=None, mpspdz_root=None, mpspdz_port=None, cancel=None))]
     #[allow(clippy::too_many_arguments)]
     fn session_run(
         &self,
@@ -910,8 +913,9 @@ impl Home {
         key_bits: Option<u32>,
         mpspdz_root: Option<PathBuf>,
         mpspdz_port: Option<u16>,
+        cancel: Option<PyRef<'_, CancelToken>>,
     ) -> PyResult<PyObject> {
-        let run_options = match engine {
+        let mut run_options = match engine {
             "native" => {
                 if mpspdz_root.is_some() || mpspdz_port.is_some() {
                     return Err(invalid(
@@ -926,6 +930,7 @@ impl Home {
                     root: MpSpdzRoot::locate(mpspdz_root.as_deref()).map_err(CoreError)?,
                     port: mpspdz_port,
                 }),
+                cancel: None,
             },
             other => {
                 return Err(invalid(format!(
@@ -975,19 +980,46 @@ impl Home {
             timeout,
             key_bits,
         };
-        let (result, warnings) = py.allow_threads(|| {
-            let mut warnings: Vec<String> = Vec::new();
-            let mut warn = |w: &str| warnings.push(w.to_owned());
-            let r = agent::run_session_with(&home, &req, &run_options, &mut warn);
-            (r, warnings)
+        let flag = cancel.map(|c| c.flag.clone()).unwrap_or_default();
+        run_options.cancel = Some(flag.clone());
+        let (result, warnings, interrupt) = py.allow_threads(|| {
+            std::thread::scope(|s| {
+                let worker = s.spawn(|| {
+                    let mut warnings: Vec<String> = Vec::new();
+                    let mut warn = |w: &str| warnings.push(w.to_owned());
+                    let r = agent::run_session_with(&home, &req, &run_options, &mut warn);
+                    (r, warnings)
+                });
+                let mut interrupt: Option<PyErr> = None;
+                while !worker.is_finished() {
+                    std::thread::sleep(SIGNAL_POLL);
+                    if interrupt.is_none() {
+                        // Ctrl-C (only seen in the main thread): stop the session.
+                        if let Err(e) = Python::with_gil(|py| py.check_signals()) {
+                            flag.cancel();
+                            interrupt = Some(e);
+                        }
+                    }
+                }
+                let (r, w) = worker.join().unwrap_or_else(|_| {
+                    (
+                        Err(Error::internal("the session thread panicked")),
+                        Vec::new(),
+                    )
+                });
+                (r, w, interrupt)
+            })
         });
         let (report, error) = result.map_err(CoreError)?;
         let d = to_dict(py, &report)?;
         d.set_item("warnings", warnings)?;
         let obj = d.into_any().unbind();
-        match error {
-            Some(e) => Err(raise_report(py, &ErrorReport::of(&e), Some(obj))),
-            None => Ok(obj),
+        match (error, interrupt) {
+            // Interrupted and stopped (no server key): Python's own KeyboardInterrupt.
+            (Some(_), Some(interrupt)) => Err(interrupt),
+            (Some(e), None) => Err(raise_report(py, &ErrorReport::of(&e), Some(obj))),
+            // Interrupted after the server key was stored: the session finished.
+            (None, _) => Ok(obj),
         }
     }
 

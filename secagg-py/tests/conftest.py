@@ -117,12 +117,15 @@ def secagg_bin() -> Path:
 class Agent:
     """A running `secagg --home HOME serve`, its log (stderr) in a file next to the home."""
 
-    def __init__(self, binary: Path, home: secagg.Home, *args: str) -> None:
+    def __init__(
+        self, binary: Path, home: secagg.Home, *args: str, env: Optional[Dict[str, str]] = None
+    ) -> None:
         self.home = home
         self.log = Path(str(home.path) + ".agent.log")
         self._log_file = open(self.log, "wb")
         self.proc = subprocess.Popen(
             [str(binary), "--home", str(home.path), "serve", *args],
+            env={**os.environ, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._log_file,
@@ -144,11 +147,12 @@ class Agent:
 
 @pytest.fixture
 def agents(secagg_bin: Path):
-    """Starts agents: ``agents(home, *args)``; every one is killed when the test ends."""
+    """Starts agents: ``agents(home, *args, env={...})``; every one is killed when the test
+    ends. ``env`` adds environment variables (e.g. the test build's ``SECAGG_FAULT`` hook)."""
     started: List[Agent] = []
 
-    def start(home: secagg.Home, *args: str) -> Agent:
-        a = Agent(secagg_bin, home, *args)
+    def start(home: secagg.Home, *args: str, env: Optional[Dict[str, str]] = None) -> Agent:
+        a = Agent(secagg_bin, home, *args, env=env)
         started.append(a)
         return a
 

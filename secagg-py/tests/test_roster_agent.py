@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import threading
+import time
 from pathlib import Path
 from typing import List, Tuple
 
@@ -321,3 +323,56 @@ def test_session_run_with_mp_spdz_through_agents_test_double(tmp_path, agents):
     assert all(p["state"] == "confirmed" for p in report["parties"]), report
     assert sorted(p["mpspdz_port"] for p in report["parties"]) == sorted(ports)
     _keys_sum_to_zero(researcher, homes, report["session_id"])
+
+
+def _no_key_anywhere(researcher: secagg.Home, nodes: List[secagg.Home], session: str) -> None:
+    """No server key at the researcher; no node holds a confirmed key."""
+    with pytest.raises(secagg.NotFound):
+        researcher.context(session)
+    for n in nodes:
+        try:
+            assert n.context(session)["state"] != "confirmed"
+        except secagg.NotFound:
+            pass
+
+
+def test_session_run_cancelled_before_it_starts_starts_no_node(tmp_path, agents):
+    researcher, homes, _, _, _ = _roster_federation(tmp_path, 2)
+    for h in homes:
+        agents(h)
+    token = secagg.CancelToken()
+    token.cancel()
+    session = secagg.new_session_id()
+    with pytest.raises(secagg.PeerFailure) as e:
+        researcher.session_run(all=True, session=session, timeout=20, cancel=token)
+    assert "cancelled by its caller before it started" in e.value.message
+    assert e.value.report["ok"] is False
+    for h in homes:
+        with pytest.raises(secagg.NotFound):
+            h.context(session)
+    _no_key_anywhere(researcher, homes, session)
+
+
+def test_session_run_cancelled_mid_session_stores_no_server_key(tmp_path, agents):
+    researcher, homes, _, _, _ = _roster_federation(tmp_path, 2)
+    # The test build's fault hook holds one node 5 s after its start: the session is running
+    # when the token is set.
+    agents(homes[0], env={"SECAGG_FAULT": "agent-started:sleep=5000"})
+    agents(homes[1])
+    token = secagg.CancelToken()
+    threading.Timer(0.5, token.cancel).start()
+    session = secagg.new_session_id()
+    started = time.monotonic()
+    try:
+        researcher.session_run(all=True, session=session, timeout=30, cancel=token)
+    except secagg.Error as e:
+        error = e
+    else:
+        pytest.fail(
+            "the session was not held: SECAGG_BIN must be the test build of secagg (made by "
+            "`cargo test`, with its fault hook), not a plain `cargo build`"
+        )
+    elapsed = time.monotonic() - started
+    assert elapsed < 4.5, f"the cancelled session took {elapsed:.1f} s"
+    assert "cancelled" in error.message, error.message
+    _no_key_anywhere(researcher, homes, session)

@@ -263,6 +263,8 @@ pub fn session(home: &Path, c: SessionCommand) -> anyhow::Result<()> {
                 None
             }
         },
+        // Ctrl-C ends this process; the agents see their control connections close and stop.
+        cancel: None,
     };
     let own = secagg_core::identity::load(&home)?;
     let mut parties = vec![own.party_id.clone()];

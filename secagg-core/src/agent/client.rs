@@ -50,6 +50,11 @@ pub struct RunOptions {
     /// Run the session with MP-SPDZ (`--engine mp-spdz`): every node's agent runs its
     /// `shamir-party.x` on a port of its `--mpspdz-ports` range, this party runs its own.
     pub mpspdz: Option<RunMpSpdz>,
+    /// Set by the caller (e.g. Ctrl-C in Python) to stop the session: before the start, no node
+    /// is started (their agents see the control connection close); after it, this party's side
+    /// stops as when a node fails, only before the server key is stored, and the nodes still
+    /// running get a `cancel`. Nothing is stored here then.
+    pub cancel: Option<CancelFlag>,
 }
 
 /// The researcher's side of an MP-SPDZ session run through the agents.
@@ -365,6 +370,14 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::io("while starting the runtime", e))
 }
 
+/// The error of a session its caller cancelled before it started.
+fn cancelled_by_caller(session_id: &str) -> Error {
+    Error::peer(format!(
+        "session {session_id} was cancelled by its caller before it started"
+    ))
+    .with_hint("nothing was stored anywhere; run the session again, with a new session id")
+}
+
 /// Runs a whole session from the researcher: asks every node's agent to join, starts them once
 /// all accepted, runs the researcher's own side, and collects every node's report.
 ///
@@ -583,6 +596,9 @@ pub fn run_session_with(
             mpspdz_lines = Some(lines);
         }
     }
+    if refusals.is_empty() && opts.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+        refusals.push(ErrorReport::of(&cancelled_by_caller(&session_id)));
+    }
     if !refusals.is_empty() {
         // Closing the accepted control connections cancels the session at those agents.
         drop(controls);
@@ -612,6 +628,16 @@ pub fn run_session_with(
     // last node's acknowledgement), so a stored server key still implies that every node
     // durably stored its key.
     let cancel = CancelFlag::new();
+    // The caller's flag stops our side like a node's failure does (the engine checks `cancel`).
+    if let Some(user) = opts.cancel.clone() {
+        let cancel = cancel.clone();
+        rt.spawn(async move {
+            while !user.is_cancelled() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            cancel.cancel();
+        });
+    }
     let cause: std::sync::Arc<std::sync::Mutex<Option<NodeFailure>>> = Default::default();
     // Set once our side failed: every node still running gets a `cancel` on its control
     // connection (MP-SPDZ has no abort that would reach it otherwise).

@@ -353,6 +353,7 @@ class Home:
         key_bits: Optional[int] = None,
         mpspdz_root: Optional[PathLike] = None,
         mpspdz_port: Optional[int] = None,
+        cancel: Optional[CancelToken] = None,
     ) -> SessionRunReport: ...
     def federation_check(
         self,
