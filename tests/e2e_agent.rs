@@ -812,6 +812,29 @@ fn roster_pull_fetches_the_latest_roster_from_the_researchers_agent() {
 /// Runs one `session run --engine mp-spdz` through node agents started with `--mpspdz-ports`
 /// (one single-port range each) and MP-SPDZ root `root`, then checks the keys sum to zero,
 /// every party's run directory is gone, and returns the report and the agents' ports.
+/// The arguments of `session run --all --engine mp-spdz` with this MP-SPDZ build, the
+/// researcher's `shamir-party.x` on `port`, JSON output.
+fn mpspdz_run_args(root: &str, port: u16, timeout: &str) -> Vec<String> {
+    let port = port.to_string();
+    [
+        "session",
+        "run",
+        "--all",
+        "--engine",
+        "mp-spdz",
+        "--mpspdz-root",
+        root,
+        "--mpspdz-port",
+        &port,
+        "--timeout",
+        timeout,
+        "--format",
+        "json",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn mpspdz_session(
     fed: &Federation,
     root: &Path,
@@ -835,21 +858,9 @@ fn mpspdz_session(
         })
         .collect();
     let mut c = secagg_command();
-    c.arg("--home").arg(researcher(fed)).args([
-        "session",
-        "run",
-        "--all",
-        "--engine",
-        "mp-spdz",
-        "--mpspdz-root",
-        root_s,
-        "--mpspdz-port",
-        &ports[0].to_string(),
-        "--timeout",
-        timeout,
-        "--format",
-        "json",
-    ]);
+    c.arg("--home")
+        .arg(researcher(fed))
+        .args(mpspdz_run_args(root_s, ports[0], timeout));
     for (k, v) in env {
         c.env(k, v);
     }
@@ -1177,23 +1188,10 @@ fn mp_spdz_a_failing_node_ends_the_session_at_once() {
         })
         .collect();
     let started = Instant::now();
+    let args = mpspdz_run_args(root_s, ports[0], "40s");
     let run = secagg(
         researcher(&fed),
-        &[
-            "session",
-            "run",
-            "--all",
-            "--engine",
-            "mp-spdz",
-            "--mpspdz-root",
-            root_s,
-            "--mpspdz-port",
-            &ports[0].to_string(),
-            "--timeout",
-            "40s",
-            "--format",
-            "json",
-        ],
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     let elapsed = started.elapsed();
     assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
