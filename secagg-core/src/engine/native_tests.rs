@@ -605,11 +605,16 @@ fn a_peer_that_disconnects_after_hello_fails_the_session_quickly() {
             Duration::from_secs(2),
         );
         let needle = format!("{culprit} {expected}");
+        // A socket closed with unread data in it (a frame an honest party had already sent the
+        // rogue) ends with a reset instead of an orderly close: the kernel's doing, timing-
+        // dependent, and the same disconnect, reported as such (it failed CI once).
+        let reset = format!("connection with {culprit} failed while receiving: Connection reset");
         assert!(
-            results
-                .iter()
-                .any(|(_, r)| r.as_ref().unwrap_err().to_string().contains(&needle)),
-            "nobody reported `{needle}`: {:?}",
+            results.iter().any(|(_, r)| {
+                let text = r.as_ref().unwrap_err().to_string();
+                text.contains(&needle) || text.contains(&reset)
+            }),
+            "nobody reported `{needle}` (or a reset by {culprit}): {:?}",
             results
                 .iter()
                 .map(|(_, r)| r.as_ref().unwrap_err().to_string())
