@@ -124,6 +124,26 @@ fn session_run(fed: &Federation, extra: &[&str]) -> Run {
     secagg(researcher(fed), &args)
 }
 
+/// `session run --all` (JSON) at the researcher, in the background, its output piped.
+fn spawn_session_run(fed: &Federation, timeout: &str) -> Child {
+    secagg_command()
+        .arg("--home")
+        .arg(researcher(fed))
+        .args([
+            "session",
+            "run",
+            "--all",
+            "--format",
+            "json",
+            "--timeout",
+            timeout,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn contexts(home: &Path) -> Vec<serde_json::Value> {
     secagg(home, &["context", "list", "--format", "json"])
         .ok()
@@ -202,25 +222,7 @@ fn five_agents_one_session_then_eight_concurrent_sessions() {
     assert!(!log.contains(&key[..40]), "the agent logged a key");
     // Eight concurrent sessions through the same agents, each with its own id.
     let started = Instant::now();
-    let children: Vec<_> = (0..8)
-        .map(|_| {
-            let mut c = secagg_command();
-            c.arg("--home")
-                .arg(researcher(&fed))
-                .args([
-                    "session",
-                    "run",
-                    "--all",
-                    "--format",
-                    "json",
-                    "--timeout",
-                    "30s",
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            c.spawn().unwrap()
-        })
-        .collect();
+    let children: Vec<_> = (0..8).map(|_| spawn_session_run(&fed, "30s")).collect();
     let outs: Vec<_> = children
         .into_iter()
         .map(|c| c.wait_with_output().unwrap())
@@ -354,22 +356,7 @@ fn an_unregistered_researcher_is_refused_and_a_running_session_is_not_disturbed(
         )
         .ok();
     }
-    let mut legit = secagg_command();
-    legit
-        .arg("--home")
-        .arg(researcher(&fed))
-        .args([
-            "session",
-            "run",
-            "--all",
-            "--format",
-            "json",
-            "--timeout",
-            "20s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let legit = legit.spawn().unwrap();
+    let legit = spawn_session_run(&fed, "20s");
     agents[0].wait_for("started:", Duration::from_secs(10));
     let bad = secagg(&stranger, &["session", "run", "--all", "--timeout", "5s"]);
     bad.fails_with(
@@ -407,22 +394,7 @@ fn limits_are_refused_with_a_clear_error() {
         &env,
     );
     let _a2 = Agent::start(fed.parties[2].home.root(), &["--max-sessions", "1"], &env);
-    let mut first = secagg_command();
-    first
-        .arg("--home")
-        .arg(researcher(&fed))
-        .args([
-            "session",
-            "run",
-            "--all",
-            "--format",
-            "json",
-            "--timeout",
-            "20s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let first = first.spawn().unwrap();
+    let first = spawn_session_run(&fed, "20s");
     a1.wait_for("started:", Duration::from_secs(10));
     let second = session_run(&fed, &["--all"]);
     second.fails_with(
@@ -455,21 +427,7 @@ fn sigterm_lets_a_running_session_finish_then_exits_zero() {
         &[("SECAGG_FAULT", "connected:sleep=2000")],
     );
     let _a2 = Agent::start(fed.parties[2].home.root(), &[], &[]);
-    let mut run = secagg_command();
-    run.arg("--home")
-        .arg(researcher(&fed))
-        .args([
-            "session",
-            "run",
-            "--all",
-            "--format",
-            "json",
-            "--timeout",
-            "20s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let run = run.spawn().unwrap();
+    let run = spawn_session_run(&fed, "20s");
     a1.wait_for("started:", Duration::from_secs(10));
     // The signal must land once the researcher's negotiation connection reached the agent (a
     // stopping agent accepts no connection), while the fault holds the session after
@@ -510,22 +468,8 @@ fn sigterm_past_the_grace_period_aborts_the_session_and_leaves_no_key() {
         &[("SECAGG_FAULT", "agent-started:sleep=3000")],
     );
     let _a2 = Agent::start(fed.parties[2].home.root(), &[], &[]);
-    let mut run = secagg_command();
-    run.arg("--home")
-        .arg(researcher(&fed))
-        .args([
-            "session",
-            "run",
-            "--all",
-            "--format",
-            "json",
-            "--timeout",
-            "30s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
     let spawned = Instant::now();
-    let run = run.spawn().unwrap();
+    let run = spawn_session_run(&fed, "30s");
     a1.wait_for("started:", Duration::from_secs(10));
     let stopped = Instant::now();
     a1.signal("TERM");
