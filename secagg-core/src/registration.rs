@@ -360,20 +360,12 @@ pub fn request_from_bundle_bytes(
             .with_hint("a bundle is the JSON written by `secagg certificate registration-instructions --format json`")
             .context(&ctx)
     })?;
-    if b.format != BUNDLE_FORMAT {
-        return Err(Error::invalid(format!(
-            "format is `{}`, expected `{BUNDLE_FORMAT}`",
-            b.format
-        ))
-        .context(&ctx));
-    }
-    if b.version != BUNDLE_VERSION {
-        return Err(Error::invalid(format!(
-            "bundle version {} is not supported (this secagg reads version {BUNDLE_VERSION})",
-            b.version
-        ))
-        .context(&ctx));
-    }
+    check_file_kind(
+        "bundle",
+        (&b.format, BUNDLE_FORMAT),
+        (b.version, BUNDLE_VERSION),
+    )
+    .map_err(|e| e.context(&ctx))?;
     let id = PartyId::parse_entry(&b.party_id, allow_custom_id).map_err(|e| e.context(&ctx))?;
     if id.role() != b.role {
         return Err(Error::invalid(format!(
@@ -432,4 +424,76 @@ pub fn list(home: &Home) -> Result<Vec<PeerRecord>> {
 pub fn not_registered(id: &PartyId) -> Error {
     Error::not_found(format!("party `{id}` is not registered"))
         .with_hint("see `secagg certificate list`; register it with `secagg certificate register`")
+}
+
+/// The `format` and `version` fields every secagg JSON file starts with (bundles, rosters):
+/// `(found, expected)` each; `kind` names the file in the version error.
+pub(crate) fn check_file_kind(kind: &str, format: (&str, &str), version: (u32, u32)) -> Result<()> {
+    if format.0 != format.1 {
+        return Err(Error::invalid(format!(
+            "format is `{}`, expected `{}`",
+            format.0, format.1
+        )));
+    }
+    if version.0 != version.1 {
+        return Err(Error::invalid(format!(
+            "{kind} version {} is not supported (this secagg reads version {})",
+            version.0, version.1
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod file_kind_tests {
+    use super::*;
+
+    /// A bundle of another format or a newer version is refused by name, with both values (the
+    /// check bundles and rosters share).
+    #[test]
+    fn a_bundle_of_another_format_or_version_is_refused() {
+        let mut v = serde_json::json!({
+            "format": BUNDLE_FORMAT, "version": BUNDLE_VERSION + 1, "party_id": "node_x",
+            "role": "node", "ip": "127.0.0.1", "port": 1,
+            "certificate": "", "fingerprint": format!("SHA256:{}", "0".repeat(64)),
+        });
+        let bytes = serde_json::to_vec(&v).unwrap();
+        let e = request_from_bundle_bytes(&bytes, "b.json", None, false, false).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+        assert!(
+            e.to_string().contains(&format!(
+                "bundle version {} is not supported (this secagg reads version {BUNDLE_VERSION})",
+                BUNDLE_VERSION + 1
+            )),
+            "{e}"
+        );
+        assert!(e.to_string().contains("b.json"), "{e}");
+        v["format"] = "something-else".into();
+        let bytes = serde_json::to_vec(&v).unwrap();
+        let e = request_from_bundle_bytes(&bytes, "b.json", None, false, false).unwrap_err();
+        assert!(
+            e.to_string().contains(&format!(
+                "format is `something-else`, expected `{BUNDLE_FORMAT}`"
+            )),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_roster_of_a_newer_version_is_refused() {
+        use crate::roster::{UnverifiedRoster, ROSTER_FORMAT, ROSTER_VERSION};
+        let v = serde_json::json!({
+            "format": ROSTER_FORMAT, "version": ROSTER_VERSION + 1, "issuer": "researcher_x",
+            "payload": "", "signature_scheme": "", "signature": "",
+        });
+        let e = UnverifiedRoster::parse(&serde_json::to_vec(&v).unwrap(), "r.json").unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+        assert!(
+            e.to_string().contains(&format!(
+                "roster version {} is not supported (this secagg reads version {ROSTER_VERSION})",
+                ROSTER_VERSION + 1
+            )),
+            "{e}"
+        );
+    }
 }

@@ -328,20 +328,12 @@ impl UnverifiedRoster {
                 .with_hint("a roster is the JSON written by `secagg roster export`")
                 .context(&ctx)
         })?;
-        if file.format != ROSTER_FORMAT {
-            return Err(Error::invalid(format!(
-                "format is `{}`, expected `{ROSTER_FORMAT}`",
-                file.format
-            ))
-            .context(&ctx));
-        }
-        if file.version != ROSTER_VERSION {
-            return Err(Error::invalid(format!(
-                "roster version {} is not supported (this secagg reads version {ROSTER_VERSION})",
-                file.version
-            ))
-            .context(&ctx));
-        }
+        crate::registration::check_file_kind(
+            "roster",
+            (&file.format, ROSTER_FORMAT),
+            (file.version, ROSTER_VERSION),
+        )
+        .map_err(|e| e.context(&ctx))?;
         let decode = |what: &str, text: &str| {
             B64.decode(text.as_bytes()).map_err(|e| {
                 Error::invalid(format!("its {what} is not valid base64 ({e})")).context(&ctx)
