@@ -43,6 +43,42 @@ use time::OffsetDateTime;
 /// How often a waiting negotiation looks for Ctrl-C.
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
 
+/// What a long call's worker returns: its result and the warnings it collected.
+type Worked<T> = (Result<T, Error>, Vec<String>);
+
+/// Runs `work` (which returns a result and its warnings) on a thread with the GIL released,
+/// checking for Ctrl-C every [`SIGNAL_POLL`] (signals are only seen in the main thread): on one,
+/// `flag` is set so that `work` stops, and the `KeyboardInterrupt` is returned beside its result.
+fn interruptible<T: Send>(
+    py: Python<'_>,
+    flag: &CancelFlag,
+    what: &str,
+    work: impl FnOnce() -> Worked<T> + Send,
+) -> (Worked<T>, Option<PyErr>) {
+    py.allow_threads(|| {
+        std::thread::scope(|s| {
+            let worker = s.spawn(work);
+            let mut interrupt: Option<PyErr> = None;
+            while !worker.is_finished() {
+                std::thread::sleep(SIGNAL_POLL);
+                if interrupt.is_none() {
+                    if let Err(e) = Python::with_gil(|py| py.check_signals()) {
+                        flag.cancel();
+                        interrupt = Some(e);
+                    }
+                }
+            }
+            let done = worker.join().unwrap_or_else(|_| {
+                (
+                    Err(Error::internal(format!("the {what} thread panicked"))),
+                    Vec::new(),
+                )
+            });
+            (done, interrupt)
+        })
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Errors
 
@@ -571,39 +607,11 @@ impl Home {
             endpoint: None,
         };
         let flag = cancel.map(|c| c.flag.clone()).unwrap_or_default();
-        let (result, warnings, interrupt) = py.allow_threads(|| {
-            std::thread::scope(|s| {
-                let worker = s.spawn(|| {
-                    let mut warnings: Vec<String> = Vec::new();
-                    let mut warn = |w: &str| warnings.push(w.to_owned());
-                    let r = session::negotiate_cancellable(
-                        &home,
-                        &req,
-                        engine.as_ref(),
-                        &mut warn,
-                        &flag,
-                    );
-                    (r, warnings)
-                });
-                let mut interrupt: Option<PyErr> = None;
-                while !worker.is_finished() {
-                    std::thread::sleep(SIGNAL_POLL);
-                    if interrupt.is_none() {
-                        // Ctrl-C (only seen in the main thread): stop the session.
-                        if let Err(e) = Python::with_gil(|py| py.check_signals()) {
-                            flag.cancel();
-                            interrupt = Some(e);
-                        }
-                    }
-                }
-                let (r, w) = worker.join().unwrap_or_else(|_| {
-                    (
-                        Err(Error::internal("the negotiation thread panicked")),
-                        Vec::new(),
-                    )
-                });
-                (r, w, interrupt)
-            })
+        let ((result, warnings), interrupt) = interruptible(py, &flag, "negotiation", || {
+            let mut warnings: Vec<String> = Vec::new();
+            let mut warn = |w: &str| warnings.push(w.to_owned());
+            let r = session::negotiate_cancellable(&home, &req, engine.as_ref(), &mut warn, &flag);
+            (r, warnings)
         });
         match (result, interrupt) {
             // Interrupted and stopped: nothing stored; Python's own KeyboardInterrupt.
@@ -982,33 +990,11 @@ impl Home {
         };
         let flag = cancel.map(|c| c.flag.clone()).unwrap_or_default();
         run_options.cancel = Some(flag.clone());
-        let (result, warnings, interrupt) = py.allow_threads(|| {
-            std::thread::scope(|s| {
-                let worker = s.spawn(|| {
-                    let mut warnings: Vec<String> = Vec::new();
-                    let mut warn = |w: &str| warnings.push(w.to_owned());
-                    let r = agent::run_session_with(&home, &req, &run_options, &mut warn);
-                    (r, warnings)
-                });
-                let mut interrupt: Option<PyErr> = None;
-                while !worker.is_finished() {
-                    std::thread::sleep(SIGNAL_POLL);
-                    if interrupt.is_none() {
-                        // Ctrl-C (only seen in the main thread): stop the session.
-                        if let Err(e) = Python::with_gil(|py| py.check_signals()) {
-                            flag.cancel();
-                            interrupt = Some(e);
-                        }
-                    }
-                }
-                let (r, w) = worker.join().unwrap_or_else(|_| {
-                    (
-                        Err(Error::internal("the session thread panicked")),
-                        Vec::new(),
-                    )
-                });
-                (r, w, interrupt)
-            })
+        let ((result, warnings), interrupt) = interruptible(py, &flag, "session", || {
+            let mut warnings: Vec<String> = Vec::new();
+            let mut warn = |w: &str| warnings.push(w.to_owned());
+            let r = agent::run_session_with(&home, &req, &run_options, &mut warn);
+            (r, warnings)
         });
         let (report, error) = result.map_err(CoreError)?;
         let d = to_dict(py, &report)?;
