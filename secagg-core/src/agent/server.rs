@@ -178,16 +178,16 @@ struct Shared {
 }
 
 impl Shared {
-    /// Handshakes that may be pending at once before the oldest is evicted: the stranger budget
-    /// plus every connection the running sessions may receive at once. Regression: a fixed 64
-    /// evicted real peers' handshakes when ~100 parties dialed in together on a loaded machine.
+    /// Handshakes that may be pending at once before the oldest is evicted
+    /// ([`crate::transport::mesh::pending_handshake_cap`]): every connection the running
+    /// sessions may receive at once, plus the stranger budget.
     fn pending_handshake_cap(&self) -> usize {
         let expected: usize = self
             .sessions
             .lock()
             .map(|s| s.values().map(|slot| slot.parties).sum())
             .unwrap_or(0);
-        crate::transport::mesh::MAX_PENDING_HANDSHAKES + expected
+        crate::transport::mesh::pending_handshake_cap(expected)
     }
 
     fn event(

@@ -71,6 +71,14 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// strangers); a new connection beyond that evicts the oldest.
 pub const MAX_PENDING_HANDSHAKES: usize = 64;
 
+/// Inbound handshakes that may be pending at once, where up to `expected_peers` real parties may
+/// dial in together: the stranger budget on top of them. With a hundred parties on a loaded
+/// machine real handshakes take long enough to pile up (regression: a fixed cap of 64 evicted
+/// them, failing 100-party sessions with resets and broken pipes).
+pub fn pending_handshake_cap(expected_peers: usize) -> usize {
+    MAX_PENDING_HANDSHAKES + expected_peers
+}
+
 /// Rejected inbound connections reported one by one; the rest are only counted.
 pub const MAX_REJECTION_WARNINGS: usize = 10;
 
@@ -404,7 +412,8 @@ enum Rejection {
     RefusedOurCertificate,
     NotTls(String),
     HandshakeTimeout,
-    Evicted,
+    /// Evicted as the oldest of this many pending handshakes.
+    Evicted(usize),
 }
 
 impl Rejection {
@@ -422,8 +431,8 @@ impl Rejection {
                 "did not complete the TLS handshake within {} s",
                 HANDSHAKE_TIMEOUT.as_secs()
             ),
-            Rejection::Evicted => format!(
-                "was still handshaking when more than {MAX_PENDING_HANDSHAKES} connections were pending"
+            Rejection::Evicted(cap) => format!(
+                "was still handshaking when more than {cap} connections were pending"
             ),
         }
     }
@@ -949,13 +958,11 @@ async fn accept_loop(
             };
             pending.retain(|(i, _, _)| *i != id);
         }
-        // The stranger budget comes on top of every party that may dial in: with a hundred
-        // parties on a loaded machine, real handshakes take long enough to pile up (regression:
-        // a fixed cap of 64 evicted them, failing 100-party sessions with resets).
-        if pending.len() >= MAX_PENDING_HANDSHAKES + ctx.labels.len() {
+        let cap = pending_handshake_cap(ctx.labels.len());
+        if pending.len() >= cap {
             if let Some((_, old_addr, handle)) = pending.pop_front() {
                 handle.abort();
-                let _ = tx.send(Event::Rejected(old_addr, Rejection::Evicted));
+                let _ = tx.send(Event::Rejected(old_addr, Rejection::Evicted(cap)));
             }
         }
         let _ = tcp.set_nodelay(true);
@@ -1337,6 +1344,19 @@ mod abort_relay_tests {
         assert!(e
             .to_string()
             .starts_with("node_b aborted the session, reporting: \"it said"));
+    }
+
+    /// Regression: the eviction warning still named the fixed 64 after the cap came to count
+    /// the session's parties too.
+    #[test]
+    fn the_eviction_warning_names_the_cap_in_force() {
+        let cap = pending_handshake_cap(100);
+        assert_eq!(cap, MAX_PENDING_HANDSHAKES + 100);
+        let text = Rejection::Evicted(cap).describe("", "node_a");
+        assert!(
+            text.contains(&format!("more than {cap} connections were pending")),
+            "{text}"
+        );
     }
 
     #[test]
