@@ -30,12 +30,14 @@ use crate::engine::{
 use crate::error::{Error, Result};
 use crate::field;
 use crate::home::Home;
-use crate::identity;
+use crate::identity::{self, Identity};
 use crate::party::{PartyId, Role, SessionId};
 use crate::registration::not_registered;
 use crate::store::contexts;
 use crate::store::peers;
+use crate::store::pool::PooledStore;
 use crate::store::Store;
+use zeroize::Zeroizing;
 
 /// Default whole-session deadline of the native engine (see [`Engine::default_timeout`]).
 pub const DEFAULT_TIMEOUT: Duration = crate::engine::native::DEFAULT_TIMEOUT;
@@ -76,18 +78,35 @@ pub(crate) fn plan_until(
     now: OffsetDateTime,
     deadline: std::time::Instant,
 ) -> Result<NegotiationPlan> {
+    // Early, so that an absurd key length is refused before anything is read.
+    prime_and_key_bits(req)?;
+    let own = identity::load(home)?;
+    // Before the store is opened, so that a malformed list is not reported as unregistered ids.
+    check_party_list(&own, &req.parties)?;
+    let mut store = Store::open_party_until(home, deadline)?;
+    plan_with(
+        &mut store,
+        &own,
+        || own.private_key_der(),
+        req,
+        now,
+        deadline,
+    )
+}
+
+/// The session's prime and key length, the key length checked against the prime and named as
+/// the option it came from (the plan checks it again, without the context).
+fn prime_and_key_bits(req: &SessionRequest) -> Result<(BigUint, u32)> {
     let prime = req.prime.clone().unwrap_or_else(field::fedbiomed_prime);
     let key_bits = req.key_bits.unwrap_or(field::DEFAULT_KEY_BITS);
-    // Early, so that an absurd key length is refused before anything is allocated for it, and
-    // named as the option it came from (the plan checks it again, without the context).
     field::check_key_bits(key_bits, &prime).map_err(|e| e.context("in --key-bits"))?;
-    let session_id = req.session_id;
-    let own = identity::load(home)?;
-    let ids = &req.parties;
-    // Before the store is read, so that a malformed list is not reported as unregistered ids.
+    Ok((prime, key_bits))
+}
+
+/// Checks `ids` as a session's party list that includes this party; returns this party's index.
+fn check_party_list(own: &Identity, ids: &[PartyId]) -> Result<usize> {
     check_party_ids(ids)?;
-    let my_index = ids
-        .iter()
+    ids.iter()
         .position(|id| *id == own.party_id)
         .ok_or_else(|| {
             Error::invalid(format!(
@@ -95,8 +114,25 @@ pub(crate) fn plan_until(
                 own.party_id
             ))
             .with_hint("every party runs the session with the same list, which includes itself")
-        })?;
-    let mut store = Store::open_party_until(home, deadline)?;
+        })
+}
+
+/// [`plan_until`] for a process that holds this party's identity and an open store already
+/// (the party agent, `session run`): reads the registered parties from `store` and this party's
+/// private key from `my_key` (called once the rest checked out).
+pub(crate) fn plan_with(
+    store: &mut Store,
+    own: &Identity,
+    my_key: impl FnOnce() -> Result<Zeroizing<Vec<u8>>>,
+    req: &SessionRequest,
+    now: OffsetDateTime,
+    deadline: std::time::Instant,
+) -> Result<NegotiationPlan> {
+    let (prime, key_bits) = prime_and_key_bits(req)?;
+    let session_id = req.session_id;
+    let ids = &req.parties;
+    let my_index = check_party_list(own, ids)?;
+    store.set_busy_timeout_until(deadline)?;
     let parties = store.read(|tx| {
         if contexts::get(tx, &session_id.to_string())?.is_some() {
             return Err(Error::conflict(format!(
@@ -164,7 +200,7 @@ pub(crate) fn plan_until(
             "renew it with `secagg certificate generate --force` and have every peer register it",
         ));
     }
-    let my_key_pkcs8_der = own.private_key_der()?;
+    let my_key_pkcs8_der = my_key()?;
     // The engine's deadline is what is left of the command's.
     let timeout = deadline.saturating_duration_since(std::time::Instant::now());
     if timeout.is_zero() {
@@ -276,8 +312,29 @@ impl<'a> StoreSink<'a> {
         deadline: std::time::Instant,
         on_warning: &'a mut (dyn FnMut(&str) + Send),
     ) -> Result<Self> {
-        let parties: Vec<String> = plan.parties().iter().map(|p| p.id.to_string()).collect();
         let store = Store::open_party_until(home, deadline)?;
+        Self::with_store(
+            home,
+            PooledStore::unpooled(store),
+            plan,
+            engine,
+            deadline,
+            on_warning,
+        )
+    }
+
+    /// [`StoreSink::for_plan`] with a store connection the caller opened already (waiting for
+    /// locks at most until `deadline` from now on).
+    pub(crate) fn with_store(
+        home: &'a Home,
+        store: PooledStore,
+        plan: &NegotiationPlan,
+        engine: &str,
+        deadline: std::time::Instant,
+        on_warning: &'a mut (dyn FnMut(&str) + Send),
+    ) -> Result<Self> {
+        store.set_busy_timeout_until(deadline)?;
+        let parties: Vec<String> = plan.parties().iter().map(|p| p.id.to_string()).collect();
         Ok(StoreSink {
             home,
             store,
@@ -341,8 +398,8 @@ impl<'a> StoreSink<'a> {
 pub struct StoreSink<'a> {
     home: &'a Home,
     /// Opened before the negotiation starts, so that the protocol's store steps pay only for
-    /// their transaction.
-    store: Store,
+    /// their transaction (a party agent's comes from its pool of open connections).
+    store: PooledStore,
     deadline: std::time::Instant,
     /// Everything but the key, state and times.
     template: ContextRecord,

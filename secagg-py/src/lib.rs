@@ -23,7 +23,7 @@ use num_bigint::{BigInt, BigUint};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
-use secagg_core::agent::{self, RunRequest};
+use secagg_core::agent::{self, Nodes, RunRequest};
 use secagg_core::aggregate::{self, Biprime, CiphertextFile, EncryptRequest};
 use secagg_core::certificate::{self, Fingerprint, GeneratedKeyType, DEFAULT_VALIDITY_DAYS};
 use secagg_core::engine::{CancelFlag, Engine, MpSpdzEngine, NativeEngine, SecretKey};
@@ -950,9 +950,7 @@ impl Home {
         let timeout = seconds("timeout", timeout)?;
         let session_id = session.map(session_id).transpose()?;
         let home = self.core();
-        let own = identity::load(&home).map_err(CoreError)?;
-        let mut list = vec![own.party_id.clone()];
-        match (parties, all) {
+        let nodes = match (parties, all) {
             (Some(_), true) => {
                 return Err(invalid("give either `parties` or `all=True`, not both").into())
             }
@@ -961,30 +959,19 @@ impl Home {
                     invalid("say which nodes take part: `parties=[…]` or `all=True`").into(),
                 )
             }
-            (None, true) => {
-                let mut nodes: Vec<PartyId> = registration::list(&home)
-                    .map_err(CoreError)?
-                    .into_iter()
-                    .filter(|p| p.role == Role::Node)
-                    .map(|p| p.party_id)
-                    .collect();
-                nodes.sort();
-                list.extend(nodes);
-            }
-            (Some(parties), false) => {
-                for (i, p) in parties.iter().enumerate() {
-                    let id =
-                        PartyId::parse(p.trim()).map_err(|e| CoreError(e.context("in parties")))?;
-                    if i == 0 && id == own.party_id {
-                        continue;
-                    }
-                    list.push(id);
-                }
-            }
-        }
+            (None, true) => Nodes::All,
+            (Some(parties), false) => Nodes::Listed(
+                parties
+                    .iter()
+                    .map(|p| {
+                        PartyId::parse(p.trim()).map_err(|e| CoreError(e.context("in parties")))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
         let req = RunRequest {
             session_id: session_id.unwrap_or_else(SessionId::generate),
-            parties: list,
+            nodes,
             timeout,
             key_bits,
         };

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use secagg_core::agent::{
-    self, AgentEvent, AgentMpSpdz, AgentOptions, CheckRow, PartyState, RunMpSpdz, RunOptions,
-    RunReport, RunRequest, Shutdown,
+    self, AgentEvent, AgentMpSpdz, AgentOptions, CheckRow, Nodes, PartyState, RunMpSpdz,
+    RunOptions, RunReport, RunRequest, Shutdown,
 };
 use secagg_core::home::Home;
 use secagg_core::mpspdz::MpSpdzRoot;
 use secagg_core::processes::{signal_name, TerminationSignals};
-use secagg_core::{Error, PartyId, Role, SessionId};
+use secagg_core::{Error, PartyId, SessionId};
 
 use super::negotiate::{parse_duration, EngineArg};
 use crate::output::{self, Format, FormatArg};
@@ -266,28 +266,19 @@ pub fn session(home: &Path, c: SessionCommand) -> anyhow::Result<()> {
         // Ctrl-C ends this process; the agents see their control connections close and stop.
         cancel: None,
     };
-    let own = secagg_core::identity::load(&home)?;
-    let mut parties = vec![own.party_id.clone()];
-    if a.all {
-        let mut nodes: Vec<PartyId> = secagg_core::registration::list(&home)?
-            .into_iter()
-            .filter(|p| p.role == Role::Node)
-            .map(|p| p.party_id)
-            .collect();
-        nodes.sort();
-        parties.extend(nodes);
+    let nodes = if a.all {
+        Nodes::All
     } else {
-        for (i, p) in a.parties.iter().enumerate() {
-            let id = PartyId::parse(p.trim()).map_err(|e| e.context("in --parties"))?;
-            if i == 0 && id == own.party_id {
-                continue;
-            }
-            parties.push(id);
-        }
-    }
+        Nodes::Listed(
+            a.parties
+                .iter()
+                .map(|p| PartyId::parse(p.trim()).map_err(|e| e.context("in --parties")))
+                .collect::<Result<_, _>>()?,
+        )
+    };
     let req = RunRequest {
         session_id: a.session.unwrap_or_else(SessionId::generate),
-        parties,
+        nodes,
         timeout: a.timeout,
         key_bits: a.key_bits,
     };

@@ -20,6 +20,8 @@ use crate::identity;
 use crate::party::{Endpoint, Host, PartyId, Role, SessionId};
 use crate::registration;
 use crate::session::{self, SessionRequest, StoreSink};
+use crate::store::pool::PooledStore;
+use crate::store::{peers, Store};
 use crate::transport::frame::{write_frame, Frame, MsgType};
 use crate::transport::mesh::PROTOCOL_VERSION;
 use crate::transport::pinned_verifier::PinnedCert;
@@ -36,12 +38,45 @@ const REPORT_GRACE: Duration = Duration::from_secs(2);
 pub struct RunRequest {
     /// The session id.
     pub session_id: SessionId,
-    /// The researcher (this party) first, then the nodes.
-    pub parties: Vec<PartyId>,
+    /// The nodes taking part (this party, the researcher, comes first).
+    pub nodes: Nodes,
     /// Whole-session deadline.
     pub timeout: Duration,
     /// Key length; `None` is the default.
     pub key_bits: Option<u32>,
+}
+
+/// Which nodes a session run includes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Nodes {
+    /// Every node registered at this party, in the order of their ids (`--all`).
+    All,
+    /// These nodes, in this order (`--parties`); a leading id of this party itself is skipped.
+    Listed(Vec<PartyId>),
+}
+
+impl Nodes {
+    /// The session's party list: `own` (the researcher) first, then the nodes.
+    fn party_list(&self, own: &PartyId, store: &mut Store) -> Result<Vec<PartyId>> {
+        let mut parties = vec![own.clone()];
+        match self {
+            Nodes::All => {
+                let mut nodes: Vec<PartyId> = store
+                    .read(|tx| peers::list(tx))?
+                    .into_iter()
+                    .filter(|p| p.role == Role::Node)
+                    .map(|p| p.party_id)
+                    .collect();
+                nodes.sort();
+                parties.extend(nodes);
+            }
+            Nodes::Listed(ids) => {
+                let skip = usize::from(ids.first() == Some(own));
+                parties.extend(ids[skip..].iter().cloned());
+            }
+        }
+        Ok(parties)
+    }
 }
 
 /// How a session is run (beyond [`RunRequest`]); the default is a native session.
@@ -181,10 +216,19 @@ impl Dialer {
     pub(crate) fn for_home(home: &Home) -> Result<(Self, identity::Identity)> {
         let own = identity::load(home)?;
         let key = own.private_key_der()?;
+        Ok((Self::new(&own, &key)?, own))
+    }
+
+    /// The dialer of `own`, whose private key is `key_pkcs8_der`.
+    pub(crate) fn new(own: &identity::Identity, key_pkcs8_der: &[u8]) -> Result<Self> {
         let provider = tls::provider();
-        let local =
-            LocalIdentity::new(own.party_id.as_str(), &own.certificate.der, &key, &provider)?;
-        Ok((Dialer { local, provider }, own))
+        let local = LocalIdentity::new(
+            own.party_id.as_str(),
+            &own.certificate.der,
+            key_pkcs8_der,
+            &provider,
+        )?;
+        Ok(Dialer { local, provider })
     }
 
     /// Pinned mutual TLS to `label`'s agent, sends `request`, reads its first reply.
@@ -406,16 +450,28 @@ pub fn run_session_with(
 ) -> Result<(RunReport, Option<Error>)> {
     let started = std::time::Instant::now();
     let deadline = started + req.timeout;
+    // One identity load and one store connection for the whole run: the party list, the plan
+    // and the server key's store steps.
+    let own = identity::load(home)?;
+    let mut store = PooledStore::unpooled(Store::open_party_until(home, deadline)?);
+    let parties = req.nodes.party_list(&own.party_id, &mut store)?;
     let sreq = SessionRequest {
         session_id: req.session_id,
-        parties: req.parties.clone(),
+        parties: parties.clone(),
         timeout: req.timeout,
         key_bits: req.key_bits,
         prime: None,
         listen: None,
         endpoint: None,
     };
-    let plan = session::plan_until(home, &sreq, OffsetDateTime::now_utc(), deadline)?;
+    let plan = session::plan_with(
+        &mut store,
+        &own,
+        || own.private_key_der(),
+        &sreq,
+        OffsetDateTime::now_utc(),
+        deadline,
+    )?;
     if plan.my_index() != 0 {
         return Err(Error::invalid(format!(
             "`secagg session run` is run by the session's researcher, and this party (`{}`) is a node",
@@ -447,8 +503,7 @@ pub fn run_session_with(
             Some((engine, port))
         }
     };
-    let (dialer, _own) = Dialer::for_home(home)?;
-    let dialer = std::sync::Arc::new(dialer);
+    let dialer = std::sync::Arc::new(Dialer::new(&own, plan.my_key_pkcs8_der())?);
     let nodes: Vec<(String, Endpoint, Vec<u8>)> = plan.parties()[1..]
         .iter()
         .map(|p| {
@@ -462,7 +517,7 @@ pub fn run_session_with(
     let join = Request::Join {
         version: AGENT_PROTOCOL_VERSION,
         session_id: req.session_id.to_string(),
-        parties: req.parties.iter().map(|p| p.to_string()).collect(),
+        parties: parties.iter().map(|p| p.to_string()).collect(),
         engine: engine_name.to_owned(),
         key_bits: plan.key_bits(),
         timeout_ms: req.timeout.as_millis() as u64,
@@ -489,7 +544,7 @@ pub fn run_session_with(
     });
     let mut rows: Vec<PartyRow> = Vec::with_capacity(nodes.len() + 1);
     rows.push(PartyRow {
-        party_id: req.parties[0].to_string(),
+        party_id: parties[0].to_string(),
         role: Role::Researcher,
         state: PartyState::Cancelled,
         key: "none".into(),
@@ -702,7 +757,8 @@ pub fn run_session_with(
             })
             .collect();
     let own = (|| {
-        let mut sink = StoreSink::for_plan(home, &plan, engine_name, deadline, on_warning)?;
+        let mut sink =
+            StoreSink::with_store(home, store, &plan, engine_name, deadline, on_warning)?;
         let result = match (&mpspdz, &mpspdz_lines) {
             (Some((engine, port)), Some(lines)) => {
                 super::mpspdz_plan(plan, lines, Some(*port), deadline)

@@ -48,7 +48,7 @@ use crate::party::Endpoint;
 
 pub use client::{
     check_federation, federation_failure, pull_roster, run_session, run_session_with, CheckProblem,
-    CheckRow, PartyRow, PartyState, RunMpSpdz, RunOptions, RunReport, RunRequest,
+    CheckRow, Nodes, PartyRow, PartyState, RunMpSpdz, RunOptions, RunReport, RunRequest,
 };
 pub use server::{
     serve, AgentEvent, AgentMpSpdz, AgentOptions, Level, Log, Shutdown, ShutdownHandle,

@@ -31,13 +31,14 @@ use crate::home::Home;
 use crate::identity;
 use crate::mpspdz::MpSpdzRoot;
 use crate::party::{Endpoint, Host, PartyId, Role, SessionId};
-use crate::registration;
 use crate::session::{self, SessionRequest, StoreSink};
+use crate::store::pool::StorePool;
 use crate::transport::frame::{read_frame, write_frame, Frame, MsgType};
 use crate::transport::mesh::{abort_all, Hello, Routed, PROTOCOL_VERSION};
 use crate::transport::pinned_verifier::{PinnedCert, PinnedClientVerifier};
 use crate::transport::pool::{Pool, Reopened};
 use crate::transport::tls::{self, classify, LocalIdentity, TlsFailure};
+use zeroize::Zeroizing;
 
 /// How an agent runs.
 #[derive(Debug, Clone)]
@@ -160,6 +161,13 @@ const PEER_CACHE_TTL: Duration = Duration::from_secs(1);
 
 struct Shared {
     home: Home,
+    /// Open connections to this party's store, reused by every session and acceptor reload.
+    stores: Arc<StorePool>,
+    /// This party's identity as the agent loaded it at its start: the one its TLS presents, so
+    /// also the one its sessions' plans bind.
+    own: identity::Identity,
+    /// This party's private key (PKCS#8 DER), for the plans' negotiation connections.
+    key_pkcs8_der: Zeroizing<Vec<u8>>,
     /// Issues the session tickets of every acceptor configuration (rebuilt every
     /// [`PEER_CACHE_TTL`]): peers resume their connections across sessions.
     ticketer: Arc<dyn rustls::server::ProducesTickets>,
@@ -224,7 +232,12 @@ impl Shared {
                 return Ok((c.config.clone(), c.verifier.clone(), c.ids.clone()));
             }
         }
-        let peers = tokio::task::block_in_place(|| registration::list(&self.home))?;
+        let peers = tokio::task::block_in_place(|| {
+            let mut store = self
+                .stores
+                .take_until(std::time::Instant::now() + crate::store::BUSY_TIMEOUT)?;
+            store.read(|tx| crate::store::peers::list(tx))
+        })?;
         let mut expected = Vec::with_capacity(peers.len());
         let mut ids = Vec::with_capacity(peers.len());
         for p in peers {
@@ -274,9 +287,11 @@ pub fn serve(home: &Home, opts: AgentOptions, log: Log, shutdown: Shutdown) -> R
     let key = own.private_key_der()?;
     let provider = tls::provider();
     let local = LocalIdentity::new(own.party_id.as_str(), &own.certificate.der, &key, &provider)?;
-    drop(key);
     // The store must be usable before we accept anything.
-    registration::list(home)?;
+    let stores = StorePool::new(home.clone());
+    stores
+        .take_until(std::time::Instant::now() + crate::store::BUSY_TIMEOUT)?
+        .read(|tx| crate::store::peers::list(tx))?;
     let endpoint = opts
         .endpoint
         .clone()
@@ -321,9 +336,12 @@ pub fn serve(home: &Home, opts: AgentOptions, log: Log, shutdown: Shutdown) -> R
         .map(|idle| Pool::new(idle, reopened_tx));
     let shared = Arc::new(Shared {
         home: home.clone(),
+        stores,
+        key_pkcs8_der: key,
         ticketer: tls::ticketer()?,
         me: own.party_id.clone(),
         certificate_not_after: own.certificate.not_after.unix_timestamp(),
+        own: own.clone(),
         endpoint,
         local,
         provider,
@@ -1021,7 +1039,15 @@ fn check_join(
     let plan = tokio::task::block_in_place(|| {
         // MP-SPDZ's own checks (certificates as MP-SPDZ sees them, the binary), before this
         // party accepts: a refusal now leaves nothing stored anywhere.
-        let plan = session::plan_until(&shared.home, &req, OffsetDateTime::now_utc(), deadline)?;
+        let mut store = shared.stores.take_until(deadline)?;
+        let plan = session::plan_with(
+            &mut store,
+            &shared.own,
+            || Ok(shared.key_pkcs8_der.clone()),
+            &req,
+            OffsetDateTime::now_utc(),
+            deadline,
+        )?;
         if let Some(m) = mpspdz {
             MpSpdzEngine::new(m.root.clone(), &shared.home).preflight(&plan)?;
         }
@@ -1357,8 +1383,15 @@ async fn run_mpspdz(
     let task = tokio::task::spawn_blocking(move || {
         let log = shared.clone();
         let mut warn = move |w: &str| log.event(Level::Warn, "warning", Some(&sid), None, w);
-        let mut sink =
-            StoreSink::for_plan(&shared.home, &plan, MpSpdzEngine::NAME, deadline, &mut warn)?;
+        let store = shared.stores.take_until(deadline)?;
+        let mut sink = StoreSink::with_store(
+            &shared.home,
+            store,
+            &plan,
+            MpSpdzEngine::NAME,
+            deadline,
+            &mut warn,
+        )?;
         let engine = MpSpdzEngine::new(m.root, &shared.home);
         let result = {
             let mut s = BlockingSink {
@@ -1385,7 +1418,15 @@ async fn run_native(
     let log = shared.clone();
     let mut warn = move |w: &str| log.event(Level::Warn, "warning", Some(&sid), None, w);
     let mut sink = tokio::task::block_in_place(|| {
-        StoreSink::for_plan(&shared.home, &plan, NativeEngine::NAME, deadline, &mut warn)
+        let store = shared.stores.take_until(deadline)?;
+        StoreSink::with_store(
+            &shared.home,
+            store,
+            &plan,
+            NativeEngine::NAME,
+            deadline,
+            &mut warn,
+        )
     })?;
     let result = {
         let mut agent_sink = AgentSink {

@@ -50,11 +50,13 @@ pub fn insert(conn: &Connection, c: &ContextRecord) -> Result<()> {
         ));
     }
     let parties = serde_json::to_string(&c.parties).map_err(|e| Error::Internal(e.to_string()))?;
-    conn.execute(
-        &format!(
-            "INSERT INTO contexts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
-        ),
-        params![
+    // Cached statements: a party agent's store connection stays open between sessions, and
+    // rusqlite clears their bindings (the key) when they go back to the cache.
+    conn.prepare_cached(&format!(
+        "INSERT INTO contexts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+    ))
+    .and_then(|mut st| {
+        st.execute(params![
             c.session_id,
             c.role.as_str(),
             c.party_index,
@@ -66,19 +68,18 @@ pub fn insert(conn: &Connection, c: &ContextRecord) -> Result<()> {
             c.created_at.unix_timestamp(),
             c.state.as_str(),
             c.confirmed_at.map(|t| t.unix_timestamp()),
-        ],
-    )
+        ])
+    })
     .map_err(|e| Error::store("while storing a context", e))?;
     Ok(())
 }
 
 /// The context of `session_id`, if stored.
 pub fn get(conn: &Connection, session_id: &str) -> Result<Option<ContextRecord>> {
-    conn.query_row(
-        &format!("SELECT {COLUMNS} FROM contexts WHERE session_id = ?1"),
-        [session_id],
-        from_row,
-    )
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM contexts WHERE session_id = ?1"
+    ))
+    .and_then(|mut st| st.query_row([session_id], from_row))
     .optional()
     .map_err(|e| Error::store("while reading a context", e))
 }
@@ -108,10 +109,10 @@ pub fn delete(conn: &Connection, session_id: &str) -> Result<bool> {
 /// Marks the context of `session_id` confirmed at `at`; returns whether it was unconfirmed.
 pub fn confirm(conn: &Connection, session_id: &str, at: OffsetDateTime) -> Result<bool> {
     let n = conn
-        .execute(
+        .prepare_cached(
             "UPDATE contexts SET state = 'confirmed', confirmed_at = ?2 WHERE session_id = ?1 AND state = 'unconfirmed'",
-            params![session_id, at.unix_timestamp()],
         )
+        .and_then(|mut st| st.execute(params![session_id, at.unix_timestamp()]))
         .map_err(|e| Error::store("while confirming a context", e))?;
     Ok(n > 0)
 }

@@ -15,6 +15,7 @@
 
 pub mod contexts;
 pub mod peers;
+pub(crate) mod pool;
 pub mod roster_serials;
 pub mod vpn_peers;
 pub mod vpn_server;
@@ -135,6 +136,9 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     read_only: bool,
+    /// The opened file's device and inode, to tell whether `path` still names it
+    /// ([`Store::is_current_file`]).
+    file_id: Option<(u64, u64)>,
 }
 
 impl std::fmt::Debug for Store {
@@ -254,6 +258,7 @@ impl Store {
             conn,
             path: path.to_owned(),
             read_only: opts.read_only,
+            file_id: file_id(path),
         };
         if opts.read_only {
             // The journal mode (WAL) is persistent in the file; a reader neither needs nor may
@@ -383,6 +388,44 @@ impl Store {
                 ..StoreOptions::default()
             },
         )
+    }
+
+    /// Whether the store's path still names the file this connection opened (not moved away,
+    /// deleted, or replaced by a restored backup since).
+    pub(crate) fn is_current_file(&self) -> bool {
+        self.file_id.is_some() && file_id(&self.path) == self.file_id
+    }
+
+    /// [`Store::set_busy_timeout`] with what is left until `deadline` (none once it passed).
+    pub(crate) fn set_busy_timeout_until(&self, deadline: std::time::Instant) -> Result<()> {
+        self.set_busy_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    }
+
+    /// Restores what a use may have changed before the connection is used again: fails (and the
+    /// connection must be closed) inside a transaction left open.
+    pub(crate) fn reset_for_reuse(&self) -> Result<()> {
+        if !self.conn.is_autocommit() {
+            return Err(Error::Internal(
+                "a store connection was given back inside a transaction".into(),
+            ));
+        }
+        self.set_busy_timeout(BUSY_TIMEOUT)?;
+        if !self.read_only {
+            self.conn
+                .execute_batch("PRAGMA synchronous = FULL;")
+                .map_err(|e| Error::store("while restoring the store's durability", e))?;
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn busy_timeout_ms(&self) -> rusqlite::Result<i64> {
+        self.conn.query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn begin_for_tests(&mut self) {
+        self.conn.execute_batch("BEGIN").unwrap();
     }
 
     /// Whether this store was opened read-only.
@@ -634,6 +677,12 @@ fn cannot_make_shm(e: &rusqlite::Error) -> bool {
         e.sqlite_error_code(),
         Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen)
     )
+}
+
+/// The device and inode of the file at `path`, if it can be read.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
