@@ -487,14 +487,14 @@ fn sigterm_past_the_grace_period_aborts_the_session_and_leaves_no_key() {
         Some(ErrorKind::PeerFailure.exit_code()),
         "{stderr}"
     );
-    // Its reason is in the error whichever came first: its report (which cancels the
-    // researcher's side) or the abort of another party that saw it go.
+    // Its reason is in the error whichever came first: its own abort on the connection the
+    // session ran on with the researcher, or the abort of another party that saw it go.
     assert!(
         stderr.contains(&format!(
-            "{}: the agent of {0} was stopped and aborted session",
+            "{} aborted the session, reporting: \\\"the agent of {0} was stopped and aborted session",
             fed.parties[1].party_id
         )) || stderr.contains(&format!(
-            "failed at {}: the agent of {0} was stopped and aborted session",
+            "relayed the abort of {}, reporting: \\\"the agent of {0} was stopped and aborted session",
             fed.parties[1].party_id
         )),
         "{stderr}"

@@ -51,7 +51,14 @@ const CANCEL_POLL: Duration = Duration::from_millis(20);
 /// A flag another thread sets to stop a supervised process, or a native negotiation, early.
 /// Clones share the flag. Public as [`crate::engine::CancelFlag`].
 #[derive(Debug, Clone, Default)]
-pub struct CancelFlag(Arc<AtomicBool>);
+pub struct CancelFlag(Arc<CancelState>);
+
+#[derive(Debug, Default)]
+struct CancelState {
+    set: AtomicBool,
+    /// Why, when the canceller said so ([`CancelFlag::cancel_because`]).
+    reason: std::sync::OnceLock<String>,
+}
 
 impl CancelFlag {
     /// A flag that is not set.
@@ -61,11 +68,21 @@ impl CancelFlag {
     /// Sets the flag: a supervisor kills the process group, a native negotiation stops at its
     /// next wait (see [`crate::engine::Engine::negotiate_cancellable`]).
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.set.store(true, Ordering::SeqCst);
+    }
+    /// [`Self::cancel`], saying why: a native negotiation aborts with this reason (its peers see
+    /// it) instead of a plain "cancelled". The first reason given is kept.
+    pub fn cancel_because(&self, reason: impl Into<String>) {
+        let _ = self.0.reason.set(reason.into());
+        self.cancel();
     }
     /// Whether [`Self::cancel`] was called.
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.set.load(Ordering::SeqCst)
+    }
+    /// The reason given to [`Self::cancel_because`], if any.
+    pub fn reason(&self) -> Option<&str> {
+        self.0.reason.get().map(String::as_str)
     }
 }
 

@@ -13,6 +13,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::{error_of_kind, Reply, Request, StatusInfo, AGENT_PROTOCOL_VERSION};
+use crate::engine::NegotiationPlan;
 use crate::engine::{CancelFlag, Engine, MpSpdzEngine, NativeEngine};
 use crate::error::{Error, ErrorKind, ErrorReport, Result};
 use crate::home::Home;
@@ -23,7 +24,7 @@ use crate::session::{self, SessionRequest, StoreSink};
 use crate::store::pool::PooledStore;
 use crate::store::{peers, Store};
 use crate::transport::frame::{write_frame, Frame, MsgType};
-use crate::transport::mesh::PROTOCOL_VERSION;
+use crate::transport::mesh::{ControlLink, PROTOCOL_VERSION};
 use crate::transport::pinned_verifier::PinnedCert;
 use crate::transport::tls::{self, classify, LocalIdentity, TlsFailure};
 
@@ -693,15 +694,28 @@ pub fn run_session_with(
             cancel.cancel();
         });
     }
-    let cause: std::sync::Arc<std::sync::Mutex<Option<NodeFailure>>> = Default::default();
-    // Set once our side failed: every node still running gets a `cancel` on its control
-    // connection (MP-SPDZ has no abort that would reach it otherwise).
-    let (failed_tx, failed_rx) = tokio::sync::watch::channel(false);
-    let start = serde_json::to_vec(&Request::Start {
-        mpspdz_endpoints: mpspdz_lines.clone(),
-    })
-    .expect("serialisable");
-    let collectors: Vec<tokio::task::JoinHandle<Option<std::result::Result<Reply, String>>>> =
+    let labels: Vec<String> = nodes.iter().map(|(l, _, _)| l.clone()).collect();
+    let (own, cause_at_end, replies) = if mpspdz.is_none() {
+        let (own, replies) = run_native_over_controls(
+            &rt,
+            (home, store, plan),
+            &labels,
+            controls,
+            deadline,
+            &cancel,
+            on_warning,
+        );
+        (own, None, replies)
+    } else {
+        let cause: std::sync::Arc<std::sync::Mutex<Option<NodeFailure>>> = Default::default();
+        // Set once our side failed: every node still running gets a `cancel` on its control
+        // connection (MP-SPDZ has no abort that would reach it otherwise).
+        let (failed_tx, failed_rx) = tokio::sync::watch::channel(false);
+        let start = serde_json::to_vec(&Request::Start {
+            mpspdz_endpoints: mpspdz_lines.clone(),
+        })
+        .expect("serialisable");
+        let collectors: Vec<tokio::task::JoinHandle<Option<std::result::Result<Reply, String>>>> =
         controls
             .into_iter()
             .zip(&nodes)
@@ -756,38 +770,40 @@ pub fn run_session_with(
                 })
             })
             .collect();
-    let own = (|| {
-        let mut sink =
-            StoreSink::with_store(home, store, &plan, engine_name, deadline, on_warning)?;
-        let result = match (&mpspdz, &mpspdz_lines) {
-            (Some((engine, port)), Some(lines)) => {
-                super::mpspdz_plan(plan, lines, Some(*port), deadline)
-                    .and_then(|plan| engine.negotiate_cancellable(plan, &mut sink, &cancel))
-            }
-            _ => NativeEngine.negotiate_cancellable(plan, &mut sink, &cancel),
-        };
-        sink.report(result)
-    })();
-    // What a node reported before our side ended (later reports are consequences of our end).
-    let cause_at_end = cause.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    if own.is_err() {
-        let _ = failed_tx.send(true);
-    }
-    let grace_end = Instant::now() + REPORT_GRACE;
-    let replies: Vec<Option<std::result::Result<Reply, String>>> = rt.block_on(async {
-        let mut out = Vec::with_capacity(collectors.len());
-        for c in collectors {
-            let abort = c.abort_handle();
-            match timeout_at(grace_end, c).await {
-                Ok(Ok(r)) => out.push(r),
-                _ => {
-                    abort.abort();
-                    out.push(None);
+        let own = (|| {
+            let mut sink =
+                StoreSink::with_store(home, store, &plan, engine_name, deadline, on_warning)?;
+            let result = match (&mpspdz, &mpspdz_lines) {
+                (Some((engine, port)), Some(lines)) => {
+                    super::mpspdz_plan(plan, lines, Some(*port), deadline)
+                        .and_then(|plan| engine.negotiate_cancellable(plan, &mut sink, &cancel))
+                }
+                _ => NativeEngine.negotiate_cancellable(plan, &mut sink, &cancel),
+            };
+            sink.report(result)
+        })();
+        // What a node reported before our side ended (later reports are consequences of our end).
+        let cause_at_end = cause.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if own.is_err() {
+            let _ = failed_tx.send(true);
+        }
+        let grace_end = Instant::now() + REPORT_GRACE;
+        let replies: Vec<Option<std::result::Result<Reply, String>>> = rt.block_on(async {
+            let mut out = Vec::with_capacity(collectors.len());
+            for c in collectors {
+                let abort = c.abort_handle();
+                match timeout_at(grace_end, c).await {
+                    Ok(Ok(r)) => out.push(r),
+                    _ => {
+                        abort.abort();
+                        out.push(None);
+                    }
                 }
             }
-        }
-        out
-    });
+            out
+        });
+        (own, cause_at_end, replies)
+    };
     rt.shutdown_background();
     let ok = own.is_ok();
     rows[0].state = if ok {
@@ -860,7 +876,16 @@ pub fn run_session_with(
                 row.key = "unknown".into();
                 row.error = Some(ErrorReport::new(
                     ErrorKind::PeerFailure,
-                    format!("{}: no report from its agent", row.party_id),
+                    if !ok && mpspdz.is_none() {
+                        // A native session's report comes only after a clean end: the connection
+                        // it ran on carried the abort instead.
+                        format!(
+                            "{}: no report (the session failed first; its agent's log says how it ended there)",
+                            row.party_id
+                        )
+                    } else {
+                        format!("{}: no report from its agent", row.party_id)
+                    },
                     None,
                 ));
             }
@@ -935,6 +960,89 @@ pub fn run_session_with(
             Ok((report(rows, false, None), Some(err)))
         }
     }
+}
+
+/// The researcher's side of a native session run through the agents: the negotiation with each
+/// node runs on its control connection (no second connection and TLS handshake per node, see
+/// [`ControlLink`]), started right after the `start`; after a clean end the node's report
+/// comes on the same connection. A node that fails aborts the session on it like any peer, so
+/// this side fails at once, naming it.
+fn run_native_over_controls(
+    rt: &tokio::runtime::Runtime,
+    (home, store, plan): (&Home, PooledStore, NegotiationPlan),
+    labels: &[String],
+    controls: Vec<Option<TlsStream<TcpStream>>>,
+    deadline: std::time::Instant,
+    cancel: &CancelFlag,
+    on_warning: &mut (dyn FnMut(&str) + Send),
+) -> (
+    Result<session::NegotiationReport>,
+    Vec<Option<std::result::Result<Reply, String>>>,
+) {
+    let start = serde_json::to_vec(&Request::Start {
+        mpspdz_endpoints: None,
+    })
+    .expect("serialisable");
+    let until = Instant::from_std(deadline);
+    let (links, returned): (Vec<ControlLink>, Vec<_>) = rt.block_on(async {
+        let mut links = Vec::with_capacity(controls.len());
+        let mut returned = Vec::with_capacity(controls.len());
+        for (i, stream) in controls.into_iter().enumerate() {
+            let mut stream = stream.expect("every node accepted");
+            // A failed write shows in the hello exchange on the same connection, naming the node.
+            let frame = Frame::new(MsgType::Request, start.clone());
+            let _ = write_frame(&mut stream, &frame, until, &labels[i]).await;
+            let (give_back, back) = tokio::sync::oneshot::channel();
+            links.push(ControlLink {
+                peer: i + 1,
+                stream: tokio_rustls::TlsStream::Client(stream),
+                give_back,
+            });
+            returned.push(back);
+        }
+        (links, returned)
+    });
+    let own = (|| {
+        let mut sink =
+            StoreSink::with_store(home, store, &plan, NativeEngine::NAME, deadline, on_warning)?;
+        let result = rt.block_on(crate::engine::native::negotiate_routed(
+            plan,
+            &mut sink,
+            None,
+            None,
+            links,
+            Some(cancel),
+        ));
+        sink.report(result)
+    })();
+    let grace_end = Instant::now() + REPORT_GRACE;
+    let replies = rt.block_on(async {
+        let mut out = Vec::with_capacity(returned.len());
+        for (back, label) in returned.into_iter().zip(labels) {
+            let r = match timeout_at(grace_end, back).await {
+                Ok(Ok(tokio_rustls::TlsStream::Client(mut stream))) => {
+                    let r = match read_reply(&mut stream, grace_end, label).await {
+                        Ok(r) => Some(Ok(r)),
+                        Err(ReadError::Timeout) => None,
+                        Err(ReadError::Closed) => Some(Err(
+                            "its agent closed the connection without a report".into(),
+                        )),
+                        Err(ReadError::Io(e)) => Some(Err(format!(
+                            "its agent's connection failed without a report: {e}"
+                        ))),
+                        Err(ReadError::Other(e)) => Some(Err(e)),
+                    };
+                    let _ = timeout_at(grace_end, stream.shutdown()).await;
+                    r
+                }
+                // After a failure the connection carried the abort and was closed.
+                _ => None,
+            };
+            out.push(r);
+        }
+        out
+    });
+    (own, replies)
 }
 
 /// A node's failure, as its agent reported it (or its agent's disappearance).

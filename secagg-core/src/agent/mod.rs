@@ -15,11 +15,17 @@
 //!   concurrent sessions (per researcher and in all) are not reached. It answers `Reply`
 //!   `{"reply":"accepted"}` or `{"reply":"refused","error":{…}}`. Nothing is dialed yet.
 //! - **`Request` `{"op":"start"}`** on the same connection, once every node accepted: the agent
-//!   runs its side of the native session (dialing the parties after it, receiving the others'
-//!   connections through its own port, routed by session id), stores its key exactly as
-//!   `negotiate` does (unconfirmed before its acknowledgement, confirmed on the researcher's
-//!   final word), then answers `{"reply":"result","state":…,"ms":…,"error":…}` and closes. A
-//!   control connection closed before `start` cancels the session (nothing was sent or stored).
+//!   runs its side of the native session. Its negotiation with the researcher runs on this very
+//!   connection (the researcher's hello follows the start: no second connection, no second TLS
+//!   handshake); it dials the nodes after it and receives the other nodes' connections through
+//!   its own port, routed by session id. It stores its key exactly as `negotiate` does
+//!   (unconfirmed before its acknowledgement, confirmed on the researcher's final word); after
+//!   a clean end at both ends (each side's `End`) it answers
+//!   `{"reply":"result","state":…,"ms":…,"error":…}` on the same connection and closes; after a
+//!   failure that connection carried its abort (with the reason) like any negotiation
+//!   connection. A control connection closed before `start` cancels the session (nothing was
+//!   sent or stored). An MP-SPDZ session's start carries the ip file; its control connection
+//!   then only carries a `cancel` from the researcher and the result.
 //! - **`Hello`** (the native protocol's first frame, which carries the session id): negotiation
 //!   traffic from another party of a session; it is handed to that session, which checks the
 //!   certificate against the parties expected to dial in and the hello against its own, as a
@@ -54,8 +60,9 @@ pub use server::{
     serve, AgentEvent, AgentMpSpdz, AgentOptions, Level, Log, Shutdown, ShutdownHandle,
 };
 
-/// Version of the agent's request/reply messages.
-pub const AGENT_PROTOCOL_VERSION: u16 = 1;
+/// Version of the agent's request/reply messages. Version 2: a native session's negotiation
+/// between the researcher and a node runs on the control connection its join came on.
+pub const AGENT_PROTOCOL_VERSION: u16 = 2;
 
 /// The secagg version an agent reports in its status.
 pub const SECAGG_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -14,8 +14,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
-use tokio::time::{sleep, timeout_at, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{sleep, timeout, timeout_at, Instant};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -34,7 +34,7 @@ use crate::party::{Endpoint, Host, PartyId, Role, SessionId};
 use crate::session::{self, SessionRequest, StoreSink};
 use crate::store::pool::StorePool;
 use crate::transport::frame::{read_frame, write_frame, Frame, MsgType};
-use crate::transport::mesh::{abort_all, Hello, Routed, PROTOCOL_VERSION};
+use crate::transport::mesh::{abort_all, ControlLink, Hello, Routed, PROTOCOL_VERSION};
 use crate::transport::pinned_verifier::{PinnedCert, PinnedClientVerifier};
 use crate::transport::pool::{Pool, Reopened};
 use crate::transport::tls::{self, classify, LocalIdentity, TlsFailure};
@@ -1178,6 +1178,19 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
     let progress = Arc::new(AtomicU8::new(0));
     let cancel = CancelFlag::new();
     let is_mpspdz = mpspdz_plan.is_some();
+    // A native session's negotiation with the researcher runs on this very connection (no
+    // second connection and handshake); it comes back after a clean end, for the report.
+    let (give_back, given_back) = oneshot::channel();
+    let mut control = Some(stream);
+    // Held here until the engine takes it: an agent stopped before that aborts it itself.
+    let researcher_link = Mutex::new(match is_mpspdz {
+        true => None,
+        false => control.take().map(|stream| ControlLink {
+            peer: 0,
+            stream: tokio_rustls::TlsStream::Server(stream),
+            give_back,
+        }),
+    });
     let run = async {
         crate::fault::at(crate::fault::Step::AgentStarted)?;
         if let Some(pause) = crate::fault::pause_at(crate::fault::Step::AgentStarted) {
@@ -1196,11 +1209,15 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
                 .await
             }
             None => {
+                let link = researcher_link
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
                 run_native(
                     shared.clone(),
                     plan.expect("a native session keeps its plan"),
                     deadline,
-                    inbound,
+                    (inbound, link),
                     progress.clone(),
                     sid,
                     cancel.clone(),
@@ -1210,18 +1227,25 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
         }
     };
     tokio::pin!(run);
-    // While the session runs, the control connection stays open: the researcher cancels the
-    // session there (a `cancel` request, or closing it) once it failed on its side, so that this
-    // party does not wait for its deadline (MP-SPDZ has no abort of its own to tell it).
+    // While an MP-SPDZ session runs, the control connection stays open: the researcher cancels
+    // the session there (a `cancel` request, or closing it) once it failed on its side, so that
+    // this party does not wait for its deadline (MP-SPDZ has no abort of its own to tell it). A
+    // native session's researcher aborts it on the connection it runs on.
     enum Ended {
         Done(Result<session::NegotiationReport>),
         Stopped,
         Cancelled(String),
     }
+    let cancel_request = async {
+        match control.as_mut() {
+            Some(stream) => read_frame(stream, tokio_deadline, peer.as_str()).await,
+            None => std::future::pending().await,
+        }
+    };
     let ended = tokio::select! {
         r = &mut run => Ended::Done(r),
         _ = stop.wait_for(|l| *l >= ABORT) => Ended::Stopped,
-        f = read_frame(&mut stream, tokio_deadline, peer.as_str()) => Ended::Cancelled(match f {
+        f = cancel_request => Ended::Cancelled(match f {
             Ok(Some(f)) if f.kind == MsgType::Request
                 && matches!(serde_json::from_slice::<Request>(&f.payload), Ok(Request::Cancel)) =>
                 format!("{peer} cancelled session {sid}"),
@@ -1236,16 +1260,32 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
     let result = match ended {
         Ended::Done(r) => r,
         Ended::Stopped => {
+            let why = format!(
+                "the agent of {} was stopped and aborted session {sid} after its grace period",
+                shared.me
+            );
             if is_mpspdz {
                 // shamir-party.x runs on a thread of its own: have its process group killed and
                 // the secrets removed before the slot (and its port) is given up.
                 cancel.cancel();
                 let _ = run.await;
+            } else {
+                // The native engine aborts with this reason (its peers, the researcher among
+                // them, learn why) if its key is not stored yet; otherwise it is dropped. Not
+                // started yet: the researcher gets the abort here.
+                cancel.cancel_because(why.clone());
+                let unstarted = researcher_link
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                match unstarted {
+                    Some(link) => abort_unstarted(link, peer.as_str(), &why).await,
+                    None => {
+                        let _ = timeout(STOP_ABORT_WAIT, &mut run).await;
+                    }
+                }
             }
-            Err(Error::peer(format!(
-                "the agent of {} was stopped and aborted session {sid} after its grace period",
-                shared.me
-            )))
+            Err(Error::peer(why))
         }
         Ended::Cancelled(why) => {
             shared.event(
@@ -1297,10 +1337,36 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
     // The slot goes before the result: a researcher that starts its next session on hearing it
     // must find the slot free.
     drop(guard);
+    // A native session's connection is back only after a clean end at both ends; after a
+    // failure the researcher had this party's abort on it instead.
+    let mut stream = match control {
+        Some(stream) => stream,
+        // The run ended: the connection is on its way back, or closed.
+        None if result.is_ok() => match given_back.await {
+            Ok(tokio_rustls::TlsStream::Server(stream)) => stream,
+            _ => return,
+        },
+        None => return,
+    };
     result_reply(&mut stream, &peer, state, ms, result.as_ref().err()).await;
     let until = Instant::now() + Duration::from_secs(1);
     let _ = timeout_at(until, stream.shutdown()).await;
 }
+
+/// Aborts a native session on its researcher's connection before the engine took it (the agent
+/// stops): the researcher's hello, sent right after the start, is read first so that closing
+/// the connection does not reset it before the abort is read.
+async fn abort_unstarted(link: ControlLink, researcher: &str, why: &str) {
+    let mut stream = link.stream;
+    let until = Instant::now() + crate::transport::mesh::ABORT_GRACE;
+    let _ = read_frame(&mut stream, until, researcher).await;
+    let reason = crate::transport::mesh::abort_reason(&Error::peer(why));
+    abort_all(vec![(researcher.to_owned(), stream)], &reason).await;
+}
+
+/// How long a native session stopped with the agent may take to send its abort (with why) to
+/// its peers before it is dropped.
+const STOP_ABORT_WAIT: Duration = Duration::from_millis(500);
 
 async fn result_reply(
     stream: &mut TlsStream<TcpStream>,
@@ -1410,7 +1476,8 @@ async fn run_native(
     shared: Arc<Shared>,
     plan: NegotiationPlan,
     deadline: std::time::Instant,
-    inbound: mpsc::UnboundedReceiver<Routed>,
+    // The other nodes' connections as the acceptor routes them, and the researcher's.
+    (inbound, researcher_link): (mpsc::UnboundedReceiver<Routed>, Option<ControlLink>),
     progress: Arc<AtomicU8>,
     sid: SessionId,
     cancel: CancelFlag,
@@ -1438,6 +1505,7 @@ async fn run_native(
             &mut agent_sink,
             Some(inbound),
             shared.pool.clone(),
+            researcher_link.into_iter().collect(),
             Some(&cancel),
         )
         .await

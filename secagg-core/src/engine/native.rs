@@ -98,7 +98,14 @@ impl Engine for NativeEngine {
             .enable_all()
             .build()
             .map_err(|e| Error::io("while starting the negotiation runtime", e))?;
-        rt.block_on(negotiate_routed(plan, sink, None, None, Some(cancel)))
+        rt.block_on(negotiate_routed(
+            plan,
+            sink,
+            None,
+            None,
+            Vec::new(),
+            Some(cancel),
+        ))
     }
 }
 
@@ -119,34 +126,43 @@ async fn cancelled(cancel: Option<&CancelFlag>) {
 
 /// The error of a party whose operator cancelled the session (see
 /// [`Engine::negotiate_cancellable`]).
-fn cancelled_error(plan: &NegotiationPlan) -> Error {
-    Error::peer(format!(
-        "session {}: {} cancelled the negotiation before storing a key",
-        plan.session_id(),
-        plan.me().id
-    ))
-    .with_hint(
-        "nothing was stored here; run the session again on every party, with a new session id",
-    )
+fn cancelled_error(plan: &NegotiationPlan, cancel: Option<&CancelFlag>) -> Error {
+    let hint =
+        "nothing was stored here; run the session again on every party, with a new session id";
+    match cancel.and_then(|c| c.reason()) {
+        Some(reason) => Error::peer(format!(
+            "session {}: {reason}, before storing a key",
+            plan.session_id()
+        ))
+        .with_hint(hint),
+        None => Error::peer(format!(
+            "session {}: {} cancelled the negotiation before storing a key",
+            plan.session_id(),
+            plan.me().id
+        ))
+        .with_hint(hint),
+    }
 }
 
 /// Runs this party's side of the session described by `plan` (see the module documentation),
 /// handing the key to `sink` at the protocol's store and confirm steps. The deadline is
 /// [`NegotiationPlan::timeout`] from now.
 pub async fn negotiate_async(plan: NegotiationPlan, sink: &mut dyn KeySink) -> Result<Outcome> {
-    negotiate_routed(plan, sink, None, None, None).await
+    negotiate_routed(plan, sink, None, None, Vec::new(), None).await
 }
 
 /// [`negotiate_async`], taking this party's inbound connections from `inbound` (routed to the
 /// session by the party agent's shared acceptor) instead of listening itself, when given, with
-/// the party agent's `pool` of connections kept between sessions, when given, and stopping at
-/// its waits when `cancel` is set before the key is stored (see
-/// [`Engine::negotiate_cancellable`]).
+/// the party agent's `pool` of connections kept between sessions, when given, over the
+/// `control` connections between the researcher and the nodes' agents (see
+/// [`mesh::ControlLink`]), and stopping at its waits when `cancel` is set before the key is
+/// stored (see [`Engine::negotiate_cancellable`]).
 pub(crate) async fn negotiate_routed(
     plan: NegotiationPlan,
     sink: &mut dyn KeySink,
     inbound: Option<tokio::sync::mpsc::UnboundedReceiver<mesh::Routed>>,
     pool: Option<std::sync::Arc<Pool>>,
+    control: Vec<mesh::ControlLink>,
     cancel: Option<&CancelFlag>,
 ) -> Result<Outcome> {
     let started = StdInstant::now();
@@ -156,8 +172,8 @@ pub(crate) async fn negotiate_routed(
     let config = mesh_config(&plan);
     let mut warn = |w: String| sink.warn(&w);
     let mesh = tokio::select! {
-        m = mesh::establish_with(&config, inbound, pool, deadline, &mut warn) => m?,
-        () = cancelled(cancel) => return Err(cancelled_error(&plan)),
+        m = mesh::establish_with(&config, inbound, pool, control, deadline, &mut warn) => m?,
+        () = cancelled(cancel) => return Err(cancelled_error(&plan, cancel)),
     };
     drop(config);
     let connect = started.elapsed();
@@ -313,7 +329,7 @@ impl<'a> Session<'a> {
             // cancel flag wins loses no frame.
             let next = tokio::select! {
                 x = self.mesh.next_event(self.deadline) => x,
-                () = cancelled(self.cancel.as_ref()) => return Err(cancelled_error(self.plan)),
+                () = cancelled(self.cancel.as_ref()) => return Err(cancelled_error(self.plan, self.cancel.as_ref())),
             };
             let (j, ev) = match next {
                 Some(x) => x,

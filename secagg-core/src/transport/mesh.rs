@@ -40,7 +40,7 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
@@ -214,13 +214,31 @@ pub struct Link {
 }
 
 /// How a connection is kept after a clean end of its session ([`super::pool`]).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Keep {
     /// This party dialed it for the party and pinned certificate of the key: it may start a
     /// later session on it.
     Dialed(PoolKey),
     /// This party accepted it from this address: it waits for the peer's next hello on it.
     Accepted(SocketAddr),
+    /// The control connection between the researcher and a node's agent ([`ControlLink`]): it
+    /// goes back to its owner, who exchanges the node's report on it.
+    Control(oneshot::Sender<TlsStream<TcpStream>>),
+}
+
+/// The control connection of a session run through the party agents (`crate::agent`), on which
+/// the session's researcher asked the node's agent to join: already authenticated (pinned mutual
+/// TLS) as the researcher's or the node's registered certificate, it carries their negotiation
+/// too, instead of one more connection and TLS handshake per node. The hello exchange binds it
+/// to the session as any other; after a clean end of this party's side (both `End`s), the
+/// stream is sent back through `give_back`; after a failure it gets the abort and is closed.
+pub struct ControlLink {
+    /// The peer's index in the party list (0: the researcher, at a node).
+    pub peer: usize,
+    /// The stream, handshake done, the join and start exchanged.
+    pub stream: TlsStream<TcpStream>,
+    /// Where the stream goes after a clean end.
+    pub give_back: oneshot::Sender<TlsStream<TcpStream>>,
 }
 
 impl std::fmt::Debug for Link {
@@ -317,6 +335,16 @@ impl Mesh {
         let mut set = JoinSet::new();
         for (j, mut w) in self.take_writers() {
             match (self.keep[j].take(), &self.pool, self.readers[j].take()) {
+                (Some(Keep::Control(give_back)), _, Some(reader)) => {
+                    let end_by = (Instant::now() + super::pool::END_WAIT).min(self.deadline);
+                    tokio::spawn(end_and_give_back(
+                        self.labels[j].clone(),
+                        give_back,
+                        w,
+                        reader,
+                        end_by,
+                    ));
+                }
                 (Some(keep), Some(pool), Some(reader)) => {
                     let end_by = (Instant::now() + super::pool::END_WAIT).min(self.deadline);
                     tokio::spawn(end_and_keep(
@@ -350,9 +378,60 @@ impl Drop for Mesh {
     fn drop(&mut self) {
         self.stop_readers();
         if let Some(pool) = &self.pool {
-            for _ in self.keep.iter().flatten() {
-                pool.count_not_kept();
+            for keep in self.keep.iter().flatten() {
+                if !matches!(keep, Keep::Control(_)) {
+                    pool.count_not_kept();
+                }
             }
+        }
+    }
+}
+
+/// Sends `End` on `writer` and waits for the peer's (its reader returning the read half), until
+/// `until`: the whole stream back after a clean end at both ends.
+async fn end_both_ways(
+    label: &str,
+    mut writer: Writer,
+    reader: JoinHandle<Option<Reader>>,
+    until: Instant,
+) -> std::result::Result<TlsStream<TcpStream>, Writer> {
+    let abort = reader.abort_handle();
+    let ended = async {
+        write_frame(
+            &mut writer,
+            &Frame::new(MsgType::End, Vec::new()),
+            until,
+            label,
+        )
+        .await
+        .ok()?;
+        timeout_at(until, reader).await.ok()?.ok()?
+    };
+    match ended.await {
+        Some(reader) => Ok(reader.unsplit(writer)),
+        None => {
+            abort.abort();
+            Err(writer)
+        }
+    }
+}
+
+/// After a clean end of this party's session on a control connection ([`ControlLink`]): the
+/// stream back to its owner once both `End`s passed; otherwise it is closed (the owner's
+/// receiver then fails).
+async fn end_and_give_back(
+    label: String,
+    give_back: oneshot::Sender<TlsStream<TcpStream>>,
+    writer: Writer,
+    reader: JoinHandle<Option<Reader>>,
+    until: Instant,
+) {
+    match end_both_ways(&label, writer, reader, until).await {
+        Ok(stream) => {
+            let _ = give_back.send(stream);
+        }
+        Err(mut writer) => {
+            let _ = timeout_at(Instant::now() + ABORT_GRACE, writer.shutdown()).await;
         }
     }
 }
@@ -364,29 +443,19 @@ async fn end_and_keep(
     pool: Arc<Pool>,
     label: String,
     keep: Keep,
-    mut writer: Writer,
+    writer: Writer,
     reader: JoinHandle<Option<Reader>>,
     until: Instant,
 ) {
-    let abort = reader.abort_handle();
-    let ended = async {
-        write_frame(
-            &mut writer,
-            &Frame::new(MsgType::End, Vec::new()),
-            until,
-            &label,
-        )
-        .await
-        .ok()?;
-        timeout_at(until, reader).await.ok()?.ok()?
+    let stream = match end_both_ways(&label, writer, reader, until).await {
+        Ok(stream) => stream,
+        Err(mut writer) => {
+            pool.count_not_kept();
+            let _ = timeout_at(Instant::now() + ABORT_GRACE, writer.shutdown()).await;
+            return;
+        }
     };
-    let Some(reader) = ended.await else {
-        abort.abort();
-        pool.count_not_kept();
-        let _ = timeout_at(Instant::now() + ABORT_GRACE, writer.shutdown()).await;
-        return;
-    };
-    match (reader.unsplit(writer), keep) {
+    match (stream, keep) {
         (TlsStream::Client(s), Keep::Dialed(key)) => pool.keep_dialed(key, s),
         (TlsStream::Server(s), Keep::Accepted(addr)) => pool.keep_accepted(&label, s, addr),
         (mut s, _) => {
@@ -463,7 +532,7 @@ pub async fn establish(
     deadline: Instant,
     warn: &mut (dyn FnMut(String) + Send),
 ) -> Result<Mesh> {
-    establish_with(config, None, None, deadline, warn).await
+    establish_with(config, None, None, Vec::new(), deadline, warn).await
 }
 
 /// An inbound connection that a shared acceptor (the party agent, `crate::agent`) took on this
@@ -481,13 +550,16 @@ pub struct Routed {
 }
 
 /// [`establish`], taking the inbound connections from `inbound` (routed by a shared acceptor)
-/// instead of binding [`MeshConfig::listen`], when given, and with a party agent's `pool` of kept
-/// connections: connections between two nodes are taken from it when it has one for the party
-/// and its pinned certificate, and marked to be kept after a clean end ([`Link::keep`]).
+/// instead of binding [`MeshConfig::listen`], when given, with a party agent's `pool` of kept
+/// connections (connections between two nodes are taken from it when it has one for the party
+/// and its pinned certificate, and marked to be kept after a clean end, [`Link::keep`]), and
+/// with the `control` connections of a session run through the agents, over which this party
+/// neither dials nor waits for the peer to dial.
 pub async fn establish_with(
     config: &MeshConfig,
     inbound: Option<mpsc::UnboundedReceiver<Routed>>,
     pool: Option<Arc<Pool>>,
+    control: Vec<ControlLink>,
     deadline: Instant,
     warn: &mut (dyn FnMut(String) + Send),
 ) -> Result<Mesh> {
@@ -548,7 +620,31 @@ pub async fn establish_with(
             tx.clone(),
         ));
     }
+    let mut over_control = vec![false; n];
+    for link in control {
+        let j = link.peer;
+        if j == me || j >= n || over_control[j] {
+            return Err(Error::Internal(format!(
+                "control connection for party {j} of {n}"
+            )));
+        }
+        over_control[j] = true;
+        let (ctx, tx) = (ctx.clone(), tx.clone());
+        tasks.spawn(async move {
+            let ev = match hello_exchange(&ctx, link.stream, j).await {
+                Ok(bound) => Event::Connected(Box::new(Link {
+                    keep: Some(Keep::Control(link.give_back)),
+                    ..bound
+                })),
+                Err(e) => Event::Failed(e),
+            };
+            let _ = tx.send(ev);
+        });
+    }
     for (j, cert) in pinned.iter().enumerate().skip(me + 1) {
+        if over_control[j] {
+            continue;
+        }
         let config = tls::client_config(&identity, cert.clone(), &provider)?;
         let name = tls::server_name(&identity, cert);
         // Only connections between two nodes (two agents) are kept: the researcher's side is
