@@ -1,122 +1,19 @@
 //! End to end: party agents (`secagg serve`) as real processes on loopback, each node in its own
 //! home, driven by the researcher's `secagg session run` and `secagg federation check`.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use secagg_core::demo::{self, Federation};
 use secagg_core::ErrorKind;
+use support::agents::{
+    agents, assert_no_server_key, assert_verified, connection_counts, context_of, contexts,
+    federation, researcher, total, Agent,
+};
 use support::{secagg, secagg_command, Run};
 
 mod support;
-
-/// A running `secagg serve`, its stderr (the log) in a file.
-struct Agent {
-    child: Child,
-    log: PathBuf,
-    home: PathBuf,
-}
-
-impl Agent {
-    fn start(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Agent {
-        let log = home.with_extension(format!("agent-{}.log", rand_suffix()));
-        let file = std::fs::File::create(&log).unwrap();
-        let mut c = secagg_command();
-        c.arg("--home").arg(home).arg("serve").args(args);
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let child = c
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn secagg serve");
-        let agent = Agent {
-            child,
-            log,
-            home: home.to_owned(),
-        };
-        agent.wait_for("listening:", Duration::from_secs(20));
-        agent
-    }
-
-    fn log_text(&self) -> String {
-        let mut s = String::new();
-        std::fs::File::open(&self.log)
-            .unwrap()
-            .read_to_string(&mut s)
-            .unwrap();
-        s
-    }
-
-    fn wait_for(&self, needle: &str, limit: Duration) {
-        let until = Instant::now() + limit;
-        while Instant::now() < until {
-            if self.log_text().contains(needle) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!(
-            "agent of {} never logged {needle:?}:\n{}",
-            self.home.display(),
-            self.log_text()
-        );
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-
-    /// Waits for the agent to exit (at most `limit`) and returns its exit code.
-    fn wait(&mut self, limit: Duration) -> Option<i32> {
-        let until = Instant::now() + limit;
-        while Instant::now() < until {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        panic!("agent of {} did not exit in {limit:?}", self.home.display());
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn rand_suffix() -> String {
-    secagg_core::session::new_session_id()[..8].to_owned()
-}
-
-fn federation(nodes: usize) -> (tempfile::TempDir, Federation) {
-    let dir = tempfile::tempdir().unwrap();
-    let f = demo::prepare(&dir.path().join("fed"), nodes).unwrap();
-    (dir, f)
-}
-
-fn agents(fed: &Federation, args: &[&str]) -> Vec<Agent> {
-    fed.parties[1..]
-        .iter()
-        .map(|p| Agent::start(p.home.root(), args, &[]))
-        .collect()
-}
-
-fn researcher(fed: &Federation) -> &Path {
-    fed.parties[0].home.root()
-}
 
 fn session_run(fed: &Federation, extra: &[&str]) -> Run {
     let mut args = vec!["session", "run", "--format", "json", "--timeout", "20s"];
@@ -142,38 +39,6 @@ fn spawn_session_run(fed: &Federation, timeout: &str) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-fn contexts(home: &Path) -> Vec<serde_json::Value> {
-    secagg(home, &["context", "list", "--format", "json"])
-        .ok()
-        .json()["contexts"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn context_of<'a>(all: &'a [serde_json::Value], session: &str) -> Option<&'a serde_json::Value> {
-    all.iter().find(|c| c["session_id"] == session)
-}
-
-/// The stored keys of `session` cancel (`sk0 + Σ sk_i = 0`), every node's confirmed.
-fn assert_verified(fed: &Federation, session: &str) {
-    let v = demo::verify(fed, &session.parse().unwrap()).unwrap();
-    assert!(v.verified, "sk0 + Σ sk_i != 0 for {session}");
-    for p in &fed.parties {
-        let all = contexts(p.home.root());
-        let c = context_of(&all, session).unwrap();
-        assert_eq!(c["state"], "confirmed", "{}: {c}", p.party_id);
-    }
-}
-
-/// No party holds a server key for `session` (the invariant's side that a failure may not break).
-fn assert_no_server_key(fed: &Federation, session: &str) {
-    assert!(
-        context_of(&contexts(researcher(fed)), session).is_none(),
-        "the researcher stored a server key for failed session {session}"
-    );
 }
 
 fn session_of(run: &Run) -> String {
@@ -1200,36 +1065,6 @@ fn session_in_order(fed: &Federation, env: &[(&str, &str)]) -> Run {
         ],
         env,
     )
-}
-
-/// Every node agent's connection counters (`federation check`), by node index (1-based).
-fn connection_counts(fed: &Federation) -> Vec<serde_json::Value> {
-    let check = secagg(
-        researcher(fed),
-        &["federation", "check", "--format", "json"],
-    );
-    let rows = check.json()["parties"].as_array().unwrap().clone();
-    fed.parties[1..]
-        .iter()
-        .map(|p| {
-            let row = rows
-                .iter()
-                .find(|r| r["party_id"] == p.party_id.as_str())
-                .unwrap_or_else(|| panic!("no check row for {}", p.party_id));
-            row["connections"].clone()
-        })
-        .collect()
-}
-
-fn total(counts: &[serde_json::Value], field: &str) -> u64 {
-    counts
-        .iter()
-        .map(|c| {
-            c[field]
-                .as_u64()
-                .unwrap_or_else(|| panic!("no {field} in {c}"))
-        })
-        .sum()
 }
 
 /// Sessions run back to back through the same agents run on the node-to-node connections of the

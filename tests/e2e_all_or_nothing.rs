@@ -12,13 +12,14 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use secagg_core::contexts::{ContextRecord, KeyState};
+use secagg_core::contexts::KeyState;
 use secagg_core::demo::{self, Federation};
 use secagg_core::engine::SecretKey;
 use secagg_core::fault::{Step, FAULT_ENV};
 use secagg_core::session;
 use secagg_core::ErrorKind;
 use support::secagg_command as secagg;
+use support::stored;
 
 mod support;
 
@@ -71,20 +72,6 @@ fn wait_bounded(mut child: Child, limit: Instant, what: &str) -> Ended {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-/// What each party's store holds for `session` (index = party index).
-fn stored(fed: &Federation, session: &str) -> Vec<Option<ContextRecord>> {
-    fed.parties
-        .iter()
-        .map(
-            |p| match session::get_context(&p.home, &session.parse().unwrap()) {
-                Ok(c) => Some(c),
-                Err(e) if e.kind() == ErrorKind::NotFound => None,
-                Err(e) => panic!("reading the store of {}: {e}", p.party_id),
-            },
-        )
-        .collect()
 }
 
 /// Asserts the invariant and its corollaries for one run; `case` names the run in failures.

@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use secagg_core::contexts::ContextRecord;
+use secagg_core::demo::Federation;
 use secagg_core::error::ErrorReport;
 
+pub mod agents;
 pub mod wg_lab;
 use secagg_core::processes::{self, NegotiateCommand, PartyExit};
 use secagg_core::ErrorKind;
@@ -203,6 +206,21 @@ pub fn run_parties(commands: &[NegotiateCommand], deadline: Duration) -> Vec<Par
         .collect();
     processes::run_parties(labels.iter().map(String::as_str).zip(commands), deadline)
         .expect("start the parties")
+}
+
+/// What each party's store holds for `session` (index = party index: the researcher's server
+/// key first), read from the stores directly; `None` where there is no key.
+pub fn stored(fed: &Federation, session: &str) -> Vec<Option<ContextRecord>> {
+    fed.parties
+        .iter()
+        .map(
+            |p| match secagg_core::session::get_context(&p.home, &session.parse().unwrap()) {
+                Ok(c) => Some(c),
+                Err(e) if e.kind() == ErrorKind::NotFound => None,
+                Err(e) => panic!("reading the store of {}: {e}", p.party_id),
+            },
+        )
+        .collect()
 }
 
 /// The kind a party's failure reported on stderr (`--error-format json`), for assertions.

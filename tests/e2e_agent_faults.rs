@@ -1,0 +1,465 @@
+//! The every-step fault sweep of `e2e_all_or_nothing`, run through party agents that keep their
+//! node-to-node connections between sessions.
+//!
+//! What it proves. With the nodes' long-running agents (`secagg serve`, which keep the
+//! negotiation connections between them for later sessions) and the researcher's `secagg session
+//! run --all`, a crash or a failure of one party at any step of the protocol
+//! - never breaks the all-or-nothing invariant: a stored server key implies that every node
+//!   stored its key, and then `sk0 + Σ sk_i = 0`; no node key is confirmed without a server key;
+//! - ends the session at every party well before its deadline, `session run` exiting 0 only with
+//!   a stored server key and otherwise naming the faulty node or saying why; a crash is a SIGKILL
+//!   and a failure leaves the agent running;
+//! - leaves the federation usable: the next session, run by the same agents (only the faulty one
+//!   restarted, without its fault) on the connections they kept, succeeds and its keys cancel.
+//!
+//! How. One federation per test, its node agents started once. Each case is one step × one
+//! action (`crash`, `fail`) of the test build's fault hook (`SECAGG_FAULT`, see
+//! `secagg-core/src/fault.rs`): every node step in the agent of every node (that agent restarted
+//! with the fault in its environment), every researcher step in the `session run` process. One
+//! session runs; once every agent still alive has logged how its side ended, the stores are read;
+//! then the faulty agent is restarted without the fault and a clean session must succeed. The
+//! sweep counts its runs (a step skipped fails it), checks that both sides of the invariant
+//! happened (some runs ended with a stored server key, some without), and that faulty sessions
+//! did run on connections the agents had kept from earlier sessions. `--nocapture` shows one
+//! line per case: how `session run` ended and what each store holds.
+
+use std::fmt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use secagg_core::contexts::KeyState;
+use secagg_core::demo::{self, Federation};
+use secagg_core::fault::{Step, FAULT_ENV};
+use secagg_core::session;
+use support::agents::{assert_verified, connection_counts, federation, researcher, Agent};
+use support::{secagg_command, stored};
+
+mod support;
+
+/// The deadline of every session: no party may need it, failures are relayed at once.
+const SESSION_TIMEOUT: &str = "20s";
+
+/// How soon a faulty session must have ended everywhere (`session run` and every agent alive).
+const ENDS_WITHIN: Duration = Duration::from_secs(12);
+
+/// The signal a `crash` kills its process with.
+const SIGKILL: i32 = 9;
+
+/// What the fault does at its step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// The process SIGKILLs itself.
+    Crash,
+    /// The step fails (at a store step, the store write fails).
+    Fail,
+}
+
+impl Action {
+    const BOTH: [Action; 2] = [Action::Crash, Action::Fail];
+
+    fn name(self) -> &'static str {
+        match self {
+            Action::Crash => "crash",
+            Action::Fail => "fail",
+        }
+    }
+}
+
+/// The process a fault is injected into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FaultyProcess {
+    /// The agent of node `i` (its party index).
+    NodeAgent(usize),
+    /// The researcher's `session run`.
+    SessionRun,
+}
+
+/// One run of the sweep: `action` at `step` in `process`.
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    process: FaultyProcess,
+    step: Step,
+    action: Action,
+}
+
+impl Case {
+    /// The value of [`FAULT_ENV`] for this case.
+    fn fault(&self) -> String {
+        format!("{}:{}", self.step.name(), self.action.name())
+    }
+}
+
+impl fmt::Display for Case {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.process {
+            FaultyProcess::NodeAgent(i) => write!(f, "{} in the agent of node {i}", self.fault()),
+            FaultyProcess::SessionRun => write!(f, "{} in session run", self.fault()),
+        }
+    }
+}
+
+/// Every case of the sweep: each node step × both actions in the agent of each node, then each
+/// researcher step × both actions in `session run`.
+fn cases(nodes: usize) -> Vec<Case> {
+    let at = |process: FaultyProcess, applies: fn(Step) -> bool| {
+        Step::ALL
+            .into_iter()
+            .filter(move |&s| applies(s))
+            .flat_map(move |step| {
+                Action::BOTH.map(|action| Case {
+                    process,
+                    step,
+                    action,
+                })
+            })
+    };
+    (1..=nodes)
+        .flat_map(|node| at(FaultyProcess::NodeAgent(node), Step::is_node_step))
+        .chain(at(FaultyProcess::SessionRun, Step::is_researcher_step))
+        .collect()
+}
+
+/// How a `session run` ended.
+struct SessionRun {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    took: Duration,
+}
+
+/// A federation with a running agent for every node.
+struct Fleet {
+    dir: tempfile::TempDir,
+    fed: Federation,
+    /// `agents[i - 1]` serves node `i`.
+    agents: Vec<Agent>,
+}
+
+impl Fleet {
+    fn start(nodes: usize) -> Fleet {
+        let (dir, fed) = federation(nodes);
+        let agents = fed.parties[1..]
+            .iter()
+            .map(|p| Agent::start(p.home.root(), &[], &[]))
+            .collect();
+        Fleet { dir, fed, agents }
+    }
+
+    fn agent(&mut self, node: usize) -> &mut Agent {
+        &mut self.agents[node - 1]
+    }
+
+    /// Replaces the agent of `node` by a new one, with `fault` in its environment if given. The
+    /// old one is killed if it still runs, and the connections it kept die with it.
+    fn restart(&mut self, node: usize, fault: Option<&str>) {
+        self.agent(node).kill();
+        let env: Vec<(&str, &str)> = fault.map(|f| (FAULT_ENV, f)).into_iter().collect();
+        self.agents[node - 1] = Agent::start(self.fed.parties[node].home.root(), &[], &env);
+    }
+
+    /// Runs `session run --all --session <session>` at the researcher, with `env`, to its end:
+    /// killed, failing the test, if it outlives its own deadline by far.
+    fn session_run(&self, session: &str, env: &[(&str, &str)]) -> SessionRun {
+        let out = |name: &str| -> PathBuf { self.dir.path().join(format!("{session}.{name}")) };
+        let mut c = secagg_command();
+        c.arg("--home").arg(researcher(&self.fed)).args([
+            "session",
+            "run",
+            "--all",
+            "--session",
+            session,
+            "--format",
+            "json",
+            "--timeout",
+            SESSION_TIMEOUT,
+        ]);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let started = Instant::now();
+        let mut child = c
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(out("stdout")).unwrap())
+            .stderr(std::fs::File::create(out("stderr")).unwrap())
+            .spawn()
+            .expect("spawn secagg session run");
+        let limit = support::duration(SESSION_TIMEOUT) * 2;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("session run of {session} hung past {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        SessionRun {
+            status,
+            stdout: std::fs::read_to_string(out("stdout")).unwrap(),
+            stderr: std::fs::read_to_string(out("stderr")).unwrap(),
+            took: started.elapsed(),
+        }
+    }
+
+    /// For each node (`[i - 1]` for node `i`), how many times a session of its agent ran on a
+    /// negotiation connection kept from an earlier session, at either end (`federation check`;
+    /// `None` while the agent is down).
+    fn kept_connection_reuses(&self) -> Vec<Option<u64>> {
+        connection_counts(&self.fed)
+            .iter()
+            .map(|c| Some(c["reused"].as_u64()? + c["reused_accepted"].as_u64()?))
+            .collect()
+    }
+}
+
+/// What a failing case reports: how `session run` ended, what every store holds, and how every
+/// agent's side of `session` ended.
+fn describe(fleet: &Fleet, session: &str, run: &SessionRun) -> String {
+    let keys = stored(&fleet.fed, session);
+    let mut s = format!(
+        "session run: {:?} after {:?}\nstdout: {}\nstderr: {}\n",
+        run.status,
+        run.took,
+        run.stdout.trim(),
+        run.stderr.trim()
+    );
+    for (i, (p, k)) in fleet.fed.parties.iter().zip(&keys).enumerate() {
+        s.push_str(&format!(
+            "party {i} ({}): stored {:?}\n",
+            p.party_id,
+            k.as_ref().map(|c| c.state)
+        ));
+    }
+    for (i, a) in fleet.agents.iter().enumerate() {
+        s.push_str(&format!(
+            "agent of node {}: {}\n",
+            i + 1,
+            a.session_end(session)
+                .unwrap_or_else(|| "(no end logged)".into())
+        ));
+    }
+    s
+}
+
+/// Asserts the invariant and its corollaries on the stores after `session`, and returns whether
+/// the server key is stored.
+fn assert_all_or_nothing(fleet: &Fleet, session: &str, run: &SessionRun, case: &Case) -> bool {
+    let keys = stored(&fleet.fed, session);
+    let server_key = keys[0].is_some();
+    let why = || describe(fleet, session, run);
+    // `session run` tells the truth about the server key.
+    if run.status.success() {
+        assert!(
+            server_key,
+            "{case}: session run exited 0 without a server key\n{}",
+            why()
+        );
+    } else if run.status.code().is_some() && server_key {
+        // Only once the key is final (confirmations going out) may a failing researcher keep it,
+        // and then it says so.
+        assert!(
+            run.stderr.contains("is stored and final"),
+            "{case}: session run failed but kept a server key\n{}",
+            why()
+        );
+    }
+    // A confirmed node key means the server key is stored.
+    for (i, k) in keys.iter().enumerate().skip(1) {
+        if k.as_ref().is_some_and(|c| c.state == KeyState::Confirmed) {
+            assert!(
+                server_key,
+                "{case}: node {i} confirmed its key without a server key\n{}",
+                why()
+            );
+        }
+    }
+    // The invariant.
+    if server_key {
+        if let Some(i) = keys.iter().position(Option::is_none) {
+            panic!(
+                "{case}: the server key is stored but node {i} holds no key\n{}",
+                why()
+            );
+        }
+        let v = demo::verify(&fleet.fed, &session.parse().unwrap()).unwrap();
+        assert!(v.verified, "{case}: sk0 + Σ sk_i != 0\n{}", why());
+    }
+    server_key
+}
+
+/// Runs `case`'s faulty session and checks it; returns whether its server key is stored.
+fn run_faulty_session(fleet: &mut Fleet, case: &Case) -> bool {
+    let fault = case.fault();
+    let env: Vec<(&str, &str)> = match case.process {
+        FaultyProcess::NodeAgent(node) => {
+            fleet.restart(node, Some(&fault));
+            vec![]
+        }
+        FaultyProcess::SessionRun => vec![(FAULT_ENV, fault.as_str())],
+    };
+    let session = session::new_session_id();
+    let started = Instant::now();
+    let run = fleet.session_run(&session, &env);
+    let deadline = started + ENDS_WITHIN;
+
+    // The faulty process: a crash is a SIGKILL; a failure reports one, and leaves an agent up.
+    match (case.process, case.action) {
+        (FaultyProcess::NodeAgent(node), Action::Crash) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ended = fleet.agent(node).wait_status(left);
+            assert_eq!(
+                ended.signal(),
+                Some(SIGKILL),
+                "{case}: the agent ended {ended:?}"
+            );
+        }
+        (FaultyProcess::NodeAgent(node), Action::Fail) => {
+            let agent = fleet.agent(node);
+            let line = agent.wait_session_end(&session, deadline);
+            assert!(
+                line.contains(" failed: "),
+                "{case}: its agent logged {line}"
+            );
+            assert!(
+                agent.child.try_wait().unwrap().is_none(),
+                "{case}: the agent stopped after a failed session:\n{}",
+                agent.log_text()
+            );
+        }
+        (FaultyProcess::SessionRun, Action::Crash) => {
+            assert_eq!(
+                run.status.signal(),
+                Some(SIGKILL),
+                "{case}\n{}",
+                describe(fleet, &session, &run)
+            );
+        }
+        (FaultyProcess::SessionRun, Action::Fail) => {
+            assert!(
+                !run.status.success() && run.status.code().is_some(),
+                "{case}\n{}",
+                describe(fleet, &session, &run)
+            );
+            assert!(
+                run.stderr
+                    .contains(&format!("injected fault at step `{}`", case.step.name())),
+                "{case}: session run does not say why it failed\n{}",
+                describe(fleet, &session, &run)
+            );
+        }
+    }
+    // Every agent still up ended its side of the session, well before the deadline.
+    for agent in &mut fleet.agents {
+        if agent.child.try_wait().unwrap().is_none() {
+            agent.wait_session_end(&session, deadline);
+        }
+    }
+    assert!(
+        run.took < ENDS_WITHIN,
+        "{case}: session run took {:?}\n{}",
+        run.took,
+        describe(fleet, &session, &run)
+    );
+    // A failing session run that was not killed names the faulty node.
+    if let (FaultyProcess::NodeAgent(node), Some(code)) = (case.process, run.status.code()) {
+        let id = &fleet.fed.parties[node].party_id;
+        assert!(
+            code == 0 || run.stderr.contains(id.as_str()),
+            "{case}: session run failed without naming {id}\n{}",
+            describe(fleet, &session, &run)
+        );
+    }
+    let server_key = assert_all_or_nothing(fleet, &session, &run, case);
+    eprintln!(
+        "{case}: session run {} in {:.0} ms; stored {:?}",
+        match (run.status.code(), run.status.signal()) {
+            (Some(c), _) => format!("exit {c}"),
+            (None, s) => format!("signal {s:?}"),
+        },
+        run.took.as_secs_f64() * 1e3,
+        stored(&fleet.fed, &session)
+            .iter()
+            .map(|k| k.as_ref().map(|c| c.state))
+            .collect::<Vec<_>>()
+    );
+    server_key
+}
+
+/// After `case`: its faulty agent restarted without the fault, a clean session through the same
+/// agents succeeds and its keys verify.
+fn assert_recovers(fleet: &mut Fleet, case: &Case) {
+    if let FaultyProcess::NodeAgent(node) = case.process {
+        fleet.restart(node, None);
+    }
+    assert_clean_session(fleet, &format!("after {case}"));
+}
+
+/// A session without fault succeeds, every key confirmed, and its keys cancel.
+fn assert_clean_session(fleet: &Fleet, when: &str) {
+    let session = session::new_session_id();
+    let run = fleet.session_run(&session, &[]);
+    assert!(
+        run.status.success(),
+        "{when}: the clean session failed\n{}",
+        describe(fleet, &session, &run)
+    );
+    assert_verified(&fleet.fed, &session);
+}
+
+/// The sweep over a federation of a researcher and `nodes` nodes.
+fn sweep(nodes: usize) {
+    let started = Instant::now();
+    let mut fleet = Fleet::start(nodes);
+    // A first session, so that the first case already finds kept connections.
+    assert_clean_session(&fleet, "first");
+    let cases = cases(nodes);
+    let (mut runs, mut server_key_stored, mut on_kept_connections) = (0, 0, 0);
+    for case in &cases {
+        let reuses_before = fleet.kept_connection_reuses();
+        if run_faulty_session(&mut fleet, case) {
+            server_key_stored += 1;
+        }
+        // Counted by the agents that ran the whole case (the faulty one was restarted).
+        let reuses_after = fleet.kept_connection_reuses();
+        let reused = (1..=nodes)
+            .filter(|&node| case.process != FaultyProcess::NodeAgent(node))
+            .any(|node| reuses_after[node - 1] > reuses_before[node - 1]);
+        if reused {
+            on_kept_connections += 1;
+        }
+        runs += 1;
+        assert_recovers(&mut fleet, case);
+    }
+    eprintln!(
+        "{runs} faulty sessions through {nodes} node agents in {:.1} s: the server key was stored in {server_key_stored}, {on_kept_connections} ran on kept connections",
+        started.elapsed().as_secs_f64()
+    );
+    // Every case ran: both actions at each node step (connected and 9 more) of every node, and at
+    // each researcher step (connected and 5 more).
+    assert_eq!(runs, 2 * (10 * nodes + 6));
+    // Both sides of the invariant: faults late enough leave a stored server key.
+    assert!(
+        server_key_stored > 0 && server_key_stored < runs,
+        "{server_key_stored} of {runs}"
+    );
+    // Failed sessions ran on connections kept from earlier ones (the point of this sweep).
+    assert!(
+        on_kept_connections > 0,
+        "no faulty session reused a kept connection"
+    );
+}
+
+#[test]
+fn fault_sweep_every_party_every_step_through_agents_three_parties() {
+    sweep(2);
+}
+
+/// With a third node, two agents keep their connection while the third is the faulty one.
+#[test]
+fn fault_sweep_every_party_every_step_through_agents_four_parties() {
+    sweep(3);
+}

@@ -1,0 +1,227 @@
+//! Party agents (`secagg serve`) as real processes on loopback, each node in its own home, and
+//! what the agent tests read back: the stored contexts, `sk0 + Σ sk_i = 0`, the agents'
+//! connection counters. Shared by `e2e_agent` and `e2e_agent_faults`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use secagg_core::demo::{self, Federation};
+
+use super::{secagg, secagg_command};
+
+/// A running `secagg serve`, its stderr (the log) in a file.
+pub struct Agent {
+    pub child: Child,
+    pub log: PathBuf,
+    pub home: PathBuf,
+}
+
+impl Agent {
+    pub fn start(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Agent {
+        let log = home.with_extension(format!("agent-{}.log", rand_suffix()));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut c = secagg_command();
+        c.arg("--home").arg(home).arg("serve").args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let child = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn secagg serve");
+        let agent = Agent {
+            child,
+            log,
+            home: home.to_owned(),
+        };
+        agent.wait_for("listening:", Duration::from_secs(20));
+        agent
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        std::fs::File::open(&self.log)
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        s
+    }
+
+    pub fn wait_for(&self, needle: &str, limit: Duration) {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if self.log_text().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!(
+            "agent of {} never logged {needle:?}:\n{}",
+            self.home.display(),
+            self.log_text()
+        );
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    /// Waits for the agent to exit (at most `limit`) and returns its exit code.
+    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        self.wait_status(limit).code()
+    }
+
+    /// Waits for the agent to exit (at most `limit`) and returns how it ended (with the signal
+    /// that killed it, if one did).
+    pub fn wait_status(&mut self, limit: Duration) -> ExitStatus {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        panic!("agent of {} did not exit in {limit:?}", self.home.display());
+    }
+
+    /// Stops the agent at once (SIGKILL, if it still runs) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        self.child.wait().unwrap();
+    }
+
+    /// The log line that says how this agent's side of `session` ended (`succeeded`, `failed`,
+    /// or `cancelled` before it started), if it has ended.
+    pub fn session_end(&self, session: &str) -> Option<String> {
+        let tag = format!(" session={session} ");
+        self.log_text()
+            .lines()
+            .find(|l| {
+                l.contains(&tag)
+                    && (l.contains(" succeeded: ")
+                        || l.contains(" failed: ")
+                        || l.contains(" cancelled: session not started"))
+            })
+            .map(str::to_owned)
+    }
+
+    /// Waits until this agent's side of `session` ended (at the latest `until`) and returns the
+    /// log line saying how.
+    pub fn wait_session_end(&self, session: &str, until: Instant) -> String {
+        loop {
+            if let Some(line) = self.session_end(session) {
+                return line;
+            }
+            if Instant::now() > until {
+                panic!(
+                    "the agent of {} did not end session {session} in time:\n{}",
+                    self.home.display(),
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> String {
+    secagg_core::session::new_session_id()[..8].to_owned()
+}
+
+pub fn federation(nodes: usize) -> (tempfile::TempDir, Federation) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = demo::prepare(&dir.path().join("fed"), nodes).unwrap();
+    (dir, f)
+}
+
+pub fn agents(fed: &Federation, args: &[&str]) -> Vec<Agent> {
+    fed.parties[1..]
+        .iter()
+        .map(|p| Agent::start(p.home.root(), args, &[]))
+        .collect()
+}
+
+pub fn researcher(fed: &Federation) -> &Path {
+    fed.parties[0].home.root()
+}
+
+pub fn contexts(home: &Path) -> Vec<serde_json::Value> {
+    secagg(home, &["context", "list", "--format", "json"])
+        .ok()
+        .json()["contexts"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+pub fn context_of<'a>(
+    all: &'a [serde_json::Value],
+    session: &str,
+) -> Option<&'a serde_json::Value> {
+    all.iter().find(|c| c["session_id"] == session)
+}
+
+/// The stored keys of `session` cancel (`sk0 + Σ sk_i = 0`), every node's confirmed.
+pub fn assert_verified(fed: &Federation, session: &str) {
+    let v = demo::verify(fed, &session.parse().unwrap()).unwrap();
+    assert!(v.verified, "sk0 + Σ sk_i != 0 for {session}");
+    for p in &fed.parties {
+        let all = contexts(p.home.root());
+        let c = context_of(&all, session).unwrap();
+        assert_eq!(c["state"], "confirmed", "{}: {c}", p.party_id);
+    }
+}
+
+/// No party holds a server key for `session` (the invariant's side that a failure may not break).
+pub fn assert_no_server_key(fed: &Federation, session: &str) {
+    assert!(
+        context_of(&contexts(researcher(fed)), session).is_none(),
+        "the researcher stored a server key for failed session {session}"
+    );
+}
+/// Every node agent's connection counters (`federation check`), by node index (1-based).
+pub fn connection_counts(fed: &Federation) -> Vec<serde_json::Value> {
+    let check = secagg(
+        researcher(fed),
+        &["federation", "check", "--format", "json"],
+    );
+    let rows = check.json()["parties"].as_array().unwrap().clone();
+    fed.parties[1..]
+        .iter()
+        .map(|p| {
+            let row = rows
+                .iter()
+                .find(|r| r["party_id"] == p.party_id.as_str())
+                .unwrap_or_else(|| panic!("no check row for {}", p.party_id));
+            row["connections"].clone()
+        })
+        .collect()
+}
+
+pub fn total(counts: &[serde_json::Value], field: &str) -> u64 {
+    counts
+        .iter()
+        .map(|c| {
+            c[field]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no {field} in {c}"))
+        })
+        .sum()
+}
