@@ -285,6 +285,24 @@ fn assert_all_or_nothing(fleet: &Fleet, session: &str, run: &SessionRun, case: &
                 why()
             );
         }
+        // A healthy researcher confirms to every node once the server key is stored, and a
+        // healthy node waits for that word whatever another node does after its own
+        // acknowledgement (regression: another node's abort made it keep its key unconfirmed).
+        if let FaultyProcess::NodeAgent(faulty) = case.process {
+            for (i, k) in keys
+                .iter()
+                .enumerate()
+                .skip(1)
+                .filter(|(i, _)| *i != faulty)
+            {
+                assert_eq!(
+                    k.as_ref().map(|c| c.state),
+                    Some(KeyState::Confirmed),
+                    "{case}: the server key is stored but healthy node {i} did not confirm its key\n{}",
+                    why()
+                );
+            }
+        }
         let v = demo::verify(&fleet.fed, &session.parse().unwrap()).unwrap();
         assert!(v.verified, "{case}: sk0 + Σ sk_i != 0\n{}", why());
     }

@@ -272,6 +272,10 @@ struct Session<'a> {
     /// Set by the operator to stop the session; looked at while waiting, until the key is
     /// handed to the sink (then cleared: see [`Engine::negotiate_cancellable`]).
     cancel: Option<CancelFlag>,
+    /// Set on a node once it acknowledged its stored key: from then on only the researcher's word
+    /// decides how the session ends (it may have stored the server key already), so another
+    /// node's abort no longer ends this node's side.
+    researcher_decides: bool,
 }
 
 impl<'a> Session<'a> {
@@ -311,6 +315,7 @@ impl<'a> Session<'a> {
             deadline,
             started,
             cancel: None,
+            researcher_decides: false,
         }
     }
 
@@ -338,7 +343,18 @@ impl<'a> Session<'a> {
             let label = &self.labels[j];
             match ev {
                 ReadEvent::Frame(f) if f.kind == MsgType::Abort => {
-                    return Err(peer_aborted(label, &f.payload))
+                    let e = peer_aborted(label, &f.payload);
+                    if self.researcher_decides && j != 0 {
+                        // Regression: a node that failed after its own acknowledgement aborted
+                        // to the others, which then gave up waiting for the researcher's
+                        // confirmation and kept their valid keys unconfirmed although the
+                        // server key was stored.
+                        self.sink.warn(&format!(
+                            "{e}; this node acknowledged its key already, so it waits for the researcher's word"
+                        ));
+                        continue;
+                    }
+                    return Err(e);
                 }
                 ReadEvent::Frame(f) => match self.expect[j].front() {
                     Some(&k) if k == f.kind => {
@@ -472,6 +488,7 @@ impl<'a> Session<'a> {
         self.sink.store(&key)?;
         fault::at(Step::NodeAfterStore)?;
         self.send(0, &Frame::new(MsgType::Ack, Vec::new())).await?;
+        self.researcher_decides = true;
         fault::at(Step::NodeAfterSendAck)?;
         let (_, confirm) = self.next().await?;
         debug_assert_eq!(confirm.kind, MsgType::Confirm);
