@@ -650,7 +650,10 @@ pub async fn establish_with(
         // Only connections between two nodes (two agents) are kept: the researcher's side is
         // a one-shot process.
         let kept = match &pool {
-            Some(pool) if me > 0 => Some((pool.clone(), PoolKey::new(&labels[j], &name.to_str()))),
+            Some(pool) if me > 0 => Some((
+                pool.clone(),
+                PoolKey::new(&labels[j], &name.to_str(), &ctx.endpoints[j].to_string()),
+            )),
             _ => None,
         };
         tasks.spawn(dial(
@@ -1501,7 +1504,7 @@ mod reuse_tests {
     }
 
     fn key() -> PoolKey {
-        PoolKey::new("node_b", "pin")
+        PoolKey::new("node_b", "pin", "127.0.0.1:7001")
     }
 
     #[tokio::test]

@@ -70,20 +70,24 @@ pub const END_WAIT: Duration = Duration::from_secs(5);
 /// Default idle time of a kept connection (`secagg serve --keep-connections`).
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(120);
 
-/// What identifies the connections that may serve a party of a later session: its label and
-/// [`super::tls::server_name`] of this party's certificate and the peer certificate pinned.
+/// What identifies the connections that may serve a party of a later session: its label,
+/// [`super::tls::server_name`] of this party's certificate and the peer certificate pinned, and
+/// the endpoint it was dialed at (a party re-registered at another address, even with the same
+/// certificate, is dialed there).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
     label: String,
     pin: String,
+    endpoint: String,
 }
 
 impl PoolKey {
-    /// The key of `label` pinned as `pin` (a [`super::tls::server_name`]).
-    pub fn new(label: &str, pin: &str) -> Self {
+    /// The key of `label` pinned as `pin` (a [`super::tls::server_name`]) at `endpoint`.
+    pub fn new(label: &str, pin: &str, endpoint: &str) -> Self {
         PoolKey {
             label: label.to_owned(),
             pin: pin.to_owned(),
+            endpoint: endpoint.to_owned(),
         }
     }
 }
@@ -426,19 +430,37 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn a_kept_connection_is_taken_only_for_the_party_and_pin_it_was_kept_for() {
+    async fn a_kept_connection_is_taken_only_for_the_party_pin_and_endpoint_it_was_kept_for() {
         let (pool, _rx) = pool();
         let (c, _s) = pair().await;
-        let key = PoolKey::new("node_b", "pin-of-the-old-certificate");
+        let key = PoolKey::new("node_b", "pin-of-the-old-certificate", "10.0.0.2:7001");
         pool.keep_dialed(key.clone(), c);
         assert_eq!(pool.counts().idle_dialed, 1);
         // Another certificate registered for the same party, or another party: nothing.
         assert!(pool
-            .take(&PoolKey::new("node_b", "pin-of-the-new-certificate"))
+            .take(&PoolKey::new(
+                "node_b",
+                "pin-of-the-new-certificate",
+                "10.0.0.2:7001"
+            ))
             .await
             .is_none());
         assert!(pool
-            .take(&PoolKey::new("node_c", "pin-of-the-old-certificate"))
+            .take(&PoolKey::new(
+                "node_c",
+                "pin-of-the-old-certificate",
+                "10.0.0.2:7001"
+            ))
+            .await
+            .is_none());
+        // Regression: the same party and certificate re-registered at another address reused
+        // the connection to the old one.
+        assert!(pool
+            .take(&PoolKey::new(
+                "node_b",
+                "pin-of-the-old-certificate",
+                "10.0.0.9:7001"
+            ))
             .await
             .is_none());
         assert_eq!(pool.counts().idle_dialed, 1);
@@ -451,7 +473,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn an_idle_connection_is_dropped_when_the_peer_closes_or_sends_anything() {
         let (pool, _rx) = pool();
-        let key = PoolKey::new("node_b", "pin");
+        let key = PoolKey::new("node_b", "pin", "127.0.0.1:7001");
         let (c1, s1) = pair().await;
         let (c2, mut s2) = pair().await;
         pool.keep_dialed(key.clone(), c1);
@@ -476,7 +498,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn idle_connections_beyond_the_per_peer_limit_are_closed() {
         let (pool, _rx) = pool();
-        let key = PoolKey::new("node_b", "pin");
+        let key = PoolKey::new("node_b", "pin", "127.0.0.1:7001");
         let mut servers = Vec::new();
         for _ in 0..MAX_IDLE_PER_PEER + 1 {
             let (c, s) = pair().await;
