@@ -113,9 +113,9 @@ fn five_agents_one_session_then_eight_concurrent_sessions() {
     // Between warm agents, the negotiation connections of later sessions resumed the TLS
     // sessions of the first one (tickets pinned to each agent's registered certificate): every
     // node agent reports resumed handshakes (it dials the nodes after it, or accepts the nodes
-    // before it). Each `session run` is a new process: its control connection to an agent is a
-    // full handshake (its negotiation connection may resume that one's ticket), and so is the
-    // status request of this check (always full).
+    // before it). Each `session run` is a new process: its control connection to an agent (on
+    // which the negotiation with that node runs too) is a full handshake, and so is the status
+    // request of this check (always full).
     let check = secagg(
         researcher(&fed),
         &["federation", "check", "--format", "json"],
@@ -1093,6 +1093,61 @@ fn consecutive_sessions_reuse_node_connections_and_every_key_sums_to_zero() {
     // The last node only accepts; the first only dials (besides the researcher's connections).
     assert_eq!(counts[3]["dialed"], 0, "{counts:?}");
     assert_eq!(counts[0]["reused_accepted"], 0, "{counts:?}");
+}
+
+/// Each node agent's TLS handshakes completed so far (full and resumed), in party order, and the
+/// node-to-node connections the agents dialed anew in all, from one `federation check` (whose own
+/// status connection to each agent is counted too).
+fn handshakes_and_dials(fed: &Federation) -> (Vec<u64>, u64) {
+    let check = secagg(
+        researcher(fed),
+        &["federation", "check", "--format", "json"],
+    );
+    check.ok();
+    let rows = check.json()["parties"].as_array().unwrap().clone();
+    let mut handshakes = Vec::new();
+    let mut dialed = 0;
+    for p in &fed.parties[1..] {
+        let row = rows
+            .iter()
+            .find(|r| r["party_id"] == p.party_id.as_str())
+            .unwrap_or_else(|| panic!("no check row for {}", p.party_id));
+        let tls = &row["tls_handshakes"];
+        handshakes.push(tls["full"].as_u64().unwrap() + tls["resumed"].as_u64().unwrap());
+        dialed += row["connections"]["dialed"].as_u64().unwrap();
+    }
+    (handshakes, dialed)
+}
+
+/// A native `session run` opens one connection per node, the control connection its join came
+/// on, and the negotiation with that node runs on it (regression guard for the performance fix
+/// that removed the second connection and handshake per node and session).
+#[test]
+fn a_session_run_negotiates_with_each_node_on_its_control_connection() {
+    let (_dir, fed) = federation(3);
+    let _agents = agents(&fed, &[]);
+    // The warm-up session dials the node-to-node connections the next ones reuse.
+    let warm = session_in_order(&fed, &[]);
+    warm.ok();
+    assert_verified(&fed, &session_of(&warm));
+    let (before, dialed_before) = handshakes_and_dials(&fed);
+    let sessions = 3;
+    for _ in 0..sessions {
+        let run = session_in_order(&fed, &[]);
+        run.ok();
+        assert_verified(&fed, &session_of(&run));
+    }
+    let (after, dialed_after) = handshakes_and_dials(&fed);
+    // Per node: one handshake per session (the researcher's control connection) and the second
+    // check's status connection; plus, in all, one per node-to-node connection dialed anew (one
+    // whose clean end had not completed when the next session started).
+    let new: u64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+    let nodes = (fed.parties.len() - 1) as u64;
+    assert_eq!(
+        new,
+        nodes * (sessions + 1) + (dialed_after - dialed_before),
+        "handshakes per node before {before:?}, after {after:?}; node-to-node dials {dialed_before} -> {dialed_after}"
+    );
 }
 
 /// A node agent restarted between sessions: the connections kept to and from the old process
