@@ -1043,6 +1043,13 @@ fn mp_spdz_a_failing_node_ends_the_session_at_once() {
     }
 }
 
+/// One `session run` with every node in order, which must succeed with keys that sum to 0.
+fn verified_session(fed: &Federation) {
+    let run = session_in_order(fed, &[]);
+    run.ok();
+    assert_verified(fed, &session_of(&run));
+}
+
 /// `session run` over the nodes in this order (the researcher first): node `i` dials the nodes
 /// after it, so the tests know which agent keeps which connection.
 fn session_in_order(fed: &Federation, env: &[(&str, &str)]) -> Run {
@@ -1075,9 +1082,7 @@ fn consecutive_sessions_reuse_node_connections_and_every_key_sums_to_zero() {
     let _agents = agents(&fed, &[]);
     // 4 nodes: 6 node-to-node connections per session.
     for _ in 0..4 {
-        let run = session_in_order(&fed, &[]);
-        run.ok();
-        assert_verified(&fed, &session_of(&run));
+        verified_session(&fed);
     }
     let counts = connection_counts(&fed);
     let (dialed, reused) = (total(&counts, "dialed"), total(&counts, "reused"));
@@ -1127,15 +1132,11 @@ fn a_session_run_negotiates_with_each_node_on_its_control_connection() {
     let (_dir, fed) = federation(3);
     let _agents = agents(&fed, &[]);
     // The warm-up session dials the node-to-node connections the next ones reuse.
-    let warm = session_in_order(&fed, &[]);
-    warm.ok();
-    assert_verified(&fed, &session_of(&warm));
+    verified_session(&fed);
     let (before, dialed_before) = handshakes_and_dials(&fed);
     let sessions = 3;
     for _ in 0..sessions {
-        let run = session_in_order(&fed, &[]);
-        run.ok();
-        assert_verified(&fed, &session_of(&run));
+        verified_session(&fed);
     }
     let (after, dialed_after) = handshakes_and_dials(&fed);
     // Per node: one handshake per session (the researcher's control connection) and the second
@@ -1157,17 +1158,13 @@ fn a_session_run_negotiates_with_each_node_on_its_control_connection() {
 fn a_restarted_node_agent_gets_fresh_connections_and_the_next_sessions_succeed() {
     let (_dir, fed) = federation(3);
     let mut agents = agents(&fed, &[]);
-    let first = session_in_order(&fed, &[]);
-    first.ok();
-    assert_verified(&fed, &session_of(&first));
+    verified_session(&fed);
     // Node 2 is dialed by node 1 and dials node 3: both of its kept connections die with it.
     agents[1].child.kill().unwrap();
     agents[1].child.wait().unwrap();
     agents[1] = Agent::start(fed.parties[2].home.root(), &[], &[]);
     for _ in 0..2 {
-        let run = session_in_order(&fed, &[]);
-        run.ok();
-        assert_verified(&fed, &session_of(&run));
+        verified_session(&fed);
     }
     let counts = connection_counts(&fed);
     // Node 1's connection to the old node 2 was closed idle or found stale, then dialed anew.
@@ -1207,9 +1204,7 @@ fn a_session_failed_midway_does_not_poison_later_sessions() {
         "{before:?}"
     );
     for _ in 0..2 {
-        let run = session_in_order(&fed, &[]);
-        run.ok();
-        assert_verified(&fed, &session_of(&run));
+        verified_session(&fed);
     }
     let after = connection_counts(&fed);
     assert!(
@@ -1226,9 +1221,7 @@ fn a_session_failed_midway_does_not_poison_later_sessions() {
 fn a_connection_kept_for_a_replaced_certificate_is_never_reused() {
     let (_dir, fed) = federation(3);
     let agents = agents(&fed, &[]);
-    let first = session_in_order(&fed, &[]);
-    first.ok();
-    assert_verified(&fed, &session_of(&first));
+    verified_session(&fed);
     // Node 3 is dialed by nodes 1 and 2, which now keep a connection to its agent each.
     let n3 = &fed.parties[3];
     let port = support::free_port().to_string();

@@ -360,6 +360,23 @@ where
     }
 }
 
+/// A node's report as the researcher records it: `None` when none came in time.
+fn node_report(
+    read: std::result::Result<Reply, ReadError>,
+) -> Option<std::result::Result<Reply, String>> {
+    match read {
+        Ok(r) => Some(Ok(r)),
+        Err(ReadError::Timeout) => None,
+        Err(ReadError::Closed) => Some(Err(
+            "its agent closed the connection without a report (it stopped or crashed)".into(),
+        )),
+        Err(ReadError::Io(e)) => Some(Err(format!(
+            "its agent's connection failed without a report: {e}"
+        ))),
+        Err(ReadError::Other(e)) => Some(Err(e)),
+    }
+}
+
 /// Reads one `Reply` frame. Reads the raw TLS stream first so that a TLS alert (our certificate
 /// refused) keeps its I/O error for classification.
 async fn read_reply<R: tokio::io::AsyncRead + Unpin>(
@@ -716,60 +733,45 @@ pub fn run_session_with(
         })
         .expect("serialisable");
         let collectors: Vec<tokio::task::JoinHandle<Option<std::result::Result<Reply, String>>>> =
-        controls
-            .into_iter()
-            .zip(&nodes)
-            .map(|(stream, (label, _, _))| {
-                let (label, start) = (label.clone(), start.clone());
-                let (cancel, cause) = (cancel.clone(), cause.clone());
-                let mut failed_rx = failed_rx.clone();
-                let stream = stream.expect("every node accepted");
-                let until = Instant::from_std(deadline) + REPORT_GRACE;
-                rt.spawn(async move {
-                    let (mut rd, mut wr) = tokio::io::split(stream);
-                    let r = match write_frame(
-                        &mut wr,
-                        &Frame::new(MsgType::Request, start),
-                        until,
-                        &label,
-                    )
-                    .await
-                    {
-                        Err(e) => Some(Err(format!("could not start it: {e}"))),
-                        Ok(()) => match read_until_report(
-                            &mut rd,
+            controls
+                .into_iter()
+                .zip(&nodes)
+                .map(|(stream, (label, _, _))| {
+                    let (label, start) = (label.clone(), start.clone());
+                    let (cancel, cause) = (cancel.clone(), cause.clone());
+                    let mut failed_rx = failed_rx.clone();
+                    let stream = stream.expect("every node accepted");
+                    let until = Instant::from_std(deadline) + REPORT_GRACE;
+                    rt.spawn(async move {
+                        let (mut rd, mut wr) = tokio::io::split(stream);
+                        let r = match write_frame(
                             &mut wr,
-                            &mut failed_rx,
+                            &Frame::new(MsgType::Request, start),
                             until,
                             &label,
                         )
                         .await
                         {
-                            Ok(r) => Some(Ok(r)),
-                            Err(ReadError::Timeout) => None,
-                            Err(ReadError::Closed) => Some(Err(
-                                "its agent closed the connection without a report (it stopped or crashed)".into(),
-                            )),
-                            Err(ReadError::Io(e)) => Some(Err(format!(
-                                "its agent's connection failed without a report: {e}"
-                            ))),
-                            Err(ReadError::Other(e)) => Some(Err(e)),
-                        },
-                    };
-                    if let Some(failure) = NodeFailure::of(&label, &r) {
-                        let mut c = cause.lock().unwrap_or_else(|p| p.into_inner());
-                        // The first failure reported is the likeliest cause; the others often
-                        // only saw the session abort.
-                        if c.is_none() {
-                            *c = Some(failure);
+                            Err(e) => Some(Err(format!("could not start it: {e}"))),
+                            Ok(()) => node_report(
+                                read_until_report(&mut rd, &mut wr, &mut failed_rx, until, &label)
+                                    .await,
+                            ),
+                        };
+                        if let Some(failure) = NodeFailure::of(&label, &r) {
+                            let mut c = cause.lock().unwrap_or_else(|p| p.into_inner());
+                            // The first failure reported is the likeliest cause; the others often
+                            // only saw the session abort.
+                            if c.is_none() {
+                                *c = Some(failure);
+                            }
+                            cancel.cancel();
                         }
-                        cancel.cancel();
-                    }
-                    let _ = rd.unsplit(wr).shutdown().await;
-                    r
+                        let _ = rd.unsplit(wr).shutdown().await;
+                        r
+                    })
                 })
-            })
-            .collect();
+                .collect();
         let own = (|| {
             let mut sink =
                 StoreSink::with_store(home, store, &plan, engine_name, deadline, on_warning)?;
@@ -1021,17 +1023,7 @@ fn run_native_over_controls(
         for (back, label) in returned.into_iter().zip(labels) {
             let r = match timeout_at(grace_end, back).await {
                 Ok(Ok(tokio_rustls::TlsStream::Client(mut stream))) => {
-                    let r = match read_reply(&mut stream, grace_end, label).await {
-                        Ok(r) => Some(Ok(r)),
-                        Err(ReadError::Timeout) => None,
-                        Err(ReadError::Closed) => Some(Err(
-                            "its agent closed the connection without a report".into(),
-                        )),
-                        Err(ReadError::Io(e)) => Some(Err(format!(
-                            "its agent's connection failed without a report: {e}"
-                        ))),
-                        Err(ReadError::Other(e)) => Some(Err(e)),
-                    };
+                    let r = node_report(read_reply(&mut stream, grace_end, label).await);
                     let _ = timeout_at(grace_end, stream.shutdown()).await;
                     r
                 }

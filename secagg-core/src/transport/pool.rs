@@ -436,33 +436,17 @@ pub(crate) mod tests {
         let key = PoolKey::new("node_b", "pin-of-the-old-certificate", "10.0.0.2:7001");
         pool.keep_dialed(key.clone(), c);
         assert_eq!(pool.counts().idle_dialed, 1);
-        // Another certificate registered for the same party, or another party: nothing.
-        assert!(pool
-            .take(&PoolKey::new(
-                "node_b",
-                "pin-of-the-new-certificate",
-                "10.0.0.2:7001"
-            ))
-            .await
-            .is_none());
-        assert!(pool
-            .take(&PoolKey::new(
-                "node_c",
-                "pin-of-the-old-certificate",
-                "10.0.0.2:7001"
-            ))
-            .await
-            .is_none());
-        // Regression: the same party and certificate re-registered at another address reused
-        // the connection to the old one.
-        assert!(pool
-            .take(&PoolKey::new(
-                "node_b",
-                "pin-of-the-old-certificate",
-                "10.0.0.9:7001"
-            ))
-            .await
-            .is_none());
+        // Another certificate registered for the same party, another party, or (regression: it
+        // reused the connection to the old address) the same party and certificate re-registered
+        // at another address: nothing.
+        for (label, pin, endpoint) in [
+            ("node_b", "pin-of-the-new-certificate", "10.0.0.2:7001"),
+            ("node_c", "pin-of-the-old-certificate", "10.0.0.2:7001"),
+            ("node_b", "pin-of-the-old-certificate", "10.0.0.9:7001"),
+        ] {
+            let other = PoolKey::new(label, pin, endpoint);
+            assert!(pool.take(&other).await.is_none(), "{other:?}");
+        }
         assert_eq!(pool.counts().idle_dialed, 1);
         assert!(pool.take(&key).await.is_some());
         assert!(pool.take(&key).await.is_none());
