@@ -381,6 +381,56 @@ fn sigterm_past_the_grace_period_aborts_the_session_and_leaves_no_key() {
     );
 }
 
+/// SIGTERM past the grace period while the node's side is still connecting (another node's agent
+/// is slow to start it): the connection phase aborts to the peers connected so far, the
+/// researcher among them, with the reason. Regression: the phase was dropped, so the researcher
+/// only saw the node close its connection, without why.
+#[test]
+fn sigterm_past_the_grace_period_while_connecting_tells_the_researcher_why() {
+    let (_dir, fed) = federation(2);
+    let mut a1 = Agent::start(fed.parties[1].home.root(), &["--grace", "200ms"], &[]);
+    // Node 2's side starts 3 s late: node 1 waits for it in its connection phase.
+    let _a2 = Agent::start(
+        fed.parties[2].home.root(),
+        &[],
+        &[("SECAGG_FAULT", "agent-started:sleep=3000")],
+    );
+    let spawned = Instant::now();
+    let run = spawn_session_run(&fed, "30s");
+    a1.wait_for("started:", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    a1.signal("TERM");
+    assert_eq!(a1.wait(Duration::from_secs(15)), Some(0));
+    let out = run.wait_with_output().unwrap();
+    let elapsed = spawned.elapsed();
+    assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(ErrorKind::PeerFailure.exit_code()),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{} aborted the session, reporting: \\\"session",
+            fed.parties[1].party_id
+        )) && stderr.contains(&format!(
+            "the agent of {} was stopped and aborted session",
+            fed.parties[1].party_id
+        )),
+        "{stderr}"
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let session = j["session_id"].as_str().unwrap();
+    for p in &fed.parties {
+        assert!(
+            context_of(&contexts(p.home.root()), session).is_none(),
+            "{} kept a key",
+            p.party_id
+        );
+    }
+}
+
 #[test]
 fn an_agent_killed_mid_session_fails_the_session_by_name_and_a_restarted_one_works() {
     let (_dir, fed) = federation(3);

@@ -171,10 +171,13 @@ pub(crate) async fn negotiate_routed(
     // Dropping the connection phase closes whatever it opened; peers see the party go away.
     let config = mesh_config(&plan);
     let mut warn = |w: String| sink.warn(&w);
-    let mesh = tokio::select! {
-        m = mesh::establish_with(&config, inbound, pool, control, deadline, &mut warn) => m?,
-        () = cancelled(cancel) => return Err(cancelled_error(&plan, cancel)),
+    // A cancel in the connection phase aborts to the peers connected so far, with its reason.
+    let stop = async {
+        cancelled(cancel).await;
+        cancelled_error(&plan, cancel)
     };
+    let mesh =
+        mesh::establish_with(&config, inbound, pool, control, stop, deadline, &mut warn).await?;
     drop(config);
     let connect = started.elapsed();
     let mut session = Session::start(&plan, field, mesh, deadline, started, sink);

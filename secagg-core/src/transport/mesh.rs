@@ -532,7 +532,16 @@ pub async fn establish(
     deadline: Instant,
     warn: &mut (dyn FnMut(String) + Send),
 ) -> Result<Mesh> {
-    establish_with(config, None, None, Vec::new(), deadline, warn).await
+    establish_with(
+        config,
+        None,
+        None,
+        Vec::new(),
+        std::future::pending(),
+        deadline,
+        warn,
+    )
+    .await
 }
 
 /// An inbound connection that a shared acceptor (the party agent, `crate::agent`) took on this
@@ -554,12 +563,16 @@ pub struct Routed {
 /// connections (connections between two nodes are taken from it when it has one for the party
 /// and its pinned certificate, and marked to be kept after a clean end, [`Link::keep`]), and
 /// with the `control` connections of a session run through the agents, over which this party
-/// neither dials nor waits for the peer to dial.
+/// neither dials nor waits for the peer to dial. When `stop` resolves first (the operator
+/// cancelled), the phase fails with its error as with any other failure: the peers connected so
+/// far get the abort with its reason.
+#[allow(clippy::too_many_arguments)] // each is one independent source of connections or limits
 pub async fn establish_with(
     config: &MeshConfig,
     inbound: Option<mpsc::UnboundedReceiver<Routed>>,
     pool: Option<Arc<Pool>>,
     control: Vec<ControlLink>,
+    stop: impl std::future::Future<Output = Error>,
     deadline: Instant,
     warn: &mut (dyn FnMut(String) + Send),
 ) -> Result<Mesh> {
@@ -722,8 +735,10 @@ pub async fn establish_with(
         ))
         .with_hint("check that every listed party runs the negotiation for this session and that its endpoint is reachable from here (firewall, VPN)")
     };
+    tokio::pin!(stop);
     while missing > 0 {
         let failure = tokio::select! {
+            e = &mut stop => e,
             ev = rx.recv(), if connecting_open => match ev {
                 None => {
                     connecting_open = false;
