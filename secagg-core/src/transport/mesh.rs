@@ -3,7 +3,10 @@
 //!
 //! Party `i` dials every party `j > i` and accepts from every party `j < i`: the researcher
 //! (party 0) only dials and needs no inbound port, the last node only accepts, and every pair has
-//! exactly one connection without any tie-breaking. All dials run concurrently, with retry and
+//! exactly one connection without any tie-breaking. A session run through the party agents
+//! brings the researcher–node connections along instead ([`ControlLink`]: the connection the
+//! researcher's join came on), which are then neither dialed nor accepted, only bound by the
+//! same hello exchange. All dials run concurrently, with retry and
 //! exponential backoff (5 ms doubling to 250 ms) until the session deadline, because peers start
 //! at different times. Inbound handshakes also run concurrently, so a slow or garbage connection
 //! cannot hold up the others.
