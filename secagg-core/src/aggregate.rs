@@ -21,8 +21,8 @@
 //! The exponent is a secret key, so `H^{sk}` is computed in time independent of the key's value
 //! (OpenSSL's constant-time Montgomery exponentiation, in the crate-private module
 //! `aggregate::secret_pow`; the inverse for the negative server key is crypto-bigint's
-//! constant-time inversion), unlike GMP's `powm`, which
-//! Fed-BioMed uses. Ciphertexts are independent, so encryption and decryption use every core.
+//! constant-time inversion), unlike GMP's `powm`, which Fed-BioMed uses. Ciphertexts are
+//! independent, so encryption and decryption use every core.
 
 pub mod params;
 pub mod round;
