@@ -1201,6 +1201,59 @@ fn a_session_run_negotiates_with_each_node_on_its_control_connection() {
     );
 }
 
+/// A running agent keeps its store connections open between sessions (`store::pool`), so the
+/// store's write-ahead log is no longer deleted after each session; deleting a key while the
+/// agent runs must still leave no copy of it in `store.sqlite`, `-wal` or `-shm`.
+#[test]
+fn a_key_deleted_while_the_agent_runs_leaves_no_copy_in_the_store_files() {
+    let (_dir, fed) = federation(2);
+    let _agents = agents(&fed, &[]);
+    let run = session_in_order(&fed, &[]);
+    run.ok();
+    let session = session_of(&run);
+    assert_verified(&fed, &session);
+    // One more session, so that the agent's kept connections have written since the first.
+    verified_session(&fed);
+    let node = fed.parties[1].home.root();
+    let shown = secagg(
+        node,
+        &[
+            "context",
+            "show",
+            &session,
+            "--reveal-key",
+            "--format",
+            "json",
+        ],
+    );
+    shown.ok();
+    let key = shown.json()["key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no key in {}", shown.stdout))
+        .to_owned();
+    assert!(key.len() > 100, "{key}");
+    let files = ["store.sqlite", "store.sqlite-wal", "store.sqlite-shm"];
+    let holding_the_key = || -> Vec<&str> {
+        files
+            .into_iter()
+            .filter(|f| {
+                std::fs::read(node.join(f))
+                    .is_ok_and(|b| b.windows(key.len()).any(|w| w == key.as_bytes()))
+            })
+            .collect()
+    };
+    // The search works: the stored key is found before the delete.
+    assert!(!holding_the_key().is_empty());
+    secagg(node, &["context", "delete", &session]).ok();
+    assert_eq!(
+        holding_the_key(),
+        Vec::<&str>::new(),
+        "the deleted key is still in these files"
+    );
+    // The agent goes on with its kept connections.
+    verified_session(&fed);
+}
+
 /// A node agent restarted between sessions: the connections kept to and from the old process
 /// are dropped (closed by the watch on idle connections, or found dead when a session tries one)
 /// and replaced by fresh dials; the next sessions succeed and reuse again.
