@@ -47,8 +47,10 @@ const SIGNAL_POLL: Duration = Duration::from_millis(50);
 type Worked<T> = (Result<T, Error>, Vec<String>);
 
 /// Runs `work` (which returns a result and its warnings) on a thread with the GIL released,
-/// checking for Ctrl-C every [`SIGNAL_POLL`] (signals are only seen in the main thread): on one,
-/// `flag` is set so that `work` stops, and the `KeyboardInterrupt` is returned beside its result.
+/// checking for Ctrl-C every [`SIGNAL_POLL`] while it runs (signals are only seen in the main
+/// thread): on one, `flag` is set so that `work` stops, and the `KeyboardInterrupt` is returned
+/// beside its result. Returns as soon as `work` is done (regression: it slept a whole poll
+/// interval first, so every `session_run` and `negotiate` took at least 50 ms).
 fn interruptible<T: Send>(
     py: Python<'_>,
     flag: &CancelFlag,
@@ -57,23 +59,33 @@ fn interruptible<T: Send>(
 ) -> (Worked<T>, Option<PyErr>) {
     py.allow_threads(|| {
         std::thread::scope(|s| {
-            let worker = s.spawn(work);
+            let (done_tx, done_rx) = std::sync::mpsc::channel();
+            let worker = s.spawn(move || {
+                let _ = done_tx.send(work());
+            });
             let mut interrupt: Option<PyErr> = None;
-            while !worker.is_finished() {
-                std::thread::sleep(SIGNAL_POLL);
-                if interrupt.is_none() {
-                    if let Err(e) = Python::with_gil(|py| py.check_signals()) {
-                        flag.cancel();
-                        interrupt = Some(e);
+            let done = loop {
+                match done_rx.recv_timeout(SIGNAL_POLL) {
+                    Ok(done) => break done,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if interrupt.is_none() {
+                            if let Err(e) = Python::with_gil(|py| py.check_signals()) {
+                                flag.cancel();
+                                interrupt = Some(e);
+                            }
+                        }
+                    }
+                    // The worker ended without a result: it panicked (joined here, so that the
+                    // scope does not panic in turn).
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        let _ = worker.join();
+                        break (
+                            Err(Error::internal(format!("the {what} thread panicked"))),
+                            Vec::new(),
+                        );
                     }
                 }
-            }
-            let done = worker.join().unwrap_or_else(|_| {
-                (
-                    Err(Error::internal(format!("the {what} thread panicked"))),
-                    Vec::new(),
-                )
-            });
+            };
             (done, interrupt)
         })
     })
