@@ -422,6 +422,33 @@ fn sigterm_past_the_grace_period_while_connecting_tells_the_researcher_why() {
     );
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let session = j["session_id"].as_str().unwrap();
+    // Its row says so too (the other node's row: no report, the session failed first).
+    let row = |id: &str| {
+        j["parties"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["party_id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let stopped = row(fed.parties[1].party_id.as_str());
+    assert_eq!(stopped["state"], "failed", "{stopped}");
+    assert!(
+        stopped["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("was stopped and aborted session"),
+        "{stopped}"
+    );
+    let other = row(fed.parties[2].party_id.as_str());
+    assert!(
+        other["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no report (the session failed first"),
+        "{other}"
+    );
     for p in &fed.parties {
         assert!(
             context_of(&contexts(p.home.root()), session).is_none(),

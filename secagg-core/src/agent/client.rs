@@ -915,6 +915,17 @@ pub fn run_session_with(
         }
         Err(e) => {
             rows[0].error = Some(ErrorReport::of(&e));
+            // A native session's failing node reported on the connection it shared with this
+            // party (its abort, or its close), not with a report: its row says so.
+            if mpspdz.is_none() {
+                let own_error = ErrorReport::of(&e);
+                if let Some(row) = crate::transport::mesh::failed_party(&own_error.message, &labels)
+                    .and_then(|failed| rows[1..].iter_mut().find(|r| r.party_id == failed))
+                {
+                    row.state = PartyState::Failed;
+                    row.error = Some(own_error);
+                }
+            }
             let err = match cause_at_end {
                 // Our side was cancelled (or failed at the same moment) because a node failed:
                 // that node and its reason are what the operator needs first.

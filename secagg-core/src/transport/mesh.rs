@@ -1270,6 +1270,28 @@ pub fn abort_reason(e: &Error) -> String {
     format!("{}:{e}", e.kind().name())
 }
 
+/// The party of `labels` that a session error names as the one that failed: the origin of a
+/// relayed abort, or the peer the message begins with (its abort, its closed connection, its
+/// protocol violation); `None` when it names none of them first (a timeout waiting for several
+/// parties, a failure of this party's own).
+pub fn failed_party<'a>(message: &str, labels: &'a [String]) -> Option<&'a str> {
+    let named_first = |text: &str, after: char| {
+        labels
+            .iter()
+            .find(|l| {
+                text.strip_prefix(l.as_str())
+                    .is_some_and(|rest| rest.starts_with(after))
+            })
+            .map(String::as_str)
+    };
+    let first = named_first(message, ' ')?;
+    let rest = &message[first.len() + 1..];
+    match rest.strip_prefix("relayed the abort of ") {
+        Some(origin) => Some(named_first(origin, ',').unwrap_or(first)),
+        None => Some(first),
+    }
+}
+
 /// The error for an `Abort` frame received from `label`, of the kind the aborting party named
 /// (peer failure when it named none or one that only makes sense locally).
 pub fn peer_aborted(label: &str, payload: &[u8]) -> Error {
@@ -1433,6 +1455,25 @@ mod abort_relay_tests {
             format!("node_c relayed the abort of node_a, reporting: \"{expected_words}\"")
         );
         assert_eq!(third.kind(), ErrorKind::Timeout);
+    }
+
+    #[test]
+    fn the_failed_party_is_the_first_named_or_the_origin_of_a_relay() {
+        let labels: Vec<String> = ["node_a", "node_ab", "node_b"].map(String::from).to_vec();
+        let first = peer_aborted("node_a", b"storage:disk full");
+        assert_eq!(failed_party(&first.to_string(), &labels), Some("node_a"));
+        let relayed = peer_aborted("node_b", abort_reason(&first).as_bytes());
+        assert_eq!(failed_party(&relayed.to_string(), &labels), Some("node_a"));
+        // A label that is a prefix of another is not mistaken for it.
+        let longer = peer_aborted("node_ab", b"peer_failure:x");
+        assert_eq!(failed_party(&longer.to_string(), &labels), Some("node_ab"));
+        assert_eq!(
+            failed_party(
+                "session 1: researcher timed out waiting for node_a (Share)",
+                &labels
+            ),
+            None
+        );
     }
 
     #[test]
