@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use secagg_core::demo::{self, Federation};
 use secagg_core::ErrorKind;
 use support::agents::{
-    agents, assert_no_server_key, assert_verified, connection_counts, context_of, contexts,
-    federation, researcher, total, Agent,
+    agents, assert_no_server_key, assert_nobody_stored, assert_verified, connection_counts,
+    context_of, contexts, federation, researcher, total, Agent,
 };
 use support::{secagg, secagg_command, Run};
 
@@ -365,15 +365,7 @@ fn sigterm_past_the_grace_period_aborts_the_session_and_leaves_no_key() {
         "{stderr}"
     );
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let session = j["session_id"].as_str().unwrap();
-    // No partial key anywhere: nobody stored anything for the session.
-    for p in &fed.parties {
-        assert!(
-            context_of(&contexts(p.home.root()), session).is_none(),
-            "{} kept a key",
-            p.party_id
-        );
-    }
+    assert_nobody_stored(&fed, j["session_id"].as_str().unwrap());
     assert!(
         a1.log_text().contains("aborting 1 session(s)"),
         "{}",
@@ -449,13 +441,7 @@ fn sigterm_past_the_grace_period_while_connecting_tells_the_researcher_why() {
             .contains("no report (the session failed first"),
         "{other}"
     );
-    for p in &fed.parties {
-        assert!(
-            context_of(&contexts(p.home.root()), session).is_none(),
-            "{} kept a key",
-            p.party_id
-        );
-    }
+    assert_nobody_stored(&fed, session);
 }
 
 #[test]
@@ -1242,22 +1228,7 @@ fn a_key_deleted_while_the_agent_runs_leaves_no_copy_in_the_store_files() {
     // One more session, so that the agent's kept connections have written since the first.
     verified_session(&fed);
     let node = fed.parties[1].home.root();
-    let shown = secagg(
-        node,
-        &[
-            "context",
-            "show",
-            &session,
-            "--reveal-key",
-            "--format",
-            "json",
-        ],
-    );
-    shown.ok();
-    let key = shown.json()["key"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no key in {}", shown.stdout))
-        .to_owned();
+    let key = support::revealed_key(node, &session);
     assert!(key.len() > 100, "{key}");
     let files = ["store.sqlite", "store.sqlite-wal", "store.sqlite-shm"];
     let holding_the_key = || -> Vec<&str> {

@@ -109,23 +109,7 @@ fn five_negotiate_processes_agree_and_store_only_fingerprints_in_output() {
         .unwrap();
     let j: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     assert!(j.get("key").is_none());
-    let reveal = secagg()
-        .arg("--home")
-        .arg(researcher)
-        .args([
-            "context",
-            "show",
-            &session,
-            "--reveal-key",
-            "--format",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    let key = serde_json::from_slice::<serde_json::Value>(&reveal.stdout).unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = support::revealed_key(researcher, &session);
     assert!(key.starts_with('-'), "the server key is minus a sum: {key}");
     for e in &exits {
         assert!(

@@ -196,6 +196,17 @@ pub fn assert_no_server_key(fed: &Federation, session: &str) {
         "the researcher stored a server key for failed session {session}"
     );
 }
+/// No party of the federation stored anything for `session`: no partial key anywhere.
+pub fn assert_nobody_stored(fed: &Federation, session: &str) {
+    for p in &fed.parties {
+        assert!(
+            context_of(&contexts(p.home.root()), session).is_none(),
+            "{} kept a key of session {session}",
+            p.party_id
+        );
+    }
+}
+
 /// Every node agent's connection counters (`federation check`), by node index (1-based).
 pub fn connection_counts(fed: &Federation) -> Vec<serde_json::Value> {
     let check = secagg(

@@ -314,3 +314,23 @@ pub fn real_mpspdz_root() -> Option<PathBuf> {
     }
     Some(root)
 }
+
+/// The key stored in `home` for `session`, as `secagg context show --reveal-key` prints it.
+pub fn revealed_key(home: &Path, session: &str) -> String {
+    let shown = secagg(
+        home,
+        &[
+            "context",
+            "show",
+            session,
+            "--reveal-key",
+            "--format",
+            "json",
+        ],
+    );
+    shown.ok();
+    shown.json()["key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no key in {}", shown.stdout))
+        .to_owned()
+}
