@@ -21,6 +21,26 @@ fn session_run(fed: &Federation, extra: &[&str]) -> Run {
     secagg(researcher(fed), &args)
 }
 
+/// Waits for a `session run` that a stopped node must make fail fast: it ends within `bound` of
+/// `spawned` as a peer failure; returns its stderr and its JSON report.
+fn failed_fast_by_a_node(
+    run: Child,
+    spawned: Instant,
+    bound: Duration,
+) -> (String, serde_json::Value) {
+    let out = run.wait_with_output().unwrap();
+    let elapsed = spawned.elapsed();
+    assert!(elapsed < bound, "took {elapsed:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(ErrorKind::PeerFailure.exit_code()),
+        "{stderr}"
+    );
+    let report = serde_json::from_slice(&out.stdout).unwrap();
+    (stderr, report)
+}
+
 /// `session run --all` (JSON) at the researcher, in the background, its output piped.
 fn spawn_session_run(fed: &Federation, timeout: &str) -> Child {
     secagg_command()
@@ -340,18 +360,10 @@ fn sigterm_past_the_grace_period_aborts_the_session_and_leaves_no_key() {
     a1.signal("TERM");
     assert_eq!(a1.wait(Duration::from_secs(15)), Some(0));
     assert!(stopped.elapsed() < Duration::from_secs(5));
-    let out = run.wait_with_output().unwrap();
-    // The node's failure report cancels the researcher's side at once: a peer failure naming
-    // the node and its reason, long before the 30 s deadline (whether or not the researcher's
-    // connection reached the agent before it stopped listening).
-    let elapsed = spawned.elapsed();
-    assert!(elapsed < Duration::from_secs(12), "took {elapsed:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(ErrorKind::PeerFailure.exit_code()),
-        "{stderr}"
-    );
+    // The node's abort fails the researcher's side at once: a peer failure naming the node and
+    // its reason, long before the 30 s deadline (whether or not the researcher's connection
+    // reached the agent before it stopped listening).
+    let (stderr, j) = failed_fast_by_a_node(run, spawned, Duration::from_secs(12));
     // Its reason is in the error whichever came first: its own abort on the connection the
     // session ran on with the researcher, or the abort of another party that saw it go.
     assert!(
@@ -364,7 +376,6 @@ fn sigterm_past_the_grace_period_aborts_the_session_and_leaves_no_key() {
         )),
         "{stderr}"
     );
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_nobody_stored(&fed, j["session_id"].as_str().unwrap());
     assert!(
         a1.log_text().contains("aborting 1 session(s)"),
@@ -393,15 +404,7 @@ fn sigterm_past_the_grace_period_while_connecting_tells_the_researcher_why() {
     std::thread::sleep(Duration::from_millis(300));
     a1.signal("TERM");
     assert_eq!(a1.wait(Duration::from_secs(15)), Some(0));
-    let out = run.wait_with_output().unwrap();
-    let elapsed = spawned.elapsed();
-    assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(ErrorKind::PeerFailure.exit_code()),
-        "{stderr}"
-    );
+    let (stderr, j) = failed_fast_by_a_node(run, spawned, Duration::from_secs(8));
     assert!(
         stderr.contains(&format!(
             "{} aborted the session, reporting: \\\"session",
@@ -412,7 +415,6 @@ fn sigterm_past_the_grace_period_while_connecting_tells_the_researcher_why() {
         )),
         "{stderr}"
     );
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let session = j["session_id"].as_str().unwrap();
     // Its row says so too (the other node's row: no report, the session failed first).
     let row = |id: &str| {

@@ -183,19 +183,7 @@ fn payload_of(roster: &Path) -> serde_json::Value {
 }
 
 fn key_of(home: &Path, session: &str) -> num_bigint::BigInt {
-    let r = secagg(
-        home,
-        &[
-            "context",
-            "show",
-            session,
-            "--reveal-key",
-            "--format",
-            "json",
-        ],
-    );
-    r.ok();
-    r.json()["key"].as_str().unwrap().parse().unwrap()
+    support::revealed_key(home, session).parse().unwrap()
 }
 
 #[test]

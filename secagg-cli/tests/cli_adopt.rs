@@ -65,25 +65,6 @@ fn register(home: &Path, cert: &Path, id: &str, port: u16) {
     .ok();
 }
 
-fn revealed_key(home: &Path, session: &str) -> String {
-    secagg(
-        home,
-        &[
-            "context",
-            "show",
-            session,
-            "--reveal-key",
-            "--format",
-            "json",
-        ],
-    )
-    .ok()
-    .json()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 /// The migration the issue asks for: a researcher and a node adopt their Fed-BioMed identities;
 /// a third party registered their Fed-BioMed certificates *before* the migration and registers
 /// nothing again; the session runs with Fed-BioMed's `secagg_<uuid>` id at one party and the bare

@@ -177,25 +177,7 @@ fn custom_party_ids_need_the_option_and_then_register_and_negotiate() {
     for e in run_parties(&cmds, duration("60s")) {
         assert_eq!(e.code(), Some(0), "{}", e.stderr);
     }
-    let key = |home: &Path| -> num_bigint::BigInt {
-        secagg(
-            home,
-            &[
-                "context",
-                "show",
-                &session,
-                "--reveal-key",
-                "--format",
-                "json",
-            ],
-        )
-        .ok()
-        .json()["key"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
+    let key = |home: &Path| -> num_bigint::BigInt { revealed_key(home, &session).parse().unwrap() };
     let total = key(&researcher) + key(&n1) + key(&n2);
     assert_eq!(total, num_bigint::BigInt::from(0), "sk0 + sk1 + sk2");
 
