@@ -79,13 +79,7 @@ impl Engine for NativeEngine {
     }
 
     fn negotiate(&self, plan: NegotiationPlan, sink: &mut dyn KeySink) -> Result<Outcome> {
-        // One thread is plenty: the work is a handful of TLS handshakes and big-number
-        // operations, and parties are separate processes (or threads in tests and the bench).
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("while starting the negotiation runtime", e))?;
-        rt.block_on(negotiate_async(plan, sink))
+        runtime()?.block_on(negotiate_async(plan, sink))
     }
 
     fn negotiate_cancellable(
@@ -94,11 +88,7 @@ impl Engine for NativeEngine {
         sink: &mut dyn KeySink,
         cancel: &CancelFlag,
     ) -> Result<Outcome> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("while starting the negotiation runtime", e))?;
-        rt.block_on(negotiate_routed(
+        runtime()?.block_on(negotiate_routed(
             plan,
             sink,
             None,
@@ -107,6 +97,16 @@ impl Engine for NativeEngine {
             Some(cancel),
         ))
     }
+}
+
+/// The private runtime of [`NativeEngine`]'s blocking calls. One thread is plenty: the work is a
+/// handful of TLS handshakes and big-number operations, and parties are separate processes (or
+/// threads in tests and the bench).
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("while starting the negotiation runtime", e))
 }
 
 /// How often a negotiation looks at its cancel flag while it waits.

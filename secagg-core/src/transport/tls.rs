@@ -252,14 +252,24 @@ pub fn server_config(
     verifier: Arc<PinnedClientVerifier>,
     provider: &Arc<CryptoProvider>,
 ) -> Result<Arc<ServerConfig>> {
+    let mut config = pinned_server_config(me, verifier, provider)?;
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
+
+/// TLS 1.3 only, the pinned client verifier, `me`'s certificate, no server-side session cache.
+fn pinned_server_config(
+    me: &LocalIdentity,
+    verifier: Arc<PinnedClientVerifier>,
+    provider: &Arc<CryptoProvider>,
+) -> Result<ServerConfig> {
     let mut config = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(version_error)?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(AlwaysPresent(me.certified.clone())));
-    config.send_tls13_tickets = 0;
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    Ok(Arc::new(config))
+    Ok(config)
 }
 
 /// [`server_config`] that issues session tickets from `ticketer` (a party agent's acceptor: its
@@ -271,12 +281,7 @@ pub fn server_config_resumable(
     provider: &Arc<CryptoProvider>,
     ticketer: Arc<dyn ProducesTickets>,
 ) -> Result<Arc<ServerConfig>> {
-    let mut config = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(version_error)?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(Arc::new(AlwaysPresent(me.certified.clone())));
-    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    let mut config = pinned_server_config(me, verifier, provider)?;
     config.ticketer = ticketer;
     config.send_tls13_tickets = 2;
     Ok(Arc::new(config))
