@@ -597,18 +597,7 @@ fn roster_pull_fetches_the_latest_roster_from_the_researchers_agent() {
     )
     .ok();
     let bundle = dir.path().join("newcomer.json");
-    secagg(
-        &newcomer,
-        &[
-            "certificate",
-            "registration-instructions",
-            "--format",
-            "json",
-            "-o",
-            bundle.to_str().unwrap(),
-        ],
-    )
-    .ok();
+    support::export_bundle(&newcomer, &bundle);
     secagg(
         researcher(&fed),
         &[
@@ -895,26 +884,26 @@ fn mp_spdz_refusals_an_exhausted_port_range_and_an_agent_without_mp_spdz() {
 #[test]
 fn session_run_through_agents_over_a_real_wireguard_tunnel() {
     use support::wg_lab::{
-        parties_at_vpn_addresses, received_per_peer, run_bounded, standard_clients, unsupported,
-        Lab, Tunnel,
+        parties_at_vpn_addresses, received_per_peer, run_bounded, standard_lab, StandardLab, Tunnel,
     };
     let started = Instant::now();
     // Interface and namespace names must differ from e2e_vpn_tunnel's, which may run at the
     // same time in another process (they are tagged by process id, and this one by "a" too).
     let tag = format!("a{}", std::process::id());
-    if let Some(reason) = unsupported(&format!("sgprobe{tag}")) {
-        println!("skipped: {reason}");
+    let Some(StandardLab {
+        dir,
+        mut lab,
+        clients,
+        tunnel: Tunnel {
+            srv_ns,
+            srv_if,
+            vpn_ips,
+        },
+    }) = standard_lab(&tag)
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let root = dir.path();
-    let mut lab = Lab::new();
-    let clients = standard_clients(&tag);
-    let Tunnel {
-        srv_ns,
-        srv_if,
-        vpn_ips,
-    } = lab.build_tunnel(root, &tag, &clients);
     let homes = parties_at_vpn_addresses(root, &clients, &vpn_ips);
     let tunnel_ready = started.elapsed();
 

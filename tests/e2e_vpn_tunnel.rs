@@ -21,8 +21,8 @@ use secagg_core::home::Home;
 mod support;
 
 use support::wg_lab::{
-    check, must, parties_at_vpn_addresses, received_per_peer, socket_path, standard_clients,
-    unsupported, wait_bounded, Lab, Tunnel,
+    check, must, parties_at_vpn_addresses, received_per_peer, socket_path, standard_lab,
+    wait_bounded, StandardLab, Tunnel,
 };
 
 #[test]
@@ -30,20 +30,20 @@ fn negotiation_over_a_real_wireguard_tunnel() {
     let started = Instant::now();
     let pid = std::process::id();
     let tag = format!("{pid}");
-    if let Some(reason) = unsupported(&format!("sgprobe{tag}")) {
-        println!("skipped: {reason}");
+    let Some(StandardLab {
+        dir,
+        mut lab,
+        clients,
+        tunnel: Tunnel {
+            srv_ns,
+            srv_if,
+            vpn_ips,
+        },
+    }) = standard_lab(&tag)
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let root = dir.path();
-    let mut lab = Lab::new();
-
-    let clients = standard_clients(&tag);
-    let Tunnel {
-        srv_ns,
-        srv_if,
-        vpn_ips,
-    } = lab.build_tunnel(root, &tag, &clients);
     assert_eq!(vpn_ips, ["10.222.0.2", "10.221.0.2", "10.221.0.3"]);
     let tunnel_ready = started.elapsed();
 

@@ -117,18 +117,7 @@ fn custom_party_ids_need_the_option_and_then_register_and_negotiate() {
 
     // A bundle with a custom id: refused without the option, registered with it.
     let bundle = dir.path().join("mylab.json");
-    secagg(
-        &researcher,
-        &[
-            "certificate",
-            "registration-instructions",
-            "--format",
-            "json",
-            "-o",
-            bundle.to_str().unwrap(),
-        ],
-    )
-    .ok();
+    export_bundle(&researcher, &bundle);
     let bundle = bundle.to_str().unwrap();
     secagg(&n2, &["certificate", "register", "--bundle", bundle])
         .fails_with(3, "--allow-custom-id");

@@ -495,18 +495,7 @@ fn bundle_round_trip_and_tampered_bundle() {
     let a = node_home(dir.path(), "a");
     let b = node_home(dir.path(), "b");
     let bundle = dir.path().join("a.json");
-    secagg(
-        &a,
-        &[
-            "certificate",
-            "registration-instructions",
-            "--format",
-            "json",
-            "-o",
-            bundle.to_str().unwrap(),
-        ],
-    )
-    .ok();
+    export_bundle(&a, &bundle);
     let fp = secagg(&a, &["identity", "show", "--format", "json"])
         .ok()
         .json()["fingerprint"]

@@ -334,3 +334,20 @@ pub fn revealed_key(home: &Path, session: &str) -> String {
         .unwrap_or_else(|| panic!("no key in {}", shown.stdout))
         .to_owned()
 }
+
+/// Writes the registration bundle of the party in `home` to `out`
+/// (`secagg certificate registration-instructions --format json -o OUT`), which must succeed.
+pub fn export_bundle(home: &Path, out: &Path) {
+    secagg(
+        home,
+        &[
+            "certificate",
+            "registration-instructions",
+            "--format",
+            "json",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    )
+    .ok();
+}

@@ -265,6 +265,36 @@ pub fn standard_clients(tag: &str) -> Vec<Client> {
     ]
 }
 
+/// The standard lab of a test: [`standard_clients`] tagged by `tag`, their tunnel up, in a new
+/// temporary directory.
+pub struct StandardLab {
+    /// Where the homes and logs go.
+    pub dir: tempfile::TempDir,
+    pub lab: Lab,
+    pub clients: Vec<Client>,
+    pub tunnel: Tunnel,
+}
+
+/// [`StandardLab`], or `None` where the lab cannot run here (the reason printed: the test is
+/// skipped). Destructure it with `dir` first, so that the lab (its processes, daemons and
+/// namespaces) goes before the directory.
+pub fn standard_lab(tag: &str) -> Option<StandardLab> {
+    if let Some(reason) = unsupported(&format!("sgprobe{tag}")) {
+        println!("skipped: {reason}");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new();
+    let clients = standard_clients(tag);
+    let tunnel = lab.build_tunnel(dir.path(), tag, &clients);
+    Some(StandardLab {
+        dir,
+        lab,
+        clients,
+        tunnel,
+    })
+}
+
 /// The server's side of a built tunnel.
 pub struct Tunnel {
     /// The server's namespace.
