@@ -876,6 +876,139 @@ fn mp_spdz_refusals_an_exhausted_port_range_and_an_agent_without_mp_spdz() {
     drop(held);
 }
 
+/// Starts `secagg serve` for `home` inside namespace `ns`, its log at `log`, and waits until it
+/// listens. The process joins the lab (killed when the lab goes); returns its index there.
+fn serve_in_namespace(lab: &mut support::wg_lab::Lab, ns: &str, home: &Path, log: &Path) -> usize {
+    let child = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, support::bin(), "--home"])
+        .arg(home)
+        .arg("serve")
+        .env_remove("MPSPDZ_IP")
+        .env_remove("MPSPDZ_PORT")
+        .env_remove("SECAGG_HOME")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("spawn secagg serve in its namespace");
+    lab.processes.push(child);
+    let until = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains("listening:")
+    {
+        assert!(
+            Instant::now() < until,
+            "agent never listened: {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    lab.processes.len() - 1
+}
+
+/// `secagg --home HOME ARGS` inside namespace `ns` (bounded to 60 s).
+fn secagg_in_namespace(ns: &str, home: &Path, args: &[&str]) -> std::process::Output {
+    let mut c = std::process::Command::new("ip");
+    c.args(["netns", "exec", ns, support::bin(), "--home"])
+        .arg(home)
+        .args(args)
+        .env_remove("MPSPDZ_IP")
+        .env_remove("MPSPDZ_PORT")
+        .env_remove("SECAGG_HOME");
+    support::wg_lab::run_bounded(c, Duration::from_secs(60))
+}
+
+/// The lab's parties as a [`Federation`] (for [`assert_verified`]).
+fn lab_federation(
+    root: &Path,
+    clients: &[support::wg_lab::Client],
+    homes: &[std::path::PathBuf],
+) -> Federation {
+    Federation {
+        dir: root.to_owned(),
+        parties: clients
+            .iter()
+            .zip(homes)
+            .map(|(c, home)| demo::DemoParty {
+                party_id: c.party_id.to_owned(),
+                home: secagg_core::home::Home::new(home),
+            })
+            .collect(),
+    }
+}
+
+/// The lab's researcher runs `session run` over its nodes in the order of the lab (so the first
+/// node dials the second); the session must succeed with keys that sum to 0.
+fn verified_lab_session(
+    researcher_ns: &str,
+    fed: &Federation,
+) -> (serde_json::Value, std::time::Duration) {
+    let nodes: Vec<&str> = fed.parties[1..]
+        .iter()
+        .map(|p| p.party_id.as_str())
+        .collect();
+    let started = Instant::now();
+    let run = secagg_in_namespace(
+        researcher_ns,
+        fed.parties[0].home.root(),
+        &[
+            "session",
+            "run",
+            "--parties",
+            &nodes.join(","),
+            "--format",
+            "json",
+            "--timeout",
+            "30s",
+        ],
+    );
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_verified(fed, report["session_id"].as_str().unwrap());
+    (report, took)
+}
+
+/// Each node agent's connection counters (in party order), from a `federation check` that the
+/// lab's researcher runs in its namespace; every agent must answer, pinned both ways.
+fn lab_connection_counts(researcher_ns: &str, fed: &Federation) -> Vec<serde_json::Value> {
+    let check = secagg_in_namespace(
+        researcher_ns,
+        fed.parties[0].home.root(),
+        &["federation", "check", "--format", "json"],
+    );
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let rows = rows["parties"].as_array().unwrap();
+    for row in rows {
+        assert_eq!(row["mutual_tls"], true, "{row}");
+        assert!(
+            row["endpoint"].as_str().unwrap().starts_with("10.221."),
+            "{row}"
+        );
+    }
+    fed.parties[1..]
+        .iter()
+        .map(|p| {
+            rows.iter()
+                .find(|r| r["party_id"] == p.party_id.as_str())
+                .unwrap_or_else(|| panic!("no check row for {}", p.party_id))["connections"]
+                .clone()
+        })
+        .collect()
+}
+
 /// `session run` through node agents over a real WireGuard tunnel: the researcher and each node
 /// in its own network namespace (the lab of `tests/e2e_vpn_tunnel.rs`, `support::wg_lab`),
 /// registered at their VPN addresses; the agents run in the nodes' namespaces, `federation
@@ -884,7 +1017,7 @@ fn mp_spdz_refusals_an_exhausted_port_range_and_an_agent_without_mp_spdz() {
 #[test]
 fn session_run_through_agents_over_a_real_wireguard_tunnel() {
     use support::wg_lab::{
-        parties_at_vpn_addresses, received_per_peer, run_bounded, standard_lab, StandardLab, Tunnel,
+        parties_at_vpn_addresses, received_per_peer, standard_lab, StandardLab, Tunnel,
     };
     let started = Instant::now();
     // Interface and namespace names must differ from e2e_vpn_tunnel's, which may run at the
@@ -908,99 +1041,18 @@ fn session_run_through_agents_over_a_real_wireguard_tunnel() {
     let tunnel_ready = started.elapsed();
 
     // Each node's agent in its namespace, on its VPN endpoint.
-    let mut logs = Vec::new();
     for (c, home) in clients.iter().zip(&homes).skip(1) {
         let log = root.join(format!("agent-{}.log", c.party_id));
-        let child = std::process::Command::new("ip")
-            .args(["netns", "exec", &c.ns, support::bin(), "--home"])
-            .arg(home)
-            .arg("serve")
-            .env_remove("MPSPDZ_IP")
-            .env_remove("MPSPDZ_PORT")
-            .env_remove("SECAGG_HOME")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn secagg serve in its namespace");
-        lab.processes.push(child);
-        logs.push(log);
+        serve_in_namespace(&mut lab, &c.ns, home, &log);
     }
-    for log in &logs {
-        let until = Instant::now() + Duration::from_secs(20);
-        while !std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .contains("listening:")
-        {
-            assert!(
-                Instant::now() < until,
-                "agent never listened: {}",
-                log.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    let in_researcher_ns = |args: &[&str]| {
-        let mut c = std::process::Command::new("ip");
-        c.args(["netns", "exec", &clients[0].ns, support::bin(), "--home"])
-            .arg(&homes[0])
-            .args(args)
-            .env_remove("MPSPDZ_IP")
-            .env_remove("MPSPDZ_PORT")
-            .env_remove("SECAGG_HOME");
-        run_bounded(c, Duration::from_secs(60))
-    };
+    let fed = lab_federation(root, &clients, &homes);
 
     // Every agent answers through the tunnel, pinned both ways.
-    let check = in_researcher_ns(&["federation", "check", "--format", "json"]);
-    let stdout = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        check.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let rows: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    for row in rows["parties"].as_array().unwrap() {
-        assert_eq!(row["mutual_tls"], true, "{row}");
-        assert!(
-            row["endpoint"].as_str().unwrap().starts_with("10.221."),
-            "{row}"
-        );
-    }
+    lab_connection_counts(&clients[0].ns, &fed);
 
     // One session, driven from the researcher's namespace.
     let before = received_per_peer(&srv_ns, &srv_if);
-    let run_started = Instant::now();
-    let run = in_researcher_ns(&[
-        "session",
-        "run",
-        "--all",
-        "--format",
-        "json",
-        "--timeout",
-        "30s",
-    ]);
-    let run_ms = run_started.elapsed().as_millis();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    let session = report["session_id"].as_str().unwrap();
-    let federation = Federation {
-        dir: root.to_owned(),
-        parties: clients
-            .iter()
-            .zip(&homes)
-            .map(|(c, home)| demo::DemoParty {
-                party_id: c.party_id.to_owned(),
-                home: secagg_core::home::Home::new(home),
-            })
-            .collect(),
-    };
-    assert_verified(&federation, session);
+    let (_, took) = verified_lab_session(&clients[0].ns, &fed);
 
     // The session's traffic crossed the tunnel: the server received bytes from every peer (the
     // nodes' connections to each other are forwarded by it).
@@ -1014,9 +1066,104 @@ fn session_run_through_agents_over_a_real_wireguard_tunnel() {
         );
     }
     println!(
-        "measured: tunnel up in {:.1} s; session run through the agents over WireGuard {run_ms} ms (process start included)",
-        tunnel_ready.as_secs_f64()
+        "measured: tunnel up in {:.1} s; session run through the agents over WireGuard {} ms (process start included)",
+        tunnel_ready.as_secs_f64(),
+        took.as_millis()
     );
+}
+
+/// A kept node-to-node connection whose peer vanished without a word (its host lost power: no
+/// FIN and no reset ever reached the node that keeps it) is found dead when the next session
+/// tries it and is replaced by a fresh dial, and that session succeeds. On loopback a killed
+/// agent's close always arrives and the idle watch drops the connection first; only a cut link
+/// reaches this fallback of `transport::pool` with real agents. Same lab and skips as
+/// [`session_run_through_agents_over_a_real_wireguard_tunnel`].
+#[test]
+fn a_kept_connection_to_a_node_that_lost_power_is_redialed_and_the_next_session_succeeds() {
+    use support::wg_lab::{
+        must, ns_exec, parties_at_vpn_addresses, probe_tunnel, standard_lab, StandardLab, Tunnel,
+    };
+    let tag = format!("p{}", std::process::id());
+    let Some(StandardLab {
+        dir,
+        mut lab,
+        clients,
+        tunnel: Tunnel { vpn_ips, .. },
+    }) = standard_lab(&tag)
+    else {
+        return;
+    };
+    let root = dir.path();
+    let homes = parties_at_vpn_addresses(root, &clients, &vpn_ips);
+    let mut agent_at = Vec::new();
+    for (c, home) in clients.iter().zip(&homes).skip(1) {
+        let log = root.join(format!("agent-{}.log", c.party_id));
+        agent_at.push(serve_in_namespace(&mut lab, &c.ns, home, &log));
+    }
+    let fed = lab_federation(root, &clients, &homes);
+    let researcher_ns = clients[0].ns.as_str();
+
+    // The first node dials the second and keeps the connection after the clean end (which the
+    // two nodes finish shortly after the researcher has its result).
+    verified_lab_session(researcher_ns, &fed);
+    let until = Instant::now() + Duration::from_secs(10);
+    let counts = loop {
+        let counts = lab_connection_counts(researcher_ns, &fed);
+        if counts[0]["idle_dialed"] == 1 && counts[1]["idle_accepted"] == 1 {
+            break counts;
+        }
+        assert!(Instant::now() < until, "nothing kept: {counts:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(counts[0]["dialed"], 1, "{counts:?}");
+
+    // The second node's host loses power: its link goes first, so nothing the dying agent's
+    // kernel sends gets out; then its TCP sockets go the way a reboot takes them (`ss -K`
+    // destroys the killed agent's orphans, which would otherwise retry their FIN for minutes).
+    let lost = &clients[2];
+    let veth = format!("vc{}x{tag}", lost.underlay);
+    must("ip", &["-n", &lost.ns, "link", "set", &veth, "down"]);
+    let agent = &mut lab.processes[agent_at[1]];
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    ns_exec(&lost.ns, &["ss", "-K", "-t", "state", "all"]);
+    let left = ns_exec(&lost.ns, &["ss", "-H", "-t", "-a"]);
+    assert_eq!(left.trim(), "", "TCP sockets survived the power cut");
+    // Power back: the link and its route, the tunnel, and the agent.
+    must("ip", &["-n", &lost.ns, "link", "set", &veth, "up"]);
+    let gw = format!("172.31.{}.1", lost.underlay);
+    must(
+        "ip",
+        &[
+            "-n",
+            &lost.ns,
+            "route",
+            "replace",
+            "172.30.0.1/32",
+            "via",
+            &gw,
+        ],
+    );
+    probe_tunnel(&lost.ns, "10.220.0.1", &lost.iface);
+    let log = root.join(format!("agent-{}-after-power-cut.log", lost.party_id));
+    serve_in_namespace(&mut lab, &lost.ns, &homes[2], &log);
+
+    // The first node never heard of it: it still keeps the connection as alive (else this test
+    // would not reach the fallback it pins).
+    let counts = lab_connection_counts(researcher_ns, &fed);
+    assert_eq!(counts[0]["idle_dialed"], 1, "{counts:?}");
+    assert_eq!(counts[0]["stale"], 0, "{counts:?}");
+
+    // The next session tries the dead connection (the restarted host answers its hello with a
+    // reset), dials anew and succeeds; the one after runs on the new connection.
+    verified_lab_session(researcher_ns, &fed);
+    let counts = lab_connection_counts(researcher_ns, &fed);
+    assert_eq!(counts[0]["stale"], 1, "{counts:?}");
+    assert_eq!(counts[0]["dialed"], 2, "{counts:?}");
+    verified_lab_session(researcher_ns, &fed);
+    let counts = lab_connection_counts(researcher_ns, &fed);
+    assert_eq!(counts[0]["reused"], 1, "{counts:?}");
+    assert_eq!(counts[0]["dialed"], 2, "{counts:?}");
 }
 
 /// A node whose `shamir-party.x` fails ends the MP-SPDZ session at once: the researcher's own
