@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use secagg_core::demo::{self, Federation};
 use secagg_core::ErrorKind;
-use support::{secagg_command as secagg, Exit};
+use support::{processes_mentioning, secagg_command as secagg, secret_leftovers, Exit};
 
 mod support;
 
@@ -26,56 +26,6 @@ fn spawn_party(home: &Path, root: &Path, session: &str, parties: &str, timeout: 
         root.as_os_str(),
     ];
     support::spawn_negotiate(home, session, parties, timeout, &engine)
-}
-
-/// Live processes whose command line mentions `needle` (e.g. the federation directory).
-fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        if (cmd.contains(needle) || cwd.contains(needle))
-            && secagg_core::processes::process_alive(pid)
-        {
-            out.push((pid, cmd));
-        }
-    }
-    out
-}
-
-/// Files anywhere under the federation's homes that hold secrets MP-SPDZ or secagg's run left.
-fn secret_leftovers(fed: &Federation) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            let name = e.file_name().to_string_lossy().into_owned();
-            if p.is_dir() && !p.is_symlink() {
-                walk(&p, out);
-            } else if name.starts_with("Memory-")
-                || name.starts_with("Input-P")
-                || name.starts_with("Output-P")
-                || (name.ends_with(".key") && name.starts_with('P'))
-            {
-                out.push(p);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for p in &fed.parties {
-        walk(&p.home.root().join("runs"), &mut out);
-    }
-    out
 }
 
 fn run_session(fed: &Federation, root: &Path, timeout: &str) -> (String, Vec<Exit>, Duration) {

@@ -298,6 +298,54 @@ pub fn mpspdz_double_root(dir: &Path) -> PathBuf {
     root
 }
 
+/// Live processes whose command line mentions `needle` (e.g. the federation directory).
+pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        if (cmd.contains(needle) || cwd.contains(needle)) && processes::process_alive(pid) {
+            out.push((pid, cmd));
+        }
+    }
+    out
+}
+
+/// Files anywhere under the federation's homes that hold secrets MP-SPDZ or secagg's run left.
+pub fn secret_leftovers(fed: &Federation) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if p.is_dir() && !p.is_symlink() {
+                walk(&p, out);
+            } else if name.starts_with("Memory-")
+                || name.starts_with("Input-P")
+                || name.starts_with("Output-P")
+                || (name.ends_with(".key") && name.starts_with('P'))
+            {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for p in &fed.parties {
+        walk(&p.home.root().join("runs"), &mut out);
+    }
+    out
+}
+
 /// The real MP-SPDZ build of `MPSPDZ_ROOT`, or `None` after printing why a test is skipped.
 pub fn real_mpspdz_root() -> Option<PathBuf> {
     let Some(root) = std::env::var_os("MPSPDZ_ROOT").filter(|v| !v.is_empty()) else {

@@ -934,18 +934,18 @@ pub fn run_session_with(
                         "session {session_id} failed at {}: {}; the researcher stopped its side at once and stored no server key",
                         c.party, c.reason
                     );
-                    let others: Vec<&String> = node_errors
+                    // The other nodes ended because of it: one short word each (their rows
+                    // carry the whole chain of why, which would repeat the session id and the
+                    // cause once per node here).
+                    let others: Vec<String> = rows[1..]
                         .iter()
-                        .filter(|m| !m.starts_with(&format!("{}:", c.party)))
+                        .filter(|r| r.party_id != c.party)
+                        .map(|r| format!("{} (key: {})", r.party_id, r.key))
                         .collect();
                     if !others.is_empty() {
                         message.push_str(&format!(
-                            "; the other nodes report: {}",
-                            others
-                                .iter()
-                                .map(|s| s.as_str())
-                                .collect::<Vec<_>>()
-                                .join("; ")
+                            "; the other nodes ended too: {}; each party's row says how",
+                            others.join(", ")
                         ));
                     }
                     let err = error_of_kind(c.kind, message);
