@@ -695,24 +695,34 @@ fn mpspdz_run_args(root: &str, port: u16, timeout: &str) -> Vec<String> {
     .to_vec()
 }
 
-/// Node agents started with `--mpspdz-ports` (one free single-port range each) and MP-SPDZ root
-/// `root`; returns them and the ports, the researcher's first (for `--mpspdz-port`).
-fn mpspdz_agents(fed: &Federation, root: &Path, env: &[(&str, &str)]) -> (Vec<Agent>, Vec<u16>) {
-    let ports: Vec<u16> = (0..fed.parties.len())
+/// A node agent for MP-SPDZ sessions: `secagg serve --mpspdz-ports PORT-PORT --mpspdz-root ROOT`
+/// plus `args`, with `env`.
+fn mpspdz_agent(home: &Path, port: u16, root: &Path, args: &[&str], env: &[(&str, &str)]) -> Agent {
+    let range = format!("{port}-{port}");
+    let mut all = vec![
+        "--mpspdz-ports",
+        &range,
+        "--mpspdz-root",
+        root.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    Agent::start(home, &all, env)
+}
+
+/// A free port for each party's `shamir-party.x`, the researcher's first (`--mpspdz-port`).
+fn mpspdz_ports(fed: &Federation) -> Vec<u16> {
+    (0..fed.parties.len())
         .map(|_| support::free_port())
-        .collect();
-    let root_s = root.to_str().unwrap();
+        .collect()
+}
+
+/// [`mpspdz_agent`]s for every node, each with `env`; returns them and [`mpspdz_ports`].
+fn mpspdz_agents(fed: &Federation, root: &Path, env: &[(&str, &str)]) -> (Vec<Agent>, Vec<u16>) {
+    let ports = mpspdz_ports(fed);
     let agents = fed.parties[1..]
         .iter()
         .zip(&ports[1..])
-        .map(|(p, port)| {
-            let range = format!("{port}-{port}");
-            Agent::start(
-                p.home.root(),
-                &["--mpspdz-ports", &range, "--mpspdz-root", root_s],
-                env,
-            )
-        })
+        .map(|(p, port)| mpspdz_agent(p.home.root(), *port, root, &[], env))
         .collect();
     (agents, ports)
 }
@@ -839,19 +849,7 @@ fn mp_spdz_an_agent_killed_mid_run_fails_the_session_by_name_with_real_mp_spdz()
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let runs = format!("{}/runs", victim.home.root().display());
-    let until = Instant::now() + Duration::from_secs(20);
-    let party_x = loop {
-        let procs = support::processes_mentioning(&runs);
-        if let Some((pid, _)) = procs.iter().find(|(_, c)| c.contains("shamir-party.x")) {
-            break *pid;
-        }
-        assert!(
-            Instant::now() < until,
-            "the victim's shamir-party.x never started"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let party_x = running_shamir_party(victim.home.root());
     agents[1].child.kill().unwrap();
     agents[1].child.wait().unwrap();
 
@@ -888,20 +886,7 @@ fn mp_spdz_an_agent_killed_mid_run_fails_the_session_by_name_with_real_mp_spdz()
             assert_eq!(c["state"], "unconfirmed", "{}", p.party_id);
         }
     }
-    // No shamir-party.x outlived its agent or its cancelled session (bounded: the kernel and
-    // the agents reap them within moments).
-    let federation_dir = dir.path().display().to_string();
-    let until = Instant::now() + Duration::from_secs(5);
-    while !support::processes_mentioning(&federation_dir).is_empty() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        !secagg_core::processes::process_alive(party_x),
-        "the victim's shamir-party.x survived"
-    );
-    let left = support::processes_mentioning(&federation_dir);
-    let left: Vec<_> = left.iter().filter(|(_, c)| !c.contains(" serve")).collect();
-    assert!(left.is_empty(), "processes left: {left:?}");
+    assert_no_shamir_party_left(dir.path(), party_x);
     let secrets = support::secret_leftovers(&fed);
     assert!(
         secrets.iter().all(|p| p.starts_with(victim.home.root())),
@@ -916,6 +901,108 @@ fn mp_spdz_an_agent_killed_mid_run_fails_the_session_by_name_with_real_mp_spdz()
         support::secret_leftovers(&fed),
         Vec::<std::path::PathBuf>::new()
     );
+}
+
+/// The pid of the `shamir-party.x` running in `home`'s run directory, once there is one (20 s
+/// at most).
+fn running_shamir_party(home: &Path) -> u32 {
+    let runs = format!("{}/runs", home.display());
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let procs = support::processes_mentioning(&runs);
+        if let Some((pid, _)) = procs.iter().find(|(_, c)| c.contains("shamir-party.x")) {
+            return *pid;
+        }
+        assert!(
+            Instant::now() < until,
+            "no shamir-party.x started in {runs}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// No `shamir-party.x` (`party_x` among them) is left under `dir` (bounded: the kernel and the
+/// agents reap them within moments); agents may still run.
+fn assert_no_shamir_party_left(dir: &Path, party_x: u32) {
+    let dir = dir.display().to_string();
+    let left = || -> Vec<(u32, String)> {
+        support::processes_mentioning(&dir)
+            .into_iter()
+            .filter(|(_, c)| !c.contains(" serve"))
+            .collect()
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    while !left().is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !secagg_core::processes::process_alive(party_x),
+        "shamir-party.x {party_x} survived"
+    );
+    assert_eq!(left(), Vec::new(), "processes left");
+}
+
+/// SIGTERM to a node agent while its real `shamir-party.x` runs (another node's agent holds the
+/// session back, so the run waits for it) and the grace period ends first: the agent kills its
+/// `shamir-party.x`, removes the run's secrets and exits 0; the researcher fails naming it, well
+/// before its deadline; no server key, no confirmed key, no process and no secret file anywhere.
+/// Real MP-SPDZ (`MPSPDZ_ROOT`); skipped, saying why, without it.
+#[test]
+fn mp_spdz_sigterm_past_the_grace_period_kills_the_run_and_leaves_no_secret_with_real_mp_spdz() {
+    let Some(root) = support::real_mpspdz_root() else {
+        return;
+    };
+    let (dir, fed) = federation(3);
+    mpspdz_session(&fed, &root, &[], "90s");
+
+    let ports = mpspdz_ports(&fed);
+    let home = |i: usize| fed.parties[i].home.root();
+    let mut victim = mpspdz_agent(home(1), ports[1], &root, &["--grace", "200ms"], &[]);
+    let _on_time = mpspdz_agent(home(2), ports[2], &root, &[], &[]);
+    let _late = mpspdz_agent(
+        home(3),
+        ports[3],
+        &root,
+        &[],
+        &[("SECAGG_FAULT", "agent-started:sleep=4000")],
+    );
+    let started = Instant::now();
+    let run = secagg_command()
+        .arg("--home")
+        .arg(researcher(&fed))
+        .args(mpspdz_run_args(root.to_str().unwrap(), ports[0], "60s"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let party_x = running_shamir_party(home(1));
+    victim.signal("TERM");
+    assert_eq!(victim.wait(Duration::from_secs(10)), Some(0));
+    let log = victim.log_text();
+    assert!(log.contains("aborting 1 session(s)"), "{log}");
+
+    let (stderr, report) = failed_fast_by_a_node(run, started, Duration::from_secs(20));
+    let victim_id = &fed.parties[1].party_id;
+    assert!(
+        stderr.contains(&format!(
+            "the agent of {victim_id} was stopped and aborted session"
+        )),
+        "{stderr}"
+    );
+    let session = report["session_id"].as_str().unwrap().to_owned();
+    assert_no_server_key(&fed, &session);
+    for p in &fed.parties[1..] {
+        if let Some(c) = context_of(&contexts(p.home.root()), &session) {
+            assert_eq!(c["state"], "unconfirmed", "{}", p.party_id);
+        }
+    }
+    assert_no_shamir_party_left(dir.path(), party_x);
+    // A stopped agent cleans up after itself: nothing secret is left, its own run included.
+    assert_eq!(
+        support::secret_leftovers(&fed),
+        Vec::<std::path::PathBuf>::new()
+    );
+    assert!(!home(1).join("runs").join(&session).exists());
 }
 
 /// MP-SPDZ sessions need a free port of the agent's range: an exhausted range (its one port held
@@ -1289,25 +1376,15 @@ fn mp_spdz_a_failing_node_ends_the_session_at_once() {
     let (dir, fed) = federation(3);
     let root = support::mpspdz_double_root(dir.path());
     let root_s = root.to_str().unwrap();
-    let ports: Vec<u16> = (0..fed.parties.len())
-        .map(|_| support::free_port())
-        .collect();
+    let ports = mpspdz_ports(&fed);
+    let fail = [("SECAGG_MPSPDZ_DOUBLE_FAIL", "1")];
     let _agents: Vec<Agent> = fed.parties[1..]
         .iter()
         .zip(&ports[1..])
         .enumerate()
         .map(|(i, (p, port))| {
-            let range = format!("{port}-{port}");
-            let env: &[(&str, &str)] = if i == 0 {
-                &[("SECAGG_MPSPDZ_DOUBLE_FAIL", "1")]
-            } else {
-                &[]
-            };
-            Agent::start(
-                p.home.root(),
-                &["--mpspdz-ports", &range, "--mpspdz-root", root_s],
-                env,
-            )
+            let env: &[(&str, &str)] = if i == 0 { &fail } else { &[] };
+            mpspdz_agent(p.home.root(), *port, &root, &[], env)
         })
         .collect();
     let started = Instant::now();
