@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import threading
 import time
@@ -310,14 +311,20 @@ def _mpspdz_double(root: Path) -> Path:
     return dst
 
 
-def test_session_run_with_mp_spdz_through_agents_test_double(tmp_path, agents):
+@pytest.mark.parametrize("build", ["test double", "real MP-SPDZ"])
+def test_session_run_with_mp_spdz_through_agents(tmp_path, agents, build):
+    if build == "real MP-SPDZ":
+        if not os.environ.get("MPSPDZ_ROOT"):
+            pytest.skip("MPSPDZ_ROOT is not set (an MP-SPDZ v0.3.4 build with GFP_MOD_SZ=33)")
+        mpspdz = Path(os.environ["MPSPDZ_ROOT"])
+    else:
+        mpspdz = _mpspdz_double(tmp_path)
     researcher, homes, _, _, _ = _roster_federation(tmp_path, 2)
-    double = _mpspdz_double(tmp_path)
     ports = free_ports(3)
     for h, port in zip(homes, ports[1:]):
-        agents(h, "--mpspdz-ports", f"{port}-{port}", "--mpspdz-root", str(double))
+        agents(h, "--mpspdz-ports", f"{port}-{port}", "--mpspdz-root", str(mpspdz))
     report = researcher.session_run(
-        all=True, engine="mp-spdz", mpspdz_root=double, mpspdz_port=ports[0], timeout=30
+        all=True, engine="mp-spdz", mpspdz_root=mpspdz, mpspdz_port=ports[0], timeout=60
     )
     assert report["ok"] is True and report["engine"] == "mp-spdz", report
     assert all(p["state"] == "confirmed" for p in report["parties"]), report
