@@ -8,6 +8,10 @@
 //! sitting, `SECAGG_BENCH_BIN` runs another `secagg` binary (agents and `session run`) and
 //! `SECAGG_BENCH_AGENT_ARGS` adds arguments to every `secagg serve` (e.g.
 //! `--keep-connections 0s`).
+//!
+//! With `MPSPDZ_ROOT` pointing at an MP-SPDZ v0.3.4 build (`GFP_MOD_SZ=33`), the agents also run
+//! MP-SPDZ sessions and each size up to 30 parties is measured with `--engine mp-spdz` too (the
+//! program compiled once per size by the warm-up session, as an operator's second session finds it).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -35,13 +39,38 @@ impl Drop for Agent {
     }
 }
 
-fn start_agent(home: &Path) -> (Agent, PathBuf) {
+/// The MP-SPDZ build to measure too (`MPSPDZ_ROOT`), if any.
+fn mpspdz_root() -> Option<PathBuf> {
+    std::env::var_os("MPSPDZ_ROOT")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Largest federation measured with MP-SPDZ (4 TLS connections per pair of `shamir-party.x`).
+const MPSPDZ_MAX_PARTIES: usize = 30;
+
+/// First port of the `shamir-party.x` port ranges: agent k takes `MPSPDZ_PORT_BASE + 4k` to
+/// `+ 4k + 3`, the researcher `MPSPDZ_PORT_BASE - 1`.
+const MPSPDZ_PORT_BASE: u16 = 21_001;
+
+fn start_agent(home: &Path, k: usize, mpspdz: Option<&Path>) -> (Agent, PathBuf) {
     let log = home.with_extension("agent.log");
     let extra = std::env::var("SECAGG_BENCH_AGENT_ARGS").unwrap_or_default();
+    let mut mpspdz_args = Vec::new();
+    if let Some(root) = mpspdz {
+        let first = MPSPDZ_PORT_BASE + 4 * k as u16;
+        mpspdz_args.extend([
+            "--mpspdz-ports".to_owned(),
+            format!("{first}-{}", first + 3),
+            "--mpspdz-root".to_owned(),
+            root.display().to_string(),
+        ]);
+    }
     let child = secagg()
         .arg("--home")
         .arg(home)
         .args(["serve", "--max-sessions", "64"])
+        .args(&mpspdz_args)
         .args(extra.split_whitespace())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -67,8 +96,20 @@ fn wait_listening(log: &Path) {
     panic!("agent never started: {}", log.display());
 }
 
-/// One `session run --all`; returns its wall time and the session id it reports.
-fn session_run(researcher: &Path) -> (Duration, String) {
+/// One `session run --all` (with MP-SPDZ when `mpspdz` is given); returns its wall time and the
+/// session id it reports.
+fn session_run(researcher: &Path, mpspdz: Option<&Path>) -> (Duration, String) {
+    let mut engine = Vec::new();
+    if let Some(root) = mpspdz {
+        engine.extend([
+            "--engine".to_owned(),
+            "mp-spdz".to_owned(),
+            "--mpspdz-root".to_owned(),
+            root.display().to_string(),
+            "--mpspdz-port".to_owned(),
+            (MPSPDZ_PORT_BASE - 1).to_string(),
+        ]);
+    }
     let started = Instant::now();
     let out = secagg()
         .arg("--home")
@@ -82,6 +123,7 @@ fn session_run(researcher: &Path) -> (Duration, String) {
             "--format",
             "json",
         ])
+        .args(&engine)
         .stdin(Stdio::null())
         .output()
         .expect("spawn secagg session run");
@@ -151,32 +193,41 @@ fn benches(c: &mut Criterion) {
         .collect();
     for parties in sizes {
         let fed = demo::prepare(&dir.path().join(format!("fed{parties}")), parties - 1).unwrap();
+        let mpspdz = mpspdz_root().filter(|_| parties <= MPSPDZ_MAX_PARTIES);
         let started: Vec<(Agent, PathBuf)> = fed.parties[1..]
             .iter()
-            .map(|p| start_agent(p.home.root()))
+            .enumerate()
+            .map(|(k, p)| start_agent(p.home.root(), k, mpspdz.as_deref()))
             .collect();
         for (_, log) in &started {
             wait_listening(log);
         }
         let researcher = fed.parties[0].home.root().to_owned();
-        // One session to warm the agents (and the page cache) before measuring.
-        session_run(&researcher);
-        let mut last = String::new();
-        g.bench_function(format!("{parties}_parties_warm_agents"), |b| {
-            b.iter_custom(|iters| {
-                (0..iters)
-                    .map(|_| {
-                        let (t, s) = session_run(&researcher);
-                        last = s;
-                        t
-                    })
-                    .sum()
-            })
-        });
-        assert!(
-            demo::verify(&fed, &last.parse().unwrap()).unwrap().verified,
-            "the keys of session {last} do not sum to 0"
-        );
+        let engines: Vec<(&str, Option<&Path>)> = match &mpspdz {
+            Some(root) => vec![("", None), ("_mp_spdz", Some(root.as_path()))],
+            None => vec![("", None)],
+        };
+        for (suffix, engine) in engines {
+            // One session to warm the agents (and the page cache, and MP-SPDZ's program cache)
+            // before measuring.
+            session_run(&researcher, engine);
+            let mut last = String::new();
+            g.bench_function(format!("{parties}_parties_warm_agents{suffix}"), |b| {
+                b.iter_custom(|iters| {
+                    (0..iters)
+                        .map(|_| {
+                            let (t, s) = session_run(&researcher, engine);
+                            last = s;
+                            t
+                        })
+                        .sum()
+                })
+            });
+            assert!(
+                demo::verify(&fed, &last.parse().unwrap()).unwrap().verified,
+                "the keys of session {last} do not sum to 0"
+            );
+        }
         if std::env::var_os("SECAGG_BENCH_VERBOSE").is_some() {
             connection_summary(&researcher);
         }
