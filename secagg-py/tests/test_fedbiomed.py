@@ -182,6 +182,28 @@ def test_mpc_controller_and_servkey_manager(federation, tmp_path):
                                    parties=fed.ids)
 
 
+def test_exec_shamir_with_real_mp_spdz(federation, tmp_path):
+    """Fed-BioMed's call, ``exec_shamir(..., engine="mp-spdz")``, with a real MP-SPDZ build
+    (found through ``MPSPDZ_ROOT``, as Fed-BioMed's nodes find theirs): every party's
+    ``shamir-party.x`` runs and the keys land where ``SecaggServkeyManager`` reads them."""
+    if not os.environ.get("MPSPDZ_ROOT"):
+        pytest.skip("MPSPDZ_ROOT is not set (an MP-SPDZ v0.3.4 build with GFP_MOD_SZ=33)")
+    fed = federation(2)
+    secagg_id = secagg.new_session_id(fedbiomed=True)
+    controllers = [
+        fb.MPCController(str(tmp_path / "tmp"), "NODE" if i else "RESEARCHER", fed.ids[i],
+                         home=h.path)
+        for i, h in enumerate(fed.homes)
+    ]
+    results = fed.run(secagg_id, call=lambda i, h: controllers[i].exec_shamir(
+        i, 3, None, secagg_id=secagg_id, parties=fed.ids, timeout=60.0, engine="mp-spdz"))
+    assert results == {0: secagg_id, 1: secagg_id, 2: secagg_id}, results
+    keys = [fb.SecaggServkeyManager(h.path).get(secagg_id, "job_1")["context"]["server_key"]
+            for h in fed.homes]
+    assert keys[0] + keys[1] + keys[2] == 0 and keys[0] < 0
+    assert all(h.context(secagg_id)["engine"] == "mp-spdz" for h in fed.homes)
+
+
 def test_secagg_crypter_round_trip_with_negotiated_keys(federation):
     fed = federation(3)
     session = secagg.new_session_id(fedbiomed=True)
