@@ -1005,6 +1005,82 @@ fn mp_spdz_sigterm_past_the_grace_period_kills_the_run_and_leaves_no_secret_with
     assert!(!home(1).join("runs").join(&session).exists());
 }
 
+/// Three MP-SPDZ sessions at once through the same agents, with real MP-SPDZ and cold program
+/// caches (so the three runs in each home race to compile the same program): each agent gives
+/// each session a port of its own range, and every session stores keys that sum to 0 with no run
+/// directory left. Real MP-SPDZ (`MPSPDZ_ROOT`); skipped, saying why, without it.
+#[test]
+fn mp_spdz_three_concurrent_sessions_through_the_agents_with_real_mp_spdz() {
+    let Some(root) = support::real_mpspdz_root() else {
+        return;
+    };
+    let (_dir, fed) = federation(3);
+    // Three consecutive free ports per party, found by binding them.
+    let triple = |base: u16| -> u16 {
+        (base..base + 2000)
+            .find(|p| (0..3).all(|k| std::net::TcpListener::bind(("0.0.0.0", p + k)).is_ok()))
+            .unwrap()
+    };
+    let mut next = 20_000 + (std::process::id() % 20_000) as u16;
+    let mut ranges = Vec::new();
+    for _ in &fed.parties {
+        let p = triple(next);
+        ranges.push(p);
+        next = p + 3;
+    }
+    let root_s = root.to_str().unwrap();
+    let _agents: Vec<Agent> = fed.parties[1..]
+        .iter()
+        .zip(&ranges[1..])
+        .map(|(p, first)| {
+            let range = format!("{first}-{}", first + 2);
+            Agent::start(
+                p.home.root(),
+                &["--mpspdz-ports", &range, "--mpspdz-root", root_s],
+                &[],
+            )
+        })
+        .collect();
+    let runs: Vec<Child> = (0..3)
+        .map(|k| {
+            secagg_command()
+                .arg("--home")
+                .arg(researcher(&fed))
+                .args(mpspdz_run_args(root_s, ranges[0] + k, "90s"))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut used_ports = std::collections::HashSet::new();
+    for run in runs {
+        let out = run.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let session = report["session_id"].as_str().unwrap();
+        assert_verified(&fed, session);
+        for row in report["parties"].as_array().unwrap() {
+            assert!(
+                used_ports.insert(row["mpspdz_port"].as_u64().unwrap()),
+                "port given twice: {row}"
+            );
+        }
+        for p in &fed.parties {
+            assert!(!p.home.root().join("runs").join(session).exists());
+        }
+    }
+    assert_eq!(used_ports.len(), 3 * fed.parties.len());
+    assert_eq!(
+        support::secret_leftovers(&fed),
+        Vec::<std::path::PathBuf>::new()
+    );
+}
+
 /// MP-SPDZ sessions need a free port of the agent's range: an exhausted range (its one port held
 /// by another program) is refused at once, with the option named, and nothing is stored; an
 /// agent started without --mpspdz-ports refuses MP-SPDZ sessions saying how to enable them.
