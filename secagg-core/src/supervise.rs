@@ -14,7 +14,9 @@
 //!
 //! If secagg itself dies without unwinding (SIGKILL, OOM killer), no destructor runs; so the
 //! child is started through util-linux's `setpriv --pdeathsig KILL` when `setpriv` is installed
-//! (it is on Debian), and the kernel kills it when the thread that spawned it ends. That needs no
+//! (it is on Debian), and the kernel kills it when the thread that spawned it ends; a shell step
+//! after the `prctl` checks that secagg is still its parent, so a secagg killed right after the
+//! spawn (before the signal was set) does not leave the program running either. That needs no
 //! unsafe `pre_exec`. Consequence: spawn and wait from the same, long-lived thread.
 //!
 //! Limits: a process that moves itself to another process group or session escapes the group
@@ -278,18 +280,35 @@ fn setpriv() -> Option<&'static Path> {
         .as_deref()
 }
 
-/// Rewrites `cmd` as `setpriv --pdeathsig KILL -- <program> <args…>` (same working directory and
-/// environment changes), so the kernel kills the child if secagg dies; `cmd` unchanged where
-/// `setpriv` is not installed. `setpriv` execs the program, so the pid and group stay the same.
+/// The shell step between `setpriv`'s `prctl(PR_SET_PDEATHSIG)` and the program; `$0` is the pid
+/// of the secagg process that spawned it. The kernel sends the signal only for a parent that dies
+/// *after* it was set: a secagg killed right after the spawn (before `setpriv` ran) would leave
+/// the program running with nobody to stop it. So once the signal is set, the parent is checked:
+/// the shell's `$PPID` (its parent when it started, after the `prctl`) must still be that pid,
+/// or the program never starts (exit 125).
+const PARENT_GUARD: &str = r#"[ "$PPID" = "$0" ] || exit 125; exec "$@""#;
+
+/// Rewrites `cmd` so that the kernel kills it if this process dies ([`with_parent_death_signal_of`]
+/// with this process's pid).
 fn with_parent_death_signal(cmd: Command) -> Command {
+    with_parent_death_signal_of(cmd, std::process::id())
+}
+
+/// Rewrites `cmd` as `setpriv --pdeathsig KILL -- /bin/sh -c PARENT_GUARD <parent> <program>
+/// <args…>` (same working directory and environment changes), so the kernel kills the child if
+/// its parent `parent` dies, and it never starts if `parent` died before that was set
+/// ([`PARENT_GUARD`]); `cmd` unchanged where `setpriv` or `/bin/sh` is not installed. Both exec
+/// the next step, so the pid and process group stay the program's.
+fn with_parent_death_signal_of(cmd: Command, parent: u32) -> Command {
     let Some(setpriv) = setpriv() else { return cmd };
-    if !program_exists(&cmd) {
+    if !program_exists(&cmd) || !Path::new("/bin/sh").is_file() {
         // Let the spawn fail as itself ("not found"), not as setpriv's exit code 127.
         return cmd;
     }
     let mut wrapped = Command::new(setpriv);
     wrapped
-        .args(["--pdeathsig", "KILL", "--"])
+        .args(["--pdeathsig", "KILL", "--", "/bin/sh", "-c", PARENT_GUARD])
+        .arg(parent.to_string())
         .arg(cmd.get_program())
         .args(cmd.get_args());
     if let Some(dir) = cmd.get_current_dir() {
@@ -572,6 +591,32 @@ mod tests {
             !process_alive(pid),
             "child {pid} outlived the thread that spawned it"
         );
+    }
+
+    /// Regression: a secagg SIGKILLed in the moment between spawning `shamir-party.x` and
+    /// `setpriv` setting the parent-death signal left it running (found by killing `session run`
+    /// as soon as its run appeared). The guard after the `prctl` sees a parent other than the
+    /// one that spawned it (standing in for a dead one) and never starts the program.
+    #[test]
+    fn a_child_whose_parent_died_before_the_death_signal_was_set_never_starts() {
+        if setpriv().is_none() {
+            eprintln!("skipped: setpriv (util-linux) is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("started");
+        let program = sh(&format!("touch {}", marker.display()));
+        let not_our_pid = std::process::id() + 1;
+        let status = with_parent_death_signal_of(program, not_our_pid)
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(125));
+        assert!(!marker.exists(), "the program ran without its parent");
+        // With the real parent, it runs.
+        let program = sh(&format!("touch {}", marker.display()));
+        let status = with_parent_death_signal(program).status().unwrap();
+        assert!(status.success());
+        assert!(marker.exists());
     }
 
     #[test]

@@ -36,6 +36,29 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `count` consecutive TCP ports free now on every address, below the kernel's ephemeral range
+/// (32768 and up by default), so that no outgoing connection (MP-SPDZ makes many) takes one
+/// before the test's process binds it. Each call probes on from where the last one stopped,
+/// starting at a place derived from the process id, so parallel tests and test binaries rarely
+/// probe the same ports.
+pub fn free_ports_below_ephemeral(count: u16) -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 600) as u16 * 20,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let first = NEXT.fetch_add(count, Ordering::SeqCst);
+        assert!(first < 32_000, "no free ports left below 32000");
+        if (0..count).all(|k| std::net::TcpListener::bind(("0.0.0.0", first + k)).is_ok()) {
+            return first;
+        }
+    }
+}
+
 /// The repository's `fixtures/` directory.
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
