@@ -83,6 +83,17 @@ impl Step {
     /// The party agent's steps (a `secagg negotiate` never passes them).
     pub const AGENT: [Step; 1] = [Step::AgentStarted];
 
+    /// The steps the MP-SPDZ engine passes (a node stores its key before its `shamir-party.x`
+    /// starts and confirms it after the run; the researcher stores the server key from the output).
+    pub const MPSPDZ: [Step; 6] = [
+        Step::NodeBeforeStore,
+        Step::NodeAfterStore,
+        Step::NodeBeforeConfirm,
+        Step::NodeAfterConfirm,
+        Step::ResearcherBeforeStore,
+        Step::ResearcherAfterStore,
+    ];
+
     /// The name used in [`FAULT_ENV`].
     pub fn name(self) -> &'static str {
         match self {

@@ -330,12 +330,13 @@ enum ReadError {
     Other(String),
 }
 
-/// Reads a node's report of a started session; once `failed` turns true (our side failed), first
-/// sends it a `cancel` request, then goes on reading its report.
+/// Reads a node's report of a started MP-SPDZ session; once our side ended (`word` no longer
+/// pending), first sends the node our word (`confirm` once the server key is stored, else
+/// `cancel`), then goes on reading its report.
 async fn read_until_report<R, W>(
     rd: &mut R,
     wr: &mut W,
-    failed: &mut tokio::sync::watch::Receiver<bool>,
+    word: &mut tokio::sync::watch::Receiver<Word>,
     until: Instant,
     label: &str,
 ) -> std::result::Result<Reply, ReadError>
@@ -345,19 +346,33 @@ where
 {
     let reading = read_reply(rd, until, label);
     tokio::pin!(reading);
-    let mut cancelled = false;
+    let mut said = false;
     loop {
-        let turned = tokio::select! {
+        let w = tokio::select! {
             r = &mut reading => return r,
-            t = failed.wait_for(|f| *f), if !cancelled => t.is_ok(),
+            w = word.wait_for(|w| *w != Word::Pending), if !said => w.map(|w| *w).ok(),
         };
-        cancelled = true;
-        if turned {
-            let cancel = serde_json::to_vec(&Request::Cancel).expect("serialisable");
-            // Best effort: a node that already ended reports anyway.
-            let _ = write_frame(wr, &Frame::new(MsgType::Request, cancel), until, label).await;
-        }
+        said = true;
+        let request = match w {
+            Some(Word::Confirm) => Request::Confirm,
+            Some(Word::Cancel) => Request::Cancel,
+            Some(Word::Pending) | None => continue,
+        };
+        let request = serde_json::to_vec(&request).expect("serialisable");
+        // Best effort: a node that already ended reports anyway.
+        let _ = write_frame(wr, &Frame::new(MsgType::Request, request), until, label).await;
     }
+}
+
+/// The researcher's word to the nodes of an MP-SPDZ session, once its own side ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Word {
+    /// Its side still runs.
+    Pending,
+    /// The server key is stored: each node confirms its key.
+    Confirm,
+    /// Its side failed: each node stops its run and keeps its key unconfirmed.
+    Cancel,
 }
 
 /// A node's report as the researcher records it: `None` when none came in time.
@@ -727,7 +742,7 @@ pub fn run_session_with(
         let cause: std::sync::Arc<std::sync::Mutex<Option<NodeFailure>>> = Default::default();
         // Set once our side failed: every node still running gets a `cancel` on its control
         // connection (MP-SPDZ has no abort that would reach it otherwise).
-        let (failed_tx, failed_rx) = tokio::sync::watch::channel(false);
+        let (word_tx, word_rx) = tokio::sync::watch::channel(Word::Pending);
         let start = serde_json::to_vec(&Request::Start {
             mpspdz_endpoints: mpspdz_lines.clone(),
         })
@@ -739,7 +754,7 @@ pub fn run_session_with(
                 .map(|(stream, (label, _, _))| {
                     let (label, start) = (label.clone(), start.clone());
                     let (cancel, cause) = (cancel.clone(), cause.clone());
-                    let mut failed_rx = failed_rx.clone();
+                    let mut word_rx = word_rx.clone();
                     let stream = stream.expect("every node accepted");
                     let until = Instant::from_std(deadline) + REPORT_GRACE;
                     rt.spawn(async move {
@@ -754,7 +769,7 @@ pub fn run_session_with(
                         {
                             Err(e) => Some(Err(format!("could not start it: {e}"))),
                             Ok(()) => node_report(
-                                read_until_report(&mut rd, &mut wr, &mut failed_rx, until, &label)
+                                read_until_report(&mut rd, &mut wr, &mut word_rx, until, &label)
                                     .await,
                             ),
                         };
@@ -786,9 +801,13 @@ pub fn run_session_with(
         })();
         // What a node reported before our side ended (later reports are consequences of our end).
         let cause_at_end = cause.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if own.is_err() {
-            let _ = failed_tx.send(true);
-        }
+        // The server key is stored (our side succeeded) or not: each node confirms its key or
+        // stops and keeps it unconfirmed.
+        let _ = word_tx.send(if own.is_ok() {
+            Word::Confirm
+        } else {
+            Word::Cancel
+        });
         let grace_end = Instant::now() + REPORT_GRACE;
         let replies: Vec<Option<std::result::Result<Reply, String>>> = rt.block_on(async {
             let mut out = Vec::with_capacity(collectors.len());

@@ -61,8 +61,9 @@ pub use server::{
 };
 
 /// Version of the agent's request/reply messages. Version 2: a native session's negotiation
-/// between the researcher and a node runs on the control connection its join came on.
-pub const AGENT_PROTOCOL_VERSION: u16 = 2;
+/// between the researcher and a node runs on the control connection its join came on. Version 3:
+/// an MP-SPDZ node confirms its key only on the researcher's `confirm`.
+pub const AGENT_PROTOCOL_VERSION: u16 = 3;
 
 /// The secagg version an agent reports in its status.
 pub const SECAGG_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -104,6 +105,9 @@ pub(crate) enum Request {
     },
     /// Cancel the started session on this control connection (the researcher's side failed).
     Cancel,
+    /// MP-SPDZ sessions: the researcher stored the server key; the node confirms its key (which
+    /// it keeps unconfirmed until then).
+    Confirm,
     /// Report status.
     Status { version: u16 },
     /// Send the latest roster this (researcher) agent exported (`secagg roster pull`).

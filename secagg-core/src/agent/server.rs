@@ -674,14 +674,14 @@ async fn dispatch(
                     reply(&mut stream, &peer, &Reply::Roster { roster }).await;
                     let _ = stream.shutdown().await;
                 }
-                Request::Start { .. } | Request::Cancel => {
+                Request::Start { .. } | Request::Cancel | Request::Confirm => {
                     let err = Error::peer(format!(
                         "{peer} asked {} to {} a session it did not join on this connection",
                         shared.me,
-                        if matches!(request, Request::Cancel) {
-                            "cancel"
-                        } else {
-                            "start"
+                        match request {
+                            Request::Cancel => "cancel",
+                            Request::Confirm => "confirm",
+                            _ => "start",
                         }
                     ));
                     refuse(&shared, &mut stream, &peer, None, &err, err.to_string()).await;
@@ -1191,6 +1191,10 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
             give_back,
         }),
     });
+    // An MP-SPDZ node confirms its key only on the researcher's word, sent once the server key
+    // is stored (the engine leaves it unconfirmed after the run; `run_mpspdz` waits for this).
+    let (verdict_tx, verdict_rx) = std::sync::mpsc::channel::<Verdict>();
+    let mut verdict_rx = Some(verdict_rx);
     let run = async {
         crate::fault::at(crate::fault::Step::AgentStarted)?;
         if let Some(pause) = crate::fault::pause_at(crate::fault::Step::AgentStarted) {
@@ -1205,6 +1209,7 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
                     progress.clone(),
                     sid,
                     cancel.clone(),
+                    verdict_rx.take().expect("one run per session"),
                 )
                 .await
             }
@@ -1236,26 +1241,47 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
         Stopped,
         Cancelled(String),
     }
+    // Reads the researcher's requests on the control connection while the session runs: its
+    // one `confirm` goes to the run; anything else ends the session, for the reason returned.
+    let confirm_tx = verdict_tx.clone();
     let cancel_request = async {
-        match control.as_mut() {
-            Some(stream) => read_frame(stream, tokio_deadline, peer.as_str()).await,
-            None => std::future::pending().await,
+        let Some(stream) = control.as_mut() else {
+            return std::future::pending().await;
+        };
+        let mut confirmed = false;
+        loop {
+            let f = read_frame(stream, tokio_deadline, peer.as_str()).await;
+            let request = match &f {
+                Ok(Some(f)) if f.kind == MsgType::Request => {
+                    serde_json::from_slice::<Request>(&f.payload).ok()
+                }
+                _ => None,
+            };
+            match (f, request) {
+                (_, Some(Request::Confirm)) if is_mpspdz && !confirmed => {
+                    confirmed = true;
+                    let _ = confirm_tx.send(Verdict::Confirm);
+                }
+                (_, Some(Request::Cancel)) => return format!("{peer} cancelled session {sid}"),
+                (Ok(Some(f)), _) => {
+                    return format!(
+                        "protocol violation by {peer}: sent a {} message while session {sid} ran",
+                        f.kind.name()
+                    )
+                }
+                (Ok(None), _) => {
+                    return format!("{peer} closed the control connection of session {sid}")
+                }
+                (Err(e), _) => {
+                    return format!("the control connection of session {sid} failed: {e}")
+                }
+            }
         }
     };
     let ended = tokio::select! {
         r = &mut run => Ended::Done(r),
         _ = stop.wait_for(|l| *l >= ABORT) => Ended::Stopped,
-        f = cancel_request => Ended::Cancelled(match f {
-            Ok(Some(f)) if f.kind == MsgType::Request
-                && matches!(serde_json::from_slice::<Request>(&f.payload), Ok(Request::Cancel)) =>
-                format!("{peer} cancelled session {sid}"),
-            Ok(Some(f)) => format!(
-                "protocol violation by {peer}: sent a {} message while session {sid} ran",
-                f.kind.name()
-            ),
-            Ok(None) => format!("{peer} closed the control connection of session {sid}"),
-            Err(e) => format!("the control connection of session {sid} failed: {e}"),
-        }),
+        why = cancel_request => Ended::Cancelled(why),
     };
     let result = match ended {
         Ended::Done(r) => r,
@@ -1266,8 +1292,10 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
             );
             if is_mpspdz {
                 // shamir-party.x runs on a thread of its own: have its process group killed and
-                // the secrets removed before the slot (and its port) is given up.
+                // the secrets removed before the slot (and its port) is given up; a run waiting
+                // for the researcher's confirmation keeps its key unconfirmed.
                 cancel.cancel();
+                let _ = verdict_tx.send(Verdict::Withheld(why.clone()));
                 let _ = run.await;
             } else {
                 // The native engine aborts with this reason (its peers, the researcher among
@@ -1299,6 +1327,7 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
             // before this node stores its key; MP-SPDZ: the key was stored before the run, and
             // the researcher gets no output from a killed run), so the run ends, then reports.
             cancel.cancel();
+            let _ = verdict_tx.send(Verdict::Withheld(why.clone()));
             match run.await {
                 Ok(r) => Ok(r),
                 Err(e) => Err(e.context(why)),
@@ -1430,9 +1459,20 @@ impl KeySink for BlockingSink<'_, '_> {
     }
 }
 
+/// The researcher's word to an MP-SPDZ node whose run completed.
+enum Verdict {
+    /// The server key is stored: the node confirms its key.
+    Confirm,
+    /// The session ends without it (cancelled, the control connection lost, the agent stopped):
+    /// the node keeps its key unconfirmed, for the reason given.
+    Withheld(String),
+}
+
 /// This party's side of an MP-SPDZ session: the engine of `secagg negotiate --engine mp-spdz`
 /// (preparation, supervised `shamir-party.x` with the deadline and process-group kill, secret
-/// cleanup), on a blocking thread; `cancel` kills the run.
+/// cleanup), on a blocking thread; `cancel` kills the run. After a successful run the key stays
+/// unconfirmed until `verdict` brings the researcher's confirmation (it stored the server key),
+/// as a native session's does: a confirmed key always has a server key.
 async fn run_mpspdz(
     shared: Arc<Shared>,
     plan: NegotiationPlan,
@@ -1440,6 +1480,7 @@ async fn run_mpspdz(
     progress: Arc<AtomicU8>,
     sid: SessionId,
     cancel: CancelFlag,
+    verdict: std::sync::mpsc::Receiver<Verdict>,
 ) -> Result<session::NegotiationReport> {
     let m = shared
         .opts
@@ -1458,13 +1499,34 @@ async fn run_mpspdz(
             deadline,
             &mut warn,
         )?;
-        let engine = MpSpdzEngine::new(m.root, &shared.home);
+        let engine = MpSpdzEngine::new(m.root, &shared.home).confirmed_by_the_researcher();
         let result = {
             let mut s = BlockingSink {
                 inner: &mut sink,
                 progress,
             };
-            engine.negotiate_cancellable(plan, &mut s, &cancel)
+            engine
+                .negotiate_cancellable(plan, &mut s, &cancel)
+                .and_then(|outcome| {
+                    let wait = deadline.saturating_duration_since(std::time::Instant::now());
+                    match verdict.recv_timeout(wait) {
+                        Ok(Verdict::Confirm) => {
+                            crate::engine::mpspdz::confirm_node_key(&mut s)?;
+                            Ok(outcome)
+                        }
+                        Ok(Verdict::Withheld(why)) => Err(Error::peer(why)),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                            Err(Error::timeout(format!(
+                            "session {sid}: no confirmation from the researcher before the deadline"
+                        )))
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                            Err(Error::Internal(
+                                "the session ended without the researcher's word".into(),
+                            ))
+                        }
+                    }
+                })
         };
         sink.report(result)
     });

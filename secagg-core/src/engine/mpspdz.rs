@@ -38,6 +38,9 @@ pub struct MpSpdzEngine {
     cache: ProgramCache,
     runs_dir: PathBuf,
     keep_run_dir: bool,
+    /// Whether a node confirms its key as soon as its run completed (`negotiate`); a party agent
+    /// confirms it only on the researcher's word instead ([`confirm_node_key`]).
+    node_confirms_itself: bool,
 }
 
 /// What [`MpSpdzEngine::negotiate`] left on disk, for callers that want to report it.
@@ -64,7 +67,17 @@ impl MpSpdzEngine {
             cache: ProgramCache::in_home(home),
             runs_dir: home.runs_dir(),
             keep_run_dir: false,
+            node_confirms_itself: true,
         }
+    }
+
+    /// A node leaves its key unconfirmed after a successful run: its caller confirms it with
+    /// [`confirm_node_key`] once the researcher said it stored the server key (the party agent
+    /// does, over its control connection), so that a confirmed node key implies a stored server
+    /// key, as with the native engine.
+    pub(crate) fn confirmed_by_the_researcher(mut self) -> Self {
+        self.node_confirms_itself = false;
+        self
     }
 
     /// Uses another compile cache (e.g. one shared by several homes in a test).
@@ -234,7 +247,7 @@ impl MpSpdzEngine {
         // only from a computation that every node joined with its key.
         let mut result = store_node_key(&run, sink)
             .and_then(|()| self.run(&plan, &run, started, cancel))
-            .and_then(|outcome| finish_with_key(outcome, sink));
+            .and_then(|outcome| finish_with_key(outcome, sink, self.node_confirms_itself));
         // Secrets go on every path; then the directory unless asked to keep it.
         let scrub = run.remove_secrets();
         let kept = self.keep_run_dir;
@@ -282,10 +295,16 @@ fn store_node_key(run: &PreparedRun, sink: &mut dyn KeySink) -> Result<()> {
     fault::at(Step::NodeAfterStore)
 }
 
-/// After a successful run: the researcher stores the server key; a node marks its key confirmed.
-/// MP-SPDZ has no final word from the researcher, so for this engine `confirmed` means that the
-/// computation, output to the researcher included, completed (see the README).
-fn finish_with_key(outcome: Outcome, sink: &mut dyn KeySink) -> Result<Outcome> {
+/// After a successful run: the researcher stores the server key; a node marks its key confirmed
+/// unless `node_confirms` is false (then its caller does, on the researcher's word). Without that
+/// word (`secagg negotiate`), MP-SPDZ tells a node nothing about the researcher's output, so
+/// there `confirmed` means that the computation, output to the researcher included, completed
+/// (see the README).
+fn finish_with_key(
+    outcome: Outcome,
+    sink: &mut dyn KeySink,
+    node_confirms: bool,
+) -> Result<Outcome> {
     match outcome.role {
         Role::Researcher => {
             fault::at(Step::ResearcherBeforeStore)?;
@@ -293,13 +312,18 @@ fn finish_with_key(outcome: Outcome, sink: &mut dyn KeySink) -> Result<Outcome> 
             fault::at(Step::ResearcherAfterStore)?;
             sink.confirm()?;
         }
-        Role::Node => {
-            fault::at(Step::NodeBeforeConfirm)?;
-            sink.confirm()?;
-            fault::at(Step::NodeAfterConfirm)?;
-        }
+        Role::Node if node_confirms => confirm_node_key(sink)?,
+        Role::Node => {}
     }
     Ok(outcome)
+}
+
+/// A node marks its stored key confirmed (for an engine [`MpSpdzEngine::confirmed_by_the_researcher`],
+/// once the researcher stored the server key).
+pub(crate) fn confirm_node_key(sink: &mut dyn KeySink) -> Result<()> {
+    fault::at(Step::NodeBeforeConfirm)?;
+    sink.confirm()?;
+    fault::at(Step::NodeAfterConfirm)
 }
 
 impl Engine for MpSpdzEngine {
