@@ -1121,19 +1121,13 @@ fn mp_spdz_the_researcher_killed_mid_run_stops_every_node_with_real_mp_spdz() {
         "{secrets:?}"
     );
 
-    let out = secagg_command()
-        .arg("--home")
-        .arg(researcher(&fed))
-        .args(mpspdz_run_args(root.to_str().unwrap(), ports[0], "60s"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let args = mpspdz_run_args(root.to_str().unwrap(), ports[0], "60s");
+    let next = secagg(
+        researcher(&fed),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_verified(&fed, report["session_id"].as_str().unwrap());
+    next.ok();
+    assert_verified(&fed, &session_of(&next));
     assert!(!researcher(&fed).join("runs").join(session).exists());
     assert_eq!(
         support::secret_leftovers(&fed),
@@ -1248,6 +1242,40 @@ fn serve_in_namespace(
         std::thread::sleep(Duration::from_millis(20));
     }
     lab.processes.len() - 1
+}
+
+/// [`serve_in_namespace`] for every node of the lab (`clients` and `homes` in party order, the
+/// researcher first), node `i` with `args(i)`; returns their indexes in the lab's processes.
+fn serve_nodes_in_namespaces(
+    lab: &mut support::wg_lab::Lab,
+    root: &Path,
+    clients: &[support::wg_lab::Client],
+    homes: &[std::path::PathBuf],
+    args: impl Fn(usize) -> Vec<String>,
+) -> Vec<usize> {
+    (1..clients.len())
+        .map(|i| {
+            let c = &clients[i];
+            let log = root.join(format!("agent-{}.log", c.party_id));
+            let args = args(i);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            serve_in_namespace(lab, &c.ns, &homes[i], &log, &args)
+        })
+        .collect()
+}
+
+/// Every peer of the lab's tunnel sent its server more than `min` bytes since `before`
+/// ([`support::wg_lab::received_per_peer`]).
+fn assert_every_peer_sent(srv_ns: &str, srv_if: &str, before: &[(String, u64)], min: u64) {
+    let after = support::wg_lab::received_per_peer(srv_ns, srv_if);
+    assert_eq!(after.len(), before.len(), "{after:?}");
+    for (key, rx) in &after {
+        let grew = rx - before.iter().find(|(k, _)| k == key).map_or(0, |(_, r)| *r);
+        assert!(
+            grew > min,
+            "peer {key} sent only {grew} bytes through the tunnel"
+        );
+    }
 }
 
 /// `secagg --home HOME ARGS` inside namespace `ns` (bounded to 60 s).
@@ -1384,10 +1412,7 @@ fn session_run_through_agents_over_a_real_wireguard_tunnel() {
     let tunnel_ready = started.elapsed();
 
     // Each node's agent in its namespace, on its VPN endpoint.
-    for (c, home) in clients.iter().zip(&homes).skip(1) {
-        let log = root.join(format!("agent-{}.log", c.party_id));
-        serve_in_namespace(&mut lab, &c.ns, home, &log, &[]);
-    }
+    serve_nodes_in_namespaces(&mut lab, root, &clients, &homes, |_| vec![]);
     let fed = lab_federation(root, &clients, &homes);
 
     // Every agent answers through the tunnel, pinned both ways.
@@ -1399,15 +1424,7 @@ fn session_run_through_agents_over_a_real_wireguard_tunnel() {
 
     // The session's traffic crossed the tunnel: the server received bytes from every peer (the
     // nodes' connections to each other are forwarded by it).
-    let after = received_per_peer(&srv_ns, &srv_if);
-    assert_eq!(after.len(), 3, "{after:?}");
-    for (key, rx) in &after {
-        let grew = rx - before.iter().find(|(k, _)| k == key).map_or(0, |(_, r)| *r);
-        assert!(
-            grew > 2_000,
-            "peer {key} sent only {grew} bytes through the tunnel during the session"
-        );
-    }
+    assert_every_peer_sent(&srv_ns, &srv_if, &before, 2_000);
     println!(
         "measured: tunnel up in {:.1} s; session run through the agents over WireGuard {} ms (process start included)",
         tunnel_ready.as_secs_f64(),
@@ -1445,17 +1462,12 @@ fn mp_spdz_session_run_over_a_real_wireguard_tunnel_with_real_mp_spdz() {
     let homes = parties_at_vpn_addresses(root, &clients, &vpn_ips);
     let mpspdz_s = mpspdz.to_str().unwrap();
     let ports = ["15000", "15001", "15002"];
-    for ((c, home), port) in clients.iter().zip(&homes).zip(ports).skip(1) {
-        let log = root.join(format!("agent-{}.log", c.party_id));
-        let range = format!("{port}-{port}");
-        serve_in_namespace(
-            &mut lab,
-            &c.ns,
-            home,
-            &log,
-            &["--mpspdz-ports", &range, "--mpspdz-root", mpspdz_s],
-        );
-    }
+    serve_nodes_in_namespaces(&mut lab, root, &clients, &homes, |i| {
+        let range = format!("{}-{0}", ports[i]);
+        ["--mpspdz-ports", &range, "--mpspdz-root", mpspdz_s]
+            .map(String::from)
+            .to_vec()
+    });
     let fed = lab_federation(root, &clients, &homes);
     let before = received_per_peer(&srv_ns, &srv_if);
     let started = Instant::now();
@@ -1497,14 +1509,7 @@ fn mp_spdz_session_run_over_a_real_wireguard_tunnel_with_real_mp_spdz() {
     }
     // MP-SPDZ's traffic crossed the tunnel: each peer sent the server more than the agents'
     // control messages alone would.
-    let after = received_per_peer(&srv_ns, &srv_if);
-    for (key, rx) in &after {
-        let grew = rx - before.iter().find(|(k, _)| k == key).map_or(0, |(_, r)| *r);
-        assert!(
-            grew > 10_000,
-            "peer {key} sent only {grew} bytes through the tunnel"
-        );
-    }
+    assert_every_peer_sent(&srv_ns, &srv_if, &before, 10_000);
     eprintln!(
         "measured: one 3-party MP-SPDZ session run over WireGuard (real MP-SPDZ, compile included) {} ms",
         took.as_millis()
@@ -1534,11 +1539,7 @@ fn a_kept_connection_to_a_node_that_lost_power_is_redialed_and_the_next_session_
     };
     let root = dir.path();
     let homes = parties_at_vpn_addresses(root, &clients, &vpn_ips);
-    let mut agent_at = Vec::new();
-    for (c, home) in clients.iter().zip(&homes).skip(1) {
-        let log = root.join(format!("agent-{}.log", c.party_id));
-        agent_at.push(serve_in_namespace(&mut lab, &c.ns, home, &log, &[]));
-    }
+    let agent_at = serve_nodes_in_namespaces(&mut lab, root, &clients, &homes, |_| vec![]);
     let fed = lab_federation(root, &clients, &homes);
     let researcher_ns = clients[0].ns.as_str();
 

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use secagg_core::ErrorKind;
-use support::{bin, node_home};
+use support::{bin, node_home, processes_mentioning};
 
 /// One end of a socket pair whose other end is already closed: a write to it fails with EPIPE,
 /// deterministically (the reader is gone before the process starts), as at `secagg … | true`
@@ -175,29 +175,6 @@ fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     cond()
-}
-
-/// Live processes whose command line or working directory mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        if (cmd.contains(needle) || cwd.contains(needle))
-            && secagg_core::processes::process_alive(pid)
-        {
-            out.push((pid, cmd));
-        }
-    }
-    out
 }
 
 /// Sends `signal` to the demo, then checks it ended with 128 + signal, saying so, and that its

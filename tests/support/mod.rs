@@ -321,7 +321,8 @@ pub fn mpspdz_double_root(dir: &Path) -> PathBuf {
     root
 }
 
-/// Live processes whose command line mentions `needle` (e.g. the federation directory).
+/// Live processes whose command line or working directory mentions `needle` (e.g. the
+/// federation directory).
 pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
