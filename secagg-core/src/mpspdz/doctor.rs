@@ -167,6 +167,7 @@ pub fn doctor(home: &Home, opts: &DoctorOptions) -> DoctorReport {
     };
     // The home's cache when there is a home (the compile then also warms it), else a throwaway one.
     let scratch = TempDir::new().ok();
+    let scratch_cache = scratch.is_some() && !home.root().is_dir();
     let cache = match (&scratch, home.root().is_dir()) {
         (Some(s), false) => ProgramCache::new(s.path().join("mpspdz-cache")),
         _ => ProgramCache::in_home(home),
@@ -183,7 +184,14 @@ pub fn doctor(home: &Home, opts: &DoctorOptions) -> DoctorReport {
                     items.push(item(
                         "compiler",
                         CheckStatus::Ok,
-                        if p.compiled_now {
+                        if p.compiled_now && scratch_cache {
+                            // A throwaway cache (no home here): naming it would point at a
+                            // directory that is gone once the doctor ends.
+                            format!(
+                                "compiled server_key for 3 parties in {} ms (no home here, so not cached)",
+                                started.elapsed().as_millis()
+                            )
+                        } else if p.compiled_now {
                             format!(
                                 "compiled server_key for 3 parties in {} ms (cached in `{}`)",
                                 started.elapsed().as_millis(),
