@@ -579,19 +579,45 @@ fn check_store_file(path: &Path) -> Result<()> {
     for extra in [wal.clone(), sibling(path, "-shm")] {
         fs_secure::check_private_file(&extra, "store file")?;
     }
-    let len = meta.len();
-    if len == 0 {
-        return Err(Error::invalid(format!(
-            "store `{}` is empty (0 bytes): it is damaged, not a new store",
-            path.display()
-        ))
-        .with_hint(damaged_hint(path)));
+    // Another process may be checkpointing the WAL into the file right now: it writes the
+    // header's new page count before the file reaches that length, then empties the WAL. That
+    // in-between state lasts milliseconds, a real truncation stays; so a size that does not
+    // match is re-read a few times before the store is called damaged (regression: concurrent
+    // `certificate register` commands failed with "store … is truncated … it is damaged").
+    let mut damage = check_store_size(path, &wal)?;
+    for pause_ms in [5, 20, 50, 100, 200] {
+        if damage.is_none() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(pause_ms));
+        damage = check_store_size(path, &wal)?;
     }
+    match damage {
+        None => Ok(()),
+        Some(e) => Err(e),
+    }
+}
+
+/// The store file's size against its header, read in the order a checkpoint writes them (the
+/// header, the WAL, then the length); `Some` error when they do not match (worth reading again),
+/// `Err` for a file that is no SQLite database at all.
+fn check_store_size(path: &Path, wal: &Path) -> Result<Option<Error>> {
     let mut header = [0u8; 100];
     let n = std::fs::File::open(path)
         .and_then(|f| f.take(100).read(&mut header))
         .map_err(|e| Error::io_path("reading store", path, e))?;
-    if n < 16 || &header[..16] != SQLITE_MAGIC {
+    let wal_empty = std::fs::metadata(wal).map(|m| m.len() == 0).unwrap_or(true);
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io_path("inspecting store", path, e))?
+        .len();
+    let damaged = |e: Error| Ok(Some(e.with_hint(damaged_hint(path))));
+    if len == 0 {
+        return damaged(Error::invalid(format!(
+            "store `{}` is empty (0 bytes): it is damaged, not a new store",
+            path.display()
+        )));
+    }
+    if n >= 16 && &header[..16] != SQLITE_MAGIC {
         return Err(Error::invalid(format!(
             "`{}` is not a secagg store (not an SQLite database)",
             path.display()
@@ -599,13 +625,12 @@ fn check_store_file(path: &Path) -> Result<()> {
         .with_hint("move the file away or point --home at the right directory"));
     }
     let truncated = |why: String| {
-        Err(Error::invalid(format!(
+        damaged(Error::invalid(format!(
             "store `{}` is truncated ({why}): it is damaged",
             path.display()
-        ))
-        .with_hint(damaged_hint(path)))
+        )))
     };
-    if len < 100 {
+    if len < 100 || n < 100 {
         return truncated(format!("{len} bytes, shorter than its header"));
     }
     let page_size = match u16::from_be_bytes([header[16], header[17]]) {
@@ -624,9 +649,6 @@ fn check_store_file(path: &Path) -> Result<()> {
             header[28], header[29], header[30], header[31],
         ]));
         let valid = header[92..96] == header[24..28];
-        let wal_empty = std::fs::metadata(&wal)
-            .map(|m| m.len() == 0)
-            .unwrap_or(true);
         if valid && wal_empty && count * page_size > len {
             return truncated(format!(
                 "{len} bytes, its header says {}",
@@ -634,7 +656,7 @@ fn check_store_file(path: &Path) -> Result<()> {
             ));
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Opens a connection with the settings every connection gets, and reads the schema once so that
@@ -895,6 +917,29 @@ mod tests {
             assert!(e.to_string().contains("is truncated"), "cut {cut}: {e}");
             assert_eq!(std::fs::read(&p).unwrap(), &full[..cut], "file untouched");
         }
+    }
+
+    /// Regression: a process opening the store while another checkpointed its WAL saw the new
+    /// header (more pages) before the file had grown to match, and refused the store as
+    /// damaged; concurrent `certificate register` commands failed that way under load.
+    #[test]
+    fn a_store_seen_mid_checkpoint_is_not_called_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("store.sqlite");
+        drop(store_with_secret(&p, "x"));
+        let full = std::fs::read(&p).unwrap();
+        // The header already counts the last page; the file does not hold it yet.
+        std::fs::write(&p, &full[..full.len() - 4096]).unwrap();
+        let checkpoint = {
+            let (p, full) = (p.clone(), full.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                std::fs::write(&p, &full).unwrap();
+            })
+        };
+        let opened = Store::open(&p);
+        checkpoint.join().unwrap();
+        opened.unwrap();
     }
 
     #[test]
