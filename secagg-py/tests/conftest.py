@@ -29,6 +29,27 @@ def free_ports(n: int) -> List[int]:
             s.close()
 
 
+def free_ports_below_ephemeral(n: int) -> List[int]:
+    """``n`` ports free now on every address, below the kernel's ephemeral range (32768 and up by
+    default), so that no outgoing connection (real MP-SPDZ makes many) takes one before the
+    program that is to listen there binds it. Probing starts at a place derived from the process
+    id, so that parallel test processes rarely probe the same ports."""
+    found: List[int] = []
+    port = 22_000 + (os.getpid() % 400) * 20
+    while len(found) < n:
+        assert port < 32_000, "no free ports left below 32000"
+        s = socket.socket()
+        try:
+            s.bind(("0.0.0.0", port))
+            found.append(port)
+        except OSError:
+            pass
+        finally:
+            s.close()
+        port += 1
+    return found
+
+
 class Federation:
     """A researcher and ``nodes`` nodes, each its own home under ``root``, every one registered
     with every other through its registration bundle."""

@@ -15,7 +15,7 @@ from typing import List, Tuple
 import pytest
 
 import secagg
-from conftest import free_ports
+from conftest import free_ports, free_ports_below_ephemeral
 
 
 def _homes(root: Path, nodes: int) -> Tuple[secagg.Home, List[secagg.Home]]:
@@ -320,7 +320,7 @@ def test_session_run_with_mp_spdz_through_agents(tmp_path, agents, build):
     else:
         mpspdz = _mpspdz_double(tmp_path)
     researcher, homes, _, _, _ = _roster_federation(tmp_path, 2)
-    ports = free_ports(3)
+    ports = free_ports_below_ephemeral(3)
     for h, port in zip(homes, ports[1:]):
         agents(h, "--mpspdz-ports", f"{port}-{port}", "--mpspdz-root", str(mpspdz))
     report = researcher.session_run(
