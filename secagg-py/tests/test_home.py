@@ -5,6 +5,7 @@ from __future__ import annotations
 import _thread
 import json
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -66,7 +67,17 @@ def test_the_gil_is_released_while_a_negotiation_waits(federation):
     assert fed.homes[0].contexts() == []
 
 
-def test_ctrl_c_stops_a_negotiation_with_nothing_stored(federation):
+@pytest.fixture
+def ctrl_c_handled():
+    """Python's own SIGINT handler for the test: a process started in the background (`cmd &`
+    without job control, or under nohup) inherits SIGINT ignored, and `_thread.interrupt_main`
+    then does nothing (regression: the Ctrl-C test failed when CI ran in the background)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_stops_a_negotiation_with_nothing_stored(federation, ctrl_c_handled):
     fed = federation(2)
     session = secagg.new_session_id()
     # Node 1 runs (node 2 never starts); the researcher runs in the main thread and gets Ctrl-C.
