@@ -1314,26 +1314,26 @@ fn lab_federation(
 fn verified_lab_session(
     researcher_ns: &str,
     fed: &Federation,
+    extra: &[&str],
 ) -> (serde_json::Value, std::time::Duration) {
     let nodes: Vec<&str> = fed.parties[1..]
         .iter()
         .map(|p| p.party_id.as_str())
         .collect();
+    let nodes = nodes.join(",");
+    let mut args = vec![
+        "session",
+        "run",
+        "--parties",
+        &nodes,
+        "--format",
+        "json",
+        "--timeout",
+        "30s",
+    ];
+    args.extend_from_slice(extra);
     let started = Instant::now();
-    let run = secagg_in_namespace(
-        researcher_ns,
-        fed.parties[0].home.root(),
-        &[
-            "session",
-            "run",
-            "--parties",
-            &nodes.join(","),
-            "--format",
-            "json",
-            "--timeout",
-            "30s",
-        ],
-    );
+    let run = secagg_in_namespace(researcher_ns, fed.parties[0].home.root(), &args);
     let took = started.elapsed();
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
@@ -1420,7 +1420,7 @@ fn session_run_through_agents_over_a_real_wireguard_tunnel() {
 
     // One session, driven from the researcher's namespace.
     let before = received_per_peer(&srv_ns, &srv_if);
-    let (_, took) = verified_lab_session(&clients[0].ns, &fed);
+    let (_, took) = verified_lab_session(&clients[0].ns, &fed, &[]);
 
     // The session's traffic crossed the tunnel: the server received bytes from every peer (the
     // nodes' connections to each other are forwarded by it).
@@ -1470,36 +1470,19 @@ fn mp_spdz_session_run_over_a_real_wireguard_tunnel_with_real_mp_spdz() {
     });
     let fed = lab_federation(root, &clients, &homes);
     let before = received_per_peer(&srv_ns, &srv_if);
-    let started = Instant::now();
-    let run = secagg_in_namespace(
+    let (report, took) = verified_lab_session(
         &clients[0].ns,
-        &homes[0],
+        &fed,
         &[
-            "session",
-            "run",
-            "--all",
             "--engine",
             "mp-spdz",
             "--mpspdz-root",
             mpspdz_s,
             "--mpspdz-port",
             ports[0],
-            "--timeout",
-            "90s",
-            "--format",
-            "json",
         ],
     );
-    let took = started.elapsed();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["engine"], "mp-spdz");
-    assert_verified(&fed, report["session_id"].as_str().unwrap());
     for row in report["parties"].as_array().unwrap() {
         let i = clients
             .iter()
@@ -1545,7 +1528,7 @@ fn a_kept_connection_to_a_node_that_lost_power_is_redialed_and_the_next_session_
 
     // The first node dials the second and keeps the connection after the clean end (which the
     // two nodes finish shortly after the researcher has its result).
-    verified_lab_session(researcher_ns, &fed);
+    verified_lab_session(researcher_ns, &fed, &[]);
     let until = Instant::now() + Duration::from_secs(10);
     let counts = loop {
         let counts = lab_connection_counts(researcher_ns, &fed);
@@ -1596,11 +1579,11 @@ fn a_kept_connection_to_a_node_that_lost_power_is_redialed_and_the_next_session_
 
     // The next session tries the dead connection (the restarted host answers its hello with a
     // reset), dials anew and succeeds; the one after runs on the new connection.
-    verified_lab_session(researcher_ns, &fed);
+    verified_lab_session(researcher_ns, &fed, &[]);
     let counts = lab_connection_counts(researcher_ns, &fed);
     assert_eq!(counts[0]["stale"], 1, "{counts:?}");
     assert_eq!(counts[0]["dialed"], 2, "{counts:?}");
-    verified_lab_session(researcher_ns, &fed);
+    verified_lab_session(researcher_ns, &fed, &[]);
     let counts = lab_connection_counts(researcher_ns, &fed);
     assert_eq!(counts[0]["reused"], 1, "{counts:?}");
     assert_eq!(counts[0]["dialed"], 2, "{counts:?}");
