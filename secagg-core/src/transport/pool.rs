@@ -23,7 +23,8 @@
 //!   checked again on the connection. Every session still exchanges its own hello, which binds
 //!   the session id, the party list with every certificate, and the parameters.
 //! - **Alive.** An idle connection is watched: anything the peer sends on it (it must send
-//!   nothing), its close, or the idle timeout closes it. A kept connection that fails before the
+//!   nothing), its close, a failed TCP keepalive (a peer gone without a word, see
+//!   [`KEEPALIVE_IDLE`]), or the idle timeout closes it. A kept connection that fails before the
 //!   peer's hello (the peer agent restarted meanwhile) is replaced by a fresh dial, transparently.
 //! - **Bounded.** At most [`MAX_IDLE_PER_PEER`] idle connections per peer and [`MAX_IDLE`] in
 //!   all, each way; the accepting side waits [`ACCEPTED_IDLE_MARGIN`] longer than the dialing
@@ -69,6 +70,27 @@ pub const END_WAIT: Duration = Duration::from_secs(5);
 
 /// Default idle time of a kept connection (`secagg serve --keep-connections`).
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(120);
+
+/// TCP keepalive of a kept connection: the kernel probes the peer after this much silence, ...
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// ... then this often, ...
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// ... and gives the connection up after this many unanswered probes (about a minute in all).
+pub const KEEPALIVE_PROBES: u32 = 3;
+
+/// Has the kernel probe a kept connection while it is idle, so that a peer gone without a word
+/// (its host lost power, or a firewall between the hosts silently dropped the flow) is noticed
+/// while the connection waits in the pool: its watcher's read fails and closes it. Otherwise the
+/// next session would find out, and on a silently dropped flow it would wait for its deadline.
+/// The probes also keep a stateful firewall's entry for the flow alive. Best effort: a socket
+/// that refuses the option works as before.
+fn keep_alive(tcp: &TcpStream) {
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    let _ = socket2::SockRef::from(tcp).set_tcp_keepalive(&probes);
+}
 
 /// What identifies the connections that may serve a party of a later session: its label,
 /// [`super::tls::server_name`] of this party's certificate and the peer certificate pinned, and
@@ -245,6 +267,7 @@ impl Pool {
     /// Keeps `stream`, dialed for `key`, after a clean end of its session; closes it when the
     /// limits are reached.
     pub fn keep_dialed(self: &Arc<Self>, key: PoolKey, stream: ClientStream) {
+        keep_alive(stream.get_ref().0);
         let (tx, rx) = oneshot::channel();
         let id = {
             let mut s = self.state();
@@ -329,6 +352,7 @@ impl Pool {
     /// session: waits for the peer's next frame and hands it to the agent ([`Reopened`]);
     /// closes it when the limits are reached, when the peer closes it, or after the idle time.
     pub fn keep_accepted(self: &Arc<Self>, label: &str, stream: ServerStream, addr: SocketAddr) {
+        keep_alive(stream.get_ref().0);
         let admitted = {
             let mut s = self.state();
             let held = s.accepted.get(label).copied().unwrap_or(0);
@@ -452,6 +476,46 @@ pub(crate) mod tests {
         assert!(pool.take(&key).await.is_none());
         let c = pool.counts();
         assert_eq!((c.idle_dialed, c.kept, c.closed_idle), (0, 1, 0));
+    }
+
+    /// The kernel's settings of a kept connection's socket: keepalive on, and its timings.
+    fn keepalive_of(tcp: &TcpStream) -> (bool, Duration, Duration, u32) {
+        let sock = socket2::SockRef::from(tcp);
+        (
+            sock.keepalive().unwrap(),
+            sock.tcp_keepalive_time().unwrap(),
+            sock.tcp_keepalive_interval().unwrap(),
+            sock.tcp_keepalive_retries().unwrap(),
+        )
+    }
+
+    /// Both ends of a kept connection have the kernel probe it while idle, so a peer gone without
+    /// a word is noticed in the pool, not by the next session.
+    #[tokio::test]
+    async fn kept_connections_are_probed_by_tcp_keepalive_at_both_ends() {
+        let (pool, mut reopened) = pool();
+        let key = PoolKey::new("node_b", "pin", "127.0.0.1:7001");
+        let (c, s) = pair().await;
+        let expected = (true, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES);
+        assert!(!keepalive_of(c.get_ref().0).0, "off before it is kept");
+        pool.keep_dialed(key.clone(), c);
+        pool.keep_accepted("node_a", s, "127.0.0.1:1".parse().unwrap());
+        let mut c = pool.take(&key).await.expect("the kept connection");
+        assert_eq!(keepalive_of(c.get_ref().0), expected);
+        // The accepted end is handed back with the next frame on it.
+        write_frame(
+            &mut c,
+            &Frame::new(MsgType::Hello, b"next".to_vec()),
+            Instant::now() + Duration::from_secs(2),
+            "node_b",
+        )
+        .await
+        .unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(5), reopened.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(keepalive_of(r.stream.get_ref().0), expected);
     }
 
     #[tokio::test]
