@@ -9,7 +9,8 @@ use secagg_core::demo::{self, Federation};
 use secagg_core::ErrorKind;
 use support::agents::{
     agents, assert_no_server_key, assert_nobody_stored, assert_verified, connection_counts,
-    context_of, contexts, federation, researcher, total, Agent,
+    context_of, contexts, federation, mpspdz_engine_args, mpspdz_serve_args, researcher, total,
+    Agent,
 };
 use support::{secagg, secagg_command, Run};
 
@@ -672,39 +673,34 @@ fn roster_pull_fetches_the_latest_roster_from_the_researchers_agent() {
     );
 }
 
-/// The arguments of `session run --all --engine mp-spdz` with this MP-SPDZ build, the
-/// researcher's `shamir-party.x` on `port`, JSON output.
-fn mpspdz_run_args(root: &str, port: u16, timeout: &str) -> Vec<String> {
-    let port = port.to_string();
-    [
+/// The arguments of `session run --all` with MP-SPDZ ([`mpspdz_engine_args`]), JSON output.
+fn mpspdz_run_args(root: &Path, port: u16, timeout: &str) -> Vec<String> {
+    let mut args: Vec<String> = [
         "session",
         "run",
         "--all",
-        "--engine",
-        "mp-spdz",
-        "--mpspdz-root",
-        root,
-        "--mpspdz-port",
-        &port,
         "--timeout",
         timeout,
         "--format",
         "json",
     ]
     .map(String::from)
-    .to_vec()
+    .to_vec();
+    args.extend(mpspdz_engine_args(root, port));
+    args
 }
 
-/// A node agent for MP-SPDZ sessions: `secagg serve --mpspdz-ports PORT-PORT --mpspdz-root ROOT`
-/// plus `args`, with `env`.
-fn mpspdz_agent(home: &Path, port: u16, root: &Path, args: &[&str], env: &[(&str, &str)]) -> Agent {
-    let range = format!("{port}-{port}");
-    let mut all = vec![
-        "--mpspdz-ports",
-        &range,
-        "--mpspdz-root",
-        root.to_str().unwrap(),
-    ];
+/// A node agent for MP-SPDZ sessions on `ports` with the build at `root`
+/// ([`mpspdz_serve_args`]), plus `args`, with `env`.
+fn mpspdz_agent(
+    home: &Path,
+    ports: std::ops::RangeInclusive<u16>,
+    root: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Agent {
+    let serve = mpspdz_serve_args(ports, root);
+    let mut all: Vec<&str> = serve.iter().map(String::as_str).collect();
     all.extend_from_slice(args);
     Agent::start(home, &all, env)
 }
@@ -722,7 +718,7 @@ fn mpspdz_agents(fed: &Federation, root: &Path, env: &[(&str, &str)]) -> (Vec<Ag
     let agents = fed.parties[1..]
         .iter()
         .zip(&ports[1..])
-        .map(|(p, port)| mpspdz_agent(p.home.root(), *port, root, &[], env))
+        .map(|(p, &port)| mpspdz_agent(p.home.root(), port..=port, root, &[], env))
         .collect();
     (agents, ports)
 }
@@ -737,11 +733,9 @@ fn mpspdz_session(
 ) -> (serde_json::Value, Vec<u16>) {
     let (_agents, ports) = mpspdz_agents(fed, root, env);
     let mut c = secagg_command();
-    c.arg("--home").arg(researcher(fed)).args(mpspdz_run_args(
-        root.to_str().unwrap(),
-        ports[0],
-        timeout,
-    ));
+    c.arg("--home")
+        .arg(researcher(fed))
+        .args(mpspdz_run_args(root, ports[0], timeout));
     for (k, v) in env {
         c.env(k, v);
     }
@@ -844,7 +838,7 @@ fn mp_spdz_an_agent_killed_mid_run_fails_the_session_by_name_with_real_mp_spdz()
     let run = secagg_command()
         .arg("--home")
         .arg(researcher(&fed))
-        .args(mpspdz_run_args(root.to_str().unwrap(), ports[0], "60s"))
+        .args(mpspdz_run_args(&root, ports[0], "60s"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -956,11 +950,12 @@ fn mp_spdz_sigterm_past_the_grace_period_kills_the_run_and_leaves_no_secret_with
 
     let ports = mpspdz_ports(&fed);
     let home = |i: usize| fed.parties[i].home.root();
-    let mut victim = mpspdz_agent(home(1), ports[1], &root, &["--grace", "200ms"], &[]);
-    let _on_time = mpspdz_agent(home(2), ports[2], &root, &[], &[]);
+    let only = |i: usize| ports[i]..=ports[i];
+    let mut victim = mpspdz_agent(home(1), only(1), &root, &["--grace", "200ms"], &[]);
+    let _on_time = mpspdz_agent(home(2), only(2), &root, &[], &[]);
     let _late = mpspdz_agent(
         home(3),
-        ports[3],
+        only(3),
         &root,
         &[],
         &[("SECAGG_FAULT", "agent-started:sleep=4000")],
@@ -969,7 +964,7 @@ fn mp_spdz_sigterm_past_the_grace_period_kills_the_run_and_leaves_no_secret_with
     let run = secagg_command()
         .arg("--home")
         .arg(researcher(&fed))
-        .args(mpspdz_run_args(root.to_str().unwrap(), ports[0], "60s"))
+        .args(mpspdz_run_args(&root, ports[0], "60s"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1018,25 +1013,17 @@ fn mp_spdz_three_concurrent_sessions_through_the_agents_with_real_mp_spdz() {
     let ranges: Vec<u16> = (0..fed.parties.len())
         .map(|_| support::free_ports_below_ephemeral(3))
         .collect();
-    let root_s = root.to_str().unwrap();
     let _agents: Vec<Agent> = fed.parties[1..]
         .iter()
         .zip(&ranges[1..])
-        .map(|(p, first)| {
-            let range = format!("{first}-{}", first + 2);
-            Agent::start(
-                p.home.root(),
-                &["--mpspdz-ports", &range, "--mpspdz-root", root_s],
-                &[],
-            )
-        })
+        .map(|(p, &first)| mpspdz_agent(p.home.root(), first..=first + 2, &root, &[], &[]))
         .collect();
     let runs: Vec<Child> = (0..3)
         .map(|k| {
             secagg_command()
                 .arg("--home")
                 .arg(researcher(&fed))
-                .args(mpspdz_run_args(root_s, ranges[0] + k, "90s"))
+                .args(mpspdz_run_args(&root, ranges[0] + k, "90s"))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -1087,7 +1074,7 @@ fn mp_spdz_the_researcher_killed_mid_run_stops_every_node_with_real_mp_spdz() {
     let mut run = secagg_command()
         .arg("--home")
         .arg(researcher(&fed))
-        .args(mpspdz_run_args(root.to_str().unwrap(), ports[0], "60s"))
+        .args(mpspdz_run_args(&root, ports[0], "60s"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1121,7 +1108,7 @@ fn mp_spdz_the_researcher_killed_mid_run_stops_every_node_with_real_mp_spdz() {
         "{secrets:?}"
     );
 
-    let args = mpspdz_run_args(root.to_str().unwrap(), ports[0], "60s");
+    let args = mpspdz_run_args(&root, ports[0], "60s");
     let next = secagg(
         researcher(&fed),
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -1142,38 +1129,26 @@ fn mp_spdz_the_researcher_killed_mid_run_stops_every_node_with_real_mp_spdz() {
 fn mp_spdz_refusals_an_exhausted_port_range_and_an_agent_without_mp_spdz() {
     let (dir, fed) = federation(2);
     let root = support::mpspdz_double_root(dir.path());
-    let root_s = root.to_str().unwrap();
     let held = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = held.local_addr().unwrap().port();
     let range = format!("{port}-{port}");
-    let _a1 = Agent::start(
-        fed.parties[1].home.root(),
-        &["--mpspdz-ports", &range, "--mpspdz-root", root_s],
-        &[],
-    );
+    let _a1 = mpspdz_agent(fed.parties[1].home.root(), port..=port, &root, &[], &[]);
     let _a2 = Agent::start(fed.parties[2].home.root(), &[], &[]);
-    let own_port = support::free_port().to_string();
     // In this order, so that the exit code is the first refusal's (the exhausted range).
     let nodes = format!("{},{}", fed.parties[1].party_id, fed.parties[2].party_id);
-    let run = secagg(
-        researcher(&fed),
-        &[
-            "session",
-            "run",
-            "--parties",
-            &nodes,
-            "--engine",
-            "mp-spdz",
-            "--mpspdz-root",
-            root_s,
-            "--mpspdz-port",
-            &own_port,
-            "--format",
-            "json",
-            "--timeout",
-            "20s",
-        ],
-    );
+    let engine = mpspdz_engine_args(&root, support::free_port());
+    let mut args = vec![
+        "session",
+        "run",
+        "--parties",
+        &nodes,
+        "--format",
+        "json",
+        "--timeout",
+        "20s",
+    ];
+    args.extend(engine.iter().map(String::as_str));
+    let run = secagg(researcher(&fed), &args);
     run.fails_with(
         ErrorKind::Conflict.exit_code(),
         &format!("--mpspdz-ports {range}"),
@@ -1460,35 +1435,22 @@ fn mp_spdz_session_run_over_a_real_wireguard_tunnel_with_real_mp_spdz() {
     };
     let root = dir.path();
     let homes = parties_at_vpn_addresses(root, &clients, &vpn_ips);
-    let mpspdz_s = mpspdz.to_str().unwrap();
-    let ports = ["15000", "15001", "15002"];
+    let ports: [u16; 3] = [15000, 15001, 15002];
     serve_nodes_in_namespaces(&mut lab, root, &clients, &homes, |i| {
-        let range = format!("{}-{0}", ports[i]);
-        ["--mpspdz-ports", &range, "--mpspdz-root", mpspdz_s]
-            .map(String::from)
-            .to_vec()
+        mpspdz_serve_args(ports[i]..=ports[i], &mpspdz)
     });
     let fed = lab_federation(root, &clients, &homes);
     let before = received_per_peer(&srv_ns, &srv_if);
-    let (report, took) = verified_lab_session(
-        &clients[0].ns,
-        &fed,
-        &[
-            "--engine",
-            "mp-spdz",
-            "--mpspdz-root",
-            mpspdz_s,
-            "--mpspdz-port",
-            ports[0],
-        ],
-    );
+    let engine = mpspdz_engine_args(&mpspdz, ports[0]);
+    let engine: Vec<&str> = engine.iter().map(String::as_str).collect();
+    let (report, took) = verified_lab_session(&clients[0].ns, &fed, &engine);
     assert_eq!(report["engine"], "mp-spdz");
     for row in report["parties"].as_array().unwrap() {
         let i = clients
             .iter()
             .position(|c| row["party_id"] == c.party_id)
             .unwrap();
-        assert_eq!(row["mpspdz_port"].to_string(), ports[i], "{row}");
+        assert_eq!(row["mpspdz_port"], ports[i], "{row}");
     }
     // MP-SPDZ's traffic crossed the tunnel: each peer sent the server more than the agents'
     // control messages alone would.
@@ -1598,7 +1560,6 @@ fn a_kept_connection_to_a_node_that_lost_power_is_redialed_and_the_next_session_
 fn mp_spdz_a_failing_node_ends_the_session_at_once() {
     let (dir, fed) = federation(3);
     let root = support::mpspdz_double_root(dir.path());
-    let root_s = root.to_str().unwrap();
     let ports = mpspdz_ports(&fed);
     let fail = [("SECAGG_MPSPDZ_DOUBLE_FAIL", "1")];
     let _agents: Vec<Agent> = fed.parties[1..]
@@ -1607,11 +1568,11 @@ fn mp_spdz_a_failing_node_ends_the_session_at_once() {
         .enumerate()
         .map(|(i, (p, port))| {
             let env: &[(&str, &str)] = if i == 0 { &fail } else { &[] };
-            mpspdz_agent(p.home.root(), *port, &root, &[], env)
+            mpspdz_agent(p.home.root(), *port..=*port, &root, &[], env)
         })
         .collect();
     let started = Instant::now();
-    let args = mpspdz_run_args(root_s, ports[0], "40s");
+    let args = mpspdz_run_args(&root, ports[0], "40s");
     let run = secagg(
         researcher(&fed),
         &args.iter().map(String::as_str).collect::<Vec<_>>(),

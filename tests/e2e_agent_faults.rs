@@ -33,7 +33,10 @@ use secagg_core::contexts::KeyState;
 use secagg_core::demo::{self, Federation};
 use secagg_core::fault::{Step, FAULT_ENV};
 use secagg_core::session;
-use support::agents::{assert_verified, connection_counts, federation, researcher, Agent};
+use support::agents::{
+    assert_verified, connection_counts, federation, mpspdz_engine_args, mpspdz_serve_args,
+    researcher, Agent,
+};
 use support::{secagg_command, stored};
 
 mod support;
@@ -152,12 +155,9 @@ impl SweepEngine {
     fn agent_args(&self, node: usize) -> Vec<String> {
         match self {
             SweepEngine::Native => vec![],
-            SweepEngine::MpSpdz { root, ports } => vec![
-                "--mpspdz-ports".into(),
-                format!("{}-{}", ports[node], ports[node] + 3),
-                "--mpspdz-root".into(),
-                root.display().to_string(),
-            ],
+            SweepEngine::MpSpdz { root, ports } => {
+                mpspdz_serve_args(ports[node]..=ports[node] + 3, root)
+            }
         }
     }
 
@@ -165,14 +165,7 @@ impl SweepEngine {
     fn run_args(&self, k: u16) -> Vec<String> {
         match self {
             SweepEngine::Native => vec![],
-            SweepEngine::MpSpdz { root, ports } => vec![
-                "--engine".into(),
-                "mp-spdz".into(),
-                "--mpspdz-root".into(),
-                root.display().to_string(),
-                "--mpspdz-port".into(),
-                (ports[0] + k % 4).to_string(),
-            ],
+            SweepEngine::MpSpdz { root, ports } => mpspdz_engine_args(root, ports[0] + k % 4),
         }
     }
 }

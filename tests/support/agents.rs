@@ -3,6 +3,7 @@
 //! connection counters. Shared by `e2e_agent` and `e2e_agent_faults`.
 
 use std::io::Read;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -235,4 +236,28 @@ pub fn total(counts: &[serde_json::Value], field: &str) -> u64 {
                 .unwrap_or_else(|| panic!("no {field} in {c}"))
         })
         .sum()
+}
+
+/// `secagg serve` arguments that let an agent run MP-SPDZ sessions: its `shamir-party.x` on a
+/// port of `ports`, the build at `root`.
+pub fn mpspdz_serve_args(ports: RangeInclusive<u16>, root: &Path) -> Vec<String> {
+    vec![
+        "--mpspdz-ports".into(),
+        format!("{}-{}", ports.start(), ports.end()),
+        "--mpspdz-root".into(),
+        root.display().to_string(),
+    ]
+}
+
+/// `session run` arguments that choose MP-SPDZ: the build at `root`, the researcher's
+/// `shamir-party.x` on `port`.
+pub fn mpspdz_engine_args(root: &Path, port: u16) -> Vec<String> {
+    vec![
+        "--engine".into(),
+        "mp-spdz".into(),
+        "--mpspdz-root".into(),
+        root.display().to_string(),
+        "--mpspdz-port".into(),
+        port.to_string(),
+    ]
 }
