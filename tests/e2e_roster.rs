@@ -46,7 +46,7 @@ fn party(dir: &Path, role: &str, id: &str) -> Party {
     )
     .ok();
     let bundle = dir.join(format!("{id}.json"));
-    write_bundle(&home, &bundle);
+    support::export_bundle(&home, &bundle);
     let fingerprint = bundle_fingerprint(&bundle);
     Party {
         id: id.to_owned(),
@@ -55,22 +55,6 @@ fn party(dir: &Path, role: &str, id: &str) -> Party {
         bundle,
         fingerprint,
     }
-}
-
-fn write_bundle(home: &Path, bundle: &Path) {
-    secagg(
-        home,
-        &[
-            "certificate",
-            "registration-instructions",
-            "--format",
-            "json",
-            "--force",
-            "-o",
-            bundle.to_str().unwrap(),
-        ],
-    )
-    .ok();
 }
 
 fn bundle_fingerprint(bundle: &Path) -> String {
@@ -426,7 +410,7 @@ fn refused_rosters_change_nothing() {
     import(&n3, &good, &[]).ok();
     assert_eq!(origin_of(&n3.home, &n2.id), "manual");
     secagg(&n2.home, &["certificate", "generate", "--force"]).ok();
-    write_bundle(&n2.home, &n2.bundle);
+    support::export_bundle(&n2.home, &n2.bundle);
     secagg(
         &researcher.home,
         &[

@@ -407,8 +407,9 @@ pub fn revealed_key(home: &Path, session: &str) -> String {
         .to_owned()
 }
 
-/// Writes the registration bundle of the party in `home` to `out`
-/// (`secagg certificate registration-instructions --format json -o OUT`), which must succeed.
+/// Writes the registration bundle of the party in `home` to `out`, replacing it if it exists
+/// (`secagg certificate registration-instructions --format json --force -o OUT`), which must
+/// succeed.
 pub fn export_bundle(home: &Path, out: &Path) {
     secagg(
         home,
@@ -417,6 +418,7 @@ pub fn export_bundle(home: &Path, out: &Path) {
             "registration-instructions",
             "--format",
             "json",
+            "--force",
             "-o",
             out.to_str().unwrap(),
         ],
