@@ -1243,7 +1243,6 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
     }
     // Reads the researcher's requests on the control connection while the session runs: its
     // one `confirm` goes to the run; anything else ends the session, for the reason returned.
-    let confirm_tx = verdict_tx.clone();
     let cancel_request = async {
         let Some(stream) = control.as_mut() else {
             return std::future::pending().await;
@@ -1260,7 +1259,7 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
             match (f, request) {
                 (_, Some(Request::Confirm)) if is_mpspdz && !confirmed => {
                     confirmed = true;
-                    let _ = confirm_tx.send(Verdict::Confirm);
+                    let _ = verdict_tx.send(Verdict::Confirm);
                 }
                 (_, Some(Request::Cancel)) => return format!("{peer} cancelled session {sid}"),
                 (Ok(Some(f)), _) => {

@@ -166,11 +166,13 @@ pub fn doctor(home: &Home, opts: &DoctorOptions) -> DoctorReport {
         },
     };
     // The home's cache when there is a home (the compile then also warms it), else a throwaway one.
-    let scratch = TempDir::new().ok();
-    let scratch_cache = scratch.is_some() && !home.root().is_dir();
-    let cache = match (&scratch, home.root().is_dir()) {
-        (Some(s), false) => ProgramCache::new(s.path().join("mpspdz-cache")),
-        _ => ProgramCache::in_home(home),
+    let scratch = match home.root().is_dir() {
+        true => None,
+        false => TempDir::new().ok(),
+    };
+    let cache = match &scratch {
+        Some(s) => ProgramCache::new(s.path().join("mpspdz-cache")),
+        None => ProgramCache::in_home(home),
     };
     let compiler_ok = match &root {
         None => {
@@ -184,7 +186,7 @@ pub fn doctor(home: &Home, opts: &DoctorOptions) -> DoctorReport {
                     items.push(item(
                         "compiler",
                         CheckStatus::Ok,
-                        if p.compiled_now && scratch_cache {
+                        if p.compiled_now && scratch.is_some() {
                             // A throwaway cache (no home here): naming it would point at a
                             // directory that is gone once the doctor ends.
                             format!(

@@ -584,18 +584,13 @@ fn check_store_file(path: &Path) -> Result<()> {
     // in-between state lasts milliseconds, a real truncation stays; so a size that does not
     // match is re-read a few times before the store is called damaged (regression: concurrent
     // `certificate register` commands failed with "store … is truncated … it is damaged").
-    let mut damage = check_store_size(path, &wal)?;
     for pause_ms in [5, 20, 50, 100, 200] {
-        if damage.is_none() {
+        if check_store_size(path, &wal)?.is_none() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(pause_ms));
-        damage = check_store_size(path, &wal)?;
     }
-    match damage {
-        None => Ok(()),
-        Some(e) => Err(e),
-    }
+    check_store_size(path, &wal)?.map_or(Ok(()), Err)
 }
 
 /// The store file's size against its header, read in the order a checkpoint writes them (the
