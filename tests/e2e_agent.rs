@@ -44,10 +44,9 @@ fn failed_fast_by_a_node(
 
 /// `session run --all` (JSON) at the researcher, in the background, its output piped.
 fn spawn_session_run(fed: &Federation, timeout: &str) -> Child {
-    secagg_command()
-        .arg("--home")
-        .arg(researcher(fed))
-        .args([
+    spawn_at_researcher(
+        fed,
+        [
             "session",
             "run",
             "--all",
@@ -55,7 +54,17 @@ fn spawn_session_run(fed: &Federation, timeout: &str) -> Child {
             "json",
             "--timeout",
             timeout,
-        ])
+        ]
+        .map(String::from),
+    )
+}
+
+/// `secagg ARGS` in the researcher's home, in the background, its output piped.
+fn spawn_at_researcher(fed: &Federation, args: impl IntoIterator<Item = String>) -> Child {
+    secagg_command()
+        .arg("--home")
+        .arg(researcher(fed))
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -690,6 +699,19 @@ fn mpspdz_run_args(root: &Path, port: u16, timeout: &str) -> Vec<String> {
     args
 }
 
+/// `session run --all` with MP-SPDZ ([`mpspdz_run_args`]) at the researcher, with `env`, to its end.
+fn mpspdz_run(
+    fed: &Federation,
+    root: &Path,
+    port: u16,
+    timeout: &str,
+    env: &[(&str, &str)],
+) -> Run {
+    let args = mpspdz_run_args(root, port, timeout);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    support::secagg_env(researcher(fed), &args, env)
+}
+
 /// A node agent for MP-SPDZ sessions on `ports` with the build at `root`
 /// ([`mpspdz_serve_args`]), plus `args`, with `env`.
 fn mpspdz_agent(
@@ -732,17 +754,9 @@ fn mpspdz_session(
     timeout: &str,
 ) -> (serde_json::Value, Vec<u16>) {
     let (_agents, ports) = mpspdz_agents(fed, root, env);
-    let mut c = secagg_command();
-    c.arg("--home")
-        .arg(researcher(fed))
-        .args(mpspdz_run_args(root, ports[0], timeout));
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = mpspdz_run(fed, root, ports[0], timeout, env);
+    run.ok();
+    let report = run.json();
     assert_eq!(report["engine"], "mp-spdz");
     let session = report["session_id"].as_str().unwrap().to_owned();
     // sk0 + Σ sk_i = 0, every key confirmed.
@@ -835,14 +849,7 @@ fn mp_spdz_an_agent_killed_mid_run_fails_the_session_by_name_with_real_mp_spdz()
     let (mut agents, ports) = mpspdz_agents(&fed, &root, &[]);
     let victim = &fed.parties[2];
     let started = Instant::now();
-    let run = secagg_command()
-        .arg("--home")
-        .arg(researcher(&fed))
-        .args(mpspdz_run_args(&root, ports[0], "60s"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = spawn_at_researcher(&fed, mpspdz_run_args(&root, ports[0], "60s"));
     let party_x = running_shamir_party(victim.home.root());
     agents[1].child.kill().unwrap();
     agents[1].child.wait().unwrap();
@@ -881,20 +888,26 @@ fn mp_spdz_an_agent_killed_mid_run_fails_the_session_by_name_with_real_mp_spdz()
         }
     }
     assert_no_shamir_party_left(dir.path(), party_x);
-    let secrets = support::secret_leftovers(&fed);
-    assert!(
-        secrets.iter().all(|p| p.starts_with(victim.home.root())),
-        "secret files left: {secrets:?}"
-    );
+    assert_secrets_left_only_by(&fed, Some(victim.home.root()));
 
     // Restarted agents: the next session succeeds, and the killed run's directory is gone.
     drop(agents);
     mpspdz_session(&fed, &root, &[], "90s");
     assert!(!victim.home.root().join("runs").join(&session).exists());
-    assert_eq!(
-        support::secret_leftovers(&fed),
-        Vec::<std::path::PathBuf>::new()
-    );
+    assert_secrets_left_only_by(&fed, None);
+}
+
+/// Secret files of MP-SPDZ runs ([`support::secret_leftovers`]) are left only in the home of
+/// `killed`, the one party SIGKILLed (which could not clean up), and none anywhere without one.
+fn assert_secrets_left_only_by(fed: &Federation, killed: Option<&Path>) {
+    let secrets = support::secret_leftovers(fed);
+    match killed {
+        Some(home) => assert!(
+            secrets.iter().all(|p| p.starts_with(home)),
+            "secret files left: {secrets:?}"
+        ),
+        None => assert_eq!(secrets, Vec::<std::path::PathBuf>::new()),
+    }
 }
 
 /// The pid of the `shamir-party.x` running in `home`'s run directory, once there is one (20 s
@@ -961,14 +974,7 @@ fn mp_spdz_sigterm_past_the_grace_period_kills_the_run_and_leaves_no_secret_with
         &[("SECAGG_FAULT", "agent-started:sleep=4000")],
     );
     let started = Instant::now();
-    let run = secagg_command()
-        .arg("--home")
-        .arg(researcher(&fed))
-        .args(mpspdz_run_args(&root, ports[0], "60s"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = spawn_at_researcher(&fed, mpspdz_run_args(&root, ports[0], "60s"));
     let party_x = running_shamir_party(home(1));
     victim.signal("TERM");
     assert_eq!(victim.wait(Duration::from_secs(10)), Some(0));
@@ -992,10 +998,7 @@ fn mp_spdz_sigterm_past_the_grace_period_kills_the_run_and_leaves_no_secret_with
     }
     assert_no_shamir_party_left(dir.path(), party_x);
     // A stopped agent cleans up after itself: nothing secret is left, its own run included.
-    assert_eq!(
-        support::secret_leftovers(&fed),
-        Vec::<std::path::PathBuf>::new()
-    );
+    assert_secrets_left_only_by(&fed, None);
     assert!(!home(1).join("runs").join(&session).exists());
 }
 
@@ -1019,16 +1022,7 @@ fn mp_spdz_three_concurrent_sessions_through_the_agents_with_real_mp_spdz() {
         .map(|(p, &first)| mpspdz_agent(p.home.root(), first..=first + 2, &root, &[], &[]))
         .collect();
     let runs: Vec<Child> = (0..3)
-        .map(|k| {
-            secagg_command()
-                .arg("--home")
-                .arg(researcher(&fed))
-                .args(mpspdz_run_args(&root, ranges[0] + k, "90s"))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|k| spawn_at_researcher(&fed, mpspdz_run_args(&root, ranges[0] + k, "90s")))
         .collect();
     let mut used_ports = std::collections::HashSet::new();
     for run in runs {
@@ -1052,10 +1046,7 @@ fn mp_spdz_three_concurrent_sessions_through_the_agents_with_real_mp_spdz() {
         }
     }
     assert_eq!(used_ports.len(), 3 * fed.parties.len());
-    assert_eq!(
-        support::secret_leftovers(&fed),
-        Vec::<std::path::PathBuf>::new()
-    );
+    assert_secrets_left_only_by(&fed, None);
 }
 
 /// The researcher's `session run` SIGKILLed while the real `shamir-party.x` processes run: its
@@ -1071,14 +1062,7 @@ fn mp_spdz_the_researcher_killed_mid_run_stops_every_node_with_real_mp_spdz() {
     let (dir, fed) = federation(3);
     mpspdz_session(&fed, &root, &[], "90s");
     let (agents, ports) = mpspdz_agents(&fed, &root, &[]);
-    let mut run = secagg_command()
-        .arg("--home")
-        .arg(researcher(&fed))
-        .args(mpspdz_run_args(&root, ports[0], "60s"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut run = spawn_at_researcher(&fed, mpspdz_run_args(&root, ports[0], "60s"));
     let party_x = running_shamir_party(researcher(&fed));
     run.kill().unwrap();
     run.wait().unwrap();
@@ -1102,24 +1086,13 @@ fn mp_spdz_the_researcher_killed_mid_run_stops_every_node_with_real_mp_spdz() {
         }
     }
     // Only the SIGKILLed researcher could not clean up after itself.
-    let secrets = support::secret_leftovers(&fed);
-    assert!(
-        secrets.iter().all(|p| p.starts_with(researcher(&fed))),
-        "{secrets:?}"
-    );
+    assert_secrets_left_only_by(&fed, Some(researcher(&fed)));
 
-    let args = mpspdz_run_args(&root, ports[0], "60s");
-    let next = secagg(
-        researcher(&fed),
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let next = mpspdz_run(&fed, &root, ports[0], "60s", &[]);
     next.ok();
     assert_verified(&fed, &session_of(&next));
     assert!(!researcher(&fed).join("runs").join(session).exists());
-    assert_eq!(
-        support::secret_leftovers(&fed),
-        Vec::<std::path::PathBuf>::new()
-    );
+    assert_secrets_left_only_by(&fed, None);
 }
 
 /// MP-SPDZ sessions need a free port of the agent's range: an exhausted range (its one port held
@@ -1572,11 +1545,7 @@ fn mp_spdz_a_failing_node_ends_the_session_at_once() {
         })
         .collect();
     let started = Instant::now();
-    let args = mpspdz_run_args(&root, ports[0], "40s");
-    let run = secagg(
-        researcher(&fed),
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let run = mpspdz_run(&fed, &root, ports[0], "40s", &[]);
     let elapsed = started.elapsed();
     assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
     let failed = &fed.parties[1].party_id;
