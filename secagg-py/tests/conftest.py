@@ -29,6 +29,14 @@ def free_ports(n: int) -> List[int]:
             s.close()
 
 
+def real_mpspdz_root() -> Path:
+    """The MP-SPDZ build of ``MPSPDZ_ROOT``; the test is skipped, saying why, without one."""
+    root = os.environ.get("MPSPDZ_ROOT")
+    if not root:
+        pytest.skip("MPSPDZ_ROOT is not set (an MP-SPDZ v0.3.4 build with GFP_MOD_SZ=33)")
+    return Path(root)
+
+
 def free_ports_below_ephemeral(n: int) -> List[int]:
     """``n`` ports free now on every address, below the kernel's ephemeral range (32768 and up by
     default), so that no outgoing connection (real MP-SPDZ makes many) takes one before the

@@ -11,6 +11,7 @@ import pytest
 
 import secagg
 from secagg import fedbiomed as fb
+from conftest import real_mpspdz_root
 
 DOC_KEYS = {"party_id", "certificate", "ip", "port", "component"}
 
@@ -186,8 +187,7 @@ def test_exec_shamir_with_real_mp_spdz(federation, tmp_path):
     """Fed-BioMed's call, ``exec_shamir(..., engine="mp-spdz")``, with a real MP-SPDZ build
     (found through ``MPSPDZ_ROOT``, as Fed-BioMed's nodes find theirs): every party's
     ``shamir-party.x`` runs and the keys land where ``SecaggServkeyManager`` reads them."""
-    if not os.environ.get("MPSPDZ_ROOT"):
-        pytest.skip("MPSPDZ_ROOT is not set (an MP-SPDZ v0.3.4 build with GFP_MOD_SZ=33)")
+    real_mpspdz_root()
     fed = federation(2)
     secagg_id = secagg.new_session_id(fedbiomed=True)
     controllers = [

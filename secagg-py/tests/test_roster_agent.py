@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import threading
 import time
@@ -15,7 +14,7 @@ from typing import List, Tuple
 import pytest
 
 import secagg
-from conftest import free_ports, free_ports_below_ephemeral
+from conftest import free_ports, free_ports_below_ephemeral, real_mpspdz_root
 
 
 def _homes(root: Path, nodes: int) -> Tuple[secagg.Home, List[secagg.Home]]:
@@ -313,12 +312,7 @@ def _mpspdz_double(root: Path) -> Path:
 
 @pytest.mark.parametrize("build", ["test double", "real MP-SPDZ"])
 def test_session_run_with_mp_spdz_through_agents(tmp_path, agents, build):
-    if build == "real MP-SPDZ":
-        if not os.environ.get("MPSPDZ_ROOT"):
-            pytest.skip("MPSPDZ_ROOT is not set (an MP-SPDZ v0.3.4 build with GFP_MOD_SZ=33)")
-        mpspdz = Path(os.environ["MPSPDZ_ROOT"])
-    else:
-        mpspdz = _mpspdz_double(tmp_path)
+    mpspdz = real_mpspdz_root() if build == "real MP-SPDZ" else _mpspdz_double(tmp_path)
     researcher, homes, _, _, _ = _roster_federation(tmp_path, 2)
     ports = free_ports_below_ephemeral(3)
     for h, port in zip(homes, ports[1:]):
