@@ -1294,7 +1294,7 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
                 // the secrets removed before the slot (and its port) is given up; a run waiting
                 // for the researcher's confirmation keeps its key unconfirmed.
                 cancel.cancel();
-                let _ = verdict_tx.send(Verdict::Withheld(why.clone()));
+                let _ = verdict_tx.send(Verdict::Withheld);
                 let _ = run.await;
             } else {
                 // The native engine aborts with this reason (its peers, the researcher among
@@ -1326,7 +1326,7 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
             // before this node stores its key; MP-SPDZ: the key was stored before the run, and
             // the researcher gets no output from a killed run), so the run ends, then reports.
             cancel.cancel();
-            let _ = verdict_tx.send(Verdict::Withheld(why.clone()));
+            let _ = verdict_tx.send(Verdict::Withheld);
             match run.await {
                 Ok(r) => Ok(r),
                 Err(e) => Err(e.context(why)),
@@ -1463,8 +1463,8 @@ enum Verdict {
     /// The server key is stored: the node confirms its key.
     Confirm,
     /// The session ends without it (cancelled, the control connection lost, the agent stopped):
-    /// the node keeps its key unconfirmed, for the reason given.
-    Withheld(String),
+    /// the node keeps its key unconfirmed (the caller adds why the session ended).
+    Withheld,
 }
 
 /// This party's side of an MP-SPDZ session: the engine of `secagg negotiate --engine mp-spdz`
@@ -1513,7 +1513,7 @@ async fn run_mpspdz(
                             crate::engine::mpspdz::confirm_node_key(&mut s)?;
                             Ok(outcome)
                         }
-                        Ok(Verdict::Withheld(why)) => Err(Error::peer(why)),
+                        Ok(Verdict::Withheld) => Err(Error::peer("the session ended without it")),
                         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                             Err(Error::timeout(format!(
                             "session {sid}: no confirmation from the researcher before the deadline"
