@@ -123,6 +123,25 @@ fn a_node_cannot_request_sessions_nor_a_researcher_another_researchers_session()
         message.contains("is not in the party list") || message.contains("listed twice"),
         "{message}"
     );
+    // A `confirm`, `cancel` or `start` on a connection that joined no session is refused, and
+    // nothing runs: even the registered researcher confirms only a session it runs there.
+    for (request, asked) in [
+        (Request::Confirm, "confirm"),
+        (Request::Cancel, "cancel"),
+        (
+            Request::Start {
+                mpspdz_endpoints: None,
+            },
+            "start",
+        ),
+    ] {
+        let (kind, message) = refused(ask(&fed, 0, 1, &request));
+        assert_eq!(kind, ErrorKind::PeerFailure, "{message}");
+        assert!(
+            message.contains(&format!("to {asked} a session it did not join")),
+            "{message}"
+        );
+    }
     // Status answers anyone registered, naming the client as the agent identified it.
     match ask(
         &fed,
@@ -143,5 +162,6 @@ fn a_node_cannot_request_sessions_nor_a_researcher_another_researchers_session()
     agent.join().unwrap().unwrap();
     let events = events.lock().unwrap();
     assert!(events.iter().any(|e| e.event == "stopped"));
-    assert_eq!(events.iter().filter(|e| e.event == "refused").count(), 3);
+    // Each refusal logged once: the three joins and the three requests without a session.
+    assert_eq!(events.iter().filter(|e| e.event == "refused").count(), 6);
 }
