@@ -1182,14 +1182,18 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
     // second connection and handshake); it comes back after a clean end, for the report.
     let (give_back, given_back) = oneshot::channel();
     let mut control = Some(stream);
-    // Held here until the engine takes it: an agent stopped before that aborts it itself.
-    let researcher_link = Mutex::new(match is_mpspdz {
+    // A native session's connections, held here until the engine takes them: the nodes' routed
+    // to it, and the researcher's. An agent stopped before that aborts them itself.
+    let unstarted = Mutex::new(match is_mpspdz {
         true => None,
-        false => control.take().map(|stream| ControlLink {
-            peer: 0,
-            stream: tokio_rustls::TlsStream::Server(stream),
-            give_back,
-        }),
+        false => Some((
+            inbound,
+            control.take().map(|stream| ControlLink {
+                peer: 0,
+                stream: tokio_rustls::TlsStream::Server(stream),
+                give_back,
+            }),
+        )),
     });
     // An MP-SPDZ node confirms its key only on the researcher's word, sent once the server key
     // is stored (the engine leaves it unconfirmed after the run; `run_mpspdz` waits for this).
@@ -1214,15 +1218,16 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
                 .await
             }
             None => {
-                let link = researcher_link
+                let connections = unstarted
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .take();
+                    .take()
+                    .ok_or_else(|| Error::peer("the session was stopped before it started"))?;
                 run_native(
                     shared.clone(),
                     plan.expect("a native session keeps its plan"),
                     deadline,
-                    (inbound, link),
+                    connections,
                     progress.clone(),
                     sid,
                     cancel.clone(),
@@ -1299,14 +1304,11 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
             } else {
                 // The native engine aborts with this reason (its peers, the researcher among
                 // them, learn why) if its key is not stored yet; otherwise it is dropped. Not
-                // started yet: the researcher gets the abort here.
+                // started yet: its connections get the abort here.
                 cancel.cancel_because(why.clone());
-                let unstarted = researcher_link
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take();
-                match unstarted {
-                    Some(link) => abort_unstarted(link, peer.as_str(), &why).await,
+                let held = unstarted.lock().unwrap_or_else(|p| p.into_inner()).take();
+                match held {
+                    Some(connections) => abort_unstarted(connections, peer.as_str(), &why).await,
                     None => {
                         let _ = timeout(STOP_ABORT_WAIT, &mut run).await;
                     }
@@ -1381,15 +1383,32 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
     let _ = timeout_at(until, stream.shutdown()).await;
 }
 
-/// Aborts a native session on its researcher's connection before the engine took it (the agent
-/// stops): the researcher's hello, sent right after the start, is read first so that closing
+/// Aborts a native session before the engine took its connections (the agent stops). The nodes'
+/// connections already routed to it get the abort first: closed without it, a node would report
+/// only the close, possibly before the researcher hears why (regression: a flaky SIGTERM test).
+/// The researcher's hello, sent right after the start, is read before its abort so that closing
 /// the connection does not reset it before the abort is read.
-async fn abort_unstarted(link: ControlLink, researcher: &str, why: &str) {
-    let mut stream = link.stream;
-    let until = Instant::now() + crate::transport::mesh::ABORT_GRACE;
-    let _ = read_frame(&mut stream, until, researcher).await;
+async fn abort_unstarted(
+    (mut routed, link): (mpsc::UnboundedReceiver<Routed>, Option<ControlLink>),
+    researcher: &str,
+    why: &str,
+) {
     let reason = crate::transport::mesh::abort_reason(&Error::peer(why));
-    abort_all(vec![(researcher.to_owned(), stream)], &reason).await;
+    routed.close();
+    let mut nodes = Vec::new();
+    while let Ok(r) = routed.try_recv() {
+        nodes.push((
+            r.addr.to_string(),
+            tokio_rustls::TlsStream::Server(r.stream),
+        ));
+    }
+    abort_all(nodes, &reason).await;
+    if let Some(link) = link {
+        let mut stream = link.stream;
+        let until = Instant::now() + crate::transport::mesh::ABORT_GRACE;
+        let _ = read_frame(&mut stream, until, researcher).await;
+        abort_all(vec![(researcher.to_owned(), stream)], &reason).await;
+    }
 }
 
 /// How long a native session stopped with the agent may take to send its abort (with why) to
