@@ -170,7 +170,8 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 }
 
 /// Reads a whole regular file of at most `limit` bytes; `what` names it in errors
-/// ("certificate", "registration bundle").
+/// ("certificate", "registration bundle"). A file of a store this process has open is refused
+/// unopened (see [`crate::store::guard`]).
 pub fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
     let ctx = || format!("while reading {what} `{}`", path.display());
     let meta = fs::metadata(path).map_err(|e| match e.kind() {
@@ -179,6 +180,7 @@ pub fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
         }
         _ => Error::io(ctx(), e),
     })?;
+    crate::store::guard::refuse_if_open_store_file(path)?;
     if !meta.is_file() {
         return Err(Error::invalid(format!(
             "{what} path `{}` is not a regular file",

@@ -14,6 +14,7 @@
 //! ([`Store::open_read_only`]) never take the write lock and work beside a writer.
 
 pub mod contexts;
+pub mod guard;
 pub mod peers;
 pub(crate) mod pool;
 pub mod roster_serials;
@@ -21,7 +22,6 @@ pub mod vpn_peers;
 pub mod vpn_server;
 
 use std::fs::OpenOptions;
-use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -35,9 +35,6 @@ use crate::home::Home;
 /// How long a command waits for another process holding the store before giving up, unless the
 /// caller chooses otherwise with [`StoreOptions::busy_timeout`].
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// SQLite's file header magic.
-const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// Schema migrations; entry `i` takes the store from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -139,6 +136,8 @@ pub struct Store {
     /// The opened file's device and inode, to tell whether `path` still names it
     /// ([`Store::is_current_file`]).
     file_id: Option<(u64, u64)>,
+    /// Registers the file as open in this process while the connection lives ([`guard`]).
+    _open: guard::OpenStore,
 }
 
 impl std::fmt::Debug for Store {
@@ -259,6 +258,7 @@ impl Store {
             path: path.to_owned(),
             read_only: opts.read_only,
             file_id: file_id(path),
+            _open: guard::OpenStore::register(path),
         };
         if opts.read_only {
             // The journal mode (WAL) is persistent in the file; a reader neither needs nor may
@@ -563,9 +563,14 @@ fn damaged_hint(path: &Path) -> String {
     )
 }
 
-/// Checks an existing store file before SQLite opens it: private permissions (its `-wal` and
-/// `-shm` hold the same data), a regular file, not empty, not truncated. SQLite itself would take
-/// an empty file for a new database and answer a truncated one only later, with a vague error.
+/// Checks an existing store file before SQLite opens it, by `stat` alone (see "The one rule" in
+/// [`guard`]: this process may already hold connections to the file, and opening and closing it
+/// here would drop their locks): private permissions (its `-wal` and `-shm` hold the same data),
+/// a regular file, not empty, and not cut short of a whole 512-byte unit (every SQLite page size
+/// is a multiple of 512). SQLite would take an empty file for a new database; what `stat` cannot
+/// tell (a bad magic, a header counting more pages than the file holds) SQLite itself refuses
+/// when [`connect`] reads the schema, consistently with a concurrent checkpoint because it reads
+/// under its WAL locks, and [`damaged_or`] names it.
 fn check_store_file(path: &Path) -> Result<()> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io_path("inspecting store", path, e))?;
     if !meta.is_file() {
@@ -575,83 +580,31 @@ fn check_store_file(path: &Path) -> Result<()> {
         )));
     }
     fs_secure::check_private_file(path, "store")?;
-    let wal = sibling(path, "-wal");
-    for extra in [wal.clone(), sibling(path, "-shm")] {
+    for extra in [sibling(path, "-wal"), sibling(path, "-shm")] {
         fs_secure::check_private_file(&extra, "store file")?;
     }
-    // Another process may be checkpointing the WAL into the file right now: it writes the
-    // header's new page count before the file reaches that length, then empties the WAL. That
-    // in-between state lasts milliseconds, a real truncation stays; so a size that does not
-    // match is re-read a few times before the store is called damaged (regression: concurrent
-    // `certificate register` commands failed with "store … is truncated … it is damaged").
-    for pause_ms in [5, 20, 50, 100, 200] {
-        if check_store_size(path, &wal)?.is_none() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(pause_ms));
-    }
-    check_store_size(path, &wal)?.map_or(Ok(()), Err)
-}
-
-/// The store file's size against its header, read in the order a checkpoint writes them (the
-/// header, the WAL, then the length); `Some` error when they do not match (worth reading again),
-/// `Err` for a file that is no SQLite database at all.
-fn check_store_size(path: &Path, wal: &Path) -> Result<Option<Error>> {
-    let mut header = [0u8; 100];
-    let n = std::fs::File::open(path)
-        .and_then(|f| f.take(100).read(&mut header))
-        .map_err(|e| Error::io_path("reading store", path, e))?;
-    let wal_empty = std::fs::metadata(wal).map(|m| m.len() == 0).unwrap_or(true);
-    let len = std::fs::metadata(path)
-        .map_err(|e| Error::io_path("inspecting store", path, e))?
-        .len();
-    let damaged = |e: Error| Ok(Some(e.with_hint(damaged_hint(path))));
+    let damaged = |e: Error| Err(e.with_hint(damaged_hint(path)));
+    let len = meta.len();
     if len == 0 {
         return damaged(Error::invalid(format!(
             "store `{}` is empty (0 bytes): it is damaged, not a new store",
             path.display()
         )));
     }
-    if n >= 16 && &header[..16] != SQLITE_MAGIC {
-        return Err(Error::invalid(format!(
-            "`{}` is not a secagg store (not an SQLite database)",
+    // Pages are written whole, also by a checkpoint in progress: no moment of a healthy store has
+    // a length that is not a whole number of pages.
+    if len < 100 || len % 512 != 0 {
+        let why = if len < 100 {
+            "shorter than its header"
+        } else {
+            "not a whole number of pages"
+        };
+        return damaged(Error::invalid(format!(
+            "store `{}` is truncated ({len} bytes, {why}): it is damaged",
             path.display()
-        ))
-        .with_hint("move the file away or point --home at the right directory"));
+        )));
     }
-    let truncated = |why: String| {
-        damaged(Error::invalid(format!(
-            "store `{}` is truncated ({why}): it is damaged",
-            path.display()
-        )))
-    };
-    if len < 100 || n < 100 {
-        return truncated(format!("{len} bytes, shorter than its header"));
-    }
-    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
-        1 => 65536u64,
-        p => u64::from(p),
-    };
-    if page_size.is_power_of_two() && (512..=65536).contains(&page_size) {
-        if len % page_size != 0 {
-            return truncated(format!(
-                "{len} bytes, not a whole number of {page_size}-byte pages"
-            ));
-        }
-        // The page count in the header is valid when its change counter matches (SQLite ≥ 3.7.0).
-        // A non-empty WAL may legitimately hold pages a crash kept from being checkpointed.
-        let count = u64::from(u32::from_be_bytes([
-            header[28], header[29], header[30], header[31],
-        ]));
-        let valid = header[92..96] == header[24..28];
-        if valid && wal_empty && count * page_size > len {
-            return truncated(format!(
-                "{len} bytes, its header says {}",
-                count * page_size
-            ));
-        }
-    }
-    Ok(None)
+    Ok(())
 }
 
 /// Opens a connection with the settings every connection gets, and reads the schema once so that
@@ -718,7 +671,7 @@ fn damaged_or(path: &Path, ctx: &str, e: rusqlite::Error) -> Error {
         ))
         .with_hint("move the file away or point --home at the right directory"),
         Some(rusqlite::ErrorCode::DatabaseCorrupt) => Error::invalid(format!(
-            "store `{}` is damaged (SQLite: {e})",
+            "store `{}` is damaged: SQLite cannot read it ({e}; a truncated copy or a disk error does this)",
             path.display()
         ))
         .with_hint(damaged_hint(path)),
@@ -905,36 +858,172 @@ mod tests {
         drop(store_with_secret(&p, "x"));
         let full = std::fs::read(&p).unwrap();
         assert!(full.len() >= 3 * 4096, "{}", full.len());
-        for cut in [50, 4096, full.len() - 100] {
+        // Cut short of its header, or of a whole page: seen by `stat` alone. Cut at a page
+        // boundary, with the header counting more pages: SQLite's own check when it reads the
+        // schema.
+        for (cut, says) in [
+            (50, "is truncated (50 bytes, shorter than its header)"),
+            (full.len() - 100, "is truncated"),
+            (4096, "is damaged: SQLite cannot read it"),
+        ] {
             std::fs::write(&p, &full[..cut]).unwrap();
-            let e = Store::open(&p).unwrap_err();
-            assert_eq!(e.kind(), crate::ErrorKind::InvalidInput, "{e}");
-            assert!(e.to_string().contains("is truncated"), "cut {cut}: {e}");
+            for e in [
+                Store::open(&p).unwrap_err(),
+                Store::open_read_only(&p).unwrap_err(),
+            ] {
+                assert_eq!(e.kind(), crate::ErrorKind::InvalidInput, "{e}");
+                assert!(e.to_string().contains(says), "cut {cut}: {e}");
+                assert!(
+                    e.hint().unwrap().contains("restore it from a backup"),
+                    "{e:?}"
+                );
+            }
             assert_eq!(std::fs::read(&p).unwrap(), &full[..cut], "file untouched");
         }
     }
 
     /// Regression: a process opening the store while another checkpointed its WAL saw the new
     /// header (more pages) before the file had grown to match, and refused the store as
-    /// damaged; concurrent `certificate register` commands failed that way under load.
+    /// damaged; concurrent `certificate register` commands failed that way under load. The
+    /// header is now read by SQLite, under its WAL locks: opens beside a writer that checkpoints
+    /// and truncates its WAL after every commit never see a damaged store.
     #[test]
-    fn a_store_seen_mid_checkpoint_is_not_called_truncated() {
+    fn a_store_opened_while_another_connection_checkpoints_is_never_called_damaged() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("store.sqlite");
         drop(store_with_secret(&p, "x"));
-        let full = std::fs::read(&p).unwrap();
-        // The header already counts the last page; the file does not hold it yet.
-        std::fs::write(&p, &full[..full.len() - 4096]).unwrap();
-        let checkpoint = {
-            let (p, full) = (p.clone(), full.clone());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (p, stop) = (p.clone(), stop.clone());
             std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(30));
-                std::fs::write(&p, &full).unwrap();
+                let mut s = Store::open(&p).unwrap();
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    // Grows the file by pages, then erases (checkpoint + truncate).
+                    s.write_erasing(|tx| {
+                        tx.execute(
+                            "INSERT INTO scratch (secret) VALUES (?1)",
+                            [format!("{i:0>3000}")],
+                        )
+                        .unwrap();
+                        Ok(())
+                    })
+                    .unwrap();
+                }
+                i
             })
         };
-        let opened = Store::open(&p);
-        checkpoint.join().unwrap();
-        opened.unwrap();
+        let until = Instant::now() + Duration::from_millis(1500);
+        let mut opens = 0;
+        while Instant::now() < until {
+            let mut s = Store::open_read_only(&p).unwrap();
+            s.read(|tx| {
+                Ok(tx
+                    .query_row("SELECT count(*) FROM scratch", [], |r| r.get::<_, i64>(0))
+                    .unwrap())
+            })
+            .unwrap();
+            drop(s);
+            drop(Store::open(&p).unwrap());
+            opens += 1;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let commits = writer.join().unwrap();
+        assert!(
+            opens > 10 && commits > 10,
+            "{opens} opens, {commits} commits"
+        );
+    }
+
+    /// The environment variable that makes the test below play the other process.
+    const OTHER_PROCESS: &str = "SECAGG_STORE_TEST_OTHER_PROCESS";
+
+    /// Regression (issue 20): opening the store checked its header through a plain file
+    /// descriptor, and closing it dropped every POSIX lock this process held on the file, those
+    /// of its open connections included. Another process that then closed its last connection
+    /// thought it was alone, checkpointed and deleted the WAL, and the first process's later
+    /// commits went into the deleted WAL: a party agent (which keeps connections open) reported
+    /// keys stored that no other process could ever read.
+    #[test]
+    fn a_kept_connection_stays_durable_when_the_process_opens_the_store_again() {
+        if let Some(spec) = std::env::var_os(OTHER_PROCESS) {
+            // The other process: `write:PATH` commits one row and closes; `has:PATH:VALUE` exits 0
+            // if VALUE is stored.
+            let spec = spec.into_string().unwrap();
+            let (op, rest) = spec.split_once(':').unwrap();
+            match op {
+                "write" => {
+                    let mut s = Store::open(Path::new(rest)).unwrap();
+                    s.write(|tx| {
+                        tx.execute("INSERT INTO scratch (secret) VALUES ('other')", [])
+                            .unwrap();
+                        Ok(())
+                    })
+                    .unwrap();
+                }
+                _ => {
+                    let (path, value) = rest.rsplit_once(':').unwrap();
+                    let mut s = Store::open_read_only(Path::new(path)).unwrap();
+                    let n: i64 = s
+                        .read(|tx| {
+                            Ok(tx
+                                .query_row(
+                                    "SELECT count(*) FROM scratch WHERE secret = ?1",
+                                    [value],
+                                    |r| r.get(0),
+                                )
+                                .unwrap())
+                        })
+                        .unwrap();
+                    std::process::exit(if n == 1 { 0 } else { 3 });
+                }
+            }
+            return;
+        }
+        let other = |spec: String| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "store::tests::a_kept_connection_stays_durable_when_the_process_opens_the_store_again",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(OTHER_PROCESS, spec)
+                .output()
+                .unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("store.sqlite");
+        drop(store_with_secret(&p, "x"));
+        // The agent's kept connection, then a second open in the same process (a session).
+        let mut kept = Store::open(&p).unwrap();
+        drop(Store::open(&p).unwrap());
+        drop(Store::open_read_only(&p).unwrap());
+        // Another process writes and closes its last connection.
+        let out = other(format!("write:{}", p.display()));
+        assert!(out.status.success(), "{out:?}");
+        // The kept connection commits a key.
+        kept.write(|tx| {
+            tx.execute("INSERT INTO scratch (secret) VALUES ('kept')", [])
+                .unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert!(
+            sibling(&p, "-wal").exists(),
+            "the WAL the kept connection wrote into was deleted"
+        );
+        // A fresh process sees it, while the connection is open and after it closed.
+        let out = other(format!("has:{}:kept", p.display()));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "a fresh process lacks the commit: {out:?}"
+        );
+        drop(kept);
+        let out = other(format!("has:{}:kept", p.display()));
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
     }
 
     #[test]
