@@ -12,6 +12,11 @@
 //! commands run in one `BEGIN IMMEDIATE` transaction, so several processes registering at once
 //! serialize instead of failing or losing writes, while read-only commands
 //! ([`Store::open_read_only`]) never take the write lock and work beside a writer.
+//!
+//! No code opens the store's files other than through SQLite, not even to read a byte: closing
+//! any descriptor of a file drops all of the process's locks on it, those of its open connections
+//! included, and the next writer then deletes the WAL under them. [`guard`] says why in full,
+//! which processes hold the store, and how input paths naming it are refused.
 
 pub mod contexts;
 pub mod guard;
