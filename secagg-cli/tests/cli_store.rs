@@ -356,11 +356,19 @@ fn empty_truncated_or_missing_store_is_an_error_and_is_left_alone() {
     }
     assert!(!home.join("store.sqlite-wal").exists());
 
-    // Truncated.
-    std::fs::write(&store, &full[..full.len() / 2]).unwrap();
-    secagg(&home, &["context", "list"]).fails_with(3, "is truncated");
-    secagg(&home, &register).fails_with(3, "is truncated");
-    assert_eq!(std::fs::read(&store).unwrap(), &full[..full.len() / 2]);
+    // Truncated: cut inside a page (seen by `stat`), or at a page boundary with the header
+    // counting more pages (seen by SQLite when it reads the schema). Both refused, both untouched.
+    let half_pages = full.len() / 2 / 4096 * 4096;
+    assert!(half_pages >= 4096, "{}", full.len());
+    for (cut, says) in [
+        (half_pages + 100, "is truncated"),
+        (half_pages, "is damaged: SQLite cannot read it"),
+    ] {
+        std::fs::write(&store, &full[..cut]).unwrap();
+        secagg(&home, &["context", "list"]).fails_with(3, says);
+        secagg(&home, &register).fails_with(3, says);
+        assert_eq!(std::fs::read(&store).unwrap(), &full[..cut], "cut {cut}");
+    }
 
     // Missing: only `init` creates a store.
     std::fs::remove_file(&store).unwrap();
