@@ -196,6 +196,196 @@ fn wrong_files_rounds_roles_and_inputs_are_refused_by_name() {
     encrypt(node1, &session, "1", &params, &f1).fails_as(ErrorKind::Conflict);
 }
 
+/// A ciphertext file as JSON, to edit as an attacker or a careless operator would.
+fn edited(path: &Path, to: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(to, v.to_string()).unwrap();
+    to.to_path_buf()
+}
+
+fn add_one(v: &mut serde_json::Value, k: usize) {
+    let c: num_bigint::BigUint = v["ciphertexts"][k].as_str().unwrap().parse().unwrap();
+    v["ciphertexts"][k] = serde_json::json!((c + 1u32).to_string());
+}
+
+fn unsigned(v: &mut serde_json::Value) {
+    v.as_object_mut().unwrap().remove("signature");
+}
+
+fn decrypt_allowing_unsigned(home: &Path, session: &str, files: &[&PathBuf]) -> support::Run {
+    let mut args = vec![
+        "aggregate",
+        "decrypt",
+        "--session",
+        session,
+        "--round",
+        "1",
+        "--allow-unsigned",
+        "--format",
+        "json",
+    ];
+    args.extend(files.iter().map(|f| f.to_str().unwrap()));
+    secagg(home, &args)
+}
+
+/// Regression (issue 20, item 2): each of these files decrypted to noise, printed as an average
+/// (values like 9.06 with clipping range 3) with exit 0. Now a file whose signature does not
+/// verify is refused (8), an unsigned one too unless accepted explicitly, a ciphertext out of
+/// range or of the wrong shape is refused before parsing (3), and noise is never a result (11).
+/// No refusal prints anything on stdout.
+#[test]
+fn ciphertext_files_that_do_not_verify_never_give_an_average() {
+    let (dir, fed, session) = negotiated(2);
+    let d = dir.path();
+    let params = d.join("p.json");
+    std::fs::write(&params, "[0.5, -0.25, 1.0, 2.0]").unwrap();
+    let (node1, node2, researcher) = (
+        fed.parties[1].home.root(),
+        fed.parties[2].home.root(),
+        fed.parties[0].home.root(),
+    );
+    let ids = fed.party_ids();
+    let (f1, f2, f2r2) = (d.join("1.json"), d.join("2.json"), d.join("2-r2.json"));
+    encrypt(node1, &session, "1", &params, &f1).ok();
+    encrypt(node2, &session, "1", &params, &f2).ok();
+    encrypt(node2, &session, "2", &params, &f2r2).ok();
+    let refused = |run: &support::Run, code: i32, needle: &str| {
+        run.fails_with(code, needle);
+        assert!(run.stdout.is_empty(), "a refusal printed: {}", run.stdout);
+    };
+    let e = |name: &str| d.join(name);
+
+    // Signed files that were changed: refused as unauthenticated, with or without
+    // --allow-unsigned.
+    let relabelled = edited(&f1, &e("relabelled.json"), |v| {
+        v["party_id"] = serde_json::json!(ids[2].as_str())
+    });
+    let other_round = edited(&f2r2, &e("other-round.json"), |v| v["round"] = 1.into());
+    let altered = edited(&f2, &e("altered.json"), |v| add_one(v, 0));
+    for (file, partner) in [(&relabelled, &f1), (&other_round, &f1), (&altered, &f1)] {
+        let run = decrypt(researcher, &session, "1", &[partner, file]);
+        refused(
+            &run,
+            8,
+            "the ciphertext file's signature does not verify with the certificate registered for",
+        );
+        refused(
+            &decrypt_allowing_unsigned(researcher, &session, &[partner, file]),
+            8,
+            "does not verify",
+        );
+    }
+    // Unsigned: refused unless accepted, and then marked unauthenticated.
+    let bare = edited(&f1, &e("bare.json"), unsigned);
+    let run = decrypt(researcher, &session, "1", &[&bare, &f2]);
+    refused(&run, 8, "is not signed");
+    refused(&run, 8, "--allow-unsigned");
+    let run = decrypt_allowing_unsigned(researcher, &session, &[&bare, &f2]);
+    let out = run.ok().json();
+    assert_eq!(out["authenticated"], false);
+    assert_eq!(
+        out["unsigned_files_from"],
+        serde_json::json!([ids[1].as_str()])
+    );
+    assert!(
+        run.stderr.contains("UNAUTHENTICATED result"),
+        "{}",
+        run.stderr
+    );
+    let signed = decrypt(researcher, &session, "1", &[&f1, &f2]).ok().json();
+    assert_eq!(signed["authenticated"], true);
+    assert_eq!(signed["average"], out["average"]);
+
+    // Unsigned and changed: the bounds and the decryption's own check refuse it.
+    let n2 = {
+        let n = secagg_core::aggregate::Biprime::default_biprime0()
+            .n()
+            .clone();
+        &n * &n
+    };
+    let digits = n2.to_string().len();
+    let bare_bad = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        edited(&f1, &e(name), |v| {
+            unsigned(v);
+            edit(v)
+        })
+    };
+    for (name, edit, code, needle) in [
+        (
+            "plus-one.json",
+            &(|v: &mut serde_json::Value| add_one(v, 0)) as &dyn Fn(&mut serde_json::Value),
+            11,
+            "round 1 does not decrypt to an average",
+        ),
+        (
+            "zero.json",
+            &|v| v["ciphertexts"][0] = "0".into(),
+            3,
+            "ciphertext 0 is 0",
+        ),
+        (
+            "n2.json",
+            &|v| v["ciphertexts"][0] = n2.to_string().into(),
+            3,
+            "ciphertext 0 is not below N²",
+        ),
+        (
+            "huge.json",
+            &|v| v["ciphertexts"][0] = "7".repeat(5_000_000).into(),
+            3,
+            "ciphertext 0 has 5000000 digits",
+        ),
+        (
+            "leading-zero.json",
+            &|v| v["ciphertexts"][0] = format!("0{}", v["ciphertexts"][0].as_str().unwrap()).into(),
+            3,
+            "leading zero",
+        ),
+        (
+            "count.json",
+            &|v| v["count"] = 200.into(),
+            3,
+            "200 parameters packed for 2 nodes make 4 ciphertexts, the file holds 1",
+        ),
+        (
+            "empty.json",
+            &|v| v["count"] = 0.into(),
+            3,
+            "it holds no parameters",
+        ),
+    ] {
+        let file = bare_bad(name, edit);
+        refused(
+            &decrypt_allowing_unsigned(researcher, &session, &[&file, &f2]),
+            code,
+            needle,
+        );
+    }
+    assert_eq!(digits, 617, "N² − 1 of the default biprime has 617 digits");
+
+    // Not UTF-8: invalid input, not a storage error.
+    let latin1 = e("latin1.json");
+    let mut bytes = std::fs::read(&f1).unwrap();
+    bytes.insert(1, 0xe9);
+    std::fs::write(&latin1, bytes).unwrap();
+    refused(
+        &decrypt(researcher, &session, "1", &[&latin1, &f2]),
+        3,
+        "is not a secagg ciphertext file",
+    );
+
+    // Empty parameters are refused when encrypting; nothing is written.
+    let out = e("never.json");
+    std::fs::write(e("empty-params.json"), "[]").unwrap();
+    encrypt(node1, &session, "1", &e("empty-params.json"), &out)
+        .fails_with(3, "no parameters to encrypt");
+    npy(&e("empty.npy"), &[]);
+    encrypt(node1, &session, "1", &e("empty.npy"), &out).fails_with(3, "no parameters to encrypt");
+    assert!(!out.exists());
+}
+
 #[test]
 fn an_unconfirmed_key_is_not_used_to_encrypt() {
     let (_dir, fed, session) = negotiated(2);

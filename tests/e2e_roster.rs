@@ -4,7 +4,7 @@
 //!
 //! Rosters that `secagg roster export` cannot produce (signed by a node, expired, with a bad
 //! entry) are made here with the signer's real identity key through the same public signing
-//! function the export uses (`secagg_core::roster::signature::sign`), so they differ from a real
+//! function the export uses (`secagg_core::signing::sign`), so they differ from a real
 //! roster only in the one property under test.
 
 #[path = "support/mod.rs"]
@@ -146,9 +146,13 @@ fn forge(signer: &Path, payload: &serde_json::Value, out: &Path) {
     let id = identity::load(&Home::new(signer)).unwrap();
     let key = id.private_key_der().unwrap();
     let bytes = serde_json::to_vec(payload).unwrap();
-    let (scheme, sig) =
-        secagg_core::roster::signature::sign(&bytes, &key, id.certificate.key_type.unwrap())
-            .unwrap();
+    let (scheme, sig) = secagg_core::signing::sign(
+        secagg_core::signing::Purpose::Roster,
+        &bytes,
+        &key,
+        id.certificate.key_type.unwrap(),
+    )
+    .unwrap();
     let file = serde_json::json!({
         "format": "secagg-roster",
         "version": 1,

@@ -24,12 +24,18 @@
 //! constant-time inversion), unlike GMP's `powm`, which Fed-BioMed uses. Ciphertexts are
 //! independent, so encryption and decryption use every core.
 
+pub mod ciphertext_file;
 pub mod params;
 pub mod round;
 mod secret_pow;
 
+pub use ciphertext_file::{
+    CiphertextFile, FileSignature, CIPHERTEXT_FORMAT, CIPHERTEXT_VERSION, MAX_CIPHERTEXT_FILE_BYTES,
+};
 pub use params::read_params;
-pub use round::{decrypt_round, encrypt_round, CiphertextFile, EncryptRequest, RoundAverage};
+pub use round::{
+    decrypt_round, encrypt_round, DecryptRequest, EncryptRequest, RoundAverage, UnsignedFiles,
+};
 
 use crypto_bigint::modular::{MontyForm, MontyParams};
 use crypto_bigint::{Invert, Odd, U2048};
@@ -143,6 +149,19 @@ impl Biprime {
     /// `N`.
     pub fn n(&self) -> &BigUint {
         &self.n
+    }
+
+    /// Decimal digits of the largest ciphertext, `N² − 1`: no well-formed ciphertext is longer.
+    pub fn max_ciphertext_digits(&self) -> usize {
+        (&self.n2 - 1u32).to_str_radix(10).len()
+    }
+
+    /// Refuses a ciphertext outside `0 < c < N²` (no encryption gives one), with the reason.
+    pub fn check_ciphertext(&self, c: &BigUint) -> std::result::Result<(), &'static str> {
+        match ciphertext_file::out_of_range(c, &self.n2) {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
     }
 }
 
@@ -373,6 +392,13 @@ pub fn aggregate(ciphertexts: &[Vec<BigUint>], biprime: &Biprime) -> Result<Vec<
             first.len()
         )));
     }
+    for (i, node) in ciphertexts.iter().enumerate() {
+        for (k, c) in node.iter().enumerate() {
+            biprime
+                .check_ciphertext(c)
+                .map_err(|why| Error::invalid(format!("node {i}'s ciphertext {k} {why}")))?;
+        }
+    }
     crate::parallel::map_indexed(first.len(), |k| {
         Ok(ciphertexts
             .iter()
@@ -405,7 +431,51 @@ pub fn decrypt_with_progress(
         // V = 1 + N·X mod N²: X = (V − 1) / N.
         Ok(((v + &biprime.n2 - 1u32) % &biprime.n2 / &biprime.n) % &biprime.n)
     })?;
+    check_plaintexts(&plaintexts, round, nodes, count)?;
     Ok(unpack(&plaintexts, nodes, count))
+}
+
+/// Refuses decrypted plaintexts that no honest round gives ([`Error::Verification`]): a slot
+/// above the largest sum `nodes` nodes can make (`nodes · (TR − 1)`), or a bit set above the
+/// last slot that holds a value. A ciphertext altered, of another round or session, or
+/// encrypted with a key that the server key does not cancel decrypts to noise, which fails this
+/// with overwhelming probability (each slot alone passes with probability below 0.61, and a
+/// plaintext holds up to 68 slots, or the zero bits above its last one); the averages of sums
+/// that pass are within `[−c, c]` by construction.
+fn check_plaintexts(plaintexts: &[BigUint], round: u64, nodes: usize, count: usize) -> Result<()> {
+    let e = element_bits(nodes);
+    let per = elements_per_plaintext(nodes);
+    let max_sum = nodes as u64 * u64::from(TARGET_RANGE - 1);
+    let refuse = |why: String| {
+        Err(Error::verification(format!(
+            "round {round} does not decrypt to an average: {why}"
+        ))
+        .with_hint("a ciphertext file was altered, is of another round or session, or a node encrypted with a key other than the one negotiated: no result is given; collect the round's files again from every node"))
+    };
+    for (k, p) in plaintexts.iter().enumerate() {
+        let slots = per.min(count.saturating_sub(k * per));
+        let used_bits = slots as u64 * u64::from(e);
+        if p.bits() > used_bits {
+            return refuse(format!(
+                "plaintext {k} has bits set above its last value ({} bits used, bit {} set)",
+                used_bits,
+                p.bits() - 1
+            ));
+        }
+        let mask = (BigUint::one() << e) - 1u32;
+        let mut x = p.clone();
+        for s in 0..slots {
+            let v = (&x & &mask).iter_u64_digits().next().unwrap_or(0);
+            if v > max_sum {
+                return refuse(format!(
+                    "value {} sums to {v}, above the largest sum {max_sum} of {nodes} nodes",
+                    k * per + s
+                ));
+            }
+            x >>= e;
+        }
+    }
+    Ok(())
 }
 
 /// [`encrypt_with_progress`] without a progress display.
@@ -547,9 +617,16 @@ mod tests {
             average(&sums, 2, 3),
             vec![0.2997000000000005, -0.02519999999999989, -1.0002]
         );
-        // A wrong round or key gives garbage, not the sums.
-        let agg2 = agg.clone();
-        assert_ne!(decrypt(&agg2, &sk0, 2, 2, 3, &b).unwrap(), sums);
+        // A wrong round or key gives noise, which is refused, never returned as sums.
+        for (round, key) in [(2, sk0.clone()), (1, self::key("-111111111011111111101"))] {
+            let e = decrypt(&agg, &key, round, 2, 3, &b).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::Verification, "{e}");
+            assert!(
+                e.to_string()
+                    .contains(&format!("round {round} does not decrypt")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -226,14 +226,13 @@ pub fn aggregate_check(
         files.push((node.party_id.clone(), file));
     }
     let encrypted = started.elapsed();
-    let avg = aggregate::decrypt_round(
-        &federation.parties[0].home,
-        session,
-        1,
-        &files,
-        &biprime,
-        None,
-    )?;
+    let req = aggregate::DecryptRequest {
+        session: *session,
+        round: 1,
+        files,
+        unsigned: aggregate::UnsignedFiles::Refuse,
+    };
+    let avg = aggregate::decrypt_round(&federation.parties[0].home, &req, &biprime, None)?;
     let decrypted = started.elapsed() - encrypted;
     let max_error = avg
         .average

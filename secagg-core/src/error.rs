@@ -188,7 +188,7 @@ impl ErrorKind {
             }
             ErrorKind::ExternalTool => "external tool missing or failed",
             ErrorKind::Storage => "storage or file-system error",
-            ErrorKind::Verification => "verification failed (negotiated key inconsistent)",
+            ErrorKind::Verification => "verification failed (a negotiated key or a decrypted round is inconsistent)",
         }
     }
 }

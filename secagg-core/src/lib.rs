@@ -98,6 +98,7 @@ pub mod processes;
 pub mod registration;
 pub mod roster;
 pub mod session;
+pub mod signing;
 pub mod vpn;
 
 // Internals: the building blocks of the use cases above.

@@ -24,8 +24,6 @@
 //! this party's own certificate and endpoint; `prune` removes parties that came from this issuer's
 //! rosters and are no longer listed (never those registered by hand).
 
-pub mod signature;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -40,6 +38,7 @@ use crate::identity::Identity;
 use crate::party::{Endpoint, PartyId, Role};
 use crate::peers::{origin, PeerRecord, ROSTER_SOURCE_PREFIX};
 use crate::registration::{self, CertificateSource, PreparedRegistration, RegisterRequest};
+use crate::signing;
 use crate::store::{peers, roster_serials, Store};
 
 /// `format` of a roster file.
@@ -113,7 +112,7 @@ pub struct RosterFile {
     pub issuer: String,
     /// The signed payload (JSON), base64.
     pub payload: String,
-    /// The signature scheme ([`signature::scheme_name`]).
+    /// The signature scheme ([`crate::signing::scheme_name`]).
     pub signature_scheme: String,
     /// The signature over the domain label and the payload bytes, base64.
     pub signature: String,
@@ -258,7 +257,7 @@ pub fn export(
             parties,
         };
         let bytes = serde_json::to_vec(&payload).map_err(|e| Error::Internal(e.to_string()))?;
-        let (scheme, sig) = signature::sign(&bytes, &key, key_type)?;
+        let (scheme, sig) = signing::sign(signing::Purpose::Roster, &bytes, &key, key_type)?;
         let exported = Exported {
             file: RosterFile {
                 format: ROSTER_FORMAT.to_owned(),
@@ -352,7 +351,8 @@ impl UnverifiedRoster {
     /// decodes the payload, checking it names the same issuer and certificate.
     fn verify(&self, issuer: &PartyId, certificate_der: &[u8]) -> Result<Payload> {
         let ctx = format!("while verifying roster {}", self.name);
-        signature::verify(
+        signing::verify(
+            signing::Purpose::Roster,
             &self.payload,
             &self.scheme,
             &self.signature,

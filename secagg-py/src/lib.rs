@@ -24,7 +24,9 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use secagg_core::agent::{self, Nodes, RunRequest};
-use secagg_core::aggregate::{self, Biprime, CiphertextFile, EncryptRequest};
+use secagg_core::aggregate::{
+    self, Biprime, CiphertextFile, DecryptRequest, EncryptRequest, UnsignedFiles,
+};
 use secagg_core::certificate::{self, Fingerprint, GeneratedKeyType, DEFAULT_VALIDITY_DAYS};
 use secagg_core::engine::{CancelFlag, Engine, MpSpdzEngine, NativeEngine, SecretKey};
 use secagg_core::error::ErrorReport;
@@ -703,7 +705,11 @@ impl Home {
 
     /// (researcher) Decrypts the average of round `round` from one ciphertext file per node
     /// (`secagg aggregate decrypt`): each a dict from `encrypt` or the path of its JSON file.
-    #[pyo3(signature = (session, round, files, biprime=None))]
+    /// Every file must be signed by the node it names (`encrypt` signs); `allow_unsigned=True`
+    /// accepts unsigned files and marks the result `"authenticated": False`. Raises
+    /// `AuthenticationFailure` for a file that does not verify, `VerificationFailed` when the
+    /// decrypted values are not sums honest nodes can make.
+    #[pyo3(signature = (session, round, files, biprime=None, allow_unsigned=false))]
     fn decrypt(
         &self,
         py: Python<'_>,
@@ -711,34 +717,38 @@ impl Home {
         round: u64,
         files: Vec<Bound<'_, PyAny>>,
         biprime: Option<&Bound<'_, PyAny>>,
+        allow_unsigned: bool,
     ) -> PyResult<PyObject> {
         let biprime = biprime_arg(biprime)?;
         let session = session_id(session)?;
         let mut parsed = Vec::with_capacity(files.len());
         for (i, f) in files.iter().enumerate() {
-            let (name, text) = match json_text(f)? {
-                Some(t) => (format!("{i} (a dict)"), t),
+            parsed.push(match json_text(f)? {
+                Some(t) => {
+                    let name = format!("{i} (a dict)");
+                    let file = CiphertextFile::parse(t.as_bytes(), &name).map_err(CoreError)?;
+                    (name, file)
+                }
                 None => {
                     let path: PathBuf = f.extract()?;
-                    let text = std::fs::read_to_string(&path).map_err(|e| {
-                        CoreError(Error::io_path("reading ciphertext file", &path, e))
-                    })?;
-                    (format!("`{}`", path.display()), text)
+                    let file = CiphertextFile::read(&path).map_err(CoreError)?;
+                    (format!("`{}`", path.display()), file)
                 }
-            };
-            let file: CiphertextFile = serde_json::from_str(&text).map_err(|e| {
-                CoreError(
-                    Error::invalid(format!("{name} is not a secagg ciphertext file: {e}"))
-                        .with_hint("give the files written by `encrypt` on the nodes"),
-                )
-            })?;
-            parsed.push((name, file));
+            });
         }
+        let req = DecryptRequest {
+            session,
+            round,
+            files: parsed,
+            unsigned: if allow_unsigned {
+                UnsignedFiles::Accept
+            } else {
+                UnsignedFiles::Refuse
+            },
+        };
         let home = self.core();
         let avg = py
-            .allow_threads(|| {
-                aggregate::decrypt_round(&home, &session, round, &parsed, &biprime, None)
-            })
+            .allow_threads(|| aggregate::decrypt_round(&home, &req, &biprime, None))
             .map_err(CoreError)?;
         to_py(py, &avg)
     }

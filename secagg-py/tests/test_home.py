@@ -249,10 +249,14 @@ def test_every_exception_class_for_its_real_cause(tmp_path, federation, fixtures
     s = secagg.Home(tmp_path / "s")
     s.init("node")
     store = tmp_path / "s" / "store.sqlite"
-    store.write_bytes(b"this is not a SQLite database" * 100)
+    store.write_bytes(b"this is not a SQLite database, page-sized" * 4096)
     with pytest.raises(secagg.InvalidInput) as e:
         s.peers()
     assert "not a secagg store" in e.value.message
+    store.write_bytes(b"x" * 2900)  # cut short of a whole page: seen before SQLite opens it
+    with pytest.raises(secagg.InvalidInput) as e:
+        s.peers()
+    assert "is truncated (2900 bytes" in e.value.message
     # VerificationFailed: a server key that is not the one negotiated (the adapter's check).
     from secagg.fedbiomed import SecaggServkeyManager
 
@@ -283,9 +287,21 @@ def test_encrypt_and_decrypt_a_round_through_homes(federation):
     expected = [sum(max(-3.0, min(3.0, p[k])) for p in params) / 3 for k in range(5)]
     for got, want in zip(avg["average"], expected):
         assert abs(got - want) < 2e-3, (avg["average"], expected)
+    assert avg["authenticated"] is True and avg["unsigned_files_from"] == []
     # Wrong round: the masks do not cancel, and the core refuses the file.
     with pytest.raises(secagg.InvalidInput):
         fed.homes[0].decrypt(session, 8, files)
+    # Files are signed by their node: relabelled, refused; unsigned, refused unless allowed.
+    relabelled = dict(files[0], party_id=files[1]["party_id"])
+    with pytest.raises(secagg.AuthenticationFailure) as e:
+        fed.homes[0].decrypt(session, 7, [relabelled, files[2], files[0]])
+    assert "signature does not verify" in e.value.message
+    bare = {k: v for k, v in files[0].items() if k != "signature"}
+    with pytest.raises(secagg.AuthenticationFailure):
+        fed.homes[0].decrypt(session, 7, [bare, files[1], files[2]])
+    unauth = fed.homes[0].decrypt(session, 7, [bare, files[1], files[2]], allow_unsigned=True)
+    assert unauth["authenticated"] is False and unauth["average"] == avg["average"]
+    assert unauth["unsigned_files_from"] == [files[0]["party_id"]]
 
 
 def test_register_custom_ids_need_the_flag_and_their_role(tmp_path):

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use secagg_core::aggregate::{self, Biprime, CiphertextFile, EncryptRequest, RoundAverage};
+use secagg_core::aggregate::{
+    self, Biprime, CiphertextFile, DecryptRequest, EncryptRequest, RoundAverage, UnsignedFiles,
+};
 use secagg_core::home::{Home, PUBLIC_FILE_MODE};
 use secagg_core::party::SessionId;
 
@@ -64,7 +66,10 @@ pub struct EncryptArgs {
 /// Arguments of `aggregate decrypt`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example (researcher):\n  secagg aggregate decrypt --session 3f0c… --round 1 node1-round1.json node2-round1.json"
+    after_help = "Every file must be signed by the node it names, with the key whose certificate is registered here \
+(`aggregate encrypt` signs); a file that does not verify is refused (exit 8). The average is printed only if every \
+decrypted value is one that honest nodes can make; otherwise the round is refused (exit 11).\n\n\
+Example (researcher):\n  secagg aggregate decrypt --session 3f0c… --round 1 node1-round1.json node2-round1.json"
 )]
 pub struct DecryptArgs {
     #[command(flatten)]
@@ -72,6 +77,11 @@ pub struct DecryptArgs {
     /// One ciphertext file from every node of the session.
     #[arg(required = true, value_name = "CIPHERTEXT_FILE")]
     files: Vec<PathBuf>,
+    /// Accept files that carry no signature (written by hand or by an older secagg); the result
+    /// is then marked unauthenticated (`"authenticated": false`, and a warning). A file whose
+    /// signature does not verify is refused regardless.
+    #[arg(long)]
+    allow_unsigned: bool,
     /// Write the result to FILE instead of stdout (an existing FILE only with --force).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: Option<PathBuf>,
@@ -147,31 +157,32 @@ pub fn run(home: &Path, cmd: AggregateCommand) -> anyhow::Result<()> {
             let biprime = biprime(a.round.biprime.as_deref())?;
             let mut files = Vec::with_capacity(a.files.len());
             for p in &a.files {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("while reading ciphertext file `{}`", p.display()))?;
-                let f: CiphertextFile = serde_json::from_str(&text).map_err(|e| {
-                    secagg_core::Error::invalid(format!(
-                        "`{}` is not a secagg ciphertext file: {e}",
-                        p.display()
-                    ))
-                    .with_hint("give the files written by `secagg aggregate encrypt` on the nodes")
-                })?;
-                files.push((format!("`{}`", p.display()), f));
+                files.push((format!("`{}`", p.display()), CiphertextFile::read(p)?));
             }
+            let req = DecryptRequest {
+                session,
+                round: a.round.round,
+                files,
+                unsigned: if a.allow_unsigned {
+                    UnsignedFiles::Accept
+                } else {
+                    UnsignedFiles::Refuse
+                },
+            };
             let bar = progress_bar("decrypting", a.format.format == Format::Text);
             let report = |done: usize, total: usize| tick(&bar, done, total);
-            let avg = aggregate::decrypt_round(
-                &home,
-                &session,
-                a.round.round,
-                &files,
-                &biprime,
-                bar.as_ref().map(|_| &report as _),
-            );
+            let avg =
+                aggregate::decrypt_round(&home, &req, &biprime, bar.as_ref().map(|_| &report as _));
             if let Some(b) = &bar {
                 b.finish_and_clear();
             }
             let avg = avg?;
+            if !avg.authenticated {
+                output::warn(format!(
+                    "UNAUTHENTICATED result: the files from {} carry no signature (accepted with --allow-unsigned), so nothing shows these nodes wrote them",
+                    avg.unsigned_files_from.join(", ")
+                ));
+            }
             output::note(format!(
                 "decrypted the average of {} parameters over {} nodes, round {} of session {}",
                 avg.count, avg.nodes, avg.round, avg.session_id

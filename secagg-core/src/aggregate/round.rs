@@ -1,54 +1,26 @@
 //! One aggregation round of a negotiated session, from a home: a node encrypts its parameters with
-//! its stored user key into a [`CiphertextFile`]; the researcher checks that it holds one file
-//! from every node of the session, all of this session and round, and decrypts their average with
-//! the server key.
+//! its stored user key into a [`CiphertextFile`] that it signs; the researcher checks that it holds
+//! one file from every node of the session, all of this session and round, each signed by the node
+//! it names and within bounds, and decrypts their average with the server key, which is given only
+//! if every decrypted value is one that honest nodes can produce.
 //!
 //! Every node's ciphertexts are needed: the server key cancels the masks only when every node's
 //! ciphertexts are multiplied in (`sk0 = −Σ sk_i`).
 
 use std::collections::BTreeSet;
 
-use num_bigint::BigUint;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use super::ciphertext_file::{CiphertextFile, CIPHERTEXT_FORMAT, CIPHERTEXT_VERSION};
 use super::{Biprime, DEFAULT_CLIPPING_RANGE};
 use crate::contexts::{ContextRecord, KeyState};
 use crate::engine::SecretKey;
 use crate::error::{Error, Result};
 use crate::home::Home;
-use crate::party::{Role, SessionId};
+use crate::identity;
+use crate::party::{PartyId, Role, SessionId};
 use crate::session;
-
-/// The `format` field of a ciphertext file.
-pub const CIPHERTEXT_FORMAT: &str = "secagg-ciphertexts";
-/// The version of the ciphertext file format this build writes and reads.
-pub const CIPHERTEXT_VERSION: u32 = 1;
-
-/// What a node sends the researcher for one round: its ciphertexts and what they belong to.
-/// Ciphertexts are decimal strings (JSON numbers of 2048 bits would not survive most parsers).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CiphertextFile {
-    /// Always [`CIPHERTEXT_FORMAT`].
-    pub format: String,
-    /// [`CIPHERTEXT_VERSION`].
-    pub version: u32,
-    /// The session whose keys were used.
-    pub session_id: String,
-    /// The training round (part of every batch's tag).
-    pub round: u64,
-    /// The node that encrypted.
-    pub party_id: String,
-    /// Number of nodes in the session (decides the packing).
-    pub nodes: usize,
-    /// Number of parameters encrypted.
-    pub count: usize,
-    /// Clipping range `c` used by the quantisation.
-    pub clipping_range: u32,
-    /// Name of the biprime.
-    pub biprime: String,
-    /// The ciphertexts, decimal.
-    pub ciphertexts: Vec<String>,
-}
+use crate::store::{peers, Store};
 
 /// A node's request to encrypt its parameters for one round.
 #[derive(Debug, Clone)]
@@ -88,6 +60,35 @@ pub struct RoundAverage {
     pub count: usize,
     /// The average of every parameter over the nodes (in the quantisation's precision).
     pub average: Vec<f64>,
+    /// Whether every file was signed by the node it names (false only when unsigned files were
+    /// accepted with [`UnsignedFiles::Accept`]).
+    pub authenticated: bool,
+    /// The nodes whose files carried no signature (accepted with [`UnsignedFiles::Accept`]).
+    pub unsigned_files_from: Vec<String>,
+}
+
+/// What to do with a ciphertext file that carries no signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnsignedFiles {
+    /// Refuse it ([`Error::Authentication`]): the default.
+    #[default]
+    Refuse,
+    /// Accept it and mark the result unauthenticated (files made by hand, or by a build that
+    /// did not sign). A file whose signature does not verify is refused regardless.
+    Accept,
+}
+
+/// The researcher's request to decrypt one round.
+#[derive(Debug, Clone)]
+pub struct DecryptRequest {
+    /// The negotiated session whose server key to use.
+    pub session: SessionId,
+    /// The training round.
+    pub round: u64,
+    /// One ciphertext file from every node, each named by where it came from (for errors).
+    pub files: Vec<(String, CiphertextFile)>,
+    /// What to do with unsigned files.
+    pub unsigned: UnsignedFiles,
 }
 
 fn context(home: &Home, session: &SessionId, want: Role) -> Result<(ContextRecord, SecretKey)> {
@@ -125,11 +126,18 @@ pub fn encrypt_round(
     biprime: &Biprime,
     progress: Option<super::Progress<'_>>,
 ) -> Result<CiphertextFile> {
+    if req.values.is_empty() {
+        return Err(
+            Error::invalid("no parameters to encrypt (an empty vector)").with_hint(
+                "give the model's parameters: a JSON array or a .npy file with at least one value",
+            ),
+        );
+    }
     let (ctx, key) = context(home, &req.session, Role::Node)?;
     let nodes = ctx.parties.len().saturating_sub(1);
     let q = super::quantize(&req.values, req.clipping_range)?;
     let ciphertexts = super::encrypt_with_progress(&q, &key, req.round, nodes, biprime, progress)?;
-    Ok(CiphertextFile {
+    let mut file = CiphertextFile {
         format: CIPHERTEXT_FORMAT.to_owned(),
         version: CIPHERTEXT_VERSION,
         session_id: req.session.to_string(),
@@ -140,27 +148,71 @@ pub fn encrypt_round(
         clipping_range: req.clipping_range,
         biprime: biprime.name.clone(),
         ciphertexts: ciphertexts.iter().map(|c| c.to_str_radix(10)).collect(),
-    })
+        signature: None,
+    };
+    file.sign(&identity::load(home)?)?;
+    Ok(file)
 }
 
-/// Decrypts the average of one round from every node's ciphertext file (each named by where it
-/// came from, for errors) with the server key of the session.
+/// Decrypts the average of one round from every node's ciphertext file with the server key of
+/// the session. In order: each file's fields against the session and the others; its shape
+/// (bounded before any parse); its signature against the certificate registered for the node it
+/// names; every ciphertext in `0 < c < N²`; then the decryption, whose values must be sums that
+/// honest nodes can make ([`Error::Verification`] otherwise).
+///
+/// `progress`, if given, is called as ciphertexts are decrypted (see [`super::Progress`]).
 pub fn decrypt_round(
     home: &Home,
-    session: &SessionId,
-    round: u64,
-    files: &[(String, CiphertextFile)],
+    req: &DecryptRequest,
     biprime: &Biprime,
     progress: Option<super::Progress<'_>>,
 ) -> Result<RoundAverage> {
-    let (ctx, sk0) = context(home, session, Role::Researcher)?;
+    let (ctx, sk0) = context(home, &req.session, Role::Researcher)?;
     let nodes: Vec<&String> = ctx.parties.iter().skip(1).collect();
-    let first = &files
+    let first = &req
+        .files
         .first()
         .ok_or_else(|| Error::invalid("no ciphertext files given"))?
         .1;
+    check_one_file_per_node(req, &nodes, first, biprime)?;
+    let unsigned_files_from = check_signatures(home, req)?;
+    let mut all = Vec::with_capacity(req.files.len());
+    for (name, f) in &req.files {
+        all.push(f.ciphertexts(name, biprime)?);
+    }
+    let aggregated = super::aggregate(&all, biprime)?;
+    let sums = super::decrypt_with_progress(
+        &aggregated,
+        &sk0,
+        req.round,
+        nodes.len(),
+        first.count,
+        biprime,
+        progress,
+    )?;
+    Ok(RoundAverage {
+        session_id: req.session.to_string(),
+        round: req.round,
+        nodes: nodes.len(),
+        count: first.count,
+        average: super::average(&sums, nodes.len(), first.clipping_range),
+        authenticated: unsigned_files_from.is_empty(),
+        unsigned_files_from,
+    })
+}
+
+/// Checks that the files are one per node of the session, each in bounds
+/// ([`CiphertextFile::check_shape`]), all of this session and round, packed alike and for the
+/// biprime in use.
+fn check_one_file_per_node(
+    req: &DecryptRequest,
+    nodes: &[&String],
+    first: &CiphertextFile,
+    biprime: &Biprime,
+) -> Result<()> {
+    let (session, round) = (&req.session, req.round);
     let mut seen = BTreeSet::new();
-    for (name, f) in files {
+    for (name, f) in &req.files {
         let bad = |why: String| Error::invalid(format!("ciphertext file {name}: {why}"));
         if f.format != CIPHERTEXT_FORMAT || f.version != CIPHERTEXT_VERSION {
             return Err(bad(format!(
@@ -168,6 +220,7 @@ pub fn decrypt_round(
                 f.format, f.version
             )));
         }
+        f.check_shape(name, biprime)?;
         if f.session_id != session.to_string() {
             return Err(bad(format!(
                 "it is from session {}, not {session}",
@@ -230,37 +283,28 @@ pub fn decrypt_round(
         ))
         .with_hint("collect one file from every node of the session for this round"));
     }
-    let mut all = Vec::with_capacity(files.len());
-    for (name, f) in files {
-        let cts = f
-            .ciphertexts
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                c.parse::<BigUint>().map_err(|_| {
-                    Error::invalid(format!(
-                        "ciphertext file {name}: ciphertext {i} is not a decimal integer"
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        all.push(cts);
+    Ok(())
+}
+
+/// Verifies every file's signature against the certificate registered here for the node it
+/// names. Returns the nodes whose unsigned files were accepted ([`UnsignedFiles::Accept`]).
+fn check_signatures(home: &Home, req: &DecryptRequest) -> Result<Vec<String>> {
+    let mut store = Store::open_party_read_only(home)?;
+    let mut unsigned = Vec::new();
+    for (name, f) in &req.files {
+        if f.signature.is_none() && req.unsigned == UnsignedFiles::Accept {
+            unsigned.push(f.party_id.clone());
+            continue;
+        }
+        let party = PartyId::parse_custom(&f.party_id)
+            .map_err(|e| e.context(format!("in ciphertext file {name}")))?;
+        let peer = store.read(|tx| peers::get(tx, &party))?.ok_or_else(|| {
+            Error::not_found(format!(
+                "`{party}` is not registered here: the signature of ciphertext file {name} cannot be checked"
+            ))
+            .with_hint(format!("register `{party}`'s certificate (`secagg certificate register`), checking its fingerprint"))
+        })?;
+        f.verify_signature(name, &peer.certificate_der)?;
     }
-    let aggregated = super::aggregate(&all, biprime)?;
-    let sums = super::decrypt_with_progress(
-        &aggregated,
-        &sk0,
-        round,
-        nodes.len(),
-        first.count,
-        biprime,
-        progress,
-    )?;
-    Ok(RoundAverage {
-        session_id: session.to_string(),
-        round,
-        nodes: nodes.len(),
-        count: first.count,
-        average: super::average(&sums, nodes.len(), first.clipping_range),
-    })
+    Ok(unsigned)
 }

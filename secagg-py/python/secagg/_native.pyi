@@ -102,6 +102,12 @@ class CiphertextFile(TypedDict):
     clipping_range: int
     biprime: str
     ciphertexts: List[str]
+    signature: "FileSignature"
+
+class FileSignature(TypedDict):
+    """A node's signature over its ciphertext file (``scheme``, base64 ``value``)."""
+    scheme: str
+    value: str
 
 class RoundAverage(TypedDict):
     session_id: str
@@ -109,6 +115,8 @@ class RoundAverage(TypedDict):
     nodes: int
     count: int
     average: List[float]
+    authenticated: bool
+    unsigned_files_from: List[str]
 
 class RosterFile(TypedDict):
     """A roster file as written to disk (``roster_export()["roster"]``)."""
@@ -315,6 +323,7 @@ class Home:
         round: int,
         files: Sequence[Union[CiphertextFile, Dict[str, Any], PathLike]],
         biprime: Union[None, int, PathLike] = None,
+        allow_unsigned: bool = False,
     ) -> RoundAverage: ...
     def roster_export(
         self, path: Optional[PathLike] = None, valid_days: int = 30, force: bool = False

@@ -1,10 +1,12 @@
-//! **Security-critical**: signing a roster with the researcher's identity key, and verifying it
-//! against the certificate registered for the researcher.
+//! **Security-critical**: signing a document (a roster, a ciphertext file) with this party's
+//! identity key, and verifying it against the certificate registered for its signer.
 //!
-//! The signed message is a fixed domain-separation label followed by the payload bytes exactly as
-//! they appear (base64-decoded) in the roster file, so verification never depends on how JSON is
-//! re-serialised, and a roster signature can never be mistaken for a TLS 1.3 handshake signature
-//! made with the same key (those start with 64 spaces, this with the label).
+//! The signed message is a fixed domain-separation label, one per [`Purpose`], followed by the
+//! payload bytes exactly as the caller gives them (a roster's payload as it appears, base64-decoded,
+//! in the file; a ciphertext file's canonical encoding), so verification never depends on how JSON
+//! is re-serialised. The labels keep a signature for one purpose from ever verifying for another,
+//! and from being mistaken for a TLS 1.3 handshake signature made with the same key (those start
+//! with 64 spaces).
 //!
 //! The algorithm is chosen by the **verifier's** registered certificate, never by the file: an
 //! ECDSA P-256 certificate verifies only ECDSA P-256/SHA-256 (ASN.1) signatures, P-384 only
@@ -22,10 +24,46 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use crate::certificate::{self, KeyType};
 use crate::error::{Error, Result};
 
-/// Prefixed to the payload before signing and verifying.
-const DOMAIN_LABEL: &[u8] = b"secagg roster signature v1\n";
+/// What a signature is for: each purpose has its own domain-separation label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A roster the researcher issues (`secagg roster export`).
+    Roster,
+    /// A node's ciphertext file of one aggregation round (`secagg aggregate encrypt`).
+    Ciphertexts,
+}
 
-/// The signature scheme a key type signs rosters with, as written in the file.
+impl Purpose {
+    /// Prefixed to the payload before signing and verifying.
+    fn label(self) -> &'static [u8] {
+        match self {
+            Purpose::Roster => b"secagg roster signature v1\n",
+            Purpose::Ciphertexts => b"secagg ciphertext file signature v1\n",
+        }
+    }
+
+    /// What is signed, in messages.
+    fn noun(self) -> &'static str {
+        match self {
+            Purpose::Roster => "the roster",
+            Purpose::Ciphertexts => "the ciphertext file",
+        }
+    }
+
+    /// What to do when the signature does not verify.
+    fn hint(self, signer: &str) -> String {
+        match self {
+            Purpose::Roster => format!(
+                "the roster was changed after it was signed, or not signed by `{signer}`'s registered key (if `{signer}` renewed its certificate, register the new one, checking its fingerprint, then import again)"
+            ),
+            Purpose::Ciphertexts => format!(
+                "the file was changed after `{signer}` signed it, or it is another party's file relabelled: do not aggregate it; ask `{signer}` to encrypt again (if `{signer}` renewed its certificate, register the new one, checking its fingerprint)"
+            ),
+        }
+    }
+}
+
+/// The signature scheme a key type signs with, as written in the file.
 pub fn scheme_name(key: KeyType) -> &'static str {
     match key {
         KeyType::P256 => "ecdsa_secp256r1_sha256",
@@ -44,23 +82,29 @@ fn rustls_scheme(key: KeyType) -> SignatureScheme {
     }
 }
 
-fn message(payload: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(DOMAIN_LABEL.len() + payload.len());
-    m.extend_from_slice(DOMAIN_LABEL);
+fn message(purpose: Purpose, payload: &[u8]) -> Vec<u8> {
+    let label = purpose.label();
+    let mut m = Vec::with_capacity(label.len() + payload.len());
+    m.extend_from_slice(label);
     m.extend_from_slice(payload);
     m
 }
 
-/// Signs `payload` with the PKCS#8 key `key_pkcs8_der` whose certificate has key type `key`.
-/// Returns the scheme name and the signature.
-pub fn sign(payload: &[u8], key_pkcs8_der: &[u8], key: KeyType) -> Result<(&'static str, Vec<u8>)> {
+/// Signs `payload` for `purpose` with the PKCS#8 key `key_pkcs8_der` whose certificate has key
+/// type `key`. Returns the scheme name and the signature.
+pub fn sign(
+    purpose: Purpose,
+    payload: &[u8],
+    key_pkcs8_der: &[u8],
+    key: KeyType,
+) -> Result<(&'static str, Vec<u8>)> {
+    let what = purpose.noun();
     let provider = rustls::crypto::ring::default_provider();
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8_der.to_vec()));
-    let signing = provider.key_provider.load_private_key(der).map_err(|e| {
-        Error::invalid(format!(
-            "this party's private key cannot sign a roster: {e}"
-        ))
-    })?;
+    let signing = provider
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| Error::invalid(format!("this party's private key cannot sign {what}: {e}")))?;
     let signer = signing
         .choose_scheme(&[rustls_scheme(key)])
         .ok_or_else(|| {
@@ -70,24 +114,26 @@ pub fn sign(payload: &[u8], key_pkcs8_der: &[u8], key: KeyType) -> Result<(&'sta
             ))
         })?;
     let signature = signer
-        .sign(&message(payload))
-        .map_err(|e| Error::Internal(format!("signing the roster failed: {e}")))?;
+        .sign(&message(purpose, payload))
+        .map_err(|e| Error::Internal(format!("signing {what} failed: {e}")))?;
     Ok((scheme_name(key), signature))
 }
 
-/// Verifies `signature` over `payload` with the public key of `certificate_der` (the certificate
-/// registered for the issuer), with the one algorithm that certificate's key type allows.
-/// `scheme` is the name the file gives, which must be that algorithm's.
+/// Verifies `signature` over `payload` for `purpose` with the public key of `certificate_der`
+/// (the certificate registered for `signer`), with the one algorithm that certificate's key type
+/// allows. `scheme` is the name the file gives, which must be that algorithm's.
 ///
 /// Errors are [`Error::Authentication`] for a signature that does not verify (or names another
 /// scheme) and [`Error::InvalidInput`] for a certificate that cannot verify anything.
 pub fn verify(
+    purpose: Purpose,
     payload: &[u8],
     scheme: &str,
     signature: &[u8],
     certificate_der: &[u8],
     signer: &str,
 ) -> Result<()> {
+    let what = purpose.noun();
     let (rest, cert) = X509Certificate::from_der(certificate_der).map_err(|e| {
         Error::invalid(format!(
             "the certificate registered for `{signer}` cannot be parsed: {e}"
@@ -107,11 +153,9 @@ pub fn verify(
     let expected = scheme_name(key);
     if scheme != expected {
         return Err(Error::authentication(format!(
-            "the roster is signed with `{scheme}`, but `{signer}`'s registered key signs with `{expected}`"
+            "{what} is signed with `{scheme}`, but `{signer}`'s registered key signs with `{expected}`"
         ))
-        .with_hint(format!(
-            "the roster was not signed with the key registered for `{signer}`: do not import it"
-        )));
+        .with_hint(purpose.hint(signer)));
     }
     let alg: &dyn ring::signature::VerificationAlgorithm = match key {
         KeyType::P256 => &ring::signature::ECDSA_P256_SHA256_ASN1,
@@ -121,14 +165,12 @@ pub fn verify(
     };
     let public_key = ring::signature::UnparsedPublicKey::new(alg, &spki.subject_public_key.data);
     public_key
-        .verify(&message(payload), signature)
+        .verify(&message(purpose, payload), signature)
         .map_err(|_| {
             Error::authentication(format!(
-                "the roster's signature does not verify with the certificate registered for `{signer}`"
+                "{what}'s signature does not verify with the certificate registered for `{signer}`"
             ))
-            .with_hint(format!(
-                "the roster was changed after it was signed, or not signed by `{signer}`'s registered key (if `{signer}` renewed its certificate, register the new one, checking its fingerprint, then import again)"
-            ))
+            .with_hint(purpose.hint(signer))
         })
 }
 
@@ -171,18 +213,49 @@ mod tests {
         for (key, cert, key_type) in keys {
             let kind = key_type;
             let payload = b"{\"serial\":1}";
-            let (scheme, sig) = sign(payload, &key, key_type).unwrap();
-            verify(payload, scheme, &sig, &cert, "researcher_sig").unwrap();
+            let (scheme, sig) = sign(Purpose::Roster, payload, &key, key_type).unwrap();
+            verify(
+                Purpose::Roster,
+                payload,
+                scheme,
+                &sig,
+                &cert,
+                "researcher_sig",
+            )
+            .unwrap();
             let mut changed = payload.to_vec();
             changed[2] ^= 1;
-            let e = verify(&changed, scheme, &sig, &cert, "researcher_sig").unwrap_err();
+            let e = verify(
+                Purpose::Roster,
+                &changed,
+                scheme,
+                &sig,
+                &cert,
+                "researcher_sig",
+            )
+            .unwrap_err();
             assert_eq!(e.kind(), crate::ErrorKind::Authentication, "{kind:?}");
             let mut bad_sig = sig.clone();
             let last = bad_sig.len() - 1;
             bad_sig[last] ^= 1;
-            assert!(verify(payload, scheme, &bad_sig, &cert, "researcher_sig").is_err());
+            assert!(verify(
+                Purpose::Roster,
+                payload,
+                scheme,
+                &bad_sig,
+                &cert,
+                "researcher_sig"
+            )
+            .is_err());
             // The scheme comes from the registered certificate, not from the file.
-            let e = verify(payload, "ed25519", &sig, &cert, "researcher_sig");
+            let e = verify(
+                Purpose::Roster,
+                payload,
+                "ed25519",
+                &sig,
+                &cert,
+                "researcher_sig",
+            );
             if key_type != KeyType::Ed25519 {
                 assert_eq!(e.unwrap_err().kind(), crate::ErrorKind::Authentication);
             }
@@ -193,8 +266,32 @@ mod tests {
     fn a_signature_by_another_key_is_refused() {
         let (key, _, key_type) = key_and_cert(GeneratedKeyType::P256);
         let (_, other_cert, _) = key_and_cert(GeneratedKeyType::P256);
-        let (scheme, sig) = sign(b"payload", &key, key_type).unwrap();
-        let e = verify(b"payload", scheme, &sig, &other_cert, "researcher_x").unwrap_err();
+        let (scheme, sig) = sign(Purpose::Roster, b"payload", &key, key_type).unwrap();
+        let e = verify(
+            Purpose::Roster,
+            b"payload",
+            scheme,
+            &sig,
+            &other_cert,
+            "researcher_x",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("does not verify"), "{e}");
+    }
+
+    #[test]
+    fn a_signature_for_one_purpose_never_verifies_for_another() {
+        let (key, cert, key_type) = key_and_cert(GeneratedKeyType::P256);
+        let (scheme, sig) = sign(Purpose::Roster, b"payload", &key, key_type).unwrap();
+        let e = verify(Purpose::Ciphertexts, b"payload", scheme, &sig, &cert, "x").unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Authentication);
+        assert!(
+            e.to_string()
+                .contains("the ciphertext file's signature does not verify"),
+            "{e}"
+        );
+        let (scheme, sig) = sign(Purpose::Ciphertexts, b"payload", &key, key_type).unwrap();
+        verify(Purpose::Ciphertexts, b"payload", scheme, &sig, &cert, "x").unwrap();
+        assert!(verify(Purpose::Roster, b"payload", scheme, &sig, &cert, "x").is_err());
     }
 }

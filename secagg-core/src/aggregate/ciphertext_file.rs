@@ -1,0 +1,240 @@
+//! A node's ciphertext file of one round: what it holds, the bounds every field is checked
+//! against before anything is parsed, and its signature.
+//!
+//! **The signature.** A node signs its file with its identity key ([`crate::signing`], purpose
+//! [`Purpose::Ciphertexts`]); the researcher verifies it against the certificate it registered
+//! for the party the file names. What is signed is a canonical encoding of every field that
+//! decides the result ([`CiphertextFile::signed_bytes`]): format, version, session, round,
+//! party, nodes, count, clipping range, biprime name, and a SHA-256 digest of the ciphertexts
+//! exactly as written. So a file relabelled as another node's, a file of another session or
+//! round with its fields edited, or an altered ciphertext does not verify. Files without a
+//! signature (written by hand, or by an older build) are refused unless the researcher accepts
+//! them explicitly, and the result is then marked unauthenticated.
+//!
+//! **The bounds.** A file is at most [`MAX_CIPHERTEXT_FILE_BYTES`] on disk; it holds exactly the
+//! number of ciphertexts its count needs; each ciphertext is a canonical decimal (digits only, no
+//! leading zero) no longer than `N² − 1`, so parsing is linear in the file's size; and each is in
+//! `0 < c < N²`.
+
+use std::path::Path;
+
+use base64::Engine as _;
+use num_bigint::BigUint;
+use num_traits::Zero;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::Biprime;
+use crate::error::{Error, Result};
+use crate::fs_secure;
+use crate::identity::Identity;
+use crate::signing::{self, Purpose};
+
+/// The `format` field of a ciphertext file.
+pub const CIPHERTEXT_FORMAT: &str = "secagg-ciphertexts";
+/// The version of the ciphertext file format this build writes and reads (the signature is an
+/// optional field: files of earlier builds read as unsigned).
+pub const CIPHERTEXT_VERSION: u32 = 1;
+/// The largest ciphertext file read: 2 GiB, about 3.4 million ciphertexts (some 200 million
+/// parameters for 2 nodes, 170 million for 32).
+pub const MAX_CIPHERTEXT_FILE_BYTES: u64 = 2 << 30;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// What a node sends the researcher for one round: its ciphertexts, what they belong to, and its
+/// signature over both. Ciphertexts are decimal strings (JSON numbers of 2048 bits would not
+/// survive most parsers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CiphertextFile {
+    /// Always [`CIPHERTEXT_FORMAT`].
+    pub format: String,
+    /// [`CIPHERTEXT_VERSION`].
+    pub version: u32,
+    /// The session whose keys were used.
+    pub session_id: String,
+    /// The training round (part of every batch's tag).
+    pub round: u64,
+    /// The node that encrypted.
+    pub party_id: String,
+    /// Number of nodes in the session (decides the packing).
+    pub nodes: usize,
+    /// Number of parameters encrypted.
+    pub count: usize,
+    /// Clipping range `c` used by the quantisation.
+    pub clipping_range: u32,
+    /// Name of the biprime.
+    pub biprime: String,
+    /// The ciphertexts, decimal.
+    pub ciphertexts: Vec<String>,
+    /// The node's signature over [`CiphertextFile::signed_bytes`]; `None` in an unsigned file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<FileSignature>,
+}
+
+/// A signature in a ciphertext file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSignature {
+    /// The scheme ([`signing::scheme_name`] of the signer's key type).
+    pub scheme: String,
+    /// The signature, base64.
+    pub value: String,
+}
+
+impl CiphertextFile {
+    /// Reads a ciphertext file (at most [`MAX_CIPHERTEXT_FILE_BYTES`]).
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = fs_secure::read_limited(path, MAX_CIPHERTEXT_FILE_BYTES, "ciphertext file")?;
+        Self::parse(&bytes, &format!("`{}`", path.display()))
+    }
+
+    /// Decodes ciphertext file bytes; `name` names them in errors. Bytes that are not UTF-8 JSON
+    /// of this shape are invalid input.
+    pub fn parse(bytes: &[u8], name: &str) -> Result<Self> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            Error::invalid(format!("{name} is not a secagg ciphertext file: {e}"))
+                .with_hint("give the files written by `secagg aggregate encrypt` on the nodes")
+        })
+    }
+
+    /// The bytes a node signs: every field but the signature, each length-prefixed (so no two
+    /// files share an encoding), the ciphertexts as a SHA-256 digest of their decimal strings
+    /// exactly as written.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut digest = Sha256::new();
+        for c in &self.ciphertexts {
+            digest.update((c.len() as u64).to_be_bytes());
+            digest.update(c.as_bytes());
+        }
+        let mut out = Vec::with_capacity(256);
+        let mut put = |field: &[u8]| {
+            out.extend_from_slice(&(field.len() as u64).to_be_bytes());
+            out.extend_from_slice(field);
+        };
+        put(self.format.as_bytes());
+        put(&self.version.to_be_bytes());
+        put(self.session_id.as_bytes());
+        put(&self.round.to_be_bytes());
+        put(self.party_id.as_bytes());
+        put(&(self.nodes as u64).to_be_bytes());
+        put(&(self.count as u64).to_be_bytes());
+        put(&self.clipping_range.to_be_bytes());
+        put(self.biprime.as_bytes());
+        put(&(self.ciphertexts.len() as u64).to_be_bytes());
+        put(&digest.finalize());
+        out
+    }
+
+    /// Signs the file with `identity`'s key (the node that encrypted).
+    pub(crate) fn sign(&mut self, identity: &Identity) -> Result<()> {
+        let key = identity.private_key_der()?;
+        let key_type = identity.certificate.key_type.ok_or_else(|| {
+            Error::invalid("this party's certificate has an unsupported key type: it cannot sign")
+        })?;
+        let (scheme, value) =
+            signing::sign(Purpose::Ciphertexts, &self.signed_bytes(), &key, key_type)?;
+        self.signature = Some(FileSignature {
+            scheme: scheme.to_owned(),
+            value: B64.encode(value),
+        });
+        Ok(())
+    }
+
+    /// Verifies the signature against `certificate_der`, the certificate registered for the
+    /// party the file names. A file without a signature is [`Error::Authentication`] too; the
+    /// caller decides whether to accept it.
+    pub(crate) fn verify_signature(&self, name: &str, certificate_der: &[u8]) -> Result<()> {
+        let ctx = format!("while verifying ciphertext file {name}");
+        let sig = self.signature.as_ref().ok_or_else(|| {
+            Error::authentication(format!(
+                "ciphertext file {name} is not signed: nothing shows that `{}` wrote it",
+                self.party_id
+            ))
+            .with_hint("ask the node to encrypt again with this version of secagg, or accept unsigned files with --allow-unsigned (the result is then marked unauthenticated)")
+        })?;
+        let value = B64.decode(sig.value.as_bytes()).map_err(|e| {
+            Error::authentication(format!("its signature is not valid base64 ({e})")).context(&ctx)
+        })?;
+        signing::verify(
+            Purpose::Ciphertexts,
+            &self.signed_bytes(),
+            &sig.scheme,
+            &value,
+            certificate_der,
+            &self.party_id,
+        )
+        .map_err(|e| e.context(&ctx))
+    }
+
+    /// Checks the shape before any ciphertext is parsed: at least one value, exactly the
+    /// ciphertexts `count` values need when packed for `nodes` nodes, each a canonical decimal
+    /// no longer than `N² − 1`.
+    pub(crate) fn check_shape(&self, name: &str, biprime: &Biprime) -> Result<()> {
+        let bad = |why: String| Error::invalid(format!("ciphertext file {name}: {why}"));
+        if self.count == 0 {
+            return Err(bad("it holds no parameters (count 0)".into()));
+        }
+        if self.nodes == 0 {
+            return Err(bad("it was packed for 0 nodes".into()));
+        }
+        let expected = self
+            .count
+            .div_ceil(super::elements_per_plaintext(self.nodes));
+        if self.ciphertexts.len() != expected {
+            return Err(bad(format!(
+                "{} parameters packed for {} nodes make {expected} ciphertexts, the file holds {}",
+                self.count,
+                self.nodes,
+                self.ciphertexts.len()
+            )));
+        }
+        let max_digits = biprime.max_ciphertext_digits();
+        for (i, c) in self.ciphertexts.iter().enumerate() {
+            if c.is_empty() || !c.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad(format!("ciphertext {i} is not a decimal integer")));
+            }
+            if c.len() > 1 && c.starts_with('0') {
+                return Err(bad(format!(
+                    "ciphertext {i} has a leading zero (not how a node writes it)"
+                )));
+            }
+            if c.len() > max_digits {
+                return Err(bad(format!(
+                    "ciphertext {i} has {} digits: a ciphertext is below N² ({max_digits} digits)",
+                    c.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The ciphertexts as integers, each checked to be in `0 < c < N²` (after
+    /// [`Self::check_shape`], so each parse is bounded).
+    pub(crate) fn ciphertexts(&self, name: &str, biprime: &Biprime) -> Result<Vec<BigUint>> {
+        self.ciphertexts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let c: BigUint = text.parse().map_err(|_| {
+                    Error::invalid(format!(
+                        "ciphertext file {name}: ciphertext {i} is not a decimal integer"
+                    ))
+                })?;
+                biprime.check_ciphertext(&c).map_err(|why| {
+                    Error::invalid(format!("ciphertext file {name}: ciphertext {i} {why}"))
+                })?;
+                Ok(c)
+            })
+            .collect()
+    }
+}
+
+/// Whether a ciphertext is in `0 < c < N²`, as a reason when it is not.
+pub(crate) fn out_of_range(c: &BigUint, n2: &BigUint) -> Option<&'static str> {
+    if c.is_zero() {
+        Some("is 0, which no encryption gives")
+    } else if c >= n2 {
+        Some("is not below N²")
+    } else {
+        None
+    }
+}
