@@ -370,3 +370,101 @@ fn generated_certificate_passes_openssl_inspection() {
         .unwrap();
     assert_eq!(pk_cert.stdout, pk_key.stdout);
 }
+
+fn fingerprint(home: &std::path::Path) -> String {
+    secagg(home, &["identity", "show", "--format", "json"])
+        .ok()
+        .json()["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Regression (issue 20, item 7): `init` on a full disk exited 10 but left an empty `identity/`
+/// and a 0-byte `store.sqlite`, and every later `init`, even `--force`, refused with exit 3. Now,
+/// on a real full disk (a small tmpfs) with every amount of free space from none to enough, a
+/// failed `init` leaves nothing of a new home, and a retry once there is room succeeds.
+#[test]
+fn init_on_a_full_disk_leaves_nothing_and_a_retry_succeeds() {
+    let disk = match small_disk::SmallDisk::mount(2048) {
+        Ok(d) => d,
+        Err(reason) => {
+            println!("skipped: {reason}");
+            return;
+        }
+    };
+    let init = ["init", "--role", "node", "--id", "node_disk"];
+    let mut failed = 0;
+    for free_pages in 0..40u64 {
+        let home = disk.path().join(format!("home-{free_pages}"));
+        disk.fill_leaving(free_pages * 4096);
+        let run = secagg(&home, &init);
+        if run.code != 0 {
+            failed += 1;
+            run.fails_as(secagg_core::ErrorKind::Storage);
+            let left: Vec<_> = std::fs::read_dir(&home)
+                .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+                .unwrap_or_default();
+            assert!(left.is_empty(), "{free_pages} free pages: left {left:?}");
+        }
+        disk.free();
+        secagg(&home, &init).ok();
+        assert!(fingerprint(&home).starts_with("SHA256:"), "{free_pages}");
+        secagg(&home, &["certificate", "list"]).ok();
+        std::fs::remove_dir_all(&home).unwrap();
+    }
+    assert!(failed > 3, "the sweep never hit a full disk ({failed} failures)");
+}
+
+/// The same sweep for `init --force` over an existing identity: a failed replacement leaves the
+/// old identity in use (same certificate, its key still matching) and a retry succeeds.
+#[test]
+fn init_force_on_a_full_disk_keeps_the_old_identity() {
+    let disk = match small_disk::SmallDisk::mount(2048) {
+        Ok(d) => d,
+        Err(reason) => {
+            println!("skipped: {reason}");
+            return;
+        }
+    };
+    let home = disk.path().join("home");
+    secagg(&home, &["init", "--role", "node", "--id", "node_old"]).ok();
+    let mut failed = 0;
+    for free_pages in 0..12u64 {
+        let before = fingerprint(&home);
+        disk.fill_leaving(free_pages * 4096);
+        let run = secagg(&home, &["init", "--role", "node", "--id", "node_new", "--force"]);
+        disk.free();
+        if run.code != 0 {
+            failed += 1;
+            run.fails_as(secagg_core::ErrorKind::Storage);
+            assert_eq!(fingerprint(&home), before, "{free_pages} free pages");
+            // The key still matches the certificate.
+            let cert = std::fs::read(home.join("identity/cert.pem")).unwrap();
+            let cert = secagg_core::certificate::Certificate::parse(&cert, "cert").unwrap();
+            let key = std::fs::read_to_string(home.join("identity/key.pem")).unwrap();
+            secagg_core::certificate::private_key_der_matching(&key, &cert).unwrap();
+        }
+        secagg(&home, &["init", "--role", "node", "--id", "node_new", "--force"]).ok();
+        assert_ne!(fingerprint(&home), before);
+    }
+    assert!(failed > 1, "the sweep never hit a full disk ({failed} failures)");
+}
+
+/// What a power cut during `init` leaves (an empty `identity/`, a 0-byte store, no identity) is
+/// not a damaged store holding anything: `init` makes the home over it.
+#[test]
+fn init_over_what_an_interrupted_init_left_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("h");
+    std::fs::create_dir_all(home.join("identity")).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(home.join("identity"), std::fs::Permissions::from_mode(0o700))
+        .unwrap();
+    let store = home.join("store.sqlite");
+    std::fs::write(&store, b"").unwrap();
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o600)).unwrap();
+    secagg(&home, &["init", "--role", "node", "--id", "node_again"]).ok();
+    secagg(&home, &["certificate", "list"]).ok();
+    assert!(std::fs::metadata(&store).unwrap().len() > 0);
+}

@@ -224,9 +224,15 @@ def test_secagg_crypter_round_trip_with_negotiated_keys(federation):
         assert abs(avg[k] - want) < 2e-3, (k, avg[k], want)
     exact = crypter.aggregate(2, 3, cts, keys[0], biprime, 30, count=n_params)
     assert exact == avg
-    # Another round's masks do not cancel: garbage, not the average.
-    wrong = crypter.aggregate(3, 3, cts, keys[0], biprime, 30, count=n_params)
-    assert any(abs(a - b) > 0.1 for a, b in zip(wrong, avg))
+    # Another round's masks do not cancel: the noise is refused, never returned as an average.
+    with pytest.raises(secagg.VerificationFailed) as e:
+        crypter.aggregate(3, 3, cts, keys[0], biprime, 30, count=n_params)
+    assert "round 3 does not decrypt to an average" in e.value.message
+    # An altered ciphertext: the same.
+    altered = [list(c) for c in cts]
+    altered[1][0] += 1
+    with pytest.raises(secagg.VerificationFailed):
+        crypter.aggregate(2, 3, altered, keys[0], biprime, 30, count=n_params)
     # Fed-BioMed's argument checks.
     with pytest.raises(secagg.InvalidInput):
         crypter.encrypt(3, 2, [1, 2, 3], keys[1], biprime)

@@ -14,6 +14,7 @@ use secagg_core::demo::Federation;
 use secagg_core::error::ErrorReport;
 
 pub mod agents;
+pub mod small_disk;
 pub mod wg_lab;
 use secagg_core::processes::{self, NegotiateCommand, PartyExit};
 use secagg_core::ErrorKind;
