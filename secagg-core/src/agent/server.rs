@@ -20,8 +20,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::{
-    Reply, Request, StatusInfo, WireError, AGENT_PROTOCOL_VERSION, FIRST_FRAME_TIMEOUT,
-    MAX_SESSION_TIMEOUT, SECAGG_VERSION,
+    roster_transfer, Reply, Request, StatusInfo, WireError, AGENT_PROTOCOL_VERSION,
+    FIRST_FRAME_TIMEOUT, MAX_SESSION_TIMEOUT, SECAGG_VERSION,
 };
 use crate::engine::{
     CancelFlag, Engine, KeySink, MpSpdzEngine, NativeEngine, NegotiationPlan, SecretKey,
@@ -83,7 +83,7 @@ pub enum Level {
     Info,
     /// Something was refused or dropped; the agent goes on.
     Warn,
-    /// A session failed.
+    /// A session failed, or a roster could not be sent.
     Error,
 }
 
@@ -647,31 +647,16 @@ async fn dispatch(
                     reply(&mut stream, &peer, &Reply::Status(info)).await;
                     let _ = stream.shutdown().await;
                 }
-                Request::Roster { .. } => {
+                Request::Roster { chunked, .. } => {
                     let path = crate::roster::latest_path(&shared.home);
-                    let roster = match crate::fs_secure::read_limited(
-                        &path,
-                        crate::roster::MAX_ROSTER_BYTES,
-                        "roster",
-                    ) {
-                        Ok(bytes) => String::from_utf8(bytes).ok(),
-                        Err(_) => None,
+                    let latest = tokio::task::block_in_place(|| roster_transfer::load(&path));
+                    let sent = roster_transfer::send(&mut stream, peer.as_str(), latest, chunked);
+                    let (level, outcome) = match sent.await {
+                        Ok(sent) => (Level::Info, sent.to_string()),
+                        Err(e) => (Level::Error, format!("failed: {e}")),
                     };
-                    shared.event(
-                        Level::Info,
-                        "roster",
-                        None,
-                        Some(peer.as_str()),
-                        format!(
-                            "roster asked by {peer}: {}",
-                            if roster.is_some() {
-                                "sent"
-                            } else {
-                                "none exported"
-                            }
-                        ),
-                    );
-                    reply(&mut stream, &peer, &Reply::Roster { roster }).await;
+                    let message = format!("roster asked by {peer}: {outcome}");
+                    shared.event(level, "roster", None, Some(peer.as_str()), message);
                     let _ = stream.shutdown().await;
                 }
                 Request::Start { .. } | Request::Cancel | Request::Confirm => {
