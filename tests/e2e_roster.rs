@@ -500,6 +500,98 @@ fn prune_removes_only_what_this_issuers_rosters_brought() {
     );
 }
 
+/// Certificates of `n` nodes made in this process (200 `secagg init`s would dominate the test),
+/// registered at `researcher` in one transaction exactly as `certificate register` registers
+/// them. Returns each node's id and fingerprint.
+fn register_generated_nodes(researcher: &Party, n: usize) -> Vec<(String, String)> {
+    use secagg_core::certificate::{self, GeneratedKeyType};
+    use secagg_core::registration::{self, CertificateSource, RegisterRequest};
+    let now = time::OffsetDateTime::now_utc();
+    let mut made = Vec::with_capacity(n);
+    let requests: Vec<RegisterRequest> = (0..n)
+        .map(|i| {
+            let id = secagg_core::PartyId::parse(&format!("node_gen{i:03}")).unwrap();
+            let g = certificate::generate(&id, GeneratedKeyType::P256, 30, now).unwrap();
+            made.push((id.to_string(), g.certificate.fingerprint.to_string()));
+            RegisterRequest {
+                party_id: id,
+                endpoint: secagg_core::Endpoint::new("127.0.0.1", 20_000 + i as u32).unwrap(),
+                certificate: CertificateSource::Bytes {
+                    bytes: g.certificate.pem.clone().into_bytes(),
+                    name: format!("generated {i}"),
+                },
+                expect_fingerprint: None,
+                upsert: false,
+                source: format!("file generated-{i}.pem"),
+            }
+        })
+        .collect();
+    registration::register_all(&Home::new(&researcher.home), &requests, now).unwrap();
+    made
+}
+
+/// Issue 20, item 3: a roster of 200 nodes (about 300 KB, where one frame carries 64 KiB) is
+/// pulled from the researcher's agent by a real `roster pull` over a real socket, and a fresh
+/// process finds all 200 in the node's store. Before the fix, the agent's one-frame reply failed
+/// to encode, the agent logged "sent" anyway and the node exited 6, "does not answer as a secagg
+/// agent". A roster the agent cannot send is then a failure on both sides.
+#[test]
+fn a_roster_of_200_nodes_pulls_from_the_researchers_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let researcher = party(dir.path(), "researcher", "researcher_lab");
+    let node = party(dir.path(), "node", "node_puller");
+    register_bundle(&researcher.home, &node);
+    register_bundle(&node.home, &researcher);
+    let generated = register_generated_nodes(&researcher, 200);
+    let roster = dir.path().join("roster.json");
+    export(&researcher, &roster, &[]);
+    let size = std::fs::metadata(&roster).unwrap().len();
+    assert!(
+        size > 3 * 65_536,
+        "three frames' worth or more; a roster of 202 parties is only {size} bytes"
+    );
+
+    let agent = support::agents::Agent::start(&researcher.home, &[], &[]);
+    let r = secagg(&node.home, &["roster", "pull", "--yes", "--format", "json"]);
+    r.ok();
+    assert_eq!(r.json()["applied"], true);
+    // Read back by a fresh process: all 200, with the certificates the researcher registered.
+    let peers = peers_json(&node.home);
+    let rows = peers["peers"].as_array().unwrap();
+    assert_eq!(rows.len(), 201, "the researcher and the 200 nodes");
+    for (id, fingerprint) in &generated {
+        let row = rows
+            .iter()
+            .find(|p| p["party_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{id} is not registered after the pull"));
+        assert_eq!(row["fingerprint"], fingerprint.as_str());
+        assert_eq!(row["origin"], "roster researcher_lab #1");
+    }
+    agent.wait_for(
+        &format!("roster asked by node_puller: sent ({size} bytes in"),
+        std::time::Duration::from_secs(5),
+    );
+
+    // A roster the agent cannot send (larger than any import accepts): the node is told so, not
+    // "does not answer as a secagg agent", and the agent logs a failure, not "sent".
+    let too_big = secagg_core::roster::MAX_ROSTER_BYTES as usize + 1;
+    std::fs::write(researcher.home.join("roster.json"), vec![b' '; too_big]).unwrap();
+    let r = secagg(&node.home, &["roster", "pull", "--yes"]);
+    r.fails_as(ErrorKind::InvalidInput);
+    assert!(
+        r.stderr
+            .contains("researcher_lab: its latest roster cannot be read"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("does not answer"), "{}", r.stderr);
+    agent.wait_for(
+        "error peer=node_puller roster: roster asked by node_puller: failed: cannot read the latest exported roster",
+        std::time::Duration::from_secs(5),
+    );
+    assert_eq!(peer_ids(&node.home).len(), 201);
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(to).unwrap();

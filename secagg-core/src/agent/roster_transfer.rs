@@ -97,7 +97,14 @@ pub(crate) async fn send<W: AsyncWrite + Unpin>(
 
 async fn send_chunks<W: AsyncWrite + Unpin>(w: &mut W, peer: &str, bytes: &[u8]) -> Result<Sent> {
     let total = bytes.len();
-    reply(w, peer, &Reply::RosterFollows { bytes: total as u64 }).await?;
+    reply(
+        w,
+        peer,
+        &Reply::RosterFollows {
+            bytes: total as u64,
+        },
+    )
+    .await?;
     let (mut done, mut frames) = (0, 0);
     for chunk in bytes.chunks(CHUNK_BYTES) {
         let frame = Frame::new(MsgType::Data, chunk.to_vec());
@@ -184,23 +191,22 @@ pub(crate) async fn receive<R: AsyncRead + Unpin>(
             .await
             .map_err(|e| e.context(at()))?;
         let Some(frame) = frame else {
-            return Err(Error::peer(format!(
-                "{label} closed the connection {}",
-                at()
-            ))
-            .with_hint(format!("the log of {label}'s agent says why; pull again")));
+            return Err(
+                Error::peer(format!("{label} closed the connection {}", at()))
+                    .with_hint(format!("the log of {label}'s agent says why; pull again")),
+            );
         };
         match frame.kind {
-            MsgType::Data if !frame.payload.is_empty() && frame.payload.len() <= total - out.len() => {
+            MsgType::Data
+                if !frame.payload.is_empty() && frame.payload.len() <= total - out.len() =>
+            {
                 out.extend_from_slice(&frame.payload);
             }
-            MsgType::Data => {
-                return Err(Error::peer(format!(
-                    "protocol violation by {label}: a data frame of {} bytes {} (announced: {total})",
-                    frame.payload.len(),
-                    at()
-                )))
-            }
+            MsgType::Data => return Err(Error::peer(format!(
+                "protocol violation by {label}: a data frame of {} bytes {} (announced: {total})",
+                frame.payload.len(),
+                at()
+            ))),
             MsgType::Abort => {
                 return Err(Error::peer(format!(
                     "{label} gave up sending its roster {}: {}",
@@ -230,7 +236,10 @@ mod tests {
     }
 
     async fn next_reply<R: AsyncRead + Unpin>(r: &mut R) -> Reply {
-        let f = read_frame(r, soon(), "researcher_x").await.unwrap().unwrap();
+        let f = read_frame(r, soon(), "researcher_x")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(f.kind, MsgType::Reply);
         serde_json::from_slice(&f.payload).unwrap()
     }
@@ -280,7 +289,10 @@ mod tests {
         let _ = next_reply(&mut b).await;
         drop(b);
         let e = sending.await.unwrap().unwrap_err();
-        assert!(e.to_string().contains("of 300000 bytes of the roster"), "{e}");
+        assert!(
+            e.to_string().contains("of 300000 bytes of the roster"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
@@ -295,7 +307,10 @@ mod tests {
         let e = send(&mut a, "node_n", Ok(Some(big_roster())), false)
             .await
             .unwrap_err();
-        assert!(e.to_string().contains("more than one agent reply carries"), "{e}");
+        assert!(
+            e.to_string().contains("more than one agent reply carries"),
+            "{e}"
+        );
         let Reply::Refused { error } = next_reply(&mut b).await else {
             panic!("not refused")
         };
@@ -339,7 +354,10 @@ mod tests {
     async fn the_client_bounds_what_it_reads() {
         let e = receive_raw(&[], MAX_ROSTER_BYTES + 1).await;
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
-        assert!(e.to_string().contains("more than the 16777216 bytes"), "{e}");
+        assert!(
+            e.to_string().contains("more than the 16777216 bytes"),
+            "{e}"
+        );
         let data = |n: usize| Frame::new(MsgType::Data, vec![b'x'; n]);
         let e = receive_raw(&[data(10), data(11)], 20).await;
         assert!(
