@@ -8,7 +8,9 @@
 //!
 //! - **`Request` `{"op":"join",…}`** from a researcher: a session request (session id, ordered
 //!   party list, engine, key length, timeout). The agent checks it: the client is a registered
-//!   *researcher* (a node is refused), allowed by the policy (`--allow-researcher`), and party 0
+//!   *researcher* (a node is refused), allowed by the policy (the researchers named with
+//!   `--allow-researcher`, else those registered by hand: a roster vouches for nodes, and a
+//!   researcher it brought in is refused until named or registered by hand), and party 0
 //!   of the list; the list is checked exactly as `secagg negotiate` checks a plan
 //!   ([`crate::session`]'s plan: list shape, this party in it, every party registered with a
 //!   valid certificate, no key stored for the session yet, the prime bound); the limits on

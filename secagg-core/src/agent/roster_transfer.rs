@@ -202,11 +202,13 @@ pub(crate) async fn receive<R: AsyncRead + Unpin>(
             {
                 out.extend_from_slice(&frame.payload);
             }
-            MsgType::Data => return Err(Error::peer(format!(
+            MsgType::Data => {
+                return Err(Error::peer(format!(
                 "protocol violation by {label}: a data frame of {} bytes {} (announced: {total})",
                 frame.payload.len(),
                 at()
-            ))),
+            )))
+            }
             MsgType::Abort => {
                 return Err(Error::peer(format!(
                     "{label} gave up sending its roster {}: {}",

@@ -48,7 +48,8 @@ pub struct AgentOptions {
     pub listen: Option<SocketAddr>,
     /// This party's endpoint for its sessions; `None` is the stored one.
     pub endpoint: Option<Endpoint>,
-    /// Researchers allowed to request sessions; empty: every registered researcher.
+    /// Researchers allowed to request sessions; empty: every researcher registered by hand
+    /// (not one a roster brought in).
     pub allow_researchers: Vec<PartyId>,
     /// Sessions joined or running at once, in all.
     pub max_sessions: usize,
@@ -390,7 +391,7 @@ async fn run(
                 None => "off".to_owned(),
             },
             if shared.opts.allow_researchers.is_empty() {
-                "every registered researcher".to_owned()
+                "those registered here by hand".to_owned()
             } else {
                 shared
                     .opts
@@ -865,6 +866,42 @@ async fn refuse(
     reply(stream, peer, &Reply::Refused { error }).await;
 }
 
+/// The agent's policy on who may request sessions: the researchers named with
+/// `--allow-researcher`, else those registered here by hand. A roster vouches for nodes: a
+/// researcher it registered could otherwise run sessions here on the issuer's word alone.
+fn check_policy(shared: &Shared, peer: &PartyId, deadline: std::time::Instant) -> Result<()> {
+    let me = &shared.me;
+    let named = &shared.opts.allow_researchers;
+    if !named.is_empty() {
+        if named.contains(peer) {
+            return Ok(());
+        }
+        return Err(Error::authentication(format!(
+            "the policy of {me} does not allow researcher {peer} to request sessions"
+        ))
+        .with_hint(format!(
+            "the operator of {me} can allow it with `secagg serve --allow-researcher {peer}`"
+        )));
+    }
+    let record = tokio::task::block_in_place(|| {
+        let mut store = shared.stores.take_until(deadline)?;
+        store.read(|tx| crate::store::peers::get(tx, peer))
+    })?;
+    match record {
+        Some(r) if r.registered_by_hand() => Ok(()),
+        Some(r) => Err(Error::authentication(format!(
+            "the policy of {me} takes session requests only from researchers registered there by hand or named with --allow-researcher, and {peer} was registered by a roster ({})",
+            crate::peers::origin(&r.source)
+        ))
+        .with_hint(format!(
+            "the operator of {me} can allow it with `secagg serve --allow-researcher {peer}` (naming every researcher to accept), or register it by hand after checking its fingerprint out of band (`secagg certificate register --bundle FILE --upsert --expect-fingerprint FP`)"
+        ))),
+        None => Err(Error::authentication(format!(
+            "{peer} is no longer registered at {me}"
+        ))),
+    }
+}
+
 /// Checks a join request; `Ok` holds the session's plan, inbound receiver, slot guard and, for
 /// MP-SPDZ, the port reserved.
 fn check_join(
@@ -886,14 +923,7 @@ fn check_join(
             "{me} accepts session requests only from researchers, and {peer} is a node"
         )));
     }
-    if !shared.opts.allow_researchers.is_empty() && !shared.opts.allow_researchers.contains(peer) {
-        return Err(Error::authentication(format!(
-            "the policy of {me} does not allow researcher {peer} to request sessions"
-        ))
-        .with_hint(format!(
-            "the operator of {me} can allow it with `secagg serve --allow-researcher {peer}`"
-        )));
-    }
+    check_policy(shared, peer, deadline)?;
     if shared.level() >= DRAIN {
         return Err(Error::peer(format!("the agent of {me} is shutting down"))
             .with_hint("retry once it has been restarted"));
