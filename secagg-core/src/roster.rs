@@ -996,3 +996,104 @@ fn parse_time(text: &str, field: &str) -> Result<OffsetDateTime> {
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certificate::GeneratedKeyType;
+    use crate::home::Home;
+    use crate::identity::{self, InitOptions};
+    use crate::registration::{self, Action};
+
+    /// A demo federation (researcher, two nodes, roster #1 imported) whose researcher then
+    /// registers another researcher and exports roster #2. Returns the directory, the first
+    /// node's identity, the other researcher's registration request and roster #2.
+    fn with_another_researcher() -> (
+        tempfile::TempDir,
+        Identity,
+        RegisterRequest,
+        UnverifiedRoster,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let fed = crate::demo::prepare(&dir.path().join("fed"), 2).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let opts = InitOptions {
+            role: Role::Researcher,
+            id: Some("researcher_other".into()),
+            host: Some("127.0.0.1".into()),
+            port: Some(9),
+            key_type: GeneratedKeyType::P256,
+            validity_days: 30,
+            force: false,
+            allow_custom_id: false,
+        };
+        let other = identity::init(&Home::new(dir.path().join("other")), &opts, now).unwrap();
+        let bundle = dir.path().join("other.json");
+        let text = serde_json::to_vec(&registration::bundle(&other)).unwrap();
+        std::fs::write(&bundle, text).unwrap();
+        let request = registration::request_from_bundle(&bundle, None, true, false).unwrap();
+        registration::register(&fed.parties[0].home, &request, now).unwrap();
+        let researcher = identity::load(&fed.parties[0].home).unwrap();
+        let exported = export(&researcher, &ExportOptions::default(), now).unwrap();
+        let roster = UnverifiedRoster::parse(exported.file.to_text().as_bytes(), "#2").unwrap();
+        let node = identity::load(&fed.parties[1].home).unwrap();
+        (dir, node, request, roster)
+    }
+
+    fn other_record(node: &Identity) -> Option<PeerRecord> {
+        let id = PartyId::parse("researcher_other").unwrap();
+        Store::open_party(&node.home)
+            .unwrap()
+            .read(|tx| peers::get(tx, &id))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_roster_registers_another_researcher_only_when_named_and_never_as_by_hand() {
+        let (_dir, node, request, roster) = with_another_researcher();
+        let now = OffsetDateTime::now_utc();
+        let none = ImportOptions::default();
+        let e = import(&node, &roster, &none, None, now).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Authentication, "{e}");
+        assert!(
+            e.to_string()
+                .contains("researcher `researcher_other` besides its issuer"),
+            "{e}"
+        );
+        assert!(e.hint().unwrap().contains("--allow-researcher ID"), "{e:?}");
+        assert!(other_record(&node).is_none());
+        // `show` lists it apart, refused, instead of failing.
+        let (_, plan) = show(&node, &roster, &none, now).unwrap();
+        let listed = &plan.unwrap().other_researchers;
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].refused && !listed[0].named);
+
+        let named = ImportOptions {
+            allow_researchers: vec![PartyId::parse("researcher_other").unwrap()],
+            ..ImportOptions::default()
+        };
+        let plan = import(&node, &roster, &named, None, now).unwrap();
+        assert!(plan
+            .warnings
+            .iter()
+            .any(|w| w.contains("serve --allow-researcher")));
+        let record = other_record(&node).unwrap();
+        assert!(!record.registered_by_hand(), "{}", record.source);
+
+        // Registering it by hand, same certificate and endpoint, makes it manual.
+        let done = registration::register(&node.home, &request, now).unwrap();
+        assert_eq!(done.action, Action::Updated);
+        assert!(other_record(&node).unwrap().registered_by_hand());
+    }
+
+    #[test]
+    fn allow_researcher_names_only_researchers() {
+        let (_dir, node, _, roster) = with_another_researcher();
+        let opts = ImportOptions {
+            allow_researchers: vec![PartyId::parse("node_x").unwrap()],
+            ..ImportOptions::default()
+        };
+        let e = plan_import(&node, &roster, &opts, OffsetDateTime::now_utc()).unwrap_err();
+        assert!(e.to_string().contains("`node_x` is a node"), "{e}");
+    }
+}
