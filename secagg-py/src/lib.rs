@@ -805,6 +805,7 @@ impl Home {
     /// dict of `roster_export()["roster"]`, or the file's bytes. The options are
     /// `roster_import`'s; a roster that fails them raises here as it would there.
     #[pyo3(signature = (roster, prune=false, allow_replace=false, expect_fingerprints=None, allow_custom_ids=false, allow_researchers=None))]
+    #[allow(clippy::too_many_arguments)]
     fn roster_show(
         &self,
         py: Python<'_>,
@@ -856,6 +857,7 @@ impl Home {
     /// `NotFound`; a serial not newer than the last one imported from this issuer (a replay)
     /// `Conflict`; an expired roster or a refused entry `InvalidInput`. Nothing is written then.
     #[pyo3(signature = (roster, prune=false, allow_replace=false, expect_fingerprints=None, allow_custom_ids=false, allow_researchers=None))]
+    #[allow(clippy::too_many_arguments)]
     fn roster_import(
         &self,
         py: Python<'_>,
@@ -885,6 +887,7 @@ impl Home {
     /// with `roster_import`'s checks and options (`secagg roster pull --yes`). Returns the
     /// applied plan. The network wait runs with the GIL released.
     #[pyo3(signature = (from_party=None, prune=false, allow_replace=false, expect_fingerprints=None, allow_custom_ids=false, allow_researchers=None))]
+    #[allow(clippy::too_many_arguments)]
     fn roster_pull(
         &self,
         py: Python<'_>,
