@@ -504,6 +504,301 @@ fn prune_removes_only_what_this_issuers_rosters_brought() {
     );
 }
 
+/// Certificates of `n` nodes made in this process (200 `secagg init`s would dominate the test),
+/// registered at `researcher` in one transaction exactly as `certificate register` registers
+/// them. Returns each node's id and fingerprint.
+fn register_generated_nodes(researcher: &Party, n: usize) -> Vec<(String, String)> {
+    use secagg_core::certificate::{self, GeneratedKeyType};
+    use secagg_core::registration::{self, CertificateSource, RegisterRequest};
+    let now = time::OffsetDateTime::now_utc();
+    let mut made = Vec::with_capacity(n);
+    let requests: Vec<RegisterRequest> = (0..n)
+        .map(|i| {
+            let id = secagg_core::PartyId::parse(&format!("node_gen{i:03}")).unwrap();
+            let g = certificate::generate(&id, GeneratedKeyType::P256, 30, now).unwrap();
+            made.push((id.to_string(), g.certificate.fingerprint.to_string()));
+            RegisterRequest {
+                party_id: id,
+                endpoint: secagg_core::Endpoint::new("127.0.0.1", 20_000 + i as u32).unwrap(),
+                certificate: CertificateSource::Bytes {
+                    bytes: g.certificate.pem.clone().into_bytes(),
+                    name: format!("generated {i}"),
+                },
+                expect_fingerprint: None,
+                upsert: false,
+                source: format!("file generated-{i}.pem"),
+            }
+        })
+        .collect();
+    registration::register_all(&Home::new(&researcher.home), &requests, now).unwrap();
+    made
+}
+
+/// Issue 20, item 3: a roster of 200 nodes (about 300 KB, where one frame carries 64 KiB) is
+/// pulled from the researcher's agent by a real `roster pull` over a real socket, and a fresh
+/// process finds all 200 in the node's store. Before the fix, the agent's one-frame reply failed
+/// to encode, the agent logged "sent" anyway and the node exited 6, "does not answer as a secagg
+/// agent". A roster the agent cannot send is then a failure on both sides.
+#[test]
+fn a_roster_of_200_nodes_pulls_from_the_researchers_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let researcher = party(dir.path(), "researcher", "researcher_lab");
+    let node = party(dir.path(), "node", "node_puller");
+    register_bundle(&researcher.home, &node);
+    register_bundle(&node.home, &researcher);
+    let generated = register_generated_nodes(&researcher, 200);
+    let roster = dir.path().join("roster.json");
+    export(&researcher, &roster, &[]);
+    let size = std::fs::metadata(&roster).unwrap().len();
+    assert!(
+        size > 3 * 65_536,
+        "three frames' worth or more; a roster of 202 parties is only {size} bytes"
+    );
+
+    let agent = support::agents::Agent::start(&researcher.home, &[], &[]);
+    let r = secagg(&node.home, &["roster", "pull", "--yes", "--format", "json"]);
+    r.ok();
+    assert_eq!(r.json()["applied"], true);
+    // Read back by a fresh process: all 200, with the certificates the researcher registered.
+    let peers = peers_json(&node.home);
+    let rows = peers["peers"].as_array().unwrap();
+    assert_eq!(rows.len(), 201, "the researcher and the 200 nodes");
+    for (id, fingerprint) in &generated {
+        let row = rows
+            .iter()
+            .find(|p| p["party_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{id} is not registered after the pull"));
+        assert_eq!(row["fingerprint"], fingerprint.as_str());
+        assert_eq!(row["origin"], "roster researcher_lab #1");
+    }
+    agent.wait_for(
+        &format!("roster asked by node_puller: sent ({size} bytes in"),
+        std::time::Duration::from_secs(5),
+    );
+
+    // A roster the agent cannot send (larger than any import accepts): the node is told so, not
+    // "does not answer as a secagg agent", and the agent logs a failure, not "sent".
+    let too_big = secagg_core::roster::MAX_ROSTER_BYTES as usize + 1;
+    std::fs::write(researcher.home.join("roster.json"), vec![b' '; too_big]).unwrap();
+    let r = secagg(&node.home, &["roster", "pull", "--yes"]);
+    r.fails_as(ErrorKind::InvalidInput);
+    assert!(
+        r.stderr
+            .contains("researcher_lab: its latest roster cannot be read"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("does not answer"), "{}", r.stderr);
+    agent.wait_for(
+        "error peer=node_puller roster: roster asked by node_puller: failed: cannot read the latest exported roster",
+        std::time::Duration::from_secs(5),
+    );
+    assert_eq!(peer_ids(&node.home).len(), 201);
+}
+
+/// The lab (issuer), another researcher and two nodes: the lab registered all three, the other
+/// researcher both nodes; node_one registered only the lab, node_two the lab and the other
+/// researcher. The lab's roster #1 is at the returned path.
+struct TwoResearchers {
+    dir: tempfile::TempDir,
+    lab: Party,
+    other: Party,
+    n1: Party,
+    n2: Party,
+    roster: PathBuf,
+}
+
+fn two_researchers() -> TwoResearchers {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = party(dir.path(), "researcher", "researcher_lab");
+    let other = party(dir.path(), "researcher", "researcher_other");
+    let n1 = party(dir.path(), "node", "node_one");
+    let n2 = party(dir.path(), "node", "node_two");
+    for p in [&n1, &n2, &other] {
+        register_bundle(&lab.home, p);
+    }
+    for n in [&n1, &n2] {
+        register_bundle(&other.home, n);
+        register_bundle(&n.home, &lab);
+    }
+    register_bundle(&n2.home, &other);
+    let roster = dir.path().join("roster.json");
+    export(&lab, &roster, &[]);
+    TwoResearchers {
+        dir,
+        lab,
+        other,
+        n1,
+        n2,
+        roster,
+    }
+}
+
+/// Issue 20, item 4: a roster vouches for nodes. One that would register a researcher besides its
+/// issuer is refused (exit 8, nothing written, as a fresh process shows) unless the importer
+/// names it; `roster show` lists it apart; a researcher already registered here with the same
+/// certificate passes; the rosters of a researcher that a roster brought in are refused unless it
+/// is named too. Before the fix the roster registered the other researcher silently.
+#[test]
+fn a_roster_registers_another_researcher_only_when_the_importer_names_it() {
+    let t = two_researchers();
+    let (n1, other) = (&t.n1, &t.other);
+    let roster = t.roster.to_str().unwrap();
+
+    let shown = secagg(&n1.home, &["roster", "show", roster, "--format", "json"]);
+    shown.ok();
+    let j = shown.json();
+    assert_eq!(
+        j["other_researchers"],
+        serde_json::json!(["researcher_other"])
+    );
+    let listed = &j["import"]["other_researchers"][0];
+    assert_eq!(listed["party_id"], "researcher_other");
+    assert_eq!(listed["change"], "new");
+    assert_eq!(listed["refused"], true, "{listed}");
+    let text = secagg(&n1.home, &["roster", "show", roster]);
+    text.ok();
+    assert!(text.stdout.contains("other researcher"), "{}", text.stdout);
+    assert!(
+        text.stdout
+            .contains("refused: name it with --allow-researcher researcher_other"),
+        "{}",
+        text.stdout
+    );
+
+    refused(
+        n1,
+        &t.roster,
+        &[],
+        ErrorKind::Authentication,
+        "the roster registers or changes researcher `researcher_other` besides its issuer `researcher_lab`",
+    );
+    assert_eq!(peer_ids(&n1.home), vec!["researcher_lab"]);
+    let usage = secagg(
+        &n1.home,
+        &[
+            "roster",
+            "import",
+            roster,
+            "--yes",
+            "--allow-researcher",
+            "node_two",
+        ],
+    );
+    assert_eq!(usage.code, 2, "{}", usage.stderr);
+    assert!(
+        usage
+            .stderr
+            .contains("is a node: --allow-researcher names researchers"),
+        "{}",
+        usage.stderr
+    );
+
+    let r = import(n1, &t.roster, &["--allow-researcher", "researcher_other"]);
+    r.ok();
+    assert!(
+        r.stderr
+            .contains("takes its session requests only when started with `secagg serve --allow-researcher researcher_other`"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        peer_ids(&n1.home),
+        vec!["node_two", "researcher_lab", "researcher_other"]
+    );
+    assert_eq!(origin_of(&n1.home, &other.id), "roster researcher_lab #1");
+    // node_two registered the other researcher by hand with this very certificate: nothing to
+    // allow, and it stays manual.
+    import(&t.n2, &t.roster, &[]).ok();
+    assert_eq!(origin_of(&t.n2.home, &other.id), "manual");
+
+    // The other researcher issues a roster: node_one, which has it only from the lab's roster,
+    // refuses it unless it names it.
+    let theirs = t.dir.path().join("theirs.json");
+    export(other, &theirs, &[]);
+    refused(
+        n1,
+        &theirs,
+        &[],
+        ErrorKind::Authentication,
+        "the roster's issuer `researcher_other` was registered here by a roster (roster researcher_lab #1), not by hand",
+    );
+    import(n1, &theirs, &["--allow-researcher", "researcher_other"]).ok();
+    let _ = (&t.lab, t.lab.port);
+}
+
+fn session_run(researcher: &Party, parties: &str) -> Run {
+    secagg(
+        &researcher.home,
+        &[
+            "session",
+            "run",
+            "--parties",
+            parties,
+            "--timeout",
+            "20s",
+            "--format",
+            "json",
+        ],
+    )
+}
+
+/// Issue 20, item 4: an agent takes session requests only from researchers registered by hand
+/// (or named with `serve --allow-researcher`). A researcher that node_one has from a roster is
+/// refused, the error naming the policy and the fix, and nothing is stored; named, or once
+/// registered by hand, its sessions run. Before the fix the first session ran.
+#[test]
+fn an_agent_refuses_sessions_of_a_researcher_a_roster_registered_until_it_is_named() {
+    use support::agents::{contexts, Agent};
+    let t = two_researchers();
+    let (n1, n2, other) = (&t.n1, &t.n2, &t.other);
+    import(n1, &t.roster, &["--allow-researcher", "researcher_other"]).ok();
+    import(n2, &t.roster, &[]).ok();
+    let _a2 = Agent::start(&n2.home, &[], &[]);
+
+    let mut a1 = Agent::start(&n1.home, &[], &[]);
+    let run = session_run(other, "node_one,node_two");
+    run.fails_with(
+        ErrorKind::Authentication.exit_code(),
+        "node_one refused the session: the policy of node_one takes session requests only from researchers registered there by hand or named with --allow-researcher, and researcher_other was registered by a roster (roster researcher_lab #1)",
+    );
+    assert!(
+        run.stderr
+            .contains("secagg serve --allow-researcher researcher_other"),
+        "{}",
+        run.stderr
+    );
+    for p in [n1, n2, other] {
+        assert!(contexts(&p.home).is_empty(), "{} stored a key", p.id);
+    }
+    assert!(a1.log_text().contains("refused"));
+
+    a1.kill();
+    let mut a1 = Agent::start(&n1.home, &["--allow-researcher", "researcher_other"], &[]);
+    session_run(other, "node_one,node_two").ok();
+    assert_eq!(contexts(&n1.home).len(), 1);
+
+    // Registered by hand (its fingerprint checked), it needs no naming.
+    a1.kill();
+    secagg(
+        &n1.home,
+        &[
+            "certificate",
+            "register",
+            "--upsert",
+            "--bundle",
+            other.bundle.to_str().unwrap(),
+            "--expect-fingerprint",
+            &other.fingerprint,
+        ],
+    )
+    .ok();
+    assert_eq!(origin_of(&n1.home, &other.id), "manual");
+    let _a1 = Agent::start(&n1.home, &[], &[]);
+    session_run(other, "node_one,node_two").ok();
+    assert_eq!(contexts(&n1.home).len(), 2);
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(to).unwrap();

@@ -103,7 +103,12 @@ enum Command {
     /// Deployment containers: build, configure, start, stop, status, clean.
     #[command(subcommand)]
     Deploy(deploy::DeployCommand),
-    /// Run this party's agent: joins the sessions registered researchers request (issue 11).
+    /// Run this party's agent: joins the sessions that researchers registered here request.
+    ///
+    /// By default, session requests are taken only from researchers registered here by hand
+    /// (`certificate register`, a bundle, a Fed-BioMed store): a roster vouches for nodes, so a
+    /// researcher that a roster registered is refused until it is named with --allow-researcher
+    /// or registered by hand. With --allow-researcher, exactly the researchers named.
     Serve(agent::ServeArgs),
     /// Run a whole session from the researcher through the nodes' agents.
     #[command(subcommand)]

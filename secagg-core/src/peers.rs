@@ -81,6 +81,14 @@ impl PeerRecord {
         )
     }
 
+    /// Whether this party was registered by hand (`certificate register`, a bundle, a
+    /// Fed-BioMed store) rather than brought in by a roster. A roster vouches for nodes: a
+    /// researcher it brought in may, by default, neither request sessions nor issue rosters here
+    /// ([`crate::roster`], [`crate::agent`]).
+    pub fn registered_by_hand(&self) -> bool {
+        !self.source.starts_with(ROSTER_SOURCE_PREFIX)
+    }
+
     /// Status of the certificate at `now`.
     pub fn status_at(&self, now: OffsetDateTime) -> ValidityStatus {
         ValidityStatus::of(self.not_before, self.not_after, now)

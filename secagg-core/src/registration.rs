@@ -123,7 +123,8 @@ pub struct RegisterRequest {
 pub enum Action {
     /// A new peer.
     Created,
-    /// An existing peer's certificate or endpoint was replaced.
+    /// An existing peer's certificate or endpoint was replaced, or what a roster brought in was
+    /// registered by hand (same certificate and endpoint: its origin becomes the manual one).
     Updated,
     /// `--upsert` with identical data: nothing changed.
     Unchanged,
@@ -262,7 +263,10 @@ pub fn apply(conn: &rusqlite::Connection, p: &PreparedRegistration) -> Result<Re
             .with_hint("use --upsert to replace its certificate and endpoint"));
         }
         Some(old) => {
-            if old.fingerprint == rec.fingerprint && old.endpoint == rec.endpoint {
+            // Registering by hand what a roster brought in makes it a registration by hand (a
+            // researcher's rights depend on it), even with the same certificate and endpoint.
+            let adopted = !old.registered_by_hand() && rec.registered_by_hand();
+            if old.fingerprint == rec.fingerprint && old.endpoint == rec.endpoint && !adopted {
                 (Action::Unchanged, Some(old.fingerprint))
             } else {
                 peers::update(conn, rec)?;

@@ -11,13 +11,23 @@
 //! of band, every change is shown before it is written, and the manual path stays for federations
 //! that want every pair checked.
 //!
+//! **A roster vouches for nodes, not for researchers.** A researcher registered here may request
+//! sessions of this party's agent and issue rosters it imports; a roster that could register one
+//! would hand those rights on. So an import refuses a roster that registers or changes a
+//! researcher other than its issuer unless the importer names it
+//! ([`ImportOptions::allow_researchers`]), and refuses a roster whose issuer was itself brought in
+//! by a roster unless it is named too; [`show`] lists such researchers apart. Even a named one
+//! stays roster-registered ([`PeerRecord::registered_by_hand`]): the agent takes its session
+//! requests only when its operator names it as well.
+//!
 //! **The file.** A JSON document with the signed payload as base64 (the exact bytes that were
 //! signed) and the signature (see [`signature`]), so verification never depends on how JSON is
 //! re-serialised. The payload names the issuer and its certificate's fingerprint, a serial number
 //! that grows with every export, the issue and expiry times, and the parties.
 //!
 //! **Import**, all in one store transaction (a refused roster changes nothing): the issuer must be
-//! a researcher registered here and the signature must verify with that registered certificate;
+//! a researcher registered here (by hand, or named by the importer) and the signature must verify
+//! with that registered certificate;
 //! the serial must be higher than the last one imported from that issuer and the roster must not
 //! have expired; every entry passes exactly the checks of `certificate register`
 //! ([`registration::prepare`] and [`registration::apply`]); an entry for this party must carry
@@ -165,6 +175,16 @@ pub struct Roster {
     pub expires_at: String,
     /// The parties, the issuer first.
     pub parties: Vec<RosterEntry>,
+}
+
+impl Roster {
+    /// The researchers it lists besides its issuer, which importers refuse unless they name
+    /// them (see the module documentation).
+    pub fn other_researchers(&self) -> impl Iterator<Item = &RosterEntry> {
+        self.parties
+            .iter()
+            .filter(|e| e.role == Role::Researcher && e.party_id != self.issuer)
+    }
 }
 
 /// What [`export`] produced.
@@ -404,6 +424,16 @@ pub struct ImportOptions {
     /// Fingerprints received out of band for chosen parties (`ID=FP`): each must be listed with
     /// exactly that certificate.
     pub expect_fingerprints: Vec<(PartyId, String)>,
+    /// Researchers the importer accepts from this roster (`--allow-researcher`): listed besides
+    /// the issuer, they may be registered or changed; as the issuer, their roster is accepted
+    /// although a roster brought them in. Every id must be a researcher's.
+    pub allow_researchers: Vec<PartyId>,
+}
+
+impl ImportOptions {
+    fn allows(&self, id: &str) -> bool {
+        self.allow_researchers.iter().any(|a| a.as_str() == id)
+    }
 }
 
 /// What importing a roster does (or would do) to one party.
@@ -457,6 +487,23 @@ pub struct PlannedChange {
     pub previous_origin: Option<String>,
 }
 
+/// A researcher a roster lists besides its issuer (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListedResearcher {
+    /// Its party id.
+    pub party_id: String,
+    /// Its endpoint in the roster.
+    pub endpoint: String,
+    /// Its certificate's fingerprint in the roster.
+    pub fingerprint: Fingerprint,
+    /// What importing does to it.
+    pub change: Change,
+    /// Named by the importer (`--allow-researcher`).
+    pub named: bool,
+    /// The import refuses the roster for it: it would register or change it, unnamed.
+    pub refused: bool,
+}
+
 /// What importing a roster does, or did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ImportPlan {
@@ -472,6 +519,8 @@ pub struct ImportPlan {
     pub changes: Vec<PlannedChange>,
     /// Remarks that do not refuse the roster (loopback endpoints, this party not listed).
     pub warnings: Vec<String>,
+    /// The researchers listed besides the issuer (also in `changes`), shown apart.
+    pub other_researchers: Vec<ListedResearcher>,
     /// True once written ([`import`]); false for a plan ([`plan_import`]).
     pub applied: bool,
 }
@@ -513,8 +562,16 @@ pub fn show(
         return Ok((roster_of(payload), None));
     }
     let mut store = Store::open_party(&own.home)?;
-    let (roster, plan) = store.rehearse(|tx| apply(tx, own, roster, opts, now))?;
+    let (roster, plan) = store.rehearse(|tx| apply(tx, own, roster, opts, Rehearsal::Show, now))?;
     Ok((roster, Some(plan)))
+}
+
+/// Whether [`apply`] refuses a roster for the researchers it lists besides its issuer: an import
+/// and its plan do; [`show`] lists them (with `refused`) so that they can be reviewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rehearsal {
+    Show,
+    Import,
 }
 
 /// [`show`] for a party that is not the issuer: the plan of an import, written nowhere.
@@ -526,7 +583,7 @@ pub fn plan_import(
 ) -> Result<ImportPlan> {
     let mut store = Store::open_party(&own.home)?;
     store
-        .rehearse(|tx| apply(tx, own, roster, opts, now))
+        .rehearse(|tx| apply(tx, own, roster, opts, Rehearsal::Import, now))
         .map(|(_, plan)| plan)
 }
 
@@ -542,7 +599,7 @@ pub fn import(
 ) -> Result<ImportPlan> {
     let mut store = Store::open_party(&own.home)?;
     store.write(|tx| {
-        let (_, mut plan) = apply(tx, own, roster, opts, now)?;
+        let (_, mut plan) = apply(tx, own, roster, opts, Rehearsal::Import, now)?;
         if let Some(c) = confirmed {
             if c.changes != plan.changes || c.serial != plan.serial {
                 return Err(Error::conflict(
@@ -562,10 +619,20 @@ fn apply(
     own: &Identity,
     roster: &UnverifiedRoster,
     opts: &ImportOptions,
+    rehearsal: Rehearsal,
     now: OffsetDateTime,
 ) -> Result<(Roster, ImportPlan)> {
     let ctx = format!("while importing roster {}", roster.name);
     let issuer = PartyId::parse_custom(&roster.issuer).map_err(|e| e.context(&ctx))?;
+    if let Some(node) = opts
+        .allow_researchers
+        .iter()
+        .find(|a| a.role() != Role::Researcher)
+    {
+        return Err(Error::invalid(format!(
+            "`{node}` is a node: --allow-researcher names researchers"
+        )));
+    }
     if issuer == own.party_id {
         return Err(Error::invalid(format!(
             "roster {} was issued by this party: there is nothing to import",
@@ -583,6 +650,16 @@ fn apply(
     if issuer_record.role != Role::Researcher {
         return Err(Error::authentication(format!(
             "the roster is issued by `{issuer}`, a node: only a researcher vouches for a federation"
+        ))
+        .context(&ctx));
+    }
+    if !issuer_record.registered_by_hand() && !opts.allows(issuer.as_str()) {
+        return Err(Error::authentication(format!(
+            "the roster's issuer `{issuer}` was registered here by a roster ({}), not by hand: a roster vouches for nodes, not for researchers that issue rosters",
+            origin(&issuer_record.source)
+        ))
+        .with_hint(format!(
+            "check `{issuer}`'s fingerprint out of band and register it by hand (`secagg certificate register --bundle FILE --upsert --expect-fingerprint FP`), or import with --allow-researcher {issuer}"
         ))
         .context(&ctx));
     }
@@ -620,6 +697,7 @@ fn apply(
         expires_at: payload.expires_at.clone(),
         changes: Vec::with_capacity(payload.parties.len()),
         warnings: Vec::new(),
+        other_researchers: Vec::new(),
         applied: false,
     };
     // Everything that needs no store (certificate parsing and signature checks dominate) runs
@@ -639,8 +717,15 @@ fn apply(
         let (line, warnings) = apply_entry(tx, &issuer_record, entry, opts, &mut listed)
             .map_err(|e| e.context(entry_context(i)))?;
         plan.warnings.extend(warnings);
+        if payload.parties[i].role == Role::Researcher && line.change != Change::ThisParty {
+            if let Some(r) = other_researcher(&line, &issuer, opts) {
+                plan.other_researchers.push(r);
+            }
+        }
         plan.changes.push(line);
     }
+    check_other_researchers(&mut plan, &issuer, &payload.parties, opts, rehearsal)
+        .map_err(|e| e.context(&ctx))?;
     for (id, fp) in &opts.expect_fingerprints {
         let Some(entry) = payload.parties.iter().find(|e| e.party_id == id.as_str()) else {
             return Err(Error::not_found(format!(
@@ -683,6 +768,71 @@ fn apply(
     }
     roster_serials::set(tx, &issuer, payload.serial, now)?;
     Ok((roster_of(payload), plan))
+}
+
+/// `line`'s researcher, if it is not the roster's issuer: refused when the import would register
+/// or change it and the importer did not name it.
+fn other_researcher(
+    line: &PlannedChange,
+    issuer: &PartyId,
+    opts: &ImportOptions,
+) -> Option<ListedResearcher> {
+    if line.party_id == issuer.as_str() {
+        return None;
+    }
+    let named = opts.allows(&line.party_id);
+    Some(ListedResearcher {
+        party_id: line.party_id.clone(),
+        endpoint: line.endpoint.clone(),
+        fingerprint: line.fingerprint,
+        change: line.change,
+        named,
+        refused: line.change.writes() && !named,
+    })
+}
+
+/// Refuses a roster that would register or change researchers besides its issuer that the
+/// importer did not name (a [`Rehearsal::Show`] only lists them), and notes what a named one
+/// still cannot do here.
+fn check_other_researchers(
+    plan: &mut ImportPlan,
+    issuer: &PartyId,
+    parties: &[RosterEntry],
+    opts: &ImportOptions,
+    rehearsal: Rehearsal,
+) -> Result<()> {
+    let refused: Vec<String> = plan
+        .other_researchers
+        .iter()
+        .filter(|r| r.refused)
+        .map(|r| format!("`{}`", r.party_id))
+        .collect();
+    if !refused.is_empty() && rehearsal == Rehearsal::Import {
+        return Err(Error::authentication(format!(
+            "the roster registers or changes researcher{} {} besides its issuer `{issuer}`: a roster vouches for nodes, and a researcher registered here could request sessions and issue rosters",
+            if refused.len() > 1 { "s" } else { "" },
+            refused.join(", ")
+        ))
+        .with_hint("if this party should know them, check each fingerprint out of band, then import with --allow-researcher ID for each (`secagg roster show FILE` lists them); otherwise ask the researcher for a roster without them"));
+    }
+    for r in plan
+        .other_researchers
+        .iter()
+        .filter(|r| r.named && r.change.writes())
+    {
+        plan.warnings.push(format!(
+            "researcher `{}` comes from the roster (--allow-researcher): this party's agent takes its session requests only when started with `secagg serve --allow-researcher {}`",
+            r.party_id, r.party_id
+        ));
+    }
+    for a in &opts.allow_researchers {
+        if *a != *issuer && !parties.iter().any(|e| e.party_id == a.as_str()) {
+            plan.warnings.push(format!(
+                "--allow-researcher `{a}`: the roster does not list it"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A roster entry after the checks that need no store.
@@ -845,4 +995,105 @@ fn parse_time(text: &str, field: &str) -> Result<OffsetDateTime> {
             "its `{field}` `{text}` is not an RFC 3339 time ({e})"
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certificate::GeneratedKeyType;
+    use crate::home::Home;
+    use crate::identity::{self, InitOptions};
+    use crate::registration::{self, Action};
+
+    /// A demo federation (researcher, two nodes, roster #1 imported) whose researcher then
+    /// registers another researcher and exports roster #2. Returns the directory, the first
+    /// node's identity, the other researcher's registration request and roster #2.
+    fn with_another_researcher() -> (
+        tempfile::TempDir,
+        Identity,
+        RegisterRequest,
+        UnverifiedRoster,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let fed = crate::demo::prepare(&dir.path().join("fed"), 2).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let opts = InitOptions {
+            role: Role::Researcher,
+            id: Some("researcher_other".into()),
+            host: Some("127.0.0.1".into()),
+            port: Some(9),
+            key_type: GeneratedKeyType::P256,
+            validity_days: 30,
+            force: false,
+            allow_custom_id: false,
+        };
+        let other = identity::init(&Home::new(dir.path().join("other")), &opts, now).unwrap();
+        let bundle = dir.path().join("other.json");
+        let text = serde_json::to_vec(&registration::bundle(&other)).unwrap();
+        std::fs::write(&bundle, text).unwrap();
+        let request = registration::request_from_bundle(&bundle, None, true, false).unwrap();
+        registration::register(&fed.parties[0].home, &request, now).unwrap();
+        let researcher = identity::load(&fed.parties[0].home).unwrap();
+        let exported = export(&researcher, &ExportOptions::default(), now).unwrap();
+        let roster = UnverifiedRoster::parse(exported.file.to_text().as_bytes(), "#2").unwrap();
+        let node = identity::load(&fed.parties[1].home).unwrap();
+        (dir, node, request, roster)
+    }
+
+    fn other_record(node: &Identity) -> Option<PeerRecord> {
+        let id = PartyId::parse("researcher_other").unwrap();
+        Store::open_party(&node.home)
+            .unwrap()
+            .read(|tx| peers::get(tx, &id))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_roster_registers_another_researcher_only_when_named_and_never_as_by_hand() {
+        let (_dir, node, request, roster) = with_another_researcher();
+        let now = OffsetDateTime::now_utc();
+        let none = ImportOptions::default();
+        let e = import(&node, &roster, &none, None, now).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Authentication, "{e}");
+        assert!(
+            e.to_string()
+                .contains("researcher `researcher_other` besides its issuer"),
+            "{e}"
+        );
+        assert!(e.hint().unwrap().contains("--allow-researcher ID"), "{e:?}");
+        assert!(other_record(&node).is_none());
+        // `show` lists it apart, refused, instead of failing.
+        let (_, plan) = show(&node, &roster, &none, now).unwrap();
+        let listed = &plan.unwrap().other_researchers;
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].refused && !listed[0].named);
+
+        let named = ImportOptions {
+            allow_researchers: vec![PartyId::parse("researcher_other").unwrap()],
+            ..ImportOptions::default()
+        };
+        let plan = import(&node, &roster, &named, None, now).unwrap();
+        assert!(plan
+            .warnings
+            .iter()
+            .any(|w| w.contains("serve --allow-researcher")));
+        let record = other_record(&node).unwrap();
+        assert!(!record.registered_by_hand(), "{}", record.source);
+
+        // Registering it by hand, same certificate and endpoint, makes it manual.
+        let done = registration::register(&node.home, &request, now).unwrap();
+        assert_eq!(done.action, Action::Updated);
+        assert!(other_record(&node).unwrap().registered_by_hand());
+    }
+
+    #[test]
+    fn allow_researcher_names_only_researchers() {
+        let (_dir, node, _, roster) = with_another_researcher();
+        let opts = ImportOptions {
+            allow_researchers: vec![PartyId::parse("node_x").unwrap()],
+            ..ImportOptions::default()
+        };
+        let e = plan_import(&node, &roster, &opts, OffsetDateTime::now_utc()).unwrap_err();
+        assert!(e.to_string().contains("`node_x` is a node"), "{e}");
+    }
 }

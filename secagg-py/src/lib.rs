@@ -814,7 +814,8 @@ impl Home {
     /// plan (`None` at the researcher that issued it). `roster` is the path of the file, the
     /// dict of `roster_export()["roster"]`, or the file's bytes. The options are
     /// `roster_import`'s; a roster that fails them raises here as it would there.
-    #[pyo3(signature = (roster, prune=false, allow_replace=false, expect_fingerprints=None, allow_custom_ids=false))]
+    #[pyo3(signature = (roster, prune=false, allow_replace=false, expect_fingerprints=None, allow_custom_ids=false, allow_researchers=None))]
+    #[allow(clippy::too_many_arguments)]
     fn roster_show(
         &self,
         py: Python<'_>,
@@ -823,9 +824,16 @@ impl Home {
         allow_replace: bool,
         expect_fingerprints: Option<&Bound<'_, PyAny>>,
         allow_custom_ids: bool,
+        allow_researchers: Option<Vec<String>>,
     ) -> PyResult<PyObject> {
         let file = roster_arg(roster)?;
-        let opts = import_options(prune, allow_replace, expect_fingerprints, allow_custom_ids)?;
+        let opts = import_options(
+            prune,
+            allow_replace,
+            expect_fingerprints,
+            allow_custom_ids,
+            allow_researchers,
+        )?;
         let own = identity::load(&self.core()).map_err(CoreError)?;
         let (r, plan) =
             roster::show(&own, &file, &opts, OffsetDateTime::now_utc()).map_err(CoreError)?;
@@ -851,11 +859,15 @@ impl Home {
     /// certificate of a party registered here by hand. `expect_fingerprints`: `{party_id:
     /// fingerprint}` (or `["ID=FP", …]`) received out of band; the roster is refused unless it
     /// lists each with exactly that certificate. `allow_custom_ids`: accept ids without the
-    /// `researcher_`/`node_` prefix. A roster changed after it was signed, or not signed with the
-    /// issuer's registered key, raises `AuthenticationFailure`; an unregistered issuer
+    /// `researcher_`/`node_` prefix. `allow_researchers`: researcher ids the roster may register
+    /// or change besides its issuer (the CLI's `--allow-researcher`: a roster vouches for nodes,
+    /// so one that registers another researcher raises `AuthenticationFailure` unless it is
+    /// named). A roster changed after it was signed, or not signed with the issuer's registered
+    /// key, raises `AuthenticationFailure`; an unregistered issuer
     /// `NotFound`; a serial not newer than the last one imported from this issuer (a replay)
     /// `Conflict`; an expired roster or a refused entry `InvalidInput`. Nothing is written then.
-    #[pyo3(signature = (roster, prune=false, allow_replace=false, expect_fingerprints=None, allow_custom_ids=false))]
+    #[pyo3(signature = (roster, prune=false, allow_replace=false, expect_fingerprints=None, allow_custom_ids=false, allow_researchers=None))]
+    #[allow(clippy::too_many_arguments)]
     fn roster_import(
         &self,
         py: Python<'_>,
@@ -864,9 +876,16 @@ impl Home {
         allow_replace: bool,
         expect_fingerprints: Option<&Bound<'_, PyAny>>,
         allow_custom_ids: bool,
+        allow_researchers: Option<Vec<String>>,
     ) -> PyResult<PyObject> {
         let file = roster_arg(roster)?;
-        let opts = import_options(prune, allow_replace, expect_fingerprints, allow_custom_ids)?;
+        let opts = import_options(
+            prune,
+            allow_replace,
+            expect_fingerprints,
+            allow_custom_ids,
+            allow_researchers,
+        )?;
         let own = identity::load(&self.core()).map_err(CoreError)?;
         let plan = roster::import(&own, &file, &opts, None, OffsetDateTime::now_utc())
             .map_err(CoreError)?;
@@ -877,7 +896,8 @@ impl Home {
     /// registered here) from its agent (`secagg serve`, over pinned mutual TLS) and imports it
     /// with `roster_import`'s checks and options (`secagg roster pull --yes`). Returns the
     /// applied plan. The network wait runs with the GIL released.
-    #[pyo3(signature = (from_party=None, prune=false, allow_replace=false, expect_fingerprints=None, allow_custom_ids=false))]
+    #[pyo3(signature = (from_party=None, prune=false, allow_replace=false, expect_fingerprints=None, allow_custom_ids=false, allow_researchers=None))]
+    #[allow(clippy::too_many_arguments)]
     fn roster_pull(
         &self,
         py: Python<'_>,
@@ -886,12 +906,19 @@ impl Home {
         allow_replace: bool,
         expect_fingerprints: Option<&Bound<'_, PyAny>>,
         allow_custom_ids: bool,
+        allow_researchers: Option<Vec<String>>,
     ) -> PyResult<PyObject> {
         let from = from_party
             .map(|f| PartyId::parse_custom(f.trim()))
             .transpose()
             .map_err(CoreError)?;
-        let opts = import_options(prune, allow_replace, expect_fingerprints, allow_custom_ids)?;
+        let opts = import_options(
+            prune,
+            allow_replace,
+            expect_fingerprints,
+            allow_custom_ids,
+            allow_researchers,
+        )?;
         let home = self.core();
         let plan = py
             .allow_threads(|| -> Result<_, Error> {
@@ -1086,6 +1113,7 @@ fn import_options(
     allow_replace: bool,
     expect_fingerprints: Option<&Bound<'_, PyAny>>,
     allow_custom_ids: bool,
+    allow_researchers: Option<Vec<String>>,
 ) -> PyResult<ImportOptions> {
     let mut pairs: Vec<(String, String)> = Vec::new();
     if let Some(obj) = expect_fingerprints {
@@ -1113,11 +1141,18 @@ fn import_options(
             .map_err(|e| CoreError(e.context("in expect_fingerprints")))?;
         expect.push((id, fp.trim().to_owned()));
     }
+    let mut researchers = Vec::new();
+    for id in allow_researchers.unwrap_or_default() {
+        let id = PartyId::parse_custom(id.trim())
+            .map_err(|e| CoreError(e.context("in allow_researchers")))?;
+        researchers.push(id);
+    }
     Ok(ImportOptions {
         prune,
         allow_replace,
         allow_custom_ids,
         expect_fingerprints: expect,
+        allow_researchers: researchers,
     })
 }
 

@@ -377,3 +377,29 @@ def test_session_run_cancelled_mid_session_stores_no_server_key(tmp_path, agents
     assert elapsed < 4.5, f"the cancelled session took {elapsed:.1f} s"
     assert "cancelled" in error.message, error.message
     _no_key_anywhere(researcher, homes, session)
+
+
+def test_a_roster_registers_another_researcher_only_when_named(tmp_path):
+    """Issue 20: a roster vouches for nodes; a second researcher in it is refused unless the
+    importer names it (`allow_researchers`, the CLI's --allow-researcher)."""
+    researcher, homes = _homes(tmp_path, 1)
+    node = homes[0]
+    other = secagg.Home(tmp_path / "other")
+    other.init("researcher", ip="127.0.0.1", port=free_ports(1)[0])
+    oid = other.identity()["party_id"]
+    for h in (node, other):
+        b = h.bundle()
+        researcher.register_bundle(b, expect_fingerprint=b["fingerprint"])
+    path = tmp_path / "roster.json"
+    researcher.roster_export(path)
+    rb = researcher.bundle()
+    node.register_bundle(rb, expect_fingerprint=rb["fingerprint"])
+    shown = node.roster_show(path)["import"]["other_researchers"]
+    assert [(r["party_id"], r["refused"]) for r in shown] == [(oid, True)]
+    with pytest.raises(secagg.AuthenticationFailure):
+        node.roster_import(path)
+    assert len(node.peers()) == 1
+    plan = node.roster_import(path, allow_researchers=[oid])
+    assert plan["other_researchers"][0]["named"] is True
+    peers = {p["party_id"]: p for p in node.peers()}
+    assert peers[oid]["origin"].startswith("roster ")

@@ -42,8 +42,9 @@ pub enum LogFormat {
     after_help = "Example (a node):\n  secagg serve --allow-researcher researcher_0b2f… --log-format json"
 )]
 pub struct ServeArgs {
-    /// Accept session requests only from this researcher (repeatable); default: every
-    /// registered researcher.
+    /// Accept session requests only from this researcher (repeatable; name every researcher to
+    /// accept), whether registered by hand or by a roster. Default: every researcher registered
+    /// here by hand, none that a roster registered.
     #[arg(long = "allow-researcher", value_name = "ID")]
     allow_researcher: Vec<PartyId>,
     /// Sessions joined or running at once, in all; more are refused (not queued).

@@ -89,6 +89,23 @@ pub struct CheckArgs {
     /// out of band. Repeatable.
     #[arg(long = "expect-fingerprint", value_name = "ID=FP", value_parser = parse_expectation)]
     expect_fingerprint: Vec<(PartyId, String)>,
+    /// Accept researcher ID from this roster (repeatable). A roster vouches for nodes: one that
+    /// registers or changes a researcher other than its issuer is refused unless each is named
+    /// here, and so is a roster whose issuer a roster brought in. Check its fingerprint out of
+    /// band first; this party's agent takes its session requests only with `secagg serve
+    /// --allow-researcher ID`.
+    #[arg(long = "allow-researcher", value_name = "ID", value_parser = parse_researcher)]
+    allow_researcher: Vec<PartyId>,
+}
+
+fn parse_researcher(s: &str) -> Result<PartyId, String> {
+    let id = PartyId::parse_custom(s.trim()).map_err(|e| e.to_string())?;
+    if id.role() != secagg_core::Role::Researcher {
+        return Err(format!(
+            "`{id}` is a node: --allow-researcher names researchers"
+        ));
+    }
+    Ok(id)
 }
 
 impl CheckArgs {
@@ -98,6 +115,7 @@ impl CheckArgs {
             allow_replace: self.allow_replace,
             allow_custom_ids: self.allow_custom_ids,
             expect_fingerprints: self.expect_fingerprint.clone(),
+            allow_researchers: self.allow_researcher.clone(),
         }
     }
 }
@@ -219,6 +237,8 @@ fn export(home: &Home, a: ExportArgs) -> anyhow::Result<()> {
 struct Shown<'a> {
     roster: &'a Roster,
     import: Option<&'a ImportPlan>,
+    /// The researchers listed besides the issuer (nodes refuse them unless named).
+    other_researchers: Vec<&'a str>,
 }
 
 fn show(home: &Home, a: ShowArgs) -> anyhow::Result<()> {
@@ -229,6 +249,7 @@ fn show(home: &Home, a: ShowArgs) -> anyhow::Result<()> {
         Format::Json => output::print_json(&Shown {
             roster: &r,
             import: plan.as_ref(),
+            other_researchers: r.other_researchers().map(|e| e.party_id.as_str()).collect(),
         })?,
         Format::Text => {
             output::print_fields(&[
@@ -244,7 +265,8 @@ fn show(home: &Home, a: ShowArgs) -> anyhow::Result<()> {
                 None => {
                     let mut t =
                         output::list_table(&["party id", "component", "endpoint", "fingerprint"]);
-                    for e in &r.parties {
+                    let others: Vec<_> = r.other_researchers().collect();
+                    for e in r.parties.iter().filter(|e| !others.contains(e)) {
                         t.add_row(vec![
                             e.party_id.clone(),
                             e.role.component().to_owned(),
@@ -253,6 +275,7 @@ fn show(home: &Home, a: ShowArgs) -> anyhow::Result<()> {
                         ]);
                     }
                     output::write_stdout(format_args!("{t}\n"));
+                    print_issued_researchers(&others);
                     output::note("this party issued the roster");
                 }
             }
@@ -272,9 +295,74 @@ fn change_label(c: Change) -> &'static str {
     }
 }
 
+/// The researchers of this party's own roster besides itself, apart: nodes refuse them unless
+/// they name them.
+fn print_issued_researchers(others: &[&roster::RosterEntry]) {
+    if others.is_empty() {
+        return;
+    }
+    let mut t = output::list_table(&["other researcher", "endpoint", "fingerprint"]);
+    for e in others {
+        t.add_row(vec![
+            e.party_id.clone(),
+            format!("{}:{}", e.ip, e.port),
+            e.fingerprint.to_string(),
+        ]);
+    }
+    output::write_stdout(format_args!("{t}\n"));
+    output::warn(format!(
+        "the roster lists {} researcher(s) besides this one: a roster vouches for nodes, and nodes import it only if they name each with --allow-researcher",
+        others.len()
+    ));
+}
+
+/// The researchers a roster lists besides its issuer, apart from the nodes, and whether the
+/// import takes them.
+fn print_other_researchers(plan: &ImportPlan) {
+    if plan.other_researchers.is_empty() {
+        return;
+    }
+    let mut t = output::list_table(&[
+        "other researcher",
+        "change",
+        "endpoint",
+        "fingerprint",
+        "import",
+    ]);
+    for r in &plan.other_researchers {
+        let verdict = if r.refused {
+            format!("refused: name it with --allow-researcher {}", r.party_id)
+        } else if r.named {
+            "accepted (--allow-researcher)".to_owned()
+        } else {
+            "accepted (nothing changes)".to_owned()
+        };
+        t.add_row(vec![
+            r.party_id.clone(),
+            change_label(r.change).to_owned(),
+            r.endpoint.clone(),
+            r.fingerprint.to_string(),
+            verdict,
+        ]);
+    }
+    output::write_stdout(format_args!("{t}\n"));
+    if plan.other_researchers.iter().any(|r| r.refused) {
+        output::warn("a roster vouches for nodes: the import refuses the researchers marked refused above unless each is named with --allow-researcher (check its fingerprint out of band first)");
+    }
+}
+
 fn print_plan(plan: &ImportPlan) {
     let mut t = output::list_table(&["party id", "component", "change", "endpoint", "fingerprint"]);
-    for c in &plan.changes {
+    let others: Vec<&str> = plan
+        .other_researchers
+        .iter()
+        .map(|r| r.party_id.as_str())
+        .collect();
+    for c in plan
+        .changes
+        .iter()
+        .filter(|c| !others.contains(&c.party_id.as_str()))
+    {
         let endpoint = match &c.previous_endpoint {
             Some(old) => format!("{old} → {}", c.endpoint),
             None => c.endpoint.clone(),
@@ -292,6 +380,7 @@ fn print_plan(plan: &ImportPlan) {
         ]);
     }
     output::write_stdout(format_args!("{t}\n"));
+    print_other_researchers(plan);
     let mut warned = std::collections::BTreeSet::new();
     for w in &plan.warnings {
         if warned.insert(w) {

@@ -1442,33 +1442,46 @@ pub fn pull_roster(home: &Home, from: Option<&PartyId>) -> Result<(PartyId, Vec<
     let label = researcher.party_id.to_string();
     let rt = runtime()?;
     let answer = rt.block_on(async {
-        dialer
+        let (mut stream, reply) = dialer
             .ask(
                 &label,
                 &researcher.endpoint,
                 &researcher.certificate_der,
                 &Request::Roster {
                     version: AGENT_PROTOCOL_VERSION,
+                    chunked: true,
                 },
                 Instant::now() + CONTACT_TIMEOUT,
             )
             .await
+            .map_err(|e| e.into_error(&label, &researcher.endpoint))?;
+        match reply {
+            Reply::RosterFollows { bytes } => {
+                super::roster_transfer::receive(&mut stream, &label, bytes)
+                    .await
+                    .map(Some)
+            }
+            // An agent of an older secagg sends a roster that fits in one reply this way.
+            Reply::Roster { roster } => Ok(roster.map(String::into_bytes)),
+            Reply::Refused { error } => {
+                let report = error.report_from(&label);
+                let refused = error_of_kind(error.kind, report.message);
+                Err(match report.hint {
+                    Some(hint) => refused.with_hint(hint),
+                    None => refused,
+                })
+            }
+            other => Err(Error::peer(format!(
+                "{label} answered a roster request with {other:?}"
+            ))),
+        }
     });
     rt.shutdown_background();
-    match answer {
-        Ok((_, Reply::Roster { roster: Some(text) })) => {
-            Ok((researcher.party_id, text.into_bytes()))
-        }
-        Ok((_, Reply::Roster { roster: None })) => Err(Error::not_found(format!(
-            "{label} has not exported a roster yet"
-        ))
-        .with_hint(format!("ask {label} to run `secagg roster export`"))),
-        Ok((_, Reply::Refused { error })) => {
-            Err(error_of_kind(error.kind, error.report_from(&label).message))
-        }
-        Ok((_, other)) => Err(Error::peer(format!(
-            "{label} answered a roster request with {other:?}"
-        ))),
-        Err(e) => Err(e.into_error(&label, &researcher.endpoint)),
+    match answer? {
+        Some(bytes) => Ok((researcher.party_id, bytes)),
+        None => Err(
+            Error::not_found(format!("{label} has not exported a roster yet"))
+                .with_hint(format!("ask {label} to run `secagg roster export`")),
+        ),
     }
 }

@@ -8,7 +8,9 @@
 //!
 //! - **`Request` `{"op":"join",…}`** from a researcher: a session request (session id, ordered
 //!   party list, engine, key length, timeout). The agent checks it: the client is a registered
-//!   *researcher* (a node is refused), allowed by the policy (`--allow-researcher`), and party 0
+//!   *researcher* (a node is refused), allowed by the policy (the researchers named with
+//!   `--allow-researcher`, else those registered by hand: a roster vouches for nodes, and a
+//!   researcher it brought in is refused until named or registered by hand), and party 0
 //!   of the list; the list is checked exactly as `secagg negotiate` checks a plan
 //!   ([`crate::session`]'s plan: list shape, this party in it, every party registered with a
 //!   valid certificate, no key stored for the session yet, the prime bound); the limits on
@@ -32,16 +34,18 @@
 //!   negotiation checks a connection it accepted.
 //! - **`Request` `{"op":"status"}`**: party id, role, versions, clock, certificate expiry, how
 //!   many sessions run, the serial of the roster this party holds ([`StatusInfo`]).
-//! - **`Request` `{"op":"roster"}`** from any registered peer: the latest roster this party (a
-//!   researcher) exported ([`crate::roster::latest_path`]), as the file's text, or none. The
-//!   client verifies and imports it as a file ([`pull_roster`] then [`crate::roster`]): the agent
-//!   is only a courier, the signature is what is trusted.
+//! - **`Request` `{"op":"roster","chunked":true}`** from any registered peer: the latest roster
+//!   this party (a researcher) exported ([`crate::roster::latest_path`]), announced by its size
+//!   and sent in data frames ([`roster_transfer`]: a roster of 64 parties already exceeds one
+//!   frame), or none. The client verifies and imports it as a file ([`pull_roster`] then
+//!   [`crate::roster`]): the agent is only a courier, the signature is what is trusted.
 //!
 //! The all-or-nothing invariant holds per session because every session runs the unchanged
 //! native protocol: the researcher stores `sk0` only once every node acknowledged a durably
 //! stored key.
 
 pub mod client;
+pub(crate) mod roster_transfer;
 pub mod server;
 
 use std::time::Duration;
@@ -111,7 +115,14 @@ pub(crate) enum Request {
     /// Report status.
     Status { version: u16 },
     /// Send the latest roster this (researcher) agent exported (`secagg roster pull`).
-    Roster { version: u16 },
+    Roster {
+        version: u16,
+        /// The client reads a roster of any size as [`Reply::RosterFollows`] and data frames;
+        /// absent (false) from clients that read only one reply, which a roster over 64 KiB
+        /// does not fit in.
+        #[serde(default)]
+        chunked: bool,
+    },
 }
 
 /// What an agent reports about itself.
@@ -219,6 +230,9 @@ pub(crate) enum Reply {
     Status(StatusInfo),
     /// The latest exported roster file's text, if this agent's party exported one.
     Roster { roster: Option<String> },
+    /// The latest exported roster file follows, `bytes` long, in data frames
+    /// ([`roster_transfer`]).
+    RosterFollows { bytes: u64 },
 }
 
 /// The plan of an MP-SPDZ session run through the agents: `plan` (every party at its

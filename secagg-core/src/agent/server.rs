@@ -20,8 +20,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::{
-    Reply, Request, StatusInfo, WireError, AGENT_PROTOCOL_VERSION, FIRST_FRAME_TIMEOUT,
-    MAX_SESSION_TIMEOUT, SECAGG_VERSION,
+    roster_transfer, Reply, Request, StatusInfo, WireError, AGENT_PROTOCOL_VERSION,
+    FIRST_FRAME_TIMEOUT, MAX_SESSION_TIMEOUT, SECAGG_VERSION,
 };
 use crate::engine::{
     CancelFlag, Engine, KeySink, MpSpdzEngine, NativeEngine, NegotiationPlan, SecretKey,
@@ -48,7 +48,8 @@ pub struct AgentOptions {
     pub listen: Option<SocketAddr>,
     /// This party's endpoint for its sessions; `None` is the stored one.
     pub endpoint: Option<Endpoint>,
-    /// Researchers allowed to request sessions; empty: every registered researcher.
+    /// Researchers allowed to request sessions; empty: every researcher registered by hand
+    /// (not one a roster brought in).
     pub allow_researchers: Vec<PartyId>,
     /// Sessions joined or running at once, in all.
     pub max_sessions: usize,
@@ -83,7 +84,7 @@ pub enum Level {
     Info,
     /// Something was refused or dropped; the agent goes on.
     Warn,
-    /// A session failed.
+    /// A session failed, or a roster could not be sent.
     Error,
 }
 
@@ -390,7 +391,7 @@ async fn run(
                 None => "off".to_owned(),
             },
             if shared.opts.allow_researchers.is_empty() {
-                "every registered researcher".to_owned()
+                "those registered here by hand".to_owned()
             } else {
                 shared
                     .opts
@@ -647,31 +648,16 @@ async fn dispatch(
                     reply(&mut stream, &peer, &Reply::Status(info)).await;
                     let _ = stream.shutdown().await;
                 }
-                Request::Roster { .. } => {
+                Request::Roster { chunked, .. } => {
                     let path = crate::roster::latest_path(&shared.home);
-                    let roster = match crate::fs_secure::read_limited(
-                        &path,
-                        crate::roster::MAX_ROSTER_BYTES,
-                        "roster",
-                    ) {
-                        Ok(bytes) => String::from_utf8(bytes).ok(),
-                        Err(_) => None,
+                    let latest = tokio::task::block_in_place(|| roster_transfer::load(&path));
+                    let sent = roster_transfer::send(&mut stream, peer.as_str(), latest, chunked);
+                    let (level, outcome) = match sent.await {
+                        Ok(sent) => (Level::Info, sent.to_string()),
+                        Err(e) => (Level::Error, format!("failed: {e}")),
                     };
-                    shared.event(
-                        Level::Info,
-                        "roster",
-                        None,
-                        Some(peer.as_str()),
-                        format!(
-                            "roster asked by {peer}: {}",
-                            if roster.is_some() {
-                                "sent"
-                            } else {
-                                "none exported"
-                            }
-                        ),
-                    );
-                    reply(&mut stream, &peer, &Reply::Roster { roster }).await;
+                    let message = format!("roster asked by {peer}: {outcome}");
+                    shared.event(level, "roster", None, Some(peer.as_str()), message);
                     let _ = stream.shutdown().await;
                 }
                 Request::Start { .. } | Request::Cancel | Request::Confirm => {
@@ -880,6 +866,42 @@ async fn refuse(
     reply(stream, peer, &Reply::Refused { error }).await;
 }
 
+/// The agent's policy on who may request sessions: the researchers named with
+/// `--allow-researcher`, else those registered here by hand. A roster vouches for nodes: a
+/// researcher it registered could otherwise run sessions here on the issuer's word alone.
+fn check_policy(shared: &Shared, peer: &PartyId, deadline: std::time::Instant) -> Result<()> {
+    let me = &shared.me;
+    let named = &shared.opts.allow_researchers;
+    if !named.is_empty() {
+        if named.contains(peer) {
+            return Ok(());
+        }
+        return Err(Error::authentication(format!(
+            "the policy of {me} does not allow researcher {peer} to request sessions"
+        ))
+        .with_hint(format!(
+            "the operator of {me} can allow it with `secagg serve --allow-researcher {peer}`"
+        )));
+    }
+    let record = tokio::task::block_in_place(|| {
+        let mut store = shared.stores.take_until(deadline)?;
+        store.read(|tx| crate::store::peers::get(tx, peer))
+    })?;
+    match record {
+        Some(r) if r.registered_by_hand() => Ok(()),
+        Some(r) => Err(Error::authentication(format!(
+            "the policy of {me} takes session requests only from researchers registered there by hand or named with --allow-researcher, and {peer} was registered by a roster ({})",
+            crate::peers::origin(&r.source)
+        ))
+        .with_hint(format!(
+            "the operator of {me} can allow it with `secagg serve --allow-researcher {peer}` (naming every researcher to accept), or register it by hand after checking its fingerprint out of band (`secagg certificate register --bundle FILE --upsert --expect-fingerprint FP`)"
+        ))),
+        None => Err(Error::authentication(format!(
+            "{peer} is no longer registered at {me}"
+        ))),
+    }
+}
+
 /// Checks a join request; `Ok` holds the session's plan, inbound receiver, slot guard and, for
 /// MP-SPDZ, the port reserved.
 fn check_join(
@@ -901,14 +923,7 @@ fn check_join(
             "{me} accepts session requests only from researchers, and {peer} is a node"
         )));
     }
-    if !shared.opts.allow_researchers.is_empty() && !shared.opts.allow_researchers.contains(peer) {
-        return Err(Error::authentication(format!(
-            "the policy of {me} does not allow researcher {peer} to request sessions"
-        ))
-        .with_hint(format!(
-            "the operator of {me} can allow it with `secagg serve --allow-researcher {peer}`"
-        )));
-    }
+    check_policy(shared, peer, deadline)?;
     if shared.level() >= DRAIN {
         return Err(Error::peer(format!("the agent of {me} is shutting down"))
             .with_hint("retry once it has been restarted"));

@@ -2,8 +2,9 @@
 //!
 //! Wire format: `u32` big-endian length `L` (1 ≤ L ≤ [`MAX_FRAME_LEN`]), then `L` bytes: a
 //! one-byte [`MsgType`] followed by `L − 1` payload bytes. The cap keeps a broken or hostile peer
-//! from making us allocate gigabytes (shares are ~260 bytes; the largest legitimate frame is an
-//! abort reason of at most [`MAX_ABORT_REASON`] bytes).
+//! from making us allocate gigabytes (shares are ~260 bytes; an abort reason is at most
+//! [`MAX_ABORT_REASON`] bytes). A larger payload (a roster) travels as [`MsgType::Data`] frames
+//! after a reply that announces its total size, which its reader bounds.
 //!
 //! Every read and write takes the session deadline and fails with [`Error::Timeout`] when it
 //! passes; every error names the peer.
@@ -46,6 +47,9 @@ pub enum MsgType {
     /// this connection for it; once both sides sent it, the connection may carry a later
     /// session (`transport::pool`). Empty payload.
     End = 10,
+    /// From a party agent: one piece of a payload too large for one frame, announced by the
+    /// reply before it with its total size (a roster, `roster pull`).
+    Data = 11,
 }
 
 impl MsgType {
@@ -62,6 +66,7 @@ impl MsgType {
             8 => MsgType::Request,
             9 => MsgType::Reply,
             10 => MsgType::End,
+            11 => MsgType::Data,
             _ => return None,
         })
     }
@@ -79,6 +84,7 @@ impl MsgType {
             MsgType::Request => "agent request",
             MsgType::Reply => "agent reply",
             MsgType::End => "end of session",
+            MsgType::Data => "data",
         }
     }
 }

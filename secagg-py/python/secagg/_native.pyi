@@ -165,6 +165,14 @@ class PlannedChange(TypedDict):
     previous_fingerprint: Optional[str]
     previous_origin: Optional[str]
 
+class ListedResearcher(TypedDict):
+    party_id: str
+    endpoint: str
+    fingerprint: str
+    change: Literal["new", "unchanged", "endpoint_changed", "replaced"]
+    named: bool  # given in allow_researchers
+    refused: bool  # the import refuses the roster for it (it would register or change it, unnamed)
+
 class ImportPlan(TypedDict):
     issuer: str
     serial: int
@@ -172,6 +180,8 @@ class ImportPlan(TypedDict):
     expires_at: str
     changes: List[PlannedChange]
     warnings: List[str]
+    # researchers the roster lists besides its issuer (also in changes), shown apart
+    other_researchers: List[ListedResearcher]
     applied: bool
 
 # "import" is the plan (None at the researcher that issued the roster); a Python keyword, hence
@@ -335,6 +345,7 @@ class Home:
         allow_replace: bool = False,
         expect_fingerprints: FingerprintExpectations = None,
         allow_custom_ids: bool = False,
+        allow_researchers: Optional[Sequence[str]] = None,
     ) -> RosterShown: ...
     def roster_import(
         self,
@@ -343,6 +354,7 @@ class Home:
         allow_replace: bool = False,
         expect_fingerprints: FingerprintExpectations = None,
         allow_custom_ids: bool = False,
+        allow_researchers: Optional[Sequence[str]] = None,
     ) -> ImportPlan: ...
     def roster_pull(
         self,
@@ -351,6 +363,7 @@ class Home:
         allow_replace: bool = False,
         expect_fingerprints: FingerprintExpectations = None,
         allow_custom_ids: bool = False,
+        allow_researchers: Optional[Sequence[str]] = None,
     ) -> ImportPlan: ...
     def session_run(
         self,
