@@ -41,8 +41,10 @@
 //! native protocol: the researcher stores `sk0` only once every node acknowledged a durably
 //! stored key.
 
+mod admission;
 pub mod client;
 pub mod server;
+mod stranger_log;
 
 use std::time::Duration;
 
