@@ -156,8 +156,6 @@ struct PeerCache {
     config: Arc<ServerConfig>,
     verifier: Arc<PinnedClientVerifier>,
     ids: Vec<PartyId>,
-    /// The IP addresses of the registered peers' endpoints ([`admission`]).
-    addresses: Arc<HashSet<IpAddr>>,
 }
 
 /// How long the registered peers are cached for the TLS acceptor (a peer registered while the
@@ -188,6 +186,10 @@ struct Shared {
     shutdown: Arc<watch::Sender<u8>>,
     /// Negotiation connections kept between sessions (`--keep-connections`).
     pool: Option<Arc<Pool>>,
+    /// The IP addresses of the registered peers' endpoints ([`admission`]), as of the last
+    /// reload of [`Shared::peers`]. Apart from it: the accept loop reads it, and must not wait
+    /// while a handshake reloads the peers from the store.
+    endpoint_addresses: Mutex<Arc<HashSet<IpAddr>>>,
     /// Addresses registered peers authenticated from ([`admission`]).
     learned: Mutex<LearnedAddresses>,
     /// The strangers dropped in the current interval, for the log.
@@ -278,22 +280,24 @@ impl Shared {
             config: config.clone(),
             verifier: verifier.clone(),
             ids: ids.clone(),
-            addresses: Arc::new(addresses),
         });
+        *self
+            .endpoint_addresses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(addresses);
         Ok((config, verifier, ids))
     }
 
-    /// Where a new connection from `ip` comes from ([`admission`]), by the peers cached now
-    /// (refreshed by the handshakes, every [`PEER_CACHE_TTL`] at most; never read here, so that
-    /// the accept loop does not wait for the store).
+    /// Where a new connection from `ip` comes from ([`admission`]), by the peers as last loaded
+    /// (the handshakes reload them every [`PEER_CACHE_TTL`] at most; never here, so that the
+    /// accept loop does not wait for the store).
     fn origin(&self, ip: IpAddr) -> Origin {
         let ip = admission::canonical(ip);
         let endpoint = self
-            .peers
+            .endpoint_addresses
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .is_some_and(|c| c.addresses.contains(&ip));
+            .contains(&ip);
         let learned = || {
             self.learned
                 .lock()
@@ -308,13 +312,13 @@ impl Shared {
 
     /// Logs (or counts) a pending handshake evicted to make room for a new connection.
     fn evicted(&self, evicted: admission::Evicted) {
-        let Origin::Registered = evicted.origin else {
+        let line = match evicted.origin {
+            Origin::Stranger => Line::Counted,
+            Origin::Registered => self.strangers.line(),
+        };
+        if line == Line::Counted {
             self.strangers.evicted();
             return;
-        };
-        let line = self.strangers.line();
-        if line == Line::Counted {
-            return self.strangers.evicted();
         }
         let addr = evicted.addr;
         self.event(
@@ -439,6 +443,7 @@ pub fn serve(home: &Home, opts: AgentOptions, log: Log, shutdown: Shutdown) -> R
         log,
         shutdown: shutdown.0,
         pool,
+        endpoint_addresses: Mutex::new(Arc::new(HashSet::new())),
         learned: Mutex::new(LearnedAddresses::default()),
         strangers: StrangerLog::default(),
     });
