@@ -279,6 +279,59 @@ fn an_unregistered_researcher_is_refused_and_a_running_session_is_not_disturbed(
     }
 }
 
+/// Regression (issue 20, item 6): a registered peer's malformed request was logged raw inside
+/// serde's message, so its bytes could end the agent's log line, forge the next one and reach
+/// the operator's terminal as escape sequences. Sent here by a real TLS client (`openssl
+/// s_client`) presenting the researcher's registered certificate.
+#[test]
+fn a_registered_peers_malformed_request_cannot_forge_a_log_line() {
+    let (_dir, fed) = federation(2);
+    let agents = agents(&fed, &[]);
+    let node = secagg_core::identity::load(&fed.parties[1].home).unwrap();
+    let identity = researcher(&fed).join("identity");
+    let mut client = std::process::Command::new("openssl")
+        .args(["s_client", "-tls1_3", "-quiet", "-connect"])
+        .arg(format!("127.0.0.1:{}", node.endpoint.port))
+        .arg("-cert")
+        .arg(identity.join("cert.pem"))
+        .arg("-key")
+        .arg(identity.join("key.pem"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_client (the Debian package openssl)");
+    // A request frame (length, type 8, JSON) whose `op` decodes to a newline, a forged line and
+    // an ANSI escape: serde quotes an unknown variant as it is.
+    let payload = br#"{"op":"\n2026-01-01 INFO forged line\u001b[31m"}"#;
+    let mut frame = ((payload.len() + 1) as u32).to_be_bytes().to_vec();
+    frame.push(8);
+    frame.extend_from_slice(payload);
+    {
+        use std::io::Write;
+        let mut stdin = client.stdin.take().unwrap();
+        stdin.write_all(&frame).unwrap();
+    }
+    agents[0].wait_for("cannot read the request of", Duration::from_secs(10));
+    let _ = client.kill();
+    let _ = client.wait();
+    let log = agents[0].log_text();
+    assert!(!log.contains('\u{1b}'), "a raw escape in the log:\n{log:?}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-01-01")),
+        "a forged line in the log:\n{log}"
+    );
+    let refused = log
+        .lines()
+        .find(|l| l.contains("cannot read the request of"))
+        .unwrap();
+    assert!(
+        refused.contains(&format!("peer={} refused:", fed.parties[0].party_id))
+            && refused.contains(r"unknown variant `\n2026-01-01 INFO forged line\u{1b}[31m`"),
+        "{refused}"
+    );
+}
+
 #[test]
 fn limits_are_refused_with_a_clear_error() {
     let (_dir, fed) = federation(2);

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use secagg_core::demo;
-use support::{spawn_negotiate, wait_all};
+use support::{secagg, spawn_negotiate, wait_all};
 
 mod support;
 
@@ -153,5 +153,134 @@ fn no_certificate_self_signed_garbage_and_an_idle_flood_do_not_stop_a_session() 
     assert!(
         fds_under_flood < 64 + 40,
         "{fds_under_flood} descriptors open under a 400-connection flood"
+    );
+}
+
+/// The first bytes of a TLS ClientHello (record header, handshake header, version, part of the
+/// random): a handshake that has started and waits for the rest.
+const PARTIAL_CLIENT_HELLO: &[u8] = &[
+    0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a,
+    0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a,
+];
+
+/// The address the flooding strangers connect from: on loopback, but none of the parties' (the
+/// demo federation's parties all have 127.0.0.1 endpoints).
+const STRANGER_ADDRESS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 99);
+
+/// One flooding stranger until `stop`: connects to `target` from [`STRANGER_ADDRESS`], sends a
+/// partial ClientHello, and resets the connection (linger 0) once `held` newer ones are open, so
+/// that the agent always has pending handshakes of strangers. Returns how many it opened.
+fn flood(target: std::net::SocketAddr, held: usize, stop: &std::sync::atomic::AtomicBool) -> u64 {
+    use socket2::{Domain, Socket, Type};
+    let from = std::net::SocketAddr::from((STRANGER_ADDRESS, 0));
+    let mut open = std::collections::VecDeque::with_capacity(held + 1);
+    let mut opened = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.set_linger(Some(Duration::ZERO)).unwrap();
+        s.bind(&from.into()).unwrap();
+        if s.connect_timeout(&target.into(), Duration::from_millis(100))
+            .is_err()
+        {
+            continue; // the agent's accept queue is full: its SYN was dropped
+        }
+        let _ = (&s).write_all(PARTIAL_CLIENT_HELLO);
+        opened += 1;
+        open.push_back(s);
+        if open.len() > held {
+            open.pop_front(); // closed with linger 0: a reset
+        }
+    }
+    opened
+}
+
+/// Regression (issue 20, item 5): thousands of unauthenticated connections per second (partial
+/// ClientHello, then reset) at a node's agent evicted the researcher's own pending handshake
+/// (the cap on pending handshakes evicted the oldest, whoever it was), so `session run`s failed
+/// at join; and the agent logged one line per stranger. Now a share of the pending handshakes
+/// is kept for the registered parties' addresses, strangers are evicted first, and the agent
+/// logs the first few strangers of an interval and then one count.
+#[test]
+fn a_flood_of_strangers_neither_fails_sessions_nor_floods_the_agents_log() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use support::agents::{agents, assert_verified, federation, researcher};
+    const FLOODERS: usize = 3;
+    const FLOOD: Duration = Duration::from_secs(12);
+    const MIN_SESSIONS: usize = 12;
+    let (_dir, fed) = federation(2);
+    let agents = agents(&fed, &[]);
+    let port = secagg_core::identity::load(&fed.parties[1].home)
+        .unwrap()
+        .endpoint
+        .port;
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let stop = AtomicBool::new(false);
+    let (sessions, opened, flooded_for) = std::thread::scope(|scope| {
+        let flooders: Vec<_> = (0..FLOODERS)
+            .map(|_| scope.spawn(|| flood(target, 100, &stop)))
+            .collect();
+        let started = Instant::now();
+        std::thread::sleep(Duration::from_millis(500));
+        let mut sessions = Vec::new();
+        while started.elapsed() < FLOOD || sessions.len() < MIN_SESSIONS {
+            sessions.push(secagg(
+                researcher(&fed),
+                &[
+                    "session",
+                    "run",
+                    "--all",
+                    "--format",
+                    "json",
+                    "--timeout",
+                    "30s",
+                ],
+            ));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let opened: u64 = flooders.into_iter().map(|f| f.join().unwrap()).sum();
+        (sessions, opened, started.elapsed())
+    });
+    let failed: Vec<_> = sessions.iter().filter(|s| s.code != 0).collect();
+    let log = agents[0].log_text();
+    let strangers: Vec<&str> = log.lines().filter(|l| l.contains(" stranger: ")).collect();
+    let stranger_bytes: usize = strangers.iter().map(|l| l.len() + 1).sum();
+    println!(
+        "measured: {opened} stranger connections in {:.1} s ({:.0}/s) at one node agent; {} of {} sessions failed; the agent logged {} stranger lines, {stranger_bytes} bytes",
+        flooded_for.as_secs_f64(),
+        opened as f64 / flooded_for.as_secs_f64(),
+        failed.len(),
+        sessions.len(),
+        strangers.len(),
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} sessions failed, the first: {}",
+        failed.len(),
+        sessions.len(),
+        failed[0].stderr
+    );
+    for s in &sessions {
+        let session = s.json()["session_id"].as_str().unwrap().to_owned();
+        let keys = demo::verify(&fed, &session.parse().unwrap()).unwrap();
+        assert!(keys.verified, "sk0 + Σ sk_i != 0 for {session}");
+    }
+    assert_verified(&fed, sessions[0].json()["session_id"].as_str().unwrap());
+    // The flood was a flood, and was told in a handful of lines: the first strangers of each
+    // interval one by one, then one count per interval.
+    assert!(
+        opened as f64 / flooded_for.as_secs_f64() > 1000.0,
+        "only {opened} connections in {flooded_for:?}"
+    );
+    let intervals = flooded_for.as_secs() as usize / 5 + 2;
+    assert!(
+        strangers.len() <= intervals * 11 && stranger_bytes < 16 * 1024,
+        "{} stranger lines, {stranger_bytes} bytes:\n{}",
+        strangers.len(),
+        strangers.join("\n")
+    );
+    assert!(
+        strangers.iter().any(|l| l.contains("without a line each")),
+        "no count of the strangers not logged one by one:\n{}",
+        strangers.join("\n")
     );
 }

@@ -109,6 +109,7 @@ mod parallel;
 mod store;
 mod supervise;
 mod transport;
+mod untrusted_text;
 
 pub use error::{Error, ErrorKind, Result};
 pub use party::{Endpoint, Host, PartyId, Role, SessionId};

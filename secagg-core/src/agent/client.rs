@@ -422,8 +422,16 @@ async fn read_reply<R: tokio::io::AsyncRead + Unpin>(
         Ok(Ok(_)) => {}
     }
     match MsgType::from_byte(body[0]) {
-        Some(MsgType::Reply) => serde_json::from_slice(&body[1..])
-            .map_err(|e| ReadError::Other(format!("cannot read its reply: {e}"))),
+        // serde quotes the agent's bytes (an unknown `reply`, a field's value) in its error.
+        Some(MsgType::Reply) => serde_json::from_slice(&body[1..]).map_err(|e| {
+            ReadError::Other(format!(
+                "cannot read its reply: {}",
+                crate::untrusted_text::escape_bounded(
+                    &e.to_string(),
+                    crate::untrusted_text::LOG_TEXT_LIMIT
+                )
+            ))
+        }),
         Some(MsgType::Abort) => Err(ReadError::Other(format!(
             "it answered with an abort: \"{}\"",
             crate::transport::mesh::escape_peer_text(&String::from_utf8_lossy(&body[1..]))

@@ -44,9 +44,11 @@
 //! native protocol: the researcher stores `sk0` only once every node acknowledged a durably
 //! stored key.
 
+mod admission;
 pub mod client;
 pub(crate) mod roster_transfer;
 pub mod server;
+mod stranger_log;
 
 use std::time::Duration;
 

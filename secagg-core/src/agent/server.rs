@@ -1,7 +1,7 @@
 //! The agent itself: one listener, pinned mutual TLS, requests dispatched by their first frame,
 //! sessions run concurrently and routed by session id (see the [module documentation](super)).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -19,6 +19,8 @@ use tokio::time::{sleep, timeout, timeout_at, Instant};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+use super::admission::{self, LearnedAddresses, Origin, PendingHandshakes, Room};
+use super::stranger_log::{Line, StrangerLog, STRANGER_LOG_INTERVAL};
 use super::{
     roster_transfer, Reply, Request, StatusInfo, WireError, AGENT_PROTOCOL_VERSION,
     FIRST_FRAME_TIMEOUT, MAX_SESSION_TIMEOUT, SECAGG_VERSION,
@@ -38,6 +40,7 @@ use crate::transport::mesh::{abort_all, ControlLink, Hello, Routed, PROTOCOL_VER
 use crate::transport::pinned_verifier::{PinnedCert, PinnedClientVerifier};
 use crate::transport::pool::{Pool, Reopened};
 use crate::transport::tls::{self, classify, LocalIdentity, TlsFailure};
+use crate::untrusted_text::{escape_bounded, single_line, LOG_TEXT_LIMIT};
 use zeroize::Zeroizing;
 
 /// How an agent runs.
@@ -184,6 +187,14 @@ struct Shared {
     shutdown: Arc<watch::Sender<u8>>,
     /// Negotiation connections kept between sessions (`--keep-connections`).
     pool: Option<Arc<Pool>>,
+    /// The IP addresses of the registered peers' endpoints ([`admission`]), as of the last
+    /// reload of [`Shared::peers`]. Apart from it: the accept loop reads it, and must not wait
+    /// while a handshake reloads the peers from the store.
+    endpoint_addresses: Mutex<Arc<HashSet<IpAddr>>>,
+    /// Addresses registered peers authenticated from ([`admission`]).
+    learned: Mutex<LearnedAddresses>,
+    /// The strangers dropped in the current interval, for the log.
+    strangers: StrangerLog,
 }
 
 impl Shared {
@@ -215,8 +226,10 @@ impl Shared {
             level,
             event,
             session: session.map(|s| s.to_string()),
-            peer: peer.map(str::to_owned),
-            message: message.into(),
+            // Peer text is escaped where it enters a message; whatever was missed still cannot
+            // start a line of its own or reach the terminal raw.
+            peer: peer.map(|p| single_line(p).into_owned()),
+            message: single_line(&message.into()).into_owned(),
         });
     }
 
@@ -241,6 +254,13 @@ impl Shared {
         })?;
         let mut expected = Vec::with_capacity(peers.len());
         let mut ids = Vec::with_capacity(peers.len());
+        let addresses: HashSet<IpAddr> = peers
+            .iter()
+            .filter_map(|p| match p.endpoint.host {
+                Host::Ip(ip) => Some(admission::canonical(ip)),
+                Host::Name(_) => None,
+            })
+            .collect();
         for p in peers {
             // A certificate the transport cannot pin is left out (a negotiation would refuse it
             // too); the peer is then a stranger here.
@@ -262,7 +282,79 @@ impl Shared {
             verifier: verifier.clone(),
             ids: ids.clone(),
         });
+        *self
+            .endpoint_addresses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(addresses);
         Ok((config, verifier, ids))
+    }
+
+    /// Where a new connection from `ip` comes from ([`admission`]), by the peers as last loaded
+    /// (the handshakes reload them every [`PEER_CACHE_TTL`] at most; never here, so that the
+    /// accept loop does not wait for the store).
+    fn origin(&self, ip: IpAddr) -> Origin {
+        let ip = admission::canonical(ip);
+        let endpoint = self
+            .endpoint_addresses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&ip);
+        let learned = || {
+            self.learned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .knows(ip, std::time::Instant::now())
+        };
+        match endpoint || learned() {
+            true => Origin::Registered,
+            false => Origin::Stranger,
+        }
+    }
+
+    /// Logs (or counts) a pending handshake evicted to make room for a new connection.
+    fn evicted(&self, evicted: admission::Evicted) {
+        let line = match evicted.origin {
+            Origin::Stranger => Line::Counted,
+            Origin::Registered => self.strangers.line(),
+        };
+        if line == Line::Counted {
+            self.strangers.evicted();
+            return;
+        }
+        let addr = evicted.addr;
+        self.event(
+            Level::Warn,
+            "stranger",
+            None,
+            Some(&addr.to_string()),
+            format!(
+                "evicted the pending handshake of {addr}, a registered peer's address: {} handshakes were pending, none of them a stranger's{}",
+                self.pending_handshake_cap(),
+                line.suffix()
+            ),
+        );
+    }
+
+    /// Logs how many strangers were dropped in the interval now ending without a line each.
+    fn log_stranger_count(&self) {
+        if let Some(count) = self.strangers.end_interval(std::time::Instant::now()) {
+            self.event(Level::Warn, "stranger", None, None, count);
+        }
+    }
+
+    /// Logs a stranger dropped from `addr` for `why`, or only counts it when this interval's
+    /// strangers had their lines ([`StrangerLog`]).
+    fn stranger(&self, addr: SocketAddr, why: &str) {
+        let line = self.strangers.line();
+        if line != Line::Counted {
+            self.event(
+                Level::Warn,
+                "stranger",
+                None,
+                Some(&addr.to_string()),
+                format!("dropped a connection from {addr}: {why}{}", line.suffix()),
+            );
+        }
     }
 }
 
@@ -352,6 +444,9 @@ pub fn serve(home: &Home, opts: AgentOptions, log: Log, shutdown: Shutdown) -> R
         log,
         shutdown: shutdown.0,
         pool,
+        endpoint_addresses: Mutex::new(Arc::new(HashSet::new())),
+        learned: Mutex::new(LearnedAddresses::default()),
+        strangers: StrangerLog::default(),
     });
     let result = rt.block_on(run(shared, listen, reopened_rx));
     // Every session has ended or been aborted by now; nothing left is worth waiting for.
@@ -411,9 +506,12 @@ async fn run(
             tokio::spawn(reopen(kept.clone(), r));
         }
     });
-    // Handshakes in progress are bounded like a negotiation's: a new connection beyond the cap
-    // evicts the oldest pending one.
-    let mut pending: std::collections::VecDeque<tokio::task::AbortHandle> = Default::default();
+    // Handshakes in progress are bounded like a negotiation's, but a stranger can evict only a
+    // stranger's ([`admission`]); the registered addresses are known before the first one.
+    let mut pending = PendingHandshakes::default();
+    let primed = shared.clone();
+    let _ = tokio::spawn(async move { primed.tls().map(|_| ()) }).await;
+    let counts = tokio::spawn(log_stranger_counts(shared.clone()));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -425,11 +523,14 @@ async fn run(
                     }
                 };
                 let _ = tcp.set_nodelay(true);
-                pending.retain(|h| !h.is_finished());
-                if pending.len() >= shared.pending_handshake_cap() {
-                    if let Some(old) = pending.pop_front() {
-                        old.abort();
+                let origin = shared.origin(addr.ip());
+                match pending.make_room(origin, shared.pending_handshake_cap()) {
+                    Room::Refuse => {
+                        shared.strangers.refused();
+                        continue;
                     }
+                    Room::Admit(Some(evicted)) => shared.evicted(evicted),
+                    Room::Admit(None) => {}
                 }
                 let shared = shared.clone();
                 // Only the handshake and first frame are evictable: what follows (a session that
@@ -439,14 +540,14 @@ async fn run(
                         tokio::spawn(dispatch(shared, stream, addr, peer, frame));
                     }
                 });
-                let abort = handle.abort_handle();
-                pending.push_back(abort);
-                pending.retain(|h| !h.is_finished());
+                pending.push(origin, addr, handle.abort_handle());
             }
             _ = stop.wait_for(|l| *l >= DRAIN) => break,
         }
     }
     drop(listener);
+    counts.abort();
+    shared.log_stranger_count();
     let running = shared.sessions.lock().map(|s| s.len()).unwrap_or(0);
     shared.event(
         Level::Info,
@@ -486,6 +587,14 @@ async fn run(
     Ok(())
 }
 
+/// Logs the count of the strangers not logged one by one, every [`STRANGER_LOG_INTERVAL`].
+async fn log_stranger_counts(shared: Arc<Shared>) {
+    loop {
+        sleep(STRANGER_LOG_INTERVAL).await;
+        shared.log_stranger_count();
+    }
+}
+
 /// The TLS handshake and the first frame of a new connection, bounded by
 /// [`FIRST_FRAME_TIMEOUT`]. A connection that does not authenticate as a registered peer is
 /// logged as a stranger and dropped.
@@ -508,15 +617,7 @@ async fn first_contact(
         }
     };
     let until = Instant::now() + FIRST_FRAME_TIMEOUT;
-    let stranger = |why: String| {
-        shared.event(
-            Level::Warn,
-            "stranger",
-            None,
-            Some(&addr.to_string()),
-            format!("dropped a connection from {addr}: {why}"),
-        );
-    };
+    let stranger = |why: String| shared.stranger(addr, &why);
     let mut stream = match timeout_at(until, TlsAcceptor::from(config).accept(tcp)).await {
         Err(_) => {
             stranger(format!(
@@ -541,7 +642,10 @@ async fn first_contact(
                     "it refused the certificate of {} (it has another one registered for this party)",
                     shared.me
                 ),
-                TlsFailure::Other => format!("it did not complete a TLS 1.3 handshake ({e})"),
+                TlsFailure::Other => format!(
+                    "it did not complete a TLS 1.3 handshake ({})",
+                    escape_bounded(&e.to_string(), LOG_TEXT_LIMIT)
+                ),
             };
             stranger(why);
             return None;
@@ -563,6 +667,11 @@ async fn first_contact(
         );
         return None;
     };
+    shared
+        .learned
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .learn(addr.ip(), std::time::Instant::now());
     match read_frame(&mut stream, until, peer.as_str()).await {
         Ok(Some(frame)) => Some((stream, peer, frame)),
         Ok(None) => None, // a probe that connected and left (e.g. a reachability check)
@@ -592,9 +701,11 @@ async fn dispatch(
             let request: Request = match serde_json::from_slice(&frame.payload) {
                 Ok(r) => r,
                 Err(e) => {
+                    // serde quotes the peer's bytes (an unknown `op`, a field's value) in its error.
                     let err = Error::peer(format!(
-                        "{} cannot read the request of {peer}: {e}",
-                        shared.me
+                        "{} cannot read the request of {peer}: {}",
+                        shared.me,
+                        escape_bounded(&e.to_string(), LOG_TEXT_LIMIT)
                     ))
                     .with_hint("run the same secagg version on every party");
                     refuse(&shared, &mut stream, &peer, None, &err, err.to_string()).await;

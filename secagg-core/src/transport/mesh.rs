@@ -54,6 +54,9 @@ use super::pool::{Pool, PoolKey};
 use super::tls::{self, classify, LocalIdentity, TlsFailure};
 use crate::error::{Error, Result};
 use crate::party::{Endpoint, Host, SessionId};
+/// `text` from a peer made safe to print ([`crate::untrusted_text::escape`]).
+pub use crate::untrusted_text::escape as escape_peer_text;
+use crate::untrusted_text::is_escaped_form;
 use zeroize::Zeroizing;
 
 /// Version of the native protocol carried in [`Hello`].
@@ -1350,55 +1353,6 @@ fn relayed(reason: &str) -> Option<(&str, &str)> {
     (plain(origin) && head.split(' ').next().is_some_and(plain)).then_some((origin, words))
 }
 
-/// True when `text` is exactly what [`escape_peer_text`] produces: no raw control character,
-/// direction override or `"`, and every `\` starts one of its escapes. Such text is safe to show
-/// as it is.
-fn is_escaped_form(text: &str) -> bool {
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        if c.is_control() || bidi || c == '"' {
-            return false;
-        }
-        if c == '\\' {
-            match chars.next() {
-                Some('\\' | '"' | 'n' | 'r' | 't' | '0' | '\'') => {}
-                Some('u') => {
-                    if chars.next() != Some('{') {
-                        return false;
-                    }
-                    let mut digits = 0;
-                    loop {
-                        match chars.next() {
-                            Some('}') if digits > 0 => break,
-                            Some(d) if d.is_ascii_hexdigit() && digits < 6 => digits += 1,
-                            _ => return false,
-                        }
-                    }
-                }
-                _ => return false,
-            }
-        }
-    }
-    true
-}
-
-/// `text` from a peer made safe to print: control characters (ANSI escapes, newlines, carriage
-/// returns, …), Unicode direction overrides and `"` and `\` are escaped the way Rust escapes
-/// them (`\u{1b}`, `\n`, `\"`); everything else is kept.
-pub fn escape_peer_text(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        if c.is_control() || bidi || c == '"' || c == '\\' {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Forwards the frames of peer `j` to `tx` until the connection closes, fails, or the session
 /// (holding the receiver) is gone. On a connection that may be kept (`keepable`), the peer's
 /// `End` is its last frame of the session: the reader reports it and returns its half without
@@ -1515,23 +1469,6 @@ mod abort_relay_tests {
             text.contains(&format!("more than {cap} connections were pending")),
             "{text}"
         );
-    }
-
-    #[test]
-    fn escaped_form_is_exactly_what_escaping_produces() {
-        for t in ["plain", "a\"b\\c\nd\u{1b}e\u{202e}f\tg\r", "", "é ünïcödé"] {
-            assert!(is_escaped_form(&escape_peer_text(t)), "{t:?}");
-        }
-        for bad in [
-            "a\"b",
-            "a\\qb",
-            "a\\u{}b",
-            "a\\u{1234567}",
-            "a\nb",
-            "trailing\\",
-        ] {
-            assert!(!is_escaped_form(bad), "{bad:?}");
-        }
     }
 }
 
