@@ -326,15 +326,17 @@ pub fn init(home: &Home, opts: &InitOptions, now: OffsetDateTime) -> Result<Iden
         " and every peer must register the new certificate",
     )?;
     let generated = certificate::generate(&party_id, opts.key_type, opts.validity_days, now)?;
-    home.create_dirs()?;
-    // The store is created (and migrated) before the identity files, so a failure here leaves no
-    // half-made identity behind. An existing store (`--force`) is kept and checked like any other.
-    Store::create(&home.store_path())?;
-    if identity_exists(home) {
-        archive_current(home, now)?;
+    let before = HomeBefore::observe(home);
+    discard_interrupted_init(home)?;
+    let mut archived = None;
+    let written = write_home(home, &generated, &party_id, opts.role, &endpoint, || {
+        archived = Some(archive_current(home, now)?);
+        Ok(())
+    });
+    if let Err(e) = written {
+        before.roll_back(home, archived.as_deref());
+        return Err(e);
     }
-    write_key_and_certificate(home, &generated)?;
-    write_config(home, &party_id, opts.role, &endpoint)?;
     Ok(Identity {
         home: home.clone(),
         party_id,
@@ -342,6 +344,109 @@ pub fn init(home: &Home, opts: &InitOptions, now: OffsetDateTime) -> Result<Iden
         endpoint,
         certificate: generated.certificate,
     })
+}
+
+/// The steps of `init` that write: directories, the store (created and migrated before the
+/// identity files, so that an existing store (`--force`) is checked like any other first), the
+/// archive of the current identity (`archive`, only if there is one), the key and certificate,
+/// the configuration.
+fn write_home(
+    home: &Home,
+    generated: &certificate::GeneratedIdentity,
+    party_id: &PartyId,
+    role: Role,
+    endpoint: &Endpoint,
+    archive: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    home.create_dirs()?;
+    Store::create(&home.store_path())?;
+    if identity_exists(home) {
+        archive()?;
+    }
+    write_key_and_certificate(home, generated)?;
+    write_config(home, party_id, role, endpoint)
+}
+
+/// What of a home existed before `init` wrote anything, so that a failed `init` (a full disk)
+/// can take back what it made: a new home is left as it was found, and a replaced identity
+/// (`--force`) is the one in use again. A crash leaves what it leaves; see
+/// [`discard_interrupted_init`] for what a retry does with it.
+struct HomeBefore {
+    identity: bool,
+    root: bool,
+    identity_dir: bool,
+    previous_dir: bool,
+    store: bool,
+}
+
+impl HomeBefore {
+    fn observe(home: &Home) -> Self {
+        HomeBefore {
+            identity: identity_exists(home),
+            root: home.root().exists(),
+            identity_dir: home.identity_dir().exists(),
+            previous_dir: home.previous_dir().exists(),
+            store: home.store_path().exists(),
+        }
+    }
+
+    /// Best effort: the error that stopped `init` is what it reports. Renames and removals
+    /// need no free space, so they succeed on the full disk that failed the writes.
+    fn roll_back(&self, home: &Home, archived: Option<&std::path::Path>) {
+        let files = [home.key_path(), home.cert_path(), home.config_path()];
+        match archived {
+            // The archive holds copies of the identity that was in use: put them back, and
+            // remove what the old identity did not have.
+            Some(dir) => {
+                for file in &files {
+                    let copy = dir.join(file.file_name().expect("fixed file names"));
+                    if copy.exists() {
+                        let _ = fs::rename(&copy, file);
+                    } else {
+                        let _ = fs::remove_file(file);
+                    }
+                }
+                let _ = fs::remove_dir(dir);
+            }
+            // There was no identity: whatever is there now was written by this init. (With one
+            // and no archive, the archive failed, before anything of the identity was written.)
+            None if !self.identity => {
+                for file in &files {
+                    let _ = fs::remove_file(file);
+                }
+            }
+            None => {}
+        }
+        if !self.store {
+            crate::store::remove_unfinished_store(&home.store_path());
+        }
+        for (existed, dir) in [
+            (self.previous_dir, home.previous_dir()),
+            (self.identity_dir, home.identity_dir()),
+            (self.root, home.root().to_path_buf()),
+        ] {
+            if !existed {
+                // Only if empty: `remove_dir` refuses a directory with anything in it.
+                let _ = fs::remove_dir(dir);
+            }
+        }
+    }
+}
+
+/// A home with no identity and a 0-byte store is what an `init` interrupted by a crash or a full
+/// disk leaves (SQLite creates the file before it can write the schema): it holds no peer and no
+/// key, so `init` removes the empty file and makes the store again, instead of refusing it as
+/// damaged forever. Any other store is checked as usual.
+fn discard_interrupted_init(home: &Home) -> Result<()> {
+    let store = home.store_path();
+    let leftover = !identity_exists(home)
+        && fs::symlink_metadata(&store).is_ok_and(|m| m.is_file() && m.len() == 0)
+        && !crate::store::has_side_files(&store);
+    if leftover {
+        fs::remove_file(&store)
+            .map_err(|e| Error::io_path("removing the empty store", &store, e))?;
+    }
+    Ok(())
 }
 
 /// Writes the key (0600) before the certificate: a crash in between leaves a key that does not
@@ -500,6 +605,14 @@ fn archive_current(home: &Home, now: OffsetDateTime) -> Result<std::path::PathBu
     );
     let dir = home.previous_dir().join(stamp);
     fs_secure::create_private_dir(&dir)?;
+    copy_identity_to(home, &dir).inspect_err(|_| {
+        // Only copies are in it: a failed archive (a full disk) leaves none behind.
+        let _ = fs::remove_dir_all(&dir);
+    })?;
+    Ok(dir)
+}
+
+fn copy_identity_to(home: &Home, dir: &std::path::Path) -> Result<()> {
     for (src, mode) in [
         (home.key_path(), SECRET_FILE_MODE),
         (home.cert_path(), PUBLIC_FILE_MODE),
@@ -512,7 +625,7 @@ fn archive_current(home: &Home, now: OffsetDateTime) -> Result<std::path::PathBu
             fs_secure::write_atomic(&dir.join(name), &bytes, mode)?;
         }
     }
-    Ok(dir)
+    Ok(())
 }
 
 /// Whether `host` is this machine's loopback (used to warn that peers elsewhere cannot reach it).

@@ -248,6 +248,18 @@ impl Store {
         if !created {
             check_store_file(path)?;
         }
+        Self::connect_and_migrate(path, opts, &ctx).inspect_err(|_| {
+            if created {
+                // A store this call created and could not finish (a full disk) is removed, so
+                // that it is not left as an empty file that every later open refuses as damaged.
+                remove_unfinished_store(path);
+            }
+        })
+    }
+
+    /// The connection of [`Store::open_unversioned`], once the file is checked: WAL mode, full
+    /// synchronous writes, the schema migrated (writers only).
+    fn connect_and_migrate(path: &Path, opts: &StoreOptions, ctx: &str) -> Result<Self> {
         let conn = match connect(path, opts, false) {
             // A reader of a WAL store needs its `-shm`; in a directory it may not write, with no
             // writer around (no `-wal`), SQLite cannot make one. Nobody can be writing then, so
@@ -257,7 +269,7 @@ impl Store {
             }
             other => other,
         }
-        .map_err(|e| damaged_or(path, &ctx, e))?;
+        .map_err(|e| damaged_or(path, ctx, e))?;
         let mut store = Store {
             conn,
             path: path.to_owned(),
@@ -272,12 +284,12 @@ impl Store {
         }
         store
             .ensure_wal(opts.busy_timeout)
-            .map_err(|e| damaged_or(path, &ctx, e))?;
+            .map_err(|e| damaged_or(path, ctx, e))?;
         store
             .conn
             .execute_batch("PRAGMA synchronous = FULL;")
-            .map_err(|e| damaged_or(path, &ctx, e))?;
-        store.migrate().map_err(|e| e.context(&ctx))?;
+            .map_err(|e| damaged_or(path, ctx, e))?;
+        store.migrate().map_err(|e| e.context(ctx))?;
         Ok(store)
     }
 
@@ -610,6 +622,25 @@ fn check_store_file(path: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Whether SQLite's `-wal` or `-journal` of the store at `path` exists (then a 0-byte main file
+/// may still have content to recover, and is not what an interrupted `init` left).
+pub(crate) fn has_side_files(path: &Path) -> bool {
+    sibling(path, "-wal").exists() || sibling(path, "-journal").exists()
+}
+
+/// Removes a store file this process created and could not finish, with SQLite's side files
+/// (best effort: the error that stopped it is what the caller reports).
+pub(crate) fn remove_unfinished_store(path: &Path) {
+    for p in [
+        path.to_owned(),
+        sibling(path, "-wal"),
+        sibling(path, "-shm"),
+        sibling(path, "-journal"),
+    ] {
+        let _ = std::fs::remove_file(p);
+    }
 }
 
 /// Opens a connection with the settings every connection gets, and reads the schema once so that
