@@ -143,6 +143,41 @@ fn key_store_and_home_accessible_by_others_are_refused_with_the_chmod_that_fixes
     }
     chmod(&home, 0o700);
 
+    // Regression (issue 20, item 8): a configuration or certificate that another local user can
+    // write (and so rename the party, redirect its endpoint or swap the certificate) was used
+    // silently. Readable is fine; writable is refused, with the chmod that fixes it.
+    for (file, what) in [
+        (home.join("config.toml"), "configuration"),
+        (home.join("identity/cert.pem"), "certificate"),
+    ] {
+        let keep = mode(&file);
+        chmod(&file, 0o644);
+        secagg(&home, &["identity", "show"]).ok();
+        for bad in [0o664, 0o646] {
+            chmod(&file, bad);
+            for args in [
+                &["identity", "show"][..],
+                &["certificate", "registration-instructions"],
+                &register,
+            ] {
+                secagg(&home, args).fails_with(
+                    3,
+                    &format!(
+                        "error: {what} `{}` is writable by group or others (mode {bad:04o}): refusing to use it\nhint: run `chmod go-w {}`",
+                        file.display(),
+                        file.display()
+                    ),
+                );
+            }
+        }
+        chmod(&file, keep);
+    }
+    assert_eq!(
+        peers_json(&home)["peers"].as_array().unwrap().len(),
+        0,
+        "nothing registered"
+    );
+
     // The hinted fixes are enough.
     secagg(&home, &register).ok();
     assert_eq!(peers_json(&home)["peers"].as_array().unwrap().len(), 1);

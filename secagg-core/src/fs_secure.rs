@@ -245,6 +245,30 @@ pub fn check_private_file(path: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a file of the identity that group or others may write (`mode & 0o022 != 0`): the
+/// configuration (whoever writes it can rename the party or redirect its endpoint) and the
+/// certificate (whoever writes it can swap the identity peers are told to pin). Reading them is
+/// fine: neither is secret. A missing file passes: the caller reports absence its own way.
+pub fn check_not_writable_by_others(path: &Path, what: &str) -> Result<()> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io_path("inspecting", path, e)),
+    };
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(Error::invalid(format!(
+            "{what} `{}` is writable by group or others (mode {mode:04o}): refusing to use it",
+            path.display()
+        ))
+        .with_hint(format!(
+            "run `chmod go-w {}` (and check its content: whoever could write it may have changed it)",
+            shell_quote(path)
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses a directory of the home that group or others may write (`mode & 0o022 != 0`): whoever
 /// can write it can replace the key, the certificate or the store inside it.
 pub fn check_private_dir(path: &Path, what: &str) -> Result<()> {

@@ -484,6 +484,7 @@ fn write_config(home: &Home, party_id: &PartyId, role: Role, endpoint: &Endpoint
 
 fn read_config(home: &Home) -> Result<ConfigFile> {
     let path = home.config_path();
+    fs_secure::check_not_writable_by_others(&path, "configuration")?;
     let bytes =
         fs_secure::read_limited(&path, 64 * 1024, "configuration").map_err(|e| match e {
             Error::NotFound(_) => home.no_identity(),
@@ -521,6 +522,7 @@ pub fn load(home: &Home) -> Result<Identity> {
     let endpoint =
         Endpoint::new(&cfg.endpoint.host, cfg.endpoint.port).map_err(|e| e.context(ctx()))?;
     let cert_path = home.cert_path();
+    fs_secure::check_not_writable_by_others(&cert_path, "certificate")?;
     let bytes = fs_secure::read_limited(
         &cert_path,
         certificate::MAX_CERTIFICATE_FILE_BYTES,
