@@ -1,5 +1,6 @@
 //! Reading model parameters to encrypt: a JSON array of numbers, or a NumPy `.npy` file of
-//! float32 or float64 values (the form model weights come in), any shape, flattened in C order.
+//! float32 or float64 values (the form model weights come in), any shape, flattened in C order
+//! (a Fortran-ordered file is read as NumPy reads it, then flattened in C order too).
 
 use std::path::Path;
 
@@ -44,11 +45,12 @@ pub fn parse_json(bytes: &[u8]) -> Result<Vec<f64>> {
 }
 
 /// Parses a NumPy `.npy` file (format versions 1 to 3) of little- or big-endian float32 or
-/// float64 values in C order.
+/// float64 values, in C or Fortran order; the result is the array flattened in C order, as
+/// `numpy.load(f).flatten()` gives it whatever the file's order.
 pub fn parse_npy(bytes: &[u8]) -> Result<Vec<f64>> {
     let bad = |why: String| {
         Error::invalid(format!("not a usable .npy file: {why}"))
-            .with_hint("save a float32 or float64 array with numpy.save (C order)")
+            .with_hint("save a float32 or float64 array with numpy.save")
     };
     if bytes.len() < 10 {
         return Err(bad("truncated header".into()));
@@ -73,14 +75,17 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Vec<f64>> {
         .and_then(|r| r.strip_prefix('\''))
         .and_then(|r| r.split('\'').next())
         .ok_or_else(|| bad("no dtype ('descr') in the header".into()))?;
-    if field("fortran_order").is_some_and(|r| r.starts_with("True")) {
-        return Err(bad("Fortran-ordered arrays are not supported".into()));
-    }
+    let fortran_order = match field("fortran_order") {
+        Some(r) if r.starts_with("True") => true,
+        Some(r) if r.starts_with("False") => false,
+        _ => return Err(bad("no 'fortran_order' True or False in the header".into())),
+    };
     let shape = field("shape")
         .and_then(|r| r.strip_prefix('('))
         .and_then(|r| r.split(')').next())
         .ok_or_else(|| bad("no shape in the header".into()))?;
     let mut count: usize = 1;
+    let mut dims = Vec::new();
     for dim in shape.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         let d: usize = dim
             .trim_end_matches('L')
@@ -89,6 +94,7 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Vec<f64>> {
         count = count
             .checked_mul(d)
             .ok_or_else(|| bad("the shape is too large".into()))?;
+        dims.push(d);
     }
     let data = &bytes[start + header_len..];
     let (size, little) = match descr {
@@ -105,7 +111,7 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Vec<f64>> {
             data.len()
         )));
     }
-    Ok(data
+    let values: Vec<f64> = data
         .chunks_exact(size)
         .map(|c| match (size, little) {
             (8, true) => f64::from_le_bytes(c.try_into().expect("8 bytes")),
@@ -113,7 +119,40 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Vec<f64>> {
             (4, true) => f64::from(f32::from_le_bytes(c.try_into().expect("4 bytes"))),
             _ => f64::from(f32::from_be_bytes(c.try_into().expect("4 bytes"))),
         })
-        .collect())
+        .collect();
+    Ok(if fortran_order {
+        fortran_to_c_order(&values, &dims)
+    } else {
+        values
+    })
+}
+
+/// Reorders the values of an array of shape `dims` stored in Fortran (column-major) order into C
+/// (row-major) order: element `(i_0, …, i_k)` is at `Σ i_j · Π_{l<j} dims_l` in the file, and goes
+/// to `Σ i_j · Π_{l>j} dims_l`.
+fn fortran_to_c_order(values: &[f64], dims: &[usize]) -> Vec<f64> {
+    if dims.len() < 2 {
+        return values.to_vec();
+    }
+    let mut f_strides = vec![1usize; dims.len()];
+    for j in 1..dims.len() {
+        f_strides[j] = f_strides[j - 1] * dims[j - 1];
+    }
+    let mut index = vec![0usize; dims.len()];
+    let mut out = Vec::with_capacity(values.len());
+    for _ in 0..values.len() {
+        let at: usize = index.iter().zip(&f_strides).map(|(i, s)| i * s).sum();
+        out.push(values[at]);
+        // The next C-order index: the last dimension varies fastest.
+        for j in (0..dims.len()).rev() {
+            index[j] += 1;
+            if index[j] < dims[j] {
+                break;
+            }
+            index[j] = 0;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -122,8 +161,12 @@ pub(crate) mod tests {
 
     /// A `.npy` file as numpy.save writes it (format 1.0, header padded to 64 bytes).
     pub(crate) fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+        npy_ordered(descr, shape, data, "False")
+    }
+
+    fn npy_ordered(descr: &str, shape: &str, data: &[u8], fortran: &str) -> Vec<u8> {
         let mut header =
-            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+            format!("{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': {shape}, }}");
         while (10 + header.len() + 1) % 64 != 0 {
             header.push(' ');
         }
@@ -149,6 +192,40 @@ pub(crate) mod tests {
         assert_eq!(
             parse_npy(&npy("<f8", "(0,)", &[])).unwrap(),
             Vec::<f64>::new()
+        );
+    }
+
+    /// Regression (issue 20, item 9): a Fortran-ordered file (`numpy.save(f, a.T)` of a C
+    /// array, or `np.asfortranarray`) was refused. It is read as NumPy reads it: the C-order
+    /// flattening of the same logical array.
+    #[test]
+    fn npy_fortran_order_is_read_as_numpy_reads_it() {
+        let fortran = |shape: &str, data: &[f64]| {
+            let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+            npy_ordered("<f8", shape, &bytes, "True")
+        };
+        // a = [[1, 2, 3], [4, 5, 6]]: column-major bytes 1 4 2 5 3 6.
+        assert_eq!(
+            parse_npy(&fortran("(2, 3)", &[1.0, 4.0, 2.0, 5.0, 3.0, 6.0])).unwrap(),
+            vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+        );
+        // Shape (2, 2, 2): a[i][j][k] = 4i + 2j + k, stored with i fastest.
+        let mut col_major = Vec::new();
+        for k in 0..2 {
+            for j in 0..2 {
+                for i in 0..2 {
+                    col_major.push(f64::from(4 * i + 2 * j + k));
+                }
+            }
+        }
+        assert_eq!(
+            parse_npy(&fortran("(2, 2, 2)", &col_major)).unwrap(),
+            (0..8).map(f64::from).collect::<Vec<_>>()
+        );
+        // One dimension: the same in both orders.
+        assert_eq!(
+            parse_npy(&fortran("(3,)", &[1.0, 2.0, 3.0])).unwrap(),
+            vec![1.0, 2.0, 3.0]
         );
     }
 
