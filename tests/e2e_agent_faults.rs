@@ -37,7 +37,7 @@ use support::agents::{
     assert_verified, connection_counts, federation, mpspdz_engine_args, mpspdz_serve_args,
     researcher, Agent,
 };
-use support::{secagg_command, stored};
+use support::{secagg_command, small_disk, stored};
 
 mod support;
 
@@ -580,4 +580,85 @@ fn fault_sweep_mp_spdz_every_party_every_step_through_agents_real_mp_spdz() {
         return;
     };
     sweep(3, SweepEngine::mpspdz(root, 3));
+}
+
+/// The row of `node` in a `session run --format json` output.
+fn row_of<'a>(report: &'a serde_json::Value, party: &str) -> &'a serde_json::Value {
+    report["parties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["party_id"] == party)
+        .unwrap_or_else(|| panic!("no row of {party}: {report}"))
+}
+
+/// Checks a session that failed because `node` could not store its key: `session run` exits
+/// 10 (storage), `node`'s row says storage and names it, and no key is usable anywhere.
+fn assert_storage_failure_of(fleet: &Fleet, session: &str, run: &SessionRun, node: usize) {
+    let what = describe(fleet, session, run);
+    assert_eq!(run.status.code(), Some(10), "{what}");
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect(&what);
+    let party = fleet.fed.party_ids()[node].to_string();
+    let row = row_of(&report, &party);
+    assert_eq!(row["error"]["kind"], "storage", "{what}");
+    assert_eq!(row["error"]["exit_code"], 10, "{what}");
+    assert!(
+        run.stderr.contains(&party),
+        "the error names the node: {what}"
+    );
+    // All or nothing: no server key, and no node holds a confirmed key (another node may hold
+    // its key unconfirmed, as after any failure past its acknowledgement).
+    let keys = stored(&fleet.fed, session);
+    assert!(keys[0].is_none(), "{what}");
+    assert!(
+        keys.iter()
+            .flatten()
+            .all(|c| c.state == secagg_core::contexts::KeyState::Unconfirmed),
+        "{what}"
+    );
+}
+
+/// Regression (issue 20, item 9): a node whose store could not be written (its disk full) was
+/// reported to the researcher as a peer failure (exit 6, "peer_failure" in its row), which
+/// sends the operator to the network. It is that node's storage failure: its row says 10.
+/// Once with the store write failing by the fault hook, then (as root) on a real full disk:
+/// the node's home moved onto a small tmpfs that is then filled.
+#[test]
+fn a_node_whose_disk_is_full_is_reported_as_its_storage_failure() {
+    let mut fleet = Fleet::start(2, SweepEngine::Native);
+    fleet.restart(1, Some("node-before-store:fail"));
+    let session = session::new_session_id();
+    let run = fleet.session_run(&session, &[]);
+    assert_storage_failure_of(&fleet, &session, &run, 1);
+    fleet.restart(1, None);
+    assert_clean_session(&fleet, "after the injected storage failure");
+
+    fleet.agent(2).kill();
+    let disk = match small_disk::SmallDisk::mount_at(fleet.fed.parties[2].home.root(), 4096) {
+        Ok(d) => d,
+        Err(reason) => {
+            println!("skipped the real full disk: {reason}");
+            return;
+        }
+    };
+    fleet.restart(2, None);
+    assert_clean_session(&fleet, "on the small disk");
+    disk.fill_leaving(0);
+    // A full disk fails the first write that needs a new page; a write into WAL pages already
+    // allocated may still succeed, so a few sessions are allowed before the one that fails.
+    let mut failed = None;
+    for _ in 0..6 {
+        let session = session::new_session_id();
+        let run = fleet.session_run(&session, &[]);
+        if !run.status.success() {
+            failed = Some((session, run));
+            break;
+        }
+    }
+    let (session, run) = failed.expect("no session failed on the full disk");
+    assert_storage_failure_of(&fleet, &session, &run, 2);
+    disk.free();
+    assert_clean_session(&fleet, "once the disk has room again");
+    fleet.agent(2).kill();
+    drop(disk);
 }

@@ -55,6 +55,10 @@ pub enum Error {
     /// polynomial, or a server key does not cancel the user keys).
     #[error("{0}")]
     Verification(Detail),
+    /// A peer reports that its own storage failed (its disk is full, its store cannot be
+    /// written): a storage failure, of that party, not of this one.
+    #[error("{0}")]
+    PeerStorage(Detail),
     /// A file-system operation failed.
     #[error("{context}: {source}")]
     Io {
@@ -297,6 +301,10 @@ impl Error {
     pub fn verification(message: impl Into<String>) -> Self {
         Error::Verification(detail(message))
     }
+    /// An [`Error::PeerStorage`] with `message` (which names the party).
+    pub fn peer_storage(message: impl Into<String>) -> Self {
+        Error::PeerStorage(detail(message))
+    }
     /// An [`Error::Internal`] with `message` (a bug or an impossible state).
     pub fn internal(message: impl Into<String>) -> Self {
         Error::Internal(message.into())
@@ -358,7 +366,8 @@ impl Error {
             | Error::Timeout(d)
             | Error::Authentication(d)
             | Error::ExternalTool(d)
-            | Error::Verification(d) => Some(d),
+            | Error::Verification(d)
+            | Error::PeerStorage(d) => Some(d),
             Error::Io { .. } | Error::Store { .. } | Error::Internal(_) => None,
         }
     }
@@ -373,7 +382,8 @@ impl Error {
             | Error::Timeout(d)
             | Error::Authentication(d)
             | Error::ExternalTool(d)
-            | Error::Verification(d) => d.hint.as_deref(),
+            | Error::Verification(d)
+            | Error::PeerStorage(d) => d.hint.as_deref(),
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
                 Some("check the ownership and permissions of the secagg home directory")
             }
@@ -395,7 +405,7 @@ impl Error {
             Error::Authentication(_) => ErrorKind::Authentication,
             Error::ExternalTool(_) => ErrorKind::ExternalTool,
             Error::Verification(_) => ErrorKind::Verification,
-            Error::Io { .. } | Error::Store { .. } => ErrorKind::Storage,
+            Error::Io { .. } | Error::Store { .. } | Error::PeerStorage(_) => ErrorKind::Storage,
             Error::Internal(_) => ErrorKind::Internal,
         }
     }

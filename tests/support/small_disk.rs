@@ -11,33 +11,62 @@ use std::process::Command;
 
 /// A mounted tmpfs, unmounted on drop.
 pub struct SmallDisk {
-    dir: tempfile::TempDir,
+    at: PathBuf,
+    /// The mount point this module made (removed after the unmount), if any.
+    _dir: Option<tempfile::TempDir>,
     filler: PathBuf,
 }
 
 impl SmallDisk {
-    /// Mounts a tmpfs of `kib` KiB, or says why it cannot.
+    /// Mounts a tmpfs of `kib` KiB on a new temporary directory, or says why it cannot.
     pub fn mount(kib: u64) -> Result<SmallDisk, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mut disk = SmallDisk::mount_at(dir.path(), kib)?;
+        disk._dir = Some(dir);
+        Ok(disk)
+    }
+
+    /// Moves the directory `at` (a secagg home) onto a tmpfs of `kib` KiB mounted in its place,
+    /// contents and modes kept, or says why it cannot. The filler lives beside the home's files.
+    pub fn mount_at(at: &Path, kib: u64) -> Result<SmallDisk, String> {
         if !nix_is_root() {
             return Err("not running as root (mounting a tmpfs needs it)".into());
         }
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let saved = at.with_extension("before-small-disk");
+        if at.exists() {
+            std::fs::rename(at, &saved).map_err(|e| e.to_string())?;
+        }
+        std::fs::create_dir(at).map_err(|e| e.to_string())?;
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={kib}k,mode=0700")])
             .arg("secagg-small-disk")
-            .arg(dir.path())
+            .arg(at)
             .status()
             .map_err(|e| format!("cannot run mount: {e}"))?;
         if !status.success() {
             return Err(format!("mount -t tmpfs failed ({status})"));
         }
-        let filler = dir.path().join("filler");
-        Ok(SmallDisk { dir, filler })
+        if saved.exists() {
+            let copied = Command::new("cp")
+                .arg("-a")
+                .arg(format!("{}/.", saved.display()))
+                .arg(at)
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !copied.success() {
+                return Err("copying the directory onto the tmpfs failed".into());
+            }
+        }
+        Ok(SmallDisk {
+            at: at.to_owned(),
+            _dir: None,
+            filler: at.join("filler"),
+        })
     }
 
     /// The mount point.
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.at
     }
 
     /// Fills the disk, then frees `free` bytes (whole pages on tmpfs): the next write beyond
@@ -66,10 +95,7 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
+        let _ = Command::new("umount").arg("-l").arg(&self.at).status();
     }
 }
 

@@ -307,8 +307,9 @@ pub(crate) fn mpspdz_plan(
     NegotiationPlan::new(parts)
 }
 
-/// An error of `kind` with `message`, as this crate builds it (a storage failure elsewhere is a
-/// peer failure here).
+/// An error of `kind` with `message`, as this crate builds it (a storage failure elsewhere is
+/// that party's storage failure, [`Error::PeerStorage`]; an internal error elsewhere is a peer
+/// failure here).
 pub(crate) fn error_of_kind(kind: ErrorKind, message: String) -> Error {
     match kind {
         ErrorKind::InvalidInput => Error::invalid(message),
@@ -318,6 +319,7 @@ pub(crate) fn error_of_kind(kind: ErrorKind, message: String) -> Error {
         ErrorKind::Authentication => Error::authentication(message),
         ErrorKind::Verification => Error::verification(message),
         ErrorKind::ExternalTool => Error::external(message),
+        ErrorKind::Storage => Error::peer_storage(message),
         _ => Error::peer(message),
     }
 }

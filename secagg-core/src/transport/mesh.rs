@@ -1329,6 +1329,9 @@ pub fn peer_aborted(label: &str, payload: &[u8]) -> Error {
         "timeout" => Error::timeout(message),
         "authentication" => Error::authentication(message),
         "verification" => Error::verification(message),
+        // Its disk is full or its store failed: a storage failure of that party (exit 10 in
+        // its row), not a broken peer.
+        "storage" => Error::peer_storage(message),
         _ => Error::peer(message),
     };
     e.with_hint(
