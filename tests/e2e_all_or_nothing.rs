@@ -557,7 +557,36 @@ fn unconfirmed_keys_are_flagged_confirmable_and_prunable() {
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["contexts"].as_array().unwrap().len(), 0);
     assert!(stored(&fed, &session)[2].is_some());
-    // ... an explicit age of 0 days deletes it, and never the confirmed key of the good session.
+    // ... an explicit age of 0 days keeps it too while it is younger than the longest session
+    // deadline (regression: a prune during a session deleted the key a node had just
+    // acknowledged, and the researcher stored a server key that no longer cancelled) ...
+    let prune_now = || {
+        cli(
+            node2,
+            &[
+                "context",
+                "prune",
+                "--older-than-days",
+                "0",
+                "--format",
+                "json",
+            ],
+        )
+    };
+    let out = prune_now();
+    assert!(out.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["contexts"].as_array().unwrap().len(), 0, "{j}");
+    assert!(stored(&fed, &session)[2].is_some());
+    // ... and deletes it once it is older than that (aged here as eleven minutes passing would),
+    // never the confirmed key of the good session.
+    let db = rusqlite::Connection::open(node2.join("store.sqlite")).unwrap();
+    db.execute(
+        "UPDATE contexts SET created_at = created_at - 660 WHERE session_id = ?1",
+        [&session],
+    )
+    .unwrap();
+    drop(db);
     let out = cli(
         node2,
         &[

@@ -577,15 +577,23 @@ pub fn confirm_context(home: &Home, session_id: &SessionId) -> Result<ContextRec
     })
 }
 
+/// How young an unconfirmed key is never pruned, whatever age is asked for: the longest session
+/// deadline an agent accepts. A key that young may belong to a session still running: its node
+/// acknowledged it, the researcher may be storing the server key and about to confirm, and
+/// deleting it then would leave the researcher with a server key that no longer cancels.
+pub const PRUNE_IN_FLIGHT_GUARD: time::Duration =
+    time::Duration::seconds(crate::agent::MAX_SESSION_TIMEOUT.as_secs() as i64);
+
 /// Deletes every unconfirmed key stored before `now − older_than` (with
-/// [`UNCONFIRMED_EXPIRY`], the expired ones), erasing them like [`delete_context`].
-/// Returns what it deleted; confirmed keys are never touched.
+/// [`UNCONFIRMED_EXPIRY`], the expired ones), erasing them like [`delete_context`], but never one
+/// younger than [`PRUNE_IN_FLIGHT_GUARD`]. Returns what it deleted; confirmed keys are never
+/// touched.
 pub fn prune_unconfirmed(
     home: &Home,
     older_than: time::Duration,
     now: OffsetDateTime,
 ) -> Result<Vec<ContextRecord>> {
-    let cutoff = now - older_than;
+    let cutoff = now - older_than.max(PRUNE_IN_FLIGHT_GUARD);
     Store::open_party(home)?.write_erasing(|tx| {
         let doomed: Vec<ContextRecord> = contexts::list(tx)?
             .into_iter()

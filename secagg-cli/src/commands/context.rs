@@ -27,7 +27,9 @@ pub enum ContextCommand {
     /// SESSION` lists the session's server key there (the confirmation message got lost).
     Confirm(ConfirmArgs),
     /// Delete unconfirmed keys stored more than --older-than-days days ago (default: the 7-day
-    /// expiry); confirmed keys are never touched. Deleted keys are erased like `context delete`.
+    /// expiry); confirmed keys are never touched, nor keys younger than 10 minutes (the longest
+    /// session deadline: their session may still be running, and its confirmation still come).
+    /// Deleted keys are erased like `context delete`.
     Prune(PruneArgs),
     /// Delete a stored context. Its key is gone for good: overwritten with zeros in the store, and
     /// the store's write-ahead log emptied, so no copy is left in store.sqlite, -wal or -shm.
