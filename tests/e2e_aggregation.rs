@@ -67,6 +67,16 @@ fn encrypt(home: &Path, session: &str, round: &str, params: &Path, out: &Path) -
 }
 
 fn decrypt(home: &Path, session: &str, round: &str, files: &[&PathBuf]) -> support::Run {
+    decrypt_with(home, session, round, &[], files)
+}
+
+fn decrypt_with(
+    home: &Path,
+    session: &str,
+    round: &str,
+    options: &[&str],
+    files: &[&PathBuf],
+) -> support::Run {
     let mut args = vec![
         "aggregate",
         "decrypt",
@@ -77,6 +87,7 @@ fn decrypt(home: &Path, session: &str, round: &str, files: &[&PathBuf]) -> suppo
         "--format",
         "json",
     ];
+    args.extend(options);
     args.extend(files.iter().map(|f| f.to_str().unwrap()));
     secagg(home, &args)
 }
@@ -215,19 +226,7 @@ fn unsigned(v: &mut serde_json::Value) {
 }
 
 fn decrypt_allowing_unsigned(home: &Path, session: &str, files: &[&PathBuf]) -> support::Run {
-    let mut args = vec![
-        "aggregate",
-        "decrypt",
-        "--session",
-        session,
-        "--round",
-        "1",
-        "--allow-unsigned",
-        "--format",
-        "json",
-    ];
-    args.extend(files.iter().map(|f| f.to_str().unwrap()));
-    secagg(home, &args)
+    decrypt_with(home, session, "1", &["--allow-unsigned"], files)
 }
 
 /// Regression (issue 20, item 2): each of these files decrypted to noise, printed as an average

@@ -587,17 +587,7 @@ fn unconfirmed_keys_are_flagged_confirmable_and_prunable() {
     )
     .unwrap();
     drop(db);
-    let out = cli(
-        node2,
-        &[
-            "context",
-            "prune",
-            "--older-than-days",
-            "0",
-            "--format",
-            "json",
-        ],
-    );
+    let out = prune_now();
     assert!(out.status.success());
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let pruned = j["contexts"].as_array().unwrap();

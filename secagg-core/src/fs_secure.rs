@@ -226,21 +226,28 @@ pub fn shell_quote(path: &Path) -> String {
 /// copied, and one they could write must be assumed tampered with. `what` names the file in the
 /// error ("private key", "store"). A missing file passes: the caller reports absence its own way.
 pub fn check_private_file(path: &Path, what: &str) -> Result<()> {
-    let meta = match fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io_path("inspecting", path, e)),
-    };
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(Error::invalid(format!(
+    refuse_mode(path, 0o077, |mode| {
+        Error::invalid(format!(
             "{what} `{}` is accessible by group or others (mode {mode:04o}): refusing to use it",
             path.display()
         ))
         .with_hint(format!(
             "run `chmod 600 {}` (and consider its content exposed if others could read it)",
             shell_quote(path)
-        )));
+        ))
+    })
+}
+
+/// The error `refused(mode)` if `path` has any permission bit of `mask`; a missing file passes.
+fn refuse_mode(path: &Path, mask: u32, refused: impl FnOnce(u32) -> Error) -> Result<()> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io_path("inspecting", path, e)),
+    };
+    let mode = meta.mode() & 0o7777;
+    if mode & mask != 0 {
+        return Err(refused(mode));
     }
     Ok(())
 }
@@ -250,23 +257,16 @@ pub fn check_private_file(path: &Path, what: &str) -> Result<()> {
 /// certificate (whoever writes it can swap the identity peers are told to pin). Reading them is
 /// fine: neither is secret. A missing file passes: the caller reports absence its own way.
 pub fn check_not_writable_by_others(path: &Path, what: &str) -> Result<()> {
-    let meta = match fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io_path("inspecting", path, e)),
-    };
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(Error::invalid(format!(
+    refuse_mode(path, 0o022, |mode| {
+        Error::invalid(format!(
             "{what} `{}` is writable by group or others (mode {mode:04o}): refusing to use it",
             path.display()
         ))
         .with_hint(format!(
             "run `chmod go-w {}` (and check its content: whoever could write it may have changed it)",
             shell_quote(path)
-        )));
-    }
-    Ok(())
+        ))
+    })
 }
 
 /// Refuses a directory of the home that group or others may write (`mode & 0o022 != 0`): whoever
