@@ -343,7 +343,7 @@ impl UnverifiedRoster {
     pub fn parse(bytes: &[u8], name: &str) -> Result<Self> {
         let ctx = format!("while reading roster {name}");
         let file: RosterFile = serde_json::from_slice(bytes).map_err(|e| {
-            Error::invalid(format!("not a roster ({e})"))
+            Error::invalid(format!("not a roster ({})", quoted_error(&e)))
                 .with_hint("a roster is the JSON written by `secagg roster export`")
                 .context(&ctx)
         })?;
@@ -382,7 +382,11 @@ impl UnverifiedRoster {
         .map_err(|e| e.context(&ctx))?;
         // Only signed bytes are parsed from here on.
         let payload: Payload = serde_json::from_slice(&self.payload).map_err(|e| {
-            Error::invalid(format!("its signed payload is not a roster ({e})")).context(&ctx)
+            Error::invalid(format!(
+                "its signed payload is not a roster ({})",
+                quoted_error(&e)
+            ))
+            .context(&ctx)
         })?;
         if payload.format != format!("{ROSTER_FORMAT}-payload") || payload.version != ROSTER_VERSION
         {
@@ -995,6 +999,12 @@ fn parse_time(text: &str, field: &str) -> Result<OffsetDateTime> {
             "its `{field}` `{text}` is not an RFC 3339 time ({e})"
         ))
     })
+}
+
+/// A JSON error about a roster, whose message may quote the file's bytes (which came from
+/// another party): escaped and bounded, so it can neither forge lines nor carry terminal escapes.
+fn quoted_error(e: &serde_json::Error) -> String {
+    crate::untrusted_text::escape_bounded(&e.to_string(), crate::untrusted_text::LOG_TEXT_LIMIT)
 }
 
 #[cfg(test)]

@@ -91,7 +91,12 @@ impl CiphertextFile {
     /// of this shape are invalid input.
     pub fn parse(bytes: &[u8], name: &str) -> Result<Self> {
         serde_json::from_slice(bytes).map_err(|e| {
-            Error::invalid(format!("{name} is not a secagg ciphertext file: {e}"))
+            // The message may quote the file's bytes (a node's): escaped and bounded.
+            let why = crate::untrusted_text::escape_bounded(
+                &e.to_string(),
+                crate::untrusted_text::LOG_TEXT_LIMIT,
+            );
+            Error::invalid(format!("{name} is not a secagg ciphertext file: {why}"))
                 .with_hint("give the files written by `secagg aggregate encrypt` on the nodes")
         })
     }
@@ -236,5 +241,25 @@ pub(crate) fn out_of_range(c: &BigUint, n2: &BigUint) -> Option<&'static str> {
         Some("is not below N²")
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// serde quotes a wrong value's bytes in its message: a node's file cannot put a forged line
+    /// or a terminal escape into the researcher's error, nor a 5 MB string.
+    #[test]
+    fn a_parse_error_quoting_the_file_is_escaped_and_bounded() {
+        let bad = format!(
+            "{{\"format\": \"secagg-ciphertexts\", \"version\": \"1\\nerror: forged\\u001b[31m{}\"}}",
+            "x".repeat(100_000)
+        );
+        let e = CiphertextFile::parse(bad.as_bytes(), "`f`").unwrap_err();
+        let text = e.to_string();
+        assert!(!text.contains('\n') && !text.contains('\u{1b}'), "{text}");
+        assert!(text.contains("error: forged"), "{text}");
+        assert!(text.len() < 2_000, "{} bytes", text.len());
     }
 }
