@@ -135,6 +135,17 @@ fn raise_report(py: Python<'_>, r: &ErrorReport, report: Option<PyObject>) -> Py
 
 type CoreResult<T> = Result<T, CoreError>;
 
+/// Runs one core call with the GIL released, mapping its error to the Python exception: every
+/// call that may wait (the store's write lock, up to its 30 s busy timeout; a file; the network;
+/// key computations) goes through here, so that a server process's other Python threads run
+/// meanwhile.
+fn unlocked<T: Send>(
+    py: Python<'_>,
+    call: impl FnOnce() -> Result<T, Error> + Send,
+) -> PyResult<T> {
+    py.allow_threads(call).map_err(|e| CoreError(e).into())
+}
+
 fn invalid(msg: impl Into<String>) -> CoreError {
     CoreError(Error::invalid(msg))
 }
@@ -350,33 +361,33 @@ impl Home {
             allow_custom_id,
         };
         let now = OffsetDateTime::now_utc();
-        let id = identity::init(&self.core(), &opts, now).map_err(CoreError)?;
+        let id = unlocked(py, || identity::init(&self.core(), &opts, now))?;
         to_py(py, &id.summary(now))
     }
 
     /// This party's identity (`secagg identity show`): party id, role, ip, port, key type,
     /// fingerprint, validity. The stored endpoint (`MPSPDZ_IP`/`MPSPDZ_PORT` are not read).
     fn identity(&self, py: Python<'_>) -> PyResult<PyObject> {
-        let id = identity::load(&self.core()).map_err(CoreError)?;
+        let id = unlocked(py, || identity::load(&self.core()))?;
         to_py(py, &id.summary(OffsetDateTime::now_utc()))
     }
 
     /// Changes the stored endpoint (`secagg identity set-endpoint`); peers must register it again.
     fn set_endpoint(&self, py: Python<'_>, ip: &str, port: u32) -> PyResult<PyObject> {
-        let id = identity::set_endpoint(&self.core(), ip, port).map_err(CoreError)?;
+        let id = unlocked(py, || identity::set_endpoint(&self.core(), ip, port))?;
         to_py(py, &id.summary(OffsetDateTime::now_utc()))
     }
 
     /// The registration bundle others register this party with (`registration-instructions
     /// --format json`): format, version, party_id, role, ip, port, certificate, fingerprint.
     fn bundle(&self, py: Python<'_>) -> PyResult<PyObject> {
-        let id = identity::load(&self.core()).map_err(CoreError)?;
+        let id = unlocked(py, || identity::load(&self.core()))?;
         to_py(py, &registration::bundle(&id))
     }
 
     /// The registration instructions as text (Fed-BioMed's layout, with the fingerprint).
-    fn registration_instructions(&self) -> PyResult<String> {
-        let id = identity::load(&self.core()).map_err(CoreError)?;
+    fn registration_instructions(&self, py: Python<'_>) -> PyResult<String> {
+        let id = unlocked(py, || identity::load(&self.core()))?;
         Ok(registration::instructions_text(&id))
     }
 
@@ -454,8 +465,9 @@ impl Home {
             upsert,
             source,
         };
-        let r = registration::register(&self.core(), &req, OffsetDateTime::now_utc())
-            .map_err(CoreError)?;
+        let r = unlocked(py, || {
+            registration::register(&self.core(), &req, OffsetDateTime::now_utc())
+        })?;
         to_py(py, &r)
     }
 
@@ -489,16 +501,16 @@ impl Home {
             }
         }
         .map_err(CoreError)?;
-        let r = registration::register(&self.core(), &req, OffsetDateTime::now_utc())
-            .map_err(CoreError)?;
+        let r = unlocked(py, || {
+            registration::register(&self.core(), &req, OffsetDateTime::now_utc())
+        })?;
         to_py(py, &r)
     }
 
     /// Every registered peer (`secagg certificate list --format json`), by party id.
     fn peers(&self, py: Python<'_>) -> PyResult<PyObject> {
         let now = OffsetDateTime::now_utc();
-        let peers: Vec<_> = registration::list(&self.core())
-            .map_err(CoreError)?
+        let peers: Vec<_> = unlocked(py, || registration::list(&self.core()))?
             .iter()
             .map(|p| p.summary(now))
             .collect();
@@ -508,7 +520,8 @@ impl Home {
     /// One registered peer with its certificate PEM, subject and validity start
     /// (`secagg certificate show ID --format json`). Raises `NotFound` if not registered.
     fn peer(&self, py: Python<'_>, party_id: &str) -> PyResult<PyObject> {
-        let p = registration::show(&self.core(), &self::party_id(party_id)?).map_err(CoreError)?;
+        let id = self::party_id(party_id)?;
+        let p = unlocked(py, || registration::show(&self.core(), &id))?;
         let d = to_dict(py, &p.summary(OffsetDateTime::now_utc()))?;
         d.set_item("subject", &p.subject)?;
         d.set_item("not_before", certificate::format_time(p.not_before))?;
@@ -519,8 +532,8 @@ impl Home {
     /// Deletes a registration (`secagg certificate delete ID --yes`); returns what was deleted.
     /// Raises `NotFound` if not registered.
     fn delete_peer(&self, py: Python<'_>, party_id: &str) -> PyResult<PyObject> {
-        let p =
-            registration::delete(&self.core(), &self::party_id(party_id)?).map_err(CoreError)?;
+        let id = self::party_id(party_id)?;
+        let p = unlocked(py, || registration::delete(&self.core(), &id))?;
         to_py(py, &p.summary(OffsetDateTime::now_utc()))
     }
 
@@ -543,9 +556,9 @@ impl Home {
             skip_invalid,
             allow_custom_ids,
         };
-        let report =
+        let report = unlocked(py, || {
             fedbiomed::import_tinydb_with(&self.core(), &path, &options, OffsetDateTime::now_utc())
-                .map_err(CoreError)?;
+        })?;
         let obj = to_py(py, &report)?;
         match report.failure(&options) {
             Some(e) => Err(raise_report(py, &ErrorReport::of(&e), Some(obj))),
@@ -643,8 +656,7 @@ impl Home {
     /// Every stored context (negotiated key) without the keys, newest first
     /// (`secagg context list --format json`).
     fn contexts(&self, py: Python<'_>) -> PyResult<PyObject> {
-        let list: Vec<_> = session::list_contexts(&self.core())
-            .map_err(CoreError)?
+        let list: Vec<_> = unlocked(py, || session::list_contexts(&self.core()))?
             .iter()
             .map(|c| c.summary(false))
             .collect();
@@ -656,7 +668,8 @@ impl Home {
     /// Raises `NotFound` when none is stored for `session`.
     #[pyo3(signature = (session, reveal_key=false))]
     fn context(&self, py: Python<'_>, session: &str, reveal_key: bool) -> PyResult<PyObject> {
-        let c = session::get_context(&self.core(), &session_id(session)?).map_err(CoreError)?;
+        let id = session_id(session)?;
+        let c = unlocked(py, || session::get_context(&self.core(), &id))?;
         let summary = c.summary(reveal_key);
         let d = to_dict(py, &summary)?;
         if let Some(k) = &summary.key {
@@ -667,13 +680,15 @@ impl Home {
 
     /// Deletes a stored context (`secagg context delete`); returns what was deleted (no key).
     fn delete_context(&self, py: Python<'_>, session: &str) -> PyResult<PyObject> {
-        let c = session::delete_context(&self.core(), &session_id(session)?).map_err(CoreError)?;
+        let id = session_id(session)?;
+        let c = unlocked(py, || session::delete_context(&self.core(), &id))?;
         to_py(py, &c.summary(false))
     }
 
     /// Marks a node's unconfirmed key confirmed (`secagg context confirm`).
     fn confirm_context(&self, py: Python<'_>, session: &str) -> PyResult<PyObject> {
-        let c = session::confirm_context(&self.core(), &session_id(session)?).map_err(CoreError)?;
+        let id = session_id(session)?;
+        let c = unlocked(py, || session::confirm_context(&self.core(), &id))?;
         to_py(py, &c.summary(false))
     }
 
@@ -774,23 +789,25 @@ impl Home {
         force: bool,
     ) -> PyResult<PyObject> {
         let home = self.core();
-        let id = identity::load(&home).map_err(CoreError)?;
-        if let Some(path) = &path {
-            home.check_output(path, force).map_err(CoreError)?;
-        }
         let opts = ExportOptions {
             validity_days: valid_days,
         };
-        let exported = roster::export(&id, &opts, OffsetDateTime::now_utc()).map_err(CoreError)?;
-        if let Some(path) = &path {
-            home.write_output(
-                path,
-                exported.file.to_text().as_bytes(),
-                PUBLIC_FILE_MODE,
-                force,
-            )
-            .map_err(CoreError)?;
-        }
+        let exported = unlocked(py, || {
+            let id = identity::load(&home)?;
+            if let Some(path) = &path {
+                home.check_output(path, force)?;
+            }
+            let exported = roster::export(&id, &opts, OffsetDateTime::now_utc())?;
+            if let Some(path) = &path {
+                home.write_output(
+                    path,
+                    exported.file.to_text().as_bytes(),
+                    PUBLIC_FILE_MODE,
+                    force,
+                )?;
+            }
+            Ok(exported)
+        })?;
         let r = &exported.roster;
         let summary = serde_json::json!({
             "issuer": r.issuer,
@@ -834,9 +851,10 @@ impl Home {
             allow_custom_ids,
             allow_researchers,
         )?;
-        let own = identity::load(&self.core()).map_err(CoreError)?;
-        let (r, plan) =
-            roster::show(&own, &file, &opts, OffsetDateTime::now_utc()).map_err(CoreError)?;
+        let (r, plan) = unlocked(py, || {
+            let own = identity::load(&self.core())?;
+            roster::show(&own, &file, &opts, OffsetDateTime::now_utc())
+        })?;
         let d = PyDict::new(py);
         d.set_item("roster", to_py(py, &r)?)?;
         d.set_item("import", to_py(py, &plan)?)?;
@@ -886,9 +904,10 @@ impl Home {
             allow_custom_ids,
             allow_researchers,
         )?;
-        let own = identity::load(&self.core()).map_err(CoreError)?;
-        let plan = roster::import(&own, &file, &opts, None, OffsetDateTime::now_utc())
-            .map_err(CoreError)?;
+        let plan = unlocked(py, || {
+            let own = identity::load(&self.core())?;
+            roster::import(&own, &file, &opts, None, OffsetDateTime::now_utc())
+        })?;
         to_py(py, &plan)
     }
 

@@ -334,3 +334,56 @@ def test_register_custom_ids_need_the_flag_and_their_role(tmp_path):
     with pytest.raises(secagg.InvalidInput):
         home.register(node_pem, "node_b", "127.0.0.1", 15002, role="researcher")
     assert home.register(node_pem, "node_b", "127.0.0.1", 15002, role="node")["component"] == "NODE"
+
+
+_HOLD_STORE_LOCK = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=0)
+db.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.readline()
+db.execute("ROLLBACK")
+"""
+
+
+def test_a_call_waiting_for_the_store_releases_the_gil(tmp_path):
+    """Regression (issue 21, item 5): `register` held the GIL for as long as it waited for the
+    store's write lock (up to the 30 s busy timeout), freezing every other thread of a server
+    process. Another process holds the lock; while `register` waits in a thread, the main thread
+    keeps running Python; once the lock is released, the registration lands."""
+    import subprocess
+    import sys
+
+    home = secagg.Home(tmp_path / "h")
+    home.init("node", ip="127.0.0.1", port=15000)
+    pid = "node_" + "ab" * 4 + "-peer"
+    _, pem = secagg.generate_certificate(pid)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_STORE_LOCK, str(tmp_path / "h" / "store.sqlite")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = {}
+
+        def register():
+            try:
+                result["ok"] = home.register(pem, pid, "127.0.0.1", 15001)
+            except Exception as e:  # reported below
+                result["error"] = e
+
+        t = threading.Thread(target=register)
+        t.start()
+        ticks, start = 0, time.monotonic()
+        while time.monotonic() - start < 0.5:
+            ticks += 1
+        assert t.is_alive(), result  # still waiting for the lock ...
+        assert time.monotonic() - start < 2.0  # ... and this thread was never frozen by it
+        assert ticks > 10_000, ticks
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    t.join(timeout=30)
+    assert "ok" in result, result
+    assert [p["party_id"] for p in home.peers()] == [pid]
