@@ -1262,6 +1262,15 @@ fn read_biprime(text: &str) -> PyResult<(String, BigUint)> {
     Ok((b.name.clone(), b.n().clone()))
 }
 
+/// The line of MP-SPDZ's ip file for the endpoint `ip`:`port` (without its newline), by the
+/// core's rule: an IPv4 address or a host name as is, an IPv4-mapped IPv6 address as IPv4, any
+/// other IPv6 address refused (`InvalidInput`: MP-SPDZ splits at the first `:`).
+#[pyfunction]
+fn ip_file_line(ip: &str, port: u32) -> PyResult<String> {
+    let endpoint = Endpoint::new(ip, port).map_err(CoreError)?;
+    Ok(secagg_core::mpspdz::ip_file_line(&endpoint).map_err(CoreError)?)
+}
+
 /// Joye–Libert encryption with a node's key, bit-compatible with Fed-BioMed v4.5.0's
 /// `SecaggCrypter.encrypt`: `params` quantised with `clipping_range`, packed for `num_nodes`
 /// nodes, encrypted for round `round`. Returns the ciphertexts (ints).
@@ -1333,6 +1342,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(party_role, m)?)?;
     m.add_function(wrap_pyfunction!(generate_certificate, m)?)?;
     m.add_function(wrap_pyfunction!(read_biprime, m)?)?;
+    m.add_function(wrap_pyfunction!(ip_file_line, m)?)?;
     m.add_function(wrap_pyfunction!(jl_encrypt, m)?)?;
     m.add_function(wrap_pyfunction!(jl_decrypt_sums, m)?)?;
     m.add_function(wrap_pyfunction!(jl_average, m)?)?;

@@ -111,6 +111,24 @@ def test_write_mpc_certificates_for_experiment(federation, tmp_path):
         cm.write_mpc_certificates_for_experiment(
             fed.ids, str(tmp_path / "missing"), str(ips_dir), ident["party_id"], "127.0.0.1",
             ident["port"], key, cert)
+    # The ip-file line is the core's (issue 21, item 5): Python's f"{ip}:{port}" wrote IPv6
+    # literals that MP-SPDZ splits at the first `:`. Now refused, before anything is written.
+    with pytest.raises(secagg.InvalidInput) as e:
+        cm.write_mpc_certificates_for_experiment(
+            fed.ids, str(empty_certs), str(empty_ips), ident["party_id"], "fd00::1",
+            ident["port"], key, cert)
+    assert "IPv6" in e.value.message
+    assert list(empty_certs.iterdir()) == [] and list(empty_ips.iterdir()) == []
+
+
+def test_ip_file_lines_follow_the_core_rule():
+    from secagg import _native
+    assert _native.ip_file_line("127.0.0.1", 14001) == "127.0.0.1:14001"
+    assert _native.ip_file_line("::ffff:10.0.0.7", 14001) == "10.0.0.7:14001"
+    assert _native.ip_file_line("node1.example.org", 14001) == "node1.example.org:14001"
+    with pytest.raises(secagg.InvalidInput) as e:
+        _native.ip_file_line("fd00::1", 14001)
+    assert "MP-SPDZ cannot use" in e.value.message
 
 
 def test_generate_self_signed_ssl_certificate(tmp_path):

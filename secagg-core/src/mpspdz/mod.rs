@@ -27,6 +27,7 @@ pub(crate) mod program;
 pub(crate) mod workdir;
 
 pub use locate::MpSpdzRoot;
+pub use workdir::ip_file_line;
 
 /// For `benches/mpspdz_prepare.rs` only, not part of the API: the bench times secagg's own work
 /// around `shamir-party.x` (the compile cache and the run directory), which lives in this

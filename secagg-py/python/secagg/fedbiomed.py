@@ -216,7 +216,9 @@ class CertificateManager:
         for what, p in (("path_certificates", path_certificates), ("path_ips", path_ips)):
             if not os.path.isdir(p):
                 raise InvalidInput(f"`{what}` ({p}) is not a directory")
-        plan: List[Tuple[int, str, Optional[str], str, int]] = []
+        # (index, certificate, key, ip-file line): every party checked, and its line made by the
+        # core's rule (an IPv6 literal refused), before anything is written.
+        plan: List[Tuple[int, str, Optional[str], str]] = []
         for index, party in enumerate(parties):
             if party == self_id:
                 try:
@@ -226,7 +228,7 @@ class CertificateManager:
                         pem = f.read()
                 except FileNotFoundError as e:
                     raise NotFound(f"cannot read this party's key or certificate: {e}") from e
-                plan.append((index, pem, key, self_ip, int(self_port)))
+                plan.append((index, pem, key, _native.ip_file_line(self_ip, int(self_port))))
                 continue
             doc = self.get(party)
             if doc is None:
@@ -235,11 +237,12 @@ class CertificateManager:
                     f"experiment must be",
                     f"{self_id} must register the certificate of {party}",
                 )
-            plan.append((index, doc["certificate"], None, doc["ip"], int(doc["port"])))
+            line = _native.ip_file_line(doc["ip"], int(doc["port"]))
+            plan.append((index, doc["certificate"], None, line))
         ip_file = os.path.join(path_ips, "ip_addresses")
         written: List[str] = []
         lines = []
-        for index, pem, key, ip, port in plan:
+        for index, pem, key, line in plan:
             if key is not None:
                 key_path = os.path.join(path_certificates, f"P{index}.key")
                 _write_private(key_path, key)
@@ -247,7 +250,7 @@ class CertificateManager:
             pem_path = os.path.join(path_certificates, f"P{index}.pem")
             _write_public(pem_path, pem)
             written.append(pem_path)
-            lines.append(f"{ip}:{port}\n")
+            lines.append(line + "\n")
         _write_public(ip_file, "".join(lines))
         return ip_file, written
 
@@ -346,12 +349,8 @@ class MPCController:
         if ip_addresses is not None and os.path.isfile(ip_addresses):
             with open(ip_addresses) as f:
                 given = [line.strip() for line in f if line.strip()]
-            expected = [
-                f"{me['ip']}:{me['port']}"
-                if p == me["party_id"]
-                else "{ip}:{port}".format(**self._home.peer(p))
-                for p in parties
-            ]
+            endpoints = [me if p == me["party_id"] else self._home.peer(p) for p in parties]
+            expected = [_native.ip_file_line(e["ip"], int(e["port"])) for e in endpoints]
             if given != expected:
                 raise InvalidInput(
                     f"the ip file {ip_addresses} lists {given}, the registered endpoints are "
