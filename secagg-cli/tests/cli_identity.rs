@@ -178,13 +178,35 @@ fn commands_without_identity_say_so() {
     ] {
         let r = secagg(&home, &args);
         r.fails_with(4, "no secagg identity in");
-        assert!(
-            r.stderr.contains("hint: create one with `secagg init"),
-            "{}",
-            r.stderr
-        );
+        assert!(r.stderr.contains("makes a NEW identity"), "{}", r.stderr);
     }
     assert!(!home.exists(), "a read command created the home");
+}
+
+/// Regression (issue 23, item 7): from the wrong directory, the default home `./.secagg` was
+/// reported as a relative path and the hint said to run `init`, which makes a second identity.
+/// The message names the absolute path, and the hint says to point --home / SECAGG_HOME first.
+#[test]
+fn no_identity_in_the_default_home_names_the_absolute_path_and_warns_init_makes_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = secagg_command()
+        .current_dir(dir.path())
+        .args(["identity", "show"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    let absolute = dir.path().canonicalize().unwrap().join(".secagg");
+    assert!(
+        stderr.contains(&format!("no secagg identity in `{}`", absolute.display()))
+            || stderr.contains(&format!(
+                "no secagg identity in `{}`",
+                dir.path().join(".secagg").display()
+            )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("SECAGG_HOME"), "{stderr}");
+    assert!(stderr.contains("makes a NEW identity"), "{stderr}");
 }
 
 #[test]

@@ -77,12 +77,16 @@ impl Home {
     }
 
     /// The error for a home without an identity.
+    ///
+    /// The path is absolute: the default home `./.secagg` depends on the current directory, and
+    /// from the wrong one a bare `init` would make a second identity, which the hint says.
     pub fn no_identity(&self) -> crate::error::Error {
+        let looked_in = std::path::absolute(self.root()).unwrap_or_else(|_| self.root.clone());
         crate::error::Error::not_found(format!(
             "no secagg identity in `{}`",
-            self.root().display()
+            looked_in.display()
         ))
-        .with_hint("create one with `secagg init --role node` (or --role researcher), or point --home / SECAGG_HOME at an existing one")
+        .with_hint("if this party already has an identity elsewhere, point --home or SECAGG_HOME at that home (the default, ./.secagg, depends on the current directory); `secagg init --role node` (or --role researcher) makes a NEW identity, which every peer must then register")
     }
 
     /// A home rooted at `root` (nothing is created).
