@@ -447,3 +447,63 @@ fn demo_aggregate_runs_a_round_on_the_negotiated_keys() {
         .unwrap();
     assert_eq!(usage.status.code(), Some(2));
 }
+
+/// Regression (issue 23, item 13): `encrypt` clipped out-of-range values silently (100 → 3),
+/// and `decrypt -o avg.json` wrote one number per line into a `.json` file. Now the clipping
+/// is reported with its count and range, and the format follows the file's extension (or a
+/// contradicting `--format text` is refused, writing nothing).
+#[test]
+fn clipping_is_reported_and_the_output_format_follows_a_json_file() {
+    let (dir, fed, session) = negotiated(2);
+    let d = dir.path();
+    let (node1, node2, researcher) = (
+        fed.parties[1].home.root(),
+        fed.parties[2].home.root(),
+        fed.parties[0].home.root(),
+    );
+    std::fs::write(d.join("p1.json"), "[100, 0.5, -4.25]").unwrap();
+    std::fs::write(d.join("p2.json"), "[1, 0.5, -1]").unwrap();
+    let (f1, f2) = (d.join("1.json"), d.join("2.json"));
+    let run = encrypt(node1, &session, "1", &d.join("p1.json"), &f1);
+    run.ok();
+    assert!(
+        run.stderr
+            .contains("2 of 3 parameters are outside the clipping range [-3, 3]")
+            && run.stderr.contains("the largest magnitude is 100"),
+        "{}",
+        run.stderr
+    );
+    let run = encrypt(node2, &session, "1", &d.join("p2.json"), &f2);
+    run.ok();
+    assert!(!run.stderr.contains("clipping range"), "{}", run.stderr);
+
+    let decrypt_to = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "aggregate",
+            "decrypt",
+            "--session",
+            &session,
+            "--round",
+            "1",
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        args.extend([f1.to_str().unwrap(), f2.to_str().unwrap()]);
+        secagg(researcher, &args)
+    };
+    let json = d.join("avg.json");
+    decrypt_to(&json, &[]).ok();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["average"].as_array().unwrap().len(), 3);
+    assert!(
+        (v["average"][0].as_f64().unwrap() - 2.0).abs() < 1e-3,
+        "{v}"
+    ); // (3 + 1) / 2
+    let refused = d.join("refused.json");
+    decrypt_to(&refused, &["--format", "text"]).fails_with(3, "a .json file");
+    assert!(!refused.exists());
+    let txt = d.join("avg.txt");
+    decrypt_to(&txt, &[]).ok();
+    assert_eq!(std::fs::read_to_string(&txt).unwrap().lines().count(), 3);
+}

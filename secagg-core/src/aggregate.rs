@@ -203,6 +203,27 @@ pub fn quantize(values: &[f64], clipping_range: u32) -> Result<Vec<u32>> {
         .collect()
 }
 
+/// What [`quantize`] clips: how many finite values lie outside `[−c, c]`, and the largest
+/// magnitude among them (so that a caller can say so; clipping itself is Fed-BioMed's rule).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Clipped {
+    /// Values outside `[−c, c]`.
+    pub count: usize,
+    /// The largest `|x|` among them.
+    pub largest_magnitude: f64,
+}
+
+/// The values of `values` that [`quantize`] would clip with `clipping_range`, if any.
+pub fn clipped(values: &[f64], clipping_range: u32) -> Option<Clipped> {
+    let c = f64::from(clipping_range);
+    let outside = values.iter().filter(|x| x.is_finite() && x.abs() > c);
+    let (count, largest_magnitude) = outside.fold((0, 0.0f64), |(n, m), x| (n + 1, m.max(x.abs())));
+    (count > 0).then_some(Clipped {
+        count,
+        largest_magnitude,
+    })
+}
+
 /// The inverse of [`quantize`] for averaged values: `((q / TR)·(2c)) − c` in float64, in that order.
 pub fn reverse_quantize(values: &[f64], clipping_range: u32) -> Vec<f64> {
     let c = f64::from(clipping_range);

@@ -10,7 +10,7 @@ use secagg_core::aggregate::{
 use secagg_core::home::{Home, PUBLIC_FILE_MODE};
 use secagg_core::party::SessionId;
 
-use crate::output::{self, Format, FormatArg};
+use crate::output::{self, Format};
 
 /// Encrypt model parameters with this node's key, or decrypt their average at the researcher.
 ///
@@ -88,8 +88,10 @@ pub struct DecryptArgs {
     /// Replace an existing -o FILE.
     #[arg(long, requires = "output")]
     force: bool,
-    #[command(flatten)]
-    format: FormatArg,
+    /// Output format: `text` (one value per line) or `json`. Default: `json` when -o names a
+    /// `.json` file, `text` otherwise; `--format text` with a `.json` file is refused.
+    #[arg(long, value_enum)]
+    format: Option<Format>,
 }
 
 fn biprime(path: Option<&Path>) -> anyhow::Result<Biprime> {
@@ -126,6 +128,15 @@ pub fn run(home: &Path, cmd: AggregateCommand) -> anyhow::Result<()> {
             }
             let biprime = biprime(a.round.biprime.as_deref())?;
             let values = aggregate::read_params(&a.params)?;
+            if let Some(clipped) = aggregate::clipped(&values, a.clipping_range) {
+                output::warn(format!(
+                    "{} of {} parameters are outside the clipping range [-{c}, {c}] and are clipped to it (the largest magnitude is {}); every node must use the same --clipping-range, so raise it for all if these values matter",
+                    clipped.count,
+                    values.len(),
+                    clipped.largest_magnitude,
+                    c = a.clipping_range
+                ));
+            }
             let req = EncryptRequest {
                 clipping_range: a.clipping_range,
                 ..EncryptRequest::new(session, a.round.round, values)
@@ -169,7 +180,8 @@ pub fn run(home: &Path, cmd: AggregateCommand) -> anyhow::Result<()> {
                     UnsignedFiles::Refuse
                 },
             };
-            let bar = progress_bar("decrypting", a.format.format == Format::Text);
+            let format = decrypt_format(a.format, a.output.as_deref())?;
+            let bar = progress_bar("decrypting", format == Format::Text);
             let report = |done: usize, total: usize| tick(&bar, done, total);
             let avg =
                 aggregate::decrypt_round(&home, &req, &biprime, bar.as_ref().map(|_| &report as _));
@@ -187,12 +199,31 @@ pub fn run(home: &Path, cmd: AggregateCommand) -> anyhow::Result<()> {
                 "decrypted the average of {} parameters over {} nodes, round {} of session {}",
                 avg.count, avg.nodes, avg.round, avg.session_id
             ));
-            let text = match a.format.format {
+            let text = match format {
                 Format::Json => serde_json::to_string_pretty(&avg)? + "\n",
                 Format::Text => text_average(&avg),
             };
             emit(&home, a.output.as_deref(), a.force, &text)
         }
+    }
+}
+
+/// The output format of `decrypt`: as given, else inferred from a `-o` file's `.json`
+/// extension (regression: `-o avg.json` wrote one number per line into a `.json` file).
+fn decrypt_format(given: Option<Format>, output: Option<&Path>) -> anyhow::Result<Format> {
+    let json_file = output
+        .and_then(|p| p.extension())
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    match (given, json_file) {
+        (Some(Format::Text), true) => Err(secagg_core::Error::invalid(format!(
+            "--format text would write one value per line into `{}`, a .json file",
+            output.map(|p| p.display().to_string()).unwrap_or_default()
+        ))
+        .with_hint("drop --format text (a .json file gets JSON), or name the file .txt")
+        .into()),
+        (Some(f), _) => Ok(f),
+        (None, true) => Ok(Format::Json),
+        (None, false) => Ok(Format::Text),
     }
 }
 
