@@ -522,18 +522,7 @@ fn an_agent_killed_mid_session_fails_the_session_by_name_and_a_restarted_one_wor
         .map(|p| Agent::start(p.home.root(), &[], &[]))
         .collect();
     let started = Instant::now();
-    let run = secagg(
-        researcher(&fed),
-        &[
-            "session",
-            "run",
-            "--all",
-            "--format",
-            "json",
-            "--timeout",
-            "30s",
-        ],
-    );
+    let run = support::agents::session_run_all(&fed);
     // Well before the 30 s deadline: the vanished agent fails the session at once.
     let elapsed = started.elapsed();
     assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");

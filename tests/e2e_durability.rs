@@ -25,18 +25,7 @@ mod support;
 
 /// `session run --all` at the researcher; the session id when it succeeded.
 fn session_run(fed: &Federation) -> (Run, Option<String>) {
-    let run = secagg(
-        researcher(fed),
-        &[
-            "session",
-            "run",
-            "--all",
-            "--format",
-            "json",
-            "--timeout",
-            "30s",
-        ],
-    );
+    let run = support::agents::session_run_all(fed);
     let session = (run.code == 0).then(|| run.json()["session_id"].as_str().unwrap().to_owned());
     (run, session)
 }

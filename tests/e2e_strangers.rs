@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use secagg_core::demo;
-use support::{secagg, spawn_negotiate, wait_all};
+use support::{spawn_negotiate, wait_all};
 
 mod support;
 
@@ -203,7 +203,7 @@ fn flood(target: std::net::SocketAddr, held: usize, stop: &std::sync::atomic::At
 #[test]
 fn a_flood_of_strangers_neither_fails_sessions_nor_floods_the_agents_log() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    use support::agents::{agents, assert_verified, federation, researcher};
+    use support::agents::{agents, assert_verified, federation};
     const FLOODERS: usize = 3;
     const FLOOD: Duration = Duration::from_secs(12);
     const MIN_SESSIONS: usize = 12;
@@ -223,18 +223,7 @@ fn a_flood_of_strangers_neither_fails_sessions_nor_floods_the_agents_log() {
         std::thread::sleep(Duration::from_millis(500));
         let mut sessions = Vec::new();
         while started.elapsed() < FLOOD || sessions.len() < MIN_SESSIONS {
-            sessions.push(secagg(
-                researcher(&fed),
-                &[
-                    "session",
-                    "run",
-                    "--all",
-                    "--format",
-                    "json",
-                    "--timeout",
-                    "30s",
-                ],
-            ));
+            sessions.push(support::agents::session_run_all(&fed));
         }
         stop.store(true, Ordering::Relaxed);
         let opened: u64 = flooders.into_iter().map(|f| f.join().unwrap()).sum();

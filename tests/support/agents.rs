@@ -163,6 +163,22 @@ pub fn researcher(fed: &Federation) -> &Path {
     fed.parties[0].home.root()
 }
 
+/// `secagg session run --all --format json --timeout 30s` at the researcher.
+pub fn session_run_all(fed: &Federation) -> super::Run {
+    secagg(
+        researcher(fed),
+        &[
+            "session",
+            "run",
+            "--all",
+            "--format",
+            "json",
+            "--timeout",
+            "30s",
+        ],
+    )
+}
+
 pub fn contexts(home: &Path) -> Vec<serde_json::Value> {
     secagg(home, &["context", "list", "--format", "json"])
         .ok()
