@@ -1901,3 +1901,51 @@ fn a_connection_kept_for_a_replaced_certificate_is_never_reused() {
     assert_eq!(counts[0]["reused"], 1, "{counts:?}");
     assert_eq!(counts[0]["dialed"], 3, "{counts:?}");
 }
+
+/// Regression (issue 23, item 9): an endpoint IP that is not on this machine (EADDRNOTAVAIL)
+/// got the "another program may use this port" hint. Each cause of a failed listen has its own
+/// hint: an address not on this machine, a port in use. (192.0.2.1 is TEST-NET-1: binding to it
+/// fails locally, nothing is sent.)
+#[test]
+fn an_agent_that_cannot_listen_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("node");
+    secagg(
+        &home,
+        &[
+            "init",
+            "--role",
+            "node",
+            "--ip",
+            "192.0.2.1",
+            "--port",
+            "14999",
+        ],
+    )
+    .ok();
+    secagg(&home, &["serve"])
+        .fails_with(3, "cannot listen on 192.0.2.1:14999 for its agent")
+        .fails_with(3, "192.0.2.1 is not an address of this machine");
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    secagg(
+        &home,
+        &[
+            "identity",
+            "set-endpoint",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port,
+        ],
+    )
+    .ok();
+    let run = secagg(&home, &["serve"]);
+    run.fails_with(3, &format!("uses port {port}"));
+    assert!(
+        !run.stderr.contains("not an address of this machine"),
+        "{}",
+        run.stderr
+    );
+}

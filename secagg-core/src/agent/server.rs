@@ -460,11 +460,7 @@ async fn run(
     mut reopened: mpsc::UnboundedReceiver<Reopened>,
 ) -> Result<()> {
     let listener = TcpListener::bind(listen).await.map_err(|e| {
-        Error::invalid(format!(
-            "{} cannot listen on {listen} for its agent: {e}",
-            shared.me
-        ))
-        .with_hint("another program (a `secagg negotiate` or another agent) may use this port; stop it or change this party's endpoint port")
+        crate::transport::listen::bind_error(shared.me.as_str(), listen, "its agent", &e)
     })?;
     shared.event(
         Level::Info,

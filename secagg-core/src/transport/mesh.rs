@@ -622,11 +622,7 @@ pub async fn establish_with(
     } else if me > 0 {
         let addr = config.listen;
         let listener = TcpListener::bind(addr).await.map_err(|e| {
-            Error::invalid(format!(
-                "{} cannot listen on {addr} for negotiation connections: {e}",
-                labels[me]
-            ))
-            .with_hint("another program (or another secagg party) may use this port; stop it or change this party's endpoint port")
+            super::listen::bind_error(&labels[me], addr, "negotiation connections", &e)
         })?;
         let verifier =
             PinnedClientVerifier::new((0..me).map(|j| (j, pinned[j].clone())).collect(), &provider);

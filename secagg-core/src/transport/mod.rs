@@ -15,6 +15,7 @@
 //! [`crate::engine::native`].
 
 pub(crate) mod frame;
+pub(crate) mod listen;
 pub(crate) mod mesh;
 pub(crate) mod pinned_verifier;
 pub(crate) mod pool;
