@@ -177,8 +177,37 @@ fn five_agents_one_session_then_eight_concurrent_sessions() {
 
 #[test]
 fn policy_refusal_names_the_node_and_nothing_is_stored() {
-    let (_dir, fed) = federation(3);
+    let (dir, fed) = federation(3);
     let other = "researcher_00000000-0000-4000-8000-000000000000";
+    // The other researcher is registered at node 2 (an agent refuses to start naming an
+    // unregistered one; see `an_agent_refuses_to_allow_a_researcher_not_registered_there`).
+    let other_home = dir.path().join("other");
+    secagg(
+        &other_home,
+        &["init", "--role", "researcher", "--id", other],
+    )
+    .ok();
+    let bundle = dir.path().join("other.json");
+    let b = secagg(
+        &other_home,
+        &[
+            "certificate",
+            "registration-instructions",
+            "--format",
+            "json",
+        ],
+    );
+    std::fs::write(&bundle, &b.ok().stdout).unwrap();
+    secagg(
+        fed.parties[2].home.root(),
+        &[
+            "certificate",
+            "register",
+            "--bundle",
+            bundle.to_str().unwrap(),
+        ],
+    )
+    .ok();
     let _a1 = Agent::start(fed.parties[1].home.root(), &[], &[]);
     let a2 = Agent::start(
         fed.parties[2].home.root(),
@@ -1948,4 +1977,28 @@ fn an_agent_that_cannot_listen_says_why() {
         "{}",
         run.stderr
     );
+}
+
+/// Regression (issue 23, item 10): `serve --allow-researcher` took an id registered nowhere (a
+/// typo) without a word, and every session of the researcher meant was then refused. The agent
+/// now refuses to start, listing the researchers registered there; a node's id is refused too.
+#[test]
+fn an_agent_refuses_to_allow_a_researcher_not_registered_there() {
+    let (_dir, fed) = federation(2);
+    let node = fed.parties[1].home.root();
+    let typo = format!("{}x", fed.parties[0].party_id);
+    secagg(node, &["serve", "--allow-researcher", &typo])
+        .fails_with(
+            4,
+            &format!("--allow-researcher {typo} names no party registered here"),
+        )
+        .fails_with(
+            4,
+            &format!(
+                "the researchers registered here: {}",
+                fed.parties[0].party_id
+            ),
+        );
+    let other_node = fed.parties[2].party_id.to_string();
+    secagg(node, &["serve", "--allow-researcher", &other_node]).fails_with(3, "names a node");
 }

@@ -44,7 +44,8 @@ pub enum LogFormat {
 pub struct ServeArgs {
     /// Accept session requests only from this researcher (repeatable; name every researcher to
     /// accept), whether registered by hand or by a roster. Default: every researcher registered
-    /// here by hand, none that a roster registered.
+    /// here by hand, none that a roster registered. Each ID must be a researcher registered here
+    /// (the agent refuses to start otherwise, listing the registered ones).
     #[arg(long = "allow-researcher", value_name = "ID")]
     allow_researcher: Vec<PartyId>,
     /// Sessions joined or running at once, in all; more are refused (not queued).

@@ -372,9 +372,49 @@ impl Drop for SlotGuard {
     }
 }
 
+/// Refuses an `--allow-researcher` id that names no registered researcher (regression: a typo,
+/// or an id not registered yet, was accepted without a word, and every session of the researcher
+/// meant was then refused with no clue why): a registered node is refused as a node, an unknown
+/// id with the researchers that are registered.
+fn check_allowed_researchers(
+    allowed: &[PartyId],
+    registered: &[crate::peers::PeerRecord],
+) -> Result<()> {
+    for id in allowed {
+        match registered.iter().find(|p| p.party_id == *id) {
+            Some(p) if p.role == Role::Researcher => {}
+            Some(_) => {
+                return Err(Error::invalid(format!(
+                    "--allow-researcher {id} names a node: only researchers request sessions"
+                ))
+                .with_hint("give the id of the researcher whose sessions this agent should take"))
+            }
+            None => {
+                let researchers: Vec<&str> = registered
+                    .iter()
+                    .filter(|p| p.role == Role::Researcher)
+                    .map(|p| p.party_id.as_str())
+                    .collect();
+                return Err(Error::not_found(format!(
+                    "--allow-researcher {id} names no party registered here"
+                ))
+                .with_hint(if researchers.is_empty() {
+                    "register the researcher's certificate first (`secagg certificate register --bundle FILE --expect-fingerprint FP`), then start the agent".to_owned()
+                } else {
+                    format!(
+                        "check the spelling; the researchers registered here: {}",
+                        researchers.join(", ")
+                    )
+                }));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs the agent of the party in `home` until `shutdown` is asked to stop (and the running
 /// sessions finished or were aborted); events go to `log`. Fails before it listens if the
-/// identity or store cannot be used or the address cannot be bound.
+/// identity or store cannot be used, an `--allow-researcher` names no registered researcher, or the address cannot be bound.
 pub fn serve(home: &Home, opts: AgentOptions, log: Log, shutdown: Shutdown) -> Result<()> {
     let own = identity::load(home)?;
     let key = own.private_key_der()?;
@@ -382,9 +422,10 @@ pub fn serve(home: &Home, opts: AgentOptions, log: Log, shutdown: Shutdown) -> R
     let local = LocalIdentity::new(own.party_id.as_str(), &own.certificate.der, &key, &provider)?;
     // The store must be usable before we accept anything.
     let stores = StorePool::new(home.clone());
-    stores
+    let registered = stores
         .take_until(std::time::Instant::now() + crate::store::BUSY_TIMEOUT)?
         .read(|tx| crate::store::peers::list(tx))?;
+    check_allowed_researchers(&opts.allow_researchers, &registered)?;
     let endpoint = opts
         .endpoint
         .clone()
