@@ -163,7 +163,15 @@ fn refused_commands_change_nothing() {
     genconf(&home, "researcher", "r1");
     let peer = dir.path().join("peer");
     let key = keygen(&peer);
-    secagg(&home, &["vpn", "add", "node", "n1", &key]).ok();
+    let added = secagg(&home, &["vpn", "add", "node", "n1", &key]);
+    // Regression (issue 23, item 12): the hint said `server-config > wg0.conf`, which leaves
+    // the server's private key world-readable; it says `-o` (0600) now.
+    assert!(
+        added.ok().stderr.contains("server-config -o wg0.conf")
+            && !added.stderr.contains("server-config >"),
+        "{}",
+        added.stderr
+    );
     let before = snapshot(&home);
     let b64_31 = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB"; // 30 bytes
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![

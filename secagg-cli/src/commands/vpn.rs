@@ -258,7 +258,9 @@ pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
                     if let Some(old) = r.previous_public_key {
                         output::note(format!("previous key {old} withdrawn"));
                     }
-                    output::note("apply with `secagg vpn server-config > wg0.conf && wg syncconf wg0 wg0.conf`");
+                    // `-o`, not `> wg0.conf`: the file holds the server's private key, and a
+                    // shell redirection creates it with the umask (0644 by default).
+                    output::note("apply with `secagg vpn server-config -o wg0.conf --force && wg syncconf wg0 wg0.conf` (-o writes it 0600: it holds the server's private key)");
                 }
             }
         }
