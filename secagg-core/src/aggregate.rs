@@ -158,9 +158,12 @@ impl Biprime {
 
     /// Refuses a ciphertext outside `0 < c < N²` (no encryption gives one), with the reason.
     pub fn check_ciphertext(&self, c: &BigUint) -> std::result::Result<(), &'static str> {
-        match ciphertext_file::out_of_range(c, &self.n2) {
-            Some(why) => Err(why),
-            None => Ok(()),
+        if c.is_zero() {
+            Err("is 0, which no encryption gives")
+        } else if c >= &self.n2 {
+            Err("is not below N²")
+        } else {
+            Ok(())
         }
     }
 }
@@ -452,51 +455,57 @@ pub fn decrypt_with_progress(
         // V = 1 + N·X mod N²: X = (V − 1) / N.
         Ok(((v + &biprime.n2 - 1u32) % &biprime.n2 / &biprime.n) % &biprime.n)
     })?;
-    check_plaintexts(&plaintexts, round, nodes, count)?;
-    Ok(unpack(&plaintexts, nodes, count))
+    check_unused_bits(&plaintexts, round, nodes, count)?;
+    let sums = unpack(&plaintexts, nodes, count);
+    check_sums(&sums, round, nodes)?;
+    Ok(sums)
 }
 
-/// Refuses decrypted plaintexts that no honest round gives ([`Error::Verification`]): a slot
-/// above the largest sum `nodes` nodes can make (`nodes · (TR − 1)`), or a bit set above the
-/// last slot that holds a value. A ciphertext altered, of another round or session, or
-/// encrypted with a key that the server key does not cancel decrypts to noise, which fails this
-/// with overwhelming probability (each slot alone passes with probability below 0.61, and a
-/// plaintext holds up to 68 slots, or the zero bits above its last one); the averages of sums
-/// that pass are within `[−c, c]` by construction.
-fn check_plaintexts(plaintexts: &[BigUint], round: u64, nodes: usize, count: usize) -> Result<()> {
-    let e = element_bits(nodes);
+/// The refusal of a round whose decrypted plaintexts no honest round gives
+/// ([`Error::Verification`]). A ciphertext altered, of another round or session, or encrypted
+/// with a key that the server key does not cancel decrypts to noise, which [`check_unused_bits`]
+/// and [`check_sums`] refuse with overwhelming probability (each slot alone passes with
+/// probability below 0.61, and a plaintext holds up to 68 slots, or zero bits above its last
+/// one); the averages of sums that pass are within `[−c, c]` by construction.
+fn not_an_average(round: u64, why: String) -> Error {
+    Error::verification(format!(
+        "round {round} does not decrypt to an average: {why}"
+    ))
+    .with_hint("a ciphertext file was altered, is of another round or session, or a node encrypted with a key other than the one negotiated: no result is given; collect the round's files again from every node")
+}
+
+/// Refuses a plaintext with a bit set above the last slot that holds one of the `count` values.
+fn check_unused_bits(plaintexts: &[BigUint], round: u64, nodes: usize, count: usize) -> Result<()> {
+    let e = u64::from(element_bits(nodes));
     let per = elements_per_plaintext(nodes);
-    let max_sum = nodes as u64 * u64::from(TARGET_RANGE - 1);
-    let refuse = |why: String| {
-        Err(Error::verification(format!(
-            "round {round} does not decrypt to an average: {why}"
-        ))
-        .with_hint("a ciphertext file was altered, is of another round or session, or a node encrypted with a key other than the one negotiated: no result is given; collect the round's files again from every node"))
-    };
     for (k, p) in plaintexts.iter().enumerate() {
-        let slots = per.min(count.saturating_sub(k * per));
-        let used_bits = slots as u64 * u64::from(e);
+        let used_bits = per.min(count.saturating_sub(k * per)) as u64 * e;
         if p.bits() > used_bits {
-            return refuse(format!(
-                "plaintext {k} has bits set above its last value ({} bits used, bit {} set)",
-                used_bits,
-                p.bits() - 1
+            return Err(not_an_average(
+                round,
+                format!(
+                    "plaintext {k} has bits set above its last value ({used_bits} bits used, bit {} set)",
+                    p.bits() - 1
+                ),
             ));
-        }
-        let mask = (BigUint::one() << e) - 1u32;
-        let mut x = p.clone();
-        for s in 0..slots {
-            let v = (&x & &mask).iter_u64_digits().next().unwrap_or(0);
-            if v > max_sum {
-                return refuse(format!(
-                    "value {} sums to {v}, above the largest sum {max_sum} of {nodes} nodes",
-                    k * per + s
-                ));
-            }
-            x >>= e;
         }
     }
     Ok(())
+}
+
+/// Refuses a sum above the largest that `nodes` nodes can make, `nodes · (TR − 1)`.
+fn check_sums(sums: &[u64], round: u64, nodes: usize) -> Result<()> {
+    let max_sum = nodes as u64 * u64::from(TARGET_RANGE - 1);
+    match sums.iter().position(|&v| v > max_sum) {
+        Some(i) => Err(not_an_average(
+            round,
+            format!(
+                "value {i} sums to {}, above the largest sum {max_sum} of {nodes} nodes",
+                sums[i]
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// [`encrypt_with_progress`] without a progress display.

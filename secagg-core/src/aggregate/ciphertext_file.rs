@@ -20,7 +20,6 @@ use std::path::Path;
 
 use base64::Engine as _;
 use num_bigint::BigUint;
-use num_traits::Zero;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -230,17 +229,6 @@ impl CiphertextFile {
                 Ok(c)
             })
             .collect()
-    }
-}
-
-/// Whether a ciphertext is in `0 < c < N²`, as a reason when it is not.
-pub(crate) fn out_of_range(c: &BigUint, n2: &BigUint) -> Option<&'static str> {
-    if c.is_zero() {
-        Some("is 0, which no encryption gives")
-    } else if c >= n2 {
-        Some("is not below N²")
-    } else {
-        None
     }
 }
 
