@@ -326,13 +326,16 @@ pub fn init(home: &Home, opts: &InitOptions, now: OffsetDateTime) -> Result<Iden
         " and every peer must register the new certificate",
     )?;
     let generated = certificate::generate(&party_id, opts.key_type, opts.validity_days, now)?;
-    let before = HomeBefore::observe(home);
     discard_interrupted_init(home)?;
+    let before = HomeBefore::observe(home);
     let mut archived = None;
-    let written = write_home(home, &generated, &party_id, opts.role, &endpoint, || {
-        archived = Some(archive_current(home, now)?);
-        Ok(())
-    });
+    let written = write_home(
+        home,
+        &generated,
+        (&party_id, opts.role, &endpoint),
+        now,
+        &mut archived,
+    );
     if let Err(e) = written {
         before.roll_back(home, archived.as_deref());
         return Err(e);
@@ -348,20 +351,19 @@ pub fn init(home: &Home, opts: &InitOptions, now: OffsetDateTime) -> Result<Iden
 
 /// The steps of `init` that write: directories, the store (created and migrated before the
 /// identity files, so that an existing store (`--force`) is checked like any other first), the
-/// archive of the current identity (`archive`, only if there is one), the key and certificate,
-/// the configuration.
+/// archive of the current identity (only if there is one; its directory is left in `archived`
+/// for a roll-back), the key and certificate, the configuration.
 fn write_home(
     home: &Home,
     generated: &certificate::GeneratedIdentity,
-    party_id: &PartyId,
-    role: Role,
-    endpoint: &Endpoint,
-    archive: impl FnOnce() -> Result<()>,
+    (party_id, role, endpoint): (&PartyId, Role, &Endpoint),
+    now: OffsetDateTime,
+    archived: &mut Option<std::path::PathBuf>,
 ) -> Result<()> {
     home.create_dirs()?;
     Store::create(&home.store_path())?;
     if identity_exists(home) {
-        archive()?;
+        *archived = Some(archive_current(home, now)?);
     }
     write_key_and_certificate(home, generated)?;
     write_config(home, party_id, role, endpoint)
