@@ -414,7 +414,8 @@ fn check_allowed_researchers(
 
 /// Runs the agent of the party in `home` until `shutdown` is asked to stop (and the running
 /// sessions finished or were aborted); events go to `log`. Fails before it listens if the
-/// identity or store cannot be used, an `--allow-researcher` names no registered researcher, or the address cannot be bound.
+/// identity or store cannot be used, an `--allow-researcher` names no registered researcher,
+/// or the address cannot be bound.
 pub fn serve(home: &Home, opts: AgentOptions, log: Log, shutdown: Shutdown) -> Result<()> {
     let own = identity::load(home)?;
     let key = own.private_key_der()?;

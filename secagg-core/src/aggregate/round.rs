@@ -134,6 +134,8 @@ pub fn encrypt_round(
         );
     }
     let (ctx, key) = context(home, &req.session, Role::Node)?;
+    // Loaded before the (long) encryption, so that an identity that cannot sign fails first.
+    let signer = identity::load(home)?;
     let nodes = ctx.parties.len().saturating_sub(1);
     let q = super::quantize(&req.values, req.clipping_range)?;
     let ciphertexts = super::encrypt_with_progress(&q, &key, req.round, nodes, biprime, progress)?;
@@ -150,7 +152,7 @@ pub fn encrypt_round(
         ciphertexts: ciphertexts.iter().map(|c| c.to_str_radix(10)).collect(),
         signature: None,
     };
-    file.sign(&identity::load(home)?)?;
+    file.sign(&signer)?;
     Ok(file)
 }
 
