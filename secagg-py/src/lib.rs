@@ -976,7 +976,7 @@ impl Home {
     /// the exception of the failure's kind (a refusal by policy `AuthenticationFailure`, a limit
     /// `Conflict`, an unreachable agent `PeerFailure`, a timeout `Timeout`, …) with that same
     /// report as `.report`, so that the rows say which party failed and why.
-    #[pyo3(signature = (parties=None, all=false, session=None, engine="native", timeout=60.0, key_bits=None, mpspdz_root=None, mpspdz_port=None, cancel=None))]
+    #[pyo3(signature = (parties=None, all=false, session=None, engine="native", timeout=60.0, key_bits=None, mpspdz_root=None, mpspdz_port=None, cancel=None, wait_for_agents=None))]
     #[allow(clippy::too_many_arguments)]
     fn session_run(
         &self,
@@ -990,6 +990,7 @@ impl Home {
         mpspdz_root: Option<PathBuf>,
         mpspdz_port: Option<u16>,
         cancel: Option<PyRef<'_, CancelToken>>,
+        wait_for_agents: Option<f64>,
     ) -> PyResult<PyObject> {
         let mut run_options = match engine {
             "native" => {
@@ -1006,7 +1007,7 @@ impl Home {
                     root: MpSpdzRoot::locate(mpspdz_root.as_deref()).map_err(CoreError)?,
                     port: mpspdz_port,
                 }),
-                cancel: None,
+                ..Default::default()
             },
             other => {
                 return Err(invalid(format!(
@@ -1016,6 +1017,9 @@ impl Home {
             }
         };
         let timeout = seconds("timeout", timeout)?;
+        run_options.wait_for_agents = wait_for_agents
+            .map(|w| seconds("wait_for_agents", w))
+            .transpose()?;
         let session_id = session.map(session_id).transpose()?;
         let home = self.core();
         let nodes = match (parties, all) {
@@ -1061,6 +1065,41 @@ impl Home {
             (Some(e), None) => Err(raise_report(py, &ErrorReport::of(&e), Some(obj))),
             // Interrupted after the server key was stored: the session finished.
             (None, _) => Ok(obj),
+        }
+    }
+
+    /// A node's side of one session it knows only by its party list (Fed-BioMed's
+    /// `exec_shamir` at a node): listens on this party's endpoint for the request of the list's
+    /// researcher for a session among exactly `parties` (others are refused, and the wait goes
+    /// on), runs it, and returns its session id once this node's key is stored and confirmed.
+    /// Raises `Timeout` when no such request came within `wait` seconds, the session's failure
+    /// otherwise. Runs with the GIL released; Ctrl-C or `cancel` stops it.
+    #[pyo3(signature = (parties, wait=60.0, cancel=None))]
+    fn serve_one_session(
+        &self,
+        py: Python<'_>,
+        parties: Vec<String>,
+        wait: f64,
+        cancel: Option<PyRef<'_, CancelToken>>,
+    ) -> PyResult<String> {
+        let parties = parties
+            .iter()
+            .map(|p| PartyId::parse(p.trim()).map_err(|e| CoreError(e.context("in parties"))))
+            .collect::<CoreResult<Vec<_>>>()?;
+        let flag = cancel.map(|c| c.flag.clone()).unwrap_or_default();
+        let req = agent::OneSession {
+            parties,
+            wait: seconds("wait", wait)?,
+            cancel: Some(flag.clone()),
+        };
+        let home = self.core();
+        let ((result, _), interrupt) = interruptible(py, &flag, "session", || {
+            (agent::serve_one(&home, &req), Vec::new())
+        });
+        match (result, interrupt) {
+            (Ok(sid), _) => Ok(sid.to_string()),
+            (Err(_), Some(interrupt)) => Err(interrupt),
+            (Err(e), None) => Err(CoreError(e).into()),
         }
     }
 

@@ -186,6 +186,7 @@ pub fn serve(home: &Path, a: ServeArgs) -> anyhow::Result<()> {
         grace: a.grace,
         mpspdz,
         keep_connections: Some(a.keep_connections).filter(|d| !d.is_zero()),
+        only_parties: None,
     };
     agent::serve(&home, opts, log, shutdown)?;
     Ok(())
@@ -267,6 +268,7 @@ pub fn session(home: &Path, c: SessionCommand) -> anyhow::Result<()> {
         },
         // Ctrl-C ends this process; the agents see their control connections close and stop.
         cancel: None,
+        wait_for_agents: None,
     };
     let nodes = if a.all {
         Nodes::All

@@ -91,6 +91,11 @@ pub struct RunOptions {
     /// stops as when a node fails, only before the server key is stored, and the nodes still
     /// running get a `cancel`. Nothing is stored here then.
     pub cancel: Option<CancelFlag>,
+    /// How long to keep dialing a node whose agent refuses connections (not listening yet)
+    /// before giving up, within the session's timeout; `None`: one attempt. A Fed-BioMed
+    /// researcher sets it: its nodes start listening ([`super::serve_one`]) only once its
+    /// request reached them.
+    pub wait_for_agents: Option<Duration>,
 }
 
 /// The researcher's side of an MP-SPDZ session run through the agents.
@@ -230,6 +235,29 @@ impl Dialer {
             &provider,
         )?;
         Ok(Dialer { local, provider })
+    }
+
+    /// [`Self::ask`], dialing again (5 ms doubling to 250 ms) while the agent refuses connections,
+    /// until `until`, when `keep_dialing`.
+    pub(crate) async fn ask_until_listening(
+        &self,
+        label: &str,
+        endpoint: &Endpoint,
+        cert_der: &[u8],
+        request: &Request,
+        until: Instant,
+        keep_dialing: bool,
+    ) -> std::result::Result<(TlsStream<TcpStream>, Reply), DialError> {
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match self.ask(label, endpoint, cert_der, request, until).await {
+                Err(DialError::Unreachable(_)) if keep_dialing && Instant::now() + pause < until => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(250));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Pinned mutual TLS to `label`'s agent, sends `request`, reads its first reply.
@@ -565,14 +593,16 @@ pub fn run_session_with(
     };
     let rt = runtime()?;
     // 1. Every node's agent checks the request; nothing is dialed between parties yet.
-    let join_until = Instant::from_std(deadline.min(std::time::Instant::now() + CONTACT_TIMEOUT));
+    let contact = CONTACT_TIMEOUT.max(opts.wait_for_agents.unwrap_or_default());
+    let join_until = Instant::from_std(deadline.min(std::time::Instant::now() + contact));
+    let keep_dialing = opts.wait_for_agents.is_some();
     let answers = rt.block_on(async {
         let mut set = JoinSet::new();
         for (i, (label, endpoint, cert)) in nodes.iter().cloned().enumerate() {
             let (dialer, join) = (dialer.clone(), join.clone());
             set.spawn(async move {
                 let r = dialer
-                    .ask(&label, &endpoint, &cert, &join, join_until)
+                    .ask_until_listening(&label, &endpoint, &cert, &join, join_until, keep_dialing)
                     .await;
                 (i, r.map_err(|e| e.into_error(&label, &endpoint)))
             });

@@ -46,6 +46,7 @@
 
 mod admission;
 pub mod client;
+pub mod one_session;
 pub(crate) mod roster_transfer;
 pub mod server;
 mod stranger_log;
@@ -62,6 +63,7 @@ pub use client::{
     check_federation, federation_failure, pull_roster, run_session, run_session_with, CheckProblem,
     CheckRow, Nodes, PartyRow, PartyState, RunMpSpdz, RunOptions, RunReport, RunRequest,
 };
+pub use one_session::{serve_one, OneSession};
 pub use server::{
     serve, AgentEvent, AgentMpSpdz, AgentOptions, Level, Log, Shutdown, ShutdownHandle,
 };

@@ -67,6 +67,10 @@ pub struct AgentOptions {
     /// that ended cleanly, for a later session (`crate::transport::pool`); `None`: every
     /// connection is closed after its session.
     pub keep_connections: Option<Duration>,
+    /// Accept only sessions among exactly these parties, in this order (the party list of the
+    /// one session a Fed-BioMed `exec_shamir` runs, see [`super::one_session`]); `None`: any
+    /// session the policy allows.
+    pub only_parties: Option<Vec<PartyId>>,
 }
 
 /// How an agent runs MP-SPDZ sessions.
@@ -625,6 +629,10 @@ async fn run(
     Ok(())
 }
 
+fn list_ids(ids: &[PartyId]) -> String {
+    ids.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+}
+
 /// Logs the count of the strangers not logged one by one, every [`STRANGER_LOG_INTERVAL`].
 async fn log_stranger_counts(shared: Arc<Shared>) {
     loop {
@@ -1111,6 +1119,16 @@ fn check_join(
         .iter()
         .map(|p| PartyId::parse(p))
         .collect::<Result<Vec<_>>>()?;
+    if let Some(expected) = &shared.opts.only_parties {
+        if &parties != expected {
+            return Err(Error::invalid(format!(
+                "{me} waits for a session among {}, and {peer} asked it to join one among {}",
+                list_ids(expected),
+                list_ids(&parties)
+            ))
+            .with_hint("both sides must run the same secagg context setup (same parties, same order)"));
+        }
+    }
     if parties.first() != Some(peer) {
         return Err(Error::authentication(format!(
             "{peer} asked {me} to join a session whose researcher is {}",

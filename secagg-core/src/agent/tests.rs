@@ -22,6 +22,7 @@ fn options() -> AgentOptions {
         grace: Duration::from_millis(100),
         mpspdz: None,
         keep_connections: Some(super::DEFAULT_KEEP_CONNECTIONS),
+        only_parties: None,
     }
 }
 
