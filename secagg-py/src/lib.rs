@@ -15,6 +15,8 @@
 // PyO3's macros expand to code that needs no `unsafe` of ours: forbid it outright.
 #![forbid(unsafe_code)]
 
+mod fedbiomed;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,7 +32,7 @@ use secagg_core::aggregate::{
 use secagg_core::certificate::{self, Fingerprint, GeneratedKeyType, DEFAULT_VALIDITY_DAYS};
 use secagg_core::engine::{CancelFlag, Engine, MpSpdzEngine, NativeEngine, SecretKey};
 use secagg_core::error::ErrorReport;
-use secagg_core::fedbiomed;
+use secagg_core::fedbiomed as core_fedbiomed;
 use secagg_core::home::{Home as CoreHome, PUBLIC_FILE_MODE};
 use secagg_core::identity::{self, InitOptions};
 use secagg_core::mpspdz::MpSpdzRoot;
@@ -97,7 +99,7 @@ fn interruptible<T: Send>(
 // Errors
 
 /// A core error on its way to Python.
-struct CoreError(Error);
+pub(crate) struct CoreError(Error);
 
 impl From<Error> for CoreError {
     fn from(e: Error) -> Self {
@@ -139,7 +141,7 @@ type CoreResult<T> = Result<T, CoreError>;
 /// call that may wait (the store's write lock, up to its 30 s busy timeout; a file; the network;
 /// key computations) goes through here, so that a server process's other Python threads run
 /// meanwhile.
-fn unlocked<T: Send>(
+pub(crate) fn unlocked<T: Send>(
     py: Python<'_>,
     call: impl FnOnce() -> Result<T, Error> + Send,
 ) -> PyResult<T> {
@@ -204,7 +206,7 @@ fn to_dict<'py, T: Serialize>(py: Python<'py>, v: &T) -> PyResult<Bound<'py, PyD
 }
 
 /// A decimal integer (a key) as a Python int.
-fn decimal_to_int(py: Python<'_>, s: &str) -> PyResult<PyObject> {
+pub(crate) fn decimal_to_int(py: Python<'_>, s: &str) -> PyResult<PyObject> {
     let v: BigInt = s
         .parse()
         .map_err(|_| PyRuntimeError::new_err("internal error: a stored key is not an integer"))?;
@@ -227,6 +229,12 @@ fn session_id(s: &str) -> CoreResult<SessionId> {
 
 fn party_id(s: &str) -> CoreResult<PartyId> {
     Ok(PartyId::parse(s)?)
+}
+
+/// A party id to look a registration up by: a custom id is accepted (it may have been registered
+/// with `allow_custom_id`); looking up changes nothing.
+fn lookup_id(s: &str) -> CoreResult<PartyId> {
+    Ok(PartyId::parse_entry(s, true)?)
 }
 
 fn role(s: &str) -> CoreResult<Role> {
@@ -518,9 +526,10 @@ impl Home {
     }
 
     /// One registered peer with its certificate PEM, subject and validity start
-    /// (`secagg certificate show ID --format json`). Raises `NotFound` if not registered.
+    /// (`secagg certificate show ID --format json`). Raises `NotFound` if not registered (a
+    /// custom id, registered with `allow_custom_id`, is looked up as any other).
     fn peer(&self, py: Python<'_>, party_id: &str) -> PyResult<PyObject> {
-        let id = self::party_id(party_id)?;
+        let id = lookup_id(party_id)?;
         let p = unlocked(py, || registration::show(&self.core(), &id))?;
         let d = to_dict(py, &p.summary(OffsetDateTime::now_utc()))?;
         d.set_item("subject", &p.subject)?;
@@ -532,7 +541,7 @@ impl Home {
     /// Deletes a registration (`secagg certificate delete ID --yes`); returns what was deleted.
     /// Raises `NotFound` if not registered.
     fn delete_peer(&self, py: Python<'_>, party_id: &str) -> PyResult<PyObject> {
-        let id = self::party_id(party_id)?;
+        let id = lookup_id(party_id)?;
         let p = unlocked(py, || registration::delete(&self.core(), &id))?;
         to_py(py, &p.summary(OffsetDateTime::now_utc()))
     }
@@ -550,14 +559,19 @@ impl Home {
         skip_invalid: bool,
         allow_custom_ids: bool,
     ) -> PyResult<PyObject> {
-        let options = fedbiomed::ImportOptions {
+        let options = core_fedbiomed::ImportOptions {
             upsert,
             dry_run,
             skip_invalid,
             allow_custom_ids,
         };
         let report = unlocked(py, || {
-            fedbiomed::import_tinydb_with(&self.core(), &path, &options, OffsetDateTime::now_utc())
+            core_fedbiomed::import_tinydb_with(
+                &self.core(),
+                &path,
+                &options,
+                OffsetDateTime::now_utc(),
+            )
         })?;
         let obj = to_py(py, &report)?;
         match report.failure(&options) {
@@ -1385,5 +1399,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(jl_encrypt, m)?)?;
     m.add_function(wrap_pyfunction!(jl_decrypt_sums, m)?)?;
     m.add_function(wrap_pyfunction!(jl_average, m)?)?;
+    fedbiomed::register(m)?;
     Ok(())
 }

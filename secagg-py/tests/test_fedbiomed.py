@@ -6,12 +6,28 @@ import json
 import os
 import random
 import stat
+import subprocess
+import sys
+import threading
+import time
+import uuid
 
 import pytest
 
 import secagg
+import fedbiomed_layout as layout
 from secagg import fedbiomed as fb
-from conftest import real_mpspdz_root
+from conftest import REPO, free_ports
+
+
+def _secagg_bin():
+    """The `secagg` binary scripts/test built (or $SECAGG_BIN)."""
+    given = os.environ.get("SECAGG_BIN")
+    if given:
+        return given
+    subprocess.run(["cargo", "build", "--quiet", "-p", "secagg-cli", "--bin", "secagg"],
+                   cwd=REPO, check=True)
+    return REPO / "target" / "debug" / "secagg"
 
 DOC_KEYS = {"party_id", "certificate", "ip", "port", "component"}
 
@@ -24,20 +40,25 @@ def test_certificate_manager_documents(federation, tmp_path):
     cm = fb.CertificateManager(db_path=me.path)
     researcher, node1, node2 = (h.bundle() for h in fed.homes)
 
-    def position(party_id):  # a document id is the party's 1-based position in list()
-        return [d["party_id"] for d in cm.list()].index(party_id) + 1
+    ids = {}
+
+    def position(party_id):  # a document id is stable: the one insert returned
+        return ids[party_id]
 
     # insert: PEM text, component as Fed-BioMed gives it (a string or an enum's name).
     doc_id = cm.insert(researcher["certificate"], researcher["party_id"], fb.RESEARCHER,
                        "127.0.0.1", researcher["port"])
-    assert doc_id == position(researcher["party_id"]) == 1
+    assert doc_id == 1
+    ids[researcher["party_id"]] = doc_id
     doc_id = cm.insert(node1["certificate"], node1["party_id"], "NODE", "10.221.0.3", 14002)
-    assert doc_id == position(node1["party_id"])
+    assert doc_id == 2
+    ids[node1["party_id"]] = doc_id
     doc = cm.get(node1["party_id"])
     assert set(doc) == DOC_KEYS
     assert doc["certificate"].strip() == node1["certificate"].strip()
     assert (doc["ip"], doc["port"], doc["component"]) == ("10.221.0.3", 14002, "NODE")
     assert cm.get("node_unknown") is None
+    assert cm.get("Test-ID") is None  # a malformed id: no such document, as in Fed-BioMed
     # An existing party without upsert: Conflict (Fed-BioMed: FB619); with upsert: a list.
     with pytest.raises(secagg.Conflict):
         cm.insert(node1["certificate"], node1["party_id"], "NODE", "10.221.0.3", 14002)
@@ -56,16 +77,29 @@ def test_certificate_manager_documents(federation, tmp_path):
     pem_file = tmp_path / "node2.pem"
     pem_file.write_text(node2["certificate"])
     doc_id = cm.register_certificate(str(pem_file), node2["party_id"], "127.0.0.1", node2["port"])
-    assert doc_id == position(node2["party_id"])
+    assert doc_id == 3
+    ids[node2["party_id"]] = doc_id
     assert cm.get(node2["party_id"])["component"] == "NODE"
     docs = cm.list(verbose=True)
-    assert [d["party_id"] for d in docs] == [p["party_id"] for p in me.peers()]
+    # Registration order (TinyDB's document order), not sorted by id.
+    assert [d["party_id"] for d in docs] == [researcher["party_id"], node1["party_id"],
+                                             node2["party_id"]]
     assert all(set(d) == DOC_KEYS for d in docs) and len(docs) == 3
     # delete: the removed ids, then none.
     before = position(node2["party_id"])
     assert cm.delete(node2["party_id"]) == [before]
     assert cm.delete(node2["party_id"]) == []
+    assert cm.delete("Test-ID") == []
     assert cm.get(node2["party_id"]) is None
+    # A custom id (no `node_`/`researcher_` prefix) is a researcher's, by Fed-BioMed's rule.
+    custom = secagg.Home(tmp_path / "custom")
+    custom.init("researcher", id="Test-ID", allow_custom_id=True, ip="127.0.0.1", port=15010)
+    custom_id = cm.insert(custom.bundle()["certificate"], "Test-ID", "RESEARCHER", "127.0.0.1",
+                          15010)
+    assert custom_id not in (ids[researcher["party_id"]], ids[node1["party_id"]])
+    assert cm.insert(custom.bundle()["certificate"], "Test-ID", "RESEARCHER", "127.0.0.1",
+                     15011, upsert=True) == [custom_id]
+    assert cm.get("Test-ID")["component"] == "RESEARCHER"
 
 
 def test_certificate_manager_without_a_home_says_so():
@@ -143,84 +177,387 @@ def test_generate_self_signed_ssl_certificate(tmp_path):
     h.init("researcher")
     r = h.register(pem_path, node_id, "127.0.0.1", 14001)
     assert r["party_id"] == node_id and r["component"] == "NODE"
+    # A relative folder, as Fed-BioMed accepts it: the paths come back absolute.
+    os.chdir(tmp_path)
+    (tmp_path / "relative").mkdir()
+    key2, pem2 = fb.CertificateManager.generate_self_signed_ssl_certificate("relative")
+    assert key2 == str(tmp_path / "relative" / "MPSPDZ_certificate.key") and os.path.isfile(pem2)
     with pytest.raises(secagg.InvalidInput):
-        fb.CertificateManager.generate_self_signed_ssl_certificate("relative/dir")
+        fb.CertificateManager.generate_self_signed_ssl_certificate("missing/dir")
 
 
-def test_mpc_controller_and_servkey_manager(federation, tmp_path):
-    fed = federation(2)
-    secagg_id = secagg.new_session_id(fedbiomed=True)
-    assert secagg_id.startswith("secagg_")
-    controllers = [
-        fb.MPCController(str(tmp_path / "tmp"), "NODE" if i else "RESEARCHER", fed.ids[i],
-                         home=h.path)
-        for i, h in enumerate(fed.homes)
-    ]
-    c0 = controllers[0]
-    assert c0.mpc_data_dir.startswith(c0.tmp_dir) and os.path.isdir(c0.mpc_data_dir)
-    assert c0.mpc_data_dir.endswith(os.path.join("MP-SPDZ", "Player-Data"))
-    assert os.path.join("MPC", fed.ids[0]) in c0.tmp_dir
-    # A wrong party number is refused before any traffic.
+def _run_parties(comps, secagg_id, job_id, stagger=0.0):
+    """Runs ``fedbiomed_party.py`` for every component, each its own process (the researcher
+    first, the nodes ``stagger`` seconds later, as their requests arrive); returns their
+    outputs."""
+    script = os.path.join(os.path.dirname(__file__), "fedbiomed_party.py")
+    parties = [c.id for c in comps]
+    procs = []
+    for i, c in enumerate(comps):
+        spec = {"environ": c.environ, "parties": parties, "secagg_id": secagg_id,
+                "job_id": job_id}
+        procs.append(subprocess.Popen(
+            [sys.executable, script, json.dumps(spec)], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env={**os.environ, "SECAGG_FEDBIOMED_TIMEOUT": "30"}))
+        if i == 0 and stagger:
+            time.sleep(stagger)
+    outs = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=90)
+        assert p.returncode == 0, stderr
+        outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    return outs
+
+
+def test_tinydb_path_adopts_the_component_on_first_use(tmp_path):
+    comps = layout.federation(tmp_path, free_ports(3))
+    node = comps[1]
+    db_path = node.environ["DB_PATH"]
+    home = tmp_path / "c1" / "var" / f"db_{node.id}.secagg"
+    assert not home.exists()
+    cm = fb.CertificateManager(db_path=db_path)  # as node/secagg.py builds it at import
+    assert not home.exists()  # nothing happens before the first use
+    docs = cm.list()
+    # The component's own identity, its TinyDB certificates, in the TinyDB's order.
+    assert fb.home_for(db_path) == str(home)
+    assert stat.S_IMODE(os.stat(home).st_mode) == 0o700
+    assert [d["party_id"] for d in docs] == [comps[0].id, comps[2].id]
+    assert docs[0]["certificate"].strip() == comps[0].certificate.strip()
+    assert (docs[0]["ip"], docs[0]["port"], docs[0]["component"]) == (
+        "127.0.0.1", comps[0].environ["MPSPDZ_PORT"], "RESEARCHER")
+    # A fresh process (the CLI) reads the same home: the adopted identity and its peers.
+    shown = subprocess.run([str(_secagg_bin()), "--home", str(home), "identity", "show",
+                            "--format", "json"], capture_output=True, text=True, check=True)
+    ident = json.loads(shown.stdout)
+    assert ident["party_id"] == node.id and ident["port"] == node.environ["MPSPDZ_PORT"]
+    listed = subprocess.run([str(_secagg_bin()), "--home", str(home), "certificate", "list",
+                             "--format", "json"], capture_output=True, text=True, check=True)
+    assert sorted(p["party_id"] for p in json.loads(listed.stdout)["peers"]) == sorted(
+        [comps[0].id, comps[2].id])
+    # Every other manager of the component shares that home.
+    assert fb.SecaggBiprimeManager(db_path).get(fb.DEFAULT_BIPRIME_ID) is not None
+    assert fb.MPCController(node.environ["TMP_DIR"], fb.NODE, node.id).home.path == home
+    # A secagg home given directly keeps working.
+    assert fb.CertificateManager(str(home)).get(comps[2].id)["party_id"] == comps[2].id
+
+
+def test_an_adoption_that_cannot_be_done_says_why_and_leaves_nothing(tmp_path):
+    comps = layout.federation(tmp_path, free_ports(3))
+    node = comps[1]
+    db_path = node.environ["DB_PATH"]
+    home = fb.home_for.__module__ and (tmp_path / "c1" / "var" / f"db_{node.id}.secagg")
+    # A TinyDB entry that secagg refuses (a private key where a certificate belongs).
+    doc = json.loads(open(db_path).read())
+    doc["Certificates"]["2"]["certificate"] = open(node.environ["MPSPDZ_CERTIFICATE_KEY"]).read()
+    with open(db_path, "w") as f:
+        json.dump(doc, f)
+    with pytest.raises(secagg.InvalidInput) as e:
+        fb.CertificateManager(db_path).list()
+    assert "document 2" in str(e.value) or "2" in e.value.message, e.value
+    assert not home.exists()
+    assert [p.name for p in home.parent.iterdir() if p.name.startswith(".")] == []
+    # No configuration of that id: NotFound, naming the way to do it by hand.
+    other = tmp_path / "c1" / "var" / "db_node_0000.json"
+    with pytest.raises(secagg.NotFound) as e:
+        fb.SecaggServkeyManager(str(other)).get("secagg_x", "job")
+    assert "init --from-fedbiomed" in (e.value.hint or "")
+    assert not (tmp_path / "c1" / "var" / "db_node_0000.secagg").exists()
+    # Not a Fed-BioMed database name: InvalidInput.
     with pytest.raises(secagg.InvalidInput):
-        c0.exec_shamir(1, 3, None, secagg_id=secagg_id, parties=fed.ids)
-    results = fed.run(secagg_id, call=lambda i, h: controllers[i].exec_shamir(
-        i, 3, None, secagg_id=secagg_id, parties=fed.ids, timeout=20.0))
-    assert results == {0: secagg_id, 1: secagg_id, 2: secagg_id}, results
-    managers = [fb.SecaggServkeyManager(h.path) for h in fed.homes]
-    entries = [m.get(secagg_id, "job_1") for m in managers]
-    for e in entries:
-        assert set(e) == {"secagg_id", "parties", "context", "job_id", "secagg_elem"}
-        assert e["secagg_id"] == secagg_id and e["parties"] == fed.ids
-        assert e["secagg_elem"] == fb.SERVER_KEY_ELEMENT and e["job_id"] == "job_1"
-    keys = [e["context"]["server_key"] for e in entries]
-    assert keys[0] + keys[1] + keys[2] == 0 and keys[0] < 0
-    # add: checked against the negotiated context; once only; then bound to its job.
-    m0 = managers[0]
-    with pytest.raises(secagg.InvalidInput):
-        m0.add(secagg_id, list(reversed(fed.ids)), {"server_key": keys[0]}, "job_1")
-    with pytest.raises(secagg.VerificationFailed):
-        m0.add(secagg_id, fed.ids, {"server_key": keys[0] + 1}, "job_1")
-    m0.add(secagg_id, fed.ids, {"server_key": keys[0]}, "job_1")
+        fb.CertificateManager(str(tmp_path / "whatever.json")).list()
+
+
+def test_servkey_setup_driven_as_fedbiomed_drives_it(tmp_path):
+    """A researcher and three nodes, each its own Fed-BioMed component and process, run
+    Fed-BioMed's server-key setup call by call; then a Joye-Libert round with the keys."""
+    comps = layout.federation(tmp_path, free_ports(4))
+    secagg_id, job_id = "secagg_" + str(uuid.uuid4()), "job_" + str(uuid.uuid4())
+    outs = _run_parties(comps, secagg_id, job_id, stagger=1.0)
+    parties = [c.id for c in comps]
+    for i, (c, out) in enumerate(zip(comps, outs)):
+        assert out["get_before"] is None
+        tmp = os.path.join(c.environ["TMP_DIR"], "MPC", c.id)
+        assert out["output"].startswith(tmp)
+        assert out["output"].endswith("Output-P0-0" if i == 0 else f"Input-P{i}-0")
+        assert out["output_mode"] == 0o600
+        # The key file and the private-key copy are gone once the key is in the store.
+        assert not out["output_exists_after_add"] and not out["own_key_copy_exists"]
+        entry = out["get_after"]
+        assert set(entry) == {"secagg_id", "parties", "job_id", "context"}
+        assert (entry["secagg_id"], entry["parties"], entry["job_id"]) == (
+            secagg_id, parties, job_id)
+    # Read back by this (fresh) process: sk0 + sum sk_i = 0 over the integers.
+    keys = [fb.SecaggServkeyManager(c.environ["DB_PATH"]).get(secagg_id, job_id)["context"]
+            ["server_key"] for c in comps]
+    assert keys[0] < 0 and sum(keys) == 0
+    assert [k["context"]["server_key"] for k in (o["get_after"] for o in outs)] == keys
+    # A Joye-Libert round as Fed-BioMed's node and researcher run it.
+    biprime = fb.SecaggBiprimeManager(comps[0].environ["DB_PATH"]).get(
+        fb.DEFAULT_BIPRIME_ID)["context"]["biprime"]
+    rng = random.Random(21)
+    params = [[rng.uniform(-2, 2) for _ in range(40)] for _ in comps[1:]]
+    cts = [fb.SecaggCrypter().encrypt(3, 1, p, keys[i + 1], biprime, weight=5)
+           for i, p in enumerate(params)]
+    avg = fb.SecaggCrypter().aggregate(1, 3, cts, keys[0], biprime, 15, count=40)
+    for k in range(40):
+        assert abs(avg[k] - sum(p[k] for p in params) / 3) < 2e-3
+    # The same secagg_id again: every party already has it (Fed-BioMed's setup would reply
+    # "already existing"); a second add raises Fed-BioMed's conflict.
     with pytest.raises(secagg.Conflict):
+        fb.SecaggServkeyManager(comps[1].environ["DB_PATH"]).add(
+            secagg_id, parties, {"server_key": keys[1]}, job_id)
+
+
+def test_servkey_manager_attaches_only_keys_the_home_negotiated(federation, tmp_path):
+    fed = federation(2)
+    session = secagg.new_session_id()
+    assert all(isinstance(r, dict) for r in fed.run(session).values())
+    keys = [h.context(session, reveal_key=True)["key"] for h in fed.homes]
+    m0 = fb.SecaggServkeyManager(fed.homes[0].path)  # a secagg home given directly
+    secagg_id = "secagg_" + str(uuid.uuid4())
+    assert m0.get(secagg_id, "job_1") is None  # negotiated, not added yet: no entry
+    with pytest.raises(secagg.VerificationFailed):  # another party order
+        m0.add(secagg_id, list(reversed(fed.ids)), {"server_key": keys[0]}, "job_1")
+    with pytest.raises(secagg.VerificationFailed):  # not the negotiated key
+        m0.add(secagg_id, fed.ids, {"server_key": keys[0] + 1}, "job_1")
+    with pytest.raises(secagg.InvalidInput):
+        m0.add(secagg_id, fed.ids, {"server_key": str(keys[0])}, "job_1")
+    m0.add(secagg_id, fed.ids, {"server_key": keys[0]}, "job_1")
+    with pytest.raises(secagg.Conflict):  # the entry exists
         m0.add(secagg_id, fed.ids, {"server_key": keys[0]}, "job_1")
+    with pytest.raises(secagg.Conflict):  # the key is another entry's
+        m0.add("secagg_other", fed.ids, {"server_key": keys[0]}, "job_1")
     with pytest.raises(secagg.Conflict):
         m0.get(secagg_id, "job_2")
     with pytest.raises(secagg.Conflict):
         m0.remove(secagg_id, "job_2")
-    with pytest.raises(secagg.NotFound):
-        m0.add(secagg.new_session_id(fedbiomed=True), fed.ids, {"server_key": 1}, "job_1")
+    assert m0.get(secagg_id, "job_1")["context"]["server_key"] == keys[0]
+    # Another process's manager at the same home sees it at once (one store, no side file).
+    assert fb.SecaggServkeyManager(fed.homes[0].path).get(secagg_id, "job_1") is not None
+    assert not any(p.name.endswith(".json") for p in fed.homes[0].path.iterdir())
     assert m0.remove(secagg_id, "job_1") is True
-    assert m0.get(secagg_id, "job_1") is None
-    assert m0.remove(secagg_id, "job_1") is False
-    assert fed.homes[0].contexts() == []
-    # The ip file, when given, must match the registered endpoints.
-    bad_ips = tmp_path / "ips"
-    bad_ips.write_text("10.0.0.1:1\n10.0.0.2:2\n10.0.0.3:3\n")
-    with pytest.raises(secagg.InvalidInput):
-        controllers[1].exec_shamir(1, 3, str(bad_ips), secagg_id=secagg.new_session_id(),
-                                   parties=fed.ids)
+    assert m0.get(secagg_id, "job_1") is None and m0.remove(secagg_id, "job_1") is False
+    assert fed.homes[0].contexts() == []  # the key is erased with the entry
+    # An entry whose key was pruned says so.
+    fb.SecaggServkeyManager(fed.homes[1].path).add(secagg_id, fed.ids,
+                                                   {"server_key": keys[1]}, None)
+    fed.homes[1].delete_context(session)
+    with pytest.raises(secagg.NotFound) as e:
+        fb.SecaggServkeyManager(fed.homes[1].path).get(secagg_id, None)
+    assert "was deleted" in e.value.message
 
 
-def test_exec_shamir_with_real_mp_spdz(federation, tmp_path):
-    """Fed-BioMed's call, ``exec_shamir(..., engine="mp-spdz")``, with a real MP-SPDZ build
-    (found through ``MPSPDZ_ROOT``, as Fed-BioMed's nodes find theirs): every party's
-    ``shamir-party.x`` runs and the keys land where ``SecaggServkeyManager`` reads them."""
-    real_mpspdz_root()
+def test_exec_shamir_checks_what_it_is_given(federation, tmp_path):
     fed = federation(2)
-    secagg_id = secagg.new_session_id(fedbiomed=True)
-    controllers = [
-        fb.MPCController(str(tmp_path / "tmp"), "NODE" if i else "RESEARCHER", fed.ids[i],
-                         home=h.path)
-        for i, h in enumerate(fed.homes)
-    ]
-    results = fed.run(secagg_id, call=lambda i, h: controllers[i].exec_shamir(
-        i, 3, None, secagg_id=secagg_id, parties=fed.ids, timeout=60.0, engine="mp-spdz"))
-    assert results == {0: secagg_id, 1: secagg_id, 2: secagg_id}, results
-    keys = [fb.SecaggServkeyManager(h.path).get(secagg_id, "job_1")["context"]["server_key"]
-            for h in fed.homes]
-    assert keys[0] + keys[1] + keys[2] == 0 and keys[0] < 0
-    assert all(h.context(secagg_id)["engine"] == "mp-spdz" for h in fed.homes)
+    mpc = fb.MPCController(str(tmp_path / "tmp"), fb.NODE, fed.ids[1], home=fed.homes[1].path)
+    assert mpc.mpc_data_dir == os.path.join(mpc.tmp_dir, "MP-SPDZ", "Player-Data")
+    assert os.path.join("MPC", fed.ids[1]) in mpc.tmp_dir
+    # No party files: NotFound, not a raw OSError.
+    with pytest.raises(secagg.NotFound):
+        mpc.exec_shamir(1, 3, str(tmp_path / "ips"))
+    cm = fb.CertificateManager(fed.homes[1].path)
+    key = os.path.join(fed.homes[1].path, "identity", "key.pem")
+    cert = os.path.join(fed.homes[1].path, "identity", "cert.pem")
+    port = fed.homes[1].identity()["port"]
+    ip_file, _ = cm.write_mpc_certificates_for_experiment(
+        fed.ids, mpc.mpc_data_dir, mpc.tmp_dir, fed.ids[1], "127.0.0.1", port, key, cert)
+    with pytest.raises(secagg.InvalidInput):  # party 2 is another party
+        mpc.exec_shamir(2, 3, ip_file)
+    with pytest.raises(secagg.InvalidInput):
+        mpc.exec_shamir(1, 2, ip_file)
+    # An ip file that is not the registered endpoints.
+    bad = tmp_path / "bad_ips"
+    bad.write_text("10.0.0.1:1\n10.0.0.2:2\n10.0.0.3:3\n")
+    with pytest.raises(secagg.InvalidInput) as e:
+        mpc.exec_shamir(1, 3, str(bad))
+    assert "registered endpoints" in e.value.message
+    # The node's private-key copy is gone after any exec_shamir.
+    assert not os.path.exists(os.path.join(mpc.mpc_data_dir, "P1.key"))
+    # No researcher request within the wait: Timeout, naming the researcher.
+    ip_file, _ = cm.write_mpc_certificates_for_experiment(
+        fed.ids, mpc.mpc_data_dir, mpc.tmp_dir, fed.ids[1], "127.0.0.1", port, key, cert)
+    with pytest.raises(secagg.Timeout) as e:
+        mpc.exec_shamir(1, 3, ip_file, timeout=0.5)
+    assert fed.ids[0] in e.value.message
+    assert fed.homes[1].contexts() == []
 
+
+def test_a_node_serves_only_the_session_of_its_party_list(federation, tmp_path):
+    """A researcher asking a waiting node for a session among other parties is refused, and the
+    node keeps waiting for its own."""
+    fed = federation(3)
+    waiting = {}
+
+    def node1():
+        try:
+            waiting["session"] = fed.homes[1].serve_one_session(fed.ids[:3], wait=20)
+        except BaseException as e:  # noqa: B036 - recorded for the test to assert on
+            waiting["session"] = e
+
+    t = threading.Thread(target=node1)
+    t.start()
+    with pytest.raises(secagg.Error) as e:  # nodes 1, 2, 3: not node 1's list
+        fed.homes[0].session_run(parties=fed.ids[1:], timeout=10, wait_for_agents=5)
+    assert "waits for a session among" in str(e.value.report or e.value)
+    server2 = threading.Thread(
+        target=lambda: waiting.setdefault("node2", fed.homes[2].serve_one_session(fed.ids[:3], wait=20)))
+    server2.start()
+    report = fed.homes[0].session_run(parties=fed.ids[1:3], timeout=20, wait_for_agents=10)
+    t.join()
+    server2.join()
+    assert waiting["session"] == report["session_id"] == waiting["node2"]
+    keys = [h.context(report["session_id"], reveal_key=True)["key"] for h in fed.homes[:3]]
+    assert sum(keys) == 0
+    assert all(h.context(report["session_id"])["state"] == "confirmed" for h in fed.homes[:3])
+
+
+class _StandInExceptions:
+    """A stand-in for ``fedbiomed.common.exceptions`` (Fed-BioMed v4.5 is not on PyPI): its four
+    classes with v4.5's hierarchy. The real module is checked by
+    ``test_against_fedbiomed_v45_source`` where a checkout is given."""
+
+    def __init__(self):
+        class FedbiomedError(Exception):
+            pass
+
+        for name in ("FedbiomedCertificateError", "FedbiomedMPCControllerError",
+                     "FedbiomedSecaggError", "FedbiomedSecaggCrypterError"):
+            setattr(self, name, type(name, (FedbiomedError,), {}))
+        self.FedbiomedError = FedbiomedError
+
+
+def test_errors_are_fedbiomeds_classes_when_fedbiomed_is_there(federation, tmp_path, monkeypatch):
+    import types
+    fake = _StandInExceptions()
+    pkg = types.ModuleType("fedbiomed")
+    common = types.ModuleType("fedbiomed.common")
+    exc = types.ModuleType("fedbiomed.common.exceptions")
+    exc.__dict__.update({k: v for k, v in vars(fake).items()})
+    monkeypatch.setitem(sys.modules, "fedbiomed", pkg)
+    monkeypatch.setitem(sys.modules, "fedbiomed.common", common)
+    monkeypatch.setitem(sys.modules, "fedbiomed.common.exceptions", exc)
+    pkg.common, common.exceptions = common, exc
+    fed = federation(2)
+    cm = fb.CertificateManager(fed.homes[0].path)
+    with pytest.raises(fake.FedbiomedCertificateError) as e:
+        cm.insert("not a certificate", "node_x", "NODE", "127.0.0.1", 14000)
+    assert isinstance(e.value, secagg.InvalidInput) and isinstance(e.value, fake.FedbiomedError)
+    assert "certificate" in e.value.message
+    with pytest.raises(fake.FedbiomedCertificateError) as e:  # not a raw FileNotFoundError
+        cm.register_certificate(str(tmp_path / "missing.pem"), "node_x", "127.0.0.1", 14000)
+    assert isinstance(e.value, secagg.Error)
+    mpc = fb.MPCController(str(tmp_path / "tmp"), fb.NODE, fed.ids[1], home=fed.homes[1].path)
+    with pytest.raises(fake.FedbiomedMPCControllerError) as e:
+        mpc.exec_shamir(1, 3, str(tmp_path / "no-ip-file"))
+    assert isinstance(e.value, secagg.NotFound)
+    m = fb.SecaggServkeyManager(fed.homes[0].path)
+    with pytest.raises(fake.FedbiomedSecaggError) as e:
+        m.add("secagg_x", fed.ids, {"server_key": 1}, "job")
+    assert isinstance(e.value, secagg.VerificationFailed)
+    with pytest.raises(fake.FedbiomedSecaggCrypterError):
+        fb.SecaggCrypter().encrypt(3, 1, [1], 1, int(secagg.DEFAULT_BIPRIME0))
+    # Without Fed-BioMed: secagg's classes only.
+    monkeypatch.delitem(sys.modules, "fedbiomed.common.exceptions")
+    monkeypatch.setitem(sys.modules, "fedbiomed.common.exceptions", None)
+    del common.exceptions
+    with pytest.raises(secagg.InvalidInput) as e:
+        cm.insert("not a certificate", "node_x", "NODE", "127.0.0.1", 14000)
+    assert type(e.value) is secagg.InvalidInput
+
+
+STAND_IN_FEDBIOMED = {
+    # A stand-in for Fed-BioMed v4.5's module layout (not its code): the modules that define the
+    # replaced classes, and modules that bind them and build instances at import, as
+    # node/secagg.py, node/secagg_manager.py and node/round.py do.
+    "fedbiomed/__init__.py": "",
+    "fedbiomed/common/__init__.py": "",
+    "fedbiomed/common/exceptions.py": (
+        "class FedbiomedError(Exception): pass\n"
+        "class FedbiomedCertificateError(FedbiomedError): pass\n"
+        "class FedbiomedMPCControllerError(FedbiomedError): pass\n"
+        "class FedbiomedSecaggError(FedbiomedError): pass\n"
+        "class FedbiomedSecaggCrypterError(FedbiomedError): pass\n"),
+    "fedbiomed/common/tinydb_standin.py": (
+        "class _Handle:\n    def __init__(self, name): self.name = name\n"
+        "class _Storage:\n    def __init__(self, name): self._handle = _Handle(name)\n"
+        "class TinyDB:\n    def __init__(self, path): self._storage = _Storage(path)\n"
+        "    @property\n    def storage(self): return self._storage\n"),
+    "fedbiomed/common/certificate_manager.py": (
+        "from fedbiomed.common.tinydb_standin import TinyDB\n"
+        "class CertificateManager:\n"
+        "    def __init__(self, db_path=None):\n"
+        "        self._db = TinyDB(db_path) if db_path else None\n"),
+    "fedbiomed/common/mpc_controller.py": "class MPCController:\n    pass\n",
+    "fedbiomed/common/secagg_manager.py": (
+        "from fedbiomed.common.tinydb_standin import TinyDB\n"
+        "class SecaggServkeyManager:\n"
+        "    def __init__(self, db_path): self._db = TinyDB(db_path)\n"
+        "class SecaggBiprimeManager(SecaggServkeyManager):\n    pass\n"),
+    "fedbiomed/common/secagg/__init__.py": "from ._secagg_crypter import SecaggCrypter\n",
+    "fedbiomed/common/secagg/_secagg_crypter.py": "class SecaggCrypter:\n    pass\n",
+    "fedbiomed/node/__init__.py": "",
+    "fedbiomed/node/secagg_manager.py": (
+        "import os\n"
+        "from fedbiomed.common.secagg_manager import SecaggServkeyManager, SecaggBiprimeManager\n"
+        "SKManager = SecaggServkeyManager(os.environ['DB_PATH'])\n"
+        "BPrimeManager = SecaggBiprimeManager(os.environ['DB_PATH'])\n"
+        "class SecaggManager:\n"
+        "    element2class = {'SERVER_KEY': SKManager, 'BIPRIME': BPrimeManager}\n"),
+    "fedbiomed/node/secagg.py": (
+        "import os\n"
+        "from fedbiomed.common.certificate_manager import CertificateManager\n"
+        "from fedbiomed.common.mpc_controller import MPCController\n"
+        "_CManager = CertificateManager(db_path=os.environ['DB_PATH'])\n"),
+}
+
+
+def test_install_replaces_fedbiomeds_classes_and_import_time_instances(tmp_path):
+    """In a fresh interpreter with a stand-in of Fed-BioMed's module layout whose node modules
+    were imported first (so their import-time instances are Fed-BioMed's), install() leaves
+    only secagg's classes and instances, on the same database path."""
+    for rel, text in STAND_IN_FEDBIOMED.items():
+        path = tmp_path / "site" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    comps = layout.federation(tmp_path / "fb", free_ports(3))
+    db_path = comps[1].environ["DB_PATH"]
+    code = (
+        "import json, fedbiomed.node.secagg as ns, fedbiomed.node.secagg_manager as nsm\n"
+        "import fedbiomed.common.secagg as cs\n"
+        "from secagg import fedbiomed as fb\n"
+        "r = fb.install()\n"
+        "again = fb.install()\n"
+        "from fedbiomed.common.certificate_manager import CertificateManager as late\n"
+        "print(json.dumps({\n"
+        "  'replaced': r, 'again': again,\n"
+        "  'cm': type(ns._CManager) is fb.CertificateManager,\n"
+        "  'cls': ns.CertificateManager is fb.CertificateManager and ns.MPCController is fb.MPCController,\n"
+        "  'sk': type(nsm.SKManager) is fb.SecaggServkeyManager,\n"
+        "  'dict': all(type(v).__module__ == 'secagg.fedbiomed' for v in nsm.SecaggManager.element2class.values()),\n"
+        "  'crypter': cs.SecaggCrypter is fb.SecaggCrypter,\n"
+        "  'late': late is fb.CertificateManager,\n"
+        "  'docs': [d['party_id'] for d in ns._CManager.list()],\n"
+        "}))\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "DB_PATH": db_path}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got.pop("replaced") == {"classes": 5, "instances": 5}
+    assert got.pop("again") == {"classes": 0, "instances": 0}
+    assert got.pop("docs") == [comps[0].id, comps[2].id]
+    assert all(got.values()), got
+    # The runner: python -m secagg.fedbiomed MODULE ARGS... installs, then runs the module.
+    (tmp_path / "site" / "fedbiomed" / "node" / "cli.py").write_text(
+        "import sys\nfrom fedbiomed.common import certificate_manager as c\n"
+        "print(c.CertificateManager.__module__, sys.argv[1:])\n")
+    out = subprocess.run([sys.executable, "-m", "secagg.fedbiomed", "fedbiomed.node.cli",
+                          "certificate", "list"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "secagg.fedbiomed ['certificate', 'list']"
+    # Without Fed-BioMed: install() says so.
+    out = subprocess.run([sys.executable, "-m", "secagg.fedbiomed", "fedbiomed.node.cli"],
+                         env={**os.environ, "PYTHONPATH": ""}, capture_output=True, text=True)
+    assert out.returncode != 0 and "cannot import fedbiomed" in out.stderr
 
 def test_secagg_crypter_round_trip_with_negotiated_keys(federation):
     fed = federation(3)
@@ -287,9 +624,21 @@ def test_biprime_manager_defaults(tmp_path):
     assert type(entry["context"]["biprime"]) is int
     assert entry["context"]["biprime"].bit_length() == 1024
     assert bm.get("secagg_" + secagg.new_session_id()) is None
-    # Dynamic biprimes are not taken; default ones are not removed; absent ones: False.
+    # A dynamic biprime is stored as Fed-BioMed stores it (v4.5.0's is a dummy, max_keysize 0),
+    # once; it can be removed, a default one cannot; an absent one: False.
+    bm.add("secagg_x", ["researcher_a", "node_b"], {"biprime": 15, "max_keysize": 0})
+    assert bm.get("secagg_x") == {"secagg_id": "secagg_x", "parties": ["researcher_a", "node_b"],
+                                  "context": {"biprime": 15, "max_keysize": 0}}
+    with pytest.raises(secagg.Conflict):
+        bm.add("secagg_x", None, {"biprime": 15, "max_keysize": 0})
+    with pytest.raises(secagg.Conflict):
+        bm.add(fb.DEFAULT_BIPRIME_ID, None, {"biprime": 15, "max_keysize": 0})
     with pytest.raises(secagg.InvalidInput):
-        bm.add("secagg_x", ["researcher_a", "node_b"], {"biprime": 15, "max_keysize": 0})
+        bm.add("secagg_y", None, {"biprime": "15", "max_keysize": 0})
+    # ... and refused as a Joye-Libert modulus.
+    with pytest.raises(secagg.InvalidInput):
+        fb.SecaggCrypter().encrypt(2, 1, [0.5], 1, bm.get("secagg_x")["context"]["biprime"])
+    assert bm.remove("secagg_x") is True and bm.get("secagg_x") is None
     with pytest.raises(secagg.InvalidInput):
         bm.remove(fb.DEFAULT_BIPRIME_ID)
     assert bm.remove("secagg_unknown") is False

@@ -251,7 +251,9 @@ impl Dialer {
         let mut pause = Duration::from_millis(5);
         loop {
             match self.ask(label, endpoint, cert_der, request, until).await {
-                Err(DialError::Unreachable(_)) if keep_dialing && Instant::now() + pause < until => {
+                Err(DialError::Unreachable(_))
+                    if keep_dialing && Instant::now() + pause < until =>
+                {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(250));
                 }

@@ -630,7 +630,10 @@ async fn run(
 }
 
 fn list_ids(ids: &[PartyId]) -> String {
-    ids.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+    ids.iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Logs the count of the strangers not logged one by one, every [`STRANGER_LOG_INTERVAL`].
@@ -1126,7 +1129,9 @@ fn check_join(
                 list_ids(expected),
                 list_ids(&parties)
             ))
-            .with_hint("both sides must run the same secagg context setup (same parties, same order)"));
+            .with_hint(
+                "both sides must run the same secagg context setup (same parties, same order)",
+            ));
         }
     }
     if parties.first() != Some(peer) {

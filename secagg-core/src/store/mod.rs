@@ -19,6 +19,7 @@
 //! which processes hold the store, and how input paths naming it are refused.
 
 pub mod contexts;
+pub mod fedbiomed_elements;
 pub mod guard;
 pub mod peers;
 pub(crate) mod pool;
@@ -104,6 +105,31 @@ const MIGRATIONS: &[&str] = &[
         issuer          TEXT PRIMARY KEY NOT NULL,
         last_serial     INTEGER NOT NULL CHECK (last_serial >= 1),
         updated_at      INTEGER NOT NULL
+    ) STRICT;",
+    // v6: Fed-BioMed's secagg element tables, for `secagg.fedbiomed` (which kept them in JSON
+    // side files that lost concurrent updates). A server-key entry names the negotiated context
+    // holding its key (the key itself stays in `contexts`); biprimes are Fed-BioMed's default
+    // ones (from its biprime files) and the dynamic ones its code adds. `fedbiomed_settings`
+    // says whether the default biprimes were ever set (until then secagg offers
+    // `default_biprime0`).
+    "CREATE TABLE fedbiomed_servkeys (
+        secagg_id       TEXT PRIMARY KEY NOT NULL,
+        session_id      TEXT NOT NULL UNIQUE,
+        parties         TEXT NOT NULL,
+        job_id          TEXT,
+        created_at      INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE fedbiomed_biprimes (
+        secagg_id       TEXT PRIMARY KEY NOT NULL,
+        kind            TEXT NOT NULL CHECK (kind IN ('default', 'dynamic')),
+        parties         TEXT,
+        biprime         TEXT NOT NULL,
+        max_keysize     INTEGER NOT NULL,
+        created_at      INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE fedbiomed_settings (
+        id                   INTEGER PRIMARY KEY NOT NULL CHECK (id = 1),
+        default_biprimes_set INTEGER NOT NULL CHECK (default_biprimes_set IN (0, 1))
     ) STRICT;",
 ];
 

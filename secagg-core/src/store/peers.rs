@@ -66,6 +66,19 @@ pub fn find_by_fingerprint(conn: &Connection, fingerprint: &Fingerprint) -> Resu
         .map_err(db("while looking up a fingerprint"))
 }
 
+/// Every registered party id with its row id, in registration order: the stable document ids
+/// that Fed-BioMed's `CertificateManager` reports (an upsert keeps the row, and its id).
+pub fn document_ids(conn: &Connection) -> Result<Vec<(String, i64)>> {
+    let mut st = conn
+        .prepare_cached("SELECT party_id, rowid FROM peers ORDER BY rowid")
+        .map_err(db("while listing peers"))?;
+    let rows = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(db("while listing peers"))?;
+    Ok(rows)
+}
+
 /// Inserts a new peer (the caller has checked that neither id nor fingerprint exist).
 pub fn insert(conn: &Connection, p: &PeerRecord) -> Result<()> {
     conn.prepare_cached(&format!(

@@ -1,27 +1,63 @@
-"""Fed-BioMed v4.5.0's secure-aggregation classes, backed by a secagg home.
+"""Fed-BioMed v4.5.0's secure-aggregation classes, backed by secagg: a drop-in.
 
-The classes and method signatures that Fed-BioMed v4.5.0's node and researcher code call
-(``fedbiomed/common/certificate_manager.py``, ``mpc_controller.py``, ``secagg_manager.py``,
-``secagg/_secagg_crypter.py``), so that such code can use secagg instead: certificates are
-registered in the home's store (validated first), keys come from secagg's negotiation and
-aggregation uses secagg's Joye–Libert implementation (bit-compatible with Fed-BioMed's).
+Fed-BioMed's node and researcher code builds ``CertificateManager``, ``MPCController``,
+``SecaggServkeyManager``, ``SecaggBiprimeManager`` and ``SecaggCrypter`` with the arguments it
+always passes (the component's TinyDB path ``environ['DB_PATH']``, its ``TMP_DIR`` and id) and
+uses what they return as it always did. These classes take exactly those arguments and keep each
+call's contract; :func:`install` puts them in place of Fed-BioMed's own (its modules, the
+instances those modules built at import, and Fed-BioMed's ``certificate`` CLI), so that a site
+enables secagg without editing Fed-BioMed.
 
-Where secagg deliberately differs — it validates what Fed-BioMed stored blindly — the call raises
-the ``secagg`` exception of the kind (``InvalidInput``, ``NotFound``, ``Conflict``,
-``VerificationFailed``, …) instead of Fed-BioMed's ``FedbiomedCertificateError`` /
-``FedbiomedSecaggError``; each method's docstring says what differs. ``FedbiomedError`` is an
-alias of ``secagg.Error`` for ``except`` clauses written for Fed-BioMed.
+**Where the state lives.** The TinyDB path ``<root>/var/db_<id>.json`` maps to the secagg home
+``<root>/var/db_<id>.secagg/`` (:func:`home_for`). On first use that home is created by adopting
+the component's own identity (``secagg init --from-fedbiomed``: the certificate, key, id and
+MP-SPDZ ip/port of the ``etc/*.ini`` whose ``[default] id`` is ``<id>``) and importing the
+TinyDB ``Certificates`` table, every entry validated, all or nothing; the error says what to do
+when that cannot be done. A path that is a secagg home directory is used as such. Certificates
+are the home's registered peers; server-key and biprime entries are tables of the home's store
+(one transaction per call: processes sharing a home never lose an update).
+
+**Negotiation.** ``MPCController.exec_shamir(party_number, num_parties, ip_addresses)`` runs
+secagg's authenticated native negotiation instead of MP-SPDZ: the researcher (party 0) names a
+fresh session and asks its nodes; each node serves exactly one session among the parties of the
+``P<i>.pem`` files that ``write_mpc_certificates_for_experiment`` wrote (no session id reaches
+``exec_shamir``), checked against the registered certificates and endpoints. It returns the path
+of the file Fed-BioMed then reads (``Output-P0-0``: the server key; ``Input-P<i>-0``: the node's
+key), mode 0600; ``SecaggServkeyManager.add`` attaches the key to Fed-BioMed's ``secagg_id`` and
+deletes that file and this party's ``P<i>.key`` copy.
+
+**Errors.** Every adapter error is a :class:`secagg.Error` of its kind; when ``fedbiomed`` is
+importable it is also an instance of the Fed-BioMed class that the replaced call raises
+(``FedbiomedCertificateError``, ``FedbiomedMPCControllerError``, ``FedbiomedSecaggError``,
+``FedbiomedSecaggCrypterError``), with secagg's message and hint. No raw ``OSError`` escapes.
+
+**Intended differences** (each also in its method's docstring and in the README): certificates
+are validated before they are stored (one X.509 v3 certificate, valid now, supported key,
+self-signature), a party cannot register itself, the component must be the one the id implies;
+a server-key entry can only attach a key this home negotiated (confirmed, same parties);
+``generate_self_signed_ssl_certificate`` makes an ECDSA P-256 key; a port comes back as an
+``int``; ``SecaggCrypter.aggregate`` keeps interior zero sums that Fed-BioMed drops.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
+import sys
+import threading
 import uuid
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union
 
 from . import _native
-from ._errors import Conflict, Error, InvalidInput, NotFound, VerificationFailed
+from ._errors import (
+    Conflict,
+    Error,
+    InvalidInput,
+    NotFound,
+    StorageError,
+)
 
 __all__ = [
     "NODE",
@@ -35,12 +71,17 @@ __all__ = [
     "SERVER_KEY_ELEMENT",
     "BIPRIME_ELEMENT",
     "DEFAULT_BIPRIME_ID",
+    "DEFAULT_TIMEOUT",
+    "home_for",
+    "install",
 ]
+
+_log = logging.getLogger("secagg.fedbiomed")
 
 #: Fed-BioMed's ``ComponentType`` names, as stored in a certificate document's ``component``.
 NODE = "NODE"
 RESEARCHER = "RESEARCHER"
-#: Fed-BioMed's ``SecaggElementTypes.SERVER_KEY``, the ``secagg_elem`` of a server-key entry.
+#: Fed-BioMed's ``SecaggElementTypes.SERVER_KEY``.
 SERVER_KEY_ELEMENT = 0
 #: Fed-BioMed's ``SecaggElementTypes.BIPRIME``.
 BIPRIME_ELEMENT = 1
@@ -49,26 +90,140 @@ BIPRIME_ELEMENT = 1
 DEFAULT_BIPRIME_ID = "default_biprime0"
 #: The ``max_keysize`` of that file.
 DEFAULT_MAX_KEYSIZE = 2048
+#: Seconds ``exec_shamir`` waits for the session (the researcher for its nodes to listen, a node
+#: for the researcher's request), then for the session itself; ``SECAGG_FEDBIOMED_TIMEOUT``
+#: overrides it.
+DEFAULT_TIMEOUT = 60.0
 
+#: For ``except`` clauses written for Fed-BioMed: every adapter error is a ``secagg.Error``.
 FedbiomedError = Error
 
 PathLike = Union[str, "os.PathLike[str]"]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors: secagg's kinds, as Fed-BioMed's classes when Fed-BioMed is importable
+
+_FEDBIOMED_CLASS = {
+    "certificate": "FedbiomedCertificateError",
+    "mpc": "FedbiomedMPCControllerError",
+    "secagg": "FedbiomedSecaggError",
+    "crypter": "FedbiomedSecaggCrypterError",
+}
+_combined: Dict[Tuple[type, type], type] = {}
+_combined_lock = threading.Lock()
+
+
+def _fedbiomed_class(area: str) -> Optional[type]:
+    """Fed-BioMed's exception class for ``area``, or ``None`` when Fed-BioMed is not importable
+    (or has no such class)."""
+    try:
+        from fedbiomed.common import exceptions  # type: ignore[import-not-found]
+    except Exception:  # noqa: BLE001 - any failure to import means: no Fed-BioMed here
+        return None
+    cls = getattr(exceptions, _FEDBIOMED_CLASS[area], None)
+    return cls if isinstance(cls, type) and issubclass(cls, BaseException) else None
+
+
+def _as_fedbiomed(err: Error, area: str) -> Error:
+    """``err`` as an instance of both its secagg class and Fed-BioMed's class for ``area``."""
+    fb = _fedbiomed_class(area)
+    if fb is None or isinstance(err, fb):
+        return err
+    key = (type(err), fb)
+    with _combined_lock:
+        cls = _combined.get(key)
+        if cls is None:
+            cls = type(
+                type(err).__name__,
+                (type(err), fb),
+                {
+                    "__module__": __name__,
+                    "__doc__": f"{type(err).__doc__} (also Fed-BioMed's {fb.__name__})",
+                },
+            )
+            _combined[key] = cls
+    new = cls(err.message, err.hint, err.exit_code, err.kind)
+    new.report = err.report
+    return new
+
+
+def _from_os_error(e: OSError) -> Error:
+    if isinstance(e, FileNotFoundError):
+        return NotFound(f"{e.strerror}: {e.filename}" if e.filename else str(e))
+    if isinstance(e, (NotADirectoryError, IsADirectoryError)):
+        return InvalidInput(f"{e.strerror}: {e.filename}" if e.filename else str(e))
+    return StorageError(str(e))
+
+
+def _raises(area: str) -> Callable[[F], F]:
+    """Makes every ``secagg.Error`` (and ``OSError``) leaving the call an instance of Fed-BioMed's
+    class for ``area`` too."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except Error as e:
+                raise _as_fedbiomed(e, area).with_traceback(e.__traceback__) from None
+            except OSError as e:
+                raise _as_fedbiomed(_from_os_error(e), area) from e
+
+        return call  # type: ignore[return-value]
+
+    return wrap
+
+
+# ---------------------------------------------------------------------------------------------
+# Homes
+
+_homes: Dict[str, str] = {}
+_homes_lock = threading.Lock()
+
+
+def home_for(db_path: PathLike) -> str:
+    """The secagg home of the Fed-BioMed component whose TinyDB file is ``db_path``
+    (``<dir>/<stem>.secagg``, or ``db_path`` itself when it is a secagg home), created on first
+    use by adopting the component (see the module documentation)."""
+    key = os.path.abspath(os.fspath(db_path))
+    with _homes_lock:
+        home = _homes.get(key)
+        if home is None:
+            info = _native.fedbiomed_home(key)
+            if info["created"]:
+                _log.info(
+                    "secagg home %s created for Fed-BioMed component %s (%s certificate(s) "
+                    "imported from %s)",
+                    info["home"],
+                    info["party_id"],
+                    info["imported"] if info["imported"] is not None else "no",
+                    key,
+                )
+                for w in info.get("warnings") or []:
+                    _log.warning("%s", w)
+            home = os.fspath(info["home"])
+            _homes[key] = home
+    return home
+
+
+def _timeout() -> float:
+    text = os.environ.get("SECAGG_FEDBIOMED_TIMEOUT")
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidInput(f"SECAGG_FEDBIOMED_TIMEOUT is not a number of seconds: {text!r}")
+    if not 0 < value <= 600:
+        raise InvalidInput(f"SECAGG_FEDBIOMED_TIMEOUT must be within (0, 600] seconds: {text!r}")
+    return value
 
 
 def _component_name(component: Any) -> str:
     """``"NODE"`` / ``"RESEARCHER"`` from a string or Fed-BioMed's ``ComponentType`` member."""
     return str(getattr(component, "name", component)).upper()
-
-
-def _document(peer: Dict[str, Any]) -> Dict[str, Any]:
-    """Fed-BioMed's certificate document of a registered peer."""
-    return {
-        "party_id": peer["party_id"],
-        "certificate": peer["certificate"],
-        "ip": peer["ip"],
-        "port": peer["port"],
-        "component": peer["component"],
-    }
 
 
 def _write_private(path: str, text: str) -> None:
@@ -84,113 +239,161 @@ def _write_public(path: str, text: str) -> None:
         f.write(text)
 
 
-class CertificateManager:
-    """Fed-BioMed's ``CertificateManager`` over a secagg home's peer store.
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        _log.warning("cannot remove %s: %s", path, e)
 
-    ``db_path`` names the secagg home directory (Fed-BioMed: its TinyDB JSON file; import one
-    with ``secagg.Home(path).import_fedbiomed(db_json)``). A document is
-    ``{party_id, certificate, ip, port, component}``; a *document id* is the 1-based position of
-    the party in ``list()`` (the store is keyed by party id, not by TinyDB ids).
+
+# ---------------------------------------------------------------------------------------------
+# CertificateManager
+
+
+def _document(peer: Dict[str, Any]) -> Dict[str, Any]:
+    """Fed-BioMed's certificate document of a registered peer."""
+    return {
+        "party_id": peer["party_id"],
+        "certificate": peer["certificate"],
+        "ip": peer["ip"],
+        "port": peer["port"],
+        "component": peer["component"],
+    }
+
+
+class CertificateManager:
+    """Fed-BioMed's ``CertificateManager`` over a secagg home's registered peers.
+
+    ``db_path`` is what Fed-BioMed passes (the component's TinyDB file; see :func:`home_for`) or
+    a secagg home directory. A document is ``{party_id, certificate, ip, port, component}``; its
+    document id is stable (an upsert keeps it) and ``list()`` is in registration order, as
+    TinyDB's.
     """
 
     def __init__(self, db_path: Optional[PathLike] = None) -> None:
-        self._home: Optional[_native.Home] = None
+        self._db_path: Optional[str] = None
         if db_path is not None:
             self.set_db(db_path)
 
+    @_raises("certificate")
     def set_db(self, db_path: PathLike) -> None:
-        """Uses the secagg home ``db_path``."""
-        self._home = _native.Home(db_path)
+        """Uses the home of ``db_path`` (found, or created, on first use)."""
+        self._db_path = os.path.abspath(os.fspath(db_path))
 
     @property
-    def home(self) -> _native.Home:
+    def home(self) -> "_native.Home":
         """The secagg home behind this manager."""
-        if self._home is None:
-            raise NotFound("no secagg home is set", "call set_db(path of the secagg home)")
-        return self._home
+        if self._db_path is None:
+            raise _as_fedbiomed(
+                NotFound("no database is set", "call set_db(environ['DB_PATH'])"), "certificate"
+            )
+        try:
+            return _native.Home(home_for(self._db_path))
+        except Error as e:
+            raise _as_fedbiomed(e, "certificate") from None
+
+    def _doc_ids(self) -> List[Tuple[str, int]]:
+        return _native.fedbiomed_certificate_documents(self.home.path)
 
     def _doc_id(self, party_id: str) -> int:
-        ids = [p["party_id"] for p in self.home.peers()]
-        return ids.index(party_id) + 1
+        for party, doc_id in self._doc_ids():
+            if party == party_id:
+                return doc_id
+        raise NotFound(f"party `{party_id}` is not registered")
 
+    @_raises("certificate")
     def insert(
         self,
         certificate: str,
         party_id: str,
         component: Any,
         ip: str,
-        port: int,
+        port: Union[int, str],
         upsert: bool = False,
     ) -> Union[int, List[int]]:
-        """Registers ``certificate`` (PEM text) for ``party_id`` at ``ip:port``.
+        """Registers ``certificate`` (PEM text) for ``party_id`` at ``ip:port``; returns the
+        document id (a one-element list with ``upsert``, as TinyDB's upsert).
 
-        Returns the document id (a one-element list with ``upsert``, as TinyDB's upsert).
+        An existing party id without ``upsert`` raises (``Conflict``; Fed-BioMed: FB619).
         Differences: the certificate is validated before it is stored (one X.509 v3 certificate,
-        valid now, supported key, self-signature; ``InvalidInput`` otherwise), as are the party
-        id, ip and port; ``component`` must be the one the id implies (``node_…`` is a NODE,
-        ``researcher_…`` a RESEARCHER; ``InvalidInput``); an existing party id without
-        ``upsert`` raises ``Conflict`` (Fed-BioMed: FB619), and so does a certificate already
-        registered under another id.
+        valid now, supported key, self-signature), as are the ip and port; this party's own id
+        and a certificate already registered under another id are refused; ``component`` must be
+        the one the id implies (``node_…`` is a NODE, any other id a RESEARCHER: Fed-BioMed's
+        rule), ``InvalidInput`` otherwise.
         """
-        expected = NODE if _native.party_role(party_id) == "node" else RESEARCHER
-        if _component_name(component) != expected:
-            raise InvalidInput(
-                f"party `{party_id}` is a {expected}, not a {_component_name(component)}",
-                "give the component that matches the party id (a node id starts with `node_`)",
-            )
-        # Bytes: the text is the certificate itself, never taken for a path.
+        role = "node" if _component_name(component) == NODE else "researcher"
         data = certificate.encode() if isinstance(certificate, str) else certificate
-        self.home.register(data, party_id, ip, int(port), upsert=upsert)
+        self.home.register(
+            data, party_id, ip, int(port), upsert=upsert, role=role, allow_custom_id=True
+        )
         doc_id = self._doc_id(party_id)
         return [doc_id] if upsert else doc_id
 
+    @_raises("certificate")
     def get(self, party_id: str) -> Optional[Dict[str, Any]]:
-        """The document of ``party_id``, or ``None`` when it is not registered.
-        Difference: a malformed party id raises ``InvalidInput``."""
+        """The document of ``party_id``, or ``None`` when no such party is registered (a
+        malformed id included, as in Fed-BioMed)."""
         home = self.home
         try:
             return _document(home.peer(party_id))
-        except NotFound:
+        except (NotFound, InvalidInput):
             return None
 
+    @_raises("certificate")
     def delete(self, party_id: str) -> List[int]:
         """Deletes the registration of ``party_id``; returns the removed document ids (``[]``
         when it was not registered)."""
         home = self.home
         try:
             doc_id = self._doc_id(party_id)
-        except ValueError:
+        except NotFound:
             return []
         home.delete_peer(party_id)
         return [doc_id]
 
+    @_raises("certificate")
     def list(self, verbose: bool = False) -> List[Dict[str, Any]]:
-        """Every document; ``verbose`` also prints them as a table without the certificate."""
-        docs = [_document(self.home.peer(p["party_id"])) for p in self.home.peers()]
+        """Every document, in registration order; ``verbose`` also prints them as a table
+        without the certificate (with ``tabulate`` when it is installed, as Fed-BioMed)."""
+        home = self.home
+        docs = []
+        for party, doc_id in self._doc_ids():
+            try:
+                docs.append(_document(home.peer(party)))
+            except NotFound:  # deleted by another process meanwhile
+                continue
         if verbose:
-            cols = ["party_id", "component", "ip", "port"]
-            rows = [[str(d[c]) for c in cols] for d in docs]
-            widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
-            print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
-            for r in rows:
-                print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+            _print_documents(docs)
         return docs
 
+    @_raises("certificate")
     def register_certificate(
         self,
         certificate_path: PathLike,
         party_id: str,
         ip: str,
-        port: int,
+        port: Union[int, str],
         upsert: bool = False,
     ) -> Union[int, List[int]]:
         """Registers the certificate file ``certificate_path`` (PEM or DER); the component is the
         one the id implies, as in Fed-BioMed. Same checks as ``insert``; a missing file raises
-        ``NotFound``."""
-        self.home.register(os.fspath(certificate_path), party_id, ip, int(port), upsert=upsert)
+        (``NotFound``)."""
+        role = "node" if party_id.startswith("node_") else "researcher"
+        self.home.register(
+            os.fspath(certificate_path),
+            party_id,
+            ip,
+            int(port),
+            upsert=upsert,
+            role=role,
+            allow_custom_id=True,
+        )
         doc_id = self._doc_id(party_id)
         return [doc_id] if upsert else doc_id
 
+    @_raises("certificate")
     def write_mpc_certificates_for_experiment(
         self,
         parties: List[str],
@@ -198,48 +401,32 @@ class CertificateManager:
         path_ips: PathLike,
         self_id: str,
         self_ip: str,
-        self_port: int,
+        self_port: Union[int, str],
         self_private_key: PathLike,
         self_public_key: PathLike,
     ) -> Tuple[str, List[str]]:
         """Writes MP-SPDZ's ``Player-Data``: ``P<i>.pem`` for every party in ``parties`` order
         (this party's key as ``P<i>.key``, mode 0600) and the ip file ``<path_ips>/ip_addresses``
-        (``ip:port`` per line, same order). Returns ``(ip_file, written paths)``.
+        (``ip:port`` per line, same order, by secagg's rule: an IPv6 literal is refused).
+        Returns ``(ip_file, written paths)``.
 
-        Raises ``InvalidInput`` if a path is not a directory, ``NotFound`` if a party is not
-        registered (or this party's key or certificate file is missing). Difference: every party
-        is looked up before anything is written, so a refusal leaves no file behind (Fed-BioMed
-        removes what it wrote).
+        Raises if a path is not a directory (``InvalidInput``) or a party is not registered
+        (``NotFound``). Difference: every party is looked up before anything is written, so a
+        refusal leaves no file behind (Fed-BioMed removes what it wrote). The ``P<i>.key`` copy
+        is deleted again by ``MPCController.exec_shamir`` (secagg's negotiation uses the home's
+        key).
         """
-        path_certificates = os.path.abspath(os.fspath(path_certificates))
-        path_ips = os.path.abspath(os.fspath(path_ips))
         for what, p in (("path_certificates", path_certificates), ("path_ips", path_ips)):
             if not os.path.isdir(p):
-                raise InvalidInput(f"`{what}` ({p}) is not a directory")
-        # (index, certificate, key, ip-file line): every party checked, and its line made by the
-        # core's rule (an IPv6 literal refused), before anything is written.
-        plan: List[Tuple[int, str, Optional[str], str]] = []
-        for index, party in enumerate(parties):
-            if party == self_id:
-                try:
-                    with open(self_private_key) as f:
-                        key = f.read()
-                    with open(self_public_key) as f:
-                        pem = f.read()
-                except FileNotFoundError as e:
-                    raise NotFound(f"cannot read this party's key or certificate: {e}") from e
-                plan.append((index, pem, key, _native.ip_file_line(self_ip, int(self_port))))
-                continue
-            doc = self.get(party)
-            if doc is None:
-                raise NotFound(
-                    f"party `{party}` is not registered: the certificate of every party of the "
-                    f"experiment must be",
-                    f"{self_id} must register the certificate of {party}",
+                raise InvalidInput(
+                    f"specified `{what}` argument should be a directory; {os.fspath(p)} is not a "
+                    f"directory or does not exist"
                 )
-            line = _native.ip_file_line(doc["ip"], int(doc["port"]))
-            plan.append((index, doc["certificate"], None, line))
+        path_certificates = os.path.abspath(os.fspath(path_certificates))
+        path_ips = os.path.abspath(os.fspath(path_ips))
+        plan = self._mpc_plan(parties, self_id, self_ip, self_port, self_private_key, self_public_key)
         ip_file = os.path.join(path_ips, "ip_addresses")
+        _remove_quietly(ip_file)
         written: List[str] = []
         lines = []
         for index, pem, key, line in plan:
@@ -254,23 +441,53 @@ class CertificateManager:
         _write_public(ip_file, "".join(lines))
         return ip_file, written
 
+    def _mpc_plan(
+        self,
+        parties: List[str],
+        self_id: str,
+        self_ip: str,
+        self_port: Union[int, str],
+        self_private_key: PathLike,
+        self_public_key: PathLike,
+    ) -> List[Tuple[int, str, Optional[str], str]]:
+        """(index, certificate, key, ip-file line) of every party, all checked before anything
+        is written."""
+        plan: List[Tuple[int, str, Optional[str], str]] = []
+        for index, party in enumerate(parties):
+            if party == self_id:
+                with open(self_private_key) as f:
+                    key = f.read()
+                with open(self_public_key) as f:
+                    pem = f.read()
+                plan.append((index, pem, key, _native.ip_file_line(self_ip, int(self_port))))
+                continue
+            doc = self.get(party)
+            if doc is None:
+                raise NotFound(
+                    f"certificate for {party} is not existing: the certificate of every party of "
+                    f"the experiment must be registered",
+                    f"{self_id} must register the certificate of {party}",
+                )
+            line = _native.ip_file_line(doc["ip"], int(doc["port"]))
+            plan.append((index, doc["certificate"], None, line))
+        return plan
+
     @staticmethod
+    @_raises("certificate")
     def generate_self_signed_ssl_certificate(
         certificate_folder: PathLike,
         certificate_name: str = "MPSPDZ_certificate",
         component_id: str = "unknown",
     ) -> Tuple[str, str]:
-        """Writes ``<certificate_name>.key`` (0600) and ``.pem`` in ``certificate_folder``
-        (absolute, existing): a self-signed certificate ``CN=*``, ``O=<component_id>``, valid
-        5 years. Returns ``(key_path, pem_path)``.
+        """Writes ``<certificate_name>.key`` (0600) and ``.pem`` in the existing directory
+        ``certificate_folder``: a self-signed certificate ``CN=*``, ``O=<component_id>``, valid
+        5 years. Returns ``(key_path, pem_path)``, absolute.
 
         Difference: an ECDSA P-256 key, not RSA-2048 (secagg's default, accepted by MP-SPDZ and
         by every secagg party; Fed-BioMed's RSA certificates are accepted when registered), a
         128-bit random serial and the serverAuth + clientAuth key usages.
         """
-        folder = os.fspath(certificate_folder)
-        if not os.path.isabs(folder):
-            raise InvalidInput(f"certificate path should be absolute: {folder}")
+        folder = os.path.abspath(os.fspath(certificate_folder))
         if not os.path.isdir(folder):
             raise InvalidInput(f"certificate path is not a directory: {folder}")
         key_pem, cert_pem = _native.generate_certificate(component_id)
@@ -281,15 +498,41 @@ class CertificateManager:
         return key_file, pem_file
 
 
-class MPCController:
-    """The equivalent of Fed-BioMed's ``MPCController``: runs this party's side of the server-key
-    negotiation, with secagg's native engine (or MP-SPDZ through secagg) instead of Fed-BioMed's
-    ``fedbiomed_mpc`` script.
+def _print_documents(docs: List[Dict[str, Any]]) -> None:
+    cols = ["party_id", "component", "ip", "port"]
+    rows = [[str(d[c]) for c in cols] for d in docs]
+    try:
+        from tabulate import tabulate  # type: ignore[import-untyped]
 
-    ``home`` (secagg's addition) is the party's secagg home; the directories are Fed-BioMed's
-    (``<tmp_dir>/MPC/<component_id>/<uuid4>/MP-SPDZ/Player-Data``) for code that expects them.
+        print(tabulate(rows, headers=cols))
+        return
+    except ImportError:
+        pass
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+
+
+# ---------------------------------------------------------------------------------------------
+# MPCController
+
+#: Key files ``exec_shamir`` wrote and ``SecaggServkeyManager.add`` deletes, by (home, session).
+_key_files: Dict[Tuple[str, str], str] = {}
+_key_files_lock = threading.Lock()
+
+
+class MPCController:
+    """Fed-BioMed's ``MPCController``: runs this party's side of the server-key negotiation, with
+    secagg's authenticated native engine instead of Fed-BioMed's ``fedbiomed_mpc`` script.
+
+    The directories are Fed-BioMed's (``<tmp_dir>/MPC/<component_id>/<uuid4>/MP-SPDZ/
+    Player-Data``). The secagg home is ``home`` (secagg's addition) or, as Fed-BioMed lays a
+    component out (``TMP_DIR`` is ``<root>/var/tmp``, ``DB_PATH`` is ``<root>/var/db_<id>.json``),
+    the home of ``<parent of tmp_dir>/db_<component_id>.json`` (:func:`home_for`).
     """
 
+    @_raises("mpc")
     def __init__(
         self,
         tmp_dir: PathLike,
@@ -299,10 +542,14 @@ class MPCController:
     ) -> None:
         self._component_type = component_type
         self._component_id = component_id
-        self._tmp_dir = os.path.join(os.fspath(tmp_dir), "MPC", component_id, str(uuid.uuid4()))
+        tmp_dir = os.path.abspath(os.fspath(tmp_dir))
+        self._tmp_dir = os.path.join(tmp_dir, "MPC", component_id, str(uuid.uuid4()))
         self._mpc_data_dir = os.path.join(self._tmp_dir, "MP-SPDZ", "Player-Data")
-        os.makedirs(self._mpc_data_dir, exist_ok=True)
-        self._home = _native.Home(home) if home is not None else None
+        os.makedirs(self._mpc_data_dir, mode=0o700, exist_ok=True)
+        if home is not None:
+            self._db_path = os.path.abspath(os.fspath(home))
+        else:
+            self._db_path = os.path.join(os.path.dirname(tmp_dir), f"db_{component_id}.json")
 
     @property
     def mpc_data_dir(self) -> str:
@@ -314,116 +561,141 @@ class MPCController:
         """``<tmp_dir>/MPC/<component_id>/<uuid>``."""
         return self._tmp_dir
 
+    @property
+    def home(self) -> "_native.Home":
+        """The secagg home of this component."""
+        return _native.Home(home_for(self._db_path))
+
+    @_raises("mpc")
     def exec_shamir(
         self,
         party_number: int,
         num_parties: int,
-        ip_addresses: Optional[PathLike],
+        ip_addresses: PathLike,
         *,
-        secagg_id: str,
-        parties: List[str],
         timeout: Optional[float] = None,
-        engine: str = "native",
-        cancel: Optional[_native.CancelToken] = None,
     ) -> str:
-        """Runs the server-key negotiation of session ``secagg_id`` among ``parties``
-        (researcher first) as party ``party_number`` of ``num_parties``; returns ``secagg_id``.
+        """Runs the server-key negotiation as party ``party_number`` of ``num_parties`` and
+        returns the path of the file holding this party's result: ``<tmp_dir>/Output-P0-0``
+        (the server key ``sk0``, signed decimal) at the researcher, ``<tmp_dir>/Input-P<i>-0``
+        (the node's key ``sk_i``) at a node, with ``sk0 + Σ sk_i = 0``. Mode 0600; deleted by
+        ``SecaggServkeyManager.add``.
 
-        Differences: the session id and party list are needed (keyword-only), because secagg
-        binds the session to them; the key is not written to ``Output-P0-0`` / ``Input-P<i>-0``
-        but stored in the home (``sk0`` at the researcher, ``sk_i`` at a node, with
-        ``sk0 + Σ sk_i = 0``), where ``SecaggServkeyManager.get`` reads it. ``party_number``,
-        ``num_parties`` and, when it is given and exists, the ip file written by
-        ``write_mpc_certificates_for_experiment`` are checked against the party list and the
-        registered endpoints (``InvalidInput`` on any mismatch) rather than trusted.
+        The parties are those of the ``P<i>.pem`` files in ``mpc_data_dir`` (written by
+        ``write_mpc_certificates_for_experiment``), each of which must be the registered
+        certificate of a party (this party's own at ``party_number``); the ip file must list
+        their registered endpoints. The researcher names a fresh session and asks its nodes
+        (waiting for them to listen); a node serves exactly one session among these parties,
+        requested by their researcher. Each waits ``timeout`` seconds (secagg's addition;
+        default ``SECAGG_FEDBIOMED_TIMEOUT`` or 60). The key is also stored in the home (a
+        node's confirmed only once the researcher confirmed it).
         """
-        if self._home is None:
-            raise NotFound("this MPCController has no secagg home", "pass home=… to the constructor")
-        me = self._home.identity()
-        if num_parties != len(parties):
-            raise InvalidInput(f"num_parties is {num_parties} but {len(parties)} parties are listed")
-        if not 0 <= party_number < len(parties) or parties[party_number] != me["party_id"]:
-            raise InvalidInput(
-                f"party_number {party_number} is not this party ({me['party_id']}) in {parties}"
-            )
-        if ip_addresses is not None and os.path.isfile(ip_addresses):
-            with open(ip_addresses) as f:
-                given = [line.strip() for line in f if line.strip()]
-            endpoints = [me if p == me["party_id"] else self._home.peer(p) for p in parties]
-            expected = [_native.ip_file_line(e["ip"], int(e["port"])) for e in endpoints]
-            if given != expected:
-                raise InvalidInput(
-                    f"the ip file {ip_addresses} lists {given}, the registered endpoints are "
-                    f"{expected}",
-                    "write it again with write_mpc_certificates_for_experiment",
+        wait = _timeout() if timeout is None else float(timeout)
+        home = self.home
+        try:
+            parties = self._parties(home, party_number, num_parties)
+            self._check_ip_file(home, parties, ip_addresses)
+            if party_number == 0:
+                report = home.session_run(
+                    parties=parties[1:],
+                    session=_native.new_session_id(False),
+                    timeout=wait,
+                    wait_for_agents=wait,
                 )
-        self._home.negotiate(secagg_id, parties, timeout=timeout, engine=engine, cancel=cancel)
-        return secagg_id
+                session = report["session_id"]
+                path = os.path.join(self._tmp_dir, "Output-P0-0")
+            else:
+                session = home.serve_one_session(parties, wait=wait)
+                path = os.path.join(self._tmp_dir, f"Input-P{party_number}-0")
+        finally:
+            _remove_quietly(os.path.join(self._mpc_data_dir, f"P{party_number}.key"))
+        key = home.context(session, reveal_key=True)["key"]
+        _write_private(path, f"{key}\n")
+        with _key_files_lock:
+            _key_files[(os.fspath(home.path), session)] = path
+        return path
+
+    def _parties(self, home: "_native.Home", party_number: int, num_parties: int) -> List[str]:
+        """The party ids of ``P0.pem`` … ``P<n-1>.pem``, matched to registered certificates by
+        fingerprint."""
+        me = home.identity()
+        if not isinstance(num_parties, int) or num_parties < 3:
+            raise InvalidInput(f"num_parties must be an int of at least 3, not {num_parties!r}")
+        if not isinstance(party_number, int) or not 0 <= party_number < num_parties:
+            raise InvalidInput(f"party_number {party_number!r} is not in 0..{num_parties - 1}")
+        by_fingerprint = {p["fingerprint"]: p["party_id"] for p in home.peers()}
+        by_fingerprint[me["fingerprint"]] = me["party_id"]
+        parties = []
+        for index in range(num_parties):
+            pem_path = os.path.join(self._mpc_data_dir, f"P{index}.pem")
+            with open(pem_path, "rb") as f:
+                fingerprint = _native.certificate_fingerprint(f.read(), pem_path)
+            party = by_fingerprint.get(fingerprint)
+            if party is None:
+                raise NotFound(
+                    f"{pem_path} is not the certificate of a registered party",
+                    "write the party files with write_mpc_certificates_for_experiment",
+                )
+            parties.append(party)
+        if parties[party_number] != me["party_id"]:
+            raise InvalidInput(
+                f"party_number {party_number} is {parties[party_number]}, not this party "
+                f"({me['party_id']})"
+            )
+        return parties
+
+    def _check_ip_file(
+        self, home: "_native.Home", parties: List[str], ip_addresses: PathLike
+    ) -> None:
+        with open(ip_addresses) as f:
+            given = [line.strip() for line in f if line.strip()]
+        me = home.identity()
+        endpoints = [me if p == me["party_id"] else home.peer(p) for p in parties]
+        expected = [_native.ip_file_line(e["ip"], int(e["port"])) for e in endpoints]
+        if given != expected:
+            raise InvalidInput(
+                f"the ip file {os.fspath(ip_addresses)} lists {given}, the registered endpoints "
+                f"are {expected}",
+                "write it again with write_mpc_certificates_for_experiment (MPSPDZ_IP and "
+                "MPSPDZ_PORT must be this party's registered endpoint)",
+            )
+
+
+def _forget_key_file(home: str, session: str) -> None:
+    with _key_files_lock:
+        path = _key_files.pop((home, session), None)
+    if path is not None:
+        _remove_quietly(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Secagg element managers
 
 
 class SecaggServkeyManager:
-    """Fed-BioMed's ``SecaggServkeyManager`` over the keys a secagg home negotiated.
+    """Fed-BioMed's ``SecaggServkeyManager`` (table ``SecaggServkey``) over a secagg home.
 
-    An entry is ``{secagg_id, parties, context: {'server_key': int}, job_id, secagg_elem}``;
-    ``server_key`` is the key this party stored for the session: the server key ``sk0`` at the
-    researcher, the node's user key at a node (as in Fed-BioMed, where both sides use this table).
-    Keys enter the store only through ``Home.negotiate`` (or ``MPCController.exec_shamir``);
-    ``add`` attaches the session to a job after checking it. Job ids are kept in
-    ``<home>/fedbiomed-servkey-jobs.json``.
+    An entry is ``{secagg_id, parties, job_id, context: {'server_key': int}}``, where
+    ``server_key`` is the key this party holds: ``sk0`` at the researcher, the node's ``sk_i``
+    at a node (as in Fed-BioMed, where both sides use this table). ``db_path`` as for
+    ``CertificateManager``.
     """
 
+    @_raises("secagg")
     def __init__(self, db_path: PathLike) -> None:
-        self._home = _native.Home(db_path)
-        self._jobs_path = os.path.join(os.fspath(db_path), "fedbiomed-servkey-jobs.json")
+        self._db_path = os.path.abspath(os.fspath(db_path))
 
-    def _jobs(self) -> Dict[str, Optional[str]]:
-        try:
-            with open(self._jobs_path) as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            return {}
-        if not isinstance(data, dict):
-            raise InvalidInput(f"{self._jobs_path} is not a JSON object")
-        return data
+    def _home(self) -> str:
+        return home_for(self._db_path)
 
-    def _save_jobs(self, jobs: Dict[str, Optional[str]]) -> None:
-        tmp = self._jobs_path + ".tmp"
-        _write_private(tmp, json.dumps(jobs, indent=1, sort_keys=True))
-        os.replace(tmp, self._jobs_path)
-
-    def _check_job(self, secagg_id: str, session: str, job_id: Optional[str]) -> None:
-        jobs = self._jobs()
-        if session in jobs and jobs[session] != job_id:
-            raise Conflict(
-                f"secagg context `{secagg_id}` belongs to job `{jobs[session]}`, not to the "
-                f"current job `{job_id}`"
-            )
-
+    @_raises("secagg")
     def get(self, secagg_id: str, job_id: Optional[str]) -> Optional[Dict[str, Any]]:
-        """The entry of ``secagg_id`` (``secagg_<uuid>`` or a uuid), ``None`` when no key is
-        stored for it. Raises ``Conflict`` when it is attached to another job. Difference: a key
-        still unconfirmed (the researcher's confirmation never arrived) raises ``InvalidInput``
-        instead of being handed out."""
-        session = _native.normalize_session_id(secagg_id)
-        try:
-            ctx = self._home.context(session, reveal_key=True)
-        except NotFound:
-            return None
-        self._check_job(secagg_id, session, job_id)
-        if ctx["state"] != "confirmed":
-            raise InvalidInput(
-                f"the key of secagg context `{secagg_id}` is unconfirmed: the negotiation may not "
-                f"have completed at the researcher",
-                f"confirm it with `secagg context confirm {session}` once the researcher lists it",
-            )
-        return {
-            "secagg_id": secagg_id,
-            "parties": ctx["parties"],
-            "context": {"server_key": ctx["key"]},
-            "job_id": self._jobs().get(session, job_id),
-            "secagg_elem": SERVER_KEY_ELEMENT,
-        }
+        """The entry ``secagg_id``, ``None`` when there is none. An entry of another job raises
+        (``Conflict``; Fed-BioMed: FB623). Difference: an entry whose key was deleted from the
+        home (``secagg context delete`` / ``prune``) raises ``NotFound``."""
+        return _native.fedbiomed_servkey_get(self._home(), secagg_id, job_id)
 
+    @_raises("secagg")
     def add(
         self,
         secagg_id: str,
@@ -431,174 +703,128 @@ class SecaggServkeyManager:
         context: Dict[str, int],
         job_id: Optional[str],
     ) -> None:
-        """Attaches the negotiated session ``secagg_id`` to ``job_id``.
+        """Adds the entry ``secagg_id``; an existing one raises (``Conflict``, as Fed-BioMed).
 
-        Differences: the key must have been negotiated by this home (``NotFound`` otherwise),
-        ``parties`` must be the session's (``InvalidInput``) and ``context['server_key']`` the key
-        stored for it (``VerificationFailed``): nothing unchecked is stored. An entry that was
-        already added raises ``Conflict`` (as Fed-BioMed).
+        Difference: the entry attaches a key this home negotiated (``exec_shamir``,
+        ``Home.negotiate``, ``Home.session_run``): ``context['server_key']`` must be the
+        confirmed key of a session among exactly ``parties`` (``VerificationFailed``
+        otherwise), so nothing unchecked is stored. The key file ``exec_shamir`` returned is
+        deleted.
         """
-        session = _native.normalize_session_id(secagg_id)
-        jobs = self._jobs()
-        if session in jobs:
-            raise Conflict(f"secagg context `{secagg_id}` was already added")
-        ctx = self._home.context(session, reveal_key=True)
-        if list(parties) != ctx["parties"]:
-            raise InvalidInput(
-                f"secagg context `{secagg_id}` was negotiated by {ctx['parties']}, not {list(parties)}"
-            )
-        if not isinstance(context, dict) or context.get("server_key") != ctx["key"]:
-            raise VerificationFailed(
-                f"the server_key given for secagg context `{secagg_id}` is not the key negotiated "
-                f"for it"
-            )
-        jobs[session] = job_id
-        self._save_jobs(jobs)
+        if not isinstance(context, dict) or type(context.get("server_key")) is not int:
+            raise InvalidInput("context must be a dict whose `server_key` is an int")
+        if not isinstance(parties, list) or not all(isinstance(p, str) for p in parties):
+            raise InvalidInput("parties must be a list of party ids")
+        home = self._home()
+        session = _native.fedbiomed_servkey_add(
+            home, secagg_id, parties, context["server_key"], job_id
+        )
+        _forget_key_file(os.fspath(home), session)
 
+    @_raises("secagg")
     def remove(self, secagg_id: str, job_id: Optional[str]) -> bool:
-        """Deletes the key of ``secagg_id``; ``False`` when none is stored. Raises ``Conflict``
-        when it is attached to another job."""
-        session = _native.normalize_session_id(secagg_id)
-        try:
-            self._home.context(session)
-        except NotFound:
-            return False
-        self._check_job(secagg_id, session, job_id)
-        self._home.delete_context(session)
-        jobs = self._jobs()
-        if session in jobs:
-            del jobs[session]
-            self._save_jobs(jobs)
-        return True
+        """Removes the entry ``secagg_id`` and erases its key from the home; ``False`` when
+        there is none. An entry of another job raises (``Conflict``; Fed-BioMed: FB623)."""
+        return _native.fedbiomed_servkey_remove(self._home(), secagg_id, job_id)
 
 
 class SecaggBiprimeManager:
     """Fed-BioMed's ``SecaggBiprimeManager`` (table ``SecaggBiprime``) over a secagg home.
 
-    secagg, like Fed-BioMed v4.5.0 in practice, uses public *default* biprimes only: Fed-BioMed's
-    dynamic biprimes are a placeholder in v4.5.0 (a random dummy with ``max_keysize`` 0, "not
-    implemented yet"). An entry is ``{secagg_id, parties: None, context: {'biprime': int,
-    'max_keysize': int}}``, ``job_id`` is unused (as in Fed-BioMed).
-
-    The default biprimes are Fed-BioMed's ``default_biprime0`` (``secagg.DEFAULT_BIPRIME0``)
-    until ``update_default_biprimes`` sets others (from a directory of Fed-BioMed biprime files,
-    as Fed-BioMed's component start does); they are kept in ``<home>/fedbiomed-biprimes.json``.
-    The biprime of an entry is what ``Home.encrypt`` / ``Home.decrypt`` and ``SecaggCrypter``
-    take as ``biprime``.
-
-    Differences, each raising the ``secagg`` exception instead of ``FedbiomedSecaggError``:
-    ``add`` (storing a dynamic biprime) raises ``InvalidInput``: secagg does not take a biprime
-    whose factorisation someone may know; ``remove`` of a default biprime raises
-    ``InvalidInput`` (Fed-BioMed refuses it too, FB623); every biprime file is checked as secagg
-    checks ``--biprime FILE`` (an odd number of 512 to 1024 bits) besides Fed-BioMed's format
-    check (``secagg_id`` a non-empty string, ``biprime`` and ``max_keysize`` integers), and a
-    refused file changes nothing (``InvalidInput``).
+    An entry is ``{secagg_id, parties, context: {'biprime': int, 'max_keysize': int}}``;
+    ``job_id`` is unused, as in Fed-BioMed. Until ``update_default_biprimes`` sets them (as
+    Fed-BioMed's component start does), the default biprime is Fed-BioMed's
+    ``default_biprime0`` (``secagg.DEFAULT_BIPRIME0``). Dynamic entries are stored as
+    Fed-BioMed stores them (v4.5.0's are a dummy with ``max_keysize`` 0); ``SecaggCrypter`` and
+    ``Home.encrypt`` refuse any biprime that is not an odd number of 512 to 1024 bits.
     """
 
+    @_raises("secagg")
     def __init__(self, db_path: PathLike) -> None:
-        self._home = _native.Home(db_path)
-        self._path = os.path.join(os.fspath(db_path), "fedbiomed-biprimes.json")
+        self._db_path = os.path.abspath(os.fspath(db_path))
 
-    def _defaults(self) -> Dict[str, Dict[str, int]]:
-        try:
-            with open(self._path) as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            return {
-                DEFAULT_BIPRIME_ID: {
-                    "biprime": int(_native.DEFAULT_BIPRIME0),
-                    "max_keysize": DEFAULT_MAX_KEYSIZE,
-                }
-            }
-        if not isinstance(data, dict) or not isinstance(data.get("default_biprimes"), list):
-            raise InvalidInput(f"{self._path} is not secagg's list of default biprimes")
-        return {
-            e["secagg_id"]: {"biprime": int(e["biprime"]), "max_keysize": int(e["max_keysize"])}
-            for e in data["default_biprimes"]
-        }
+    def _home(self) -> str:
+        return home_for(self._db_path)
 
+    @_raises("secagg")
     def get(self, secagg_id: str, job_id: None = None) -> Optional[Dict[str, Any]]:
-        """The entry of the default biprime ``secagg_id`` (``{secagg_id, parties: None,
-        context: {'biprime': int, 'max_keysize': int}}``), ``None`` when there is none."""
-        entry = self._defaults().get(secagg_id)
-        if entry is None:
-            return None
-        return {"secagg_id": secagg_id, "parties": None, "context": dict(entry)}
+        """The entry ``secagg_id``, ``None`` when there is none."""
+        entry = _native.fedbiomed_biprime_get(self._home(), secagg_id)
+        if entry is not None:
+            del entry["default"]
+        return entry
 
+    @_raises("secagg")
     def add(
         self,
         secagg_id: str,
-        parties: List[str],
+        parties: Optional[List[str]],
         context: Dict[str, int],
         job_id: None = None,
     ) -> None:
-        """Fed-BioMed stores a dynamic biprime here. Difference: refused (``InvalidInput``).
-        secagg uses the public default biprimes only (``get(DEFAULT_BIPRIME_ID)``)."""
-        raise InvalidInput(
-            f"secagg does not store dynamic biprimes (`{secagg_id}`): it uses the public default "
-            f"biprimes only (Fed-BioMed v4.5.0's dynamic biprime is a dummy)",
-            f"use the default biprime `{DEFAULT_BIPRIME_ID}` (secagg.DEFAULT_BIPRIME0)",
+        """Adds the dynamic biprime ``secagg_id``; an existing entry raises (``Conflict``, as
+        Fed-BioMed)."""
+        if (
+            not isinstance(context, dict)
+            or type(context.get("biprime")) is not int
+            or type(context.get("max_keysize")) is not int
+        ):
+            raise InvalidInput("context must be a dict with int `biprime` and `max_keysize`")
+        _native.fedbiomed_biprime_add(
+            self._home(), secagg_id, parties, context["biprime"], context["max_keysize"]
         )
 
+    @_raises("secagg")
     def remove(self, secagg_id: str, job_id: None = None) -> bool:
-        """``False`` when no biprime ``secagg_id`` exists; a default biprime cannot be removed
-        (``InvalidInput``, as Fed-BioMed's FB623)."""
-        if secagg_id in self._defaults():
-            raise InvalidInput(
-                f"not authorized to remove the default biprime `{secagg_id}`",
-                "default biprimes change with update_default_biprimes",
-            )
-        return False
+        """Removes the dynamic biprime ``secagg_id``; ``False`` when there is none. A default
+        biprime raises (``InvalidInput``; Fed-BioMed: FB623)."""
+        return _native.fedbiomed_biprime_remove(self._home(), secagg_id)
 
+    @_raises("secagg")
     def update_default_biprimes(
         self, allow_default_biprimes: bool, default_biprimes_dir: PathLike
     ) -> None:
         """Replaces the default biprimes with those of the ``*.json`` files in
         ``default_biprimes_dir`` (Fed-BioMed's ``{"secagg_id", "biprime", "max_keysize"}``), or
-        with none when ``allow_default_biprimes`` is false. Every file is checked before anything
-        changes (``InvalidInput`` names the refused file)."""
-        entries: List[Dict[str, Any]] = []
+        with none when ``allow_default_biprimes`` is false, in one transaction. Every file is
+        checked before anything changes (``InvalidInput`` names the refused file); difference:
+        also as secagg checks ``--biprime FILE`` (an odd number of 512 to 1024 bits)."""
+        entries: List[Tuple[str, int, int]] = []
         if allow_default_biprimes:
             directory = os.fspath(default_biprimes_dir)
-            try:
-                names = sorted(os.listdir(directory))
-            except OSError as e:
-                raise InvalidInput(f"cannot read the default biprimes directory {directory}: {e}")
-            for name in names:
-                if not name.endswith(".json"):
-                    continue
-                path = os.path.join(directory, name)
-                try:
-                    with open(path) as f:
-                        text = f.read()
-                    doc = json.loads(text)
-                except (OSError, ValueError) as e:
-                    raise InvalidInput(f"cannot parse default biprime file `{name}`: {e}")
-                if (
-                    not isinstance(doc, dict)
-                    or not isinstance(doc.get("secagg_id"), str)
-                    or not doc["secagg_id"]
-                    or type(doc.get("biprime")) is not int
-                    or type(doc.get("max_keysize")) is not int
-                ):
-                    raise InvalidInput(
-                        f"bad biprime format in file `{name}`: expected a non-empty string "
-                        f"`secagg_id` and integers `biprime` and `max_keysize`"
-                    )
-                try:
-                    _native.read_biprime(text)
-                except InvalidInput as e:
-                    raise InvalidInput(f"bad biprime in file `{name}`: {e.message}", e.hint)
-                entries.append(
-                    {
-                        "secagg_id": doc["secagg_id"],
-                        "biprime": str(doc["biprime"]),
-                        "max_keysize": doc["max_keysize"],
-                    }
-                )
-        tmp = self._path + ".tmp"
-        _write_public(tmp, json.dumps({"default_biprimes": entries}, indent=1))
-        os.replace(tmp, self._path)
+            for name in sorted(os.listdir(directory)):
+                if name.endswith(".json"):
+                    entries.append(_read_default_biprime(os.path.join(directory, name), name))
+        _native.fedbiomed_set_default_biprimes(self._home(), entries)
+
+
+def _read_default_biprime(path: str, name: str) -> Tuple[str, int, int]:
+    try:
+        with open(path) as f:
+            text = f.read()
+        doc = json.loads(text)
+    except (OSError, ValueError) as e:
+        raise InvalidInput(f"cannot parse default biprime file `{name}`: {e}")
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("secagg_id"), str)
+        or not doc["secagg_id"]
+        or type(doc.get("biprime")) is not int
+        or type(doc.get("max_keysize")) is not int
+    ):
+        raise InvalidInput(
+            f"bad biprime format in file `{name}`: expected a non-empty string `secagg_id` and "
+            f"integers `biprime` and `max_keysize`"
+        )
+    try:
+        _native.read_biprime(text)
+    except InvalidInput as e:
+        raise InvalidInput(f"bad biprime in file `{name}`: {e.message}", e.hint)
+    return doc["secagg_id"], doc["biprime"], doc["max_keysize"]
+
+
+# ---------------------------------------------------------------------------------------------
+# SecaggCrypter
 
 
 class SecaggCrypter:
@@ -606,6 +832,7 @@ class SecaggCrypter:
     bit-identical to Fed-BioMed v4.5.0's, the secret exponentiations constant-time and spread
     over the cores (the GIL is released)."""
 
+    @_raises("crypter")
     def encrypt(
         self,
         num_nodes: int,
@@ -628,6 +855,7 @@ class SecaggCrypter:
         cr = _native.DEFAULT_CLIPPING_RANGE if clipping_range is None else clipping_range
         return _native.jl_encrypt(num_nodes, current_round, params, key, biprime, cr)
 
+    @_raises("crypter")
     def aggregate(
         self,
         current_round: int,
@@ -661,3 +889,142 @@ class SecaggCrypter:
             while sums and sums[-1] == 0:
                 sums.pop()
         return _native.jl_average(sums, num_nodes, cr)
+
+
+# ---------------------------------------------------------------------------------------------
+# install(): the one switch
+
+#: Fed-BioMed v4.5.0's modules and the classes of theirs that this module replaces.
+_REPLACED: Dict[str, Dict[str, type]] = {
+    "fedbiomed.common.certificate_manager": {"CertificateManager": CertificateManager},
+    "fedbiomed.common.mpc_controller": {"MPCController": MPCController},
+    "fedbiomed.common.secagg_manager": {
+        "SecaggServkeyManager": SecaggServkeyManager,
+        "SecaggBiprimeManager": SecaggBiprimeManager,
+    },
+    "fedbiomed.common.secagg._secagg_crypter": {"SecaggCrypter": SecaggCrypter},
+    "fedbiomed.common.secagg": {"SecaggCrypter": SecaggCrypter},
+}
+
+_install_lock = threading.Lock()
+
+
+def install() -> Dict[str, int]:
+    """Puts this module's classes in place of Fed-BioMed's, so that Fed-BioMed's unmodified
+    node and researcher code (and its ``fedbiomed_run … certificate …`` CLI) runs on secagg.
+
+    Replaces the classes in the modules that define them, and in every ``fedbiomed`` module
+    already imported: names bound to a replaced class, and instances Fed-BioMed built at import
+    (``node/secagg.py``'s ``_CManager``, ``node/secagg_manager.py``'s ``SKManager`` and the
+    dict of its ``SecaggManager``, …), rebuilt on the same database path. Call it first thing
+    (before Fed-BioMed's node or researcher modules are imported, nothing needs rebuilding), or
+    run a Fed-BioMed entry point with it: ``python -m secagg.fedbiomed MODULE ARGS…``.
+    Idempotent. Returns what was replaced: ``{"classes": n, "instances": m}``. Raises
+    ``NotFound`` when ``fedbiomed`` cannot be imported, ``InvalidInput`` when it is not
+    Fed-BioMed v4's layout.
+    """
+    import importlib
+
+    with _install_lock:
+        originals: Dict[type, type] = {}
+        for module_name, classes in _REPLACED.items():
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as e:
+                raise NotFound(
+                    f"cannot import {module_name}: {e}",
+                    "install Fed-BioMed v4.5 in this environment, or call install() from its "
+                    "component's Python",
+                ) from None
+            for name, ours in classes.items():
+                theirs = getattr(module, name, None)
+                if not isinstance(theirs, type):
+                    raise InvalidInput(
+                        f"{module_name} has no class {name}: secagg.fedbiomed replaces "
+                        f"Fed-BioMed v4's classes"
+                    )
+                if theirs is not ours:
+                    originals[theirs] = ours
+                    setattr(module, name, ours)
+        replaced = {"classes": len(originals), "instances": 0}
+        if originals:
+            for module in list(sys.modules.values()):
+                if getattr(module, "__name__", "").startswith("fedbiomed"):
+                    replaced["instances"] += _replace_in(vars(module), originals, module)
+        return replaced
+
+
+def _replace_in(namespace: Dict[str, Any], originals: Dict[type, type], owner: Any) -> int:
+    """Rebinds, in ``namespace`` (a module's, or a dict one of its classes holds), every name
+    bound to a replaced class or to an instance of one; returns how many instances."""
+    rebuilt = 0
+    for name, value in list(namespace.items()):
+        if isinstance(value, type):
+            if value in originals:
+                _set(owner, namespace, name, originals[value])
+            elif getattr(value, "__module__", "").startswith("fedbiomed"):
+                for attr, inner in list(vars(value).items()):
+                    if isinstance(inner, dict):
+                        rebuilt += _replace_in(inner, originals, inner)
+        elif type(value) in originals:
+            _set(owner, namespace, name, _rebuild(value, originals[type(value)]))
+            rebuilt += 1
+    return rebuilt
+
+
+def _set(owner: Any, namespace: Dict[str, Any], name: str, value: Any) -> None:
+    if isinstance(owner, dict):
+        owner[name] = value
+    else:
+        setattr(owner, name, value)
+
+
+def _rebuild(instance: Any, ours: type) -> Any:
+    """Our equivalent of a Fed-BioMed manager built at import, on the same database."""
+    if ours is SecaggCrypter:
+        return SecaggCrypter()
+    db_path = _tinydb_path(instance)
+    if ours is CertificateManager:
+        return CertificateManager(db_path)
+    if db_path is None:
+        raise InvalidInput(
+            f"cannot tell the database of Fed-BioMed's {type(instance).__name__} instance",
+            "call secagg.fedbiomed.install() before Fed-BioMed's node or researcher modules are "
+            "imported",
+        )
+    return ours(db_path)
+
+
+def _tinydb_path(instance: Any) -> Optional[str]:
+    """The file of the TinyDB database a Fed-BioMed manager opened, if it has one."""
+    db = getattr(instance, "_db", None)
+    storage = getattr(db, "storage", None) or getattr(db, "_storage", None)
+    handle = getattr(storage, "_handle", None)
+    name = getattr(handle, "name", None)
+    return name if isinstance(name, str) else None
+
+
+def _main(argv: List[str]) -> int:
+    """``python -m secagg.fedbiomed MODULE ARGS…``: runs a Fed-BioMed entry point (e.g.
+    ``fedbiomed.node.cli``) as ``python -m MODULE ARGS…`` would, after :func:`install`."""
+    import runpy
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_main.__doc__.strip() if _main.__doc__ else "", file=sys.stderr)
+        return 0 if argv else 2
+    try:
+        install()
+    except Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    sys.argv = argv
+    runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
+    return 0
+
+
+if __name__ == "__main__":
+    # Run as `python -m secagg.fedbiomed`: the classes to install are those of the imported
+    # module `secagg.fedbiomed` (the one Fed-BioMed's code will get), not this __main__ copy's.
+    from secagg.fedbiomed import _main as main
+
+    sys.exit(main(sys.argv[1:]))

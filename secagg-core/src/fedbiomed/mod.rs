@@ -20,6 +20,9 @@ use crate::party::{Endpoint, PartyId};
 use crate::registration::{self, Action, CertificateSource, RegisterRequest, Registered};
 use crate::store::Store;
 
+pub mod component_home;
+pub mod elements;
+
 /// Largest TinyDB file read.
 pub const MAX_TINYDB_BYTES: u64 = 256 * 1024 * 1024;
 
