@@ -1,7 +1,8 @@
 """Type stubs of secagg._native, the Rust extension (see secagg/__init__.py)."""
 
 import os
-from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, TypedDict, Union
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, TypedDict, Union, final
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -248,18 +249,20 @@ class ErrorKindInfo(TypedDict):
     exit_code: int
     description: str
 
+@final
 class CancelToken:
     """Stops a running ``Home.negotiate`` from another thread."""
-    def __init__(self) -> None: ...
+    def __new__(cls) -> CancelToken: ...
     def cancel(self) -> None: ...
     @property
     def cancelled(self) -> bool: ...
 
+@final
 class Home:
     """A party's secagg home directory."""
-    def __init__(self, path: PathLike) -> None: ...
+    def __new__(cls, path: PathLike) -> Home: ...
     @property
-    def path(self) -> str: ...
+    def path(self) -> Path: ...
     def init(
         self,
         role: Literal["researcher", "node"],
@@ -267,7 +270,7 @@ class Home:
         port: Optional[int] = None,
         key_type: Literal["p256", "p384", "ed25519"] = "p256",
         id: Optional[str] = None,
-        days: int = 1825,
+        days: int = ...,  # 1825 (DEFAULT_VALIDITY_DAYS)
         force: bool = False,
         allow_custom_id: bool = False,
     ) -> IdentitySummary: ...
@@ -324,7 +327,7 @@ class Home:
         session: str,
         round: int,
         params: Sequence[float],
-        clipping_range: int = 3,
+        clipping_range: int = ...,  # DEFAULT_CLIPPING_RANGE (3)
         biprime: Union[None, int, PathLike] = None,
     ) -> CiphertextFile: ...
     def decrypt(
@@ -336,7 +339,7 @@ class Home:
         allow_unsigned: bool = False,
     ) -> RoundAverage: ...
     def roster_export(
-        self, path: Optional[PathLike] = None, valid_days: int = 30, force: bool = False
+        self, path: Optional[PathLike] = None, valid_days: int = ..., force: bool = False
     ) -> RosterExport: ...
     def roster_show(
         self,
@@ -376,7 +379,14 @@ class Home:
         mpspdz_root: Optional[PathLike] = None,
         mpspdz_port: Optional[int] = None,
         cancel: Optional[CancelToken] = None,
+        wait_for_agents: Optional[float] = None,
     ) -> SessionRunReport: ...
+    def serve_one_session(
+        self,
+        parties: Sequence[str],
+        wait: float = 60.0,
+        cancel: Optional[CancelToken] = None,
+    ) -> str: ...
     def federation_check(
         self,
         parties: Optional[Sequence[str]] = None,
@@ -389,7 +399,7 @@ def new_session_id(fedbiomed: bool = False) -> str: ...
 def normalize_session_id(session: str) -> str: ...
 def party_role(party_id: str) -> Literal["researcher", "node"]: ...
 def generate_certificate(
-    party_id: str, key_type: str = "p256", days: int = 1825
+    party_id: str, key_type: str = "p256", days: int = ...  # 1825
 ) -> Tuple[str, str]: ...
 def read_biprime(text: str) -> Tuple[str, int]: ...
 def ip_file_line(ip: str, port: int) -> str: ...
@@ -399,7 +409,7 @@ def jl_encrypt(
     params: Sequence[float],
     key: int,
     biprime: int,
-    clipping_range: int = 3,
+    clipping_range: int = ...,  # DEFAULT_CLIPPING_RANGE (3)
 ) -> List[int]: ...
 def jl_decrypt_sums(
     num_nodes: int,
@@ -409,4 +419,53 @@ def jl_decrypt_sums(
     biprime: int,
     count: Optional[int] = None,
 ) -> List[int]: ...
-def jl_average(sums: Sequence[int], num_nodes: int, clipping_range: int = 3) -> List[float]: ...
+def jl_average(sums: Sequence[int], num_nodes: int, clipping_range: int = ...) -> List[float]: ...
+
+class FedbiomedHome(TypedDict, total=False):
+    home: Path
+    created: bool
+    party_id: str
+    imported: Optional[int]
+    warnings: List[str]
+
+class ServkeyContext(TypedDict):
+    server_key: int
+
+class ServkeyEntry(TypedDict):
+    secagg_id: str
+    parties: List[str]
+    job_id: Optional[str]
+    context: ServkeyContext
+
+class BiprimeContext(TypedDict):
+    biprime: int
+    max_keysize: int
+
+class BiprimeEntry(TypedDict):
+    secagg_id: str
+    parties: Optional[List[str]]
+    context: BiprimeContext
+    default: bool
+
+def fedbiomed_home(db_path: PathLike) -> FedbiomedHome: ...
+def fedbiomed_servkey_get(
+    home: PathLike, secagg_id: str, job_id: Optional[str]
+) -> Optional[ServkeyEntry]: ...
+def fedbiomed_servkey_add(
+    home: PathLike, secagg_id: str, parties: Sequence[str], server_key: int, job_id: Optional[str]
+) -> str: ...
+def fedbiomed_servkey_remove(home: PathLike, secagg_id: str, job_id: Optional[str]) -> bool: ...
+def fedbiomed_biprime_get(home: PathLike, secagg_id: str) -> Optional[BiprimeEntry]: ...
+def fedbiomed_biprime_add(
+    home: PathLike,
+    secagg_id: str,
+    parties: Optional[Sequence[str]],
+    biprime: int,
+    max_keysize: int,
+) -> None: ...
+def fedbiomed_biprime_remove(home: PathLike, secagg_id: str) -> bool: ...
+def fedbiomed_set_default_biprimes(
+    home: PathLike, defaults: Sequence[Tuple[str, int, int]]
+) -> None: ...
+def fedbiomed_certificate_documents(home: PathLike) -> List[Tuple[str, int]]: ...
+def certificate_fingerprint(data: bytes, name: str) -> str: ...
