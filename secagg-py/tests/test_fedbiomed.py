@@ -267,6 +267,27 @@ def test_an_adoption_that_cannot_be_done_says_why_and_leaves_nothing(tmp_path):
         fb.CertificateManager(str(tmp_path / "whatever.json")).list()
 
 
+def test_processes_adopting_one_component_at_once_share_one_home(tmp_path):
+    comps = layout.federation(tmp_path, free_ports(3))
+    db_path = comps[2].environ["DB_PATH"]
+    code = ("import json, sys\nfrom secagg import _native\n"
+            "print(json.dumps(_native.fedbiomed_home(sys.argv[1]), default=str))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, db_path], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        results.append(json.loads(out))
+    home = tmp_path / "c2" / "var" / f"db_{comps[2].id}.secagg"
+    assert {r["home"] for r in results} == {str(home)}
+    assert sum(1 for r in results if r["created"] and r.get("imported") == 2) >= 1
+    # One identity, both certificates, no temporary directory left behind.
+    assert fb.CertificateManager(db_path).home.identity()["party_id"] == comps[2].id
+    assert len(fb.CertificateManager(db_path).list()) == 2
+    assert [p.name for p in home.parent.iterdir() if p.name.startswith(".")] == []
+
+
 def test_servkey_setup_driven_as_fedbiomed_drives_it(tmp_path):
     """A researcher and three nodes, each its own Fed-BioMed component and process, run
     Fed-BioMed's server-key setup call by call; then a Joye-Libert round with the keys."""

@@ -596,10 +596,11 @@ class MPCController:
             parties = self._parties(home, party_number, num_parties)
             self._check_ip_file(home, parties, ip_addresses)
             if party_number == 0:
+                # Up to `wait` for the nodes to listen, as long again for the session itself.
                 report = home.session_run(
                     parties=parties[1:],
                     session=_native.new_session_id(False),
-                    timeout=wait,
+                    timeout=min(2 * wait, 600.0),
                     wait_for_agents=wait,
                 )
                 session = report["session_id"]
