@@ -13,7 +13,8 @@ use secagg_core::fedbiomed::{component_home, elements};
 use secagg_core::home::Home;
 use time::OffsetDateTime;
 
-use crate::{decimal_to_int, unlocked, CoreError};
+use crate::convert::decimal_to_int;
+use crate::errors::{unlocked, CoreError};
 
 /// The secagg home of the Fed-BioMed component whose database is `db_path` (or `db_path` itself
 /// when it is a secagg home), created on first use by adopting the component's identity and
