@@ -77,6 +77,53 @@ fn demo_verifies_three_and_ten_nodes() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
+/// Issue 23, item 14: `demo --keep` printed only the parent directory, and `--home` (listed in
+/// its help) was silently ignored.
+#[test]
+fn demo_keep_prints_a_ready_command_per_home_and_says_home_is_not_used() {
+    let out = secagg()
+        .args(["demo", "--nodes", "3", "--keep"])
+        .env("SECAGG_HOME", "/nonexistent/home")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--home / SECAGG_HOME is not used"),
+        "{stderr}"
+    );
+    let homes: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.split_once(": secagg --home ").map(|(_, rest)| rest))
+        .map(|rest| rest.trim_end_matches(" context list"))
+        .collect();
+    assert_eq!(homes.len(), 4, "{stderr}");
+    for home in &homes {
+        let listed = secagg()
+            .args(["--home", home, "context", "list", "--format", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            listed.status.success(),
+            "{home}: {}",
+            String::from_utf8_lossy(&listed.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+        assert_eq!(
+            v.as_array()
+                .map(|a| a.len())
+                .or_else(|| v["contexts"].as_array().map(|a| a.len())),
+            Some(1),
+            "{v}"
+        );
+    }
+    let kept = std::path::Path::new(homes[0])
+        .parent()
+        .and_then(|p| p.parent())
+        .unwrap();
+    std::fs::remove_dir_all(kept).unwrap();
+}
+
 #[test]
 fn five_negotiate_processes_agree_and_store_only_fingerprints_in_output() {
     let (_dir, fed) = federation(4);

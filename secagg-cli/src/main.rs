@@ -48,7 +48,7 @@ fn exit_codes_help() -> String {
 enum ErrorFormat {
     /// `error: …` and `hint: …` lines, for people.
     Text,
-    /// One `secagg_core::error::ErrorReport` JSON line.
+    /// One JSON line: kind, exit_code, message, hint.
     Json,
 }
 
@@ -192,6 +192,7 @@ fn main() -> ExitCode {
         Some(f) => f == ErrorFormat::Json,
         None => json_errors_requested(&args),
     };
+    let home_given = cli.home.is_some();
     let home = cli
         .home
         .unwrap_or_else(|| PathBuf::from(secagg_core::home::DEFAULT_HOME));
@@ -203,7 +204,7 @@ fn main() -> ExitCode {
         Command::Negotiate(a) => negotiate::run(&home, a),
         Command::Context(c) => context::run(&home, c),
         Command::Aggregate(c) => aggregate::run(&home, c),
-        Command::Demo(a) => demo::run(&home, a),
+        Command::Demo(a) => demo::run(home_given, a),
         Command::Mpspdz(c) => mpspdz::run(&home, c),
         Command::Vpn(c) => vpn::run(&home, c),
         Command::Deploy(c) => deploy::run(&home, c),

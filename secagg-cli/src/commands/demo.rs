@@ -138,7 +138,23 @@ fn remove_tree(path: &Path) -> std::io::Result<()> {
 }
 
 /// Runs `secagg demo`.
-pub fn run(_home: &Path, a: DemoArgs) -> anyhow::Result<()> {
+/// Commands to look at the kept homes, ready to paste.
+fn print_kept_homes(federation: &demo::Federation) {
+    for p in &federation.parties {
+        output::note(format!(
+            "  {}: secagg --home {} context list",
+            p.party_id,
+            p.home.root().display()
+        ));
+    }
+}
+
+/// Runs `secagg demo`. `home_given`: `--home` or `SECAGG_HOME` was set, which the demo does not
+/// use (it makes a home per party in a directory of its own).
+pub fn run(home_given: bool, a: DemoArgs) -> anyhow::Result<()> {
+    if home_given {
+        output::warn("the demo makes its own homes (one per party, in a new directory): --home / SECAGG_HOME is not used");
+    }
     // First, before any thread starts: the mask is inherited by the threads started afterwards.
     let signals = TerminationSignals::block()?;
     let state = Arc::new(Mutex::new(DemoState::default()));
@@ -198,6 +214,7 @@ fn run_demo(a: DemoArgs, state: &Mutex<DemoState>) -> anyhow::Result<()> {
         let kept = lock(state).tmp.take().map(tempfile::TempDir::keep);
         let kept = kept.unwrap_or(dir);
         output::note(format!("kept the federation in {}", kept.display()));
+        print_kept_homes(&federation);
         Some(kept.display().to_string())
     } else {
         None
