@@ -756,7 +756,9 @@ fn configure_writes_the_vpnservers_config_env_and_wg0_conf_from_the_registry() {
     let wg = config.join("wireguard/wg0.conf");
     assert_eq!(
         fs::read_to_string(&wg).unwrap(),
-        secagg(&home, &["vpn", "server-config"]).ok().stdout
+        secagg(&home, &["vpn", "server-config", "--stdout"])
+            .ok()
+            .stdout
     );
     for f in [config.join("config.env"), wg] {
         assert_eq!(

@@ -164,6 +164,11 @@ fn refused_commands_change_nothing() {
     let peer = dir.path().join("peer");
     let key = keygen(&peer);
     let added = secagg(&home, &["vpn", "add", "node", "n1", &key]);
+    // Issue 23, item 12: the server's private key is printed only when asked for.
+    let refused = secagg(&home, &["vpn", "server-config"]);
+    refused.fails_with(3, "holds a private key");
+    assert!(refused.stdout.is_empty(), "{}", refused.stdout);
+    assert!(refused.stderr.contains("-o FILE"), "{}", refused.stderr);
     // Regression (issue 23, item 12): the hint said `server-config > wg0.conf`, which leaves
     // the server's private key world-readable; it says `-o` (0600) now.
     assert!(
@@ -302,7 +307,10 @@ fn remove_keeps_the_address_reserved_and_removeconf_frees_it() {
     genconf(&home, "researcher", "r2");
     let k1 = keygen(&dir.path().join("p1"));
     secagg(&home, &["vpn", "add", "researcher", "r1", &k1]).ok();
-    let conf = secagg(&home, &["vpn", "server-config"]).ok().stdout.clone();
+    let conf = secagg(&home, &["vpn", "server-config", "--stdout"])
+        .ok()
+        .stdout
+        .clone();
     assert!(conf.contains(&format!("PublicKey = {k1}\n")));
     assert!(conf.contains("AllowedIPs = 10.9.0.10/32\n"));
     assert!(!conf.contains("10.9.0.11"), "r2 has no key yet:\n{conf}");
@@ -313,7 +321,7 @@ fn remove_keeps_the_address_reserved_and_removeconf_frees_it() {
     .ok()
     .json();
     assert_eq!(r["removed_public_key"], k1.as_str());
-    assert!(!secagg(&home, &["vpn", "server-config"])
+    assert!(!secagg(&home, &["vpn", "server-config", "--stdout"])
         .ok()
         .stdout
         .contains(&k1));
@@ -377,13 +385,19 @@ fn init_force_and_server_config_forms() {
     genconf(&home, "node", "n1");
     secagg(&home, &["vpn", "init", "--public-addr", "h", "--force"])
         .fails_with(5, "1 VPN peer(s) are registered");
-    let wg = secagg(&home, &["vpn", "server-config"]).ok().stdout.clone();
-    assert!(wg.contains("[Interface]\nPrivateKey = ") && wg.contains("ListenPort = 4500\n"));
-    assert!(!wg.contains("Address"));
-    let quick = secagg(&home, &["vpn", "server-config", "--format", "wg-quick"])
+    let wg = secagg(&home, &["vpn", "server-config", "--stdout"])
         .ok()
         .stdout
         .clone();
+    assert!(wg.contains("[Interface]\nPrivateKey = ") && wg.contains("ListenPort = 4500\n"));
+    assert!(!wg.contains("Address"));
+    let quick = secagg(
+        &home,
+        &["vpn", "server-config", "--format", "wg-quick", "--stdout"],
+    )
+    .ok()
+    .stdout
+    .clone();
     assert!(quick.contains("Address = 10.220.0.1/14\n"));
     let out = dir.path().join("wg0.conf");
     secagg(
@@ -417,7 +431,11 @@ fn peer_keygen_and_client_config() {
     );
     let peer = dir.path().join("node");
     // No key yet.
-    secagg(&peer, &["vpn", "client-config", env.to_str().unwrap()]).fails_with(4, "wg.key");
+    secagg(
+        &peer,
+        &["vpn", "client-config", env.to_str().unwrap(), "--stdout"],
+    )
+    .fails_with(4, "wg.key");
     let j = secagg(&peer, &["vpn", "keygen", "--format", "json"])
         .ok()
         .json();
@@ -438,10 +456,13 @@ fn peer_keygen_and_client_config() {
     let public = forced["public_key"].as_str().unwrap().to_owned();
     let private = fs::read_to_string(peer.join("vpn/wg.key")).unwrap();
 
-    let conf = secagg(&peer, &["vpn", "client-config", env.to_str().unwrap()])
-        .ok()
-        .stdout
-        .clone();
+    let conf = secagg(
+        &peer,
+        &["vpn", "client-config", env.to_str().unwrap(), "--stdout"],
+    )
+    .ok()
+    .stdout
+    .clone();
     let server_key = secagg(&server, &["vpn", "list", "--format", "json"])
         .ok()
         .json()["server"]["public_key"]
@@ -472,6 +493,7 @@ fn peer_keygen_and_client_config() {
             env.to_str().unwrap(),
             "--format",
             "wg-quick",
+            "--stdout",
         ],
     )
     .ok()
@@ -580,17 +602,20 @@ fn rendered_configurations_are_accepted_by_wg_setconf() {
     let files = [
         (
             "s",
-            secagg(&server, &["vpn", "server-config"])
+            secagg(&server, &["vpn", "server-config", "--stdout"])
                 .ok()
                 .stdout
                 .clone(),
         ),
         (
             "c",
-            secagg(&peer, &["vpn", "client-config", env.to_str().unwrap()])
-                .ok()
-                .stdout
-                .clone(),
+            secagg(
+                &peer,
+                &["vpn", "client-config", env.to_str().unwrap(), "--stdout"],
+            )
+            .ok()
+            .stdout
+            .clone(),
         ),
     ];
     for (tag, conf) in files {

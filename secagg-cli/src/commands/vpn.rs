@@ -136,6 +136,11 @@ pub struct ConfigArgs {
     /// Replace FILE if it exists.
     #[arg(long, requires = "output")]
     force: bool,
+    /// Print the configuration, which holds a private key, on stdout (without -o, it is refused
+    /// unless this is given: a terminal's scrollback or a shell redirection would keep the key
+    /// readable by others).
+    #[arg(long, conflicts_with = "output")]
+    stdout: bool,
 }
 
 /// Arguments of `vpn keygen`.
@@ -179,6 +184,11 @@ pub struct ClientConfigArgs {
     /// Replace FILE if it exists.
     #[arg(long, requires = "output")]
     force: bool,
+    /// Print the configuration, which holds a private key, on stdout (without -o, it is refused
+    /// unless this is given: a terminal's scrollback or a shell redirection would keep the key
+    /// readable by others).
+    #[arg(long, conflicts_with = "output")]
+    stdout: bool,
 }
 
 /// Runs `secagg vpn …`.
@@ -340,7 +350,7 @@ pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
         }
         VpnCommand::ServerConfig(a) => {
             let conf = server::server_config(&home, a.format.into())?;
-            emit_secret(&conf, a.output.as_deref(), a.force, &home)?;
+            emit_secret(&conf, a.output.as_deref(), a.force, a.stdout, &home)?;
         }
         VpnCommand::ImportFedbiomed(a) => {
             let r = secagg_core::vpn::fedbiomed::import_server(&home, &a.dir, now)?;
@@ -413,7 +423,7 @@ pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
         }
         VpnCommand::ClientConfig(a) => {
             let (conf, info) = client::client_config(&home, &a.config_env, a.format.into())?;
-            emit_secret(&conf, a.output.as_deref(), a.force, &home)?;
+            emit_secret(&conf, a.output.as_deref(), a.force, a.stdout, &home)?;
             if a.output.is_some() {
                 output::note(format!(
                     "peer address {}/{}, server {}",
@@ -438,9 +448,22 @@ fn parse_network(s: &str) -> secagg_core::Result<Ipv4Net> {
 }
 
 /// Prints a configuration holding secrets, or writes it 0600 to `out`.
-fn emit_secret(text: &str, out: Option<&Path>, force: bool, home: &Home) -> anyhow::Result<()> {
+fn emit_secret(
+    text: &str,
+    out: Option<&Path>,
+    force: bool,
+    stdout: bool,
+    home: &Home,
+) -> anyhow::Result<()> {
     match out {
-        None => print!("{text}"),
+        None if stdout => print!("{text}"),
+        None => {
+            return Err(secagg_core::Error::invalid(
+                "this configuration holds a private key: it is written to a file, not printed",
+            )
+            .with_hint("give -o FILE (written 0600), or --stdout to print it anyway")
+            .into())
+        }
         Some(p) => {
             home.write_output(p, text.as_bytes(), SECRET_FILE_MODE, force)?;
             output::note(format!("written to {} (0600)", p.display()));
