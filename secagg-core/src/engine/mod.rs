@@ -277,6 +277,26 @@ mod tests {
         let e = check_party_ids(&ids(&["researcher_r", "node_a", "node_a"])).unwrap_err();
         assert!(e.to_string().contains("(positions 1 and 2)"), "{e}");
         check_party_ids(&ids(&["researcher_r", "node_a", "node_b"])).unwrap();
+        let e = check_party_ids(&ids(&["researcher_r", "researcher_s", "node_b"])).unwrap_err();
+        assert!(e.to_string().contains("is a second researcher"), "{e}");
+    }
+
+    /// Issue 23, item 10: a mistyped node id (`nod_a`) was reported as "a second researcher".
+    #[test]
+    fn a_mistyped_node_id_is_named_as_such_not_as_a_second_researcher() {
+        let parties = vec![
+            PartyId::parse("researcher_r").unwrap(),
+            PartyId::parse_entry("nod_a", true).unwrap(),
+            PartyId::parse("node_b").unwrap(),
+        ];
+        let e = check_party_ids(&parties).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`nod_a` (party 1) does not start with `node_`"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("is a second researcher"), "{e}");
+        assert!(e.hint().unwrap().contains("spelling of `nod_a`"), "{e:?}");
     }
 
     #[test]

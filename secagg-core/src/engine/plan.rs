@@ -126,6 +126,16 @@ pub fn check_party_ids(ids: &[PartyId]) -> Result<()> {
         .skip(1)
         .find(|(_, id)| id.role() != Role::Node)
     {
+        // An id without a prefix is a researcher's by Fed-BioMed's rule: most often a mistyped
+        // node id (`nod_…`), which "a second researcher" alone would not reveal.
+        if extra.is_custom() {
+            return Err(Error::invalid(format!(
+                "`{extra}` (party {i}) does not start with `node_`, so it is not a node's id: by Fed-BioMed's rule an id without the `node_` prefix is a researcher's, and only party 0 may be a researcher"
+            ))
+            .with_hint(format!(
+                "check the spelling of `{extra}`: a node's id starts with `node_` (see `secagg certificate list`)"
+            )));
+        }
         return Err(Error::invalid(format!(
             "`{extra}` is a second researcher (party {i}): only party 0 may be a researcher"
         ))
