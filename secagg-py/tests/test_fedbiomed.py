@@ -708,3 +708,40 @@ def test_biprime_manager_biprime_encrypts_with_the_home(federation):
     files = [fed.homes[1].encrypt(session, 1, [0.5], biprime=n),
              fed.homes[2].encrypt(session, 1, [1.5], biprime=n)]
     assert abs(fed.homes[0].decrypt(session, 1, files, biprime=n)["average"][0] - 1.0) < 1e-3
+
+
+def test_secagg_fedbiomed_1_installs_at_interpreter_start_through_the_pth_file(tmp_path):
+    """`SECAGG_FEDBIOMED=1 fedbiomed_run …`: the wheel's secagg_fedbiomed.pth (run by `site`, here
+    through site.addsitedir on a directory holding it) makes Fed-BioMed's modules load with
+    secagg's classes, import-time instances included; unset, nothing of secagg is imported."""
+    for rel, text in STAND_IN_FEDBIOMED.items():
+        path = tmp_path / "site" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    pth_dir = tmp_path / "pth"
+    pth_dir.mkdir()
+    (pth_dir / "secagg_fedbiomed.pth").write_text(
+        (REPO / "secagg-py" / "secagg_fedbiomed.pth").read_text())
+    comps = layout.federation(tmp_path / "fb", free_ports(3))
+    code = (
+        "import site, sys, json\n"
+        f"site.addsitedir({str(pth_dir)!r})\n"
+        "loaded_early = 'secagg' in sys.modules\n"
+        "import fedbiomed.node.secagg as ns, fedbiomed.node.secagg_manager as nsm\n"
+        "from fedbiomed.common.secagg import SecaggCrypter\n"
+        "print(json.dumps({'early': loaded_early,\n"
+        "  'cm': type(ns._CManager).__module__, 'sk': type(nsm.SKManager).__module__,\n"
+        "  'crypter': SecaggCrypter.__module__}))\n")
+    base = {**os.environ, "PYTHONPATH": str(tmp_path / "site"),
+            "DB_PATH": comps[1].environ["DB_PATH"]}
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        env={**base, "SECAGG_FEDBIOMED": "1"})
+    assert on.returncode == 0, on.stderr
+    assert json.loads(on.stdout) == {"early": True, "cm": "secagg.fedbiomed",
+                                     "sk": "secagg.fedbiomed", "crypter": "secagg.fedbiomed"}
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**base, "SECAGG_FEDBIOMED": "0"})
+    assert off.returncode == 0, off.stderr
+    assert json.loads(off.stdout) == {"early": False, "cm": "fedbiomed.common.certificate_manager",
+                                      "sk": "fedbiomed.common.secagg_manager",
+                                      "crypter": "fedbiomed.common.secagg._secagg_crypter"}

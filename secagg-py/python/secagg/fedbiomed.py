@@ -920,6 +920,8 @@ def install() -> Dict[str, int]:
     dict of its ``SecaggManager``, …), rebuilt on the same database path. Call it first thing
     (before Fed-BioMed's node or researcher modules are imported, nothing needs rebuilding), or
     run a Fed-BioMed entry point with it: ``python -m secagg.fedbiomed MODULE ARGS…``.
+    ``SECAGG_FEDBIOMED=1`` does the same for every Python process, unmodified Fed-BioMed commands
+    included (``secagg._fedbiomed_hook``, through the package's ``secagg_fedbiomed.pth``).
     Idempotent. Returns what was replaced: ``{"classes": n, "instances": m}``. Raises
     ``NotFound`` when ``fedbiomed`` cannot be imported, ``InvalidInput`` when it is not
     Fed-BioMed v4's layout.
