@@ -183,7 +183,10 @@ fn an_imported_server_config_lists_the_same_peers_keys_and_addresses_as_wg0_conf
     assert_eq!(j["network"], "10.220.0.0/14");
     assert_eq!(j["peers"].as_array().unwrap().len(), 5);
 
-    let conf = secagg(&home, &["vpn", "server-config", "--stdout"]).ok().stdout.clone();
+    let conf = secagg(&home, &["vpn", "server-config", "--stdout"])
+        .ok()
+        .stdout
+        .clone();
     let original = fs::read_to_string(fbm.config.join("wireguard/wg0.conf")).unwrap();
     let (priv_new, peers_new) = wg_sections(&conf);
     let (priv_old, peers_old) = wg_sections(&original);
