@@ -166,3 +166,38 @@ fn a_node_cannot_request_sessions_nor_a_researcher_another_researchers_session()
     // Each refusal logged once: the three joins and the three requests without a session.
     assert_eq!(events.iter().filter(|e| e.event == "refused").count(), 6);
 }
+
+/// Issue 23, item 14: the README's list of agent log events omitted `roster`. Every event name
+/// the agent logs (`shared.event(level, "NAME", …)`, `event: "NAME"` in the CLI) is in the list.
+#[test]
+fn the_readme_lists_every_agent_log_event() {
+    let readme = include_str!("../../../README.md");
+    let list = readme
+        .split("with events ")
+        .nth(1)
+        .and_then(|rest| rest.split("; `--log-format json`").next())
+        .expect("the README's agent log event list");
+    let sources = [
+        include_str!("server.rs"),
+        include_str!("../../../secagg-cli/src/commands/agent.rs"),
+    ];
+    let mut names = Vec::new();
+    for src in sources {
+        let text: String = src.split_whitespace().collect::<Vec<_>>().join(" ");
+        for part in text.split("shared.event(").skip(1) {
+            if let Some(name) = part.split('"').nth(1) {
+                names.push(name.to_owned());
+            }
+        }
+        for part in text.split("event: \"").skip(1) {
+            names.push(part.split('"').next().unwrap().to_owned());
+        }
+    }
+    names.retain(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_') && !n.is_empty());
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 12, "{names:?}");
+    for name in &names {
+        assert!(list.contains(&format!("`{name}`")), "`{name}` is missing from the README: {list}");
+    }
+}
