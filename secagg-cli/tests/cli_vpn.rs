@@ -148,9 +148,28 @@ fn server_registry_allocates_like_fedbiomed_and_writes_private_config_env() {
         .unwrap();
     let list = secagg(&home, &["vpn", "list", "--format", "json"]);
     assert!(!list.ok().stdout.contains(psk));
-    let table = secagg(&home, &["vpn", "list"]).ok().stdout.clone();
+    let listed = secagg(&home, &["vpn", "list"]);
+    let table = listed.ok().stdout.clone();
     assert!(
         table.contains("NODETAG") && table.contains("10.221.0.2/32") && table.contains("no_key")
+    );
+    // Issue 23, item 14: the pools' usage was only in the JSON output.
+    let json: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    let node_pool = json["server"]["pools"]
+        .as_array()
+        .or_else(|| json["pools"].as_array())
+        .and_then(|pools| pools.iter().find(|p| p["type"] == "node").cloned())
+        .expect("the node pool in the JSON output");
+    let line = format!(
+        "node pool {}: {} of {} addresses used",
+        node_pool["pool"].as_str().unwrap(),
+        node_pool["used"],
+        node_pool["capacity"]
+    );
+    assert!(
+        listed.stderr.contains(&line),
+        "{line:?} not in:\n{}",
+        listed.stderr
     );
 }
 

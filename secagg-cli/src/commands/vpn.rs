@@ -320,6 +320,12 @@ pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
                         l.server.public_key,
                         l.server.network
                     ));
+                    for pool in &l.server.pools {
+                        output::note(format!(
+                            "  {} pool {}: {} of {} addresses used ({} to {})",
+                            pool.kind, pool.pool, pool.used, pool.capacity, pool.first, pool.last
+                        ));
+                    }
                     if l.peers.is_empty() {
                         output::note("no peers (add one with `secagg vpn genconf TYPE ID`)");
                     } else {

@@ -198,6 +198,9 @@ fn the_readme_lists_every_agent_log_event() {
     names.dedup();
     assert!(names.len() >= 12, "{names:?}");
     for name in &names {
-        assert!(list.contains(&format!("`{name}`")), "`{name}` is missing from the README: {list}");
+        assert!(
+            list.contains(&format!("`{name}`")),
+            "`{name}` is missing from the README: {list}"
+        );
     }
 }
