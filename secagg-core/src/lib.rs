@@ -91,6 +91,7 @@ pub mod fault;
 pub mod fedbiomed;
 pub mod home;
 pub mod identity;
+pub mod lom;
 pub mod mpspdz;
 pub mod party;
 pub mod peers;
