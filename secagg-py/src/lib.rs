@@ -35,6 +35,7 @@ mod errors;
 mod fedbiomed;
 mod functions;
 mod home;
+mod lom;
 
 use pyo3::prelude::*;
 use secagg_core::aggregate;
@@ -53,5 +54,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CancelToken>()?;
     functions::register(m)?;
     fedbiomed::register(m)?;
+    lom::register(m)?;
     Ok(())
 }

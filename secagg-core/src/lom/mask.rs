@@ -2,7 +2,7 @@
 //! pairwise pseudo-random vector of round τ, with a sign fixed by the order of the two ids, so
 //! that the masks cancel in the sum over all nodes; the researcher adds the masked vectors.
 
-use super::prf::{self, Key32, Scratch, NONCE_LEN};
+use super::prf::{self, Key32, Scratch, Width, NONCE_LEN};
 use crate::error::{Error, Result};
 
 /// The pairwise secret this node shares with one other node.
@@ -19,6 +19,8 @@ pub struct PairSecret<'a> {
 pub struct Stream {
     /// The training round τ.
     pub round: u64,
+    /// The word size of the context's vectors.
+    pub width: Width,
     /// `None`: v6's derivation, the round's seed from τ alone (every vector of a round, weights
     /// and validation value alike, takes the same mask). `Some(label)`: secagg's default, a
     /// distinct seed per vector label (τ and the label in the seed's input block).
@@ -44,11 +46,14 @@ fn sum_bits(n: usize) -> u32 {
     }
 }
 
-/// Masks `x` (v6's `LOM.protect`): `y = x + Σ_{p < me} v_p − Σ_{p > me} v_p (mod 2^32)` over the
-/// other nodes `p` of the context, ids compared bytewise (Python's `str` order for these ids).
+/// Masks `x` (v6's `LOM.protect`): `y = x + Σ_{p < me} v_p − Σ_{p > me} v_p (mod 2^w)` over the
+/// other nodes `p` of the context, ids compared bytewise (Python's `str` order for these ids), w
+/// the stream's width.
 ///
-/// `nodes` is the context's node count (this one included); every value must fit in
-/// `32 − ⌈log2 nodes⌉` bits so that the sum cannot wrap. `secrets` holds one entry per other node.
+/// `nodes` is the context's node count (this one included); every value must leave room for the
+/// sum over all nodes, as v6 checks it: with 32-bit words (fedbiomed 6.3) a value has at most
+/// `32 − ⌈log2 nodes⌉` bits, with 64-bit words (6.4) fewer than `64 − ⌈log2 nodes⌉`.
+/// `secrets` holds one entry per other node.
 pub fn protect(
     me: &str,
     secrets: &[PairSecret<'_>],
@@ -56,7 +61,7 @@ pub fn protect(
     stream: Stream,
     x: &[u64],
     nonce: &[u8; NONCE_LEN],
-) -> Result<Vec<u32>> {
+) -> Result<Vec<u64>> {
     if x.is_empty() {
         return Err(Error::invalid("there are no values to mask"));
     }
@@ -67,14 +72,8 @@ pub fn protect(
             secrets.len()
         )));
     }
-    let room = 32 - sum_bits(nodes);
-    if let Some((i, v)) = x.iter().enumerate().find(|(_, v)| **v >> room != 0) {
-        return Err(Error::invalid(format!(
-            "value {i} ({v}) needs more than {room} bits: the sum over {nodes} nodes could overflow 32 bits"
-        ))
-        .with_hint("lower the weight (sample count), or aggregate over fewer nodes"));
-    }
-    let mut mask = vec![0u32; x.len()];
+    check_room(x, nodes, stream.width)?;
+    let mut mask = vec![0u64; x.len()];
     let mut scratch = Scratch::default();
     for pair in secrets {
         if pair.peer == me {
@@ -84,18 +83,44 @@ pub fn protect(
         }
         let seed = stream.seed(pair.secret, nonce)?;
         let add = pair.peer.as_bytes() < me.as_bytes();
-        prf::apply_vector(&seed, stream.round, nonce, &mut mask, add, &mut scratch)?;
+        prf::apply_vector(
+            &seed,
+            stream.round,
+            nonce,
+            stream.width,
+            &mut mask,
+            add,
+            &mut scratch,
+        )?;
     }
     Ok(mask
         .iter()
         .zip(x)
-        .map(|(m, &v)| m.wrapping_add(v as u32))
+        .map(|(m, &v)| stream.width.reduce(m.wrapping_add(v)))
         .collect())
 }
 
-/// The element-wise sum mod 2^32 of every node's masked vector (v6's `LOM.aggregate`): the plain
+/// v6's overflow check (its two versions differ by one bit at the limit).
+fn check_room(x: &[u64], nodes: usize, width: Width) -> Result<()> {
+    let node_bits = sum_bits(nodes);
+    let largest = x.iter().map(|v| 64 - v.leading_zeros()).max().unwrap_or(0);
+    let (fits, room) = match width {
+        Width::W32 => (largest <= 32 - node_bits, 32 - node_bits),
+        Width::W64 => (largest < 64 - node_bits, 63 - node_bits),
+    };
+    if !fits {
+        return Err(Error::invalid(format!(
+            "a value needs {largest} bits, and {room} are left for a sum over {nodes} nodes in {}-bit words: the sum could overflow",
+            width.bits()
+        ))
+        .with_hint("lower the weight (sample count), or aggregate over fewer nodes"));
+    }
+    Ok(())
+}
+
+/// The element-wise sum mod 2^w of every node's masked vector (v6's `LOM.aggregate`): the plain
 /// sum when every node of the context contributed.
-pub fn sum(vectors: &[Vec<u32>]) -> Result<Vec<u32>> {
+pub fn sum(vectors: &[Vec<u64>], width: Width) -> Result<Vec<u64>> {
     let Some(first) = vectors.first() else {
         return Err(Error::invalid("there are no masked vectors to add"));
     };
@@ -116,5 +141,5 @@ pub fn sum(vectors: &[Vec<u32>]) -> Result<Vec<u32>> {
             *t = t.wrapping_add(x);
         }
     }
-    Ok(total)
+    Ok(total.into_iter().map(|t| width.reduce(t)).collect())
 }

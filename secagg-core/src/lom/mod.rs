@@ -17,18 +17,99 @@ pub mod encoding;
 pub mod mask;
 pub mod prf;
 
+use crate::error::{Error, Result};
 use crate::party::SessionId;
+
+pub use encoding::Clipped;
+pub use mask::{PairSecret, Stream};
+pub use prf::Width;
+
+/// A node's masked vector and what quantization clipped.
+#[derive(Debug, Clone)]
+pub struct Masked {
+    /// The masked values (v6's `SecaggLomCrypter.encrypt` output), words of the stream's width.
+    pub values: Vec<u64>,
+    /// Values outside the clipping range (reported, never silent).
+    pub clipped: Clipped,
+}
+
+/// A node's whole pipeline (v6's `SecaggLomCrypter.encrypt`): quantize `params` with clipping
+/// range `c`, multiply by `weight` (the node's sample count, ≤ 131,071), mask with the pairwise
+/// `secrets` of a context of `nodes` nodes for `stream`.
+#[allow(clippy::too_many_arguments)]
+pub fn encrypt(
+    me: &str,
+    secrets: &[PairSecret<'_>],
+    nodes: usize,
+    stream: Stream,
+    params: &[f64],
+    weight: Option<u64>,
+    c: u32,
+    nonce: &[u8; prf::NONCE_LEN],
+) -> Result<Masked> {
+    let (mut q, clipped) = encoding::quantize(params, c)?;
+    if let Some(w) = weight {
+        encoding::check_weight(w)?;
+        // q ≤ 8191 and w < 2^17: the product fits easily in u64.
+        q.iter_mut().for_each(|v| *v *= w);
+    }
+    let values = mask::protect(me, secrets, nodes, stream, &q, nonce)?;
+    Ok(Masked { values, clipped })
+}
+
+/// The researcher's side (v6's `SecaggLomCrypter.aggregate`): the sum of every node's masked
+/// vector (words of `width`), averaged by `total_weight` and reverse-quantized with clipping
+/// range `c`.
+pub fn decrypt(vectors: &[Vec<u64>], width: Width, total_weight: u64, c: u32) -> Result<Vec<f64>> {
+    if total_weight == 0 {
+        return Err(Error::invalid("the total weight (sample count) is 0"));
+    }
+    let sums = mask::sum(vectors, width)?;
+    encoding::average(&sums, total_weight, c)
+}
 
 /// Which construction a context uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
-    /// Fed-BioMed v6 bit for bit, for federations that mix v6 and secagg nodes: the nonce is
-    /// the first 16 bytes of `secagg_<uuid>` (8 hex digits vary), and every vector of a round
-    /// (weights, validation value) takes the same mask.
-    FedbiomedV6,
-    /// secagg's: the nonce is the session's whole uuid, and each vector label has its own
-    /// stream.
+    /// fedbiomed 6.0–6.3 bit for bit (the reference's §3 and §13 vectors): 32-bit words, the
+    /// nonce the first 16 bytes of `secagg_<uuid>` (8 hex digits vary), and every vector of a
+    /// round (weights, validation value) the same mask.
+    FedbiomedV63,
+    /// fedbiomed 6.4 bit for bit, for federations that mix it with secagg nodes: as 6.3 with
+    /// 64-bit words (counters and vector words of 8 bytes).
+    FedbiomedV64,
+    /// secagg's: 64-bit words, the nonce the session's whole uuid, and each vector label its
+    /// own stream.
     Secagg,
+}
+
+impl Profile {
+    /// The stream of vector `label` (0: the weights) in round `round`; v6's profiles have one
+    /// stream per round, whatever the label.
+    pub fn stream(self, round: u64, label: u64) -> Stream {
+        match self {
+            Profile::FedbiomedV63 => Stream {
+                round,
+                width: Width::W32,
+                label: None,
+            },
+            Profile::FedbiomedV64 => Stream {
+                round,
+                width: Width::W64,
+                label: None,
+            },
+            Profile::Secagg => Stream {
+                round,
+                width: Width::W64,
+                label: Some(label),
+            },
+        }
+    }
+
+    /// The word size of the profile's vectors.
+    pub fn width(self) -> Width {
+        self.stream(0, 0).width
+    }
 }
 
 /// The ChaCha20 IV of a context with session `session` under `profile`.
@@ -37,7 +118,9 @@ pub enum Profile {
 /// the uuid's 16 bytes.
 pub fn nonce(session: &SessionId, profile: Profile) -> [u8; prf::NONCE_LEN] {
     match profile {
-        Profile::FedbiomedV6 => v6_nonce(&format!("secagg_{}", session.as_uuid())),
+        Profile::FedbiomedV63 | Profile::FedbiomedV64 => {
+            v6_nonce(&format!("secagg_{}", session.as_uuid()))
+        }
         Profile::Secagg => *session.as_uuid().as_bytes(),
     }
 }

@@ -10,8 +10,9 @@
 //!
 //! - `eval_key(secret, τ)` = ChaCha20(key = secret, IV = nonce) over τ as 16 bytes big-endian,
 //!   then 16 zero bytes: the 32-byte seed of round τ.
-//! - `eval_vector(seed, τ, n)` = ChaCha20(key = seed, IV = nonce) over the big-endian `u32`s
-//!   τ, τ+1, …, τ+n−1, read back as little-endian `u32`s.
+//! - `eval_vector(seed, τ, n)` = ChaCha20(key = seed, IV = nonce) over the big-endian words
+//!   τ, τ+1, …, τ+n−1, read back as little-endian words: `u32`s up to fedbiomed 6.3 (the
+//!   reference's §3.3), `u64`s since 6.4 ([`Width`]).
 
 use openssl::symm::{Cipher, Crypter, Mode};
 
@@ -68,51 +69,115 @@ pub fn eval_key_block(
     Ok(seed)
 }
 
+/// The word size of a context's vectors: fedbiomed 6.3 masks `u32`s (counters and words of 4
+/// bytes), fedbiomed 6.4 `u64`s (8 bytes); secagg's own profile takes 64 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Width {
+    /// 32-bit words (fedbiomed ≤ 6.3).
+    W32,
+    /// 64-bit words (fedbiomed 6.4).
+    W64,
+}
+
+impl Width {
+    /// Bits per word.
+    pub fn bits(self) -> u32 {
+        match self {
+            Width::W32 => 32,
+            Width::W64 => 64,
+        }
+    }
+
+    fn bytes(self) -> usize {
+        self.bits() as usize / 8
+    }
+
+    /// `v` reduced to a word (mod 2^bits).
+    pub fn reduce(self, v: u64) -> u64 {
+        match self {
+            Width::W32 => v & u64::from(u32::MAX),
+            Width::W64 => v,
+        }
+    }
+}
+
 /// Adds (`add`) or subtracts the `mask.len()` words of v6's `PRF.eval_vector(seed, tau, n)` to
-/// `mask`, wrapping mod 2^32. `scratch` is reused between calls (4n bytes in, 4n out).
+/// `mask`, wrapping (callers reduce to the width at the end). `scratch` is reused between calls.
 pub fn apply_vector(
     seed: &Key32,
     tau: u64,
     nonce: &[u8; NONCE_LEN],
-    mask: &mut [u32],
+    width: Width,
+    mask: &mut [u64],
     add: bool,
     scratch: &mut Scratch,
 ) -> Result<()> {
-    let n = mask.len() as u64;
-    check_round(tau, n)?;
-    scratch.fill_counters(tau, mask.len());
+    check_round(tau, mask.len() as u64, width)?;
+    scratch.fill_counters(tau, mask.len(), width);
     let Scratch { input, output, .. } = scratch;
     chacha20(seed, nonce, input, output)?;
-    for (m, w) in mask.iter_mut().zip(output.chunks_exact(4)) {
-        let v = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+    let apply = |m: &mut u64, v: u64| {
         *m = if add {
             m.wrapping_add(v)
         } else {
             m.wrapping_sub(v)
-        };
+        }
+    };
+    match width {
+        Width::W32 => {
+            for (m, w) in mask.iter_mut().zip(output.chunks_exact(4)) {
+                apply(m, u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]])));
+            }
+        }
+        Width::W64 => {
+            for (m, w) in mask.iter_mut().zip(output.chunks_exact(8)) {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(w);
+                apply(m, u64::from_le_bytes(b));
+            }
+        }
     }
     Ok(())
 }
 
-/// v6's `PRF.eval_vector(seed, tau, n)`.
-pub fn eval_vector(seed: &Key32, tau: u64, n: usize, nonce: &[u8; NONCE_LEN]) -> Result<Vec<u32>> {
-    let mut v = vec![0u32; n];
-    apply_vector(seed, tau, nonce, &mut v, true, &mut Scratch::default())?;
-    Ok(v)
+/// v6's `PRF.eval_vector(seed, tau, n)` as words of `width`.
+pub fn eval_vector(
+    seed: &Key32,
+    tau: u64,
+    n: usize,
+    nonce: &[u8; NONCE_LEN],
+    width: Width,
+) -> Result<Vec<u64>> {
+    let mut v = vec![0u64; n];
+    apply_vector(
+        seed,
+        tau,
+        nonce,
+        width,
+        &mut v,
+        true,
+        &mut Scratch::default(),
+    )?;
+    Ok(v.into_iter().map(|x| width.reduce(x)).collect())
 }
 
-/// v6's limits: a vector of `n` words needs `n + 1000 ≤ 2^32`, and its counters `τ + i` must fit
-/// in 32 bits (`OverflowError` in v6).
-fn check_round(tau: u64, n: u64) -> Result<()> {
-    if n + MAX_ROUND > 1 << 32 {
+/// v6's limits: 6.3 needs `n + 1000 ≤ 2^32` and counters `τ + i` below 2^32, 6.4 `n + 1000 ≤
+/// 2^61` and counters below 2^64 (`OverflowError` in v6 otherwise).
+fn check_round(tau: u64, n: u64, width: Width) -> Result<()> {
+    let (max_len, max_counter) = match width {
+        Width::W32 => (1u64 << 32, u64::from(u32::MAX)),
+        Width::W64 => (1u64 << 61, u64::MAX),
+    };
+    if n + MAX_ROUND > max_len {
         return Err(Error::invalid(format!(
             "a LOM vector holds at most {} values, not {n}",
-            (1u64 << 32) - MAX_ROUND
+            max_len - MAX_ROUND
         )));
     }
-    if n > 0 && tau + n - 1 > u64::from(u32::MAX) {
+    if n > 0 && tau.checked_add(n - 1).is_none_or(|last| last > max_counter) {
         return Err(Error::invalid(format!(
-            "round {tau} with {n} values needs counters beyond 2^32 − 1"
+            "round {tau} with {n} values needs counters beyond 2^{} − 1",
+            width.bits()
         )));
     }
     Ok(())
@@ -125,23 +190,27 @@ pub struct Scratch {
     input: Vec<u8>,
     output: Vec<u8>,
     /// The (τ, n) whose counters `input` holds: every pair of a vector uses the same ones.
-    filled: Option<(u64, usize)>,
+    filled: Option<(u64, usize, Width)>,
 }
 
 impl Scratch {
-    fn fill_counters(&mut self, tau: u64, n: usize) {
-        if self.filled == Some((tau, n)) {
+    fn fill_counters(&mut self, tau: u64, n: usize, width: Width) {
+        if self.filled == Some((tau, n, width)) {
             return;
         }
-        self.filled = Some((tau, n));
+        self.filled = Some((tau, n, width));
         self.input.clear();
-        self.input.reserve(4 * n);
-        // `check_round` made every τ + i fit in a u32.
-        let first = tau as u32;
-        for i in 0..n as u32 {
-            self.input
-                .extend_from_slice(&first.wrapping_add(i).to_be_bytes());
+        self.input.reserve(width.bytes() * n);
+        // `check_round` made every τ + i fit in the width.
+        for i in 0..n as u64 {
+            let counter = tau + i;
+            match width {
+                Width::W32 => self
+                    .input
+                    .extend_from_slice(&(counter as u32).to_be_bytes()),
+                Width::W64 => self.input.extend_from_slice(&counter.to_be_bytes()),
+            }
         }
-        self.output.resize(4 * n, 0);
+        self.output.resize(width.bytes() * n, 0);
     }
 }

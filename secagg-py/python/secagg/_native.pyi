@@ -469,3 +469,36 @@ def fedbiomed_set_default_biprimes(
 ) -> None: ...
 def fedbiomed_certificate_documents(home: PathLike) -> List[Tuple[str, int]]: ...
 def certificate_fingerprint(data: bytes, name: str) -> str: ...
+def lom_v6_nonce(secagg_id: str) -> bytes: ...
+def lom_protect(
+    node_id: str,
+    secrets: Dict[str, bytes],
+    tau: int,
+    x: Sequence[int],
+    node_ids: Sequence[str],
+    nonce: bytes,
+    bits: int = 64,
+    label: Optional[int] = None,
+) -> List[int]: ...
+def lom_encrypt(
+    node_id: str,
+    secrets: Dict[str, bytes],
+    tau: int,
+    params: Sequence[float],
+    node_ids: Sequence[str],
+    nonce: bytes,
+    weight: Optional[int] = None,
+    clipping_range: Optional[int] = None,
+    bits: int = 64,
+    label: Optional[int] = None,
+) -> Tuple[List[int], Tuple[int, int]]: ...
+def lom_decrypt(
+    vectors: Sequence[Sequence[int]],
+    total_sample_size: int,
+    clipping_range: Optional[int] = None,
+    bits: int = 64,
+) -> List[float]: ...
+def lom_dh_secret(
+    private_scalar: bytes, peer_public_sec1: bytes, salt: bytes, a: str, b: str
+) -> bytes: ...
+def lom_dh_public(private_scalar: bytes) -> bytes: ...
