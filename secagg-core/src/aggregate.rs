@@ -28,6 +28,7 @@ pub mod ciphertext_file;
 pub mod params;
 pub mod round;
 mod secret_pow;
+pub mod v6;
 
 pub use ciphertext_file::{
     CiphertextFile, FileSignature, CIPHERTEXT_FORMAT, CIPHERTEXT_VERSION, MAX_CIPHERTEXT_FILE_BYTES,
@@ -247,9 +248,14 @@ pub fn elements_per_plaintext(nodes: usize) -> usize {
 
 /// Packs quantised values into plaintexts, first value in the lowest bits.
 pub fn pack(values: &[u32], nodes: usize) -> Vec<BigUint> {
-    let e = element_bits(nodes);
+    let values: Vec<u64> = values.iter().map(|&v| u64::from(v)).collect();
+    pack_bits(&values, element_bits(nodes), elements_per_plaintext(nodes))
+}
+
+/// Packs `values` in elements of `e` bits, `per` to a plaintext, first value in the lowest bits.
+pub(crate) fn pack_bits(values: &[u64], e: u32, per: usize) -> Vec<BigUint> {
     values
-        .chunks(elements_per_plaintext(nodes))
+        .chunks(per)
         .map(|chunk| {
             chunk
                 .iter()
@@ -261,9 +267,17 @@ pub fn pack(values: &[u32], nodes: usize) -> Vec<BigUint> {
 
 /// Unpacks `count` element sums from plaintexts made by [`pack`] for `nodes` nodes.
 pub fn unpack(plaintexts: &[BigUint], nodes: usize, count: usize) -> Vec<u64> {
-    let e = element_bits(nodes);
+    unpack_bits(
+        plaintexts,
+        element_bits(nodes),
+        elements_per_plaintext(nodes),
+        count,
+    )
+}
+
+/// Unpacks `count` elements of `e` bits, `per` to a plaintext.
+pub(crate) fn unpack_bits(plaintexts: &[BigUint], e: u32, per: usize, count: usize) -> Vec<u64> {
     let mask = (BigUint::one() << e) - 1u32;
-    let per = elements_per_plaintext(nodes);
     let mut out = Vec::with_capacity(count);
     for p in plaintexts {
         let mut x = p.clone();
@@ -391,6 +405,17 @@ pub fn encrypt_with_progress(
         )));
     }
     let plaintexts = pack(values, nodes);
+    encrypt_plaintexts(&plaintexts, key, round, biprime, progress)
+}
+
+/// `c_k = (N·x_k + 1) · H(τ_k)^key mod N²` for every plaintext `x_k` of round `round`.
+pub(crate) fn encrypt_plaintexts(
+    plaintexts: &[BigUint],
+    key: &SecretKey,
+    round: u64,
+    biprime: &Biprime,
+    progress: Option<Progress<'_>>,
+) -> Result<Vec<BigUint>> {
     let masks = masks(plaintexts.len(), round, key, biprime, progress)?;
     crate::parallel::map_indexed(plaintexts.len(), |k| {
         let m = (&biprime.n * &plaintexts[k] + 1u32) % &biprime.n2;
@@ -448,17 +473,28 @@ pub fn decrypt_with_progress(
             aggregated.len() * elements_per_plaintext(nodes)
         )));
     }
-    let masks = masks(aggregated.len(), round, server_key, biprime, progress)?;
-    let plaintexts = crate::parallel::map_indexed(aggregated.len(), |k| {
-        let c = MontyForm::new(&to_fixed(&(&aggregated[k] % &biprime.n2))?, biprime.params);
-        let v = from_fixed(&(c * masks[k]).retrieve());
-        // V = 1 + N·X mod N²: X = (V − 1) / N.
-        Ok(((v + &biprime.n2 - 1u32) % &biprime.n2 / &biprime.n) % &biprime.n)
-    })?;
+    let plaintexts = decrypt_plaintexts(aggregated, server_key, round, biprime, progress)?;
     check_unused_bits(&plaintexts, round, nodes, count)?;
     let sums = unpack(&plaintexts, nodes, count);
     check_sums(&sums, round, nodes)?;
     Ok(sums)
+}
+
+/// `X_k` from `V_k = C_k · H(τ_k)^{sk0} mod N² = 1 + N·X_k` for every aggregated ciphertext.
+pub(crate) fn decrypt_plaintexts(
+    aggregated: &[BigUint],
+    server_key: &SecretKey,
+    round: u64,
+    biprime: &Biprime,
+    progress: Option<Progress<'_>>,
+) -> Result<Vec<BigUint>> {
+    let masks = masks(aggregated.len(), round, server_key, biprime, progress)?;
+    crate::parallel::map_indexed(aggregated.len(), |k| {
+        let c = MontyForm::new(&to_fixed(&(&aggregated[k] % &biprime.n2))?, biprime.params);
+        let v = from_fixed(&(c * masks[k]).retrieve());
+        // V = 1 + N·X mod N²: X = (V − 1) / N.
+        Ok(((v + &biprime.n2 - 1u32) % &biprime.n2 / &biprime.n) % &biprime.n)
+    })
 }
 
 /// The refusal of a round whose decrypted plaintexts no honest round gives
@@ -467,7 +503,7 @@ pub fn decrypt_with_progress(
 /// and [`check_sums`] refuse with overwhelming probability (each slot alone passes with
 /// probability below 0.61, and a plaintext holds up to 68 slots, or zero bits above its last
 /// one); the averages of sums that pass are within `[−c, c]` by construction.
-fn not_an_average(round: u64, why: String) -> Error {
+pub(crate) fn not_an_average(round: u64, why: String) -> Error {
     Error::verification(format!(
         "round {round} does not decrypt to an average: {why}"
     ))
@@ -476,8 +512,24 @@ fn not_an_average(round: u64, why: String) -> Error {
 
 /// Refuses a plaintext with a bit set above the last slot that holds one of the `count` values.
 fn check_unused_bits(plaintexts: &[BigUint], round: u64, nodes: usize, count: usize) -> Result<()> {
-    let e = u64::from(element_bits(nodes));
-    let per = elements_per_plaintext(nodes);
+    check_unused_bits_of(
+        plaintexts,
+        round,
+        element_bits(nodes),
+        elements_per_plaintext(nodes),
+        count,
+    )
+}
+
+/// [`check_unused_bits`] for elements of `e` bits, `per` to a plaintext.
+pub(crate) fn check_unused_bits_of(
+    plaintexts: &[BigUint],
+    round: u64,
+    e: u32,
+    per: usize,
+    count: usize,
+) -> Result<()> {
+    let e = u64::from(e);
     for (k, p) in plaintexts.iter().enumerate() {
         let used_bits = per.min(count.saturating_sub(k * per)) as u64 * e;
         if p.bits() > used_bits {
