@@ -1,13 +1,17 @@
-//! LOM masking (`secagg_core::lom`) for Python: Fed-BioMed v6's `LOM.protect`,
-//! `SecaggLomCrypter.encrypt` / `aggregate` and its pairwise-secret derivation, computed by the
-//! core with the GIL released. Vectors are lists of ints (masked `u32`s) or floats.
+//! Fed-BioMed v6's schemes for Python: LOM (`secagg_core::lom`: `LOM.protect`,
+//! `SecaggLomCrypter.encrypt` / `aggregate`, the pairwise-secret derivation) and Joye–Libert with
+//! v6's encoding (`secagg_core::aggregate::v6`: `SecaggCrypter.encrypt` / `aggregate`), computed
+//! by the core with the GIL released. Vectors are lists of ints or floats.
 
 use std::collections::BTreeMap;
 
+use num_bigint::{BigInt, BigUint};
 use pyo3::prelude::*;
+use secagg_core::aggregate::{aggregate, v6, Biprime};
+use secagg_core::engine::SecretKey;
 use secagg_core::lom::{self, dh, encoding, mask, prf, PairSecret, Stream, Width};
 
-use crate::errors::{invalid, unlocked, CoreResult};
+use crate::errors::{invalid, unlocked, CoreError, CoreResult};
 
 fn nonce16(nonce: &[u8]) -> CoreResult<[u8; prf::NONCE_LEN]> {
     nonce.try_into().map_err(|_| {
@@ -184,6 +188,76 @@ pub fn lom_dh_public(py: Python<'_>, private_scalar: Vec<u8>) -> PyResult<Vec<u8
     unlocked(py, || dh::KeyPair::from_scalar(&scalar)?.public_sec1())
 }
 
+/// v6's `SecaggCrypter.encrypt(num_nodes, current_round, params, key, biprime, clipping_range,
+/// weight)`: Joye–Libert with v6's encoding (`secagg_core::aggregate::v6`). Returns
+/// `(ciphertexts, (clipped below, clipped above))`.
+#[pyfunction]
+#[pyo3(signature = (num_nodes, current_round, params, key, biprime, clipping_range=None, weight=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn jl_v6_encrypt(
+    py: Python<'_>,
+    num_nodes: usize,
+    current_round: u64,
+    params: Vec<f64>,
+    key: BigInt,
+    biprime: BigUint,
+    clipping_range: Option<u32>,
+    weight: Option<u64>,
+) -> PyResult<(Vec<BigUint>, (usize, usize))> {
+    let biprime = Biprime::new("biprime", biprime).map_err(CoreError)?;
+    let key = SecretKey::from_bigint(&key);
+    let c = clipping_range.unwrap_or(encoding::DEFAULT_CLIPPING_RANGE);
+    let e = unlocked(py, || {
+        v6::encrypt(
+            &params,
+            weight,
+            c,
+            &key,
+            current_round,
+            num_nodes,
+            &biprime,
+            None,
+        )
+    })?;
+    Ok((e.ciphertexts, (e.clipped.below, e.clipped.above)))
+}
+
+/// v6's `SecaggCrypter.aggregate(current_round, num_nodes, params, key, biprime,
+/// total_sample_size, clipping_range, num_expected_params)`: the product of every node's
+/// ciphertexts, decrypted with the server key `key`, the `num_expected_params` averages.
+#[pyfunction]
+#[pyo3(signature = (current_round, num_nodes, params, key, biprime, total_sample_size, clipping_range=None, num_expected_params=1))]
+#[allow(clippy::too_many_arguments)]
+pub fn jl_v6_decrypt(
+    py: Python<'_>,
+    current_round: u64,
+    num_nodes: usize,
+    params: Vec<Vec<BigUint>>,
+    key: BigInt,
+    biprime: BigUint,
+    total_sample_size: u64,
+    clipping_range: Option<u32>,
+    num_expected_params: usize,
+) -> PyResult<Vec<f64>> {
+    let biprime = Biprime::new("biprime", biprime).map_err(CoreError)?;
+    let key = SecretKey::from_bigint(&key);
+    let c = clipping_range.unwrap_or(encoding::DEFAULT_CLIPPING_RANGE);
+    unlocked(py, || {
+        let aggregated = aggregate(&params, &biprime)?;
+        v6::decrypt(
+            &aggregated,
+            &key,
+            current_round,
+            num_nodes,
+            num_expected_params,
+            total_sample_size,
+            c,
+            &biprime,
+            None,
+        )
+    })
+}
+
 /// Registers this module's functions in `m`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(lom_v6_nonce, m)?)?;
@@ -192,5 +266,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(lom_decrypt, m)?)?;
     m.add_function(wrap_pyfunction!(lom_dh_secret, m)?)?;
     m.add_function(wrap_pyfunction!(lom_dh_public, m)?)?;
+    m.add_function(wrap_pyfunction!(jl_v6_encrypt, m)?)?;
+    m.add_function(wrap_pyfunction!(jl_v6_decrypt, m)?)?;
     Ok(())
 }

@@ -7,7 +7,7 @@ import json
 import sys
 
 from cryptography.hazmat.primitives import serialization
-from fedbiomed.common.secagg import DHKey, DHKeyAgreement, LOM, SecaggLomCrypter
+from fedbiomed.common.secagg import DHKey, DHKeyAgreement, LOM, SecaggCrypter, SecaggLomCrypter
 
 req = json.loads(sys.argv[1])
 out = {}
@@ -40,6 +40,21 @@ out["encrypt"] = [crypter.encrypt(current_round=req["tau"], node_id=me, params=p
                   for me, p, w in zip(ids, req["params"], req["weights"])]
 out["average"] = SecaggLomCrypter().aggregate(out["encrypt"], sum(req["weights"]),
                                              clipping_range=req["clipping_range"])
+
+# Joye-Libert with v6's encoding: SecaggCrypter.encrypt at every node with its key, aggregate
+# with the server key -sum(sk_i).
+jl = req["jl"]
+biprime = int(jl["biprime"])
+keys_jl = [int(k) for k in jl["keys"]]
+out["jl_encrypt"] = [SecaggCrypter().encrypt(num_nodes=len(ids), current_round=req["tau"],
+                                             params=p, key=k, biprime=biprime,
+                                             clipping_range=req["clipping_range"], weight=w)
+                     for p, k, w in zip(jl["params"], keys_jl, req["weights"])]
+out["jl_average"] = SecaggCrypter().aggregate(
+    current_round=req["tau"], num_nodes=len(ids), params=out["jl_encrypt"], key=-sum(keys_jl),
+    biprime=biprime, total_sample_size=sum(req["weights"]),
+    clipping_range=req["clipping_range"], num_expected_params=len(jl["params"][0]))
+out["jl_encrypt"] = [[str(c) for c in cs] for cs in out["jl_encrypt"]]
 
 # DH: fresh v6 keys; the agreed secret, and each key's scalar and SEC1 point for secagg.
 keys = [DHKey() for _ in ids]

@@ -60,6 +60,11 @@ def test_lom_equals_fedbiomed_6_4_1(nodes):
         "weights": [rng.randint(1, 2**16 // nodes) for _ in ids],
         "clipping_range": rng.choice([None, 3, 5]),
     "too_big": 1 << room,
+    "jl": {
+        "biprime": secagg.DEFAULT_BIPRIME0,
+        "keys": [str(rng.getrandbits(2040)) for _ in ids],
+        "params": [[rng.uniform(-4, 4) for _ in range(rng.randint(1, 70))]] * nodes,
+    },
     }
     v6 = fedbiomed_v6(request)
 
@@ -84,6 +89,16 @@ def test_lom_equals_fedbiomed_6_4_1(nodes):
     with pytest.raises(secagg.InvalidInput):
         _native.lom_protect(ids[0], secrets_of(ids[0]), 1, too_big[0], ids, nonce)
     assert v6["refuses_too_big"] is True
+    # Joye-Libert with v6's encoding: the same ciphertexts, the same averages.
+    jl = request["jl"]
+    keys = [int(k) for k in jl["keys"]]
+    cts = [_native.jl_v6_encrypt(nodes, request["tau"], p, k, int(jl["biprime"]),
+                                 clipping_range=request["clipping_range"], weight=w)[0]
+           for p, k, w in zip(jl["params"], keys, request["weights"])]
+    assert [[str(c) for c in cs] for cs in cts] == v6["jl_encrypt"]
+    assert _native.jl_v6_decrypt(request["tau"], nodes, cts, -sum(keys), int(jl["biprime"]),
+                                 sum(request["weights"]), request["clipping_range"],
+                                 len(jl["params"][0])) == v6["jl_average"]
     for d in v6["dh"]:
         mine = _native.lom_dh_secret(bytes.fromhex(d["scalar_u"]), bytes.fromhex(d["public_v"]),
                                      secagg_id.encode(), d["u"], d["v"])

@@ -502,3 +502,22 @@ def lom_dh_secret(
     private_scalar: bytes, peer_public_sec1: bytes, salt: bytes, a: str, b: str
 ) -> bytes: ...
 def lom_dh_public(private_scalar: bytes) -> bytes: ...
+def jl_v6_encrypt(
+    num_nodes: int,
+    current_round: int,
+    params: Sequence[float],
+    key: int,
+    biprime: int,
+    clipping_range: Optional[int] = None,
+    weight: Optional[int] = None,
+) -> Tuple[List[int], Tuple[int, int]]: ...
+def jl_v6_decrypt(
+    current_round: int,
+    num_nodes: int,
+    params: Sequence[Sequence[int]],
+    key: int,
+    biprime: int,
+    total_sample_size: int,
+    clipping_range: Optional[int] = None,
+    num_expected_params: int = 1,
+) -> List[float]: ...
