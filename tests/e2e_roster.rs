@@ -556,6 +556,37 @@ fn a_roster_of_200_nodes_pulls_from_the_researchers_agent() {
     );
 
     let agent = support::agents::Agent::start(&researcher.home, &[], &[]);
+    // Issue 23, item 3: a preview, as `roster show` gives for a file; nothing imported.
+    let before = store_bytes(&node.home);
+    let preview = secagg(
+        &node.home,
+        &["roster", "pull", "--dry-run", "--format", "json"],
+    );
+    preview.ok();
+    let plan = &preview.json()["import"];
+    let new = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["change"] == "new")
+        .count();
+    assert_eq!(new, 200, "{plan}");
+    assert_eq!(
+        peer_ids(&node.home).len(),
+        1,
+        "the dry run imported nothing"
+    );
+    assert_eq!(store_bytes(&node.home), before);
+    // Without --yes and without a terminal: refused, and the hint names the preview that exists
+    // (it named `roster show FILE`, for a file the node does not have).
+    let refused = secagg(&node.home, &["roster", "pull"]);
+    refused.fails_as(ErrorKind::InvalidInput);
+    assert!(
+        refused.stderr.contains("secagg roster pull --dry-run")
+            && !refused.stderr.contains("roster show FILE"),
+        "{}",
+        refused.stderr
+    );
     let r = secagg(&node.home, &["roster", "pull", "--yes", "--format", "json"]);
     r.ok();
     assert_eq!(r.json()["applied"], true);

@@ -817,7 +817,7 @@ fn check_other_researchers(
             if refused.len() > 1 { "s" } else { "" },
             refused.join(", ")
         ))
-        .with_hint("if this party should know them, check each fingerprint out of band, then import with --allow-researcher ID for each (`secagg roster show FILE` lists them); otherwise ask the researcher for a roster without them"));
+        .with_hint("if this party should know them, check each fingerprint out of band, then import with --allow-researcher ID for each (`secagg roster show FILE`, or `secagg roster pull --dry-run`, lists them); otherwise ask the researcher for a roster without them"));
     }
     for r in plan
         .other_researchers

@@ -42,8 +42,12 @@ pub struct PullArgs {
     from: Option<PartyId>,
     /// Apply the changes without asking (asked on a terminal; required otherwise when the roster
     /// registers, changes or removes parties).
-    #[arg(long, short = 'y')]
+    #[arg(long, short = 'y', conflicts_with = "dry_run")]
     yes: bool,
+    /// Fetch and verify the roster and show what importing it would change, as `roster show`
+    /// does for a file; import nothing.
+    #[arg(long)]
+    dry_run: bool,
     #[command(flatten)]
     check: CheckArgs,
     #[command(flatten)]
@@ -163,15 +167,23 @@ pub fn run(home: &Path, cmd: RosterCommand) -> anyhow::Result<()> {
     let home = Home::new(home);
     match cmd {
         RosterCommand::Export(a) => export(&home, a),
-        RosterCommand::Show(a) => show(&home, a),
+        RosterCommand::Show(a) => {
+            let file = UnverifiedRoster::read(&a.file)?;
+            show(&home, &file, &a.check, a.output.format)
+        }
         RosterCommand::Import(a) => {
             let file = UnverifiedRoster::read(&a.file)?;
-            import(&home, &file, a.yes, &a.check, a.output.format)
+            let review = "review it with `secagg roster show FILE`, then import with --yes";
+            import(&home, &file, a.yes, &a.check, a.output.format, review)
         }
         RosterCommand::Pull(a) => {
             let (from, bytes) = secagg_core::agent::pull_roster(&home, a.from.as_ref())?;
             let file = UnverifiedRoster::parse(&bytes, &format!("from the agent of {from}"))?;
-            import(&home, &file, a.yes, &a.check, a.output.format)
+            if a.dry_run {
+                return show(&home, &file, &a.check, a.output.format);
+            }
+            let review = "review it with `secagg roster pull --dry-run`, then pull with --yes";
+            import(&home, &file, a.yes, &a.check, a.output.format, review)
         }
     }
 }
@@ -241,11 +253,16 @@ struct Shown<'a> {
     other_researchers: Vec<&'a str>,
 }
 
-fn show(home: &Home, a: ShowArgs) -> anyhow::Result<()> {
+/// `roster show FILE`, and `roster pull --dry-run` with the fetched roster.
+fn show(
+    home: &Home,
+    file: &UnverifiedRoster,
+    check: &CheckArgs,
+    format: Format,
+) -> anyhow::Result<()> {
     let own = load_effective(home)?;
-    let file = UnverifiedRoster::read(&a.file)?;
-    let (r, plan) = roster::show(&own, &file, &a.check.options(), OffsetDateTime::now_utc())?;
-    match a.output.format {
+    let (r, plan) = roster::show(&own, file, &check.options(), OffsetDateTime::now_utc())?;
+    match format {
         Format::Json => output::print_json(&Shown {
             roster: &r,
             import: plan.as_ref(),
@@ -408,6 +425,7 @@ fn import(
     yes: bool,
     check: &CheckArgs,
     format: Format,
+    review: &str,
 ) -> anyhow::Result<()> {
     let own = load_effective(home)?;
     let opts = check.options();
@@ -424,7 +442,7 @@ fn import(
                     plan.issuer,
                     plan.changes.iter().filter(|c| c.change.writes()).count()
                 ))
-                .with_hint("review it with `secagg roster show FILE`, then import with --yes")
+                .with_hint(review)
                 .into());
             }
             print_plan(&plan);
