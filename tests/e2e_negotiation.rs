@@ -470,3 +470,56 @@ fn key_lengths_outside_the_secure_range_are_refused_before_anything_runs() {
     }
     assert_eq!(stored_contexts(home), 0);
 }
+
+/// Issue 23, item 8: a node given the nodes in another order made the others report "has a
+/// different certificate registered for this party", and admins re-registered certificates. The
+/// error now names both causes, and shows this party's list.
+#[test]
+fn a_party_list_in_another_order_is_named_as_a_possible_cause() {
+    let (_dir, fed) = federation(2);
+    let session = session_id();
+    let ids = fed.party_ids();
+    let swapped = vec![ids[0].clone(), ids[2].clone(), ids[1].clone()];
+    let cmds: Vec<_> = fed
+        .parties
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let list = if i == 2 { &swapped } else { &ids };
+            party(p.home.root(), &session, list, "10s")
+        })
+        .collect();
+    let exits = support::run_parties(&cmds, RUN_LIMIT);
+    assert!(
+        exits.iter().all(|e| e.code() != Some(0)),
+        "no party may succeed"
+    );
+    let told = exits.iter().any(|e| {
+        e.stderr
+            .contains("its party list differs from this one (order included)")
+            && e.stderr.contains("same parties in the same order")
+    });
+    assert!(
+        told,
+        "{}",
+        exits
+            .iter()
+            .map(|e| e.stderr.as_str())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    );
+    // Nothing stored anywhere: no party has a context for the session.
+    for p in &fed.parties {
+        let shown = secagg()
+            .args([
+                "--home",
+                p.home.root().to_str().unwrap(),
+                "context",
+                "show",
+                &session,
+            ])
+            .output()
+            .unwrap();
+        assert!(!shown.status.success(), "{} stored a key", p.party_id);
+    }
+}

@@ -1027,7 +1027,11 @@ async fn dial(
                 return;
             }
             Ok(Err(e)) => match classify(&e) {
-                TlsFailure::PeerCertificateRefused | TlsFailure::OurCertificateRefused => {
+                TlsFailure::OurCertificateRefused => {
+                    let _ = tx.send(Event::Failed(refused_by_peer(&ctx, j)));
+                    return;
+                }
+                TlsFailure::PeerCertificateRefused => {
                     let _ = tx.send(Event::Failed(tls::io_error(
                         &format!("{label} at {}", ctx.endpoints[j]),
                         "connecting",
@@ -1045,6 +1049,23 @@ async fn dial(
         sleep_until((Instant::now() + backoff).min(ctx.deadline)).await;
         backoff = (backoff * 2).min(DIAL_BACKOFF_MAX);
     }
+}
+
+/// Party `j` refused this party's certificate while this party dialed it. In a negotiation that
+/// has two causes, which this side cannot tell apart: `j` has another certificate registered for
+/// this party, or `j` was given the parties in another order (or other parties), so it expects
+/// another party to dial it (regression: only the first was said, and admins re-registered
+/// certificates when a `--parties` order was wrong).
+fn refused_by_peer(ctx: &Ctx, j: usize) -> Error {
+    let label = &ctx.labels[j];
+    Error::authentication(format!(
+        "{label} at {} refused this party's certificate: either it has another certificate registered for this party, or its party list differs from this one (order included), so it does not expect this party to connect",
+        ctx.endpoints[j]
+    ))
+    .with_hint(format!(
+        "first check that every party gives the same parties in the same order, researcher first (this party's: {}); if they do, ask {label} to register this party's current certificate (check the fingerprint)",
+        ctx.labels.join(",")
+    ))
 }
 
 async fn accept_loop(

@@ -331,11 +331,13 @@ pub fn io_error(peer: &str, doing: &str, e: std::io::Error) -> Error {
         .with_hint(format!(
             "{peer} may have a new identity: check its fingerprint out of band and register its current certificate"
         )),
+        // In a negotiation, a party given the parties in another order expects other parties to
+        // connect and refuses this one the same way (issue 23, item 8): both causes are named.
         TlsFailure::OurCertificateRefused => Error::authentication(format!(
-            "{peer} refused this party's certificate: it has a different certificate registered for this party"
+            "{peer} refused this party's certificate: either it has another certificate registered for this party, or, in a negotiation, its party list differs from this one (order included), so it does not expect this party to connect"
         ))
         .with_hint(format!(
-            "ask {peer} to register this party's current certificate (check the fingerprint)"
+            "first check that every party gives the same parties in the same order, researcher first; if they do, ask {peer} to register this party's current certificate (check the fingerprint)"
         )),
         TlsFailure::Other => Error::peer(format!("connection with {peer} failed while {doing}: {e}")),
     }
