@@ -65,6 +65,11 @@ struct Cli {
     /// Default: `json` when the command's `--format` is json, else `text`.
     #[arg(long, global = true, value_enum)]
     error_format: Option<ErrorFormat>,
+    /// Tables on a terminal keep every row on one line, however wide, instead of wrapping cells
+    /// to the terminal's width (output to a pipe or file is never wrapped; `--format json` has
+    /// every field).
+    #[arg(long, global = true)]
+    wide: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -192,6 +197,7 @@ fn main() -> ExitCode {
         Some(f) => f == ErrorFormat::Json,
         None => json_errors_requested(&args),
     };
+    output::set_wide(cli.wide);
     let home_given = cli.home.is_some();
     let home = cli
         .home

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use comfy_table::{presets, ContentArrangement, Table};
+use comfy_table::{presets, ColumnConstraint, ContentArrangement, Table, Width};
 use secagg_core::error::ErrorReport;
 use secagg_core::ErrorKind;
 use serde::Serialize;
@@ -116,14 +116,63 @@ pub fn table(header: &[&str]) -> Table {
 /// users copy ids from it and a wrapped id cannot be pasted back. Wide rows overflow instead.
 pub fn list_table(header: &[&str]) -> Table {
     let mut t = Table::new();
-    if std::io::stdout().is_terminal() {
+    let terminal = std::io::stdout().is_terminal();
+    if terminal {
         t.load_preset(presets::UTF8_HORIZONTAL_ONLY);
     } else {
         t.load_preset(presets::ASCII_BORDERS_ONLY_CONDENSED);
     }
-    t.set_content_arrangement(ContentArrangement::Disabled);
+    // On a terminal, cells wrap so that the table fits its width (fingerprints and ids made
+    // tables 150–300 columns wide); `--wide`, pipes and files keep one line per row.
+    t.set_content_arrangement(if terminal && !WIDE.load(Ordering::Relaxed) {
+        ContentArrangement::Dynamic
+    } else {
+        ContentArrangement::Disabled
+    });
     t.set_header(header.iter().copied());
     t
+}
+
+/// Cells shorter than this never wrap when a table is fitted to the terminal: dates, ports,
+/// states and kinds stay whole, and only long values (ids, fingerprints) wrap.
+const UNBROKEN: u16 = 12;
+
+/// Prints a table of [`list_table`] on stdout, fitted to the terminal: each column at least as
+/// wide as its header's longest word and its content up to [`UNBROKEN`] characters, the long
+/// values wrapping in the room left.
+pub fn print_table(mut t: Table) {
+    let headers: Vec<u16> = t
+        .header()
+        .map(|h| {
+            h.cell_iter()
+                .map(|c| {
+                    c.content()
+                        .split_whitespace()
+                        .map(|w| w.chars().count() as u16)
+                        .max()
+                        .unwrap_or(1)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let contents = t.column_max_content_widths();
+    for (i, content) in contents.iter().enumerate() {
+        let header = headers.get(i).copied().unwrap_or(1);
+        // + 2: comfy-table counts the cell's padding in a column's width.
+        let floor = header.max((*content).min(UNBROKEN)) + 2;
+        if let Some(c) = t.column_mut(i) {
+            c.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(floor)));
+        }
+    }
+    write_stdout(format_args!("{t}\n"));
+}
+
+/// `--wide`: tables never wrap.
+static WIDE: AtomicBool = AtomicBool::new(false);
+
+/// Records `--wide` for [`list_table`].
+pub fn set_wide(wide: bool) {
+    WIDE.store(wide, Ordering::Relaxed);
 }
 
 /// Prints aligned `key  value` lines on stdout.

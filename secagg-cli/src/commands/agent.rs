@@ -314,7 +314,7 @@ fn print_run(r: &RunReport) {
                 .unwrap_or_default(),
         ]);
     }
-    println!("{t}");
+    output::print_table(t);
     if r.ok {
         output::note(format!(
             "session {}: server key stored ({}), every node stored its key; {:.1} ms",
@@ -416,5 +416,5 @@ fn print_check(rows: &[CheckRow]) {
             },
         ]);
     }
-    println!("{t}");
+    output::print_table(t);
 }

@@ -419,7 +419,7 @@ fn list(home: &Home, a: ListArgs) -> anyhow::Result<()> {
                     p.origin.clone(),
                 ]);
             }
-            println!("{t}");
+            output::print_table(t);
         }
     }
     Ok(())

@@ -121,7 +121,7 @@ pub fn run(home: &Path, cmd: ContextCommand) -> anyhow::Result<()> {
                             state_text(c),
                         ]);
                     }
-                    println!("{t}");
+                    output::print_table(t);
                     let unconfirmed = contexts
                         .iter()
                         .filter(|c| c.state == KeyState::Unconfirmed)

@@ -71,7 +71,7 @@ fn run_doctor(home: &Path, a: DoctorArgs) -> anyhow::Result<()> {
                 };
                 t.add_row(vec![i.check.clone(), status.to_owned(), detail]);
             }
-            println!("{t}");
+            output::print_table(t);
         }
     }
     report.verdict()?;

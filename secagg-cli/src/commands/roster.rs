@@ -291,7 +291,7 @@ fn show(
                             e.fingerprint.to_string(),
                         ]);
                     }
-                    output::write_stdout(format_args!("{t}\n"));
+                    output::print_table(t);
                     print_issued_researchers(&others);
                     output::note("this party issued the roster");
                 }
@@ -326,7 +326,7 @@ fn print_issued_researchers(others: &[&roster::RosterEntry]) {
             e.fingerprint.to_string(),
         ]);
     }
-    output::write_stdout(format_args!("{t}\n"));
+    output::print_table(t);
     output::warn(format!(
         "the roster lists {} researcher(s) besides this one: a roster vouches for nodes, and nodes import it only if they name each with --allow-researcher",
         others.len()
@@ -362,7 +362,7 @@ fn print_other_researchers(plan: &ImportPlan) {
             verdict,
         ]);
     }
-    output::write_stdout(format_args!("{t}\n"));
+    output::print_table(t);
     if plan.other_researchers.iter().any(|r| r.refused) {
         output::warn("a roster vouches for nodes: the import refuses the researchers marked refused above unless each is named with --allow-researcher (check its fingerprint out of band first)");
     }
@@ -396,7 +396,7 @@ fn print_plan(plan: &ImportPlan) {
             fingerprint,
         ]);
     }
-    output::write_stdout(format_args!("{t}\n"));
+    output::print_table(t);
     print_other_researchers(plan);
     let mut warned = std::collections::BTreeSet::new();
     for w in &plan.warnings {

@@ -349,7 +349,7 @@ pub fn run(home: &Path, cmd: VpnCommand) -> anyhow::Result<()> {
                                 p.created_at.clone(),
                             ]);
                         }
-                        println!("{t}");
+                        output::print_table(t);
                     }
                 }
             }

@@ -1,0 +1,79 @@
+//! Tables on a terminal fit its width (issue 23, item 6: they were 150–300 columns wide whatever
+//! the terminal); `--wide` and output to a pipe keep one line per row. The terminal is a real
+//! pseudo-terminal of the given width (`script` from util-linux, `stty cols`).
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_secagg");
+
+/// The researcher home of a kept 2-node demo federation (negotiated once), and its directory.
+fn federation() -> (String, std::path::PathBuf) {
+    let out = Command::new(BIN)
+        .args(["demo", "--nodes", "2", "--keep"])
+        .env_remove("SECAGG_HOME")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let home = stderr
+        .lines()
+        .find_map(|l| l.split_once(": secagg --home ").map(|(_, r)| r))
+        .map(|r| r.trim_end_matches(" context list").to_owned())
+        .expect("the kept homes");
+    let root = std::path::Path::new(&home)
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    (home, root)
+}
+
+/// The widest line (in characters) of `secagg --home HOME args…` on a terminal of `cols` columns.
+fn widest_on_terminal(home: &str, args: &str, cols: u16) -> usize {
+    let out = Command::new("script")
+        .args([
+            "-qec",
+            &format!("stty cols {cols}; {BIN} --home {home} {args}"),
+            "/dev/null",
+        ])
+        .output()
+        .expect("script (util-linux) runs the command on a pseudo-terminal");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_end_matches('\r').chars().count())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn tables_fit_the_terminal_and_wide_keeps_rows_on_one_line() {
+    let (home, root) = federation();
+    for args in ["certificate list", "context list"] {
+        let fitted = widest_on_terminal(&home, args, 120);
+        assert!(
+            fitted <= 120,
+            "{args}: {fitted} columns on a 120-column terminal"
+        );
+        let wide = widest_on_terminal(&home, &format!("{args} --wide"), 120);
+        assert!(wide > 120, "{args} --wide: {wide} columns");
+        // To a pipe: one line per row, as before (scripts read it).
+        let piped = Command::new(BIN)
+            .args(["--home", &home])
+            .args(args.split(' '))
+            .output()
+            .unwrap();
+        let widest_piped = String::from_utf8_lossy(&piped.stdout)
+            .lines()
+            .map(|l| l.chars().count())
+            .max()
+            .unwrap_or(0);
+        assert!(widest_piped > 120, "{args} piped: {widest_piped}");
+    }
+    std::fs::remove_dir_all(root).unwrap();
+}
