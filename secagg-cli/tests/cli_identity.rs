@@ -277,8 +277,24 @@ fn registration_instructions_text_and_bundle() {
     let t = secagg(&home, &["certificate", "registration-instructions"]);
     t.ok();
     assert!(t.stdout.starts_with("Hi There!\n\n\nPlease find following certificate to register\n\n-----BEGIN CERTIFICATE-----\n"), "{}", t.stdout);
-    let cmd = format!("secagg certificate register -pk [PATH WHERE CERTIFICATE IS SAVED] -pi node_h1 --ip 10.221.0.3 --port 14002 --expect-fingerprint {fp}");
-    assert!(t.stdout.contains(&cmd), "{}", t.stdout);
+    let cmd = "secagg certificate register -pk [PATH WHERE CERTIFICATE IS SAVED] -pi node_h1 --ip 10.221.0.3 --port 14002 --expect-fingerprint <FINGERPRINT READ OUT BY THE OPERATOR OF node_h1>";
+    assert!(t.stdout.contains(cmd), "{}", t.stdout);
+    // Regression (issue 23, item 1): the message carried the fingerprint in a ready
+    // `--expect-fingerprint`, so pasting it checked the certificate against itself. The message
+    // to send has no fingerprint at all; the operator gets it on stderr, to read out.
+    assert!(!t.stdout.contains(fp), "{}", t.stdout);
+    assert!(
+        t.stderr.contains(fp) && t.stderr.contains("read this fingerprint out"),
+        "{}",
+        t.stderr
+    );
+    // The placeholder cannot pass: pasted into a shell it is a redirection from a missing file.
+    let pasted = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} --home {} certificate register -pk /dev/null -pi node_x --ip 10.0.0.1 --port 1 --expect-fingerprint <FINGERPRINT READ OUT BY THE OPERATOR OF node_h1>", env!("CARGO_BIN_EXE_secagg"), home.display()))
+        .output()
+        .unwrap();
+    assert!(!pasted.status.success());
     assert!(t
         .stdout
         .contains(" 1- Copy certificate content into a file e.g 'Hospital1.pem'"));

@@ -68,20 +68,37 @@ pub fn bundle(identity: &Identity) -> Bundle {
 }
 
 /// The human instructions for registering `identity`, in Fed-BioMed's layout (greeting, the
-/// certificate, numbered steps), with the `secagg` command and the fingerprint to compare.
+/// certificate, numbered steps), with the `secagg` command to run.
+///
+/// The fingerprint is deliberately absent: whoever could alter this message on its way (an
+/// e-mail, a chat) could alter a fingerprint in it too, and a ready `--expect-fingerprint FP`
+/// pasted from it checks the certificate against itself (regression, issue 23, item 1). The
+/// command carries a placeholder that cannot pass (the shell refuses `<…>`), and the operator
+/// reads the fingerprint out separately ([`fingerprint_to_read_out`]).
 pub fn instructions_text(identity: &Identity) -> String {
     let id = &identity.party_id;
     let ip = identity.endpoint.host.to_string();
     let port = identity.endpoint.port;
-    let fp = identity.certificate.fingerprint;
+    let placeholder = format!("<FINGERPRINT READ OUT BY THE OPERATOR OF {id}>");
     format!(
         "Hi There!\n\n\nPlease find following certificate to register\n\n{pem}\n\
 Please follow the instructions below to register this certificate:\n\n\n \
 1- Copy certificate content into a file e.g 'Hospital1.pem'\n \
-2- Compare its fingerprint with the one {id} gives you by phone or another trusted channel:\n       {fp}\n \
-3- Run: \"secagg certificate register -pk [PATH WHERE CERTIFICATE IS SAVED] -pi {id} --ip {ip} --port {port} --expect-fingerprint {fp}\"\n    \
-Example:\n      secagg certificate register -pk ./Hospital1.pem -pi {id} --ip {ip} --port {port} --expect-fingerprint {fp}\n",
+2- Ask the operator of {id} to read you its certificate's fingerprint by phone or in person, not by\n    \
+e-mail or chat: whoever could alter this message could alter a fingerprint in it too. secagg checks\n    \
+the certificate against the fingerprint you give it.\n \
+3- Run: \"secagg certificate register -pk [PATH WHERE CERTIFICATE IS SAVED] -pi {id} --ip {ip} --port {port} --expect-fingerprint {placeholder}\"\n    \
+Example:\n      secagg certificate register -pk ./Hospital1.pem -pi {id} --ip {ip} --port {port} --expect-fingerprint {placeholder}\n",
         pem = identity.certificate.pem,
+    )
+}
+
+/// What the operator of `identity` reads out to each party that registers it (not sent with the
+/// instructions: see [`instructions_text`]).
+pub fn fingerprint_to_read_out(identity: &Identity) -> String {
+    format!(
+        "read this fingerprint out to each party that registers {} (by phone or in person; they give it to --expect-fingerprint):\n  {}",
+        identity.party_id, identity.certificate.fingerprint
     )
 }
 

@@ -234,6 +234,8 @@ fn instructions(home: &Home, a: InstructionsArgs) -> anyhow::Result<()> {
         }
         None => print!("{text}"),
     }
+    // On the operator's side only (stderr), never in the message to send.
+    output::note(registration::fingerprint_to_read_out(&id));
     if identity::is_loopback(&id.endpoint) {
         output::warn(format!(
             "your endpoint {} is a loopback address: parties on other machines cannot reach it (`secagg identity set-endpoint`)",

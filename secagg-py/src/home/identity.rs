@@ -64,7 +64,8 @@ impl Home {
         to_py(py, &registration::bundle(&id))
     }
 
-    /// The registration instructions as text (Fed-BioMed's layout, with the fingerprint).
+    /// The registration instructions as text (Fed-BioMed's layout; the fingerprint is not in
+    /// them: read `identity()["fingerprint"]` out separately).
     fn registration_instructions(&self, py: Python<'_>) -> PyResult<String> {
         let id = unlocked(py, || identity::load(&self.core()))?;
         Ok(registration::instructions_text(&id))
