@@ -202,7 +202,7 @@ fn refusals_leave_the_store_unchanged_with_specific_exit_codes() {
                 &p256_fp,
             ],
             8,
-            "does not match the expected",
+            "fingerprint is not the expected one",
         ),
         (
             vec![
@@ -528,7 +528,7 @@ fn bundle_round_trip_and_tampered_bundle() {
             other.as_str().unwrap(),
         ],
     )
-    .fails_with(8, "does not match the expected");
+    .fails_with(8, "fingerprint is not the expected one");
     std::fs::write(&bad, "{\"format\": \"x\"}").unwrap();
     secagg(
         &b,
@@ -593,4 +593,93 @@ fn delete_is_non_interactive_off_a_terminal() {
     assert!(r.stdout.contains(&format!("deleted {id}")));
     assert_eq!(peers_json(&home)["peers"].as_array().unwrap().len(), 0);
     secagg(&home, &["certificate", "show", &id]).fails_as(ErrorKind::NotFound);
+}
+
+/// Issue 23, item 5: fingerprints were 95 characters to read by phone, and a mismatch printed
+/// both in full with nothing pointing at the difference. `identity show` gives a 43-character
+/// form to read out, `--expect-fingerprint` takes it (and every other form), and a mismatch
+/// shows where the two differ, in the form that was given.
+#[test]
+fn a_short_fingerprint_is_read_out_accepted_and_a_mismatch_points_at_the_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    secagg(&a, &["init", "--role", "node", "--id", "node_a"]).ok();
+    secagg(
+        &b,
+        &["init", "--role", "researcher", "--id", "researcher_b"],
+    )
+    .ok();
+    let shown = secagg(&a, &["identity", "show", "--format", "json"])
+        .ok()
+        .json();
+    let readable = shown["fingerprint_readable"].as_str().unwrap().to_owned();
+    assert!(
+        readable.starts_with("SHA256:") && readable.len() == 7 + 43,
+        "{readable}"
+    );
+    let text = secagg(&a, &["identity", "show"]);
+    assert!(text.ok().stdout.contains(&readable), "{}", text.stdout);
+    let bundle = dir.path().join("a.json");
+    secagg(
+        &a,
+        &[
+            "certificate",
+            "registration-instructions",
+            "--format",
+            "json",
+            "-o",
+            bundle.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    // One character changed: refused, with a marker under it.
+    let mut wrong: Vec<char> = readable.chars().collect();
+    let at = 20;
+    wrong[at] = if wrong[at] == 'A' { 'B' } else { 'A' };
+    let wrong: String = wrong.into_iter().collect();
+    let refused = secagg(
+        &b,
+        &[
+            "certificate",
+            "register",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--expect-fingerprint",
+            &wrong,
+        ],
+    );
+    refused.fails_with(8, "fingerprint is not the expected one");
+    assert!(
+        refused.stderr.contains(&format!("expected  {wrong}")),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains(&format!("actual    {readable}")),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains(&format!(
+            "{}^ first difference at character {}",
+            " ".repeat(at),
+            at + 1
+        )),
+        "{}",
+        refused.stderr
+    );
+    // The readable form itself: registered.
+    secagg(
+        &b,
+        &[
+            "certificate",
+            "register",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--expect-fingerprint",
+            &readable,
+        ],
+    )
+    .ok();
 }

@@ -180,6 +180,16 @@ impl FromStr for GeneratedKeyType {
     }
 }
 
+/// How a fingerprint was written: 32 bytes in hex (`SHA256:AB:CD:…`, this type's `Display`) or
+/// OpenSSH's base64 form ([`Fingerprint::readable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FingerprintForm {
+    /// Hex, with or without colons.
+    Hex,
+    /// Base64, 43 characters.
+    Base64,
+}
+
 /// SHA-256 of a certificate's DER encoding, shown as `SHA256:AB:CD:…` (uppercase, colon-separated).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint([u8; 32]);
@@ -201,25 +211,75 @@ impl Fingerprint {
         format!("{}…", &full[..7 + 4 * 3 - 1])
     }
 
+    /// The form to read out: OpenSSH's, `SHA256:` and the digest in base64 without padding
+    /// (43 characters, against 95 for [`fmt::Display`]'s hex form). [`Fingerprint::parse`] takes
+    /// both.
+    pub fn readable(&self) -> String {
+        use base64::Engine as _;
+        format!(
+            "SHA256:{}",
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(self.0)
+        )
+    }
+
     /// Parses a fingerprint as users paste it: `SHA256:AB:CD:…`, `sha256=ab:cd…`, OpenSSL's
-    /// `sha256 Fingerprint=AB:CD…`, or 64 hex digits with or without colons, any case.
+    /// `sha256 Fingerprint=AB:CD…`, 64 hex digits with or without colons (any case), or the
+    /// readable form `SHA256:` + 43 base64 characters (OpenSSH's; case matters there).
     pub fn parse(s: &str) -> Result<Self> {
+        Self::parse_with_form(s).map(|(f, _)| f)
+    }
+
+    /// [`Fingerprint::parse`], also saying which form was given (to show a mismatch in it).
+    pub fn parse_with_form(s: &str) -> Result<(Self, FingerprintForm)> {
         let t = s.trim();
         let lower = t.to_ascii_lowercase();
-        let body = ["sha256 fingerprint=", "sha256:", "sha256=", "sha2-256:"]
+        let prefix_len = ["sha256 fingerprint=", "sha256:", "sha256=", "sha2-256:"]
             .iter()
-            .find_map(|p| lower.strip_prefix(p))
-            .unwrap_or(&lower);
+            .find(|p| lower.starts_with(*p))
+            .map_or(0, |p| p.len());
+        let body = &t[prefix_len..];
         let hex_digits: String = body.chars().filter(|c| !matches!(c, ':' | ' ')).collect();
         let mut out = [0u8; 32];
-        match hex::decode_to_slice(&hex_digits, &mut out) {
-            Ok(()) => Ok(Fingerprint(out)),
-            Err(_) => Err(Error::invalid(format!(
-                "`{}` is not a SHA-256 fingerprint",
-                s.escape_debug()
-            ))
-            .with_hint("a fingerprint looks like SHA256:3A:0F:…: 32 bytes in hex, as printed by `secagg identity show`")),
+        if hex::decode_to_slice(&hex_digits, &mut out).is_ok() {
+            return Ok((Fingerprint(out), FingerprintForm::Hex));
         }
+        use base64::Engine as _;
+        let b64 = body.trim_end_matches('=');
+        if let Ok(bytes) = base64::engine::general_purpose::STANDARD_NO_PAD.decode(b64) {
+            if let Ok(digest) = <[u8; 32]>::try_from(bytes.as_slice()) {
+                return Ok((Fingerprint(digest), FingerprintForm::Base64));
+            }
+        }
+        Err(Error::invalid(format!(
+            "`{}` is not a SHA-256 fingerprint",
+            s.escape_debug()
+        ))
+        .with_hint("a fingerprint looks like SHA256:Ojf… (43 characters, as `secagg identity show` prints it to read out) or SHA256:3A:0F:… (32 bytes in hex)"))
+    }
+
+    /// This fingerprint in `form`.
+    pub fn in_form(&self, form: FingerprintForm) -> String {
+        match form {
+            FingerprintForm::Hex => self.to_string(),
+            FingerprintForm::Base64 => self.readable(),
+        }
+    }
+
+    /// Two lines and a marker showing where `actual` differs from the `expected` fingerprint
+    /// given in `form`: `expected …`, `actual …`, then `^` under the first differing character.
+    pub fn mismatch(expected: &Fingerprint, actual: &Fingerprint, form: FingerprintForm) -> String {
+        let (e, a) = (expected.in_form(form), actual.in_form(form));
+        let first = e
+            .chars()
+            .zip(a.chars())
+            .position(|(x, y)| x != y)
+            .unwrap_or(0);
+        let differing = e.chars().zip(a.chars()).filter(|(x, y)| x != y).count();
+        format!(
+            "  expected  {e}\n  actual    {a}\n            {}^ first difference at character {} ({differing} differ)",
+            " ".repeat(first),
+            first + 1
+        )
     }
 
     /// Compares in constant time (fingerprints guard trust decisions).
@@ -734,6 +794,33 @@ mod tests {
         assert!(Fingerprint::parse("SHA256:AB").is_err());
         assert!(fp.ct_eq(&Fingerprint::parse(&s).unwrap()));
         assert!(fp.short().len() < s.len());
+        // The readable form: OpenSSH's, 43 base64 characters, case-sensitive, padding tolerated.
+        let r = fp.readable();
+        assert_eq!(r.len(), 7 + 43);
+        assert_eq!(
+            Fingerprint::parse_with_form(&r).unwrap(),
+            (fp, FingerprintForm::Base64)
+        );
+        assert_eq!(Fingerprint::parse(&format!("{r}=")).unwrap(), fp);
+        assert_eq!(Fingerprint::parse(&r[7..]).unwrap(), fp);
+        assert_ne!(Fingerprint::parse(&r.to_lowercase()).ok(), Some(fp));
+        assert_eq!(
+            Fingerprint::parse_with_form(&s).unwrap().1,
+            FingerprintForm::Hex
+        );
+        // A mismatch points at the first difference, in the form given.
+        let other = Fingerprint::of_der(b"y");
+        let m = Fingerprint::mismatch(&fp, &other, FingerprintForm::Base64);
+        let lines: Vec<&str> = m.lines().collect();
+        assert_eq!(lines[0], format!("  expected  {r}"));
+        assert_eq!(lines[1], format!("  actual    {}", other.readable()));
+        let caret = lines[2].find('^').unwrap();
+        let first = r
+            .chars()
+            .zip(other.readable().chars())
+            .position(|(a, b)| a != b)
+            .unwrap();
+        assert_eq!(caret - 12, first);
     }
 
     #[test]

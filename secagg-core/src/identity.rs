@@ -111,6 +111,7 @@ impl Identity {
             port: self.endpoint.port,
             key_type: c.key_type,
             fingerprint: c.fingerprint,
+            fingerprint_readable: c.fingerprint.readable(),
             not_before: certificate::format_time(c.not_before),
             not_after: certificate::format_time(c.not_after),
             days_left: c.days_left(now),
@@ -257,6 +258,8 @@ pub struct IdentitySummary {
     pub key_type: Option<KeyType>,
     /// Certificate fingerprint.
     pub fingerprint: Fingerprint,
+    /// The same, in the 43-character form to read out ([`Fingerprint::readable`]).
+    pub fingerprint_readable: String,
     /// Start of validity (RFC 3339).
     pub not_before: String,
     /// End of validity (RFC 3339).

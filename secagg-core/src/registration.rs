@@ -98,7 +98,8 @@ Example:\n      secagg certificate register -pk ./Hospital1.pem -pi {id} --ip {i
 pub fn fingerprint_to_read_out(identity: &Identity) -> String {
     format!(
         "read this fingerprint out to each party that registers {} (by phone or in person; they give it to --expect-fingerprint):\n  {}",
-        identity.party_id, identity.certificate.fingerprint
+        identity.party_id,
+        identity.certificate.fingerprint.readable()
     )
 }
 
@@ -205,11 +206,11 @@ pub fn prepare(
     let mut warnings = cert.validate_for_registration(now)?;
     let fingerprint_checked = match &req.expect_fingerprint {
         Some(expected) => {
-            let expected = Fingerprint::parse(expected)?;
+            let (expected, form) = Fingerprint::parse_with_form(expected)?;
             if !expected.ct_eq(&cert.fingerprint) {
                 return Err(Error::authentication(format!(
-                    "certificate fingerprint {} does not match the expected {expected}",
-                    cert.fingerprint
+                    "the certificate's fingerprint is not the expected one:\n{}",
+                    Fingerprint::mismatch(&expected, &cert.fingerprint, form)
                 ))
                 .with_hint(format!(
                     "do not register it: the certificate is not the one `{party_id}` vouched for; ask the party to send it again"

@@ -156,7 +156,8 @@ pub fn print_identity(s: &IdentitySummary) {
                 .map(|k| k.to_string())
                 .unwrap_or_else(|| "unsupported".into()),
         ),
-        ("fingerprint", s.fingerprint.to_string()),
+        ("fingerprint", s.fingerprint_readable.clone()),
+        ("  as hex", s.fingerprint.to_string()),
         ("valid from", s.not_before.clone()),
         (
             "valid until",

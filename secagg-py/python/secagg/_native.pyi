@@ -18,6 +18,7 @@ class IdentitySummary(TypedDict):
     port: int
     key_type: Optional[str]
     fingerprint: str
+    fingerprint_readable: str
     not_before: str
     not_after: str
     days_left: int
