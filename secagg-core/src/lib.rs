@@ -92,6 +92,7 @@ pub mod fedbiomed;
 pub mod home;
 pub mod identity;
 pub mod lom;
+pub mod lookup;
 pub mod mpspdz;
 pub mod party;
 pub mod peers;

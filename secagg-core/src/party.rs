@@ -262,7 +262,7 @@ impl SessionId {
             .unwrap_or(trimmed);
         uuid::Uuid::parse_str(bare).map(SessionId).map_err(|_| {
             Error::invalid(format!("session id `{}` is not a uuid", s.escape_debug())).with_hint(
-                "all parties must use the same session id: a uuid (e.g. made by `uuidgen`) or Fed-BioMed's `secagg_<uuid>`",
+                "all parties must use the same session id: a uuid (`secagg session new` prints a fresh one) or Fed-BioMed's `secagg_<uuid>`",
             )
         })
     }

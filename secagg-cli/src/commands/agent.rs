@@ -198,6 +198,17 @@ pub enum SessionCommand {
     /// Run a whole key negotiation from the researcher: every node's agent (`secagg serve`) is
     /// asked to join, and this party runs its own side.
     Run(RunArgs),
+    /// Print a fresh session id (a random uuid), for `negotiate --session` and the like; no
+    /// home is needed.
+    New(NewArgs),
+}
+
+/// Arguments of `session new`.
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// Fed-BioMed's form, `secagg_<uuid>` (secagg takes both).
+    #[arg(long)]
+    fedbiomed: bool,
 }
 
 /// Arguments of `session run`.
@@ -246,7 +257,18 @@ pub struct RunArgs {
 
 /// Runs `secagg session …`.
 pub fn session(home: &Path, c: SessionCommand) -> anyhow::Result<()> {
-    let SessionCommand::Run(a) = c;
+    let a = match c {
+        SessionCommand::Run(a) => a,
+        SessionCommand::New(n) => {
+            let id = SessionId::generate();
+            if n.fedbiomed {
+                println!("secagg_{id}");
+            } else {
+                println!("{id}");
+            }
+            return Ok(());
+        }
+    };
     let home = Home::new(home);
     let opts = RunOptions {
         mpspdz: match a.engine {

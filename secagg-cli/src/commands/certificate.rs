@@ -11,7 +11,7 @@ use secagg_core::home::PUBLIC_FILE_MODE;
 use secagg_core::party::{validate_port, Endpoint, Host, PartyId};
 use secagg_core::peers::PeerRecord;
 use secagg_core::registration::{self, Action, CertificateSource, RegisterRequest, Registered};
-use secagg_core::{fedbiomed, identity};
+use secagg_core::{fedbiomed, identity, lookup};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -137,9 +137,9 @@ pub struct ListArgs {
 /// Arguments of `certificate show`.
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// Party id (a registered one, so custom ids are accepted as registered).
-    #[arg(value_parser = PartyId::parse_custom)]
-    party_id: PartyId,
+    /// Party id (a registered one, so custom ids are accepted as registered), or a unique prefix
+    /// of one (at least 4 characters).
+    party_id: String,
     /// Print only the certificate PEM (to save it to a file).
     #[arg(long)]
     pem: bool,
@@ -150,9 +150,9 @@ pub struct ShowArgs {
 /// Arguments of `certificate delete`.
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// Party id (a registered one, so custom ids are accepted as registered).
-    #[arg(value_parser = PartyId::parse_custom)]
-    party_id: PartyId,
+    /// Party id (a registered one, so custom ids are accepted as registered), or a unique prefix
+    /// of one (at least 4 characters).
+    party_id: String,
     /// Do not ask for confirmation (it is asked only when stdin is a terminal).
     #[arg(long, short = 'y')]
     yes: bool,
@@ -447,7 +447,7 @@ struct PeerDetail {
 }
 
 fn show(home: &Home, a: ShowArgs) -> anyhow::Result<()> {
-    let p: PeerRecord = registration::show(home, &a.party_id)?;
+    let p: PeerRecord = registration::show(home, &lookup::party(home, &a.party_id)?)?;
     if a.pem {
         print!("{}", p.certificate_pem());
         return Ok(());
@@ -483,7 +483,7 @@ fn show(home: &Home, a: ShowArgs) -> anyhow::Result<()> {
 
 fn delete(home: &Home, a: DeleteArgs) -> anyhow::Result<()> {
     if !a.yes && std::io::stdin().is_terminal() {
-        let p = registration::show(home, &a.party_id)?;
+        let p = registration::show(home, &lookup::party(home, &a.party_id)?)?;
         eprint!(
             "delete the registration of {} ({})? [y/N] ",
             p.party_id, p.fingerprint
@@ -496,7 +496,7 @@ fn delete(home: &Home, a: DeleteArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    let p = registration::delete(home, &a.party_id)?;
+    let p = registration::delete(home, &lookup::party(home, &a.party_id)?)?;
     println!("deleted {} ({})", p.party_id, p.fingerprint);
     Ok(())
 }

@@ -5,8 +5,8 @@ use std::path::Path;
 use clap::{Args, Subcommand};
 use secagg_core::contexts::{ContextSummary, KeyState};
 use secagg_core::home::Home;
+use secagg_core::lookup;
 use secagg_core::session;
-use secagg_core::SessionId;
 use serde::Serialize;
 
 use crate::output::{self, Format, FormatArg};
@@ -46,8 +46,8 @@ pub struct ListArgs {
 /// Arguments of `context show`.
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// Session id.
-    session: SessionId,
+    /// Session id, or a unique prefix of a stored one (at least 4 characters).
+    session: String,
     /// Print the key (a secret: the server key or this node's user key).
     #[arg(long)]
     reveal_key: bool,
@@ -58,8 +58,8 @@ pub struct ShowArgs {
 /// Arguments of `context confirm`.
 #[derive(Debug, Args)]
 pub struct ConfirmArgs {
-    /// Session id.
-    session: SessionId,
+    /// Session id, or a unique prefix of a stored one (at least 4 characters).
+    session: String,
 }
 
 /// Arguments of `context prune`.
@@ -75,8 +75,8 @@ pub struct PruneArgs {
 /// Arguments of `context delete`.
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// Session id.
-    session: SessionId,
+    /// Session id, or a unique prefix of a stored one (at least 4 characters).
+    session: String,
 }
 
 #[derive(Serialize)]
@@ -136,7 +136,8 @@ pub fn run(home: &Path, cmd: ContextCommand) -> anyhow::Result<()> {
             }
         }
         ContextCommand::Show(a) => {
-            let c = session::get_context(&home, &a.session)?.summary(a.reveal_key);
+            let c = session::get_context(&home, &lookup::session(&home, &a.session)?)?
+                .summary(a.reveal_key);
             if c.state == KeyState::Unconfirmed {
                 output::warn(format!(
                     "the key of session {} is unconfirmed ({}): the researcher's confirmation never arrived; use it only once the researcher has checked that the session completed there, then run `secagg context confirm {}`",
@@ -167,7 +168,7 @@ pub fn run(home: &Path, cmd: ContextCommand) -> anyhow::Result<()> {
             }
         }
         ContextCommand::Confirm(a) => {
-            let c = session::confirm_context(&home, &a.session)?;
+            let c = session::confirm_context(&home, &lookup::session(&home, &a.session)?)?;
             output::note(format!(
                 "confirmed the key of session {} ({})",
                 c.session_id, c.key_fingerprint
@@ -200,7 +201,7 @@ pub fn run(home: &Path, cmd: ContextCommand) -> anyhow::Result<()> {
             }
         }
         ContextCommand::Delete(a) => {
-            let c = session::delete_context(&home, &a.session)?;
+            let c = session::delete_context(&home, &lookup::session(&home, &a.session)?)?;
             println!(
                 "deleted context of session {} ({})",
                 c.session_id, c.key_fingerprint
