@@ -844,3 +844,119 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Issue 23, item 2: adding a hospital broke `session run --all` for everyone until every node
+/// ran `roster pull`, and the refusal named the wrong fix (`certificate register`). With
+/// `serve --accept-rosters-from`, a node's agent takes the researcher's newer roster when a join
+/// names a party it does not know: registering the new node and `roster export` at the
+/// researcher are enough. A node without the option refuses naming the real fix. A 1 + 4 agent
+/// federation, a node added and one removed, sessions before and after; keys read back by fresh
+/// processes.
+#[test]
+fn a_node_added_or_removed_at_the_researcher_needs_no_step_at_the_other_nodes() {
+    use support::agents::Agent;
+    let dir = tempfile::tempdir().unwrap();
+    let researcher = party(dir.path(), "researcher", "researcher_lab");
+    let nodes: Vec<Party> = (1..=4)
+        .map(|i| party(dir.path(), "node", &format!("node_h{i}")))
+        .collect();
+    for n in &nodes {
+        register_bundle(&researcher.home, n);
+        register_bundle(&n.home, &researcher);
+    }
+    let roster = dir.path().join("roster.json");
+    export(&researcher, &roster, &[]);
+    for n in &nodes {
+        import(n, &roster, &[]).ok();
+    }
+    let _researcher_agent = Agent::start(&researcher.home, &[], &[]);
+    let accept = ["--accept-rosters-from", "researcher_lab"];
+    // node_h4 keeps the default policy: it refuses, naming the real fix.
+    let mut agents: Vec<Agent> = nodes
+        .iter()
+        .map(|n| Agent::start(&n.home, if n.id == "node_h4" { &[] } else { &accept }, &[]))
+        .collect();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "session",
+            "run",
+            "--all",
+            "--timeout",
+            "30s",
+            "--format",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        secagg(&researcher.home, &args)
+    };
+    let sums_to_zero = |r: &Run, homes: &[&Path]| {
+        let session = r.json()["session_id"].as_str().unwrap().to_owned();
+        let total = homes
+            .iter()
+            .fold(key_of(&researcher.home, &session), |acc, h| {
+                acc + key_of(h, &session)
+            });
+        assert_eq!(total, num_bigint::BigInt::from(0));
+    };
+    let before = run(&[]);
+    before.ok();
+    sums_to_zero(
+        &before,
+        &nodes.iter().map(|n| n.home.as_path()).collect::<Vec<_>>(),
+    );
+
+    // A fifth hospital: registered at the researcher, the roster exported; the new node
+    // registers the researcher and starts its agent, nothing else anywhere.
+    let h5 = party(dir.path(), "node", "node_h5");
+    register_bundle(&researcher.home, &h5);
+    register_bundle(&h5.home, &researcher);
+    export(&researcher, &roster, &[]);
+    // The researcher's running agent accepts a newly registered party within a second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    agents.push(Agent::start(&h5.home, &accept, &[]));
+    let refused = run(&[]);
+    refused.fails_as(ErrorKind::NotFound);
+    assert!(
+        refused.stderr.contains("node_h4 does not know node_h5")
+            && refused.stderr.contains("secagg roster pull")
+            && refused
+                .stderr
+                .contains("--accept-rosters-from researcher_lab"),
+        "{}",
+        refused.stderr
+    );
+    // The agents that accept rosters took #2 (logged); node_h4's operator pulls by hand.
+    for (a, n) in agents.iter().zip(&nodes) {
+        if n.id != "node_h4" {
+            a.wait_for(
+                "imported roster #2 of researcher_lab",
+                std::time::Duration::from_secs(5),
+            );
+        }
+    }
+    secagg(&nodes[3].home, &["roster", "pull", "--yes"]).ok();
+    let grown = run(&[]);
+    grown.ok();
+    let mut homes: Vec<&Path> = nodes.iter().map(|n| n.home.as_path()).collect();
+    homes.push(&h5.home);
+    sums_to_zero(&grown, &homes);
+    assert_eq!(grown.json()["parties"].as_array().unwrap().len(), 6);
+
+    // A hospital leaves: deleted at the researcher, a new roster exported. Sessions go on
+    // without it at once; its registration at the others goes with the next roster they take.
+    secagg(
+        &researcher.home,
+        &["certificate", "delete", "node_h2", "--yes"],
+    )
+    .ok();
+    export(&researcher, &roster, &[]);
+    let shrunk = run(&[]);
+    shrunk.ok();
+    let rows = shrunk.json()["parties"].as_array().unwrap().len();
+    assert_eq!(rows, 5);
+    let homes: Vec<&Path> = homes
+        .into_iter()
+        .filter(|h| !h.ends_with("node_h2"))
+        .collect();
+    sums_to_zero(&shrunk, &homes);
+}

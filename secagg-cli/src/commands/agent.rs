@@ -48,6 +48,13 @@ pub struct ServeArgs {
     /// (the agent refuses to start otherwise, listing the registered ones).
     #[arg(long = "allow-researcher", value_name = "ID")]
     allow_researcher: Vec<PartyId>,
+    /// When researcher ID asks to join a session naming parties this node does not know, pull
+    /// ID's latest roster from its agent and import it first (the checks and serial rules of
+    /// `roster import`; parties its older rosters brought that it no longer lists are removed).
+    /// Growing the federation is then registering the new node and `roster export` at the
+    /// researcher. ID must be a researcher registered here.
+    #[arg(long, value_name = "ID")]
+    accept_rosters_from: Option<PartyId>,
     /// Sessions joined or running at once, in all; more are refused (not queued).
     #[arg(long, default_value_t = agent::DEFAULT_MAX_SESSIONS, value_name = "N")]
     max_sessions: usize,
@@ -187,6 +194,7 @@ pub fn serve(home: &Path, a: ServeArgs) -> anyhow::Result<()> {
         mpspdz,
         keep_connections: Some(a.keep_connections).filter(|d| !d.is_zero()),
         only_parties: None,
+        accept_rosters_from: a.accept_rosters_from,
     };
     agent::serve(&home, opts, log, shutdown)?;
     Ok(())

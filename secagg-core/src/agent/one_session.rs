@@ -58,6 +58,7 @@ pub fn serve_one(home: &Home, req: &OneSession) -> Result<SessionId> {
         mpspdz: None,
         keep_connections: None,
         only_parties: Some(req.parties.clone()),
+        accept_rosters_from: None,
     };
     let log: Log = {
         let progress = progress.clone();

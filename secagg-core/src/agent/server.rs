@@ -71,6 +71,11 @@ pub struct AgentOptions {
     /// one session a Fed-BioMed `exec_shamir` runs, see [`super::one_session`]); `None`: any
     /// session the policy allows.
     pub only_parties: Option<Vec<PartyId>>,
+    /// `--accept-rosters-from ID`: when this researcher asks to join a session naming parties
+    /// this party does not know, the agent pulls the researcher's latest roster from its agent
+    /// and imports it (the checks and serial rules of `roster import`, registrations it brought
+    /// that it no longer lists pruned) before checking the join; `None`: such a join is refused.
+    pub accept_rosters_from: Option<PartyId>,
 }
 
 /// How an agent runs MP-SPDZ sessions.
@@ -431,6 +436,10 @@ pub fn serve(home: &Home, opts: AgentOptions, log: Log, shutdown: Shutdown) -> R
         .take_until(std::time::Instant::now() + crate::store::BUSY_TIMEOUT)?
         .read(|tx| crate::store::peers::list(tx))?;
     check_allowed_researchers(&opts.allow_researchers, &registered)?;
+    if let Some(issuer) = &opts.accept_rosters_from {
+        check_allowed_researchers(std::slice::from_ref(issuer), &registered)
+            .map_err(|e| e.context("in --accept-rosters-from"))?;
+    }
     let endpoint = opts
         .endpoint
         .clone()
@@ -1222,6 +1231,7 @@ fn check_join(
         listen: None,
         endpoint: Some(shared.endpoint.clone()),
     };
+    tokio::task::block_in_place(|| learn_new_parties(shared, peer, &req.parties, deadline))?;
     // Exactly the checks of `secagg negotiate` (store read: off the async workers' hot path).
     let plan = tokio::task::block_in_place(|| {
         // MP-SPDZ's own checks (certificates as MP-SPDZ sees them, the binary), before this
@@ -1247,6 +1257,114 @@ fn check_join(
         sid: session_id,
         mpspdz_port,
     })
+}
+
+/// Before a join is checked: the parties it names that this party does not know, if any, are
+/// learned from `researcher`'s latest roster when the agent accepts rosters from it
+/// (`--accept-rosters-from`); otherwise the join is refused naming them and the real fix (a
+/// roster pull here), where the plan's own check would only say "not registered".
+fn learn_new_parties(
+    shared: &Arc<Shared>,
+    researcher: &PartyId,
+    parties: &[PartyId],
+    deadline: std::time::Instant,
+) -> Result<()> {
+    let unknown = unknown_parties(shared, parties, deadline)?;
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let me = &shared.me;
+    if shared.opts.accept_rosters_from.as_ref() != Some(researcher) {
+        return Err(Error::not_found(format!(
+            "{me} does not know {}, named in the session of {researcher}",
+            list_ids(&unknown)
+        ))
+        .with_hint(format!(
+            "if {researcher} added {} to the federation: at {me}, run `secagg roster pull` (after {researcher} ran `secagg roster export`), or start its agent with --accept-rosters-from {researcher}",
+            if unknown.len() == 1 { "it" } else { "them" }
+        )));
+    }
+    let imported = pull_and_import(shared, researcher);
+    if imported.is_ok() {
+        // The new parties dial this agent during the session: its acceptor must know them now,
+        // not a cache period later.
+        *shared.peers.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+    match &imported {
+        Ok(plan) => shared.event(
+            Level::Info,
+            "roster",
+            None,
+            Some(researcher.as_str()),
+            format!(
+                "imported roster #{} of {researcher} for a session naming {}: {} new, {} endpoint changed, {} removed",
+                plan.serial,
+                list_ids(&unknown),
+                plan.count(crate::roster::Change::New),
+                plan.count(crate::roster::Change::EndpointChanged),
+                plan.count(crate::roster::Change::Removed)
+            ),
+        ),
+        Err(e) => shared.event(
+            Level::Warn,
+            "roster",
+            None,
+            Some(researcher.as_str()),
+            format!("could not take the roster of {researcher}: {e}"),
+        ),
+    }
+    let still = unknown_parties(shared, parties, deadline)?;
+    match (imported, still.is_empty()) {
+        (_, true) => Ok(()),
+        (Err(e), false) => Err(e.context(format!(
+            "{me} does not know {} and could not take {researcher}'s roster",
+            list_ids(&still)
+        ))),
+        (Ok(plan), false) => Err(Error::not_found(format!(
+            "{me} does not know {}: the latest roster of {researcher} (#{}) does not list {}",
+            list_ids(&still),
+            plan.serial,
+            if still.len() == 1 { "it" } else { "them" }
+        ))
+        .with_hint(format!(
+            "{researcher} registers the new node, then runs `secagg roster export` (its agent serves the latest export)"
+        ))),
+    }
+}
+
+/// The parties of `parties` other than this one that are not registered here.
+fn unknown_parties(
+    shared: &Shared,
+    parties: &[PartyId],
+    deadline: std::time::Instant,
+) -> Result<Vec<PartyId>> {
+    let registered = shared
+        .stores
+        .take_until(deadline)?
+        .read(|tx| crate::store::peers::list(tx))?;
+    Ok(parties
+        .iter()
+        .filter(|p| **p != shared.me && !registered.iter().any(|r| r.party_id == **p))
+        .cloned()
+        .collect())
+}
+
+/// Pulls `researcher`'s latest roster from its agent and imports it (pruning what its older
+/// rosters brought and it no longer lists). The pull runs its own runtime, so on a thread of
+/// its own, not on this agent's.
+fn pull_and_import(shared: &Shared, researcher: &PartyId) -> Result<crate::roster::ImportPlan> {
+    let home = shared.home.clone();
+    let from = researcher.clone();
+    let (_, bytes) = std::thread::spawn(move || super::pull_roster(&home, Some(&from)))
+        .join()
+        .map_err(|_| Error::internal("the roster pull panicked"))??;
+    let file =
+        crate::roster::UnverifiedRoster::parse(&bytes, &format!("from the agent of {researcher}"))?;
+    let opts = crate::roster::ImportOptions {
+        prune: true,
+        ..Default::default()
+    };
+    crate::roster::import(&shared.own, &file, &opts, None, OffsetDateTime::now_utc())
 }
 
 /// A session this agent accepted, waiting for its start.

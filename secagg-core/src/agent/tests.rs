@@ -23,6 +23,7 @@ fn options() -> AgentOptions {
         mpspdz: None,
         keep_connections: Some(super::DEFAULT_KEEP_CONNECTIONS),
         only_parties: None,
+        accept_rosters_from: None,
     }
 }
 
