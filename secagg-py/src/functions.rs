@@ -162,5 +162,15 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(jl_encrypt, m)?)?;
     m.add_function(wrap_pyfunction!(jl_decrypt_sums, m)?)?;
     m.add_function(wrap_pyfunction!(jl_average, m)?)?;
+    m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     Ok(())
+}
+
+/// Runs the `secagg` command line `args` (program name first), as the `secagg` binary does,
+/// with the GIL released; returns its exit status. For the package's console script
+/// (`secagg._cli`), which runs nothing else in its process: the command may take the process's
+/// signals (`serve`, `demo`) and exit it (help, version, usage errors).
+#[pyfunction]
+fn cli_main(py: Python<'_>, args: Vec<std::ffi::OsString>) -> u8 {
+    py.allow_threads(|| secagg_cli::run(args))
 }

@@ -138,6 +138,9 @@ fn remove_tree(path: &Path) -> std::io::Result<()> {
 }
 
 /// Runs `secagg demo`.
+/// Names the `secagg` command for the demo's parties when this process's executable is not it.
+pub const SELF_EXE_ENV: &str = "SECAGG_EXE";
+
 /// Commands to look at the kept homes, ready to paste.
 fn print_kept_homes(federation: &demo::Federation) {
     for p in &federation.parties {
@@ -319,8 +322,14 @@ fn negotiate_all(
     interactive: bool,
     state: &Mutex<DemoState>,
 ) -> anyhow::Result<(SessionId, Duration, Vec<serde_json::Value>)> {
-    let exe = std::env::current_exe()
-        .map_err(|e| secagg_core::Error::io("while locating the secagg binary", e))?;
+    // The parties run `secagg negotiate`: this very binary, or, when the CLI runs inside the
+    // Python package's console script (whose executable is the Python interpreter), the script
+    // it names in SECAGG_EXE.
+    let exe = match std::env::var_os(SELF_EXE_ENV) {
+        Some(path) => std::path::PathBuf::from(path),
+        None => std::env::current_exe()
+            .map_err(|e| secagg_core::Error::io("while locating the secagg binary", e))?,
+    };
     let session_id = SessionId::generate();
     let party_ids = federation.party_ids();
     let bar = if interactive {
