@@ -24,6 +24,7 @@ fn init_options(key_type: GeneratedKeyType) -> InitOptions {
         validity_days: 1825,
         force: false,
         allow_custom_id: false,
+        name: None,
     }
 }
 
@@ -111,6 +112,7 @@ fn benches(c: &mut Criterion) {
                 expect_fingerprint: None,
                 upsert: true,
                 source: "bench".into(),
+                name: None,
             };
             black_box(registration::register(&home, &req, now).unwrap())
         })

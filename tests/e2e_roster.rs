@@ -527,6 +527,7 @@ fn register_generated_nodes(researcher: &Party, n: usize) -> Vec<(String, String
                 expect_fingerprint: None,
                 upsert: false,
                 source: format!("file generated-{i}.pem"),
+                name: None,
             }
         })
         .collect();

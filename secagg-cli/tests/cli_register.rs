@@ -683,3 +683,172 @@ fn a_short_fingerprint_is_read_out_accepted_and_a_mismatch_points_at_the_differe
     )
     .ok();
 }
+
+/// Issue 23, item 4: a display name per party (`init --name`), carried in bundles and rosters,
+/// shown in the other parties' lists beside the id, never used for identity.
+#[test]
+fn display_names_travel_in_bundles_and_rosters_and_show_in_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lab, lyon, nice) = (
+        dir.path().join("lab"),
+        dir.path().join("lyon"),
+        dir.path().join("nice"),
+    );
+    secagg(
+        &lab,
+        &[
+            "init",
+            "--role",
+            "researcher",
+            "--id",
+            "researcher_lab",
+            "--name",
+            "Inria lab",
+        ],
+    )
+    .ok();
+    secagg(
+        &lyon,
+        &[
+            "init",
+            "--role",
+            "node",
+            "--id",
+            "node_lyon",
+            "--name",
+            "  CHU Lyon ",
+        ],
+    )
+    .ok();
+    // Two parties may share a name: it is not an identity.
+    secagg(
+        &nice,
+        &[
+            "init",
+            "--role",
+            "node",
+            "--id",
+            "node_nice",
+            "--name",
+            "CHU Lyon",
+        ],
+    )
+    .ok();
+    let shown = secagg(&lyon, &["identity", "show", "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(shown["name"], "CHU Lyon", "trimmed");
+    assert_eq!(shown["party_id"], "node_lyon");
+    // A name with a control character is refused, and nothing is created.
+    let bad = dir.path().join("bad");
+    secagg(&bad, &["init", "--role", "node", "--name", "CHU\u{1b}[31m"])
+        .fails_with(3, "control character");
+    assert!(!bad.join("identity").exists());
+
+    let bundle = |home: &std::path::Path, name: &str| {
+        let out = home.with_file_name(name);
+        secagg(
+            home,
+            &[
+                "certificate",
+                "registration-instructions",
+                "--format",
+                "json",
+                "-o",
+                out.to_str().unwrap(),
+            ],
+        )
+        .ok();
+        out
+    };
+    let (b_lab, b_lyon, b_nice) = (
+        bundle(&lab, "lab.json"),
+        bundle(&lyon, "lyon.json"),
+        bundle(&nice, "nice.json"),
+    );
+    let fp = |home: &std::path::Path| {
+        secagg(home, &["identity", "show", "--format", "json"])
+            .ok()
+            .json()["fingerprint"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (fp_lab, fp_lyon, fp_nice) = (fp(&lab), fp(&lyon), fp(&nice));
+    let text: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&b_lyon).unwrap()).unwrap();
+    assert_eq!(text["name"], "CHU Lyon");
+    secagg(
+        &lab,
+        &[
+            "certificate",
+            "register",
+            "--bundle",
+            b_lyon.to_str().unwrap(),
+            b_nice.to_str().unwrap(),
+            "--expect-fingerprint",
+            &format!("node_lyon={fp_lyon}"),
+            "--expect-fingerprint",
+            &format!("node_nice={fp_nice}"),
+        ],
+    )
+    .ok();
+    // Read back by fresh processes: JSON and the text table.
+    let listed = secagg(&lab, &["certificate", "list", "--format", "json"])
+        .ok()
+        .json();
+    let names: Vec<(String, String)> = listed["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["party_id"].as_str().unwrap().to_owned(),
+                p["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("node_lyon".to_owned(), "CHU Lyon".to_owned()),
+            ("node_nice".to_owned(), "CHU Lyon".to_owned())
+        ]
+    );
+    let table = secagg(&lab, &["certificate", "list"]);
+    assert!(table.ok().stdout.contains("CHU Lyon"), "{}", table.stdout);
+    // Through a roster: node_nice learns node_lyon's name, and the researcher's from its bundle.
+    secagg(
+        &nice,
+        &[
+            "certificate",
+            "register",
+            "--bundle",
+            b_lab.to_str().unwrap(),
+            "--expect-fingerprint",
+            &fp_lab,
+        ],
+    )
+    .ok();
+    let roster = dir.path().join("roster.json");
+    secagg(&lab, &["roster", "export", "-o", roster.to_str().unwrap()]).ok();
+    secagg(
+        &nice,
+        &["roster", "import", roster.to_str().unwrap(), "--yes"],
+    )
+    .ok();
+    let at_nice = secagg(&nice, &["certificate", "list", "--format", "json"])
+        .ok()
+        .json();
+    let name_of = |id: &str| {
+        at_nice["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["party_id"] == id)
+            .map(|p| p["name"].clone())
+            .unwrap()
+    };
+    assert_eq!(name_of("node_lyon"), "CHU Lyon");
+    assert_eq!(name_of("researcher_lab"), "Inria lab");
+}

@@ -96,6 +96,7 @@ pub fn prepare_gated<T>(dir: &Path, nodes: usize, gate: &Mutex<T>) -> Result<Fed
             validity_days: 30,
             force: false,
             allow_custom_id: false,
+            name: None,
         };
         let _guard = step();
         let id = identity::init(&home, &opts, now)?;

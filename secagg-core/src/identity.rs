@@ -40,6 +40,9 @@ struct ConfigFile {
     party_id: String,
     role: Role,
     endpoint: EndpointFile,
+    /// The display name (`init --name`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +73,8 @@ pub struct InitOptions {
     /// Fed-BioMed deployment with custom ids needs; its role must then be the one Fed-BioMed's
     /// rule gives (a node id starts with `node_`).
     pub allow_custom_id: bool,
+    /// A display name (`--name "CHU Lyon"`), shown to peers, never used for identity.
+    pub name: Option<String>,
 }
 
 /// A loaded identity. The private key stays on disk until [`Identity::private_key_der`] is called.
@@ -85,6 +90,8 @@ pub struct Identity {
     pub endpoint: Endpoint,
     /// The certificate.
     pub certificate: Certificate,
+    /// The display name (`init --name`), if any: shown to peers, never used for identity.
+    pub name: Option<String>,
 }
 
 impl Identity {
@@ -112,6 +119,7 @@ impl Identity {
             key_type: c.key_type,
             fingerprint: c.fingerprint,
             fingerprint_readable: c.fingerprint.readable(),
+            name: self.name.clone(),
             not_before: certificate::format_time(c.not_before),
             not_after: certificate::format_time(c.not_after),
             days_left: c.days_left(now),
@@ -260,6 +268,8 @@ pub struct IdentitySummary {
     pub fingerprint: Fingerprint,
     /// The same, in the 43-character form to read out ([`Fingerprint::readable`]).
     pub fingerprint_readable: String,
+    /// The display name, if any.
+    pub name: Option<String>,
     /// Start of validity (RFC 3339).
     pub not_before: String,
     /// End of validity (RFC 3339).
@@ -323,6 +333,12 @@ pub fn init(home: &Home, opts: &InitOptions, now: OffsetDateTime) -> Result<Iden
         Role::Node => DEFAULT_NODE_PORT,
     } as u32);
     let endpoint = Endpoint::new(host, port)?;
+    let name = opts
+        .name
+        .as_deref()
+        .map(crate::party::check_display_name)
+        .transpose()
+        .map_err(|e| e.context("in --name"))?;
     refuse_existing_identity(
         home,
         opts.force,
@@ -335,7 +351,7 @@ pub fn init(home: &Home, opts: &InitOptions, now: OffsetDateTime) -> Result<Iden
     let written = write_home(
         home,
         &generated,
-        (&party_id, opts.role, &endpoint),
+        (&party_id, opts.role, &endpoint, name.as_deref()),
         now,
         &mut archived,
     );
@@ -349,6 +365,7 @@ pub fn init(home: &Home, opts: &InitOptions, now: OffsetDateTime) -> Result<Iden
         role: opts.role,
         endpoint,
         certificate: generated.certificate,
+        name,
     })
 }
 
@@ -359,7 +376,7 @@ pub fn init(home: &Home, opts: &InitOptions, now: OffsetDateTime) -> Result<Iden
 fn write_home(
     home: &Home,
     generated: &certificate::GeneratedIdentity,
-    (party_id, role, endpoint): (&PartyId, Role, &Endpoint),
+    (party_id, role, endpoint, name): (&PartyId, Role, &Endpoint, Option<&str>),
     now: OffsetDateTime,
     archived: &mut Option<std::path::PathBuf>,
 ) -> Result<()> {
@@ -369,7 +386,7 @@ fn write_home(
         *archived = Some(archive_current(home, now)?);
     }
     write_key_and_certificate(home, generated)?;
-    write_config(home, party_id, role, endpoint)
+    write_config(home, party_id, role, endpoint, name)
 }
 
 /// What of a home existed before `init` wrote anything, so that a failed `init` (a full disk)
@@ -472,7 +489,13 @@ fn write_key_and_certificate(
     )
 }
 
-fn write_config(home: &Home, party_id: &PartyId, role: Role, endpoint: &Endpoint) -> Result<()> {
+fn write_config(
+    home: &Home,
+    party_id: &PartyId,
+    role: Role,
+    endpoint: &Endpoint,
+    name: Option<&str>,
+) -> Result<()> {
     let cfg = ConfigFile {
         party_id: party_id.to_string(),
         role,
@@ -480,6 +503,7 @@ fn write_config(home: &Home, party_id: &PartyId, role: Role, endpoint: &Endpoint
             host: endpoint.host.to_string(),
             port: u32::from(endpoint.port),
         },
+        name: name.map(str::to_owned),
     };
     let body =
         toml::to_string(&cfg).map_err(|e| Error::Internal(format!("cannot encode config: {e}")))?;
@@ -534,12 +558,19 @@ pub fn load(home: &Home) -> Result<Identity> {
         "certificate",
     )?;
     let certificate = Certificate::parse(&bytes, &format!("`{}`", cert_path.display()))?;
+    let name = cfg
+        .name
+        .as_deref()
+        .map(crate::party::check_display_name)
+        .transpose()
+        .map_err(|e| e.context(ctx()))?;
     Ok(Identity {
         home: home.clone(),
         party_id,
         role: cfg.role,
         endpoint,
         certificate,
+        name,
     })
 }
 
@@ -547,7 +578,13 @@ pub fn load(home: &Home) -> Result<Identity> {
 pub fn set_endpoint(home: &Home, host: &str, port: u32) -> Result<Identity> {
     let mut identity = load(home)?;
     let endpoint = Endpoint::new(host, port)?;
-    write_config(home, &identity.party_id, identity.role, &endpoint)?;
+    write_config(
+        home,
+        &identity.party_id,
+        identity.role,
+        &endpoint,
+        identity.name.as_deref(),
+    )?;
     identity.endpoint = endpoint;
     Ok(identity)
 }

@@ -18,6 +18,30 @@ pub const FEDBIOMED_SESSION_PREFIX: &str = "secagg_";
 /// Longest party id accepted, in bytes.
 pub const MAX_PARTY_ID_LEN: usize = 128;
 
+/// Longest display name, in characters.
+pub const MAX_DISPLAY_NAME_LEN: usize = 64;
+
+/// A party's display name (`init --name "CHU Lyon"`): shown in lists beside the id, carried in
+/// bundles and rosters, never used for identity (two parties may share one). Trimmed; 1 to 64
+/// characters; no control characters, since it is printed in tables and logs on other machines.
+pub fn check_display_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_DISPLAY_NAME_LEN {
+        return Err(Error::invalid(format!(
+            "a display name has 1 to {MAX_DISPLAY_NAME_LEN} characters, not {}",
+            name.chars().count()
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::invalid(format!(
+            "display name `{}` holds a control character",
+            name.escape_debug()
+        ))
+        .with_hint("a display name is one line of printable text, e.g. \"CHU Lyon\""));
+    }
+    Ok(name.to_owned())
+}
+
 /// The role of a party in a federation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -37,6 +37,8 @@ pub struct PeerRecord {
     pub updated_at: OffsetDateTime,
     /// Where the registration came from (`file <path>`, `bundle <path>`, `fedbiomed <path>#<doc>`).
     pub source: String,
+    /// Its display name, from its bundle or a roster, if any (never used for identity).
+    pub name: Option<String>,
 }
 
 impl PeerRecord {
@@ -64,6 +66,7 @@ impl PeerRecord {
             registered_at: now,
             updated_at: now,
             source,
+            name: None,
         })
     }
 
@@ -110,6 +113,7 @@ impl PeerRecord {
             updated_at: certificate::format_time(self.updated_at),
             source: self.source.clone(),
             origin: origin(&self.source),
+            name: self.name.clone(),
         }
     }
 }
@@ -158,4 +162,6 @@ pub struct PeerSummary {
     pub source: String,
     /// `manual` or `roster <issuer> #<serial>` ([`origin`]).
     pub origin: String,
+    /// Its display name, if any.
+    pub name: Option<String>,
 }

@@ -51,6 +51,9 @@ pub struct Bundle {
     /// SHA-256 fingerprint of the certificate (integrity check of the bundle itself; authenticity
     /// comes from comparing it with the one received out of band).
     pub fingerprint: Fingerprint,
+    /// The party's display name (`init --name`), if it has one: shown in lists, never trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// The bundle describing `identity`.
@@ -64,6 +67,7 @@ pub fn bundle(identity: &Identity) -> Bundle {
         port: identity.endpoint.port,
         certificate: identity.certificate.pem.clone(),
         fingerprint: identity.certificate.fingerprint,
+        name: identity.name.clone(),
     }
 }
 
@@ -133,6 +137,8 @@ pub struct RegisterRequest {
     pub upsert: bool,
     /// Recorded origin (`file …`, `bundle …`).
     pub source: String,
+    /// The party's display name, from its bundle or a roster (checked like `init --name`).
+    pub name: Option<String>,
 }
 
 /// What a registration did.
@@ -246,7 +252,12 @@ pub fn prepare(
             "endpoint {endpoint} is a loopback address: only parties on this machine can reach it"
         ));
     }
-    let record = PeerRecord::new(party_id, endpoint, &cert, req.source.clone(), now)?;
+    let mut record = PeerRecord::new(party_id, endpoint, &cert, req.source.clone(), now)?;
+    record.name = req
+        .name
+        .as_deref()
+        .map(crate::party::check_display_name)
+        .transpose()?;
     Ok(PreparedRegistration {
         record,
         upsert: req.upsert,
@@ -407,6 +418,12 @@ pub fn request_from_bundle_bytes(
         .context(&ctx));
     }
     let endpoint = Endpoint::new(&b.ip, u32::from(b.port))?;
+    let display_name = b
+        .name
+        .as_deref()
+        .map(crate::party::check_display_name)
+        .transpose()
+        .map_err(|e| e.context(&ctx))?;
     Ok(RegisterRequest {
         party_id: id,
         endpoint,
@@ -417,6 +434,7 @@ pub fn request_from_bundle_bytes(
         expect_fingerprint,
         upsert,
         source: format!("bundle {}", name.trim_matches('`')),
+        name: display_name,
     })
 }
 

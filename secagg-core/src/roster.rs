@@ -158,6 +158,9 @@ pub struct RosterEntry {
     pub certificate: String,
     /// SHA-256 fingerprint of the certificate.
     pub fingerprint: Fingerprint,
+    /// Its display name, if it has one (checked as `init --name` on import; never identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// A roster whose signature has been verified.
@@ -252,6 +255,7 @@ pub fn export(
             port: researcher.endpoint.port,
             certificate: researcher.certificate.pem.clone(),
             fingerprint: researcher.certificate.fingerprint,
+            name: researcher.name.clone(),
         }];
         for p in &registered {
             if p.not_after <= now {
@@ -308,6 +312,7 @@ fn entry_of(p: &PeerRecord) -> RosterEntry {
         port: p.endpoint.port,
         certificate: p.certificate_pem(),
         fingerprint: p.fingerprint,
+        name: p.name.clone(),
     }
 }
 
@@ -905,6 +910,7 @@ fn check_entry(
         expect_fingerprint: None,
         upsert: true,
         source: source.to_owned(),
+        name: entry.name.clone(),
     };
     Ok(CheckedEntry {
         prepared: Some(registration::prepare(&req, own, now)?),
@@ -1036,6 +1042,7 @@ mod tests {
             validity_days: 30,
             force: false,
             allow_custom_id: false,
+            name: None,
         };
         let other = identity::init(&Home::new(dir.path().join("other")), &opts, now).unwrap();
         let bundle = dir.path().join("other.json");

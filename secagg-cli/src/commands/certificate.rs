@@ -285,6 +285,7 @@ fn register(home: &Home, a: RegisterArgs) -> anyhow::Result<()> {
                 certificate: CertificateSource::File(path),
                 expect_fingerprint,
                 upsert: a.upsert,
+                name: None,
             }
         }
     };
@@ -395,8 +396,13 @@ fn list(home: &Home, a: ListArgs) -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
-            let mut t = output::list_table(&[
-                "party id",
+            // The name column only when some party has a display name.
+            let named = peers.iter().any(|p| p.name.is_some());
+            let mut header = vec!["party id"];
+            if named {
+                header.push("name");
+            }
+            header.extend([
                 "component",
                 "ip",
                 "port",
@@ -407,9 +413,13 @@ fn list(home: &Home, a: ListArgs) -> anyhow::Result<()> {
                 "status",
                 "origin",
             ]);
+            let mut t = output::list_table(&header);
             for p in &peers {
-                t.add_row(vec![
-                    p.party_id.clone(),
+                let mut row = vec![p.party_id.clone()];
+                if named {
+                    row.push(p.name.clone().unwrap_or_default());
+                }
+                row.extend([
                     p.component.to_owned(),
                     p.ip.clone(),
                     p.port.to_string(),
@@ -420,6 +430,7 @@ fn list(home: &Home, a: ListArgs) -> anyhow::Result<()> {
                     p.status_label(),
                     p.origin.clone(),
                 ]);
+                t.add_row(row);
             }
             output::print_table(t);
         }
@@ -463,6 +474,7 @@ fn show(home: &Home, a: ShowArgs) -> anyhow::Result<()> {
         })?,
         Format::Text => output::print_fields(&[
             ("party id", s.party_id.clone()),
+            ("name", s.name.clone().unwrap_or_else(|| "-".into())),
             ("component", s.component.to_owned()),
             ("endpoint", p.endpoint.to_string()),
             ("key type", s.key_type.to_string()),

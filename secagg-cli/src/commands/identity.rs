@@ -156,6 +156,7 @@ pub fn print_identity(s: &IdentitySummary) {
                 .map(|k| k.to_string())
                 .unwrap_or_else(|| "unsupported".into()),
         ),
+        ("name", s.name.clone().unwrap_or_else(|| "-".into())),
         ("fingerprint", s.fingerprint_readable.clone()),
         ("  as hex", s.fingerprint.to_string()),
         ("valid from", s.not_before.clone()),

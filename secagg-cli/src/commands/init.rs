@@ -64,6 +64,10 @@ pub struct InitArgs {
     /// Party id (`researcher_…` / `node_…`); default: the role's prefix and a fresh uuid4.
     #[arg(long, conflicts_with = "from_fedbiomed")]
     id: Option<String>,
+    /// A display name for people ("CHU Lyon", up to 64 characters): carried in bundles and
+    /// rosters and shown in the other parties' lists beside the id; never used for identity.
+    #[arg(long, conflicts_with = "from_fedbiomed")]
+    name: Option<String>,
     /// Adopt a Fed-BioMed v4 component's identity instead of making one: PATH is its root
     /// directory (holding etc/config_*.ini), its etc/ or its configuration file. Keeps its party
     /// id, key, certificate and endpoint ([mpspdz] mpspdz_ip/mpspdz_port unless --ip/--port or
@@ -113,6 +117,7 @@ pub fn run(home: &Path, args: InitArgs) -> anyhow::Result<()> {
         validity_days: args.days,
         force: args.force,
         allow_custom_id: args.allow_custom_id,
+        name: args.name,
     };
     let now = OffsetDateTime::now_utc();
     let id = identity::init(&home, &opts, now)?;

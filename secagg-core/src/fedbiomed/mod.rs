@@ -226,6 +226,7 @@ fn parse_document(
         expect_fingerprint: None,
         upsert,
         source: format!("fedbiomed {}#{doc_id}", path.display()),
+        name: None,
     })
 }
 

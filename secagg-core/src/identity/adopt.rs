@@ -292,7 +292,7 @@ pub fn import(home: &Home, opts: &ImportOptions, now: OffsetDateTime) -> Result<
     // what `Identity::private_key_der` parsed above.
     fs_secure::write_atomic(&home.key_path(), key_text.as_bytes(), SECRET_FILE_MODE)?;
     fs_secure::write_atomic(&home.cert_path(), cert.pem.as_bytes(), PUBLIC_FILE_MODE)?;
-    write_config(home, &party_id, role, &endpoint)?;
+    write_config(home, &party_id, role, &endpoint, None)?;
     Ok(Adoption {
         identity: Identity {
             home: home.clone(),
@@ -300,6 +300,7 @@ pub fn import(home: &Home, opts: &ImportOptions, now: OffsetDateTime) -> Result<
             role,
             endpoint,
             certificate: cert,
+            name: None,
         },
         archived_to,
         warnings,

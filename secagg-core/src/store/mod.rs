@@ -131,6 +131,8 @@ const MIGRATIONS: &[&str] = &[
         id                   INTEGER PRIMARY KEY NOT NULL CHECK (id = 1),
         default_biprimes_set INTEGER NOT NULL CHECK (default_biprimes_set IN (0, 1))
     ) STRICT;",
+    // v7: a peer's display name (`init --name`, carried in bundles and rosters).
+    "ALTER TABLE peers ADD COLUMN name TEXT;",
 ];
 
 /// The schema version this build writes.

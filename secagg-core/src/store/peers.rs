@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::party::{Endpoint, PartyId};
 use crate::peers::PeerRecord;
 
-const COLUMNS: &str = "party_id, role, host, port, certificate_der, fingerprint, key_type, subject, not_before, not_after, registered_at, updated_at, source";
+const COLUMNS: &str = "party_id, role, host, port, certificate_der, fingerprint, key_type, subject, not_before, not_after, registered_at, updated_at, source, name";
 
 fn ts(t: i64) -> rusqlite::Result<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp(t)
@@ -42,6 +42,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<PeerRecord> {
         registered_at: ts(row.get(10)?)?,
         updated_at: ts(row.get(11)?)?,
         source: row.get(12)?,
+        name: row.get(13)?,
     })
 }
 
@@ -82,7 +83,7 @@ pub fn document_ids(conn: &Connection) -> Result<Vec<(String, i64)>> {
 /// Inserts a new peer (the caller has checked that neither id nor fingerprint exist).
 pub fn insert(conn: &Connection, p: &PeerRecord) -> Result<()> {
     conn.prepare_cached(&format!(
-        "INSERT INTO peers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        "INSERT INTO peers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
     ))
     .and_then(|mut st| st.execute(params![
             p.party_id.as_str(),
@@ -98,6 +99,7 @@ pub fn insert(conn: &Connection, p: &PeerRecord) -> Result<()> {
             p.registered_at.unix_timestamp(),
             p.updated_at.unix_timestamp(),
             p.source,
+            p.name,
         ]))
     .map_err(db("while registering a peer"))?;
     Ok(())
@@ -108,7 +110,8 @@ pub fn update(conn: &Connection, p: &PeerRecord) -> Result<()> {
     let n = conn
         .execute(
             "UPDATE peers SET host = ?2, port = ?3, certificate_der = ?4, fingerprint = ?5, key_type = ?6,
-                subject = ?7, not_before = ?8, not_after = ?9, updated_at = ?10, source = ?11
+                subject = ?7, not_before = ?8, not_after = ?9, updated_at = ?10, source = ?11,
+                name = ?12
              WHERE party_id = ?1",
             params![
                 p.party_id.as_str(),
@@ -122,6 +125,7 @@ pub fn update(conn: &Connection, p: &PeerRecord) -> Result<()> {
                 p.not_after.unix_timestamp(),
                 p.updated_at.unix_timestamp(),
                 p.source,
+                p.name,
             ],
         )
         .map_err(db("while updating a peer"))?;

@@ -132,6 +132,7 @@ mod tests {
             validity_days: 30,
             force: false,
             allow_custom_id: false,
+            name: None,
         };
         crate::identity::init(&home, &opts, time::OffsetDateTime::now_utc()).unwrap();
         (dir, home)

@@ -19,6 +19,7 @@ class IdentitySummary(TypedDict):
     key_type: Optional[str]
     fingerprint: str
     fingerprint_readable: str
+    name: Optional[str]
     not_before: str
     not_after: str
     days_left: int
@@ -274,6 +275,7 @@ class Home:
         days: int = ...,  # 1825 (DEFAULT_VALIDITY_DAYS)
         force: bool = False,
         allow_custom_id: bool = False,
+        name: Optional[str] = None,
     ) -> IdentitySummary: ...
     def identity(self) -> IdentitySummary: ...
     def set_endpoint(self, ip: str, port: int) -> IdentitySummary: ...

@@ -14,8 +14,9 @@ use crate::errors::{unlocked, CoreError};
 #[pymethods]
 impl Home {
     /// Creates this party's identity (`secagg init`): party id, endpoint, private key (0600) and
-    /// self-signed certificate. Returns the identity (as `identity()`).
-    #[pyo3(signature = (role, ip=None, port=None, key_type="p256", id=None, days=DEFAULT_VALIDITY_DAYS, force=false, allow_custom_id=false))]
+    /// self-signed certificate, and the optional display `name` (`--name`). Returns the identity
+    /// (as `identity()`).
+    #[pyo3(signature = (role, ip=None, port=None, key_type="p256", id=None, days=DEFAULT_VALIDITY_DAYS, force=false, allow_custom_id=false, name=None))]
     #[allow(clippy::too_many_arguments)]
     fn init(
         &self,
@@ -28,6 +29,7 @@ impl Home {
         days: u32,
         force: bool,
         allow_custom_id: bool,
+        name: Option<String>,
     ) -> PyResult<PyObject> {
         let opts = InitOptions {
             role: convert::role(role)?,
@@ -38,6 +40,7 @@ impl Home {
             validity_days: days,
             force,
             allow_custom_id,
+            name,
         };
         let now = OffsetDateTime::now_utc();
         let id = unlocked(py, || identity::init(&self.core(), &opts, now))?;

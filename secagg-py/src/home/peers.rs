@@ -90,6 +90,7 @@ impl Home {
             expect_fingerprint,
             upsert,
             source,
+            name: None,
         };
         let r = unlocked(py, || {
             registration::register(&self.core(), &req, OffsetDateTime::now_utc())
