@@ -69,6 +69,14 @@ fn secret_table(
         .collect()
 }
 
+/// The core's view of a secret table.
+fn pairs(table: &[(String, prf::Key32)]) -> Vec<PairSecret<'_>> {
+    table
+        .iter()
+        .map(|(peer, secret)| PairSecret { peer, secret })
+        .collect()
+}
+
 /// v6's nonce of `secagg_id`: its UTF-8 bytes left-padded with `0` to 16, cut to 16.
 #[pyfunction]
 pub fn lom_v6_nonce(secagg_id: &str) -> Vec<u8> {
@@ -96,11 +104,7 @@ pub fn lom_protect(
     let table = secret_table(&node_id, &secrets, &node_ids)?;
     let stream = stream(tau, bits, label)?;
     unlocked(py, || {
-        let pairs: Vec<PairSecret<'_>> = table
-            .iter()
-            .map(|(peer, secret)| PairSecret { peer, secret })
-            .collect();
-        mask::protect(&node_id, &pairs, node_ids.len(), stream, &x, &nonce)
+        mask::protect(&node_id, &pairs(&table), node_ids.len(), stream, &x, &nonce)
     })
 }
 
@@ -127,13 +131,9 @@ pub fn lom_encrypt(
     let stream = stream(tau, bits, label)?;
     let c = clipping_range.unwrap_or(encoding::DEFAULT_CLIPPING_RANGE);
     let masked = unlocked(py, || {
-        let pairs: Vec<PairSecret<'_>> = table
-            .iter()
-            .map(|(peer, secret)| PairSecret { peer, secret })
-            .collect();
         lom::encrypt(
             &node_id,
-            &pairs,
+            &pairs(&table),
             node_ids.len(),
             stream,
             &params,
