@@ -4,6 +4,9 @@
 
 use std::process::Command;
 
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
 const BIN: &str = env!("CARGO_BIN_EXE_secagg");
 
 fn secagg(home: &str, args: &[&str]) -> std::process::Output {
@@ -43,18 +46,7 @@ fn session_new_prints_fresh_ids_secagg_takes() {
 
 #[test]
 fn unique_prefixes_find_contexts_and_parties_and_ambiguous_ones_are_refused() {
-    let demo = Command::new(BIN)
-        .args(["demo", "--nodes", "2", "--keep"])
-        .env_remove("SECAGG_HOME")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&demo.stderr).into_owned();
-    assert!(demo.status.success(), "{stderr}");
-    let homes: Vec<String> = stderr
-        .lines()
-        .filter_map(|l| l.split_once(": secagg --home ").map(|(_, r)| r))
-        .map(|r| r.trim_end_matches(" context list").to_owned())
-        .collect();
+    let (homes, root) = support::kept_demo(2);
     let researcher = homes[0].as_str();
     let contexts = json(&secagg(
         researcher,

@@ -4,30 +4,10 @@
 
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_secagg");
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
-/// The researcher home of a kept 2-node demo federation (negotiated once), and its directory.
-fn federation() -> (String, std::path::PathBuf) {
-    let out = Command::new(BIN)
-        .args(["demo", "--nodes", "2", "--keep"])
-        .env_remove("SECAGG_HOME")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{stderr}");
-    let home = stderr
-        .lines()
-        .find_map(|l| l.split_once(": secagg --home ").map(|(_, r)| r))
-        .map(|r| r.trim_end_matches(" context list").to_owned())
-        .expect("the kept homes");
-    let root = std::path::Path::new(&home)
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    (home, root)
-}
+const BIN: &str = env!("CARGO_BIN_EXE_secagg");
 
 /// The widest line (in characters) of `secagg --home HOME args…` on a terminal of `cols` columns.
 fn widest_on_terminal(home: &str, args: &str, cols: u16) -> usize {
@@ -53,7 +33,8 @@ fn widest_on_terminal(home: &str, args: &str, cols: u16) -> usize {
 
 #[test]
 fn tables_fit_the_terminal_and_wide_keeps_rows_on_one_line() {
-    let (home, root) = federation();
+    let (homes, root) = support::kept_demo(2);
+    let home = homes[0].clone();
     for args in ["certificate list", "context list"] {
         let fitted = widest_on_terminal(&home, args, 120);
         assert!(

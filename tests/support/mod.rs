@@ -426,3 +426,27 @@ pub fn export_bundle(home: &Path, out: &Path) {
     )
     .ok();
 }
+
+/// A `secagg demo --nodes N --keep` federation (negotiated once): its homes, researcher first,
+/// as the demo prints them, and the kept directory to remove afterwards.
+pub fn kept_demo(nodes: usize) -> (Vec<String>, PathBuf) {
+    let out = secagg_command()
+        .args(["demo", "--nodes", &nodes.to_string(), "--keep"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let homes: Vec<String> = stderr
+        .lines()
+        .filter_map(|l| l.split_once(": secagg --home ").map(|(_, r)| r))
+        .map(|r| r.trim_end_matches(" context list").to_owned())
+        .collect();
+    assert_eq!(homes.len(), nodes + 1, "{stderr}");
+    let root = Path::new(&homes[0])
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    (homes, root)
+}
