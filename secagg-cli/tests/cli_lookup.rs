@@ -141,10 +141,5 @@ fn unique_prefixes_find_contexts_and_parties_and_ambiguous_ones_are_refused() {
         "{}",
         String::from_utf8_lossy(&gone.stderr)
     );
-    let root = std::path::Path::new(researcher)
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap();
     std::fs::remove_dir_all(root).unwrap();
 }
