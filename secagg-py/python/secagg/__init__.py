@@ -15,14 +15,14 @@ A thin layer over the Rust library secagg-core (the one behind the ``secagg`` co
   ``exit_code``.
 - :mod:`secagg.fedbiomed` — Fed-BioMed v4.5.0's ``CertificateManager``, ``MPCController``,
   ``SecaggServkeyManager``, ``SecaggBiprimeManager`` and ``SecaggCrypter`` backed by a secagg
-  home.
+  home, a drop-in (``install()``, or ``SECAGG_FEDBIOMED=1``).
 
 Example (one party; every party does the same with its own home)::
 
     import secagg
     home = secagg.Home("/srv/secagg")
     me = home.init("node", ip="10.221.0.3", port=14002)
-    home.register_bundle(researcher_bundle, expect_fingerprint="SHA256:91:C2:…")
+    home.register_bundle(researcher_bundle, expect_fingerprint=fingerprint_read_out_by_phone)
     home.negotiate(session_id, [researcher_id, me["party_id"], other_node_id], timeout=60)
     key = home.context(session_id, reveal_key=True)["key"]
 """
