@@ -524,6 +524,13 @@ struct Ctx {
     abort_reason: Mutex<Option<String>>,
 }
 
+impl Ctx {
+    /// This party's index.
+    fn me(&self) -> usize {
+        self.hello.sender as usize
+    }
+}
+
 /// How long a party that failed during the connection phase keeps listening and dialing, only to
 /// tell parties that had not reached it yet (they retry every ≤ 250 ms) that the session is
 /// aborted, instead of letting them wait for the deadline.
@@ -609,9 +616,17 @@ pub async fn establish_with(
     let mut tasks = JoinSet::new();
     let last_dial_error: Arc<Mutex<Vec<Option<String>>>> = Arc::new(Mutex::new(vec![None; n]));
 
+    // Every other party of the session is known to the acceptor: a party of lower index dials
+    // in; one of higher index dialing in means the lists differ in order, which is reported as
+    // such (`dialed_in_another_order`) rather than as a stranger's connection.
+    let others = || -> Vec<(usize, PinnedCert)> {
+        (0..n)
+            .filter(|&j| j != me)
+            .map(|j| (j, pinned[j].clone()))
+            .collect()
+    };
     if let (true, Some(inbound)) = (me > 0, inbound) {
-        let verifier =
-            PinnedClientVerifier::new((0..me).map(|j| (j, pinned[j].clone())).collect(), &provider);
+        let verifier = PinnedClientVerifier::new(others(), &provider);
         tasks.spawn(routed_accept_loop(
             ctx.clone(),
             inbound,
@@ -624,8 +639,7 @@ pub async fn establish_with(
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             super::listen::bind_error(&labels[me], addr, "negotiation connections", &e)
         })?;
-        let verifier =
-            PinnedClientVerifier::new((0..me).map(|j| (j, pinned[j].clone())).collect(), &provider);
+        let verifier = PinnedClientVerifier::new(others(), &provider);
         let server = tls::server_config(&identity, verifier.clone(), &provider)?;
         tasks.spawn(accept_loop(
             ctx.clone(),
@@ -1141,6 +1155,9 @@ async fn accept_loop(
                 .and_then(|c| c.first())
                 .and_then(|c| verifier.identify(c));
             let ev = match peer {
+                Some(j) if j > ctx.me() => {
+                    Event::Failed(dialed_in_another_order(&ctx, TlsStream::Server(tls), j).await)
+                }
                 Some(j) => match hello_exchange(&ctx, TlsStream::Server(tls), j).await {
                     Ok(link) => Event::Connected(Box::new(link)),
                     Err(e) => Event::Failed(e),
@@ -1180,6 +1197,14 @@ async fn routed_accept_loop(
             let _ = tx.send(Event::Rejected(routed.addr, Rejection::UnknownCertificate));
             continue;
         };
+        if j > ctx.me() {
+            let (ctx, tx) = (ctx.clone(), tx.clone());
+            exchanges.spawn(async move {
+                let e = dialed_in_another_order(&ctx, TlsStream::Server(routed.stream), j).await;
+                let _ = tx.send(Event::Failed(e));
+            });
+            continue;
+        }
         let (ctx, tx) = (ctx.clone(), tx.clone());
         // A node's connection may be kept (the researcher's side is a one-shot process).
         let keep = (keepable && j > 0).then_some(Keep::Accepted(routed.addr));
@@ -1194,6 +1219,26 @@ async fn routed_accept_loop(
     }
     // The acceptor is gone (agent shutting down): keep the handshakes already started.
     while exchanges.join_next().await.is_some() {}
+}
+
+/// Party `j`, which this party dials by its own list, dialed this party: the two were given the
+/// parties in different orders (or different parties). Tells `j` so on the connection (an
+/// abort with this party's list, which `j` reports) and fails the session with both lists'
+/// meaning, instead of dropping `j` as a stranger while both wait for the deadline (regression:
+/// admins saw "has a different certificate registered" and re-registered certificates).
+async fn dialed_in_another_order(ctx: &Ctx, stream: TlsStream<TcpStream>, j: usize) -> Error {
+    let label = &ctx.labels[j];
+    let mine = ctx.labels.join(",");
+    let reason = format!(
+        "{} and {label} were given the parties in different orders: by {}'s list ({mine}) it dials {label}, and {label} dialed it",
+        ctx.labels[ctx.me()],
+        ctx.labels[ctx.me()]
+    );
+    abort_all(vec![(label.clone(), stream)], &reason).await;
+    Error::invalid(format!(
+        "{label} connected to this party, but by this party's list ({mine}) this party connects to {label}: the two were given the parties in different orders"
+    ))
+    .with_hint("give every party the same --parties, in the same order, researcher first")
 }
 
 /// Sends our Hello in answer to `hello`, already read from the peer, and checks it.
