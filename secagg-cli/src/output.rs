@@ -139,7 +139,8 @@ const UNBROKEN: u16 = 12;
 
 /// Prints a table of [`list_table`] on stdout, fitted to the terminal: each column at least as
 /// wide as its header's longest word and its content up to [`UNBROKEN`] characters, the long
-/// values wrapping in the room left.
+/// values wrapping in the room left (on a terminal too narrow for that, only the header words
+/// stay whole).
 pub fn print_table(mut t: Table) {
     let headers: Vec<u16> = t
         .header()
@@ -156,10 +157,26 @@ pub fn print_table(mut t: Table) {
         })
         .unwrap_or_default();
     let contents = t.column_max_content_widths();
-    for (i, content) in contents.iter().enumerate() {
-        let header = headers.get(i).copied().unwrap_or(1);
-        // + 2: comfy-table counts the cell's padding in a column's width.
-        let floor = header.max((*content).min(UNBROKEN)) + 2;
+    // + 2: comfy-table counts the cell's padding in a column's width.
+    let mut floors: Vec<u16> = contents
+        .iter()
+        .enumerate()
+        .map(|(i, content)| {
+            headers
+                .get(i)
+                .copied()
+                .unwrap_or(1)
+                .max((*content).min(UNBROKEN))
+                + 2
+        })
+        .collect();
+    // A terminal too narrow even for those floors (80 columns and a 10-column list): only the
+    // headers' words stay whole, and every value may wrap.
+    let needed: u16 = floors.iter().sum::<u16>() + floors.len() as u16;
+    if t.width().is_some_and(|w| needed > w) {
+        floors = headers.iter().map(|h| h + 2).collect();
+    }
+    for (i, floor) in floors.into_iter().enumerate() {
         if let Some(c) = t.column_mut(i) {
             c.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(floor)));
         }
