@@ -426,6 +426,12 @@ fn kill_lane(lane: usize, seed: u64, runs: usize, span_us: u64) -> (usize, usize
     let (_dir, fed) = federation(2);
     let parties = fed.party_ids().join(",");
     let (mut killed_before_exit, mut sk0_kept) = (0, 0);
+    // The kill moments' range follows the sessions' actual length in this lane: shrunk after a
+    // kill that came too late (the victim had exited), grown slowly after a hit, so that about
+    // four kills in five land in a running session whatever the load. Regression: a span
+    // measured once, while the other tests of this binary still loaded the machine, was twice
+    // the loop's sessions, and most kills missed (73 of 200 in a CI run).
+    let mut span = span_us as f64;
     for run in 0..runs {
         let session = session::new_session_id();
         // A party killed before it connected leaves the others waiting for the deadline: keep it
@@ -440,10 +446,13 @@ fn kill_lane(lane: usize, seed: u64, runs: usize, span_us: u64) -> (usize, usize
             })
             .collect();
         let victim = rng.below(children.len() as u64) as usize;
-        let at = Duration::from_micros(rng.below(span_us));
+        let at = Duration::from_micros(rng.below(span.max(1.0) as u64));
         std::thread::sleep(at);
         if children[victim].try_wait().unwrap().is_none() {
             killed_before_exit += 1;
+            span = (span * 1.02).min(span_us as f64 * 2.0);
+        } else {
+            span = (span * 0.9).max(2_000.0);
         }
         let _ = children[victim].kill(); // SIGKILL
         let limit = Instant::now() + Duration::from_secs(40);
