@@ -12,7 +12,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::server::{serve, AgentEvent, AgentOptions, Log, Shutdown};
+use super::server::{list_ids, serve, AgentEvent, AgentOptions, Log, Shutdown};
 use crate::engine::CancelFlag;
 use crate::error::{Error, Result};
 use crate::home::Home;
@@ -97,24 +97,14 @@ pub fn serve_one(home: &Home, req: &OneSession) -> Result<SessionId> {
         .unwrap_or_else(|| Err(Error::internal("the agent stopped without a session")))
 }
 
-/// This node is in the list and is not its researcher; the list's first party is a researcher.
+/// The list has the shape of a session's (`negotiate`'s own check: at least 3 parties, the
+/// researcher first, no duplicates) and names this party as one of its nodes.
 fn check_parties(me: &PartyId, parties: &[PartyId]) -> Result<()> {
-    match parties.first() {
-        Some(first) if first.role() == Role::Researcher => {}
-        _ => {
-            return Err(Error::invalid(
-                "the first party of a session must be its researcher",
-            ))
-        }
-    }
+    crate::engine::check_party_ids(parties)?;
     if me.role() != Role::Node || !parties.contains(me) {
         return Err(Error::invalid(format!(
             "{me} is not a node of the session among {}",
-            parties
-                .iter()
-                .map(|p| p.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            list_ids(parties)
         )));
     }
     Ok(())

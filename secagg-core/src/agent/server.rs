@@ -381,23 +381,22 @@ impl Drop for SlotGuard {
     }
 }
 
-/// Refuses an `--allow-researcher` id that names no registered researcher (regression: a typo,
-/// or an id not registered yet, was accepted without a word, and every session of the researcher
-/// meant was then refused with no clue why): a registered node is refused as a node, an unknown
-/// id with the researchers that are registered.
+/// Refuses an id given to `option` (`--allow-researcher`, `--accept-rosters-from`) that names no
+/// registered researcher (regression: a typo, or an id not registered yet, was accepted without
+/// a word, and every session of the researcher meant was then refused with no clue why): a
+/// registered node is refused as a node, an unknown id with the researchers that are registered.
 fn check_allowed_researchers(
+    option: &str,
     allowed: &[PartyId],
     registered: &[crate::peers::PeerRecord],
 ) -> Result<()> {
     for id in allowed {
         match registered.iter().find(|p| p.party_id == *id) {
             Some(p) if p.role == Role::Researcher => {}
-            Some(_) => {
-                return Err(Error::invalid(format!(
-                    "--allow-researcher {id} names a node: only researchers request sessions"
-                ))
-                .with_hint("give the id of the researcher whose sessions this agent should take"))
-            }
+            Some(_) => return Err(Error::invalid(format!(
+                "{option} {id} names a node: only researchers request sessions and issue rosters"
+            ))
+            .with_hint("give the id of the researcher whose sessions this agent should take")),
             None => {
                 let researchers: Vec<&str> = registered
                     .iter()
@@ -405,7 +404,7 @@ fn check_allowed_researchers(
                     .map(|p| p.party_id.as_str())
                     .collect();
                 return Err(Error::not_found(format!(
-                    "--allow-researcher {id} names no party registered here"
+                    "{option} {id} names no party registered here"
                 ))
                 .with_hint(if researchers.is_empty() {
                     "register the researcher's certificate first (`secagg certificate register --bundle FILE --expect-fingerprint FP`), then start the agent".to_owned()
@@ -435,11 +434,9 @@ pub fn serve(home: &Home, opts: AgentOptions, log: Log, shutdown: Shutdown) -> R
     let registered = stores
         .take_until(std::time::Instant::now() + crate::store::BUSY_TIMEOUT)?
         .read(|tx| crate::store::peers::list(tx))?;
-    check_allowed_researchers(&opts.allow_researchers, &registered)?;
-    if let Some(issuer) = &opts.accept_rosters_from {
-        check_allowed_researchers(std::slice::from_ref(issuer), &registered)
-            .map_err(|e| e.context("in --accept-rosters-from"))?;
-    }
+    check_allowed_researchers("--allow-researcher", &opts.allow_researchers, &registered)?;
+    let accepted_issuer = opts.accept_rosters_from.as_slice();
+    check_allowed_researchers("--accept-rosters-from", accepted_issuer, &registered)?;
     let endpoint = opts
         .endpoint
         .clone()
@@ -638,7 +635,8 @@ async fn run(
     Ok(())
 }
 
-fn list_ids(ids: &[PartyId]) -> String {
+/// `ids` as `a, b, c`, for messages.
+pub(super) fn list_ids(ids: &[PartyId]) -> String {
     ids.iter()
         .map(|p| p.as_str())
         .collect::<Vec<_>>()
