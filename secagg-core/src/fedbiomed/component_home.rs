@@ -152,19 +152,21 @@ fn adopt_into(
             .map_err(|e| Error::io_path("moving the new secagg home to", path, e))
     });
     let _ = std::fs::remove_dir_all(&partial);
-    match outcome {
-        Ok(created) => Ok(created),
-        // Another process adopted the component at the same moment: its home is the home.
-        Err(e) if path.exists() && identity::load(&Home::new(path)).is_ok() => {
-            let _ = e;
-            let adoption = Adoption {
-                identity: identity::load(&Home::new(path))?,
+    let e = match outcome {
+        Ok(created) => return Ok(created),
+        Err(e) => e,
+    };
+    // Another process adopted the component at the same moment: its home is the home.
+    match identity::load(&Home::new(path)) {
+        Ok(identity) => Ok((
+            Adoption {
+                identity,
                 archived_to: None,
                 warnings: Vec::new(),
-            };
-            Ok((adoption, None))
-        }
-        Err(e) => Err(e.context(format!(
+            },
+            None,
+        )),
+        Err(_) => Err(e.context(format!(
             "while creating the secagg home `{}` of Fed-BioMed component {id} (from `{}`)",
             path.display(),
             component.config_file.display()
