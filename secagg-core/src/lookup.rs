@@ -27,10 +27,10 @@ pub fn session(home: &Home, text: &str) -> Result<SessionId> {
         // Neither an id nor a prefix of one: the parser's own error says what an id is.
         return SessionId::parse(text);
     }
+    // Ids only: a lookup reads no key.
     let stored: Vec<String> = Store::open_party_read_only(home)?
-        .read(|tx| contexts::list(tx))?
+        .read(|tx| contexts::session_ids(tx))?
         .into_iter()
-        .map(|c| c.session_id)
         .filter(|id| id.starts_with(prefix))
         .collect();
     let id = one(text, "stored context's session", stored)?;

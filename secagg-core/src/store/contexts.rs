@@ -74,6 +74,18 @@ pub fn insert(conn: &Connection, c: &ContextRecord) -> Result<()> {
     Ok(())
 }
 
+/// The session ids of every stored context (no key read).
+pub fn session_ids(conn: &Connection) -> Result<Vec<String>> {
+    let mut st = conn
+        .prepare("SELECT session_id FROM contexts")
+        .map_err(|e| Error::store("while listing contexts", e))?;
+    let ids = st
+        .query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+        .map_err(|e| Error::store("while listing contexts", e))?;
+    Ok(ids)
+}
+
 /// The context of `session_id`, if stored.
 pub fn get(conn: &Connection, session_id: &str) -> Result<Option<ContextRecord>> {
     conn.prepare_cached(&format!(
