@@ -466,18 +466,34 @@ pub fn decrypt_with_progress(
     biprime: &Biprime,
     progress: Option<Progress<'_>>,
 ) -> Result<Vec<u64>> {
-    if count > aggregated.len() * elements_per_plaintext(nodes) {
-        return Err(Error::invalid(format!(
-            "{} ciphertexts hold at most {} values for {nodes} nodes, {count} were asked for",
-            aggregated.len(),
-            aggregated.len() * elements_per_plaintext(nodes)
-        )));
-    }
+    check_count(
+        aggregated.len(),
+        elements_per_plaintext(nodes),
+        nodes,
+        count,
+    )?;
     let plaintexts = decrypt_plaintexts(aggregated, server_key, round, biprime, progress)?;
     check_unused_bits(&plaintexts, round, nodes, count)?;
     let sums = unpack(&plaintexts, nodes, count);
     check_sums(&sums, round, nodes)?;
     Ok(sums)
+}
+
+/// Refuses asking `ciphertexts` aggregated ciphertexts of `per` values each for more than they
+/// hold.
+pub(crate) fn check_count(
+    ciphertexts: usize,
+    per: usize,
+    nodes: usize,
+    count: usize,
+) -> Result<()> {
+    if count > ciphertexts * per {
+        return Err(Error::invalid(format!(
+            "{ciphertexts} ciphertexts hold at most {} values for {nodes} nodes, {count} were asked for",
+            ciphertexts * per
+        )));
+    }
+    Ok(())
 }
 
 /// `X_k` from `V_k = C_k · H(τ_k)^{sk0} mod N² = 1 + N·X_k` for every aggregated ciphertext.

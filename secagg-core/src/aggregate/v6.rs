@@ -16,8 +16,8 @@
 use num_bigint::BigUint;
 
 use super::{
-    check_unused_bits_of, decrypt_plaintexts, encrypt_plaintexts, not_an_average, pack_bits,
-    unpack_bits, Biprime, Progress, PLAINTEXT_BITS,
+    check_count, check_unused_bits_of, decrypt_plaintexts, encrypt_plaintexts, not_an_average,
+    pack_bits, unpack_bits, Biprime, Progress, PLAINTEXT_BITS,
 };
 use crate::engine::key::SecretKey;
 use crate::error::{Error, Result};
@@ -94,13 +94,7 @@ pub fn decrypt(
     progress: Option<Progress<'_>>,
 ) -> Result<Vec<f64>> {
     let (e, per) = (element_bits(nodes), elements_per_plaintext(nodes));
-    if count > aggregated.len() * per {
-        return Err(Error::invalid(format!(
-            "{} ciphertexts hold at most {} values for {nodes} nodes, {count} were asked for",
-            aggregated.len(),
-            aggregated.len() * per
-        )));
-    }
+    check_count(aggregated.len(), per, nodes, count)?;
     if total_weight == 0 {
         return Err(Error::invalid("the total weight (sample count) is 0"));
     }
