@@ -593,8 +593,9 @@ class MPCController:
         wait = _timeout() if timeout is None else float(timeout)
         home = self.home
         try:
-            parties = self._parties(home, party_number, num_parties)
-            self._check_ip_file(home, parties, ip_addresses)
+            me = home.identity()
+            parties = self._parties(home, me, party_number, num_parties)
+            self._check_ip_file(home, me, parties, ip_addresses)
             if party_number == 0:
                 # Up to `wait` for the nodes to listen, as long again for the session itself.
                 report = home.session_run(
@@ -616,10 +617,11 @@ class MPCController:
             _key_files[(os.fspath(home.path), session)] = path
         return path
 
-    def _parties(self, home: "_native.Home", party_number: int, num_parties: int) -> List[str]:
+    def _parties(
+        self, home: "_native.Home", me: Dict[str, Any], party_number: int, num_parties: int
+    ) -> List[str]:
         """The party ids of ``P0.pem`` … ``P<n-1>.pem``, matched to registered certificates by
         fingerprint."""
-        me = home.identity()
         if not isinstance(num_parties, int) or num_parties < 3:
             raise InvalidInput(f"num_parties must be an int of at least 3, not {num_parties!r}")
         if not isinstance(party_number, int) or not 0 <= party_number < num_parties:
@@ -646,11 +648,14 @@ class MPCController:
         return parties
 
     def _check_ip_file(
-        self, home: "_native.Home", parties: List[str], ip_addresses: PathLike
+        self,
+        home: "_native.Home",
+        me: Dict[str, Any],
+        parties: List[str],
+        ip_addresses: PathLike,
     ) -> None:
         with open(ip_addresses) as f:
             given = [line.strip() for line in f if line.strip()]
-        me = home.identity()
         endpoints = [me if p == me["party_id"] else home.peer(p) for p in parties]
         expected = [_native.ip_file_line(e["ip"], int(e["port"])) for e in endpoints]
         if given != expected:
