@@ -2001,4 +2001,13 @@ fn an_agent_refuses_to_allow_a_researcher_not_registered_there() {
         );
     let other_node = fed.parties[2].party_id.to_string();
     secagg(node, &["serve", "--allow-researcher", &other_node]).fails_with(3, "names a node");
+    // `--accept-rosters-from` (issue 23, item 2) is checked the same way, naming its option.
+    secagg(node, &["serve", "--accept-rosters-from", &typo]).fails_with(
+        4,
+        &format!("--accept-rosters-from {typo} names no party registered here"),
+    );
+    secagg(node, &["serve", "--accept-rosters-from", &other_node]).fails_with(
+        3,
+        &format!("--accept-rosters-from {other_node} names a node"),
+    );
 }

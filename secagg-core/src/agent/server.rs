@@ -393,10 +393,12 @@ fn check_allowed_researchers(
     for id in allowed {
         match registered.iter().find(|p| p.party_id == *id) {
             Some(p) if p.role == Role::Researcher => {}
-            Some(_) => return Err(Error::invalid(format!(
+            Some(_) => {
+                return Err(Error::invalid(format!(
                 "{option} {id} names a node: only researchers request sessions and issue rosters"
             ))
-            .with_hint("give the id of the researcher whose sessions this agent should take")),
+                .with_hint("give the id of the researcher whose sessions this agent should take"))
+            }
             None => {
                 let researchers: Vec<&str> = registered
                     .iter()
