@@ -60,11 +60,25 @@ pub fn encrypt(
 /// The researcher's side (v6's `SecaggLomCrypter.aggregate`): the sum of every node's masked
 /// vector (words of `width`), averaged by `total_weight` and reverse-quantized with clipping
 /// range `c`.
+///
+/// Beyond v6 (which returns noise): a sum above `total_weight · (T − 1)`, which no honest round
+/// gives, is refused (`VerificationFailed`). When a node's vector is missing, altered or of
+/// another round, its masks do not cancel and the sums are near-uniform words, so this refuses
+/// such a round with overwhelming probability instead of returning an average.
 pub fn decrypt(vectors: &[Vec<u64>], width: Width, total_weight: u64, c: u32) -> Result<Vec<f64>> {
     if total_weight == 0 {
         return Err(Error::invalid("the total weight (sample count) is 0"));
     }
     let sums = mask::sum(vectors, width)?;
+    let largest = u128::from(total_weight) * u128::from(encoding::TARGET_RANGE - 1);
+    if let Some(i) = sums.iter().position(|&s| u128::from(s) > largest) {
+        return Err(Error::verification(format!(
+            "the {} masked vectors do not sum to an average: value {i} sums to {}, above the largest sum {largest} of a total weight of {total_weight}",
+            vectors.len(),
+            sums[i]
+        ))
+        .with_hint("a node's vector is missing, altered or of another round (or the total weight is wrong): no result is given; collect every node's vector of the round again"));
+    }
     encoding::average(&sums, total_weight, c)
 }
 

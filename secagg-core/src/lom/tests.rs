@@ -334,3 +334,52 @@ fn labelled_streams_differ_from_each_other_and_cancel_in_the_sum() {
     .unwrap();
     assert_eq!(sum(&[a_v, b_v, c_v], Width::W64).unwrap(), vec![15u64; 64]);
 }
+
+/// A round missing a node's vector (or with one altered) leaves masks that do not cancel: v6
+/// returns noise as an average; secagg refuses it.
+#[test]
+fn a_round_missing_a_vector_is_refused_not_averaged() {
+    use super::{decrypt, Profile};
+    let nonce = v6_nonce(SECAGG_ID);
+    let (ab, ac, bc) = (key(SECRET_AB), key(SECRET_AC), key(SECRET_BC));
+    let pair = |peer, secret| PairSecret { peer, secret };
+    let stream = Profile::FedbiomedV64.stream(4, 0);
+    let x = [4096u64 * 10; 50];
+    let ya = protect(
+        ID_A,
+        &[pair(ID_B, &ab), pair(ID_C, &ac)],
+        3,
+        stream,
+        &x,
+        &nonce,
+    )
+    .unwrap();
+    let yb = protect(
+        ID_B,
+        &[pair(ID_A, &ab), pair(ID_C, &bc)],
+        3,
+        stream,
+        &x,
+        &nonce,
+    )
+    .unwrap();
+    let yc = protect(
+        ID_C,
+        &[pair(ID_A, &ac), pair(ID_B, &bc)],
+        3,
+        stream,
+        &x,
+        &nonce,
+    )
+    .unwrap();
+    let all = decrypt(&[ya.clone(), yb.clone(), yc], Width::W64, 30, 3).unwrap();
+    assert!(all.iter().all(|v| v.abs() < 1e-3), "{all:?}");
+    let missing = decrypt(&[ya.clone(), yb], Width::W64, 20, 3).unwrap_err();
+    assert!(
+        missing.to_string().contains("do not sum to an average"),
+        "{missing}"
+    );
+    let mut altered = ya;
+    altered[7] ^= 1 << 40;
+    assert!(decrypt(&[altered, vec![0; 50]], Width::W64, 30, 3).is_err());
+}
