@@ -1545,6 +1545,11 @@ fn a_kept_connection_to_a_node_that_lost_power_is_redialed_and_the_next_session_
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(counts[0]["dialed"], 1, "{counts:?}");
+    // The first node's `End` may still wait for its acknowledgement (a delayed ACK under load):
+    // retransmitted after the power cut, it would draw a reset from the restarted host that the
+    // idle watch sees before the next session tries the connection, and the test would not
+    // reach the fallback it pins (CI once saw `closed_idle` 1 and `stale` 0).
+    wait_until_acknowledged(&clients[1].ns, &vpn_ips[2]);
 
     // The second node's host loses power: its link goes first, so nothing the dying agent's
     // kernel sends gets out; then its TCP sockets go the way a reboot takes them (`ss -K`
@@ -1593,6 +1598,24 @@ fn a_kept_connection_to_a_node_that_lost_power_is_redialed_and_the_next_session_
     let counts = lab_connection_counts(researcher_ns, &fed);
     assert_eq!(counts[0]["reused"], 1, "{counts:?}");
     assert_eq!(counts[0]["dialed"], 2, "{counts:?}");
+}
+
+/// Waits until every TCP connection in namespace `ns` to `peer_ip` has all its bytes
+/// acknowledged by the peer (`ss`'s Send-Q is 0); there must be at least one such connection.
+fn wait_until_acknowledged(ns: &str, peer_ip: &str) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = support::wg_lab::ns_exec(ns, &["ss", "-H", "-t", "-n", "dst", peer_ip]);
+        assert!(!out.trim().is_empty(), "no connection to {peer_ip} in {ns}");
+        let unacked = out
+            .lines()
+            .any(|line| line.split_whitespace().nth(2) != Some("0"));
+        if !unacked {
+            return;
+        }
+        assert!(Instant::now() < until, "never acknowledged: {out}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A node whose `shamir-party.x` fails ends the MP-SPDZ session at once: the researcher's own
