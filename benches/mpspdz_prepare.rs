@@ -48,6 +48,7 @@ fn plan(n: usize, my_index: usize) -> NegotiationPlan {
         key_bits: secagg_core::engine::DEFAULT_KEY_BITS,
         prime: secagg_core::engine::fedbiomed_prime(),
         timeout: Duration::from_secs(90),
+        scheme: secagg_core::engine::ContextScheme::Jl,
     })
     .expect("a well-formed plan")
 }

@@ -88,6 +88,7 @@ fn session(parties: &[Identity]) {
                 key_bits: DEFAULT_KEY_BITS,
                 prime: fedbiomed_prime(),
                 timeout: Duration::from_secs(30),
+                scheme: secagg_core::engine::ContextScheme::Jl,
             })
             .expect("a well-formed plan");
             thread::spawn(move || NativeEngine.negotiate(plan, &mut MemorySink::default()))
@@ -95,7 +96,7 @@ fn session(parties: &[Identity]) {
         .collect();
     let mut total = BigInt::zero();
     for h in handles {
-        total += h.join().unwrap().expect("party failed").key.to_bigint();
+        total += h.join().unwrap().expect("party failed").material.key().expect("a key session").to_bigint();
     }
     assert!(total.is_zero());
 }

@@ -21,6 +21,7 @@ use zeroize::Zeroizing;
 
 use crate::certificate::format_time;
 use crate::error::{Error, Result};
+use crate::engine::ContextScheme;
 use crate::party::Role;
 
 /// How long after it was stored an unconfirmed key expires (and `secagg context prune` deletes it
@@ -91,6 +92,9 @@ pub struct ContextRecord {
     /// When it was confirmed (`None` while unconfirmed, and for contexts stored before states
     /// existed).
     pub confirmed_at: Option<OffsetDateTime>,
+    /// What the context serves: a Joye–Libert key (`key_decimal`), or LOM pairwise secrets (a
+    /// node's in the store's `lom_secrets`; `key_decimal` is empty).
+    pub scheme: ContextScheme,
 }
 
 impl ContextRecord {
@@ -110,6 +114,7 @@ impl std::fmt::Debug for ContextRecord {
         f.debug_struct("ContextRecord")
             .field("session_id", &self.session_id)
             .field("role", &self.role)
+            .field("scheme", &self.scheme)
             .field("state", &self.state)
             .field("key_decimal", &"<redacted>")
             .field("key_fingerprint", &self.key_fingerprint)
@@ -126,6 +131,11 @@ pub struct ContextSummary {
     pub role: Role,
     /// Index in the party list.
     pub party_index: u32,
+    /// `jl` (a Joye–Libert key) or `lom` (pairwise secrets).
+    pub scheme: ContextScheme,
+    /// LOM contexts: the rounds this party masked under it (a node), in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rounds_used: Option<Vec<u64>>,
     /// Party ids in order.
     pub parties: Vec<String>,
     /// Engine.
@@ -158,6 +168,8 @@ impl ContextRecord {
             session_id: self.session_id.clone(),
             role: self.role,
             party_index: self.party_index,
+            scheme: self.scheme,
+            rounds_used: None,
             parties: self.parties.clone(),
             engine: self.engine.clone(),
             key_bits: self.key_bits,

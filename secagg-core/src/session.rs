@@ -24,6 +24,7 @@ use time::OffsetDateTime;
 use crate::certificate::{format_time, ValidityStatus};
 use crate::contexts::{ContextRecord, KeyState, UNCONFIRMED_EXPIRY};
 use crate::engine::{
+    ContextScheme,
     check_party_ids, CancelFlag, Engine, KeySink, NegotiationPlan, Outcome, PartyEntry, PlanParts,
     SecretKey,
 };
@@ -34,6 +35,7 @@ use crate::identity::{self, Identity};
 use crate::party::{PartyId, Role, SessionId};
 use crate::registration::not_registered;
 use crate::store::contexts;
+use crate::store::lom_secrets;
 use crate::store::peers;
 use crate::store::pool::PooledStore;
 use crate::store::Store;
@@ -62,7 +64,17 @@ pub struct SessionRequest {
     /// unless `listen` is given); `None` is the stored one. `secagg negotiate` sets it from a
     /// run-time override (see [`identity::EndpointOverride`]).
     pub endpoint: Option<crate::party::Endpoint>,
+    /// What the session produces: a Joye–Libert key (the default) or LOM pairwise secrets.
+    pub scheme: ContextScheme,
+    /// LOM sessions: the fewest distinct nodes (this one included) this party accepts a
+    /// context with; `None` is [`DEFAULT_MIN_NODES`]. This party's policy, never the
+    /// researcher's word.
+    pub min_nodes: Option<usize>,
 }
+
+/// The fewest nodes of a LOM context a party accepts by default: with two, each node learns the
+/// other's vector from the average; with three, a node's masks cancel against two others.
+pub const DEFAULT_MIN_NODES: usize = 3;
 
 /// Builds this party's plan for `req` from the identity and store of `home`. The plan's timeout
 /// is what is left of `req.timeout` once the plan is built.
@@ -92,6 +104,22 @@ pub(crate) fn plan_until(
         now,
         deadline,
     )
+}
+
+/// Refuses a LOM session with fewer nodes than this party's minimum.
+fn check_min_nodes(req: &SessionRequest) -> Result<()> {
+    if req.scheme != ContextScheme::Lom {
+        return Ok(());
+    }
+    let min = req.min_nodes.unwrap_or(DEFAULT_MIN_NODES);
+    let nodes = req.parties.len().saturating_sub(1);
+    if nodes < min {
+        return Err(Error::invalid(format!(
+            "the LOM session lists {nodes} nodes, this party accepts at least {min} (counting itself)"
+        ))
+        .with_hint("with fewer nodes each one's masks cancel against too few others; add nodes, or lower the minimum with --min-nodes on every node if the federation accepts it"));
+    }
+    Ok(())
 }
 
 /// The session's prime and key length, the key length checked against the prime and named as
@@ -132,6 +160,7 @@ pub(crate) fn plan_with(
     let session_id = req.session_id;
     let ids = &req.parties;
     let my_index = check_party_list(own, ids)?;
+    check_min_nodes(req)?;
     store.set_busy_timeout_until(deadline)?;
     let parties = store.read(|tx| {
         if contexts::get(tx, &session_id.to_string())?.is_some() {
@@ -182,6 +211,12 @@ pub(crate) fn plan_with(
         }
         match missing.len() {
             0 => Ok(entries),
+            _ if req.scheme == ContextScheme::Lom => Err(Error::invalid(format!(
+                "the LOM session lists {} that this party never registered: {}",
+                if missing.len() == 1 { "a party" } else { "parties" },
+                missing.join(", ")
+            ))
+            .with_hint("a node masks only with parties whose certificates it pinned; a researcher cannot add parties no node registered (register them with `secagg certificate register` if they are genuine)")),
             1 => Err(not_registered(&PartyId::parse_custom(&missing[0])?)),
             _ => Err(
                 Error::not_found(format!("parties not registered: {}", missing.join(", ")))
@@ -219,6 +254,7 @@ pub(crate) fn plan_with(
         key_bits,
         prime,
         timeout,
+        scheme: req.scheme,
     })
 }
 
@@ -229,6 +265,8 @@ pub struct NegotiationReport {
     pub session_id: String,
     /// Engine name.
     pub engine: String,
+    /// `jl` (a Joye–Libert key) or `lom` (pairwise secrets).
+    pub scheme: ContextScheme,
     /// This party's role.
     pub role: Role,
     /// This party's index (0 = researcher).
@@ -345,12 +383,16 @@ impl<'a> StoreSink<'a> {
                 party_index: plan.my_index() as u32,
                 parties,
                 engine: engine.to_owned(),
-                key_bits: plan.key_bits(),
+                key_bits: match plan.scheme() {
+                    ContextScheme::Jl => plan.key_bits(),
+                    ContextScheme::Lom => 256,
+                },
                 key_decimal: Default::default(),
                 key_fingerprint: String::new(),
                 created_at: OffsetDateTime::now_utc(),
                 state: KeyState::Unconfirmed,
                 confirmed_at: None,
+                scheme: plan.scheme(),
             },
             stored_fingerprint: None,
             confirmed: false,
@@ -374,11 +416,12 @@ impl<'a> StoreSink<'a> {
                 )))
             }
         };
-        debug_assert_eq!(key_fingerprint, outcome.key.fingerprint());
+        debug_assert_eq!(key_fingerprint, outcome.material.fingerprint());
         let timings = outcome.timings;
         Ok(NegotiationReport {
             session_id: t.session_id.clone(),
             engine: t.engine.clone(),
+            scheme: t.scheme,
             role: outcome.role,
             party_index: t.party_index as usize,
             parties: t.parties.clone(),
@@ -496,6 +539,32 @@ impl KeySink for StoreSink<'_> {
             .map_err(|e| {
                 e.context(format!(
                     "while storing the key of session {}",
+                    record.session_id
+                ))
+            })?;
+        self.stored_fingerprint = Some(record.key_fingerprint.clone());
+        Ok(())
+    }
+
+    fn store_pairwise(&mut self, set: &crate::lom::PairwiseSet) -> Result<()> {
+        let now = OffsetDateTime::now_utc();
+        let mut record = self.template.clone();
+        record.key_fingerprint = set.fingerprint.clone();
+        record.created_at = now;
+        if record.role == Role::Researcher {
+            record.state = KeyState::Confirmed;
+            record.confirmed_at = Some(now);
+        }
+        self.bound_lock_wait()?;
+        // One durable transaction: the context and its whole set, or nothing.
+        self.store
+            .write(|tx| {
+                contexts::insert(tx, &record)?;
+                lom_secrets::insert(tx, &record.session_id, &set.secrets)
+            })
+            .map_err(|e| {
+                e.context(format!(
+                    "while storing the pairwise secrets of session {}",
                     record.session_id
                 ))
             })?;

@@ -17,7 +17,7 @@ use secagg_core::mpspdz::MpSpdzRoot;
 use secagg_core::processes::{signal_name, TerminationSignals};
 use secagg_core::{Error, PartyId, SessionId};
 
-use super::negotiate::{parse_duration, EngineArg};
+use super::negotiate::{parse_duration, parse_min_nodes, EngineArg, SchemeArg};
 use crate::output::{self, Format, FormatArg};
 
 /// How the agent's log lines look.
@@ -85,6 +85,10 @@ pub struct ServeArgs {
     /// hello). 0s: close every connection after its session.
     #[arg(long, value_parser = parse_keep, default_value = "120s", value_name = "DURATION")]
     keep_connections: Duration,
+    /// Refuse LOM sessions (`session run --scheme lom`) of fewer nodes than N, this one
+    /// included (default 3): the researcher cannot shrink a context below this node's policy.
+    #[arg(long, value_name = "N", value_parser = parse_min_nodes)]
+    min_nodes: Option<usize>,
 }
 
 /// A duration as `parse_duration` reads it, or zero (`0`, `0s`: keep nothing).
@@ -195,6 +199,7 @@ pub fn serve(home: &Path, a: ServeArgs) -> anyhow::Result<()> {
         keep_connections: Some(a.keep_connections).filter(|d| !d.is_zero()),
         only_parties: None,
         accept_rosters_from: a.accept_rosters_from,
+        min_nodes: a.min_nodes,
     };
     agent::serve(&home, opts, log, shutdown)?;
     Ok(())
@@ -246,6 +251,14 @@ pub struct RunArgs {
     /// Negotiation engine (mp-spdz: every node's agent must run with --mpspdz-ports).
     #[arg(long, value_enum, default_value_t)]
     engine: EngineArg,
+    /// What to negotiate: jl (Joye–Libert keys) or lom (a secret per pair of nodes, agreed
+    /// directly between the nodes' agents; for `aggregate --scheme lom`).
+    #[arg(long, value_enum, default_value_t)]
+    scheme: SchemeArg,
+    /// With --scheme lom: refuse to run with fewer nodes than N (default 3); each node's agent
+    /// applies its own --min-nodes too.
+    #[arg(long, value_name = "N", value_parser = parse_min_nodes)]
+    min_nodes: Option<usize>,
     /// MP-SPDZ v0.3.4 build for this party's side (--engine mp-spdz).
     #[arg(long, env = secagg_core::mpspdz::locate::ROOT_ENV, value_name = "DIR")]
     mpspdz_root: Option<PathBuf>,
@@ -315,6 +328,8 @@ pub fn session(home: &Path, c: SessionCommand) -> anyhow::Result<()> {
         nodes,
         timeout: a.timeout,
         key_bits: a.key_bits,
+        scheme: a.scheme.into(),
+        min_nodes: a.min_nodes,
     };
     let mut warn = |w: &str| output::warn(w);
     let (report, error) = agent::run_session_with(&home, &req, &opts, &mut warn)?;

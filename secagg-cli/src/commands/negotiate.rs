@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use secagg_core::engine::{Engine, MpSpdzEngine, NativeEngine};
+use secagg_core::engine::{ContextScheme, Engine, MpSpdzEngine, NativeEngine};
 use secagg_core::home::Home;
 use secagg_core::mpspdz::MpSpdzRoot;
 use secagg_core::session::{self, NegotiationReport, SessionRequest};
@@ -42,6 +42,40 @@ impl EngineArg {
             EngineArg::MpSpdz => MpSpdzEngine::DEFAULT_TIMEOUT,
         }
     }
+}
+
+/// What a session produces.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchemeArg {
+    /// Joye–Libert: a user key per node, the server key at the researcher (Fed-BioMed v4).
+    #[default]
+    Jl,
+    /// LOM (Fed-BioMed v6's default masking): a secret per pair of nodes, agreed by P-256 ECDH
+    /// directly between the nodes; the researcher holds none.
+    Lom,
+}
+
+impl From<SchemeArg> for ContextScheme {
+    fn from(s: SchemeArg) -> Self {
+        match s {
+            SchemeArg::Jl => ContextScheme::Jl,
+            SchemeArg::Lom => ContextScheme::Lom,
+        }
+    }
+}
+
+/// Parses `--min-nodes`: at least 2 (a LOM context of one node is its vector in the clear).
+pub fn parse_min_nodes(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of nodes"))?;
+    if n < 2 {
+        return Err(format!(
+            "{n} is too few: with one node the average is that node's vector"
+        ));
+    }
+    Ok(n)
 }
 
 /// Parses `90`, `90s`, `1500ms`, `2m` into a duration (at least 1 ms, at most one day).
@@ -90,6 +124,13 @@ pub struct NegotiateArgs {
     /// Negotiation engine.
     #[arg(long, value_enum, default_value_t)]
     engine: EngineArg,
+    /// What to negotiate: jl (Joye–Libert keys) or lom (pairwise secrets between the nodes, for
+    /// `aggregate --scheme lom`; native engine only).
+    #[arg(long, value_enum, default_value_t)]
+    scheme: SchemeArg,
+    /// With --scheme lom: refuse a session of fewer nodes than N, this one included (default 3).
+    #[arg(long, value_name = "N", value_parser = parse_min_nodes)]
+    min_nodes: Option<usize>,
     /// Key bit length: at least 256 (shorter keys would make the aggregation masks guessable)
     /// and below the prime's size; default 2040, Fed-BioMed's, which fits the 2050-bit prime for
     /// up to 975 nodes.
@@ -139,6 +180,8 @@ pub fn run(home: &Path, a: NegotiateArgs) -> anyhow::Result<()> {
         prime: None,
         listen: a.listen,
         endpoint,
+        scheme: a.scheme.into(),
+        min_nodes: a.min_nodes,
     };
     // Warnings (a stranger's connection dropped, a confirmation not delivered) go to stderr as
     // they happen; they never carry a key.
@@ -159,9 +202,11 @@ pub fn run(home: &Path, a: NegotiateArgs) -> anyhow::Result<()> {
 }
 
 fn print_report(r: &NegotiationReport) {
-    let what = match r.role {
-        secagg_core::Role::Researcher => "server key",
-        secagg_core::Role::Node => "user key",
+    let what = match (r.scheme, r.role) {
+        (ContextScheme::Lom, secagg_core::Role::Researcher) => "LOM context",
+        (ContextScheme::Lom, secagg_core::Role::Node) => "pairwise secrets",
+        (_, secagg_core::Role::Researcher) => "server key",
+        (_, secagg_core::Role::Node) => "user key",
     };
     output::note(format!(
         "negotiated the {what} of session {} as party {} of {} ({}) with the {} engine",
@@ -175,6 +220,7 @@ fn print_report(r: &NegotiationReport) {
         ("session", r.session_id.clone()),
         ("role", r.role.to_string()),
         ("parties", r.parties.join(",")),
+        ("scheme", r.scheme.to_string()),
         (
             "key",
             format!("{} ({} bits, stored)", r.key_fingerprint, r.key_bits),

@@ -13,7 +13,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::{error_of_kind, Reply, Request, StatusInfo, AGENT_PROTOCOL_VERSION};
-use crate::engine::NegotiationPlan;
+use crate::engine::{ContextScheme, NegotiationPlan};
 use crate::engine::{CancelFlag, Engine, MpSpdzEngine, NativeEngine};
 use crate::error::{Error, ErrorKind, ErrorReport, Result};
 use crate::home::Home;
@@ -45,6 +45,11 @@ pub struct RunRequest {
     pub timeout: Duration,
     /// Key length; `None` is the default.
     pub key_bits: Option<u32>,
+    /// What the session produces: a Joye–Libert key (the default) or LOM pairwise secrets.
+    pub scheme: ContextScheme,
+    /// LOM sessions: the fewest nodes the researcher accepts (each node applies its own
+    /// minimum too); `None` is [`session::DEFAULT_MIN_NODES`].
+    pub min_nodes: Option<usize>,
 }
 
 /// Which nodes a session run includes.
@@ -534,6 +539,8 @@ pub fn run_session_with(
         prime: None,
         listen: None,
         endpoint: None,
+        scheme: req.scheme,
+        min_nodes: req.min_nodes,
     };
     let plan = session::plan_with(
         &mut store,
@@ -592,6 +599,7 @@ pub fn run_session_with(
         engine: engine_name.to_owned(),
         key_bits: plan.key_bits(),
         timeout_ms: req.timeout.as_millis() as u64,
+        scheme: req.scheme,
     };
     let rt = runtime()?;
     // 1. Every node's agent checks the request; nothing is dialed between parties yet.

@@ -70,8 +70,9 @@ pub use server::{
 
 /// Version of the agent's request/reply messages. Version 2: a native session's negotiation
 /// between the researcher and a node runs on the control connection its join came on. Version 3:
-/// an MP-SPDZ node confirms its key only on the researcher's `confirm`.
-pub const AGENT_PROTOCOL_VERSION: u16 = 3;
+/// an MP-SPDZ node confirms its key only on the researcher's `confirm`. Version 4: a join names
+/// the session's scheme (`lom`: pairwise secrets agreed between the nodes).
+pub const AGENT_PROTOCOL_VERSION: u16 = 4;
 
 /// The secagg version an agent reports in its status.
 pub const SECAGG_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -103,6 +104,9 @@ pub(crate) enum Request {
         engine: String,
         key_bits: u32,
         timeout_ms: u64,
+        /// What the session produces (absent before version 4: a Joye–Libert key).
+        #[serde(default)]
+        scheme: crate::engine::ContextScheme,
     },
     /// Start the joined session (every node accepted).
     Start {

@@ -59,6 +59,7 @@ pub fn serve_one(home: &Home, req: &OneSession) -> Result<SessionId> {
         keep_connections: None,
         only_parties: Some(req.parties.clone()),
         accept_rosters_from: None,
+        min_nodes: None,
     };
     let log: Log = {
         let progress = progress.clone();

@@ -76,6 +76,9 @@ pub struct AgentOptions {
     /// and imports it (the checks and serial rules of `roster import`, registrations it brought
     /// that it no longer lists pruned) before checking the join; `None`: such a join is refused.
     pub accept_rosters_from: Option<PartyId>,
+    /// `--min-nodes N`: the fewest nodes (this one included) of a LOM session this agent joins;
+    /// `None` is [`crate::session::DEFAULT_MIN_NODES`].
+    pub min_nodes: Option<usize>,
 }
 
 /// How an agent runs MP-SPDZ sessions.
@@ -848,6 +851,7 @@ async fn dispatch(
                     engine,
                     key_bits,
                     timeout_ms,
+                    scheme,
                 } => {
                     let join = Join {
                         version,
@@ -856,6 +860,7 @@ async fn dispatch(
                         engine,
                         key_bits,
                         timeout: Duration::from_millis(timeout_ms),
+                        scheme,
                     };
                     joined(shared, stream, peer, join).await
                 }
@@ -1000,6 +1005,7 @@ struct Join {
     engine: String,
     key_bits: u32,
     timeout: Duration,
+    scheme: crate::engine::ContextScheme,
 }
 
 /// Sends `r` (bounded by a second); a client that went away is not an error here.
@@ -1230,8 +1236,14 @@ fn check_join(
         prime: None,
         listen: None,
         endpoint: Some(shared.endpoint.clone()),
+        scheme: j.scheme,
+        min_nodes: shared.opts.min_nodes,
     };
-    tokio::task::block_in_place(|| learn_new_parties(shared, peer, &req.parties, deadline))?;
+    // A LOM session masks only with parties this node pinned itself: the researcher's roster
+    // may not bring new ones in mid-join (a dishonest researcher would list parties it runs).
+    if j.scheme == crate::engine::ContextScheme::Jl {
+        tokio::task::block_in_place(|| learn_new_parties(shared, peer, &req.parties, deadline))?;
+    }
     // Exactly the checks of `secagg negotiate` (store read: off the async workers' hot path).
     let plan = tokio::task::block_in_place(|| {
         // MP-SPDZ's own checks (certificates as MP-SPDZ sees them, the binary), before this
@@ -1746,6 +1758,11 @@ struct AgentSink<'a, 'b> {
 impl KeySink for AgentSink<'_, '_> {
     fn store(&mut self, key: &SecretKey) -> Result<()> {
         tokio::task::block_in_place(|| self.inner.store(key))?;
+        self.progress.store(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn store_pairwise(&mut self, set: &crate::lom::PairwiseSet) -> Result<()> {
+        tokio::task::block_in_place(|| self.inner.store_pairwise(set))?;
         self.progress.store(1, Ordering::SeqCst);
         Ok(())
     }

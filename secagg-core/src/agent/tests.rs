@@ -24,6 +24,7 @@ fn options() -> AgentOptions {
         keep_connections: Some(super::DEFAULT_KEEP_CONNECTIONS),
         only_parties: None,
         accept_rosters_from: None,
+        min_nodes: None,
     }
 }
 
@@ -65,6 +66,7 @@ fn join(fed: &demo::Federation, researcher: &str) -> Request {
         engine: "native".into(),
         key_bits: crate::engine::DEFAULT_KEY_BITS,
         timeout_ms: 5_000,
+        scheme: crate::engine::ContextScheme::Jl,
     }
 }
 

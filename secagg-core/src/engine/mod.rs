@@ -37,7 +37,7 @@ pub use key::SecretKey;
 pub use mpspdz::MpSpdzEngine;
 pub use native::{negotiate_async, NativeEngine};
 pub(crate) use plan::check_party_ids;
-pub use plan::{NegotiationPlan, PartyEntry, PlanParts, MAX_PARTIES, MIN_PARTIES};
+pub use plan::{ContextScheme, NegotiationPlan, PartyEntry, PlanParts, MAX_PARTIES, MIN_PARTIES};
 
 pub use crate::supervise::CancelFlag;
 
@@ -75,10 +75,38 @@ impl PhaseTimings {
 pub struct Outcome {
     /// This party's role.
     pub role: Role,
-    /// The negotiated key: `sk0` (negative) for the researcher, `sk_i` for a node.
-    pub key: SecretKey,
+    /// What the session gave this party.
+    pub material: Material,
     /// Where the time went.
     pub timings: PhaseTimings,
+}
+
+/// What a session gives a party.
+#[derive(Debug)]
+pub enum Material {
+    /// A Joye–Libert session's key: `sk0` (negative) for the researcher, `sk_i` for a node.
+    Key(SecretKey),
+    /// A LOM session's pairwise secrets (a node), or the record of the tags checked (the
+    /// researcher).
+    Pairwise(crate::lom::PairwiseSet),
+}
+
+impl Material {
+    /// The key of a Joye–Libert session.
+    pub fn key(&self) -> Option<&SecretKey> {
+        match self {
+            Material::Key(k) => Some(k),
+            Material::Pairwise(_) => None,
+        }
+    }
+
+    /// The fingerprint (safe to print) of what is stored.
+    pub fn fingerprint(&self) -> String {
+        match self {
+            Material::Key(k) => k.fingerprint(),
+            Material::Pairwise(p) => p.fingerprint.clone(),
+        }
+    }
 }
 
 /// A key-negotiation engine.
@@ -135,6 +163,14 @@ pub trait Engine {
 pub trait KeySink: Send {
     /// Durably stores this party's key: a node's as unconfirmed, the researcher's server key.
     fn store(&mut self, key: &SecretKey) -> Result<()>;
+    /// LOM sessions' [`KeySink::store`]: durably stores a node's pairwise secrets (unconfirmed),
+    /// or the researcher's record of the session (confirmed). Sinks that only take keys refuse.
+    fn store_pairwise(&mut self, set: &crate::lom::PairwiseSet) -> Result<()> {
+        let _ = set;
+        Err(crate::error::Error::Internal(
+            "this negotiation's key sink cannot store LOM pairwise secrets".into(),
+        ))
+    }
     /// Node: the researcher confirmed the session; marks the stored key confirmed.
     /// Researcher: the server key is final, the confirmations are about to go out (from now on a
     /// failure must not undo the stored server key, since nodes may already hold confirmed keys).
@@ -150,6 +186,8 @@ pub trait KeySink: Send {
 pub struct MemorySink {
     /// The key handed to [`KeySink::store`], if any.
     pub stored: Option<SecretKey>,
+    /// The set handed to [`KeySink::store_pairwise`], if any.
+    pub stored_pairwise: Option<crate::lom::PairwiseSet>,
     /// Whether [`KeySink::confirm`] was called.
     pub confirmed: bool,
     /// Every warning, in order.
@@ -159,6 +197,13 @@ pub struct MemorySink {
 impl KeySink for MemorySink {
     fn store(&mut self, key: &SecretKey) -> Result<()> {
         self.stored = Some(key.clone());
+        Ok(())
+    }
+    fn store_pairwise(&mut self, set: &crate::lom::PairwiseSet) -> Result<()> {
+        self.stored_pairwise = Some(crate::lom::PairwiseSet {
+            secrets: set.secrets.clone(),
+            fingerprint: set.fingerprint.clone(),
+        });
         Ok(())
     }
     fn confirm(&mut self) -> Result<()> {
@@ -200,6 +245,7 @@ mod tests {
             key_bits: field::DEFAULT_KEY_BITS,
             prime: fedbiomed_prime(),
             timeout: Duration::from_secs(5),
+            scheme: ContextScheme::Jl,
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use super::{CancelFlag, Engine, KeySink, NegotiationPlan, Outcome, PhaseTimings};
+use super::{CancelFlag, Engine, KeySink, Material, NegotiationPlan, Outcome, PhaseTimings};
 use crate::error::{Error, Result};
 use crate::fault::{self, Step};
 use crate::home::Home;
@@ -106,6 +106,13 @@ impl MpSpdzEngine {
     /// against MP-SPDZ's TLS checks, the binary. (The agent makes them when it accepts a session,
     /// so that a refusal comes before any party stored anything.)
     pub(crate) fn preflight(&self, plan: &NegotiationPlan) -> Result<()> {
+        if plan.scheme() != super::ContextScheme::Jl {
+            return Err(Error::invalid(format!(
+                "the MP-SPDZ engine negotiates Joye–Libert keys only, not {} contexts",
+                plan.scheme()
+            ))
+            .with_hint("run LOM sessions with the native engine (the default)"));
+        }
         if let Some(l) = plan.listen() {
             if l.port() != plan.me().endpoint.port {
                 return Err(Error::invalid(format!(
@@ -211,7 +218,7 @@ impl MpSpdzEngine {
         let total = started.elapsed();
         Ok(Outcome {
             role: plan.my_role(),
-            key,
+            material: Material::Key(key),
             timings: PhaseTimings::from_marks(t_prepared, t_ran, total),
         })
     }
@@ -308,7 +315,11 @@ fn finish_with_key(
     match outcome.role {
         Role::Researcher => {
             fault::at(Step::ResearcherBeforeStore)?;
-            sink.store(&outcome.key)?;
+            let key = outcome
+                .material
+                .key()
+                .ok_or_else(|| Error::Internal("an MP-SPDZ outcome without a key".into()))?;
+            sink.store(key)?;
             fault::at(Step::ResearcherAfterStore)?;
             sink.confirm()?;
         }
@@ -388,10 +399,10 @@ mod tests {
         let out = engine.negotiate(plan, &mut sink).unwrap();
         assert_eq!(out.role, crate::party::Role::Node);
         // Stored before shamir-party.x ran, confirmed after it succeeded.
-        assert_eq!(sink.stored.as_ref(), Some(&out.key));
+        assert_eq!(sink.stored.as_ref(), out.material.key());
         assert!(sink.confirmed);
-        assert!(!out.key.is_negative());
-        assert!(out.key.bits() <= 2040);
+        assert!(!out.material.key().unwrap().is_negative());
+        assert!(out.material.key().unwrap().bits() <= 2040);
         assert!(!home.runs_dir().join(sid.to_string()).exists());
         assert_eq!(compile_count(engine.root().path()), 1);
     }
@@ -408,7 +419,7 @@ mod tests {
         let sid = plan.session_id();
         let out = engine.negotiate(plan, &mut MemorySink::default()).unwrap();
         assert_eq!(out.role, crate::party::Role::Researcher);
-        assert_eq!(out.key.to_bigint(), num_bigint::BigInt::from(-12345));
+        assert_eq!(out.material.key().unwrap().to_bigint(), num_bigint::BigInt::from(-12345));
         // Kept, without secrets.
         let dir = home.runs_dir().join(sid.to_string());
         assert!(dir.join("ip-addresses").exists());

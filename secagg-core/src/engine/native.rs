@@ -43,7 +43,10 @@ use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 use tokio::time::{timeout_at, Instant};
 
-use super::{CancelFlag, Engine, KeySink, NegotiationPlan, Outcome, PhaseTimings, SecretKey};
+use super::{
+    CancelFlag, ContextScheme, Engine, KeySink, Material, NegotiationPlan, Outcome, PhaseTimings,
+    SecretKey,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fault::{self, Step};
 use crate::field::{self, PrimeField};
@@ -182,18 +185,32 @@ pub(crate) async fn negotiate_routed(
     let connect = started.elapsed();
     let mut session = Session::start(&plan, field, mesh, deadline, started, sink);
     session.cancel = cancel.cloned();
-    let result = match fault::at(Step::Connected) {
-        Err(e) => Err(e),
-        Ok(()) if plan.my_index() == 0 => session.run_researcher().await,
-        Ok(()) => session.run_node().await,
+    let result = match (fault::at(Step::Connected), plan.scheme()) {
+        (Err(e), _) => Err(e),
+        (Ok(()), ContextScheme::Jl) if plan.my_index() == 0 => session
+            .run_researcher()
+            .await
+            .map(|(k, t)| (Material::Key(k), t)),
+        (Ok(()), ContextScheme::Jl) => session
+            .run_node()
+            .await
+            .map(|(k, t)| (Material::Key(k), t)),
+        (Ok(()), ContextScheme::Lom) if plan.my_index() == 0 => session
+            .run_lom_researcher()
+            .await
+            .map(|(p, t)| (Material::Pairwise(p), t)),
+        (Ok(()), ContextScheme::Lom) => session
+            .run_lom_node()
+            .await
+            .map(|(p, t)| (Material::Pairwise(p), t)),
     };
     match result {
-        Ok((key, exchange_done)) => {
+        Ok((material, exchange_done)) => {
             session.close().await;
             let total = started.elapsed();
             Ok(Outcome {
                 role: plan.my_role(),
-                key,
+                material,
                 timings: PhaseTimings::from_marks(connect, exchange_done, total),
             })
         }
@@ -227,8 +244,9 @@ pub(crate) fn mesh_config(plan: &NegotiationPlan) -> MeshConfig {
 }
 
 /// SHA-256 over everything the parties must agree on besides the session id: the ordered party
-/// ids, the SHA-256 of each party's certificate DER, the key length and the prime. Every field
-/// is length-prefixed so that different lists cannot encode to the same bytes.
+/// ids, the SHA-256 of each party's certificate DER, the key length and the prime, and for a
+/// LOM session its scheme (a Joye–Libert session's binding is unchanged from version 1). Every
+/// field is length-prefixed so that different lists cannot encode to the same bytes.
 pub(crate) fn binding_hash(plan: &NegotiationPlan) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"secagg native session binding v1\0");
@@ -243,8 +261,14 @@ pub(crate) fn binding_hash(plan: &NegotiationPlan) -> [u8; 32] {
     let prime = plan.prime().to_bytes_be();
     h.update((prime.len() as u32).to_be_bytes());
     h.update(&prime);
+    if plan.scheme() != ContextScheme::Jl {
+        h.update(b"\0scheme\0");
+        h.update(plan.scheme().as_str().as_bytes());
+    }
     h.finalize().into()
 }
+
+mod pairwise;
 
 /// A [`BigUint`] wiped in place when dropped.
 struct Secret(BigUint);
@@ -293,15 +317,20 @@ impl<'a> Session<'a> {
         let n = plan.n();
         let me = plan.my_index();
         let labels: Vec<String> = plan.parties().iter().map(|p| p.id.to_string()).collect();
+        let lom = plan.scheme() == ContextScheme::Lom;
         let expect = (0..n)
             .map(|j| {
                 let mut q = VecDeque::new();
                 if j == me {
                     // nothing from ourselves
+                } else if me == 0 && lom {
+                    q.extend([MsgType::PairTags, MsgType::Ack]);
                 } else if me == 0 {
                     q.extend([MsgType::Share, MsgType::Sum, MsgType::Ack]);
                 } else if j == 0 {
                     q.extend([MsgType::Finish, MsgType::Confirm]);
+                } else if lom {
+                    q.push_back(MsgType::DhPublic);
                 } else {
                     q.push_back(MsgType::Share);
                 }
@@ -358,6 +387,14 @@ impl<'a> Session<'a> {
                         continue;
                     }
                     return Err(e);
+                }
+                ReadEvent::Frame(f) if f.kind == MsgType::DhPublic && j == 0 => {
+                    // Node-to-node key material only ever comes from that node, over the two
+                    // nodes' own pinned connection: a researcher sending some is substituting.
+                    return Err(Error::authentication(format!(
+                        "the researcher {label} sent a DH public key: in a LOM session each node's key comes only from that node over its own pinned connection, so the researcher is substituting node-to-node key material"
+                    ))
+                    .with_hint("nothing was stored; do not run sessions for this researcher until its operator explains"));
                 }
                 ReadEvent::Frame(f) => match self.expect[j].front() {
                     Some(&k) if k == f.kind => {

@@ -128,6 +128,7 @@ fn plan_for(
         key_bits: DEFAULT_KEY_BITS,
         prime: fedbiomed_prime(),
         timeout,
+        scheme: crate::engine::ContextScheme::Jl,
     })
     .unwrap()
 }
@@ -169,13 +170,13 @@ fn assert_keys_cancel(results: Vec<Result<Outcome, Error>>) {
         .map(|(i, r)| r.unwrap_or_else(|e| panic!("party {i} failed: {e}")))
         .collect();
     assert_eq!(outcomes[0].role, Role::Researcher);
-    let sk0 = outcomes[0].key.to_bigint();
+    let sk0 = outcomes[0].material.key().unwrap().to_bigint();
     assert!(sk0 < BigInt::zero(), "sk0 must be negative");
     let limit = BigInt::from(BigUint::from(1u32) << DEFAULT_KEY_BITS);
     let mut total = sk0.clone();
     for o in &outcomes[1..] {
         assert_eq!(o.role, Role::Node);
-        let k = o.key.to_bigint();
+        let k = o.material.key().unwrap().to_bigint();
         assert!(k >= BigInt::zero() && k < limit, "node key out of range");
         total += k;
     }
@@ -183,12 +184,12 @@ fn assert_keys_cancel(results: Vec<Result<Outcome, Error>>) {
     // Node keys are distinct (2040-bit random values).
     for i in 1..outcomes.len() {
         for j in i + 1..outcomes.len() {
-            assert_ne!(outcomes[i].key, outcomes[j].key);
+            assert_ne!(outcomes[i].material.key(), outcomes[j].material.key());
         }
     }
     for o in &outcomes {
         assert!(o.timings.total >= o.timings.connect);
-        assert_eq!(format!("{:?}", o.key), "SecretKey(<redacted>)");
+        assert_eq!(format!("{:?}", o.material.key().unwrap()), "SecretKey(<redacted>)");
     }
 }
 
@@ -875,4 +876,116 @@ fn a_cancelled_party_stops_quickly_with_nothing_stored_and_its_peers_are_told() 
         .map(|p| run_cancellable(p, crate::engine::CancelFlag::new()))
         .collect();
     assert_keys_cancel(handles.into_iter().map(|h| h.join().unwrap().0).collect());
+}
+
+/// `plans` with every party's scheme set to LOM.
+fn lom_plans(parties: &[Identity], timeout: Duration) -> Vec<NegotiationPlan> {
+    let mut plans = honest_plans(parties, timeout);
+    for i in 0..plans.len() {
+        change(&mut plans, i, |p| p.scheme = crate::engine::ContextScheme::Lom);
+    }
+    plans
+}
+
+/// Runs every plan in its own thread; each party's result and sink, in party order.
+fn run_all_sinks(plans: Vec<NegotiationPlan>) -> Vec<(Result<Outcome, Error>, MemorySink)> {
+    let handles: Vec<_> = plans
+        .into_iter()
+        .map(|p| {
+            thread::spawn(move || {
+                let mut sink = MemorySink::default();
+                let r = NativeEngine.negotiate(p, &mut sink);
+                (r, sink)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+#[test]
+fn lom_sessions_give_every_pair_of_nodes_one_secret_and_the_researcher_none() {
+    for n in [4, 6] {
+        let parties = identities(n);
+        let ended = run_all_sinks(lom_plans(&parties, Duration::from_secs(20)));
+        for (i, (r, sink)) in ended.iter().enumerate() {
+            let o = r.as_ref().unwrap_or_else(|e| panic!("party {i} failed: {e}"));
+            assert!(o.material.key().is_none());
+            assert!(sink.confirmed && sink.stored.is_none(), "party {i}");
+        }
+        let set = |i: usize| ended[i].1.stored_pairwise.as_ref().unwrap();
+        assert!(set(0).secrets.is_empty(), "the researcher holds no secret");
+        for i in 1..n {
+            assert_eq!(set(i).secrets.len(), n - 2);
+            for j in (1..n).filter(|&j| j != i) {
+                let (a, b) = (parties[i].id.as_str(), parties[j].id.as_str());
+                assert_eq!(set(i).secret_with(b), set(j).secret_with(a), "{a}/{b}");
+                assert_ne!(set(i).secret_with(b), Some(&[0u8; 32]));
+            }
+        }
+        // Distinct pairs, distinct secrets.
+        assert_ne!(
+            set(1).secret_with(parties[2].id.as_str()),
+            set(1).secret_with(parties[3].id.as_str())
+        );
+    }
+}
+
+#[test]
+fn a_lom_party_among_key_parties_is_refused_at_the_hello() {
+    let parties = identities(3);
+    let mut plans = honest_plans(&parties, Duration::from_secs(5));
+    change(&mut plans, 2, |p| p.scheme = crate::engine::ContextScheme::Lom);
+    let ended = run_all_sinks(plans);
+    for (i, (r, sink)) in ended.iter().enumerate() {
+        assert!(r.is_err(), "party {i} must fail");
+        assert!(sink.stored.is_none() && sink.stored_pairwise.is_none(), "party {i}");
+    }
+}
+
+#[test]
+fn a_researcher_sending_a_dh_public_key_is_refused_as_substitution_at_every_node() {
+    let parties = identities(4);
+    let mut plans = lom_plans(&parties, Duration::from_secs(5));
+    let researcher = plans.remove(0);
+    let r = rogue(researcher, |mut mesh| {
+        Box::pin(async move {
+            let forged = crate::lom::dh::KeyPair::generate()
+                .unwrap()
+                .public_sec1()
+                .unwrap();
+            let until = tokio::time::Instant::now() + Duration::from_secs(2);
+            for w in mesh.writers.iter_mut().flatten() {
+                let f = crate::transport::frame::Frame::new(
+                    crate::transport::frame::MsgType::DhPublic,
+                    forged.clone(),
+                );
+                let _ = crate::transport::frame::write_frame(w, &f, until, "node").await;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        })
+    });
+    let handles: Vec<_> = plans
+        .into_iter()
+        .map(|p| {
+            thread::spawn(move || {
+                let mut sink = MemorySink::default();
+                let r = NativeEngine.negotiate(p, &mut sink);
+                (r, sink)
+            })
+        })
+        .collect();
+    let ended: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let mut substitution_seen = 0;
+    for (r, sink) in &ended {
+        let e = r.as_ref().unwrap_err();
+        assert!(sink.stored_pairwise.is_none(), "nothing stored: {e}");
+        if e.kind() == ErrorKind::Authentication {
+            assert!(e.to_string().contains("substituting"), "{e}");
+            substitution_seen += 1;
+        }
+    }
+    // Every node that read the forged key refuses it as substitution; a node may instead
+    // first see another node's abort for it (a peer failure naming the researcher's deed).
+    assert!(substitution_seen >= 1, "{:?}", ended.iter().map(|(r, _)| r.as_ref().unwrap_err().to_string()).collect::<Vec<_>>());
+    r.join().unwrap();
 }

@@ -49,6 +49,49 @@ pub struct PlanParts {
     pub prime: BigUint,
     /// Deadline for the whole session, counted from the start of `negotiate`.
     pub timeout: Duration,
+    /// What the session produces: a Joye–Libert key per party, or pairwise LOM secrets.
+    pub scheme: ContextScheme,
+}
+
+/// What a session produces, and so which scheme its context serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContextScheme {
+    /// Joye–Libert: every node a user key `sk_i`, the researcher the server key `sk0 = −Σ sk_i`
+    /// (Shamir sharing among all parties).
+    #[default]
+    Jl,
+    /// LOM: every pair of nodes a 32-byte secret from P-256 ECDH run directly between the two
+    /// nodes; the researcher holds no secret, only the record that every node stored its set.
+    Lom,
+}
+
+impl ContextScheme {
+    /// The name stored, shown and given on the command line (`jl`, `lom`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContextScheme::Jl => "jl",
+            ContextScheme::Lom => "lom",
+        }
+    }
+
+    /// The scheme named `s` (`jl`, `lom`).
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "jl" => Ok(ContextScheme::Jl),
+            "lom" => Ok(ContextScheme::Lom),
+            other => Err(Error::invalid(format!(
+                "unknown scheme `{}`: expected `jl` (Joye–Libert) or `lom` (low-overhead masking)",
+                other.escape_debug()
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for ContextScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl fmt::Debug for PlanParts {
@@ -69,6 +112,7 @@ impl fmt::Debug for PlanParts {
             .field("key_bits", &self.key_bits)
             .field("prime_bits", &self.prime.bits())
             .field("timeout", &self.timeout)
+            .field("scheme", &self.scheme)
             .finish()
     }
 }
@@ -218,6 +262,11 @@ impl NegotiationPlan {
     /// The parts back, e.g. to change one and build a new plan with [`Self::new`].
     pub fn into_parts(self) -> PlanParts {
         self.0
+    }
+
+    /// What the session produces.
+    pub fn scheme(&self) -> ContextScheme {
+        self.0.scheme
     }
 
     /// The session id, shared by all parties.

@@ -15,6 +15,7 @@
 pub mod dh;
 pub mod encoding;
 pub mod mask;
+pub mod pairwise;
 pub mod prf;
 
 use crate::error::{Error, Result};
@@ -22,6 +23,7 @@ use crate::party::SessionId;
 
 pub use encoding::Clipped;
 pub use mask::{PairSecret, Stream};
+pub use pairwise::PairwiseSet;
 pub use prf::Width;
 
 /// A node's masked vector and what quantization clipped.

@@ -347,6 +347,7 @@ fn self_test(
                 key_bits,
                 prime: prime.clone(),
                 timeout: Duration::from_secs(30),
+                scheme: crate::engine::ContextScheme::Jl,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -367,7 +368,7 @@ fn self_test(
     let mut first_err = None;
     for h in handles {
         match h.join() {
-            Ok(Ok(o)) => sum += o.key.to_bigint(),
+            Ok(Ok(o)) => sum += o.material.key().expect("a key session").to_bigint(),
             Ok(Err(e)) => {
                 first_err.get_or_insert(e);
             }

@@ -560,6 +560,7 @@ pub(crate) mod tests {
             key_bits: crate::field::DEFAULT_KEY_BITS,
             prime: fedbiomed_prime(),
             timeout: Duration::from_secs(10),
+            scheme: crate::engine::ContextScheme::Jl,
         })
         .unwrap();
         (plan, keys)

@@ -6,9 +6,10 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::contexts::{ContextRecord, KeyState};
+use crate::engine::ContextScheme;
 use crate::error::{Error, Result};
 
-const COLUMNS: &str = "session_id, role, party_index, parties, engine, key_bits, key_decimal, key_fingerprint, created_at, state, confirmed_at";
+const COLUMNS: &str = "session_id, role, party_index, parties, engine, key_bits, key_decimal, key_fingerprint, created_at, state, confirmed_at, scheme";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<ContextRecord> {
     let conv = |col: usize, e: Box<dyn std::error::Error + Send + Sync>| {
@@ -19,6 +20,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<ContextRecord> {
     let created: i64 = row.get(8)?;
     let state: String = row.get(9)?;
     let confirmed: Option<i64> = row.get(10)?;
+    let scheme: String = row.get(11)?;
     Ok(ContextRecord {
         session_id: row.get(0)?,
         role: role.parse().map_err(|e: Error| conv(1, Box::new(e)))?,
@@ -35,6 +37,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<ContextRecord> {
             .map(OffsetDateTime::from_unix_timestamp)
             .transpose()
             .map_err(|e| conv(10, Box::new(e)))?,
+        scheme: ContextScheme::parse(&scheme).map_err(|e| conv(11, Box::new(e)))?,
     })
 }
 
@@ -53,7 +56,7 @@ pub fn insert(conn: &Connection, c: &ContextRecord) -> Result<()> {
     // Cached statements: a party agent's store connection stays open between sessions, and
     // rusqlite clears their bindings (the key) when they go back to the cache.
     conn.prepare_cached(&format!(
-        "INSERT INTO contexts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        "INSERT INTO contexts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
     ))
     .and_then(|mut st| {
         st.execute(params![
@@ -68,6 +71,7 @@ pub fn insert(conn: &Connection, c: &ContextRecord) -> Result<()> {
             c.created_at.unix_timestamp(),
             c.state.as_str(),
             c.confirmed_at.map(|t| t.unix_timestamp()),
+            c.scheme.as_str(),
         ])
     })
     .map_err(|e| Error::store("while storing a context", e))?;
@@ -110,8 +114,11 @@ pub fn list(conn: &Connection) -> Result<Vec<ContextRecord>> {
         .map_err(|e| Error::store("while listing contexts", e))
 }
 
-/// Deletes the context of `session_id`; returns whether it existed.
+/// Deletes the context of `session_id`, with a LOM context's secrets and rounds; returns whether
+/// it existed.
 pub fn delete(conn: &Connection, session_id: &str) -> Result<bool> {
+    super::lom_secrets::delete(conn, session_id)?;
+    super::lom_rounds::delete(conn, session_id)?;
     let n = conn
         .execute("DELETE FROM contexts WHERE session_id = ?1", [session_id])
         .map_err(|e| Error::store("while deleting a context", e))?;
@@ -149,6 +156,7 @@ mod tests {
             created_at,
             state,
             confirmed_at: None,
+            scheme: ContextScheme::Jl,
         }
     }
 

@@ -1,5 +1,6 @@
 //! The local SQLite store, one module per table: registered peers ([`peers`]), negotiated keys and
-//! their states ([`contexts`]), the serial numbers of signed rosters ([`roster_serials`]), and on a VPN server its settings ([`vpn_server`]) and peer registry
+//! their states ([`contexts`]), a LOM context's pairwise secrets ([`lom_secrets`]) and the rounds
+//! masked under it ([`lom_rounds`]), the serial numbers of signed rosters ([`roster_serials`]), and on a VPN server its settings ([`vpn_server`]) and peer registry
 //! ([`vpn_peers`]). Party commands open it with [`Store::open_party`] and its read-only and
 //! deadline-bounded variants.
 //!
@@ -21,6 +22,8 @@
 pub mod contexts;
 pub mod fedbiomed_elements;
 pub mod guard;
+pub mod lom_rounds;
+pub mod lom_secrets;
 pub mod peers;
 pub(crate) mod pool;
 pub mod roster_serials;
@@ -133,6 +136,24 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;",
     // v7: a peer's display name (`init --name`, carried in bundles and rosters).
     "ALTER TABLE peers ADD COLUMN name TEXT;",
+    // v8: LOM contexts. A context's scheme (`jl`: a Joye–Libert key in `key_decimal`; `lom`:
+    // `key_decimal` empty, a node's pairwise secrets in `lom_secrets`), and the rounds a node
+    // masked under a LOM context (secagg's profile masks a (round, label) once).
+    "ALTER TABLE contexts ADD COLUMN scheme TEXT NOT NULL DEFAULT 'jl'
+        CHECK (scheme IN ('jl', 'lom'));
+    CREATE TABLE lom_secrets (
+        session_id      TEXT NOT NULL,
+        peer_id         TEXT NOT NULL,
+        secret          BLOB NOT NULL CHECK (length(secret) = 32),
+        PRIMARY KEY (session_id, peer_id)
+    ) STRICT;
+    CREATE TABLE lom_rounds (
+        session_id      TEXT NOT NULL,
+        round           INTEGER NOT NULL CHECK (round >= 0),
+        label           INTEGER NOT NULL CHECK (label >= 0),
+        used_at         INTEGER NOT NULL,
+        PRIMARY KEY (session_id, round, label)
+    ) STRICT;",
 ];
 
 /// The schema version this build writes.

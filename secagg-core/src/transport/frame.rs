@@ -50,6 +50,12 @@ pub enum MsgType {
     /// From a party agent: one piece of a payload too large for one frame, announced by the
     /// reply before it with its total size (a roster, `roster pull`).
     Data = 11,
+    /// LOM sessions, node to node: the sender's fresh P-256 public key for this context (SEC1
+    /// uncompressed), sent only over the two nodes' own pinned connection.
+    DhPublic = 12,
+    /// LOM sessions, node to researcher: the key confirmation tag of every pair this node is in
+    /// ([`crate::lom::pairwise::pair_tag`]), in party order.
+    PairTags = 13,
 }
 
 impl MsgType {
@@ -67,6 +73,8 @@ impl MsgType {
             9 => MsgType::Reply,
             10 => MsgType::End,
             11 => MsgType::Data,
+            12 => MsgType::DhPublic,
+            13 => MsgType::PairTags,
             _ => return None,
         })
     }
@@ -85,6 +93,8 @@ impl MsgType {
             MsgType::Reply => "agent reply",
             MsgType::End => "end of session",
             MsgType::Data => "data",
+            MsgType::DhPublic => "DH public key",
+            MsgType::PairTags => "pair confirmation tags",
         }
     }
 }

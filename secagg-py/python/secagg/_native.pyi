@@ -69,6 +69,7 @@ class PeerDetail(PeerSummary):
 class NegotiationReport(TypedDict):
     session_id: str
     engine: str
+    scheme: Literal["jl", "lom"]
     role: Literal["researcher", "node"]
     party_index: int
     parties: List[str]
@@ -84,6 +85,8 @@ class ContextSummary(TypedDict, total=False):
     session_id: str
     role: Literal["researcher", "node"]
     party_index: int
+    scheme: Literal["jl", "lom"]
+    rounds_used: List[int]
     parties: List[str]
     engine: str
     key_bits: int
@@ -320,6 +323,8 @@ class Home:
         listen: Optional[str] = None,
         mpspdz_root: Optional[PathLike] = None,
         cancel: Optional[CancelToken] = None,
+        scheme: Literal["jl", "lom"] = "jl",
+        min_nodes: Optional[int] = None,
     ) -> NegotiationReport: ...
     def contexts(self) -> List[ContextSummary]: ...
     def context(self, session: str, reveal_key: bool = False) -> ContextSummary: ...
@@ -383,6 +388,8 @@ class Home:
         mpspdz_port: Optional[int] = None,
         cancel: Optional[CancelToken] = None,
         wait_for_agents: Optional[float] = None,
+        scheme: Literal["jl", "lom"] = "jl",
+        min_nodes: Optional[int] = None,
     ) -> SessionRunReport: ...
     def serve_one_session(
         self,

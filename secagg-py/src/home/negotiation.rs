@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use pyo3::prelude::*;
 use secagg_core::agent::{self, Nodes, RunRequest};
-use secagg_core::engine::{Engine, MpSpdzEngine, NativeEngine};
+use secagg_core::engine::{ContextScheme, Engine, MpSpdzEngine, NativeEngine};
 use secagg_core::error::ErrorReport;
 use secagg_core::mpspdz::MpSpdzRoot;
 use secagg_core::session::{self, SessionRequest};
@@ -30,7 +30,11 @@ impl Home {
     /// timed out (`timeout` seconds; default 60 for `native`, 90 for `mp-spdz`). Ctrl-C in the
     /// main thread, or `cancel.cancel()` from another, stops it with nothing stored (native
     /// engine; see `CancelToken`).
-    #[pyo3(signature = (session, parties, timeout=None, engine="native", key_bits=None, listen=None, mpspdz_root=None, cancel=None))]
+    ///
+    /// `scheme="lom"` negotiates a LOM context instead of keys: a secret per pair of nodes, agreed
+    /// directly between the nodes (native engine); `min_nodes` (default 3) is the fewest nodes
+    /// this party accepts such a context with.
+    #[pyo3(signature = (session, parties, timeout=None, engine="native", key_bits=None, listen=None, mpspdz_root=None, cancel=None, scheme="jl", min_nodes=None))]
     #[allow(clippy::too_many_arguments)]
     fn negotiate(
         &self,
@@ -43,8 +47,11 @@ impl Home {
         listen: Option<String>,
         mpspdz_root: Option<PathBuf>,
         cancel: Option<PyRef<'_, CancelToken>>,
+        scheme: &str,
+        min_nodes: Option<usize>,
     ) -> PyResult<PyObject> {
         let home = self.core();
+        let scheme = ContextScheme::parse(scheme).map_err(CoreError)?;
         let session_id = session_id(session)?;
         let parties = party_list(&parties)?;
         let engine: Box<dyn Engine + Send + Sync> = match engine {
@@ -78,6 +85,8 @@ impl Home {
             prime: None,
             listen,
             endpoint: None,
+            scheme,
+            min_nodes,
         };
         let flag = cancel.map(|c| c.flag.clone()).unwrap_or_default();
         let ((result, warnings), interrupt) = interruptible(py, &flag, "negotiation", || {
@@ -122,7 +131,11 @@ impl Home {
     /// the exception of the failure's kind (a refusal by policy `AuthenticationFailure`, a limit
     /// `Conflict`, an unreachable agent `PeerFailure`, a timeout `Timeout`, …) with that same
     /// report as `.report`, so that the rows say which party failed and why.
-    #[pyo3(signature = (parties=None, all=false, session=None, engine="native", timeout=60.0, key_bits=None, mpspdz_root=None, mpspdz_port=None, cancel=None, wait_for_agents=None))]
+    ///
+    /// `scheme="lom"` sets up a LOM context (a secret per pair of nodes, agreed directly between
+    /// the nodes' agents; the researcher holds none), refused with fewer than `min_nodes` nodes
+    /// (default 3; each node applies its own minimum too).
+    #[pyo3(signature = (parties=None, all=false, session=None, engine="native", timeout=60.0, key_bits=None, mpspdz_root=None, mpspdz_port=None, cancel=None, wait_for_agents=None, scheme="jl", min_nodes=None))]
     #[allow(clippy::too_many_arguments)]
     fn session_run(
         &self,
@@ -137,7 +150,10 @@ impl Home {
         mpspdz_port: Option<u16>,
         cancel: Option<PyRef<'_, CancelToken>>,
         wait_for_agents: Option<f64>,
+        scheme: &str,
+        min_nodes: Option<usize>,
     ) -> PyResult<PyObject> {
+        let scheme = ContextScheme::parse(scheme).map_err(CoreError)?;
         let mut run_options = match engine {
             "native" => {
                 if mpspdz_root.is_some() || mpspdz_port.is_some() {
@@ -185,6 +201,8 @@ impl Home {
             nodes,
             timeout,
             key_bits,
+            scheme,
+            min_nodes,
         };
         let flag = cancel.map(|c| c.flag.clone()).unwrap_or_default();
         run_options.cancel = Some(flag.clone());
