@@ -96,7 +96,14 @@ fn session(parties: &[Identity]) {
         .collect();
     let mut total = BigInt::zero();
     for h in handles {
-        total += h.join().unwrap().expect("party failed").material.key().expect("a key session").to_bigint();
+        total += h
+            .join()
+            .unwrap()
+            .expect("party failed")
+            .material
+            .key()
+            .expect("a key session")
+            .to_bigint();
     }
     assert!(total.is_zero());
 }

@@ -25,6 +25,8 @@
 //! independent, so encryption and decryption use every core.
 
 pub mod ciphertext_file;
+pub mod lom_round;
+pub mod masked_file;
 pub mod params;
 pub mod round;
 mod secret_pow;
@@ -33,6 +35,10 @@ pub mod v6;
 pub use ciphertext_file::{
     CiphertextFile, FileSignature, CIPHERTEXT_FORMAT, CIPHERTEXT_VERSION, MAX_CIPHERTEXT_FILE_BYTES,
 };
+pub use lom_round::{
+    decrypt_lom, encrypt_lom, LomAverage, LomDecryptRequest, LomEncryptRequest, LomMasked,
+};
+pub use masked_file::MaskedFile;
 pub use params::read_params;
 pub use round::{
     decrypt_round, encrypt_round, DecryptRequest, EncryptRequest, RoundAverage, UnsignedFiles,

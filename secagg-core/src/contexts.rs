@@ -20,8 +20,8 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::certificate::format_time;
-use crate::error::{Error, Result};
 use crate::engine::ContextScheme;
+use crate::error::{Error, Result};
 use crate::party::Role;
 
 /// How long after it was stored an unconfirmed key expires (and `secagg context prune` deletes it
@@ -178,7 +178,9 @@ impl ContextRecord {
             state: self.state,
             expires_at: self.expires_at().map(format_time),
             expired: self.expires_at().map(|_| self.is_expired_at(now)),
-            key: reveal_key.then(|| self.key_decimal.to_string()),
+            // A LOM context has no key to reveal (its secrets are per pair and never printed).
+            key: (reveal_key && self.scheme == ContextScheme::Jl)
+                .then(|| self.key_decimal.to_string()),
         }
     }
 }

@@ -22,11 +22,10 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::certificate::{format_time, ValidityStatus};
-use crate::contexts::{ContextRecord, KeyState, UNCONFIRMED_EXPIRY};
+use crate::contexts::{ContextRecord, ContextSummary, KeyState, UNCONFIRMED_EXPIRY};
 use crate::engine::{
-    ContextScheme,
-    check_party_ids, CancelFlag, Engine, KeySink, NegotiationPlan, Outcome, PartyEntry, PlanParts,
-    SecretKey,
+    check_party_ids, CancelFlag, ContextScheme, Engine, KeySink, NegotiationPlan, Outcome,
+    PartyEntry, PlanParts, SecretKey,
 };
 use crate::error::{Error, Result};
 use crate::field;
@@ -602,6 +601,43 @@ impl KeySink for StoreSink<'_> {
 /// or waited for.
 pub fn list_contexts(home: &Home) -> Result<Vec<ContextRecord>> {
     Store::open_party_read_only(home)?.read(|tx| contexts::list(tx))
+}
+
+/// What `context list` shows: every stored context's summary (no key), a LOM context's with the
+/// rounds this party masked under it. One read-only store connection.
+pub fn context_summaries(home: &Home) -> Result<Vec<ContextSummary>> {
+    Store::open_party_read_only(home)?.read(|tx| {
+        contexts::list(tx)?
+            .iter()
+            .map(|c| summary_with_rounds(tx, c, false))
+            .collect()
+    })
+}
+
+/// What `context show` shows: the summary of `session_id`'s context (its key only if
+/// `reveal_key`), a LOM context's with the rounds this party masked under it.
+pub fn context_summary(
+    home: &Home,
+    session_id: &SessionId,
+    reveal_key: bool,
+) -> Result<ContextSummary> {
+    let id = session_id.to_string();
+    Store::open_party_read_only(home)?.read(|tx| {
+        let c = contexts::get(tx, &id)?.ok_or_else(|| no_context(&id))?;
+        summary_with_rounds(tx, &c, reveal_key)
+    })
+}
+
+fn summary_with_rounds(
+    tx: &rusqlite::Connection,
+    c: &ContextRecord,
+    reveal_key: bool,
+) -> Result<ContextSummary> {
+    let mut s = c.summary(reveal_key);
+    if c.scheme == ContextScheme::Lom && c.role == Role::Node {
+        s.rounds_used = Some(crate::store::lom_rounds::rounds(tx, &c.session_id)?);
+    }
+    Ok(s)
 }
 
 /// The stored context of `session_id` (store opened read-only, as for [`list_contexts`]).

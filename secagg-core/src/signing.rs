@@ -31,6 +31,8 @@ pub enum Purpose {
     Roster,
     /// A node's ciphertext file of one aggregation round (`secagg aggregate encrypt`).
     Ciphertexts,
+    /// A node's masked vector of one LOM round (`secagg aggregate encrypt --scheme lom`).
+    MaskedVector,
 }
 
 impl Purpose {
@@ -39,6 +41,7 @@ impl Purpose {
         match self {
             Purpose::Roster => b"secagg roster signature v1\n",
             Purpose::Ciphertexts => b"secagg ciphertext file signature v1\n",
+            Purpose::MaskedVector => b"secagg lom masked file signature v1\n",
         }
     }
 
@@ -47,6 +50,7 @@ impl Purpose {
         match self {
             Purpose::Roster => "the roster",
             Purpose::Ciphertexts => "the ciphertext file",
+            Purpose::MaskedVector => "the masked file",
         }
     }
 
@@ -56,7 +60,7 @@ impl Purpose {
             Purpose::Roster => format!(
                 "the roster was changed after it was signed, or not signed by `{signer}`'s registered key (if `{signer}` renewed its certificate, register the new one, checking its fingerprint, then import again)"
             ),
-            Purpose::Ciphertexts => format!(
+            Purpose::Ciphertexts | Purpose::MaskedVector => format!(
                 "the file was changed after `{signer}` signed it, or it is another party's file relabelled: do not aggregate it; ask `{signer}` to encrypt again (if `{signer}` renewed its certificate, register the new one, checking its fingerprint)"
             ),
         }

@@ -5,11 +5,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use secagg_core::aggregate::{
-    self, Biprime, CiphertextFile, DecryptRequest, EncryptRequest, RoundAverage, UnsignedFiles,
+    self, Biprime, CiphertextFile, DecryptRequest, EncryptRequest, LomDecryptRequest,
+    LomEncryptRequest, MaskedFile, RoundAverage, UnsignedFiles,
 };
 use secagg_core::home::{Home, PUBLIC_FILE_MODE};
 use secagg_core::party::SessionId;
 
+use super::negotiate::SchemeArg;
 use crate::output::{self, Format};
 
 /// Encrypt model parameters with this node's key, or decrypt their average at the researcher.
@@ -28,16 +30,24 @@ pub enum AggregateCommand {
 /// Options shared by both directions.
 #[derive(Debug, Args)]
 pub struct RoundArgs {
-    /// The negotiated session whose keys to use.
+    /// The negotiated session whose keys (jl) or pairwise secrets (lom) to use.
     #[arg(long)]
     session: String,
     /// The training round (every node and the researcher must use the same).
     #[arg(long)]
     round: u64,
+    /// The scheme of the session's context: jl (Joye–Libert keys) or lom (pairwise secrets,
+    /// `session run --scheme lom`).
+    #[arg(long, value_enum, default_value_t)]
+    scheme: SchemeArg,
     /// The public modulus, as Fed-BioMed's biprime JSON file (default: Fed-BioMed's
-    /// default_biprime0, which Fed-BioMed v4 uses).
+    /// default_biprime0, which Fed-BioMed v4 uses). Joye–Libert only.
     #[arg(long, value_name = "FILE")]
     biprime: Option<PathBuf>,
+    /// LOM: which vector of the round this is (0: the model's weights; 1, 2, …: auxiliary
+    /// variables, the validation value); each is masked with its own stream and only once.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    label: u64,
 }
 
 /// Arguments of `aggregate encrypt`.
@@ -55,6 +65,15 @@ pub struct EncryptArgs {
     /// every node must use the same).
     #[arg(long, default_value_t = aggregate::DEFAULT_CLIPPING_RANGE)]
     clipping_range: u32,
+    /// LOM: this node's weight (its sample count, 1 to 131071); the researcher then gets the
+    /// weighted average. Every node weights, or none.
+    #[arg(long, value_name = "W")]
+    weight: Option<u64>,
+    /// LOM: secagg (default: a stream per label, the whole session id as nonce) or fedbiomed-v6
+    /// (fedbiomed 6.4 bit for bit, for federations mixing secagg and Fed-BioMed nodes;
+    /// fedbiomed-v6.3 for 6.0–6.3). Every node must use the same.
+    #[arg(long, value_name = "PROFILE", default_value = "secagg")]
+    profile: String,
     /// Write the ciphertext file to FILE instead of stdout (an existing FILE only with --force).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: Option<PathBuf>,
@@ -121,7 +140,10 @@ fn emit(home: &Home, output: Option<&Path>, force: bool, text: &str) -> anyhow::
 pub fn run(home: &Path, cmd: AggregateCommand) -> anyhow::Result<()> {
     let home = Home::new(home);
     match cmd {
+        AggregateCommand::Encrypt(a) if a.round.scheme == SchemeArg::Lom => encrypt_lom(&home, a),
+        AggregateCommand::Decrypt(a) if a.round.scheme == SchemeArg::Lom => decrypt_lom(&home, a),
         AggregateCommand::Encrypt(a) => {
+            refuse_lom_options(&a.round, a.weight.is_some(), a.profile != "secagg")?;
             let session = SessionId::parse(&a.round.session)?;
             if let Some(p) = &a.output {
                 home.check_output(p, a.force)?;
@@ -161,6 +183,7 @@ pub fn run(home: &Path, cmd: AggregateCommand) -> anyhow::Result<()> {
             emit(&home, a.output.as_deref(), a.force, &text)
         }
         AggregateCommand::Decrypt(a) => {
+            refuse_lom_options(&a.round, false, false)?;
             let session = SessionId::parse(&a.round.session)?;
             if let Some(p) = &a.output {
                 home.check_output(p, a.force)?;
@@ -206,6 +229,107 @@ pub fn run(home: &Path, cmd: AggregateCommand) -> anyhow::Result<()> {
             emit(&home, a.output.as_deref(), a.force, &text)
         }
     }
+}
+
+/// Refuses the LOM-only options with `--scheme jl` (they would be ignored silently).
+fn refuse_lom_options(r: &RoundArgs, weight: bool, profile: bool) -> anyhow::Result<()> {
+    let given = [
+        ("--label", r.label != 0),
+        ("--weight", weight),
+        ("--profile", profile),
+    ];
+    if let Some((name, _)) = given.iter().find(|(_, g)| *g) {
+        return Err(secagg_core::Error::invalid(format!(
+            "{name} is for --scheme lom; Joye–Libert rounds take none"
+        ))
+        .with_hint("add --scheme lom if the session is a LOM context, or leave the option out")
+        .into());
+    }
+    Ok(())
+}
+
+/// `aggregate encrypt --scheme lom`: mask, record the round, then write the signed file.
+fn encrypt_lom(home: &Home, a: EncryptArgs) -> anyhow::Result<()> {
+    let session = SessionId::parse(&a.round.session)?;
+    if a.round.biprime.is_some() {
+        return Err(secagg_core::Error::invalid("--biprime is for --scheme jl").into());
+    }
+    if let Some(p) = &a.output {
+        home.check_output(p, a.force)?;
+    }
+    let req = LomEncryptRequest {
+        session,
+        round: a.round.round,
+        label: a.round.label,
+        values: aggregate::read_params(&a.params)?,
+        weight: a.weight,
+        clipping_range: a.clipping_range,
+        profile: aggregate::masked_file::parse_profile(&a.profile)?,
+    };
+    let masked = aggregate::encrypt_lom(home, &req)?;
+    let c = masked.clipped;
+    if c.below + c.above > 0 {
+        output::warn(format!(
+            "{} of {} parameters are outside the clipping range [-{r}, {r}] ({} below, {} above) and were clipped to it; every node must use the same --clipping-range, so raise it for all if these values matter",
+            c.below + c.above,
+            req.values.len(),
+            c.below,
+            c.above,
+            r = a.clipping_range
+        ));
+    }
+    let f = &masked.file;
+    let text = serde_json::to_string(f)? + "\n";
+    output::note(format!(
+        "masked {} parameters of round {} (label {}) with {}'s pairwise secrets of LOM context {} ({} profile); this round and label are now used",
+        f.count, f.round, f.label, f.party_id, f.session_id, f.profile
+    ));
+    emit(home, a.output.as_deref(), a.force, &text)
+}
+
+/// `aggregate decrypt --scheme lom`: check and sum every node's masked file.
+fn decrypt_lom(home: &Home, a: DecryptArgs) -> anyhow::Result<()> {
+    let session = SessionId::parse(&a.round.session)?;
+    if a.round.biprime.is_some() || a.allow_unsigned {
+        return Err(secagg_core::Error::invalid(
+            "--biprime and --allow-unsigned are for --scheme jl (LOM files are always signed)",
+        )
+        .into());
+    }
+    if let Some(p) = &a.output {
+        home.check_output(p, a.force)?;
+    }
+    let mut files = Vec::with_capacity(a.files.len());
+    for p in &a.files {
+        files.push((format!("`{}`", p.display()), MaskedFile::read(p)?));
+    }
+    let req = LomDecryptRequest {
+        session,
+        round: a.round.round,
+        label: a.round.label,
+        files,
+    };
+    let format = decrypt_format(a.format, a.output.as_deref())?;
+    let avg = aggregate::decrypt_lom(home, &req)?;
+    output::note(format!(
+        "unmasked the average of {} parameters over {} nodes (total weight {}), round {} label {} of LOM context {}",
+        avg.count, avg.nodes, avg.total_weight, avg.round, avg.label, avg.session_id
+    ));
+    let text = match format {
+        Format::Json => serde_json::to_string_pretty(&avg)? + "\n",
+        Format::Text => lines(&avg.average),
+    };
+    emit(home, a.output.as_deref(), a.force, &text)
+}
+
+/// One value per line.
+fn lines(values: &[f64]) -> String {
+    let mut s = String::with_capacity(values.len() * 22);
+    for v in values {
+        s.push_str(&v.to_string());
+        s.push('\n');
+    }
+    s
 }
 
 /// The output format of `decrypt`: as given, else inferred from a `-o` file's `.json`

@@ -89,10 +89,7 @@ pub fn run(home: &Path, cmd: ContextCommand) -> anyhow::Result<()> {
     let home = Home::new(home);
     match cmd {
         ContextCommand::List(a) => {
-            let contexts: Vec<_> = session::list_contexts(&home)?
-                .iter()
-                .map(|c| c.summary(false))
-                .collect();
+            let contexts = session::context_summaries(&home)?;
             match a.output.format {
                 Format::Json => output::print_json(&ContextList { contexts })?,
                 Format::Text if contexts.is_empty() => {
@@ -104,6 +101,7 @@ pub fn run(home: &Path, cmd: ContextCommand) -> anyhow::Result<()> {
                         "role",
                         "index",
                         "parties",
+                        "scheme",
                         "engine",
                         "key fingerprint",
                         "created",
@@ -115,6 +113,7 @@ pub fn run(home: &Path, cmd: ContextCommand) -> anyhow::Result<()> {
                             c.role.to_string(),
                             c.party_index.to_string(),
                             c.parties.len().to_string(),
+                            c.scheme.to_string(),
                             c.engine.clone(),
                             c.key_fingerprint.clone(),
                             c.created_at.clone(),
@@ -136,8 +135,11 @@ pub fn run(home: &Path, cmd: ContextCommand) -> anyhow::Result<()> {
             }
         }
         ContextCommand::Show(a) => {
-            let c = session::get_context(&home, &lookup::session(&home, &a.session)?)?
-                .summary(a.reveal_key);
+            let c = session::context_summary(
+                &home,
+                &lookup::session(&home, &a.session)?,
+                a.reveal_key,
+            )?;
             if c.state == KeyState::Unconfirmed {
                 output::warn(format!(
                     "the key of session {} is unconfirmed ({}): the researcher's confirmation never arrived; use it only once the researcher has checked that the session completed there, then run `secagg context confirm {}`",
@@ -154,12 +156,17 @@ pub fn run(home: &Path, cmd: ContextCommand) -> anyhow::Result<()> {
                         ("role", c.role.to_string()),
                         ("index", c.party_index.to_string()),
                         ("parties", c.parties.join(",")),
+                        ("scheme", c.scheme.to_string()),
                         ("engine", c.engine.clone()),
                         ("key bits", c.key_bits.to_string()),
                         ("key fingerprint", c.key_fingerprint.clone()),
                         ("created", c.created_at.clone()),
                         ("state", state_text(&c)),
                     ];
+                    if let Some(r) = &c.rounds_used {
+                        let used: Vec<String> = r.iter().map(u64::to_string).collect();
+                        fields.push(("rounds used", used.join(",")));
+                    }
                     if let Some(k) = &c.key {
                         fields.push(("key", k.clone()));
                     }

@@ -13,8 +13,8 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::{error_of_kind, Reply, Request, StatusInfo, AGENT_PROTOCOL_VERSION};
-use crate::engine::{ContextScheme, NegotiationPlan};
 use crate::engine::{CancelFlag, Engine, MpSpdzEngine, NativeEngine};
+use crate::engine::{ContextScheme, NegotiationPlan};
 use crate::error::{Error, ErrorKind, ErrorReport, Result};
 use crate::home::Home;
 use crate::identity;

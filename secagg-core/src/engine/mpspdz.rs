@@ -419,7 +419,10 @@ mod tests {
         let sid = plan.session_id();
         let out = engine.negotiate(plan, &mut MemorySink::default()).unwrap();
         assert_eq!(out.role, crate::party::Role::Researcher);
-        assert_eq!(out.material.key().unwrap().to_bigint(), num_bigint::BigInt::from(-12345));
+        assert_eq!(
+            out.material.key().unwrap().to_bigint(),
+            num_bigint::BigInt::from(-12345)
+        );
         // Kept, without secrets.
         let dir = home.runs_dir().join(sid.to_string());
         assert!(dir.join("ip-addresses").exists());

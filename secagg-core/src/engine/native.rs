@@ -191,10 +191,7 @@ pub(crate) async fn negotiate_routed(
             .run_researcher()
             .await
             .map(|(k, t)| (Material::Key(k), t)),
-        (Ok(()), ContextScheme::Jl) => session
-            .run_node()
-            .await
-            .map(|(k, t)| (Material::Key(k), t)),
+        (Ok(()), ContextScheme::Jl) => session.run_node().await.map(|(k, t)| (Material::Key(k), t)),
         (Ok(()), ContextScheme::Lom) if plan.my_index() == 0 => session
             .run_lom_researcher()
             .await

@@ -189,7 +189,10 @@ fn assert_keys_cancel(results: Vec<Result<Outcome, Error>>) {
     }
     for o in &outcomes {
         assert!(o.timings.total >= o.timings.connect);
-        assert_eq!(format!("{:?}", o.material.key().unwrap()), "SecretKey(<redacted>)");
+        assert_eq!(
+            format!("{:?}", o.material.key().unwrap()),
+            "SecretKey(<redacted>)"
+        );
     }
 }
 
@@ -882,7 +885,9 @@ fn a_cancelled_party_stops_quickly_with_nothing_stored_and_its_peers_are_told() 
 fn lom_plans(parties: &[Identity], timeout: Duration) -> Vec<NegotiationPlan> {
     let mut plans = honest_plans(parties, timeout);
     for i in 0..plans.len() {
-        change(&mut plans, i, |p| p.scheme = crate::engine::ContextScheme::Lom);
+        change(&mut plans, i, |p| {
+            p.scheme = crate::engine::ContextScheme::Lom
+        });
     }
     plans
 }
@@ -908,7 +913,9 @@ fn lom_sessions_give_every_pair_of_nodes_one_secret_and_the_researcher_none() {
         let parties = identities(n);
         let ended = run_all_sinks(lom_plans(&parties, Duration::from_secs(20)));
         for (i, (r, sink)) in ended.iter().enumerate() {
-            let o = r.as_ref().unwrap_or_else(|e| panic!("party {i} failed: {e}"));
+            let o = r
+                .as_ref()
+                .unwrap_or_else(|e| panic!("party {i} failed: {e}"));
             assert!(o.material.key().is_none());
             assert!(sink.confirmed && sink.stored.is_none(), "party {i}");
         }
@@ -934,11 +941,16 @@ fn lom_sessions_give_every_pair_of_nodes_one_secret_and_the_researcher_none() {
 fn a_lom_party_among_key_parties_is_refused_at_the_hello() {
     let parties = identities(3);
     let mut plans = honest_plans(&parties, Duration::from_secs(5));
-    change(&mut plans, 2, |p| p.scheme = crate::engine::ContextScheme::Lom);
+    change(&mut plans, 2, |p| {
+        p.scheme = crate::engine::ContextScheme::Lom
+    });
     let ended = run_all_sinks(plans);
     for (i, (r, sink)) in ended.iter().enumerate() {
         assert!(r.is_err(), "party {i} must fail");
-        assert!(sink.stored.is_none() && sink.stored_pairwise.is_none(), "party {i}");
+        assert!(
+            sink.stored.is_none() && sink.stored_pairwise.is_none(),
+            "party {i}"
+        );
     }
 }
 
@@ -986,6 +998,13 @@ fn a_researcher_sending_a_dh_public_key_is_refused_as_substitution_at_every_node
     }
     // Every node that read the forged key refuses it as substitution; a node may instead
     // first see another node's abort for it (a peer failure naming the researcher's deed).
-    assert!(substitution_seen >= 1, "{:?}", ended.iter().map(|(r, _)| r.as_ref().unwrap_err().to_string()).collect::<Vec<_>>());
+    assert!(
+        substitution_seen >= 1,
+        "{:?}",
+        ended
+            .iter()
+            .map(|(r, _)| r.as_ref().unwrap_err().to_string())
+            .collect::<Vec<_>>()
+    );
     r.join().unwrap();
 }

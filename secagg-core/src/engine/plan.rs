@@ -54,7 +54,9 @@ pub struct PlanParts {
 }
 
 /// What a session produces, and so which scheme its context serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ContextScheme {
     /// Joye–Libert: every node a user key `sk_i`, the researcher the server key `sk0 = −Σ sk_i`

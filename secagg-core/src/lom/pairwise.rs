@@ -133,7 +133,10 @@ mod tests {
         assert_ne!(a.fingerprint, b.fingerprint);
         assert!(a.fingerprint.starts_with("SHA256:"));
         let dbg = format!("{a:?}");
-        assert!(dbg.contains("<redacted>") && !dbg.contains("[1, 1"), "{dbg}");
+        assert!(
+            dbg.contains("<redacted>") && !dbg.contains("[1, 1"),
+            "{dbg}"
+        );
         assert_eq!(a.secret_with("node_b"), Some(&[1u8; 32]));
         assert_eq!(a.secret_with("node_c"), None);
     }

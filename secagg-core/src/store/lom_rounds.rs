@@ -9,7 +9,13 @@ use crate::error::{Error, Result};
 
 /// Records (round, label) for `session_id` at `at`; returns false (and records nothing) if it
 /// was recorded before.
-pub fn record(conn: &Connection, session_id: &str, round: u64, label: u64, at: OffsetDateTime) -> Result<bool> {
+pub fn record(
+    conn: &Connection,
+    session_id: &str,
+    round: u64,
+    label: u64,
+    at: OffsetDateTime,
+) -> Result<bool> {
     let (round, label) = (to_sql(round, "round")?, to_sql(label, "label")?);
     let n = conn
         .prepare_cached(
@@ -23,7 +29,9 @@ pub fn record(conn: &Connection, session_id: &str, round: u64, label: u64, at: O
 /// The distinct rounds recorded for `session_id`, ascending.
 pub fn rounds(conn: &Connection, session_id: &str) -> Result<Vec<u64>> {
     let mut st = conn
-        .prepare_cached("SELECT DISTINCT round FROM lom_rounds WHERE session_id = ?1 ORDER BY round")
+        .prepare_cached(
+            "SELECT DISTINCT round FROM lom_rounds WHERE session_id = ?1 ORDER BY round",
+        )
         .map_err(|e| Error::store("while listing masked rounds", e))?;
     let rows = st
         .query_map([session_id], |r| r.get::<_, i64>(0))

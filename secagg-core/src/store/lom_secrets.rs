@@ -10,7 +10,11 @@ use crate::error::{Error, Result};
 use crate::lom::prf::Key32;
 
 /// Stores `secrets` (peer id, secret) for `session_id`.
-pub fn insert(conn: &Connection, session_id: &str, secrets: &[(String, Zeroizing<Key32>)]) -> Result<()> {
+pub fn insert(
+    conn: &Connection,
+    session_id: &str,
+    secrets: &[(String, Zeroizing<Key32>)],
+) -> Result<()> {
     let mut st = conn
         .prepare_cached("INSERT INTO lom_secrets (session_id, peer_id, secret) VALUES (?1, ?2, ?3)")
         .map_err(|e| Error::store("while storing pairwise secrets", e))?;
@@ -22,7 +26,11 @@ pub fn insert(conn: &Connection, session_id: &str, secrets: &[(String, Zeroizing
 }
 
 /// The secrets of `session_id`, by peer id (in the order of `peers`); fails if one is missing.
-pub fn get(conn: &Connection, session_id: &str, peers: &[String]) -> Result<Vec<(String, Zeroizing<Key32>)>> {
+pub fn get(
+    conn: &Connection,
+    session_id: &str,
+    peers: &[String],
+) -> Result<Vec<(String, Zeroizing<Key32>)>> {
     let mut st = conn
         .prepare_cached("SELECT secret FROM lom_secrets WHERE session_id = ?1 AND peer_id = ?2")
         .map_err(|e| Error::store("while reading pairwise secrets", e))?;
@@ -52,7 +60,10 @@ pub fn get(conn: &Connection, session_id: &str, peers: &[String]) -> Result<Vec<
 
 /// Deletes the secrets of `session_id`.
 pub fn delete(conn: &Connection, session_id: &str) -> Result<()> {
-    conn.execute("DELETE FROM lom_secrets WHERE session_id = ?1", [session_id])
-        .map_err(|e| Error::store("while deleting pairwise secrets", e))?;
+    conn.execute(
+        "DELETE FROM lom_secrets WHERE session_id = ?1",
+        [session_id],
+    )
+    .map_err(|e| Error::store("while deleting pairwise secrets", e))?;
     Ok(())
 }

@@ -1,0 +1,343 @@
+//! One LOM round of a LOM context, from a home: a node masks its parameters with the pairwise
+//! secrets it stored for the context into a [`MaskedFile`] that it signs; the researcher checks
+//! that it holds one file from every node of the context, all of this context, round and label,
+//! each signed by the node it names, and sums them: the masks cancel and only the (weighted)
+//! average remains, given only if every sum is one honest nodes can make.
+//!
+//! **No round twice.** Masking two different vectors with the same masks lets whoever holds both
+//! subtract them. So a node records (context, round, label) durably, in the same store as the
+//! secrets, before it hands out a masked vector, and refuses a second vector for the same triple
+//! ([`Error::Conflict`]). Everything that can fail on the input (quantisation, weight, the
+//! context's state) fails before the record, so a bad input burns no round.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::masked_file::{profile_name, MaskedFile, MASKED_FORMAT, MASKED_VERSION};
+use crate::contexts::{ContextRecord, KeyState};
+use crate::engine::ContextScheme;
+use crate::error::{Error, Result};
+use crate::home::Home;
+use crate::identity;
+use crate::lom::{self, Clipped, PairSecret, Profile};
+use crate::party::{PartyId, Role, SessionId};
+use crate::session;
+use crate::store::{lom_rounds, lom_secrets, peers, Store};
+
+/// A node's request to mask its parameters for one round.
+#[derive(Debug, Clone)]
+pub struct LomEncryptRequest {
+    /// The LOM context.
+    pub session: SessionId,
+    /// The training round.
+    pub round: u64,
+    /// The vector's label (0: the weights); secagg's profile masks each label with its own
+    /// stream, v6's profiles the same mask for every label of a round.
+    pub label: u64,
+    /// The parameters (finite numbers).
+    pub values: Vec<f64>,
+    /// The node's weight (its sample count, at most 131,071), if the federation weights.
+    pub weight: Option<u64>,
+    /// Clipping range `c`.
+    pub clipping_range: u32,
+    /// The construction: secagg's (the default) or v6's, bit for bit.
+    pub profile: Profile,
+}
+
+/// What a node gets: the signed file, and what quantisation clipped (reported, never silent).
+#[derive(Debug, Clone)]
+pub struct LomMasked {
+    /// The file to send the researcher.
+    pub file: MaskedFile,
+    /// The values outside `[−c, c]`, clipped to it.
+    pub clipped: Clipped,
+}
+
+/// The researcher's request to unmask one round.
+#[derive(Debug, Clone)]
+pub struct LomDecryptRequest {
+    /// The LOM context.
+    pub session: SessionId,
+    /// The training round.
+    pub round: u64,
+    /// The vector's label.
+    pub label: u64,
+    /// One masked file per node, each with a name for errors.
+    pub files: Vec<(String, MaskedFile)>,
+}
+
+/// The researcher's result for one LOM round.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LomAverage {
+    /// The context.
+    pub session_id: String,
+    /// The round.
+    pub round: u64,
+    /// The label.
+    pub label: u64,
+    /// The profile the nodes masked with.
+    pub profile: String,
+    /// Number of nodes averaged.
+    pub nodes: usize,
+    /// Number of parameters.
+    pub count: usize,
+    /// The sum of the nodes' weights (the number of nodes when unweighted).
+    pub total_weight: u64,
+    /// The weighted average of every parameter (in the quantisation's precision).
+    pub average: Vec<f64>,
+    /// Always true: every file was signed by the node it names.
+    pub authenticated: bool,
+}
+
+/// The confirmed LOM context of `session` in which this party has role `want`.
+fn lom_context(home: &Home, session: &SessionId, want: Role) -> Result<ContextRecord> {
+    let c = session::get_context(home, session)?;
+    if c.scheme != ContextScheme::Lom {
+        return Err(Error::invalid(format!(
+            "session {session} is a {} context, not a LOM one",
+            c.scheme
+        ))
+        .with_hint("use --scheme jl with it, or set up a LOM context with `secagg session run --scheme lom`"));
+    }
+    if c.role != want {
+        return Err(match want {
+            Role::Node => Error::invalid(format!(
+                "this party is the researcher of session {session}: nodes mask, the researcher unmasks"
+            )),
+            Role::Researcher => Error::invalid(format!(
+                "this party is a node of session {session}: the researcher unmasks the sum"
+            ))
+            .with_hint("send the masked file to the researcher"),
+        });
+    }
+    if c.state != KeyState::Confirmed {
+        return Err(Error::invalid(format!(
+            "the LOM context of session {session} is unconfirmed: the researcher's confirmation never arrived, so some node may lack its secrets"
+        ))
+        .with_hint(format!(
+            "ask the researcher whether `secagg context show {session}` lists the context; if it does, run `secagg context confirm {session}`"
+        )));
+    }
+    Ok(c)
+}
+
+/// Masks a node's parameters for one round with its stored pairwise secrets (see the module
+/// documentation for the order of the checks and the round record).
+pub fn encrypt_lom(home: &Home, req: &LomEncryptRequest) -> Result<LomMasked> {
+    if req.values.is_empty() {
+        return Err(Error::invalid("no parameters to mask (an empty vector)"));
+    }
+    let ctx = lom_context(home, &req.session, Role::Node)?;
+    let signer = identity::load(home)?;
+    let me = ctx.parties[ctx.party_index as usize].clone();
+    let peers: Vec<String> = ctx.parties[1..]
+        .iter()
+        .filter(|p| **p != me)
+        .cloned()
+        .collect();
+    let sid = ctx.session_id.clone();
+    let mut store = Store::open_party(home)?;
+    let secrets = store.read(|tx| lom_secrets::get(tx, &sid, &peers))?;
+    let pairs: Vec<PairSecret<'_>> = secrets
+        .iter()
+        .map(|(peer, s)| PairSecret {
+            peer: peer.as_str(),
+            secret: s,
+        })
+        .collect();
+    let stream = req.profile.stream(req.round, req.label);
+    let nonce = lom::nonce(&req.session, req.profile);
+    let masked = lom::encrypt(
+        &me,
+        &pairs,
+        ctx.parties.len() - 1,
+        stream,
+        &req.values,
+        req.weight,
+        req.clipping_range,
+        &nonce,
+    )?;
+    drop(pairs);
+    drop(secrets);
+    let mut file = MaskedFile {
+        format: MASKED_FORMAT.to_owned(),
+        version: MASKED_VERSION,
+        session_id: req.session.to_string(),
+        round: req.round,
+        label: req.label,
+        profile: profile_name(req.profile).to_owned(),
+        party_id: me,
+        nodes: ctx.parties.len() - 1,
+        count: req.values.len(),
+        clipping_range: req.clipping_range,
+        weight: req.weight,
+        values: masked.values,
+        signature: None,
+    };
+    file.sign(&signer)?;
+    record_round(&mut store, &req.session, req.round, req.label)?;
+    Ok(LomMasked {
+        file,
+        clipped: masked.clipped,
+    })
+}
+
+/// Records (session, round, label) durably; a second time is a conflict.
+fn record_round(store: &mut Store, session: &SessionId, round: u64, label: u64) -> Result<()> {
+    let sid = session.to_string();
+    let fresh =
+        store.write(|tx| lom_rounds::record(tx, &sid, round, label, OffsetDateTime::now_utc()))?;
+    if !fresh {
+        return Err(Error::conflict(format!(
+            "round {round} (label {label}) of LOM context {session} was masked before: masking a second vector with the same masks would let the researcher subtract them"
+        ))
+        .with_hint("the first masked file of this round stands; use the next round number for new parameters"));
+    }
+    Ok(())
+}
+
+/// Unmasks the weighted average of one round from every node's masked file.
+pub fn decrypt_lom(home: &Home, req: &LomDecryptRequest) -> Result<LomAverage> {
+    let ctx = lom_context(home, &req.session, Role::Researcher)?;
+    let nodes: Vec<&String> = ctx.parties.iter().skip(1).collect();
+    let (first_name, first) = req
+        .files
+        .first()
+        .ok_or_else(|| Error::invalid("no masked files given"))?;
+    let width = first.check_shape(first_name)?;
+    check_one_file_per_node(req, &nodes, first)?;
+    check_signatures(home, req)?;
+    let total_weight = total_weight(req)?;
+    let vectors: Vec<Vec<u64>> = req.files.iter().map(|(_, f)| f.values.clone()).collect();
+    let average =
+        lom::decrypt(&vectors, width, total_weight, first.clipping_range).map_err(|e| {
+            e.context(format!(
+                "round {} of LOM context {}",
+                req.round, req.session
+            ))
+        })?;
+    Ok(LomAverage {
+        session_id: req.session.to_string(),
+        round: req.round,
+        label: req.label,
+        profile: first.profile.clone(),
+        nodes: nodes.len(),
+        count: first.count,
+        total_weight,
+        average,
+        authenticated: true,
+    })
+}
+
+/// The sum of the weights: every file weighted, or none (then each node counts once).
+fn total_weight(req: &LomDecryptRequest) -> Result<u64> {
+    let weighted = req.files.iter().filter(|(_, f)| f.weight.is_some()).count();
+    if weighted == 0 {
+        return Ok(req.files.len() as u64);
+    }
+    if weighted != req.files.len() {
+        return Err(Error::invalid(
+            "some masked files carry a weight and others do not: the nodes must all weight, or none",
+        ));
+    }
+    req.files.iter().try_fold(0u64, |acc, (name, f)| {
+        let w = f.weight.unwrap_or(0);
+        lom::encoding::check_weight(w).map_err(|e| e.context(format!("in masked file {name}")))?;
+        Ok(acc + w)
+    })
+}
+
+/// One file per node of the context, all of this context, round, label and profile, alike in
+/// shape.
+fn check_one_file_per_node(
+    req: &LomDecryptRequest,
+    nodes: &[&String],
+    first: &MaskedFile,
+) -> Result<()> {
+    let session = req.session;
+    let mut seen = BTreeSet::new();
+    for (name, f) in &req.files {
+        let bad = |why: String| Error::invalid(format!("masked file {name}: {why}"));
+        f.check_shape(name)?;
+        if f.session_id != session.to_string() {
+            return Err(bad(format!(
+                "it is from session {}, not {session}",
+                f.session_id
+            ))
+            .with_hint("give the files of one session and round"));
+        }
+        if (f.round, f.label) != (req.round, req.label) {
+            return Err(bad(format!(
+                "it is round {} label {}, not round {} label {}",
+                f.round, f.label, req.round, req.label
+            ))
+            .with_hint("give the files of one round and label"));
+        }
+        if f.nodes != nodes.len() {
+            return Err(bad(format!(
+                "it was masked for {} nodes, the context has {}",
+                f.nodes,
+                nodes.len()
+            )));
+        }
+        if !nodes.iter().any(|n| **n == f.party_id) {
+            return Err(bad(format!(
+                "`{}` is not a node of session {session}",
+                f.party_id
+            )));
+        }
+        if !seen.insert(f.party_id.clone()) {
+            return Err(bad(format!("a second file from `{}`", f.party_id)));
+        }
+        if (f.count, f.clipping_range, &f.profile)
+            != (first.count, first.clipping_range, &first.profile)
+        {
+            return Err(bad(format!(
+                "{} values, clipping range {}, profile `{}`; the first file has {}, {}, `{}`",
+                f.count,
+                f.clipping_range,
+                f.profile,
+                first.count,
+                first.clipping_range,
+                first.profile
+            )));
+        }
+    }
+    let missing: Vec<&str> = nodes
+        .iter()
+        .filter(|n| !seen.contains(n.as_str()))
+        .map(|n| n.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::invalid(format!(
+            "no masked file from {}: the pairwise masks cancel only in the sum over every node of the context",
+            missing.join(", ")
+        ))
+        .with_hint("collect one file from every node of the context for this round"));
+    }
+    Ok(())
+}
+
+/// Verifies every file's signature against the certificate registered for the node it names.
+fn check_signatures(home: &Home, req: &LomDecryptRequest) -> Result<()> {
+    let mut store = Store::open_party_read_only(home)?;
+    for (name, f) in &req.files {
+        let party = PartyId::parse_custom(&f.party_id)
+            .map_err(|e| e.context(format!("in masked file {name}")))?;
+        let peer = store.read(|tx| peers::get(tx, &party))?.ok_or_else(|| {
+            Error::not_found(format!(
+                "`{party}` is not registered here: the signature of masked file {name} cannot be checked"
+            ))
+        })?;
+        f.verify_signature(name, &peer.certificate_der)?;
+    }
+    Ok(())
+}
+
+/// The rounds a node masked under its LOM context `session`, ascending (for `context show`).
+pub fn rounds_used(home: &Home, session: &SessionId) -> Result<Vec<u64>> {
+    let sid = session.to_string();
+    Store::open_party_read_only(home)?.read(|tx| lom_rounds::rounds(tx, &sid))
+}
