@@ -277,3 +277,82 @@ pub fn mpspdz_engine_args(root: &Path, port: u16) -> Vec<String> {
         port.to_string(),
     ]
 }
+
+/// One LOM round over the context `session`, every step a fresh process: each node masks its own
+/// parameters (node `i`: `[i, −i/2, 0.25 + i/10]`, weight `i + 1`) for `round`, the researcher
+/// unmasks; asserts that the result is the weighted average of the nodes' parameters (within
+/// the quantisation's precision) and returns the masked files.
+pub fn assert_lom_round(fed: &Federation, session: &str, round: u64) -> Vec<PathBuf> {
+    let dir = fed.dir.join(format!("lom-{session}-{round}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let nodes = fed.parties.len() - 1;
+    let params = |i: usize| vec![i as f64 * 0.5, -(i as f64) / 4.0, 0.25 + i as f64 / 10.0];
+    let mut files = Vec::new();
+    let (mut sums, mut total) = (vec![0.0f64; 3], 0.0f64);
+    for i in 1..=nodes {
+        let p = dir.join(format!("params-{i}.json"));
+        std::fs::write(&p, serde_json::to_string(&params(i)).unwrap()).unwrap();
+        let out = dir.join(format!("masked-{i}.json"));
+        let weight = (i + 1).to_string();
+        secagg(
+            fed.parties[i].home.root(),
+            &[
+                "aggregate",
+                "encrypt",
+                "--scheme",
+                "lom",
+                "--session",
+                session,
+                "--round",
+                &round.to_string(),
+                "--params",
+                p.to_str().unwrap(),
+                "--weight",
+                &weight,
+                "-o",
+                out.to_str().unwrap(),
+            ],
+        )
+        .ok();
+        for (s, v) in sums.iter_mut().zip(params(i)) {
+            *s += v * (i + 1) as f64;
+        }
+        total += (i + 1) as f64;
+        files.push(out);
+    }
+    let mut args: Vec<String> = [
+        "aggregate",
+        "decrypt",
+        "--scheme",
+        "lom",
+        "--session",
+        session,
+        "--round",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(round.to_string());
+    args.extend(files.iter().map(|f| f.to_str().unwrap().to_owned()));
+    args.extend(["--format".into(), "json".into()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let avg = secagg(researcher(fed), &refs).ok().json();
+    let got: Vec<f64> = avg["average"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(got.len(), 3, "{avg}");
+    for (g, s) in got.iter().zip(&sums) {
+        let want = s / total;
+        // Quantisation to 2·3/8191 per value, averaged: well within 1e-3.
+        assert!(
+            (g - want).abs() < 1e-3,
+            "average {got:?}, expected {want} ({avg})"
+        );
+    }
+    assert_eq!(avg["total_weight"], total as u64);
+    assert_eq!(avg["nodes"], nodes);
+    files
+}
