@@ -1,6 +1,9 @@
 """Type stubs of secagg._native, the Rust extension (see secagg/__init__.py)."""
 
 import os
+
+import numpy as np
+import numpy.typing as npt
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, TypedDict, Union, final
 
@@ -96,6 +99,33 @@ class ContextSummary(TypedDict, total=False):
     expires_at: str
     expired: bool
     key: int
+
+class MaskedFile(TypedDict, total=False):
+    format: str
+    version: int
+    session_id: str
+    round: int
+    label: int
+    profile: str
+    party_id: str
+    nodes: int
+    count: int
+    clipping_range: int
+    weight: Optional[int]
+    values: npt.NDArray[np.uint64]
+    signature: Dict[str, str]
+    clipped: Tuple[int, int]
+
+class LomAverage(TypedDict):
+    session_id: str
+    round: int
+    label: int
+    profile: str
+    nodes: int
+    count: int
+    total_weight: int
+    average: npt.NDArray[np.float64]
+    authenticated: bool
 
 class CiphertextFile(TypedDict):
     format: str
@@ -346,6 +376,23 @@ class Home:
         biprime: Union[None, int, PathLike] = None,
         allow_unsigned: bool = False,
     ) -> RoundAverage: ...
+    def lom_encrypt(
+        self,
+        session: str,
+        round: int,
+        params: Union[npt.NDArray[np.float64], npt.NDArray[np.float32], Sequence[float]],
+        weight: Optional[int] = None,
+        label: int = 0,
+        clipping_range: int = ...,  # DEFAULT_CLIPPING_RANGE (3)
+        profile: Literal["secagg", "fedbiomed-v6", "fedbiomed-v6.4", "fedbiomed-v6.3"] = "secagg",
+    ) -> MaskedFile: ...
+    def lom_decrypt(
+        self,
+        session: str,
+        round: int,
+        files: Sequence[Union[MaskedFile, Dict[str, Any], PathLike]],
+        label: int = 0,
+    ) -> LomAverage: ...
     def roster_export(
         self, path: Optional[PathLike] = None, valid_days: int = ..., force: bool = False
     ) -> RosterExport: ...

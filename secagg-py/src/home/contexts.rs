@@ -9,13 +9,10 @@ use crate::errors::unlocked;
 
 #[pymethods]
 impl Home {
-    /// Every stored context (negotiated key) without the keys, newest first
-    /// (`secagg context list --format json`).
+    /// Every stored context (negotiated key, or LOM context with `rounds_used` at a node)
+    /// without the keys, newest first (`secagg context list --format json`).
     fn contexts(&self, py: Python<'_>) -> PyResult<PyObject> {
-        let list: Vec<_> = unlocked(py, || session::list_contexts(&self.core()))?
-            .iter()
-            .map(|c| c.summary(false))
-            .collect();
+        let list = unlocked(py, || session::context_summaries(&self.core()))?;
         to_py(py, &list)
     }
 
@@ -25,8 +22,9 @@ impl Home {
     #[pyo3(signature = (session, reveal_key=false))]
     fn context(&self, py: Python<'_>, session: &str, reveal_key: bool) -> PyResult<PyObject> {
         let id = session_id(session)?;
-        let c = unlocked(py, || session::get_context(&self.core(), &id))?;
-        let summary = c.summary(reveal_key);
+        let summary = unlocked(py, || {
+            session::context_summary(&self.core(), &id, reveal_key)
+        })?;
         let d = to_dict(py, &summary)?;
         if let Some(k) = &summary.key {
             d.set_item("key", decimal_to_int(py, k)?)?;

@@ -9,11 +9,13 @@
 //!   check;
 //! - `contexts`: the stored negotiated keys;
 //! - `aggregate`: Joye–Libert encryption and decryption of a training round;
+//! - `lom`: LOM masking and unmasking of a training round, NumPy arrays in and out;
 //! - `roster`: signed rosters (export, show, import, pull).
 
 mod aggregate;
 mod contexts;
 mod identity;
+mod lom;
 mod negotiation;
 mod peers;
 mod roster;
