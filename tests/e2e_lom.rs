@@ -192,3 +192,48 @@ fn nodes_refuse_a_lom_party_list_padded_with_a_party_they_never_registered() {
         assert!(contexts(p.home.root()).is_empty(), "{}", p.party_id);
     }
 }
+
+/// `secagg demo ARGS` (the demo makes its own homes: no `--home`).
+fn demo(args: &[&str]) -> std::process::Output {
+    support::secagg_command()
+        .arg("demo")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn demo_scheme_lom_sets_up_checks_and_aggregates() {
+    let out = demo(&[
+        "--scheme",
+        "lom",
+        "--nodes",
+        "3",
+        "--aggregate",
+        "--parameters",
+        "2000",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["scheme"], "lom", "{json}");
+    assert_eq!(json["verified"], true, "{json}");
+    assert_eq!(json["aggregation"]["verified"], true, "{json}");
+    assert_eq!(json["aggregation"]["parameters"], 2000);
+    for (args, needle) in [
+        (&["--scheme", "lom", "--nodes", "2"][..], "at least 3 nodes"),
+        (
+            &["--scheme", "lom", "--engine", "mp-spdz"][..],
+            "native engine only",
+        ),
+    ] {
+        let out = demo(args);
+        assert_eq!(out.status.code(), Some(3));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(needle));
+    }
+}

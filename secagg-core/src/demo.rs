@@ -252,3 +252,111 @@ pub fn aggregate_check(
         decrypt_ms: (decrypted.as_secs_f64() * 1e6).round() / 1e3,
     })
 }
+
+/// Reads every party's LOM context of `session_id` and checks it: confirmed everywhere, the
+/// researcher holding no secret, every node one secret per other node, and both nodes of every
+/// pair the same one (the LOM counterpart of [`verify`]). `key_fingerprints` are the parties'
+/// context fingerprints; `server_key_bits` is 0.
+pub fn verify_lom(federation: &Federation, session_id: &SessionId) -> Result<Verification> {
+    use crate::contexts::KeyState;
+    use crate::engine::ContextScheme;
+    let sid = session_id.to_string();
+    let ids = federation.party_ids();
+    let mut key_fingerprints = Vec::new();
+    let mut sets = Vec::new();
+    let mut verified = true;
+    for (i, party) in federation.parties.iter().enumerate() {
+        let ctx = session::get_context(&party.home, session_id)
+            .map_err(|e| e.context(format!("party `{}`", party.party_id)))?;
+        verified &= ctx.scheme == ContextScheme::Lom && ctx.state == KeyState::Confirmed;
+        key_fingerprints.push(ctx.key_fingerprint.clone());
+        if i == 0 {
+            continue;
+        }
+        let peers: Vec<String> = ids[1..]
+            .iter()
+            .filter(|p| **p != party.party_id)
+            .cloned()
+            .collect();
+        let set = crate::store::Store::open_party_read_only(&party.home)?
+            .read(|tx| crate::store::lom_secrets::get(tx, &sid, &peers))?;
+        sets.push(set);
+    }
+    for (a, set) in sets.iter().enumerate() {
+        for (peer, secret) in set {
+            let b = ids[1..]
+                .iter()
+                .position(|p| p == peer)
+                .unwrap_or(usize::MAX);
+            let back = sets
+                .get(b)
+                .and_then(|s| s.iter().find(|(p, _)| *p == ids[a + 1]))
+                .map(|(_, s)| s);
+            verified &= back.is_some_and(|s| **s == **secret);
+        }
+    }
+    Ok(Verification {
+        verified,
+        key_fingerprints,
+        server_key_bits: 0,
+    })
+}
+
+/// [`aggregate_check`] for a LOM context: every node masks a random vector (secagg's profile,
+/// round 1, unweighted), the researcher unmasks the average from the signed files, and it is
+/// compared with the plain average (within two quantisation steps: v6's encoding truncates).
+pub fn aggregate_check_lom(
+    federation: &Federation,
+    session: &SessionId,
+    parameters: usize,
+) -> Result<AggregateCheck> {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let nodes = &federation.parties[1..];
+    let mut plain = vec![0.0f64; parameters];
+    let mut files = Vec::with_capacity(nodes.len());
+    let started = std::time::Instant::now();
+    for node in nodes {
+        let values: Vec<f64> = (0..parameters).map(|_| rng.gen_range(-2.0..2.0)).collect();
+        for (p, v) in plain.iter_mut().zip(&values) {
+            *p += v / nodes.len() as f64;
+        }
+        let req = aggregate::LomEncryptRequest {
+            session: *session,
+            round: 1,
+            label: 0,
+            values,
+            weight: None,
+            clipping_range: aggregate::DEFAULT_CLIPPING_RANGE,
+            profile: crate::lom::Profile::Secagg,
+        };
+        let masked = aggregate::encrypt_lom(&node.home, &req)
+            .map_err(|e| e.context(format!("node `{}`", node.party_id)))?;
+        files.push((node.party_id.clone(), masked.file));
+    }
+    let encrypted = started.elapsed();
+    let req = aggregate::LomDecryptRequest {
+        session: *session,
+        round: 1,
+        label: 0,
+        files,
+    };
+    let avg = aggregate::decrypt_lom(&federation.parties[0].home, &req)?;
+    let decrypted = started.elapsed() - encrypted;
+    let max_error = avg
+        .average
+        .iter()
+        .zip(&plain)
+        .map(|(a, p)| (a - p).abs())
+        .fold(0.0, f64::max);
+    let step =
+        2.0 * f64::from(aggregate::DEFAULT_CLIPPING_RANGE) / f64::from(aggregate::TARGET_RANGE);
+    Ok(AggregateCheck {
+        parameters,
+        nodes: nodes.len(),
+        max_error,
+        verified: avg.average.len() == parameters && max_error <= 2.0 * step,
+        encrypt_ms: (encrypted.as_secs_f64() * 1e6).round() / 1e3,
+        decrypt_ms: (decrypted.as_secs_f64() * 1e6).round() / 1e3,
+    })
+}

@@ -13,7 +13,7 @@ use secagg_core::processes::{self, NegotiateCommand, PartyProcesses, Stopper, Te
 use secagg_core::SessionId;
 use serde::Serialize;
 
-use crate::commands::negotiate::{parse_duration, EngineArg};
+use crate::commands::negotiate::{parse_duration, EngineArg, SchemeArg};
 use crate::output::{self, Format, FormatArg};
 
 /// Run a whole negotiation on this machine: one researcher and N nodes, each with its own home and
@@ -28,6 +28,10 @@ pub struct DemoArgs {
     /// Negotiation engine.
     #[arg(long, value_enum, default_value_t)]
     engine: EngineArg,
+    /// What to negotiate: jl (Joye–Libert keys, checked by sk0 + Σ sk_i = 0) or lom (a secret
+    /// per pair of nodes, checked pair by pair; at least 3 nodes).
+    #[arg(long, value_enum, default_value_t)]
+    scheme: SchemeArg,
     /// Deadline for the negotiation (default: 60s native, 90s mp-spdz).
     #[arg(long, value_parser = parse_duration)]
     timeout: Option<Duration>,
@@ -55,6 +59,7 @@ pub struct DemoArgs {
 #[derive(Debug, Serialize)]
 struct DemoSummary {
     engine: &'static str,
+    scheme: &'static str,
     parties: usize,
     nodes: usize,
     session_id: String,
@@ -178,6 +183,23 @@ fn run_demo(a: DemoArgs, state: &Mutex<DemoState>) -> anyhow::Result<()> {
     let engine_name = a.engine.name();
     let timeout = a.timeout.unwrap_or(a.engine.default_timeout());
     let mut extra: Vec<std::ffi::OsString> = Vec::new();
+    let lom = a.scheme == SchemeArg::Lom;
+    if lom {
+        if let EngineArg::MpSpdz = a.engine {
+            return Err(
+                secagg_core::Error::invalid("--scheme lom runs on the native engine only").into(),
+            );
+        }
+        if usize::from(a.nodes) < secagg_core::session::DEFAULT_MIN_NODES {
+            return Err(secagg_core::Error::invalid(format!(
+                "--scheme lom needs at least {} nodes (with 2, each node learns the other's vector from the average)",
+                secagg_core::session::DEFAULT_MIN_NODES
+            ))
+            .into());
+        }
+        extra.push("--scheme".into());
+        extra.push("lom".into());
+    }
     if let EngineArg::MpSpdz = a.engine {
         // Fail before creating the federation when MP-SPDZ cannot be found.
         let root = secagg_core::mpspdz::MpSpdzRoot::locate(a.mpspdz_root.as_deref())?;
@@ -225,20 +247,29 @@ fn run_demo(a: DemoArgs, state: &Mutex<DemoState>) -> anyhow::Result<()> {
     let (session_id, elapsed, reports) = result?;
     let (v, aggregation) = {
         let _gate = lock(state);
-        let v = demo::verify(&federation, &session_id)?;
-        let aggregation = if a.aggregate && v.verified {
-            Some(demo::aggregate_check(
+        let v = if lom {
+            demo::verify_lom(&federation, &session_id)?
+        } else {
+            demo::verify(&federation, &session_id)?
+        };
+        let aggregation = match (a.aggregate && v.verified, lom) {
+            (false, _) => None,
+            (true, false) => Some(demo::aggregate_check(
                 &federation,
                 &session_id,
                 a.parameters as usize,
-            )?)
-        } else {
-            None
+            )?),
+            (true, true) => Some(demo::aggregate_check_lom(
+                &federation,
+                &session_id,
+                a.parameters as usize,
+            )?),
         };
         (v, aggregation)
     };
     let summary = DemoSummary {
         engine: engine_name,
+        scheme: if lom { "lom" } else { "jl" },
         parties: federation.parties.len(),
         nodes: federation.parties.len() - 1,
         session_id: session_id.to_string(),
@@ -274,13 +305,23 @@ fn run_demo(a: DemoArgs, state: &Mutex<DemoState>) -> anyhow::Result<()> {
                     summary.setup_ms
                 ),
             ),
-            ("server key", format!("{} bits", summary.server_key_bits)),
+            if lom {
+                (
+                    "pairwise secrets",
+                    format!(
+                        "{} pairs, agreed directly between the nodes",
+                        summary.nodes * (summary.nodes - 1) / 2
+                    ),
+                )
+            } else {
+                ("server key", format!("{} bits", summary.server_key_bits))
+            },
             (
                 "verified",
-                if summary.verified {
-                    "yes: sk0 + Σ sk_i = 0".into()
-                } else {
-                    "NO".into()
+                match (summary.verified, lom) {
+                    (true, false) => "yes: sk0 + Σ sk_i = 0".into(),
+                    (true, true) => "yes: both nodes of every pair hold the same secret".into(),
+                    (false, _) => "NO".into(),
                 },
             ),
             (
@@ -288,11 +329,13 @@ fn run_demo(a: DemoArgs, state: &Mutex<DemoState>) -> anyhow::Result<()> {
                 match &summary.aggregation {
                     None => "not run (--aggregate runs one round)".into(),
                     Some(g) => format!(
-                        "{}: {} parameters from {} nodes, encrypted in {:.0} ms, average decrypted in {:.0} ms, largest error {:.1e}",
+                        "{}: {} parameters from {} nodes, {} in {:.0} ms, average {} in {:.0} ms, largest error {:.1e}",
                         if g.verified { "verified" } else { "WRONG" },
                         g.parameters,
                         g.nodes,
+                        if lom { "masked" } else { "encrypted" },
                         g.encrypt_ms,
+                        if lom { "unmasked" } else { "decrypted" },
                         g.decrypt_ms,
                         g.max_error
                     ),
@@ -307,9 +350,12 @@ fn run_demo(a: DemoArgs, state: &Mutex<DemoState>) -> anyhow::Result<()> {
         .into());
     }
     if !v.verified {
-        return Err(
-            secagg_core::Error::verification("the negotiated keys do not sum to zero").into(),
-        );
+        return Err(secagg_core::Error::verification(if lom {
+            "the nodes' pairwise secrets do not agree"
+        } else {
+            "the negotiated keys do not sum to zero"
+        })
+        .into());
     }
     Ok(())
 }
