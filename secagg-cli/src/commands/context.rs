@@ -4,6 +4,7 @@ use std::path::Path;
 
 use clap::{Args, Subcommand};
 use secagg_core::contexts::{ContextSummary, KeyState};
+use secagg_core::engine::ContextScheme;
 use secagg_core::home::Home;
 use secagg_core::lookup;
 use secagg_core::session;
@@ -102,7 +103,6 @@ pub fn run(home: &Path, cmd: ContextCommand) -> anyhow::Result<()> {
                         "index",
                         "parties",
                         "scheme",
-                        "engine",
                         "key fingerprint",
                         "created",
                         "state",
@@ -113,8 +113,11 @@ pub fn run(home: &Path, cmd: ContextCommand) -> anyhow::Result<()> {
                             c.role.to_string(),
                             c.party_index.to_string(),
                             c.parties.len().to_string(),
-                            c.scheme.to_string(),
-                            c.engine.clone(),
+                            // One column: a LOM context is always the native protocol's.
+                            match c.scheme {
+                                ContextScheme::Jl => format!("jl {}", c.engine),
+                                ContextScheme::Lom => "lom".into(),
+                            },
                             c.key_fingerprint.clone(),
                             c.created_at.clone(),
                             state_text(c),
