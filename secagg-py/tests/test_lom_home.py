@@ -70,3 +70,81 @@ def test_lom_calls_refuse_a_joye_libert_context(tmp_path, agents):
     assert "not a LOM one" in e.value.message
     for a in running:
         a.stop()
+
+
+def test_a_secagg_lom_context_drives_fedbiomed_6_4_1s_own_crypter(tmp_path, agents):
+    """The documented way for a v6 node: its DH context from secagg's store
+    (``secagg.fedbiomed.v6.dh_context``), agreed between the agents, fed to fedbiomed 6.4.1's
+    own ``SecaggLomCrypter``; its masked vectors equal ``Home.lom_encrypt(profile="fedbiomed-v6")``
+    and secagg's drop-in ``SecaggLomCrypter``, value for value."""
+    import random
+
+    from secagg.fedbiomed import v6
+    from test_lom_v6 import fedbiomed_v6
+
+    researcher, homes, _, _, _ = _roster_federation(tmp_path, 3)
+    running = [agents(h) for h in homes]
+    session = researcher.session_run(all=True, timeout=30, scheme="lom")["session_id"]
+    entries = [v6.dh_context(h, session) for h in homes]
+    ids = entries[0]["parties"]
+    assert sorted(ids) == sorted(h.identity()["party_id"] for h in homes)
+    by_id = {h.identity()["party_id"]: (h, e) for h, e in zip(homes, entries)}
+    secrets = {}
+    for me, (_, e) in by_id.items():
+        for peer, s in v6.secrets_of(e).items():
+            pair = "|".join(sorted((me, peer)))
+            assert secrets.setdefault(pair, s) == s, "both ends hold the same secret"
+    rng = random.Random(3)
+    params = [[rng.uniform(-3, 3) for _ in range(50)] for _ in ids]
+    weights = [rng.randint(1, 1000) for _ in ids]
+    tau = 4
+    request = {
+        "nonce_hex": bytes(16).hex(),
+        "secagg_id": entries[0]["secagg_id"],
+        "secrets": {k: __import__("base64").b64encode(v).decode() for k, v in secrets.items()},
+        "node_ids": ids,
+        "tau": tau,
+        "x": [[1, 2, 3] for _ in ids],
+        "params": params,
+        "weights": weights,
+        "clipping_range": 3,
+        "too_big": 1 << 62,
+        "jl": {"biprime": secagg.DEFAULT_BIPRIME0, "keys": ["1", "2", "3"], "params": [[0.5]] * 3},
+    }
+    theirs = fedbiomed_v6(request)["encrypt"]
+    crypter = v6.SecaggLomCrypter(nonce=entries[0]["secagg_id"])
+    for me, p, w, want in zip(ids, params, weights, theirs):
+        home, entry = by_id[me]
+        ours = home.lom_encrypt(session, tau, np.array(p), weight=w, profile="fedbiomed-v6")
+        assert ours["values"].tolist() == want
+        assert crypter.encrypt(tau, me, p, v6.secrets_of(entry), ids, weight=w) == want
+    avg = v6.SecaggLomCrypter().aggregate(theirs, sum(weights), clipping_range=3)
+    plain = [sum(w * p[k] for p, w in zip(params, weights)) / sum(weights) for k in range(50)]
+    assert max(abs(a - b) for a, b in zip(avg, plain)) < 2 * 6 / 8191
+    # The researcher holds no DH context: refused.
+    with pytest.raises(secagg.InvalidInput):
+        v6.dh_context(researcher, session)
+    for a in running:
+        a.stop()
+
+
+def test_v6_drop_ins_refuse_what_v6_would_average_into_noise():
+    from secagg.fedbiomed import v6
+
+    ids = ["node_a", "node_b", "node_c"]
+    secret = {("node_a", "node_b"): b"\x01" * 32, ("node_a", "node_c"): b"\x02" * 32,
+              ("node_b", "node_c"): b"\x03" * 32}
+
+    def secrets_of(me):
+        return {p: secret[tuple(sorted((me, p)))] for p in ids if p != me}
+
+    crypter = v6.SecaggLomCrypter(nonce="secagg_7f3c9a52-1b2d-4e8f-9a6b-3c4d5e6f7a8b")
+    masked = [crypter.encrypt(1, me, [0.5, -0.5], secrets_of(me), ids, weight=10) for me in ids]
+    assert max(abs(a - b) for a, b in zip(crypter.aggregate(masked, 30), [0.5, -0.5])) < 2e-3
+    with pytest.raises(secagg.VerificationFailed):
+        crypter.aggregate(masked[:2], 20)
+    lom = v6.LOM(b"\x00" * 16)
+    ys = [lom.protect(me, secrets_of(me), 7, [5, 6], ids) for me in ids]
+    assert lom.aggregate(ys) == [15, 18]
+    with pytest.raises(secagg.InvalidInput):
+        v6.LOM(b"short")

@@ -123,10 +123,41 @@ fn lom_context(home: &Home, session: &SessionId, want: Role) -> Result<ContextRe
     Ok(c)
 }
 
+/// A node's pairwise secrets: (other node's id, secret), in party order.
+pub type PeerSecrets = Vec<(String, zeroize::Zeroizing<crate::lom::prf::Key32>)>;
+
+/// A node's confirmed LOM context of `session` and its pairwise secrets (one per other node, in
+/// party order), for code that masks elsewhere: Fed-BioMed v6's own crypter, given the context
+/// in the shape of its DH context entry (`secagg.fedbiomed.v6.dh_context`). The caller then holds
+/// the secrets, and the round record of [`encrypt_lom`] is its business.
+pub fn node_secrets(home: &Home, session: &SessionId) -> Result<(ContextRecord, PeerSecrets)> {
+    let ctx = lom_context(home, session, Role::Node)?;
+    let me = &ctx.parties[ctx.party_index as usize];
+    let peers: Vec<String> = ctx.parties[1..]
+        .iter()
+        .filter(|p| *p != me)
+        .cloned()
+        .collect();
+    let sid = ctx.session_id.clone();
+    let secrets =
+        Store::open_party_read_only(home)?.read(|tx| lom_secrets::get(tx, &sid, &peers))?;
+    Ok((ctx, secrets))
+}
+
 /// Masks a node's parameters for one round with its stored pairwise secrets (see the module
 /// documentation for the order of the checks and the round record).
 pub fn encrypt_lom(home: &Home, req: &LomEncryptRequest) -> Result<LomMasked> {
-    if req.values.is_empty() {
+    encrypt_lom_values(home, req, &req.values)
+}
+
+/// [`encrypt_lom`] of `values` in place of the request's own (which are ignored): parameters
+/// that live elsewhere, such as a NumPy array the Python binding borrows.
+pub fn encrypt_lom_values(
+    home: &Home,
+    req: &LomEncryptRequest,
+    values: &[f64],
+) -> Result<LomMasked> {
+    if values.is_empty() {
         return Err(Error::invalid("no parameters to mask (an empty vector)"));
     }
     let ctx = lom_context(home, &req.session, Role::Node)?;
@@ -154,7 +185,7 @@ pub fn encrypt_lom(home: &Home, req: &LomEncryptRequest) -> Result<LomMasked> {
         &pairs,
         ctx.parties.len() - 1,
         stream,
-        &req.values,
+        values,
         req.weight,
         req.clipping_range,
         &nonce,
@@ -170,7 +201,7 @@ pub fn encrypt_lom(home: &Home, req: &LomEncryptRequest) -> Result<LomMasked> {
         profile: profile_name(req.profile).to_owned(),
         party_id: me,
         nodes: ctx.parties.len() - 1,
-        count: req.values.len(),
+        count: values.len(),
         clipping_range: req.clipping_range,
         weight: req.weight,
         values: masked.values,
@@ -198,19 +229,58 @@ fn record_round(store: &mut Store, session: &SessionId, round: u64, label: u64) 
     Ok(())
 }
 
+/// One node's masked file whose words may live apart from it (the Python binding borrows them
+/// from a NumPy array instead of copying 8 bytes a value).
+#[derive(Debug, Clone, Copy)]
+pub struct MaskedView<'a> {
+    /// What names the file in errors.
+    pub name: &'a str,
+    /// The file (its own `values` are ignored).
+    pub file: &'a MaskedFile,
+    /// Its words.
+    pub values: &'a [u64],
+}
+
 /// Unmasks the weighted average of one round from every node's masked file.
 pub fn decrypt_lom(home: &Home, req: &LomDecryptRequest) -> Result<LomAverage> {
-    let ctx = lom_context(home, &req.session, Role::Researcher)?;
+    let views: Vec<MaskedView<'_>> = req
+        .files
+        .iter()
+        .map(|(name, f)| MaskedView {
+            name,
+            file: f,
+            values: &f.values,
+        })
+        .collect();
+    decrypt_lom_views(home, &req.session, req.round, req.label, &views)
+}
+
+/// [`decrypt_lom`] over views: the checks, the signatures, then the unmasking.
+pub fn decrypt_lom_views(
+    home: &Home,
+    session: &SessionId,
+    round: u64,
+    label: u64,
+    files: &[MaskedView<'_>],
+) -> Result<LomAverage> {
+    let req = RoundOf {
+        session: *session,
+        round,
+        label,
+        files,
+    };
+    let ctx = lom_context(home, session, Role::Researcher)?;
     let nodes: Vec<&String> = ctx.parties.iter().skip(1).collect();
-    let (first_name, first) = req
+    let first = req
         .files
         .first()
         .ok_or_else(|| Error::invalid("no masked files given"))?;
-    let width = first.check_shape(first_name)?;
-    check_one_file_per_node(req, &nodes, first)?;
-    check_signatures(home, req)?;
-    let total_weight = total_weight(req)?;
-    let vectors: Vec<Vec<u64>> = req.files.iter().map(|(_, f)| f.values.clone()).collect();
+    let width = first.file.check_shape(first.name, first.values)?;
+    let first = first.file;
+    check_one_file_per_node(&req, &nodes, first)?;
+    check_signatures(home, &req)?;
+    let total_weight = total_weight(&req)?;
+    let vectors: Vec<&[u64]> = req.files.iter().map(|v| v.values).collect();
     let average =
         lom::decrypt(&vectors, width, total_weight, first.clipping_range).map_err(|e| {
             e.context(format!(
@@ -231,9 +301,17 @@ pub fn decrypt_lom(home: &Home, req: &LomDecryptRequest) -> Result<LomAverage> {
     })
 }
 
+/// The files of one round being unmasked.
+struct RoundOf<'a> {
+    session: SessionId,
+    round: u64,
+    label: u64,
+    files: &'a [MaskedView<'a>],
+}
+
 /// The sum of the weights: every file weighted, or none (then each node counts once).
-fn total_weight(req: &LomDecryptRequest) -> Result<u64> {
-    let weighted = req.files.iter().filter(|(_, f)| f.weight.is_some()).count();
+fn total_weight(req: &RoundOf<'_>) -> Result<u64> {
+    let weighted = req.files.iter().filter(|v| v.file.weight.is_some()).count();
     if weighted == 0 {
         return Ok(req.files.len() as u64);
     }
@@ -242,25 +320,23 @@ fn total_weight(req: &LomDecryptRequest) -> Result<u64> {
             "some masked files carry a weight and others do not: the nodes must all weight, or none",
         ));
     }
-    req.files.iter().try_fold(0u64, |acc, (name, f)| {
-        let w = f.weight.unwrap_or(0);
-        lom::encoding::check_weight(w).map_err(|e| e.context(format!("in masked file {name}")))?;
+    req.files.iter().try_fold(0u64, |acc, v| {
+        let w = v.file.weight.unwrap_or(0);
+        lom::encoding::check_weight(w)
+            .map_err(|e| e.context(format!("in masked file {}", v.name)))?;
         Ok(acc + w)
     })
 }
 
 /// One file per node of the context, all of this context, round, label and profile, alike in
 /// shape.
-fn check_one_file_per_node(
-    req: &LomDecryptRequest,
-    nodes: &[&String],
-    first: &MaskedFile,
-) -> Result<()> {
+fn check_one_file_per_node(req: &RoundOf<'_>, nodes: &[&String], first: &MaskedFile) -> Result<()> {
     let session = req.session;
     let mut seen = BTreeSet::new();
-    for (name, f) in &req.files {
+    for view in req.files {
+        let (name, f) = (view.name, view.file);
         let bad = |why: String| Error::invalid(format!("masked file {name}: {why}"));
-        f.check_shape(name)?;
+        f.check_shape(name, view.values)?;
         if f.session_id != session.to_string() {
             return Err(bad(format!(
                 "it is from session {}, not {session}",
@@ -320,10 +396,13 @@ fn check_one_file_per_node(
     Ok(())
 }
 
-/// Verifies every file's signature against the certificate registered for the node it names.
-fn check_signatures(home: &Home, req: &LomDecryptRequest) -> Result<()> {
+/// Verifies every file's signature against the certificate registered for the node it names,
+/// the files spread over the cores (each verification hashes its whole vector).
+fn check_signatures(home: &Home, req: &RoundOf<'_>) -> Result<()> {
     let mut store = Store::open_party_read_only(home)?;
-    for (name, f) in &req.files {
+    let mut certificates = Vec::with_capacity(req.files.len());
+    for view in req.files {
+        let (name, f) = (view.name, view.file);
         let party = PartyId::parse_custom(&f.party_id)
             .map_err(|e| e.context(format!("in masked file {name}")))?;
         let peer = store.read(|tx| peers::get(tx, &party))?.ok_or_else(|| {
@@ -331,8 +410,12 @@ fn check_signatures(home: &Home, req: &LomDecryptRequest) -> Result<()> {
                 "`{party}` is not registered here: the signature of masked file {name} cannot be checked"
             ))
         })?;
-        f.verify_signature(name, &peer.certificate_der)?;
+        certificates.push(peer.certificate_der);
     }
+    crate::parallel::map_indexed(req.files.len(), |i| {
+        let v = &req.files[i];
+        v.file.verify_signature(v.name, &certificates[i], v.values)
+    })?;
     Ok(())
 }
 

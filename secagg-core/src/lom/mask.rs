@@ -120,12 +120,13 @@ fn check_room(x: &[u64], nodes: usize, width: Width) -> Result<()> {
 
 /// The element-wise sum mod 2^w of every node's masked vector (v6's `LOM.aggregate`): the plain
 /// sum when every node of the context contributed.
-pub fn sum(vectors: &[Vec<u64>], width: Width) -> Result<Vec<u64>> {
-    let Some(first) = vectors.first() else {
+pub fn sum<V: AsRef<[u64]>>(vectors: &[V], width: Width) -> Result<Vec<u64>> {
+    let Some(first) = vectors.first().map(AsRef::as_ref) else {
         return Err(Error::invalid("there are no masked vectors to add"));
     };
     if let Some((i, v)) = vectors
         .iter()
+        .map(AsRef::as_ref)
         .enumerate()
         .find(|(_, v)| v.len() != first.len())
     {
@@ -135,9 +136,9 @@ pub fn sum(vectors: &[Vec<u64>], width: Width) -> Result<Vec<u64>> {
             first.len()
         )));
     }
-    let mut total = first.clone();
+    let mut total = first.to_vec();
     for v in &vectors[1..] {
-        for (t, &x) in total.iter_mut().zip(v) {
+        for (t, &x) in total.iter_mut().zip(v.as_ref()) {
             *t = t.wrapping_add(x);
         }
     }

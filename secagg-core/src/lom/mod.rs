@@ -67,7 +67,12 @@ pub fn encrypt(
 /// gives, is refused (`VerificationFailed`). When a node's vector is missing, altered or of
 /// another round, its masks do not cancel and the sums are near-uniform words, so this refuses
 /// such a round with overwhelming probability instead of returning an average.
-pub fn decrypt(vectors: &[Vec<u64>], width: Width, total_weight: u64, c: u32) -> Result<Vec<f64>> {
+pub fn decrypt<V: AsRef<[u64]>>(
+    vectors: &[V],
+    width: Width,
+    total_weight: u64,
+    c: u32,
+) -> Result<Vec<f64>> {
     if total_weight == 0 {
         return Err(Error::invalid("the total weight (sample count) is 0"));
     }

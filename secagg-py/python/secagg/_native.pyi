@@ -386,6 +386,9 @@ class Home:
         clipping_range: int = ...,  # DEFAULT_CLIPPING_RANGE (3)
         profile: Literal["secagg", "fedbiomed-v6", "fedbiomed-v6.4", "fedbiomed-v6.3"] = "secagg",
     ) -> MaskedFile: ...
+    def lom_dh_context(
+        self, session: str, experiment_id: Optional[str] = None
+    ) -> Dict[str, Any]: ...
     def lom_decrypt(
         self,
         session: str,

@@ -8,63 +8,100 @@ use std::path::PathBuf;
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use secagg_core::aggregate::{
-    self, masked_file::parse_profile, LomDecryptRequest, LomEncryptRequest, MaskedFile,
-};
+use secagg_core::aggregate::lom_round::MaskedView;
+use secagg_core::aggregate::{self, masked_file::parse_profile, LomEncryptRequest, MaskedFile};
 
 use super::Home;
 use crate::convert::{session_id, to_py};
 use crate::errors::{invalid, unlocked, CoreError};
 
-/// `obj` as f64 values: a float64 NumPy array is read in place (one copy), anything else
-/// (float32 arrays, lists) is converted.
-fn float_values(obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
-    if let Ok(a) = obj.extract::<PyReadonlyArray1<'_, f64>>() {
-        return Ok(match a.as_slice() {
-            Ok(s) => s.to_vec(),
-            Err(_) => a.as_array().to_vec(),
-        });
+/// Parameters: borrowed from a contiguous float64 NumPy array (no copy), or converted.
+enum Floats<'py> {
+    Borrowed(PyReadonlyArray1<'py, f64>),
+    Owned(Vec<f64>),
+}
+
+impl Floats<'_> {
+    fn as_slice(&self) -> &[f64] {
+        match self {
+            // Contiguity was checked when the array was taken.
+            Floats::Borrowed(a) => a.as_slice().unwrap_or(&[]),
+            Floats::Owned(v) => v,
+        }
     }
-    if let Ok(a) = obj.extract::<PyReadonlyArray1<'_, f32>>() {
-        return Ok(a.as_array().iter().map(|&v| f64::from(v)).collect());
+}
+
+/// `obj` as f64 values: a contiguous float64 NumPy array borrowed; float32 arrays, strided
+/// arrays and sequences converted.
+fn float_values<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Floats<'py>> {
+    if let Ok(a) = obj.extract::<PyReadonlyArray1<'py, f64>>() {
+        if a.as_slice().is_ok() {
+            return Ok(Floats::Borrowed(a));
+        }
+        return Ok(Floats::Owned(a.as_array().to_vec()));
     }
-    obj.extract::<Vec<f64>>().map_err(|_| {
+    if let Ok(a) = obj.extract::<PyReadonlyArray1<'py, f32>>() {
+        return Ok(Floats::Owned(
+            a.as_array().iter().map(|&v| f64::from(v)).collect(),
+        ));
+    }
+    obj.extract::<Vec<f64>>().map(Floats::Owned).map_err(|_| {
         invalid("`params` must be a 1-D NumPy array of floats or a sequence of numbers").into()
     })
 }
 
-/// `obj` as u64 words: a uint64 NumPy array in place, else a sequence of ints.
-fn word_values(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
-    if let Ok(a) = obj.extract::<PyReadonlyArray1<'_, u64>>() {
-        return Ok(match a.as_slice() {
-            Ok(s) => s.to_vec(),
-            Err(_) => a.as_array().to_vec(),
-        });
+/// A masked file's words: borrowed from a contiguous uint64 NumPy array (no copy), or owned.
+enum Words<'py> {
+    Borrowed(PyReadonlyArray1<'py, u64>),
+    Owned(Vec<u64>),
+}
+
+impl Words<'_> {
+    fn as_slice(&self) -> &[u64] {
+        match self {
+            // Contiguity was checked when the array was taken.
+            Words::Borrowed(a) => a.as_slice().unwrap_or(&[]),
+            Words::Owned(v) => v,
+        }
     }
-    obj.extract::<Vec<u64>>().map_err(|_| {
+}
+
+/// `obj` as u64 words: a contiguous uint64 NumPy array borrowed, else converted.
+fn words<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Words<'py>> {
+    if let Ok(a) = obj.extract::<PyReadonlyArray1<'py, u64>>() {
+        if a.as_slice().is_ok() {
+            return Ok(Words::Borrowed(a));
+        }
+        return Ok(Words::Owned(a.as_array().to_vec()));
+    }
+    obj.extract::<Vec<u64>>().map(Words::Owned).map_err(|_| {
         invalid("a masked file's `values` must be a uint64 NumPy array or a list of ints").into()
     })
 }
 
-/// A masked file from a dict (`values` an array or a list) or the path of its JSON file.
-fn masked_file(i: usize, obj: &Bound<'_, PyAny>) -> PyResult<(String, MaskedFile)> {
+/// A masked file from a dict (`values` an array or a list, not copied when a contiguous uint64
+/// array) or the path of its JSON file; the file's own `values` are left empty.
+fn masked_file<'py>(
+    i: usize,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<(String, MaskedFile, Words<'py>)> {
     if let Ok(d) = obj.downcast::<PyDict>() {
         let name = format!("{i} (a dict)");
         let rest = d.copy()?;
         let values = match rest.get_item("values")? {
-            Some(v) => word_values(&v)?,
+            Some(v) => words(&v)?,
             None => return Err(invalid(format!("masked file {name} has no `values`")).into()),
         };
         rest.set_item("values", pyo3::types::PyList::empty(obj.py()))?;
         let json = obj.py().import("json")?;
         let text: String = json.call_method1("dumps", (rest,))?.extract()?;
-        let mut file = MaskedFile::parse(text.as_bytes(), &name).map_err(CoreError)?;
-        file.values = values;
-        return Ok((name, file));
+        let file = MaskedFile::parse(text.as_bytes(), &name).map_err(CoreError)?;
+        return Ok((name, file, values));
     }
     let path: PathBuf = obj.extract()?;
-    let file = MaskedFile::read(&path).map_err(CoreError)?;
-    Ok((format!("`{}`", path.display()), file))
+    let mut file = MaskedFile::read(&path).map_err(CoreError)?;
+    let values = Words::Owned(std::mem::take(&mut file.values));
+    Ok((format!("`{}`", path.display()), file, values))
 }
 
 #[pymethods]
@@ -92,23 +129,60 @@ impl Home {
         clipping_range: u32,
         profile: &str,
     ) -> PyResult<PyObject> {
+        let values = float_values(params)?;
         let req = LomEncryptRequest {
             session: session_id(session)?,
             round,
             label,
-            values: float_values(params)?,
+            values: Vec::new(),
             weight,
             clipping_range,
             profile: parse_profile(profile).map_err(CoreError)?,
         };
         let home = self.core();
-        let mut masked = unlocked(py, || aggregate::encrypt_lom(&home, &req))?;
+        let values = values.as_slice();
+        let mut masked = unlocked(py, || {
+            aggregate::lom_round::encrypt_lom_values(&home, &req, values)
+        })?;
         let values = std::mem::take(&mut masked.file.values);
         let out = to_py(py, &masked.file)?;
         let d = out.bind(py).downcast::<PyDict>()?;
         d.set_item("values", PyArray1::from_vec(py, values))?;
         d.set_item("clipped", (masked.clipped.below, masked.clipped.above))?;
         Ok(out)
+    }
+
+    /// (node) This node's confirmed LOM context of `session` in the shape of Fed-BioMed v6's DH
+    /// context entry (its `SecaggManager` document): `secagg_version`, `secagg_id`
+    /// (`secagg_<uuid>`), `parties` (the nodes, as v6 lists them), `secagg_elem` (1, DH),
+    /// `experiment_id`, and `context`: `{other node id: base64(secret)}`. The secrets were agreed
+    /// directly between the nodes' agents; returning them hands them to the caller (v6's
+    /// crypter needs them), so keep the result in memory only.
+    #[pyo3(signature = (session, experiment_id=None))]
+    fn lom_dh_context(
+        &self,
+        py: Python<'_>,
+        session: &str,
+        experiment_id: Option<String>,
+    ) -> PyResult<PyObject> {
+        use base64::Engine as _;
+        let sid = session_id(session)?;
+        let home = self.core();
+        let (ctx, secrets) = unlocked(py, || aggregate::lom_round::node_secrets(&home, &sid))?;
+        let context = PyDict::new(py);
+        for (peer, secret) in &secrets {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(secret.as_slice());
+            context.set_item(peer, b64)?;
+        }
+        let d = PyDict::new(py);
+        d.set_item("secagg_version", "2")?;
+        d.set_item("secagg_id", sid.fedbiomed_form())?;
+        // v6's LOM parties: the nodes only (its researcher filters itself out).
+        d.set_item("parties", ctx.parties[1..].to_vec())?;
+        d.set_item("secagg_elem", 1)?;
+        d.set_item("experiment_id", experiment_id)?;
+        d.set_item("context", context)?;
+        Ok(d.into_any().unbind())
     }
 
     /// (researcher) Unmasks the weighted average of round `round` (vector `label`) of the LOM
@@ -130,14 +204,19 @@ impl Home {
         for (i, f) in files.iter().enumerate() {
             parsed.push(masked_file(i, f)?);
         }
-        let req = LomDecryptRequest {
-            session: session_id(session)?,
-            round,
-            label,
-            files: parsed,
-        };
+        let views: Vec<MaskedView<'_>> = parsed
+            .iter()
+            .map(|(name, file, values)| MaskedView {
+                name,
+                file,
+                values: values.as_slice(),
+            })
+            .collect();
+        let session = session_id(session)?;
         let home = self.core();
-        let mut avg = unlocked(py, || aggregate::decrypt_lom(&home, &req))?;
+        let mut avg = unlocked(py, || {
+            aggregate::lom_round::decrypt_lom_views(&home, &session, round, label, &views)
+        })?;
         let average = std::mem::take(&mut avg.average);
         let out = to_py(py, &avg)?;
         out.bind(py)

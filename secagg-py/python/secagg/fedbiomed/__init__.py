@@ -50,8 +50,8 @@ import threading
 import uuid
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union
 
-from . import _native
-from ._errors import (
+from .. import _native
+from .._errors import (
     Conflict,
     Error,
     InvalidInput,
@@ -1029,10 +1029,3 @@ def _main(argv: List[str]) -> int:
     runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
     return 0
 
-
-if __name__ == "__main__":
-    # Run as `python -m secagg.fedbiomed`: the classes to install are those of the imported
-    # module `secagg.fedbiomed` (the one Fed-BioMed's code will get), not this __main__ copy's.
-    from secagg.fedbiomed import _main as main
-
-    sys.exit(main(sys.argv[1:]))
