@@ -507,3 +507,125 @@ fn clipping_is_reported_and_the_output_format_follows_a_json_file() {
     decrypt_to(&txt, &[]).ok();
     assert_eq!(std::fs::read_to_string(&txt).unwrap().lines().count(), 3);
 }
+
+/// Issue 22, item 3: Joye–Libert the v6 way on secagg's negotiated keys: each node encodes as
+/// Fed-BioMed v6 (T = 8192, its weight multiplied in), the researcher reads the profile from the
+/// signed files and gets the weighted average; a mix of encodings, and a weight with v4's, are
+/// refused.
+#[test]
+fn jl_with_fedbiomed_v6_encoding_gives_the_weighted_average() {
+    let (dir, fed, session) = negotiated(3);
+    let d = dir.path();
+    let inputs: Vec<Vec<f64>> = (1..=3)
+        .map(|n| {
+            (0..40)
+                .map(|i| ((i * n) as f64 * 0.3).sin() * 2.0)
+                .collect()
+        })
+        .collect();
+    let weights = [5u64, 17, 40];
+    let mut files = Vec::new();
+    for (i, (x, w)) in inputs.iter().zip(weights).enumerate() {
+        let params = d.join(format!("v6-{i}.json"));
+        std::fs::write(&params, serde_json::to_string(x).unwrap()).unwrap();
+        let out = d.join(format!("v6-{i}.ct.json"));
+        let w = w.to_string();
+        secagg(
+            fed.parties[i + 1].home.root(),
+            &[
+                "aggregate",
+                "encrypt",
+                "--session",
+                &session,
+                "--round",
+                "3",
+                "--params",
+                params.to_str().unwrap(),
+                "--profile",
+                "fedbiomed-v6",
+                "--weight",
+                &w,
+                "-o",
+                out.to_str().unwrap(),
+            ],
+        )
+        .ok();
+        files.push(out);
+    }
+    let refs: Vec<&PathBuf> = files.iter().collect();
+    let avg = decrypt(fed.parties[0].home.root(), &session, "3", &refs)
+        .ok()
+        .json();
+    assert_eq!(avg["profile"], "fedbiomed-v6", "{avg}");
+    assert_eq!(avg["total_weight"], 62);
+    let total: u64 = weights.iter().sum();
+    for (k, got) in avg["average"].as_array().unwrap().iter().enumerate() {
+        let want: f64 = inputs
+            .iter()
+            .zip(weights)
+            .map(|(x, w)| x[k] * w as f64)
+            .sum::<f64>()
+            / total as f64;
+        assert!(
+            (got.as_f64().unwrap() - want).abs() < 2.0 * 6.0 / 8191.0,
+            "{k}: {avg}"
+        );
+    }
+    // A v4 file among v6 ones: refused by name.
+    let v4 = d.join("v4.ct.json");
+    let params = d.join("v6-0.json");
+    encrypt(fed.parties[1].home.root(), &session, "3", &params, &v4).ok();
+    decrypt(
+        fed.parties[0].home.root(),
+        &session,
+        "3",
+        &[&v4, &files[1], &files[2]],
+    )
+    .fails_with(3, "every node must encrypt with the same --profile");
+    // A weight with v4's encoding, and an unknown profile: refused before anything is read.
+    secagg(
+        fed.parties[1].home.root(),
+        &[
+            "aggregate",
+            "encrypt",
+            "--session",
+            &session,
+            "--round",
+            "4",
+            "--params",
+            params.to_str().unwrap(),
+            "--weight",
+            "3",
+        ],
+    )
+    .fails_with(3, "fedbiomed-v6");
+    secagg(
+        fed.parties[1].home.root(),
+        &[
+            "aggregate",
+            "encrypt",
+            "--session",
+            &session,
+            "--round",
+            "4",
+            "--params",
+            params.to_str().unwrap(),
+            "--profile",
+            "fedbiomed-v5",
+        ],
+    )
+    .fails_with(3, "unknown Joye–Libert profile");
+    // The weight is signed: a file whose weight was raised does not verify.
+    let mut raised: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+    raised["weight"] = serde_json::json!(6);
+    let raised_path = d.join("raised.json");
+    std::fs::write(&raised_path, raised.to_string()).unwrap();
+    decrypt(
+        fed.parties[0].home.root(),
+        &session,
+        "3",
+        &[&raised_path, &files[1], &files[2]],
+    )
+    .fails_as(ErrorKind::Authentication);
+}

@@ -33,7 +33,8 @@ mod secret_pow;
 pub mod v6;
 
 pub use ciphertext_file::{
-    CiphertextFile, FileSignature, CIPHERTEXT_FORMAT, CIPHERTEXT_VERSION, MAX_CIPHERTEXT_FILE_BYTES,
+    CiphertextFile, FileSignature, CIPHERTEXT_FORMAT, CIPHERTEXT_VERSION,
+    MAX_CIPHERTEXT_FILE_BYTES, PROFILE_FEDBIOMED_V6,
 };
 pub use lom_round::{
     decrypt_lom, encrypt_lom, LomAverage, LomDecryptRequest, LomEncryptRequest, LomMasked,
@@ -41,7 +42,8 @@ pub use lom_round::{
 pub use masked_file::MaskedFile;
 pub use params::read_params;
 pub use round::{
-    decrypt_round, encrypt_round, DecryptRequest, EncryptRequest, RoundAverage, UnsignedFiles,
+    decrypt_round, encrypt_round, DecryptRequest, EncryptRequest, JlProfile, RoundAverage,
+    UnsignedFiles,
 };
 
 use crypto_bigint::modular::{MontyForm, MontyParams};

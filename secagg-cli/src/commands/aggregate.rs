@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use secagg_core::aggregate::{
-    self, Biprime, CiphertextFile, DecryptRequest, EncryptRequest, LomDecryptRequest,
+    self, Biprime, CiphertextFile, DecryptRequest, EncryptRequest, JlProfile, LomDecryptRequest,
     LomEncryptRequest, MaskedFile, RoundAverage, UnsignedFiles,
 };
 use secagg_core::home::{Home, PUBLIC_FILE_MODE};
@@ -65,15 +65,17 @@ pub struct EncryptArgs {
     /// every node must use the same).
     #[arg(long, default_value_t = aggregate::DEFAULT_CLIPPING_RANGE)]
     clipping_range: u32,
-    /// LOM: this node's weight (its sample count, 1 to 131071); the researcher then gets the
-    /// weighted average. Every node weights, or none.
+    /// This node's weight (its sample count, 1 to 131071); the researcher then gets the
+    /// weighted average. Every node weights, or none. LOM, or Joye–Libert with --profile
+    /// fedbiomed-v6 (v4's encoding has no weight).
     #[arg(long, value_name = "W")]
     weight: Option<u64>,
-    /// LOM: secagg (default: a stream per label, the whole session id as nonce) or fedbiomed-v6
-    /// (fedbiomed 6.4 bit for bit, for federations mixing secagg and Fed-BioMed nodes;
-    /// fedbiomed-v6.3 for 6.0–6.3). Every node must use the same.
-    #[arg(long, value_name = "PROFILE", default_value = "secagg")]
-    profile: String,
+    /// The encoding, the same at every node. LOM: secagg (default: a stream per label, the whole
+    /// session id as nonce), fedbiomed-v6 (fedbiomed 6.4 bit for bit, for federations mixing
+    /// secagg and Fed-BioMed nodes) or fedbiomed-v6.3 (6.0–6.3). Joye–Libert: fedbiomed-v4
+    /// (default) or fedbiomed-v6 (T = 8192, weighted; the researcher reads it from the files).
+    #[arg(long, value_name = "PROFILE")]
+    profile: Option<String>,
     /// Write the ciphertext file to FILE instead of stdout (an existing FILE only with --force).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: Option<PathBuf>,
@@ -143,7 +145,11 @@ pub fn run(home: &Path, cmd: AggregateCommand) -> anyhow::Result<()> {
         AggregateCommand::Encrypt(a) if a.round.scheme == SchemeArg::Lom => encrypt_lom(&home, a),
         AggregateCommand::Decrypt(a) if a.round.scheme == SchemeArg::Lom => decrypt_lom(&home, a),
         AggregateCommand::Encrypt(a) => {
-            refuse_lom_options(&a.round, a.weight.is_some(), a.profile != "secagg")?;
+            refuse_lom_options(&a.round)?;
+            let profile = match a.profile.as_deref() {
+                None => JlProfile::FedbiomedV4,
+                Some(p) => JlProfile::parse(p)?,
+            };
             let session = SessionId::parse(&a.round.session)?;
             if let Some(p) = &a.output {
                 home.check_output(p, a.force)?;
@@ -161,6 +167,8 @@ pub fn run(home: &Path, cmd: AggregateCommand) -> anyhow::Result<()> {
             }
             let req = EncryptRequest {
                 clipping_range: a.clipping_range,
+                profile,
+                weight: a.weight,
                 ..EncryptRequest::new(session, a.round.round, values)
             };
             let bar = progress_bar("encrypting", true);
@@ -183,7 +191,7 @@ pub fn run(home: &Path, cmd: AggregateCommand) -> anyhow::Result<()> {
             emit(&home, a.output.as_deref(), a.force, &text)
         }
         AggregateCommand::Decrypt(a) => {
-            refuse_lom_options(&a.round, false, false)?;
+            refuse_lom_options(&a.round)?;
             let session = SessionId::parse(&a.round.session)?;
             if let Some(p) = &a.output {
                 home.check_output(p, a.force)?;
@@ -231,18 +239,13 @@ pub fn run(home: &Path, cmd: AggregateCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Refuses the LOM-only options with `--scheme jl` (they would be ignored silently).
-fn refuse_lom_options(r: &RoundArgs, weight: bool, profile: bool) -> anyhow::Result<()> {
-    let given = [
-        ("--label", r.label != 0),
-        ("--weight", weight),
-        ("--profile", profile),
-    ];
-    if let Some((name, _)) = given.iter().find(|(_, g)| *g) {
-        return Err(secagg_core::Error::invalid(format!(
-            "{name} is for --scheme lom; Joye–Libert rounds take none"
-        ))
-        .with_hint("add --scheme lom if the session is a LOM context, or leave the option out")
+/// Refuses the LOM-only option with `--scheme jl` (it would be ignored silently).
+fn refuse_lom_options(r: &RoundArgs) -> anyhow::Result<()> {
+    if r.label != 0 {
+        return Err(secagg_core::Error::invalid(
+            "--label is for --scheme lom; a Joye–Libert round encrypts one vector",
+        )
+        .with_hint("add --scheme lom if the session is a LOM context, or leave --label out")
         .into());
     }
     Ok(())
@@ -264,7 +267,7 @@ fn encrypt_lom(home: &Home, a: EncryptArgs) -> anyhow::Result<()> {
         values: aggregate::read_params(&a.params)?,
         weight: a.weight,
         clipping_range: a.clipping_range,
-        profile: aggregate::masked_file::parse_profile(&a.profile)?,
+        profile: aggregate::masked_file::parse_profile(a.profile.as_deref().unwrap_or("secagg"))?,
     };
     let masked = aggregate::encrypt_lom(home, &req)?;
     let c = masked.clipped;

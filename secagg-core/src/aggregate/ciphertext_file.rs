@@ -38,6 +38,9 @@ pub const CIPHERTEXT_VERSION: u32 = 1;
 /// parameters for 2 nodes, 170 million for 32).
 pub const MAX_CIPHERTEXT_FILE_BYTES: u64 = 2 << 30;
 
+/// The `profile` of a file encoded as Fed-BioMed v6 encodes (`aggregate --profile fedbiomed-v6`).
+pub const PROFILE_FEDBIOMED_V6: &str = "fedbiomed-v6";
+
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// What a node sends the researcher for one round: its ciphertexts, what they belong to, and its
@@ -65,6 +68,13 @@ pub struct CiphertextFile {
     pub biprime: String,
     /// The ciphertexts, decimal.
     pub ciphertexts: Vec<String>,
+    /// The encoding: absent for Fed-BioMed v4's (the default), [`PROFILE_FEDBIOMED_V6`] for v6's
+    /// (T = 8192, weighted, elements of `30 + ⌈log2(n + 1)⌉` bits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// v6's encoding: the node's weight (sample count), if it weighted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u64>,
     /// The node's signature over [`CiphertextFile::signed_bytes`]; `None` in an unsigned file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<FileSignature>,
@@ -125,6 +135,16 @@ impl CiphertextFile {
         put(self.biprime.as_bytes());
         put(&(self.ciphertexts.len() as u64).to_be_bytes());
         put(&digest.finalize());
+        // Appended only when present, so that a v4 file's signed bytes are what they always
+        // were (every field is length-prefixed, so no two files share an encoding).
+        if let Some(p) = &self.profile {
+            put(b"profile");
+            put(p.as_bytes());
+        }
+        if let Some(w) = self.weight {
+            put(b"weight");
+            put(&w.to_be_bytes());
+        }
         out
     }
 
@@ -180,9 +200,17 @@ impl CiphertextFile {
         if self.nodes == 0 {
             return Err(bad("it was packed for 0 nodes".into()));
         }
-        let expected = self
-            .count
-            .div_ceil(super::elements_per_plaintext(self.nodes));
+        let per = match self.profile.as_deref() {
+            None => super::elements_per_plaintext(self.nodes),
+            Some(PROFILE_FEDBIOMED_V6) => super::v6::elements_per_plaintext(self.nodes),
+            Some(other) => {
+                return Err(bad(format!(
+                    "unknown profile `{}` (this build knows Fed-BioMed v4's, the default, and `{PROFILE_FEDBIOMED_V6}`)",
+                    other.escape_debug()
+                )))
+            }
+        };
+        let expected = self.count.div_ceil(per);
         if self.ciphertexts.len() != expected {
             return Err(bad(format!(
                 "{} parameters packed for {} nodes make {expected} ciphertexts, the file holds {}",

@@ -11,7 +11,9 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use super::ciphertext_file::{CiphertextFile, CIPHERTEXT_FORMAT, CIPHERTEXT_VERSION};
+use super::ciphertext_file::{
+    CiphertextFile, CIPHERTEXT_FORMAT, CIPHERTEXT_VERSION, PROFILE_FEDBIOMED_V6,
+};
 use super::{Biprime, DEFAULT_CLIPPING_RANGE};
 use crate::contexts::{ContextRecord, KeyState};
 use crate::engine::SecretKey;
@@ -33,16 +35,48 @@ pub struct EncryptRequest {
     pub values: Vec<f64>,
     /// Clipping range `c` ([`DEFAULT_CLIPPING_RANGE`] unless the federation agreed another).
     pub clipping_range: u32,
+    /// The encoding: Fed-BioMed v4's (the default) or v6's.
+    pub profile: JlProfile,
+    /// v6's encoding: the node's weight (its sample count, at most 131,071); the researcher then
+    /// gets the weighted average. v4's encoding has no weight.
+    pub weight: Option<u64>,
+}
+
+/// How a Joye–Libert round encodes the parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JlProfile {
+    /// Fed-BioMed v4 (T = 10,000, 14-bit values packed for the node count, a plain average).
+    #[default]
+    FedbiomedV4,
+    /// Fed-BioMed v6 (T = 8192, weighted, elements of `30 + ⌈log2(n + 1)⌉` bits, the average
+    /// by the total weight; [`super::v6`]), on secagg's keys (`sk0 = −Σ sk_i` is v6's server key).
+    FedbiomedV6,
+}
+
+impl JlProfile {
+    /// The profile named `s` (`fedbiomed-v4`, `fedbiomed-v6`).
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "fedbiomed-v4" => Ok(JlProfile::FedbiomedV4),
+            "fedbiomed-v6" => Ok(JlProfile::FedbiomedV6),
+            other => Err(Error::invalid(format!(
+                "unknown Joye–Libert profile `{}`: expected `fedbiomed-v4` (the default) or `fedbiomed-v6`",
+                other.escape_debug()
+            ))),
+        }
+    }
 }
 
 impl EncryptRequest {
-    /// A request with the default clipping range.
+    /// A request with the default clipping range, v4's encoding.
     pub fn new(session: SessionId, round: u64, values: Vec<f64>) -> Self {
         EncryptRequest {
             session,
             round,
             values,
             clipping_range: DEFAULT_CLIPPING_RANGE,
+            profile: JlProfile::FedbiomedV4,
+            weight: None,
         }
     }
 }
@@ -65,6 +99,12 @@ pub struct RoundAverage {
     pub authenticated: bool,
     /// The nodes whose files carried no signature (accepted with [`UnsignedFiles::Accept`]).
     pub unsigned_files_from: Vec<String>,
+    /// The encoding, when not Fed-BioMed v4's (`fedbiomed-v6`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// v6's encoding: the total weight the sums were divided by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_weight: Option<u64>,
 }
 
 /// What to do with a ciphertext file that carries no signature.
@@ -137,8 +177,31 @@ pub fn encrypt_round(
     // Loaded before the (long) encryption, so that an identity that cannot sign fails first.
     let signer = identity::load(home)?;
     let nodes = ctx.parties.len().saturating_sub(1);
-    let q = super::quantize(&req.values, req.clipping_range)?;
-    let ciphertexts = super::encrypt_with_progress(&q, &key, req.round, nodes, biprime, progress)?;
+    let ciphertexts = match req.profile {
+        JlProfile::FedbiomedV4 => {
+            if req.weight.is_some() {
+                return Err(Error::invalid(
+                    "a weight is for Fed-BioMed v6's encoding: v4's averages the nodes unweighted",
+                )
+                .with_hint("add --profile fedbiomed-v6 (every node and the researcher), or leave the weight out"));
+            }
+            let q = super::quantize(&req.values, req.clipping_range)?;
+            super::encrypt_with_progress(&q, &key, req.round, nodes, biprime, progress)?
+        }
+        JlProfile::FedbiomedV6 => {
+            super::v6::encrypt(
+                &req.values,
+                req.weight,
+                req.clipping_range,
+                &key,
+                req.round,
+                nodes,
+                biprime,
+                progress,
+            )?
+            .ciphertexts
+        }
+    };
     let mut file = CiphertextFile {
         format: CIPHERTEXT_FORMAT.to_owned(),
         version: CIPHERTEXT_VERSION,
@@ -150,6 +213,8 @@ pub fn encrypt_round(
         clipping_range: req.clipping_range,
         biprime: biprime.name.clone(),
         ciphertexts: ciphertexts.iter().map(|c| c.to_str_radix(10)).collect(),
+        profile: (req.profile == JlProfile::FedbiomedV6).then(|| PROFILE_FEDBIOMED_V6.to_owned()),
+        weight: req.weight,
         signature: None,
     };
     file.sign(&signer)?;
@@ -183,23 +248,68 @@ pub fn decrypt_round(
         all.push(f.ciphertexts(name, biprime)?);
     }
     let aggregated = super::aggregate(&all, biprime)?;
-    let sums = super::decrypt_with_progress(
-        &aggregated,
-        &sk0,
-        req.round,
-        nodes.len(),
-        first.count,
-        biprime,
-        progress,
-    )?;
+    let (average, total_weight) = match first.profile.as_deref() {
+        Some(PROFILE_FEDBIOMED_V6) => {
+            let total_weight = total_weight(req)?;
+            let average = super::v6::decrypt(
+                &aggregated,
+                &sk0,
+                req.round,
+                nodes.len(),
+                first.count,
+                total_weight,
+                first.clipping_range,
+                biprime,
+                progress,
+            )?;
+            (average, Some(total_weight))
+        }
+        _ => {
+            let sums = super::decrypt_with_progress(
+                &aggregated,
+                &sk0,
+                req.round,
+                nodes.len(),
+                first.count,
+                biprime,
+                progress,
+            )?;
+            (
+                super::average(&sums, nodes.len(), first.clipping_range),
+                None,
+            )
+        }
+    };
     Ok(RoundAverage {
         session_id: req.session.to_string(),
         round: req.round,
         nodes: nodes.len(),
         count: first.count,
-        average: super::average(&sums, nodes.len(), first.clipping_range),
+        average,
         authenticated: unsigned_files_from.is_empty(),
         unsigned_files_from,
+        profile: first.profile.clone(),
+        total_weight,
+    })
+}
+
+/// v6's encoding: the sum of the weights, every file weighted or none (each node then counts
+/// once).
+fn total_weight(req: &DecryptRequest) -> Result<u64> {
+    let weighted = req.files.iter().filter(|(_, f)| f.weight.is_some()).count();
+    if weighted == 0 {
+        return Ok(req.files.len() as u64);
+    }
+    if weighted != req.files.len() {
+        return Err(Error::invalid(
+            "some ciphertext files carry a weight and others do not: the nodes must all weight, or none",
+        ));
+    }
+    req.files.iter().try_fold(0u64, |acc, (name, f)| {
+        let w = f.weight.unwrap_or(0);
+        crate::lom::encoding::check_weight(w)
+            .map_err(|e| e.context(format!("in ciphertext file {name}")))?;
+        Ok(acc + w)
     })
 }
 
@@ -251,6 +361,19 @@ fn check_one_file_per_node(
         }
         if !seen.insert(f.party_id.clone()) {
             return Err(bad(format!("a second file from `{}`", f.party_id)));
+        }
+        if f.profile != first.profile {
+            return Err(bad(format!(
+                "encoded as `{}`, the first file as `{}`",
+                f.profile.as_deref().unwrap_or("fedbiomed-v4"),
+                first.profile.as_deref().unwrap_or("fedbiomed-v4")
+            ))
+            .with_hint("every node must encrypt with the same --profile"));
+        }
+        if first.profile.is_none() && f.weight.is_some() {
+            return Err(bad(
+                "it carries a weight, which v4's encoding has not".into()
+            ));
         }
         if (f.count, f.clipping_range, &f.biprime)
             != (first.count, first.clipping_range, &first.biprime)

@@ -145,7 +145,7 @@ class FileSignature(TypedDict):
     scheme: str
     value: str
 
-class RoundAverage(TypedDict):
+class _RoundAverageBase(TypedDict):
     session_id: str
     round: int
     nodes: int
@@ -153,6 +153,10 @@ class RoundAverage(TypedDict):
     average: List[float]
     authenticated: bool
     unsigned_files_from: List[str]
+
+class RoundAverage(_RoundAverageBase, total=False):
+    profile: str
+    total_weight: int
 
 class RosterFile(TypedDict):
     """A roster file as written to disk (``roster_export()["roster"]``)."""
@@ -367,6 +371,8 @@ class Home:
         params: Sequence[float],
         clipping_range: int = ...,  # DEFAULT_CLIPPING_RANGE (3)
         biprime: Union[None, int, PathLike] = None,
+        profile: Literal["fedbiomed-v4", "fedbiomed-v6"] = "fedbiomed-v4",
+        weight: Optional[int] = None,
     ) -> CiphertextFile: ...
     def decrypt(
         self,

@@ -16,7 +16,11 @@ impl Home {
     /// (`secagg aggregate encrypt`). Returns the ciphertext file as a dict (`json.dump` it to
     /// get the CLI's file). `biprime`: None (Fed-BioMed's default), an int, or a Fed-BioMed
     /// biprime JSON file.
-    #[pyo3(signature = (session, round, params, clipping_range=aggregate::DEFAULT_CLIPPING_RANGE, biprime=None))]
+    /// `profile="fedbiomed-v6"` encodes as Fed-BioMed v6 does (T = 8192, `weight` multiplied in,
+    /// wider elements); the researcher's `decrypt` reads the profile from the files and returns
+    /// the weighted average.
+    #[pyo3(signature = (session, round, params, clipping_range=aggregate::DEFAULT_CLIPPING_RANGE, biprime=None, profile="fedbiomed-v4", weight=None))]
+    #[allow(clippy::too_many_arguments)]
     fn encrypt(
         &self,
         py: Python<'_>,
@@ -25,10 +29,14 @@ impl Home {
         params: Vec<f64>,
         clipping_range: u32,
         biprime: Option<&Bound<'_, PyAny>>,
+        profile: &str,
+        weight: Option<u64>,
     ) -> PyResult<PyObject> {
         let biprime = biprime_arg(biprime)?;
         let req = EncryptRequest {
             clipping_range,
+            profile: aggregate::JlProfile::parse(profile).map_err(CoreError)?,
+            weight,
             ..EncryptRequest::new(session_id(session)?, round, params)
         };
         let home = self.core();
