@@ -623,7 +623,7 @@ fn federation_check_tells_offline_wrong_certificate_and_not_registered_apart() {
     };
     assert_eq!(row(1)["ok"], true, "{}", row(1));
     assert_eq!(row(1)["mutual_tls"], true);
-    assert_eq!(row(1)["protocol_version"], 1);
+    assert_eq!(row(1)["protocol_version"], 2);
     assert!(row(1)["clock_skew_ms"].as_i64().unwrap().abs() < 5000);
     assert!(row(1)["certificate_days_left"].as_i64().unwrap() >= 29);
     assert_eq!(row(2)["problem"], "unreachable", "{}", row(2));

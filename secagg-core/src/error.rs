@@ -17,6 +17,21 @@ pub struct Detail {
     pub message: String,
     /// What the user can do about it, if anything useful can be said.
     pub hint: Option<String>,
+    /// The other party whose failure this is, when it is one (see [`Origin`]).
+    pub origin: Option<Origin>,
+}
+
+/// The party a failure started at, carried as data from the party that saw it to every party
+/// told about it (in the native protocol's `Abort` frames), so that nobody has to read a name
+/// back out of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The party's id.
+    pub party: String,
+    /// Its own words, when it reported the failure itself (its abort); `None` when another
+    /// party saw it fail (it closed the connection, broke the protocol, presented the wrong
+    /// certificate).
+    pub reason: Option<String>,
 }
 
 impl fmt::Display for Detail {
@@ -226,6 +241,9 @@ pub struct ErrorReport {
     /// What to do about it, if anything useful can be said.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub hint: Option<String>,
+    /// The party the failure started at, when it is another party's ([`Origin::party`]).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub origin: Option<String>,
 }
 
 impl ErrorReport {
@@ -236,12 +254,16 @@ impl ErrorReport {
             exit_code: kind.exit_code(),
             message: message.into(),
             hint,
+            origin: None,
         }
     }
 
     /// The report of `err`.
     pub fn of(err: &Error) -> Self {
-        ErrorReport::new(err.kind(), err.to_string(), err.hint().map(str::to_owned))
+        ErrorReport {
+            origin: err.origin().map(|o| o.party.clone()),
+            ..ErrorReport::new(err.kind(), err.to_string(), err.hint().map(str::to_owned))
+        }
     }
 
     /// The report in `stderr`: its last line that is an error report, if any (lines before it
@@ -265,6 +287,7 @@ fn detail(message: impl Into<String>) -> Detail {
     Detail {
         message: message.into(),
         hint: None,
+        origin: None,
     }
 }
 
@@ -354,6 +377,34 @@ impl Error {
                 }
                 other
             }
+        }
+    }
+
+    /// Marks `party` as the party this failure started at, with its own words if it reported
+    /// them (see [`Origin`]). Kept by [`Error::context`] and [`Error::with_hint`].
+    pub fn with_origin(mut self, party: impl Into<String>, reason: Option<String>) -> Self {
+        if let Some(d) = self.detail_mut() {
+            d.origin = Some(Origin {
+                party: party.into(),
+                reason,
+            });
+        }
+        self
+    }
+
+    /// The party this failure started at, when it is another party's.
+    pub fn origin(&self) -> Option<&Origin> {
+        match self {
+            Error::InvalidInput(d)
+            | Error::NotFound(d)
+            | Error::Conflict(d)
+            | Error::PeerFailure(d)
+            | Error::Timeout(d)
+            | Error::Authentication(d)
+            | Error::ExternalTool(d)
+            | Error::Verification(d)
+            | Error::PeerStorage(d) => d.origin.as_ref(),
+            Error::Io { .. } | Error::Store { .. } | Error::Internal(_) => None,
         }
     }
 

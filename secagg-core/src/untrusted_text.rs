@@ -70,37 +70,6 @@ pub fn single_line(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// True when `text` is exactly what [`escape`] produces: no unsafe character or `"`, and every
-/// `\` starts one of its escapes. Such text is safe to show as it is.
-pub fn is_escaped_form(text: &str) -> bool {
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if is_unsafe(c) || c == '"' {
-            return false;
-        }
-        if c == '\\' {
-            match chars.next() {
-                Some('\\' | '"' | 'n' | 'r' | 't' | '0' | '\'') => {}
-                Some('u') => {
-                    if chars.next() != Some('{') {
-                        return false;
-                    }
-                    let mut digits = 0;
-                    loop {
-                        match chars.next() {
-                            Some('}') if digits > 0 => break,
-                            Some(d) if d.is_ascii_hexdigit() && digits < 6 => digits += 1,
-                            _ => return false,
-                        }
-                    }
-                }
-                _ => return false,
-            }
-        }
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,30 +86,6 @@ mod tests {
             "x\\n2026-01-01T00:00:00Z info  forged line\\u{1b}[31m\\r\\u{85}\\u{2028}\\u{202e}\\\"\\\\"
         );
         assert_eq!(escape("é ünïcödé, 日本"), "é ünïcödé, 日本");
-    }
-
-    #[test]
-    fn escaped_form_is_exactly_what_escaping_produces() {
-        for t in [
-            "plain",
-            "a\"b\\c\nd\u{1b}e\u{202e}f\tg\r",
-            "",
-            "é ünïcödé",
-            FORGED,
-        ] {
-            assert!(is_escaped_form(&escape(t)), "{t:?}");
-        }
-        for bad in [
-            "a\"b",
-            "a\\qb",
-            "a\\u{}b",
-            "a\\u{1234567}",
-            "a\nb",
-            "a\u{2028}b",
-            "trailing\\",
-        ] {
-            assert!(!is_escaped_form(bad), "{bad:?}");
-        }
     }
 
     #[test]

@@ -983,11 +983,13 @@ pub fn run_session_with(
         Err(e) => {
             rows[0].error = Some(ErrorReport::of(&e));
             // A native session's failing node reported on the connection it shared with this
-            // party (its abort, or its close), not with a report: its row says so.
+            // party (its abort, or its close), not with a report: its row says so. The error
+            // names it as data (its origin), relayed by whichever party saw it first.
             if mpspdz.is_none() {
                 let own_error = ErrorReport::of(&e);
-                if let Some(row) = crate::transport::mesh::failed_party(&own_error.message, &labels)
-                    .and_then(|failed| rows[1..].iter_mut().find(|r| r.party_id == failed))
+                if let Some(row) = e
+                    .origin()
+                    .and_then(|o| rows[1..].iter_mut().find(|r| r.party_id == o.party))
                 {
                     row.state = PartyState::Failed;
                     row.error = Some(own_error);

@@ -126,34 +126,50 @@ pub struct AgentEvent {
 /// Where the agent's events go.
 pub type Log = Arc<dyn Fn(&AgentEvent) + Send + Sync>;
 
+/// How far the agent's stop has gone; each stop request moves it one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum StopLevel {
+    /// Accepting connections and sessions.
+    Running,
+    /// No new connection or session; running sessions get the grace period to finish.
+    Draining,
+    /// Running sessions are aborted now.
+    Aborting,
+}
+
+impl StopLevel {
+    fn next(self) -> Self {
+        match self {
+            StopLevel::Running => StopLevel::Draining,
+            StopLevel::Draining | StopLevel::Aborting => StopLevel::Aborting,
+        }
+    }
+}
+
 /// Asks a running agent to stop: the first call stops accepting and lets running sessions
 /// finish within the grace period; the second aborts them at once.
 #[derive(Debug, Clone)]
-pub struct ShutdownHandle(Arc<watch::Sender<u8>>);
+pub struct ShutdownHandle(Arc<watch::Sender<StopLevel>>);
 
 impl ShutdownHandle {
     /// One more stop request (see the type's documentation).
     pub fn stop(&self) {
-        self.0.send_modify(|level| *level = (*level + 1).min(2));
+        self.0.send_modify(|level| *level = level.next());
     }
 }
 
 /// The agent's side of a [`ShutdownHandle`].
 #[derive(Debug)]
-pub struct Shutdown(Arc<watch::Sender<u8>>);
+pub struct Shutdown(Arc<watch::Sender<StopLevel>>);
 
 impl Shutdown {
     /// A new pair.
     pub fn new() -> (ShutdownHandle, Shutdown) {
-        let (tx, _) = watch::channel(0u8);
+        let (tx, _) = watch::channel(StopLevel::Running);
         let tx = Arc::new(tx);
         (ShutdownHandle(tx.clone()), Shutdown(tx))
     }
 }
-
-/// Level 1: draining (no new sessions); level 2: abort running sessions now.
-const DRAIN: u8 = 1;
-const ABORT: u8 = 2;
 
 struct Slot {
     researcher: PartyId,
@@ -196,7 +212,10 @@ struct Shared {
     sessions: Mutex<HashMap<SessionId, Slot>>,
     peers: Mutex<Option<PeerCache>>,
     log: Log,
-    shutdown: Arc<watch::Sender<u8>>,
+    shutdown: Arc<watch::Sender<StopLevel>>,
+    /// Notified whenever a session's slot is given up (a stop waits for the last one, an accept
+    /// that ran out of descriptors for one to end).
+    sessions_changed: tokio::sync::Notify,
     /// Negotiation connections kept between sessions (`--keep-connections`).
     pool: Option<Arc<Pool>>,
     /// The IP addresses of the registered peers' endpoints ([`admission`]), as of the last
@@ -245,8 +264,27 @@ impl Shared {
         });
     }
 
-    fn level(&self) -> u8 {
+    fn level(&self) -> StopLevel {
         *self.shutdown.borrow()
+    }
+
+    fn running_sessions(&self) -> usize {
+        self.sessions.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// Waits until no session runs (true) or `until` passes (false), woken by each slot given
+    /// up instead of polling.
+    async fn sessions_ended_by(&self, until: Instant) -> bool {
+        loop {
+            // Created before the check: a slot given up in between still wakes it.
+            let changed = self.sessions_changed.notified();
+            if self.running_sessions() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(until, changed).await.is_err() {
+                return self.running_sessions() == 0;
+            }
+        }
     }
 
     /// The TLS configuration accepting every registered peer, reloaded from the store at most
@@ -381,6 +419,7 @@ impl Drop for SlotGuard {
         if let Ok(mut s) = self.shared.sessions.lock() {
             s.remove(&self.id);
         }
+        self.shared.sessions_changed.notify_waiters();
     }
 }
 
@@ -500,6 +539,7 @@ pub fn serve(home: &Home, opts: AgentOptions, log: Log, shutdown: Shutdown) -> R
         peers: Mutex::new(None),
         log,
         shutdown: shutdown.0,
+        sessions_changed: tokio::sync::Notify::new(),
         pool,
         endpoint_addresses: Mutex::new(Arc::new(HashSet::new())),
         learned: Mutex::new(LearnedAddresses::default()),
@@ -565,16 +605,18 @@ async fn run(
     let primed = shared.clone();
     let _ = tokio::spawn(async move { primed.tls().map(|_| ()) }).await;
     let counts = tokio::spawn(log_stranger_counts(shared.clone()));
+    let mut accept_failures = 0u64;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let (tcp, addr) = match accepted {
                     Ok(x) => x,
-                    Err(_) => {
-                        sleep(Duration::from_millis(10)).await;
+                    Err(e) => {
+                        accept_failed(&shared, &e, &mut accept_failures).await;
                         continue;
                     }
                 };
+                accept_failures = 0;
                 let _ = tcp.set_nodelay(true);
                 let origin = shared.origin(addr.ip());
                 match pending.make_room(origin, shared.pending_handshake_cap()) {
@@ -595,7 +637,7 @@ async fn run(
                 });
                 pending.push(origin, addr, handle.abort_handle());
             }
-            _ = stop.wait_for(|l| *l >= DRAIN) => break,
+            _ = stop.wait_for(|l| *l >= StopLevel::Draining) => break,
         }
     }
     drop(listener);
@@ -613,31 +655,54 @@ async fn run(
         ),
     );
     let grace_end = Instant::now() + shared.opts.grace;
-    loop {
-        let running = shared.sessions.lock().map(|s| s.len()).unwrap_or(0);
-        if running == 0 {
-            break;
-        }
-        if Instant::now() >= grace_end || *stop.borrow() >= ABORT {
-            shared.shutdown.send_replace(ABORT);
-            shared.event(
-                Level::Warn,
-                "stopping",
-                None,
-                None,
-                format!("aborting {running} session(s) still running"),
-            );
-            let until = Instant::now() + Duration::from_secs(5);
-            while shared.sessions.lock().map(|s| s.len()).unwrap_or(0) > 0 && Instant::now() < until
-            {
-                sleep(Duration::from_millis(10)).await;
-            }
-            break;
-        }
-        sleep(Duration::from_millis(10)).await;
+    let ended = tokio::select! {
+        ended = shared.sessions_ended_by(grace_end) => ended,
+        _ = stop.wait_for(|l| *l >= StopLevel::Aborting) => false,
+    };
+    if !ended {
+        // Counted before the abort goes out: the sessions end as soon as they see it.
+        let running = shared.running_sessions();
+        shared.shutdown.send_replace(StopLevel::Aborting);
+        shared.event(
+            Level::Warn,
+            "stopping",
+            None,
+            None,
+            format!("aborting {running} session(s) still running"),
+        );
+        shared
+            .sessions_ended_by(Instant::now() + Duration::from_secs(5))
+            .await;
     }
     shared.event(Level::Info, "stopped", None, None, "agent stopped");
     Ok(())
+}
+
+/// A failed `accept`: logged (the first of a streak, then every 1000th), and when the process or
+/// the system ran out of descriptors or memory, a wait for a session to end (which frees some),
+/// at most a second, instead of spinning on the error.
+async fn accept_failed(shared: &Shared, e: &std::io::Error, streak: &mut u64) {
+    *streak += 1;
+    if *streak == 1 || *streak % 1000 == 0 {
+        shared.event(
+            Level::Warn,
+            "accept-failed",
+            None,
+            None,
+            format!("could not accept a connection ({e}; {streak} in a row)"),
+        );
+    }
+    use nix::errno::Errno;
+    let exhausted = e.raw_os_error().is_some_and(|n| {
+        matches!(
+            Errno::from_raw(n),
+            Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM
+        )
+    });
+    if exhausted {
+        let freed = shared.sessions_changed.notified();
+        let _ = timeout(Duration::from_secs(1), freed).await;
+    }
 }
 
 /// `ids` as `a, b, c`, for messages.
@@ -1099,7 +1164,7 @@ fn check_join(
         )));
     }
     check_policy(shared, peer, deadline)?;
-    if shared.level() >= DRAIN {
+    if shared.level() >= StopLevel::Draining {
         return Err(Error::peer(format!("the agent of {me} is shutting down"))
             .with_hint("retry once it has been restarted"));
     }
@@ -1429,7 +1494,7 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
     let mut stop = shared.shutdown.subscribe();
     let start = tokio::select! {
         f = read_frame(&mut stream, tokio_deadline, peer.as_str()) => f,
-        _ = stop.wait_for(|l| *l >= DRAIN) => Err(Error::peer(format!(
+        _ = stop.wait_for(|l| *l >= StopLevel::Draining) => Err(Error::peer(format!(
             "the agent of {} is shutting down; session {sid} was not started", shared.me
         ))),
     };
@@ -1601,7 +1666,7 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
     };
     let ended = tokio::select! {
         r = &mut run => Ended::Done(r),
-        _ = stop.wait_for(|l| *l >= ABORT) => Ended::Stopped,
+        _ = stop.wait_for(|l| *l >= StopLevel::Aborting) => Ended::Stopped,
         why = cancel_request => Ended::Cancelled(why),
     };
     let result = match ended {
@@ -1625,7 +1690,9 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
                 cancel.cancel_because(why.clone());
                 let held = unstarted.lock().unwrap_or_else(|p| p.into_inner()).take();
                 match held {
-                    Some(connections) => abort_unstarted(connections, peer.as_str(), &why).await,
+                    Some(connections) => {
+                        abort_unstarted(connections, shared.me.as_str(), peer.as_str(), &why).await
+                    }
                     None => {
                         let _ = timeout(STOP_ABORT_WAIT, &mut run).await;
                     }
@@ -1707,10 +1774,11 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
 /// the connection does not reset it before the abort is read.
 async fn abort_unstarted(
     (mut routed, link): (mpsc::UnboundedReceiver<Routed>, Option<ControlLink>),
+    me: &str,
     researcher: &str,
     why: &str,
 ) {
-    let reason = crate::transport::mesh::abort_reason(&Error::peer(why));
+    let reason = crate::transport::mesh::abort_reason(&Error::peer(why), me);
     routed.close();
     let mut nodes = Vec::new();
     while let Ok(r) = routed.try_recv() {

@@ -56,11 +56,10 @@ use crate::error::{Error, Result};
 use crate::party::{Endpoint, Host, SessionId};
 /// `text` from a peer made safe to print ([`crate::untrusted_text::escape`]).
 pub use crate::untrusted_text::escape as escape_peer_text;
-use crate::untrusted_text::is_escaped_form;
 use zeroize::Zeroizing;
 
 /// Version of the native protocol carried in [`Hello`].
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// First backoff delay between dial attempts.
 pub const DIAL_BACKOFF_START: Duration = Duration::from_millis(5);
@@ -177,22 +176,25 @@ impl Hello {
     /// version with another layout gets a clear "unsupported version" error.
     pub fn decode(payload: &[u8], peer: &str) -> Result<Self> {
         if payload.len() < 2 {
-            return Err(Error::peer(format!(
-                "protocol violation by {peer}: truncated hello"
-            )));
+            return Err(
+                Error::peer(format!("protocol violation by {peer}: truncated hello"))
+                    .with_origin(peer, None),
+            );
         }
         let version = u16::from_be_bytes([payload[0], payload[1]]);
         if version != PROTOCOL_VERSION {
             return Err(Error::peer(format!(
                 "{peer} speaks native protocol version {version}, this party speaks version {PROTOCOL_VERSION}"
             ))
-            .with_hint("run the same secagg version on every party"));
+            .with_hint("run the same secagg version on every party")
+            .with_origin(peer, None));
         }
         if payload.len() != HELLO_LEN {
             return Err(Error::peer(format!(
                 "protocol violation by {peer}: hello of {} bytes, expected {HELLO_LEN}",
                 payload.len()
-            )));
+            ))
+            .with_origin(peer, None));
         }
         let session_id = uuid::Uuid::from_slice(&payload[2..18])
             .expect("16 bytes")
@@ -519,6 +521,8 @@ struct Ctx {
     hello: Hello,
     session_id: SessionId,
     deadline: Instant,
+    /// This party's index in `labels`.
+    me: usize,
     /// Set when this party has failed and lingers: new connections get this abort reason
     /// instead of a hello.
     abort_reason: Mutex<Option<String>>,
@@ -539,22 +543,83 @@ pub const LINGER: Duration = Duration::from_millis(600);
 /// Runs the connection phase for `config`'s party until every peer is connected and bound, or
 /// the first failure, or `deadline`. See the module documentation for the failure semantics;
 /// `warn` receives one line per dropped stranger (remote address and reason).
-#[cfg(test)] // the engine calls establish_with
+#[cfg(test)] // the engine builds a [`Connect`]
 pub async fn establish(
     config: &MeshConfig,
     deadline: Instant,
     warn: &mut (dyn FnMut(String) + Send),
 ) -> Result<Mesh> {
-    establish_with(
-        config,
-        None,
-        None,
-        Vec::new(),
-        std::future::pending(),
-        deadline,
-        warn,
-    )
-    .await
+    Connect::new(config, deadline).run(warn).await
+}
+
+/// One connection phase to run: its config and deadline ([`Connect::new`]), then one method per
+/// other source of connections or of its end, then [`Connect::run`].
+pub struct Connect<'a, S> {
+    config: &'a MeshConfig,
+    deadline: Instant,
+    inbound: Option<mpsc::UnboundedReceiver<Routed>>,
+    pool: Option<Arc<Pool>>,
+    control: Vec<ControlLink>,
+    stop: S,
+}
+
+impl<'a> Connect<'a, std::future::Pending<Error>> {
+    /// The phase of `config`'s party, bounded by `deadline`: it listens on
+    /// [`MeshConfig::listen`], dials its peers, keeps nothing and is never cancelled, unless
+    /// told otherwise.
+    pub fn new(config: &'a MeshConfig, deadline: Instant) -> Self {
+        Connect {
+            config,
+            deadline,
+            inbound: None,
+            pool: None,
+            control: Vec::new(),
+            stop: std::future::pending(),
+        }
+    }
+}
+
+impl<'a, S: std::future::Future<Output = Error>> Connect<'a, S> {
+    /// Takes the inbound connections from `inbound` (routed by a shared acceptor) instead of
+    /// binding [`MeshConfig::listen`].
+    pub fn inbound(mut self, inbound: Option<mpsc::UnboundedReceiver<Routed>>) -> Self {
+        self.inbound = inbound;
+        self
+    }
+
+    /// Uses a party agent's `pool` of kept connections: connections between two nodes are taken
+    /// from it when it has one for the party and its pinned certificate, and marked to be kept
+    /// after a clean end ([`Link::keep`]).
+    pub fn pool(mut self, pool: Option<Arc<Pool>>) -> Self {
+        self.pool = pool;
+        self
+    }
+
+    /// The `control` connections of a session run through the agents, over which this party
+    /// neither dials nor waits for the peer to dial.
+    pub fn control(mut self, control: Vec<ControlLink>) -> Self {
+        self.control = control;
+        self
+    }
+
+    /// Ends the phase with `stop`'s error when it resolves first (the operator cancelled), as
+    /// any other failure: the peers connected so far get the abort with its reason.
+    pub fn stop_on<T: std::future::Future<Output = Error>>(self, stop: T) -> Connect<'a, T> {
+        Connect {
+            config: self.config,
+            deadline: self.deadline,
+            inbound: self.inbound,
+            pool: self.pool,
+            control: self.control,
+            stop,
+        }
+    }
+
+    /// Runs the phase until every peer is connected and bound, the first failure, `stop`, or
+    /// the deadline; `warn` receives one line per dropped stranger.
+    pub async fn run(self, warn: &mut (dyn FnMut(String) + Send)) -> Result<Mesh> {
+        establish_with(self, warn).await
+    }
 }
 
 /// An inbound connection that a shared acceptor (the party agent, `crate::agent`) took on this
@@ -571,24 +636,19 @@ pub struct Routed {
     pub hello: Hello,
 }
 
-/// [`establish`], taking the inbound connections from `inbound` (routed by a shared acceptor)
-/// instead of binding [`MeshConfig::listen`], when given, with a party agent's `pool` of kept
-/// connections (connections between two nodes are taken from it when it has one for the party
-/// and its pinned certificate, and marked to be kept after a clean end, [`Link::keep`]), and
-/// with the `control` connections of a session run through the agents, over which this party
-/// neither dials nor waits for the peer to dial. When `stop` resolves first (the operator
-/// cancelled), the phase fails with its error as with any other failure: the peers connected so
-/// far get the abort with its reason.
-#[allow(clippy::too_many_arguments)] // each is one independent source of connections or limits
-pub async fn establish_with(
-    config: &MeshConfig,
-    inbound: Option<mpsc::UnboundedReceiver<Routed>>,
-    pool: Option<Arc<Pool>>,
-    control: Vec<ControlLink>,
-    stop: impl std::future::Future<Output = Error>,
-    deadline: Instant,
+/// [`Connect::run`].
+async fn establish_with(
+    phase: Connect<'_, impl std::future::Future<Output = Error>>,
     warn: &mut (dyn FnMut(String) + Send),
 ) -> Result<Mesh> {
+    let Connect {
+        config,
+        deadline,
+        inbound,
+        pool,
+        control,
+        stop,
+    } = phase;
     let n = config.parties.len();
     let me = config.my_index;
     let labels: Vec<String> = config.parties.iter().map(|p| p.label.clone()).collect();
@@ -610,6 +670,7 @@ pub async fn establish_with(
         hello: Hello::for_config(config),
         session_id: config.session_id,
         deadline,
+        me,
         abort_reason: Mutex::new(None),
     });
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
@@ -767,6 +828,7 @@ pub async fn establish_with(
                             "protocol violation by {}: it connected twice to {}",
                             labels[j], labels[me]
                         ))
+                        .with_origin(labels[j].as_str(), None)
                     } else {
                         let (r, w) = tokio::io::split(link.stream);
                         mesh.writers[j] = Some(w);
@@ -825,14 +887,15 @@ pub async fn establish_with(
                     "{} closed the connection while {} was still connecting to the other parties",
                     labels[j], labels[me]
                 ))
-                .with_hint(format!("{} may have failed; see its output", labels[j])),
+                .with_hint(format!("{} may have failed; see its output", labels[j]))
+                .with_origin(labels[j].as_str(), None),
                 None => continue, // cannot happen: ev_tx is alive
             },
             _ = sleep_until(deadline) => {
                 let e = timeout_error(&mesh, rejected, &last_rejection);
                 tasks.abort_all();
                 mesh.stop_readers();
-                abort_writers(&labels, mesh.take_writers(), &abort_reason(&e)).await;
+                abort_writers(&labels, mesh.take_writers(), &abort_reason(&e, &labels[me])).await;
                 return Err(e);
             }
         };
@@ -867,7 +930,7 @@ async fn fail(
     mut mesh: Mesh,
     e: Error,
 ) -> Error {
-    let reason = abort_reason(&e);
+    let reason = abort_reason(&e, &ctx.labels[ctx.me]);
     if let Ok(mut r) = ctx.abort_reason.lock() {
         *r = Some(reason.clone());
     }
@@ -960,7 +1023,8 @@ async fn reuse(ctx: &Ctx, mut stream: TlsStream<TcpStream>, j: usize, key: PoolK
         other => Err(Error::peer(format!(
             "protocol violation by {label}: sent a {} message before its hello",
             other.name()
-        ))),
+        ))
+        .with_origin(label, None)),
     };
     match hello.and_then(|h| check_hello(ctx, &h, j)) {
         Ok(()) => Reuse::Bound(Box::new(Link {
@@ -1021,10 +1085,13 @@ async fn dial(
                 // A resumed session skipped the verifier: its restored certificate must still
                 // be the pinned one (it is, by the ticket's name; checked all the same).
                 if !tls::is_pinned_server(conn.peer_certificates(), &pinned) {
-                    let _ = tx.send(Event::Failed(Error::authentication(format!(
-                        "{label} at {} presented a certificate other than the one registered for it",
-                        ctx.endpoints[j]
-                    ))));
+                    let _ = tx.send(Event::Failed(
+                        Error::authentication(format!(
+                            "{label} at {} presented a certificate other than the one registered for it",
+                            ctx.endpoints[j]
+                        ))
+                        .with_origin(label.as_str(), None),
+                    ));
                     return;
                 }
                 if let Some((pool, _)) = &kept {
@@ -1080,6 +1147,7 @@ fn refused_by_peer(ctx: &Ctx, j: usize) -> Error {
         "first check that every party gives the same parties in the same order, researcher first (this party's: {}); if they do, ask {label} to register this party's current certificate (check the fingerprint)",
         ctx.labels.join(",")
     ))
+    .with_origin(label.as_str(), None)
 }
 
 async fn accept_loop(
@@ -1280,6 +1348,7 @@ async fn hello_exchange(ctx: &Ctx, mut stream: TlsStream<TcpStream>, j: usize) -
                 "{label} closed the connection before sending its hello"
             ))
             .with_hint(format!("{label} may have failed; see its output"))
+            .with_origin(label.as_str(), None)
         })?;
     match frame.kind {
         MsgType::Hello => {}
@@ -1288,7 +1357,8 @@ async fn hello_exchange(ctx: &Ctx, mut stream: TlsStream<TcpStream>, j: usize) -
             return Err(Error::peer(format!(
                 "protocol violation by {label}: sent a {} message before its hello",
                 other.name()
-            )))
+            ))
+            .with_origin(label.as_str(), None))
         }
     }
     let hello = Hello::decode(&frame.payload, label)?;
@@ -1303,91 +1373,112 @@ async fn hello_exchange(ctx: &Ctx, mut stream: TlsStream<TcpStream>, j: usize) -
 /// Checks the peer's hello against ours and against `j`, the party its certificate identified.
 fn check_hello(ctx: &Ctx, hello: &Hello, j: usize) -> Result<()> {
     let label = &ctx.labels[j];
-    let same_hint = "every party must run the negotiation with the same session id, the same ordered party list (ids and registered certificates), key length and prime";
+    let same_hint = "every party must run the negotiation with the same session id, the same ordered party list (ids and registered certificates), key length, prime and scheme";
     if hello.session_id != ctx.session_id {
         return Err(Error::peer(format!(
             "{label} is negotiating session {}, not session {}",
             hello.session_id, ctx.session_id
         ))
-        .with_hint(same_hint));
+        .with_hint(same_hint)
+        .with_origin(label.as_str(), None));
     }
     if hello.binding != ctx.hello.binding {
         return Err(Error::peer(format!(
-            "{label} has a different party list or parameters for session {} (party ids, order, registered certificates, key length or prime differ)",
+            "{label} has a different party list or parameters for session {} (party ids, order, registered certificates, key length, prime or scheme differ)",
             ctx.session_id
         ))
-        .with_hint(same_hint));
+        .with_hint(same_hint)
+        .with_origin(label.as_str(), None));
     }
     if hello.sender as usize != j {
         return Err(Error::peer(format!(
             "{label} claims to be party {} of the session but presented the certificate of party {j}",
             hello.sender
         ))
-        .with_hint(same_hint));
+        .with_hint(same_hint)
+        .with_origin(label.as_str(), None));
     }
     Ok(())
 }
 
-/// The payload of the `Abort` frame sent because of `e`: `<kind>:<message>`, so that the peers
-/// fail with the same kind (a party that never started is a timeout for everyone, not only for
-/// the first party that gave up on it).
-pub fn abort_reason(e: &Error) -> String {
-    format!("{}:{e}", e.kind().name())
+/// An `Abort` frame's payload (native protocol version 2): the failure as data, so that a party
+/// told about it learns the kind and the party it started at without reading prose back.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct AbortReport {
+    /// [`crate::ErrorKind::name`] of the failure.
+    kind: String,
+    /// The party it started at: the sender for its own failure, else the [`crate::error::Origin`]
+    /// the sender was told or saw.
+    origin: String,
+    /// The origin's own words, or the sender's account of what it saw.
+    message: String,
 }
 
-/// The party of `labels` that a session error names as the one that failed: the origin of a
-/// relayed abort, or the peer the message begins with (its abort, its closed connection, its
-/// protocol violation); `None` when it names none of them first (a timeout waiting for several
-/// parties, a failure of this party's own).
-pub fn failed_party<'a>(message: &str, labels: &'a [String]) -> Option<&'a str> {
-    let named_first = |text: &str, after: char| {
-        labels
-            .iter()
-            .find(|l| {
-                text.strip_prefix(l.as_str())
-                    .is_some_and(|rest| rest.starts_with(after))
-            })
-            .map(String::as_str)
+/// The payload of the `Abort` frame that party `me` sends because of `e` (see [`AbortReport`]),
+/// at most [`MAX_ABORT_REASON`](super::frame::MAX_ABORT_REASON) bytes: the message is cut, at a
+/// character boundary, until the JSON fits.
+pub fn abort_reason(e: &Error, me: &str) -> String {
+    let (origin, mut message) = match e.origin() {
+        Some(o) => (
+            o.party.clone(),
+            o.reason.clone().unwrap_or_else(|| e.to_string()),
+        ),
+        None => (me.to_owned(), e.to_string()),
     };
-    let first = named_first(message, ' ')?;
-    let rest = &message[first.len() + 1..];
-    match rest.strip_prefix("relayed the abort of ") {
-        Some(origin) => Some(named_first(origin, ',').unwrap_or(first)),
-        None => Some(first),
+    loop {
+        let report = AbortReport {
+            kind: e.kind().name().to_owned(),
+            origin: origin.clone(),
+            message: message.clone(),
+        };
+        let json = serde_json::to_string(&report).unwrap_or_default();
+        if json.len() <= super::frame::MAX_ABORT_REASON || message.is_empty() {
+            return json;
+        }
+        let keep = message
+            .len()
+            .saturating_sub(json.len() - super::frame::MAX_ABORT_REASON + 8);
+        message = super::frame::truncate_utf8(&message, keep).to_owned();
     }
 }
 
 /// The error for an `Abort` frame received from `label`, of the kind the aborting party named
-/// (peer failure when it named none or one that only makes sense locally).
+/// (peer failure when it named none, or one that only makes sense locally), its origin the one
+/// the frame names ([`Error::origin`]). The words are the peer's: shown quoted, with control
+/// characters escaped, so that they can neither inject terminal escapes nor fake
+/// `error:`/`hint:` lines of ours; escaped once, here, however many parties relayed them.
 pub fn peer_aborted(label: &str, payload: &[u8]) -> Error {
-    let text = String::from_utf8_lossy(payload);
-    let text = super::frame::truncate_utf8(&text, super::frame::MAX_ABORT_REASON);
-    let (kind, reason) = match text.split_once(':') {
-        Some((k, r)) if !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_') => {
-            (k, r)
-        }
-        _ => ("", text),
-    };
-    // The reason is the peer's text: shown quoted, with control characters escaped, so that it
-    // can neither inject terminal escapes nor fake `error:`/`hint:` lines of our own. A party that
-    // failed because another one aborted forwards that abort: name the party it came from and
-    // keep its (already escaped) words, instead of quoting and escaping the whole sentence again
-    // at every hop.
-    let message = match relayed(reason) {
-        Some((origin, words)) => format!(
-            "{label} relayed the abort of {origin}, reporting: \"{}\"",
-            if is_escaped_form(words) {
-                words.to_owned()
+    let (kind, origin, words) = match serde_json::from_slice::<AbortReport>(payload) {
+        Ok(r) => {
+            // Only a plain party id is taken as the origin (it is shown and matched to rows).
+            let origin = if plain_id(&r.origin) {
+                r.origin
             } else {
-                escape_peer_text(words)
-            }
-        ),
-        None => format!(
-            "{label} aborted the session, reporting: \"{}\"",
-            escape_peer_text(reason)
-        ),
+                label.to_owned()
+            };
+            let words =
+                super::frame::truncate_utf8(&r.message, super::frame::MAX_ABORT_REASON).to_owned();
+            (r.kind, origin, words)
+        }
+        // A payload that is not a report: the sender's own words, whole.
+        Err(_) => {
+            let text = String::from_utf8_lossy(payload);
+            let text = super::frame::truncate_utf8(&text, super::frame::MAX_ABORT_REASON);
+            (String::new(), label.to_owned(), text.to_owned())
+        }
     };
-    let e = match kind {
+    let message = if origin == label {
+        format!(
+            "{label} aborted the session, reporting: \"{}\"",
+            escape_peer_text(&words)
+        )
+    } else {
+        format!(
+            "{label} relayed the abort of {origin}, reporting: \"{}\"",
+            escape_peer_text(&words)
+        )
+    };
+    let e = match kind.as_str() {
         "timeout" => Error::timeout(message),
         "authentication" => Error::authentication(message),
         "verification" => Error::verification(message),
@@ -1399,23 +1490,15 @@ pub fn peer_aborted(label: &str, payload: &[u8]) -> Error {
     e.with_hint(
         "fix the problem reported by that party and run the negotiation again on every party",
     )
+    .with_origin(origin, Some(words))
 }
 
-/// The party an abort reason was first reported by, and its quoted words, when `reason` is one
-/// this module wrote for an abort received from another party ([`peer_aborted`]'s two forms).
-fn relayed(reason: &str) -> Option<(&str, &str)> {
-    let (head, rest) = reason.split_once(", reporting: \"")?;
-    let words = rest.strip_suffix('"')?;
-    let origin = match head.split_once(" relayed the abort of ") {
-        Some((_, origin)) => origin,
-        None => head.strip_suffix(" aborted the session")?,
-    };
-    let plain = |t: &str| {
-        !t.is_empty()
-            && t.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'))
-    };
-    (plain(origin) && head.split(' ').next().is_some_and(plain)).then_some((origin, words))
+/// A party id as secagg writes them: letters, digits and `_-.@`, not empty.
+fn plain_id(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 256
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'))
 }
 
 /// Forwards the frames of peer `j` to `tx` until the connection closes, fails, or the session
@@ -1456,71 +1539,77 @@ mod abort_relay_tests {
     /// parties the researcher's report nested `\\\"` ever deeper and hid who failed first.
     #[test]
     fn a_relayed_abort_names_its_origin_and_is_escaped_once() {
-        let first = peer_aborted("node_a", b"timeout:disk \"full\"\nnow");
+        let own = Error::timeout("disk \"full\"\nnow");
+        let first = peer_aborted("node_a", abort_reason(&own, "node_a").as_bytes());
         let expected_words = "disk \\\"full\\\"\\nnow";
         assert_eq!(
             first.to_string(),
             format!("node_a aborted the session, reporting: \"{expected_words}\"")
         );
-        let second = peer_aborted("node_b", abort_reason(&first).as_bytes());
+        assert_eq!(first.origin().map(|o| o.party.as_str()), Some("node_a"));
+        let second = peer_aborted("node_b", abort_reason(&first, "node_x").as_bytes());
         assert_eq!(
             second.to_string(),
             format!("node_b relayed the abort of node_a, reporting: \"{expected_words}\"")
         );
         assert_eq!(second.kind(), ErrorKind::Timeout);
-        let third = peer_aborted("node_c", abort_reason(&second).as_bytes());
+        let third = peer_aborted("node_c", abort_reason(&second, "node_b").as_bytes());
         assert_eq!(
             third.to_string(),
             format!("node_c relayed the abort of node_a, reporting: \"{expected_words}\"")
         );
         assert_eq!(third.kind(), ErrorKind::Timeout);
+        assert_eq!(third.origin().map(|o| o.party.as_str()), Some("node_a"));
     }
 
     #[test]
-    fn the_failed_party_is_the_first_named_or_the_origin_of_a_relay() {
-        let labels: Vec<String> = ["node_a", "node_ab", "node_b"].map(String::from).to_vec();
-        let first = peer_aborted("node_a", b"storage:disk full");
-        assert_eq!(failed_party(&first.to_string(), &labels), Some("node_a"));
-        let relayed = peer_aborted("node_b", abort_reason(&first).as_bytes());
-        assert_eq!(failed_party(&relayed.to_string(), &labels), Some("node_a"));
-        // A label that is a prefix of another is not mistaken for it.
-        let longer = peer_aborted("node_ab", b"peer_failure:x");
-        assert_eq!(failed_party(&longer.to_string(), &labels), Some("node_ab"));
+    fn the_origin_travels_as_data_and_a_party_seen_failing_is_named() {
+        // A failure this party saw at another (a closed connection) names that party, and a
+        // relay of it keeps naming it, with this party's account as the words.
+        let seen = Error::peer("node_a closed the connection").with_origin("node_a", None);
+        let relayed = peer_aborted("node_b", abort_reason(&seen, "node_b").as_bytes());
+        assert_eq!(relayed.origin().map(|o| o.party.as_str()), Some("node_a"));
+        assert!(relayed.to_string().contains("node_a closed the connection"));
+        // A party's own failure names itself.
+        let own = peer_aborted(
+            "node_ab",
+            abort_reason(&Error::peer("x"), "node_ab").as_bytes(),
+        );
+        assert_eq!(own.origin().map(|o| o.party.as_str()), Some("node_ab"));
+        // The report for the CLI's rows carries it too.
         assert_eq!(
-            failed_party(
-                "session 1: researcher timed out waiting for node_a (Share)",
-                &labels
-            ),
-            None
+            crate::error::ErrorReport::of(&relayed).origin.as_deref(),
+            Some("node_a")
         );
+        // An over-long message still makes a payload within the frame's limit, valid JSON.
+        let long = Error::peer("é".repeat(5000));
+        let payload = abort_reason(&long, "node_a");
+        assert!(payload.len() <= crate::transport::frame::MAX_ABORT_REASON);
+        assert!(serde_json::from_str::<AbortReport>(&payload).is_ok());
     }
 
     #[test]
-    fn a_forged_relay_is_still_escaped() {
-        // The sender is attributed; the words it claims another party said are escaped unless
-        // they are exactly in escaped form.
-        let e = peer_aborted(
-            "node_b",
-            "peer_failure:node_a aborted the session, reporting: \"x\" \u{1b}[2J\u{202e}\""
-                .as_bytes(),
-        );
+    fn a_forged_origin_or_raw_text_is_still_escaped_and_attributed_to_the_sender() {
+        // An origin that is not a party id is the sender's; raw text is the sender's words.
+        let forged = serde_json::json!({
+            "kind": "peer_failure",
+            "origin": "node a\u{1b}[2J",
+            "message": "x\u{1b}[2J\u{202e}",
+        })
+        .to_string();
+        let e = peer_aborted("node_b", forged.as_bytes());
         let text = e.to_string();
         assert!(
-            text.starts_with("node_b relayed the abort of node_a, reporting: \""),
+            text.starts_with("node_b aborted the session, reporting: \""),
             "{text}"
         );
         for raw in ['\u{1b}', '\u{202e}'] {
             assert!(!text.contains(raw), "{text:?}");
         }
-        assert!(text.contains("x\\\" \\u{1b}[2J\\u{202e}"), "{text}");
-        // Something that only looks like a relay (spaces in the origin) is quoted whole.
-        let e = peer_aborted(
-            "node_b",
-            b"peer_failure:it said node a aborted the session, reporting: \"x\"",
-        );
-        assert!(e
-            .to_string()
-            .starts_with("node_b aborted the session, reporting: \"it said"));
+        assert_eq!(e.origin().map(|o| o.party.as_str()), Some("node_b"));
+        let raw = peer_aborted("node_b", "timeout:x\u{1b}".as_bytes());
+        assert_eq!(raw.kind(), ErrorKind::PeerFailure);
+        assert!(!raw.to_string().contains('\u{1b}'));
     }
 
     /// Regression: the eviction warning still named the fixed 64 after the cap came to count
@@ -1560,6 +1649,7 @@ mod reuse_tests {
             hello,
             session_id,
             deadline: Instant::now() + Duration::from_secs(5),
+            me: 0,
             abort_reason: Mutex::new(None),
         }
     }

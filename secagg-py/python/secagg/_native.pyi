@@ -233,6 +233,7 @@ class PartyError(TypedDict, total=False):
     exit_code: int
     message: str
     hint: str
+    origin: str
 
 class SessionPartyRow(TypedDict):
     party_id: str

@@ -80,17 +80,20 @@ impl Session<'_> {
                 return Err(Error::peer(format!(
                     "protocol violation by {label}: sent its {} before the DH public keys were exchanged",
                     f.kind.name()
-                )));
+                ))
+                .with_origin(label.as_str(), None));
             }
             if f.payload.as_slice() == own {
                 return Err(Error::authentication(format!(
                     "{label} sent this node's own DH public key back: a reflected key would make the pair's secret known to whoever chose it"
-                )));
+                ))
+                .with_origin(label.as_str(), None));
             }
             let z = keys.shared_x(&f.payload).map_err(|e| {
                 Error::peer(format!(
                     "protocol violation by {label}: its DH public key is not a P-256 point: {e}"
                 ))
+                .with_origin(label.as_str(), None)
             })?;
             secrets[j] = Some(Zeroizing::new(dh::pairwise_secret(
                 &z,
@@ -164,7 +167,8 @@ impl Session<'_> {
                     f.payload.len(),
                     (n - 2) * TAG_LEN,
                     n - 2
-                )));
+                ))
+                .with_origin(self.labels[j].as_str(), None));
             }
             tags[j] = f.payload.to_vec();
         }
