@@ -564,22 +564,7 @@ pub fn run_session_with(
     // MP-SPDZ: this party's own checks and port, before any agent is asked.
     let mpspdz = match &opts.mpspdz {
         None => None,
-        Some(m) => {
-            let engine = MpSpdzEngine::new(m.root.clone(), home);
-            engine.preflight(&plan)?;
-            let port = m.port.unwrap_or(plan.me().endpoint.port);
-            if let Err(e) = std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)) {
-                return Err(Error::conflict(format!(
-                    "port {port} for this party's shamir-party.x cannot be used: {e}"
-                ))
-                .with_hint(if m.port.is_none() {
-                    "this party's endpoint port is taken (by its own `secagg serve`?): give another with --mpspdz-port PORT"
-                } else {
-                    "give another free port with --mpspdz-port PORT"
-                }));
-            }
-            Some((engine, port))
-        }
+        Some(m) => Some(own_mpspdz_side(home, &plan, m)?),
     };
     let dialer = std::sync::Arc::new(Dialer::new(&own, plan.my_key_pkcs8_der())?);
     let nodes: Vec<(String, Endpoint, Vec<u8>)> = plan.parties()[1..]
@@ -606,23 +591,13 @@ pub fn run_session_with(
     let contact = CONTACT_TIMEOUT.max(opts.wait_for_agents.unwrap_or_default());
     let join_until = Instant::from_std(deadline.min(std::time::Instant::now() + contact));
     let keep_dialing = opts.wait_for_agents.is_some();
-    let answers = rt.block_on(async {
-        let mut set = JoinSet::new();
-        for (i, (label, endpoint, cert)) in nodes.iter().cloned().enumerate() {
-            let (dialer, join) = (dialer.clone(), join.clone());
-            set.spawn(async move {
-                let r = dialer
-                    .ask_until_listening(&label, &endpoint, &cert, &join, join_until, keep_dialing)
-                    .await;
-                (i, r.map_err(|e| e.into_error(&label, &endpoint)))
-            });
-        }
-        let mut answers: Vec<Option<JoinAnswer>> = (0..nodes.len()).map(|_| None).collect();
-        while let Some(Ok((i, r))) = set.join_next().await {
-            answers[i] = Some(r);
-        }
-        answers
-    });
+    let answers = rt.block_on(ask_to_join(
+        &dialer,
+        &nodes,
+        &join,
+        join_until,
+        keep_dialing,
+    ));
     let mut rows: Vec<PartyRow> = Vec::with_capacity(nodes.len() + 1);
     rows.push(PartyRow {
         party_id: parties[0].to_string(),
@@ -633,6 +608,189 @@ pub fn run_session_with(
         error: None,
         mpspdz_port: mpspdz.as_ref().map(|m| m.1),
     });
+    let (node_rows, controls, mut refusals) =
+        classify_answers(&nodes, answers, mpspdz.is_some(), engine_name);
+    rows.extend(node_rows);
+    let session_id = req.session_id.to_string();
+    let report = |rows: Vec<PartyRow>, ok: bool, fp: Option<String>| RunReport {
+        session_id: session_id.clone(),
+        engine: engine_name.to_owned(),
+        ok,
+        parties: rows,
+        total_ms: ms(started.elapsed()),
+        key_fingerprint: fp,
+    };
+    // MP-SPDZ: the one ip file, each party's registered host with its port.
+    let mut mpspdz_lines = None;
+    if refusals.is_empty() {
+        if let Some((_, my_port)) = &mpspdz {
+            match mpspdz_ip_lines(&plan, &rows, *my_port) {
+                Ok(lines) => mpspdz_lines = Some(lines),
+                Err(r) => refusals.push(r),
+            }
+        }
+    }
+    if refusals.is_empty() && opts.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+        refusals.push(ErrorReport::of(&cancelled_by_caller(&session_id)));
+    }
+    if !refusals.is_empty() {
+        // Closing the accepted control connections cancels the session at those agents.
+        drop(controls);
+        return Ok((
+            report(rows, false, None),
+            Some(not_started(&session_id, &refusals)),
+        ));
+    }
+    // 2. Start every node, then run our own side; each node's report is collected meanwhile.
+    //
+    // A node that reports a failure (or whose agent vanishes) while our side still runs makes
+    // the session fail: our side is cancelled at once instead of waiting for its deadline. The
+    // native engine honours the cancel flag only before the server key is stored (up to the
+    // last node's acknowledgement), so a stored server key still implies that every node
+    // durably stored its key.
+    let cancel = CancelFlag::new();
+    // The caller's flag stops our side like a node's failure does (the engine checks `cancel`).
+    if let Some(user) = opts.cancel.clone() {
+        let cancel = cancel.clone();
+        rt.spawn(async move {
+            while !user.is_cancelled() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            cancel.cancel();
+        });
+    }
+    let labels: Vec<String> = nodes.iter().map(|(l, _, _)| l.clone()).collect();
+    let side = OwnSide {
+        home,
+        store,
+        plan,
+        deadline,
+        cancel: &cancel,
+    };
+    let (own, cause_at_end, replies) = match (&mpspdz, mpspdz_lines) {
+        (Some((engine, port)), Some(lines)) => run_mpspdz_over_controls(
+            &rt,
+            side,
+            &labels,
+            controls,
+            (engine, *port, lines),
+            on_warning,
+        ),
+        _ => {
+            let (own, replies) = run_native_over_controls(&rt, side, &labels, controls, on_warning);
+            (own, None, replies)
+        }
+    };
+    rt.shutdown_background();
+    let ok = own.is_ok();
+    rows[0].state = if ok {
+        PartyState::Confirmed
+    } else {
+        PartyState::Failed
+    };
+    rows[0].key = if ok {
+        "confirmed".into()
+    } else {
+        "none".into()
+    };
+    let node_errors = apply_replies(&mut rows[1..], replies, ok, mpspdz.is_none());
+    match own {
+        Ok(r) => {
+            for row in &rows[1..] {
+                if row.state != PartyState::Confirmed {
+                    on_warning(&format!(
+                        "{} holds its key of session {session_id} but did not report it confirmed; it stays unconfirmed there until its operator confirms it",
+                        row.party_id
+                    ));
+                }
+            }
+            rows[0].ms = Some(r.total_ms);
+            Ok((report(rows, true, Some(r.key_fingerprint)), None))
+        }
+        Err(e) => {
+            rows[0].error = Some(ErrorReport::of(&e));
+            // A native session's failing node reported on the connection it shared with this
+            // party (its abort, or its close), not with a report: its row says so. The error
+            // names it as data (its origin), relayed by whichever party saw it first.
+            if mpspdz.is_none() {
+                let own_error = ErrorReport::of(&e);
+                if let Some(row) = e
+                    .origin()
+                    .and_then(|o| rows[1..].iter_mut().find(|r| r.party_id == o.party))
+                {
+                    row.state = PartyState::Failed;
+                    row.error = Some(own_error);
+                }
+            }
+            let err = failure(&session_id, &e, cause_at_end, &rows, &node_errors);
+            Ok((report(rows, false, None), Some(err)))
+        }
+    }
+}
+
+/// This party's MP-SPDZ engine and the port of its `shamir-party.x`, checked before any agent is
+/// asked: the build, the plan as MP-SPDZ sees it, and the port free.
+fn own_mpspdz_side(
+    home: &Home,
+    plan: &NegotiationPlan,
+    m: &RunMpSpdz,
+) -> Result<(MpSpdzEngine, u16)> {
+    let engine = MpSpdzEngine::new(m.root.clone(), home);
+    engine.preflight(plan)?;
+    let port = m.port.unwrap_or(plan.me().endpoint.port);
+    if let Err(e) = std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)) {
+        return Err(Error::conflict(format!(
+            "port {port} for this party's shamir-party.x cannot be used: {e}"
+        ))
+        .with_hint(if m.port.is_none() {
+            "this party's endpoint port is taken (by its own `secagg serve`?): give another with --mpspdz-port PORT"
+        } else {
+            "give another free port with --mpspdz-port PORT"
+        }));
+    }
+    Ok((engine, port))
+}
+
+/// Step 1: sends `join` to every node's agent at once (dialing again until `until` while one is
+/// not listening yet, when `keep_dialing`); each node's answer, in node order.
+async fn ask_to_join(
+    dialer: &std::sync::Arc<Dialer>,
+    nodes: &[(String, Endpoint, Vec<u8>)],
+    join: &Request,
+    until: Instant,
+    keep_dialing: bool,
+) -> Vec<Option<JoinAnswer>> {
+    let mut set = JoinSet::new();
+    for (i, (label, endpoint, cert)) in nodes.iter().cloned().enumerate() {
+        let (dialer, join) = (dialer.clone(), join.clone());
+        set.spawn(async move {
+            let r = dialer
+                .ask_until_listening(&label, &endpoint, &cert, &join, until, keep_dialing)
+                .await;
+            (i, r.map_err(|e| e.into_error(&label, &endpoint)))
+        });
+    }
+    let mut answers: Vec<Option<JoinAnswer>> = (0..nodes.len()).map(|_| None).collect();
+    while let Some(Ok((i, r))) = set.join_next().await {
+        answers[i] = Some(r);
+    }
+    answers
+}
+
+/// Step 1's outcome: one row per node, the control connection of each node that accepted (in
+/// node order), and every refusal (a node that refused, could not be reached, or answered out of
+/// protocol).
+fn classify_answers(
+    nodes: &[(String, Endpoint, Vec<u8>)],
+    answers: Vec<Option<JoinAnswer>>,
+    mpspdz: bool,
+    engine_name: &str,
+) -> (
+    Vec<PartyRow>,
+    Vec<Option<TlsStream<TcpStream>>>,
+    Vec<ErrorReport>,
+) {
+    let mut rows = Vec::with_capacity(nodes.len());
     let mut controls = Vec::with_capacity(nodes.len());
     let mut refusals: Vec<ErrorReport> = Vec::new();
     for ((label, _, _), answer) in nodes.iter().zip(answers) {
@@ -647,7 +805,7 @@ pub fn run_session_with(
         };
         match answer {
             Some(Ok((stream, Reply::Accepted { mpspdz_port })))
-                if mpspdz_port.is_some() == mpspdz.is_some() =>
+                if mpspdz_port.is_some() == mpspdz =>
             {
                 row.mpspdz_port = mpspdz_port;
                 controls.push(Some(stream))
@@ -694,199 +852,65 @@ pub fn run_session_with(
         }
         rows.push(row);
     }
-    let session_id = req.session_id.to_string();
-    let report = |rows: Vec<PartyRow>, ok: bool, fp: Option<String>| RunReport {
-        session_id: session_id.clone(),
-        engine: engine_name.to_owned(),
-        ok,
-        parties: rows,
-        total_ms: ms(started.elapsed()),
-        key_fingerprint: fp,
-    };
-    // MP-SPDZ: the one ip file, each party's registered host with its port.
-    let mut mpspdz_lines = None;
-    if refusals.is_empty() {
-        if let Some((_, my_port)) = &mpspdz {
-            let mut lines = Vec::with_capacity(rows.len());
-            for (j, row) in rows.iter().enumerate() {
-                let host = &plan.parties()[j].endpoint.host;
-                let port = if j == 0 {
-                    Some(*my_port)
-                } else {
-                    row.mpspdz_port
-                };
-                let ep = Endpoint {
-                    host: host.clone(),
-                    port: port.unwrap_or(0),
-                };
-                match crate::mpspdz::workdir::ip_file_line(&ep) {
-                    Ok(l) => lines.push(l),
-                    Err(e) => {
-                        refusals.push(ErrorReport::of(
-                            &e.context(format!("party {j} (`{}`)", row.party_id)),
-                        ));
-                        break;
-                    }
-                }
-            }
-            mpspdz_lines = Some(lines);
-        }
-    }
-    if refusals.is_empty() && opts.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
-        refusals.push(ErrorReport::of(&cancelled_by_caller(&session_id)));
-    }
-    if !refusals.is_empty() {
-        // Closing the accepted control connections cancels the session at those agents.
-        drop(controls);
-        let first = &refusals[0];
-        let e = error_of_kind(
-            first.kind,
-            format!(
-                "session {session_id} was not started and nothing was stored: {}",
-                refusals
-                    .iter()
-                    .map(|r| r.message.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-        );
-        let e = match &first.hint {
-            Some(h) => e.with_hint(h.clone()),
-            None => e,
-        };
-        return Ok((report(rows, false, None), Some(e)));
-    }
-    // 2. Start every node, then run our own side; each node's report is collected meanwhile.
-    //
-    // A node that reports a failure (or whose agent vanishes) while our side still runs makes
-    // the session fail: our side is cancelled at once instead of waiting for its deadline. The
-    // native engine honours the cancel flag only before the server key is stored (up to the
-    // last node's acknowledgement), so a stored server key still implies that every node
-    // durably stored its key.
-    let cancel = CancelFlag::new();
-    // The caller's flag stops our side like a node's failure does (the engine checks `cancel`).
-    if let Some(user) = opts.cancel.clone() {
-        let cancel = cancel.clone();
-        rt.spawn(async move {
-            while !user.is_cancelled() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            cancel.cancel();
-        });
-    }
-    let labels: Vec<String> = nodes.iter().map(|(l, _, _)| l.clone()).collect();
-    let (own, cause_at_end, replies) = if mpspdz.is_none() {
-        let (own, replies) = run_native_over_controls(
-            &rt,
-            (home, store, plan),
-            &labels,
-            controls,
-            deadline,
-            &cancel,
-            on_warning,
-        );
-        (own, None, replies)
-    } else {
-        let cause: std::sync::Arc<std::sync::Mutex<Option<NodeFailure>>> = Default::default();
-        // Set once our side failed: every node still running gets a `cancel` on its control
-        // connection (MP-SPDZ has no abort that would reach it otherwise).
-        let (word_tx, word_rx) = tokio::sync::watch::channel(Word::Pending);
-        let start = serde_json::to_vec(&Request::Start {
-            mpspdz_endpoints: mpspdz_lines.clone(),
-        })
-        .expect("serialisable");
-        let collectors: Vec<tokio::task::JoinHandle<Option<std::result::Result<Reply, String>>>> =
-            controls
-                .into_iter()
-                .zip(&nodes)
-                .map(|(stream, (label, _, _))| {
-                    let (label, start) = (label.clone(), start.clone());
-                    let (cancel, cause) = (cancel.clone(), cause.clone());
-                    let mut word_rx = word_rx.clone();
-                    let stream = stream.expect("every node accepted");
-                    let until = Instant::from_std(deadline) + REPORT_GRACE;
-                    rt.spawn(async move {
-                        let (mut rd, mut wr) = tokio::io::split(stream);
-                        let r = match write_frame(
-                            &mut wr,
-                            &Frame::new(MsgType::Request, start),
-                            until,
-                            &label,
-                        )
-                        .await
-                        {
-                            Err(e) => Some(Err(format!("could not start it: {e}"))),
-                            Ok(()) => node_report(
-                                read_until_report(&mut rd, &mut wr, &mut word_rx, until, &label)
-                                    .await,
-                            ),
-                        };
-                        if let Some(failure) = NodeFailure::of(&label, &r) {
-                            let mut c = cause.lock().unwrap_or_else(|p| p.into_inner());
-                            // The first failure reported is the likeliest cause; the others often
-                            // only saw the session abort.
-                            if c.is_none() {
-                                *c = Some(failure);
-                            }
-                            cancel.cancel();
-                        }
-                        let _ = rd.unsplit(wr).shutdown().await;
-                        r
-                    })
-                })
-                .collect();
-        let own = (|| {
-            let mut sink =
-                StoreSink::with_store(home, store, &plan, engine_name, deadline, on_warning)?;
-            let result = match (&mpspdz, &mpspdz_lines) {
-                (Some((engine, port)), Some(lines)) => {
-                    super::mpspdz_plan(plan, lines, Some(*port), deadline)
-                        .and_then(|plan| engine.negotiate_cancellable(plan, &mut sink, &cancel))
-                }
-                _ => NativeEngine.negotiate_cancellable(plan, &mut sink, &cancel),
-            };
-            sink.report(result)
-        })();
-        // What a node reported before our side ended (later reports are consequences of our end).
-        let cause_at_end = cause.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        // The server key is stored (our side succeeded) or not: each node confirms its key or
-        // stops and keeps it unconfirmed.
-        let _ = word_tx.send(if own.is_ok() {
-            Word::Confirm
+    (rows, controls, refusals)
+}
+
+/// The MP-SPDZ ip file's lines: each party's registered host with the port its `shamir-party.x`
+/// takes (this party's `my_port`, each node's as its agent reserved it).
+fn mpspdz_ip_lines(
+    plan: &NegotiationPlan,
+    rows: &[PartyRow],
+    my_port: u16,
+) -> std::result::Result<Vec<String>, ErrorReport> {
+    let mut lines = Vec::with_capacity(rows.len());
+    for (j, row) in rows.iter().enumerate() {
+        let port = if j == 0 {
+            Some(my_port)
         } else {
-            Word::Cancel
-        });
-        let grace_end = Instant::now() + REPORT_GRACE;
-        let replies: Vec<Option<std::result::Result<Reply, String>>> = rt.block_on(async {
-            let mut out = Vec::with_capacity(collectors.len());
-            for c in collectors {
-                let abort = c.abort_handle();
-                match timeout_at(grace_end, c).await {
-                    Ok(Ok(r)) => out.push(r),
-                    _ => {
-                        abort.abort();
-                        out.push(None);
-                    }
-                }
-            }
-            out
-        });
-        (own, cause_at_end, replies)
-    };
-    rt.shutdown_background();
-    let ok = own.is_ok();
-    rows[0].state = if ok {
-        PartyState::Confirmed
-    } else {
-        PartyState::Failed
-    };
-    rows[0].key = if ok {
-        "confirmed".into()
-    } else {
-        "none".into()
-    };
+            row.mpspdz_port
+        };
+        let ep = Endpoint {
+            host: plan.parties()[j].endpoint.host.clone(),
+            port: port.unwrap_or(0),
+        };
+        let line = crate::mpspdz::workdir::ip_file_line(&ep)
+            .map_err(|e| ErrorReport::of(&e.context(format!("party {j} (`{}`)", row.party_id))))?;
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+/// The error of a session no node was started for, from every refusal (the first one's kind and
+/// hint).
+fn not_started(session_id: &str, refusals: &[ErrorReport]) -> Error {
+    let first = &refusals[0];
+    let e = error_of_kind(
+        first.kind,
+        format!(
+            "session {session_id} was not started and nothing was stored: {}",
+            refusals
+                .iter()
+                .map(|r| r.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    );
+    match &first.hint {
+        Some(h) => e.with_hint(h.clone()),
+        None => e,
+    }
+}
+
+/// Fills each node's row from its agent's report (`ok`: this party's side succeeded, so the server
+/// key is stored); returns what the failing nodes said.
+fn apply_replies(
+    rows: &mut [PartyRow],
+    replies: Vec<Option<std::result::Result<Reply, String>>>,
+    ok: bool,
+    native: bool,
+) -> Vec<String> {
     let mut node_errors = Vec::new();
-    for (row, r) in rows[1..].iter_mut().zip(replies) {
+    for (row, r) in rows.iter_mut().zip(replies) {
         match r {
             Some(Ok(Reply::Result { state, ms, error })) => {
                 row.ms = Some(ms);
@@ -945,7 +969,7 @@ pub fn run_session_with(
                 row.key = "unknown".into();
                 row.error = Some(ErrorReport::new(
                     ErrorKind::PeerFailure,
-                    if !ok && mpspdz.is_none() {
+                    if !ok && native {
                         // A native session's report comes only after a clean end: the connection
                         // it ran on carried the abort instead.
                         format!(
@@ -967,81 +991,178 @@ pub fn run_session_with(
             };
         }
     }
-    match own {
-        Ok(r) => {
-            for row in &rows[1..] {
-                if row.state != PartyState::Confirmed {
-                    on_warning(&format!(
-                        "{} holds its key of session {session_id} but did not report it confirmed; it stays unconfirmed there until its operator confirms it",
-                        row.party_id
-                    ));
-                }
+    node_errors
+}
+
+/// The error of a session started and failed: the node that failed first and why when one
+/// reported it before this party's side ended, else this party's error and what the nodes said.
+fn failure(
+    session_id: &str,
+    e: &Error,
+    cause_at_end: Option<NodeFailure>,
+    rows: &[PartyRow],
+    node_errors: &[String],
+) -> Error {
+    match cause_at_end {
+        // Our side was cancelled (or failed at the same moment) because a node failed:
+        // that node and its reason are what the operator needs first.
+        Some(c) => {
+            let mut message = format!(
+                "session {session_id} failed at {}: {}; the researcher stopped its side at once and stored no server key",
+                c.party, c.reason
+            );
+            // The other nodes ended because of it: one short word each (their rows
+            // carry the whole chain of why, which would repeat the session id and the
+            // cause once per node here).
+            let others: Vec<String> = rows[1..]
+                .iter()
+                .filter(|r| r.party_id != c.party)
+                .map(|r| format!("{} (key: {})", r.party_id, r.key))
+                .collect();
+            if !others.is_empty() {
+                message.push_str(&format!(
+                    "; the other nodes ended too: {}; each party's row says how",
+                    others.join(", ")
+                ));
             }
-            rows[0].ms = Some(r.total_ms);
-            Ok((report(rows, true, Some(r.key_fingerprint)), None))
+            let err = error_of_kind(c.kind, message);
+            match c.hint {
+                Some(h) => err.with_hint(h),
+                None => err.with_hint(format!(
+                    "see the log of the agent of {}; no server key was stored, so run the session again with a new session id once it is fixed",
+                    c.party
+                )),
+            }
         }
-        Err(e) => {
-            rows[0].error = Some(ErrorReport::of(&e));
-            // A native session's failing node reported on the connection it shared with this
-            // party (its abort, or its close), not with a report: its row says so. The error
-            // names it as data (its origin), relayed by whichever party saw it first.
-            if mpspdz.is_none() {
-                let own_error = ErrorReport::of(&e);
-                if let Some(row) = e
-                    .origin()
-                    .and_then(|o| rows[1..].iter_mut().find(|r| r.party_id == o.party))
-                {
-                    row.state = PartyState::Failed;
-                    row.error = Some(own_error);
-                }
+        None => {
+            let mut message = format!("session {session_id} failed: {e}");
+            if !node_errors.is_empty() {
+                message.push_str(&format!("; the nodes report: {}", node_errors.join("; ")));
             }
-            let err = match cause_at_end {
-                // Our side was cancelled (or failed at the same moment) because a node failed:
-                // that node and its reason are what the operator needs first.
-                Some(c) => {
-                    let mut message = format!(
-                        "session {session_id} failed at {}: {}; the researcher stopped its side at once and stored no server key",
-                        c.party, c.reason
-                    );
-                    // The other nodes ended because of it: one short word each (their rows
-                    // carry the whole chain of why, which would repeat the session id and the
-                    // cause once per node here).
-                    let others: Vec<String> = rows[1..]
-                        .iter()
-                        .filter(|r| r.party_id != c.party)
-                        .map(|r| format!("{} (key: {})", r.party_id, r.key))
-                        .collect();
-                    if !others.is_empty() {
-                        message.push_str(&format!(
-                            "; the other nodes ended too: {}; each party's row says how",
-                            others.join(", ")
-                        ));
-                    }
-                    let err = error_of_kind(c.kind, message);
-                    match c.hint {
-                        Some(h) => err.with_hint(h),
-                        None => err.with_hint(format!(
-                            "see the log of the agent of {}; no server key was stored, so run the session again with a new session id once it is fixed",
-                            c.party
-                        )),
-                    }
-                }
-                None => {
-                    let mut message = format!("session {session_id} failed: {e}");
-                    if !node_errors.is_empty() {
-                        message
-                            .push_str(&format!("; the nodes report: {}", node_errors.join("; ")));
-                    }
-                    let mut err = error_of_kind(e.kind(), message);
-                    if let Some(h) = e.hint() {
-                        err = err.with_hint(h.to_owned());
-                    }
-                    err
-                }
-            };
-            Ok((report(rows, false, None), Some(err)))
+            let mut err = error_of_kind(e.kind(), message);
+            if let Some(h) = e.hint() {
+                err = err.with_hint(h.to_owned());
+            }
+            err
         }
     }
+}
+
+/// What a node's agent reported at the end of a session: its result, what went wrong reading it
+/// (as text), or nothing in time.
+type NodeReply = Option<std::result::Result<Reply, String>>;
+
+/// This party's side of a session run through the agents, and what it needs.
+struct OwnSide<'a> {
+    home: &'a Home,
+    store: PooledStore,
+    plan: NegotiationPlan,
+    deadline: std::time::Instant,
+    /// Set by a node's failure or the caller: stops this side before the server key is stored.
+    cancel: &'a CancelFlag,
+}
+
+/// The researcher's side of an MP-SPDZ session run through the agents: every node's `start`
+/// (with the ip file's `lines`) and report on its control connection, this party's
+/// `shamir-party.x` meanwhile; a node that reports a failure first is the session's cause (and
+/// cancels this side); after this side ends, each node gets the word to confirm or not.
+fn run_mpspdz_over_controls(
+    rt: &tokio::runtime::Runtime,
+    OwnSide {
+        home,
+        store,
+        plan,
+        deadline,
+        cancel,
+    }: OwnSide<'_>,
+    labels: &[String],
+    controls: Vec<Option<TlsStream<TcpStream>>>,
+    (engine, port, lines): (&MpSpdzEngine, u16, Vec<String>),
+    on_warning: &mut (dyn FnMut(&str) + Send),
+) -> (
+    Result<session::NegotiationReport>,
+    Option<NodeFailure>,
+    Vec<NodeReply>,
+) {
+    let cause: std::sync::Arc<std::sync::Mutex<Option<NodeFailure>>> = Default::default();
+    // Set once our side failed: every node still running gets a `cancel` on its control
+    // connection (MP-SPDZ has no abort that would reach it otherwise).
+    let (word_tx, word_rx) = tokio::sync::watch::channel(Word::Pending);
+    let start = serde_json::to_vec(&Request::Start {
+        mpspdz_endpoints: Some(lines.clone()),
+    })
+    .expect("serialisable");
+    let collectors: Vec<tokio::task::JoinHandle<Option<std::result::Result<Reply, String>>>> =
+        controls
+            .into_iter()
+            .zip(labels)
+            .map(|(stream, label)| {
+                let (label, start) = (label.clone(), start.clone());
+                let (cancel, cause) = (cancel.clone(), cause.clone());
+                let mut word_rx = word_rx.clone();
+                let stream = stream.expect("every node accepted");
+                let until = Instant::from_std(deadline) + REPORT_GRACE;
+                rt.spawn(async move {
+                    let (mut rd, mut wr) = tokio::io::split(stream);
+                    let r = match write_frame(
+                        &mut wr,
+                        &Frame::new(MsgType::Request, start),
+                        until,
+                        &label,
+                    )
+                    .await
+                    {
+                        Err(e) => Some(Err(format!("could not start it: {e}"))),
+                        Ok(()) => node_report(
+                            read_until_report(&mut rd, &mut wr, &mut word_rx, until, &label).await,
+                        ),
+                    };
+                    if let Some(failure) = NodeFailure::of(&label, &r) {
+                        let mut c = cause.lock().unwrap_or_else(|p| p.into_inner());
+                        // The first failure reported is the likeliest cause; the others often
+                        // only saw the session abort.
+                        if c.is_none() {
+                            *c = Some(failure);
+                        }
+                        cancel.cancel();
+                    }
+                    let _ = rd.unsplit(wr).shutdown().await;
+                    r
+                })
+            })
+            .collect();
+    let own = (|| {
+        let mut sink =
+            StoreSink::with_store(home, store, &plan, MpSpdzEngine::NAME, deadline, on_warning)?;
+        let result = super::mpspdz_plan(plan, &lines, Some(port), deadline)
+            .and_then(|plan| engine.negotiate_cancellable(plan, &mut sink, cancel));
+        sink.report(result)
+    })();
+    // What a node reported before our side ended (later reports are consequences of our end).
+    let cause_at_end = cause.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    // The server key is stored (our side succeeded) or not: each node confirms its key or
+    // stops and keeps it unconfirmed.
+    let _ = word_tx.send(if own.is_ok() {
+        Word::Confirm
+    } else {
+        Word::Cancel
+    });
+    let grace_end = Instant::now() + REPORT_GRACE;
+    let replies: Vec<Option<std::result::Result<Reply, String>>> = rt.block_on(async {
+        let mut out = Vec::with_capacity(collectors.len());
+        for c in collectors {
+            let abort = c.abort_handle();
+            match timeout_at(grace_end, c).await {
+                Ok(Ok(r)) => out.push(r),
+                _ => {
+                    abort.abort();
+                    out.push(None);
+                }
+            }
+        }
+        out
+    });
+    (own, cause_at_end, replies)
 }
 
 /// The researcher's side of a native session run through the agents: the negotiation with each
@@ -1051,11 +1172,15 @@ pub fn run_session_with(
 /// this side fails at once, naming it.
 fn run_native_over_controls(
     rt: &tokio::runtime::Runtime,
-    (home, store, plan): (&Home, PooledStore, NegotiationPlan),
+    OwnSide {
+        home,
+        store,
+        plan,
+        deadline,
+        cancel,
+    }: OwnSide<'_>,
     labels: &[String],
     controls: Vec<Option<TlsStream<TcpStream>>>,
-    deadline: std::time::Instant,
-    cancel: &CancelFlag,
     on_warning: &mut (dyn FnMut(&str) + Send),
 ) -> (
     Result<session::NegotiationReport>,

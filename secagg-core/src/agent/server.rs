@@ -1493,62 +1493,26 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
     let tokio_deadline = Instant::from_std(deadline);
     let mut stop = shared.shutdown.subscribe();
     let start = tokio::select! {
-        f = read_frame(&mut stream, tokio_deadline, peer.as_str()) => f,
+        started = await_start(&mut stream, &peer, plan, sid, mpspdz_port, deadline) => started,
         _ = stop.wait_for(|l| *l >= StopLevel::Draining) => Err(Error::peer(format!(
             "the agent of {} is shutting down; session {sid} was not started", shared.me
         ))),
     };
-    // MP-SPDZ: the plan with the ip file the researcher handed every party.
-    let mut mpspdz_plan = None;
-    let mut plan = Some(plan);
-    let not_started = match start {
-        Ok(Some(f)) if f.kind == MsgType::Request => {
-            match serde_json::from_slice::<Request>(&f.payload) {
-                Ok(Request::Start {
-                    mpspdz_endpoints: None,
-                }) if mpspdz_port.is_none() => None,
-                Ok(Request::Start {
-                    mpspdz_endpoints: Some(lines),
-                }) if mpspdz_port.is_some() => {
-                    let registered = plan.take().expect("taken only here");
-                    match super::mpspdz_plan(registered, &lines, mpspdz_port, deadline) {
-                        Ok(p) => {
-                            mpspdz_plan = Some(p);
-                            None
-                        }
-                        Err(e) => Some(e.context(format!("protocol violation by {peer}"))),
-                    }
-                }
-                Ok(Request::Start { .. }) => Some(Error::peer(format!(
-                    "protocol violation by {peer}: the start of session {sid} {} an MP-SPDZ ip file",
-                    if mpspdz_port.is_some() { "lacks" } else { "carries" }
-                ))),
-                _ => Some(Error::peer(format!(
-                    "protocol violation by {peer}: expected the start of session {sid}"
-                ))),
-            }
+    let start = match start {
+        Ok(start) => start,
+        Err(e) => {
+            shared.event(
+                Level::Info,
+                "cancelled",
+                Some(&sid),
+                Some(peer.as_str()),
+                format!("session not started, nothing stored: {e}"),
+            );
+            result_reply(&mut stream, &peer, "none", 0.0, Some(&e)).await;
+            drop(guard);
+            return;
         }
-        Ok(Some(f)) => Some(Error::peer(format!(
-            "protocol violation by {peer}: sent a {} message instead of the start of session {sid}",
-            f.kind.name()
-        ))),
-        Ok(None) => Some(Error::peer(format!(
-            "{peer} closed the connection before starting session {sid} (another party refused or was unreachable)"
-        ))),
-        Err(e) => Some(e),
     };
-    if let Some(e) = not_started {
-        shared.event(
-            Level::Info,
-            "cancelled",
-            Some(&sid),
-            Some(peer.as_str()),
-            format!("session not started, nothing stored: {e}"),
-        );
-        result_reply(&mut stream, &peer, "none", 0.0, Some(&e)).await;
-        drop(guard);
-        return;
-    }
     shared.event(
         Level::Info,
         "started",
@@ -1559,7 +1523,7 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
     let started = std::time::Instant::now();
     let progress = Arc::new(AtomicU8::new(0));
     let cancel = CancelFlag::new();
-    let is_mpspdz = mpspdz_plan.is_some();
+    let is_mpspdz = matches!(start, Start::MpSpdz(_));
     // A native session's negotiation with the researcher runs on this very connection (no
     // second connection and handshake); it comes back after a clean end, for the report.
     let (give_back, given_back) = oneshot::channel();
@@ -1586,8 +1550,8 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
         if let Some(pause) = crate::fault::pause_at(crate::fault::Step::AgentStarted) {
             sleep(pause).await;
         }
-        match mpspdz_plan {
-            Some(plan) => {
+        match start {
+            Start::MpSpdz(plan) => {
                 run_mpspdz(
                     shared.clone(),
                     plan,
@@ -1599,7 +1563,7 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
                 )
                 .await
             }
-            None => {
+            Start::Native(plan) => {
                 let connections = unstarted
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -1607,7 +1571,7 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
                     .ok_or_else(|| Error::peer("the session was stopped before it started"))?;
                 run_native(
                     shared.clone(),
-                    plan.expect("a native session keeps its plan"),
+                    plan,
                     deadline,
                     connections,
                     progress.clone(),
@@ -1725,7 +1689,94 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
         1 => "unconfirmed",
         _ => "none",
     };
-    match &result {
+    log_end(&shared, sid, &peer, &result, state, ms);
+    // The slot goes before the result: a researcher that starts its next session on hearing it
+    // must find the slot free.
+    drop(guard);
+    // A native session's connection is back only after a clean end at both ends; after a
+    // failure the researcher had this party's abort on it instead.
+    let mut stream = match control {
+        Some(stream) => stream,
+        // The run ended: the connection is on its way back, or closed.
+        None if result.is_ok() => match given_back.await {
+            Ok(tokio_rustls::TlsStream::Server(stream)) => stream,
+            _ => return,
+        },
+        None => return,
+    };
+    result_reply(&mut stream, &peer, state, ms, result.as_ref().err()).await;
+    let until = Instant::now() + Duration::from_secs(1);
+    let _ = timeout_at(until, stream.shutdown()).await;
+}
+
+/// What the researcher's `start` turned an accepted session into: the plan to run.
+enum Start {
+    /// A native session, its plan as accepted.
+    Native(NegotiationPlan),
+    /// An MP-SPDZ session, its plan with the ip file the researcher handed every party.
+    MpSpdz(NegotiationPlan),
+}
+
+/// Reads the researcher's `start` of the accepted session on its control connection and checks
+/// it: an MP-SPDZ session's carries the ip file (this party's line with the port it reserved), a
+/// native session's none. Anything else (another message, a close, the deadline) is the reason
+/// the session never started.
+async fn await_start(
+    stream: &mut TlsStream<TcpStream>,
+    peer: &PartyId,
+    plan: NegotiationPlan,
+    sid: SessionId,
+    mpspdz_port: Option<u16>,
+    deadline: std::time::Instant,
+) -> Result<Start> {
+    let frame = read_frame(stream, Instant::from_std(deadline), peer.as_str()).await?;
+    let request = match frame {
+        Some(f) if f.kind == MsgType::Request => serde_json::from_slice::<Request>(&f.payload).ok(),
+        Some(f) => {
+            return Err(Error::peer(format!(
+                "protocol violation by {peer}: sent a {} message instead of the start of session {sid}",
+                f.kind.name()
+            )))
+        }
+        None => {
+            return Err(Error::peer(format!(
+                "{peer} closed the connection before starting session {sid} (another party refused or was unreachable)"
+            )))
+        }
+    };
+    match request {
+        Some(Request::Start {
+            mpspdz_endpoints: None,
+        }) if mpspdz_port.is_none() => Ok(Start::Native(plan)),
+        Some(Request::Start {
+            mpspdz_endpoints: Some(lines),
+        }) if mpspdz_port.is_some() => super::mpspdz_plan(plan, &lines, mpspdz_port, deadline)
+            .map(Start::MpSpdz)
+            .map_err(|e| e.context(format!("protocol violation by {peer}"))),
+        Some(Request::Start { .. }) => Err(Error::peer(format!(
+            "protocol violation by {peer}: the start of session {sid} {} an MP-SPDZ ip file",
+            if mpspdz_port.is_some() {
+                "lacks"
+            } else {
+                "carries"
+            }
+        ))),
+        _ => Err(Error::peer(format!(
+            "protocol violation by {peer}: expected the start of session {sid}"
+        ))),
+    }
+}
+
+/// Logs how a started session ended at this party (`state`: what it stored).
+fn log_end(
+    shared: &Shared,
+    sid: SessionId,
+    peer: &PartyId,
+    result: &Result<session::NegotiationReport>,
+    state: &str,
+    ms: f64,
+) {
+    match result {
         Ok(_) => shared.event(
             Level::Info,
             "succeeded",
@@ -1748,23 +1799,6 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
             ),
         ),
     }
-    // The slot goes before the result: a researcher that starts its next session on hearing it
-    // must find the slot free.
-    drop(guard);
-    // A native session's connection is back only after a clean end at both ends; after a
-    // failure the researcher had this party's abort on it instead.
-    let mut stream = match control {
-        Some(stream) => stream,
-        // The run ended: the connection is on its way back, or closed.
-        None if result.is_ok() => match given_back.await {
-            Ok(tokio_rustls::TlsStream::Server(stream)) => stream,
-            _ => return,
-        },
-        None => return,
-    };
-    result_reply(&mut stream, &peer, state, ms, result.as_ref().err()).await;
-    let until = Instant::now() + Duration::from_secs(1);
-    let _ = timeout_at(until, stream.shutdown()).await;
 }
 
 /// Aborts a native session before the engine took its connections (the agent stops). The nodes'
