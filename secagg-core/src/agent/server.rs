@@ -1544,7 +1544,6 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
     // An MP-SPDZ node confirms its key only on the researcher's word, sent once the server key
     // is stored (the engine leaves it unconfirmed after the run; `run_mpspdz` waits for this).
     let (verdict_tx, verdict_rx) = std::sync::mpsc::channel::<Verdict>();
-    let mut verdict_rx = Some(verdict_rx);
     let run = async {
         crate::fault::at(crate::fault::Step::AgentStarted)?;
         if let Some(pause) = crate::fault::pause_at(crate::fault::Step::AgentStarted) {
@@ -1559,7 +1558,7 @@ async fn joined(shared: Arc<Shared>, mut stream: TlsStream<TcpStream>, peer: Par
                     progress.clone(),
                     sid,
                     cancel.clone(),
-                    verdict_rx.take().expect("one run per session"),
+                    verdict_rx,
                 )
                 .await
             }
