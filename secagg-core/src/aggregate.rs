@@ -27,6 +27,7 @@
 pub mod ciphertext_file;
 pub mod lom_round;
 pub mod masked_file;
+mod one_per_node;
 pub mod params;
 pub mod round;
 mod secret_pow;

@@ -235,22 +235,35 @@ pub fn aggregate_check(
     };
     let avg = aggregate::decrypt_round(&federation.parties[0].home, &req, &biprime, None)?;
     let decrypted = started.elapsed() - encrypted;
-    let max_error = avg
-        .average
-        .iter()
-        .zip(&plain)
-        .map(|(a, p)| (a - p).abs())
-        .fold(0.0, f64::max);
     let step =
         2.0 * f64::from(aggregate::DEFAULT_CLIPPING_RANGE) / f64::from(aggregate::TARGET_RANGE);
     Ok(AggregateCheck {
-        parameters,
         nodes: nodes.len(),
+        ..compared(&avg.average, &plain, step, (encrypted, decrypted))
+    })
+}
+
+/// The check of an `average` against the `plain` one, each value within `tolerance`, with the
+/// time the nodes and the researcher took.
+fn compared(
+    average: &[f64],
+    plain: &[f64],
+    tolerance: f64,
+    (encrypted, decrypted): (std::time::Duration, std::time::Duration),
+) -> AggregateCheck {
+    let max_error = average
+        .iter()
+        .zip(plain)
+        .map(|(a, p)| (a - p).abs())
+        .fold(0.0, f64::max);
+    AggregateCheck {
+        parameters: plain.len(),
+        nodes: 0,
         max_error,
-        verified: avg.average.len() == parameters && max_error <= step,
+        verified: average.len() == plain.len() && max_error <= tolerance,
         encrypt_ms: (encrypted.as_secs_f64() * 1e6).round() / 1e3,
         decrypt_ms: (decrypted.as_secs_f64() * 1e6).round() / 1e3,
-    })
+    }
 }
 
 /// Reads every party's LOM context of `session_id` and checks it: confirmed everywhere, the
@@ -343,20 +356,11 @@ pub fn aggregate_check_lom(
     };
     let avg = aggregate::decrypt_lom(&federation.parties[0].home, &req)?;
     let decrypted = started.elapsed() - encrypted;
-    let max_error = avg
-        .average
-        .iter()
-        .zip(&plain)
-        .map(|(a, p)| (a - p).abs())
-        .fold(0.0, f64::max);
-    let step =
-        2.0 * f64::from(aggregate::DEFAULT_CLIPPING_RANGE) / f64::from(aggregate::TARGET_RANGE);
+    // LOM's encoding (v6's): T = 8192, reversed as −c + q·2c/(T − 1).
+    let step = 2.0 * f64::from(aggregate::DEFAULT_CLIPPING_RANGE)
+        / (crate::lom::encoding::TARGET_RANGE - 1) as f64;
     Ok(AggregateCheck {
-        parameters,
         nodes: nodes.len(),
-        max_error,
-        verified: avg.average.len() == parameters && max_error <= 2.0 * step,
-        encrypt_ms: (encrypted.as_secs_f64() * 1e6).round() / 1e3,
-        decrypt_ms: (decrypted.as_secs_f64() * 1e6).round() / 1e3,
+        ..compared(&avg.average, &plain, 2.0 * step, (encrypted, decrypted))
     })
 }

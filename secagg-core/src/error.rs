@@ -394,6 +394,10 @@ impl Error {
 
     /// The party this failure started at, when it is another party's.
     pub fn origin(&self) -> Option<&Origin> {
+        self.detail().and_then(|d| d.origin.as_ref())
+    }
+
+    fn detail(&self) -> Option<&Detail> {
         match self {
             Error::InvalidInput(d)
             | Error::NotFound(d)
@@ -403,7 +407,7 @@ impl Error {
             | Error::Authentication(d)
             | Error::ExternalTool(d)
             | Error::Verification(d)
-            | Error::PeerStorage(d) => d.origin.as_ref(),
+            | Error::PeerStorage(d) => Some(d),
             Error::Io { .. } | Error::Store { .. } | Error::Internal(_) => None,
         }
     }
@@ -425,16 +429,10 @@ impl Error {
 
     /// The hint attached to this error, if any.
     pub fn hint(&self) -> Option<&str> {
+        if let Some(d) = self.detail() {
+            return d.hint.as_deref();
+        }
         match self {
-            Error::InvalidInput(d)
-            | Error::NotFound(d)
-            | Error::Conflict(d)
-            | Error::PeerFailure(d)
-            | Error::Timeout(d)
-            | Error::Authentication(d)
-            | Error::ExternalTool(d)
-            | Error::Verification(d)
-            | Error::PeerStorage(d) => d.hint.as_deref(),
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
                 Some("check the ownership and permissions of the secagg home directory")
             }

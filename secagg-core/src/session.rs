@@ -519,17 +519,26 @@ impl StoreSink<'_> {
     }
 }
 
-impl KeySink for StoreSink<'_> {
-    fn store(&mut self, key: &SecretKey) -> Result<()> {
+impl StoreSink<'_> {
+    /// The context record to store now with `fingerprint`: a node's unconfirmed, the
+    /// researcher's confirmed (it stores only at the end of a successful session).
+    fn record_now(&self, fingerprint: String) -> ContextRecord {
         let now = OffsetDateTime::now_utc();
         let mut record = self.template.clone();
-        record.key_decimal = key.to_decimal();
-        record.key_fingerprint = key.fingerprint();
+        record.key_fingerprint = fingerprint;
         record.created_at = now;
         if record.role == Role::Researcher {
             record.state = KeyState::Confirmed;
             record.confirmed_at = Some(now);
         }
+        record
+    }
+}
+
+impl KeySink for StoreSink<'_> {
+    fn store(&mut self, key: &SecretKey) -> Result<()> {
+        let mut record = self.record_now(key.fingerprint());
+        record.key_decimal = key.to_decimal();
         self.bound_lock_wait()?;
         // Durable (fsynced) before returning: a node acknowledges only once its key survives a
         // power cut, and the researcher confirms only once the server key does.
@@ -546,14 +555,7 @@ impl KeySink for StoreSink<'_> {
     }
 
     fn store_pairwise(&mut self, set: &crate::lom::PairwiseSet) -> Result<()> {
-        let now = OffsetDateTime::now_utc();
-        let mut record = self.template.clone();
-        record.key_fingerprint = set.fingerprint.clone();
-        record.created_at = now;
-        if record.role == Role::Researcher {
-            record.state = KeyState::Confirmed;
-            record.confirmed_at = Some(now);
-        }
+        let record = self.record_now(set.fingerprint.clone());
         self.bound_lock_wait()?;
         // One durable transaction: the context and its whole set, or nothing.
         self.store

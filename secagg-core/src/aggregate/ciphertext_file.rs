@@ -89,6 +89,43 @@ pub struct FileSignature {
     pub value: String,
 }
 
+impl FileSignature {
+    /// `identity`'s signature of `payload` for `purpose`.
+    pub(crate) fn create(purpose: Purpose, payload: &[u8], identity: &Identity) -> Result<Self> {
+        let key = identity.private_key_der()?;
+        let key_type = identity.certificate.key_type.ok_or_else(|| {
+            Error::invalid("this party's certificate has an unsupported key type: it cannot sign")
+        })?;
+        let (scheme, value) = signing::sign(purpose, payload, &key, key_type)?;
+        Ok(FileSignature {
+            scheme: scheme.to_owned(),
+            value: B64.encode(value),
+        })
+    }
+
+    /// Verifies that this signs `payload` for `purpose` with the key of `certificate_der`, the
+    /// certificate registered for `signer`.
+    pub(crate) fn verify(
+        &self,
+        purpose: Purpose,
+        payload: &[u8],
+        certificate_der: &[u8],
+        signer: &str,
+    ) -> Result<()> {
+        let value = B64.decode(self.value.as_bytes()).map_err(|e| {
+            Error::authentication(format!("its signature is not valid base64 ({e})"))
+        })?;
+        signing::verify(
+            purpose,
+            payload,
+            &self.scheme,
+            &value,
+            certificate_der,
+            signer,
+        )
+    }
+}
+
 impl CiphertextFile {
     /// Reads a ciphertext file (at most [`MAX_CIPHERTEXT_FILE_BYTES`]).
     pub fn read(path: &Path) -> Result<Self> {
@@ -150,16 +187,12 @@ impl CiphertextFile {
 
     /// Signs the file with `identity`'s key (the node that encrypted).
     pub(crate) fn sign(&mut self, identity: &Identity) -> Result<()> {
-        let key = identity.private_key_der()?;
-        let key_type = identity.certificate.key_type.ok_or_else(|| {
-            Error::invalid("this party's certificate has an unsupported key type: it cannot sign")
-        })?;
-        let (scheme, value) =
-            signing::sign(Purpose::Ciphertexts, &self.signed_bytes(), &key, key_type)?;
-        self.signature = Some(FileSignature {
-            scheme: scheme.to_owned(),
-            value: B64.encode(value),
-        });
+        let payload = self.signed_bytes();
+        self.signature = Some(FileSignature::create(
+            Purpose::Ciphertexts,
+            &payload,
+            identity,
+        )?);
         Ok(())
     }
 
@@ -167,7 +200,6 @@ impl CiphertextFile {
     /// party the file names. A file without a signature is [`Error::Authentication`] too; the
     /// caller decides whether to accept it.
     pub(crate) fn verify_signature(&self, name: &str, certificate_der: &[u8]) -> Result<()> {
-        let ctx = format!("while verifying ciphertext file {name}");
         let sig = self.signature.as_ref().ok_or_else(|| {
             Error::authentication(format!(
                 "ciphertext file {name} is not signed: nothing shows that `{}` wrote it",
@@ -175,18 +207,13 @@ impl CiphertextFile {
             ))
             .with_hint("ask the node to encrypt again with this version of secagg, or accept unsigned files with --allow-unsigned (the result is then marked unauthenticated)")
         })?;
-        let value = B64.decode(sig.value.as_bytes()).map_err(|e| {
-            Error::authentication(format!("its signature is not valid base64 ({e})")).context(&ctx)
-        })?;
-        signing::verify(
+        sig.verify(
             Purpose::Ciphertexts,
             &self.signed_bytes(),
-            &sig.scheme,
-            &value,
             certificate_der,
             &self.party_id,
         )
-        .map_err(|e| e.context(&ctx))
+        .map_err(|e| e.context(format!("while verifying ciphertext file {name}")))
     }
 
     /// Checks the shape before any ciphertext is parsed: at least one value, exactly the

@@ -10,9 +10,9 @@
 //! ([`Error::Conflict`]). Everything that can fail on the input (quantisation, weight, the
 //! context's state) fails before the record, so a bad input burns no round.
 
-use std::collections::BTreeSet;
-
 use serde::Serialize;
+
+use super::one_per_node::OnePerNode;
 use time::OffsetDateTime;
 
 use super::masked_file::{profile_name, MaskedFile, MASKED_FORMAT, MASKED_VERSION};
@@ -309,30 +309,18 @@ struct RoundOf<'a> {
     files: &'a [MaskedView<'a>],
 }
 
-/// The sum of the weights: every file weighted, or none (then each node counts once).
+/// The sum of the weights (see [`lom::encoding::total_weight`]).
 fn total_weight(req: &RoundOf<'_>) -> Result<u64> {
-    let weighted = req.files.iter().filter(|v| v.file.weight.is_some()).count();
-    if weighted == 0 {
-        return Ok(req.files.len() as u64);
-    }
-    if weighted != req.files.len() {
-        return Err(Error::invalid(
-            "some masked files carry a weight and others do not: the nodes must all weight, or none",
-        ));
-    }
-    req.files.iter().try_fold(0u64, |acc, v| {
-        let w = v.file.weight.unwrap_or(0);
-        lom::encoding::check_weight(w)
-            .map_err(|e| e.context(format!("in masked file {}", v.name)))?;
-        Ok(acc + w)
-    })
+    let weights: Vec<(&str, Option<u64>)> =
+        req.files.iter().map(|v| (v.name, v.file.weight)).collect();
+    lom::encoding::total_weight(&weights, "masked file")
 }
 
 /// One file per node of the context, all of this context, round, label and profile, alike in
 /// shape.
 fn check_one_file_per_node(req: &RoundOf<'_>, nodes: &[&String], first: &MaskedFile) -> Result<()> {
     let session = req.session;
-    let mut seen = BTreeSet::new();
+    let mut taken = OnePerNode::new(nodes);
     for view in req.files {
         let (name, f) = (view.name, view.file);
         let bad = |why: String| Error::invalid(format!("masked file {name}: {why}"));
@@ -358,15 +346,7 @@ fn check_one_file_per_node(req: &RoundOf<'_>, nodes: &[&String], first: &MaskedF
                 nodes.len()
             )));
         }
-        if !nodes.iter().any(|n| **n == f.party_id) {
-            return Err(bad(format!(
-                "`{}` is not a node of session {session}",
-                f.party_id
-            )));
-        }
-        if !seen.insert(f.party_id.clone()) {
-            return Err(bad(format!("a second file from `{}`", f.party_id)));
-        }
+        taken.take(&f.party_id, &session, bad)?;
         if (f.count, f.clipping_range, &f.profile)
             != (first.count, first.clipping_range, &first.profile)
         {
@@ -381,19 +361,10 @@ fn check_one_file_per_node(req: &RoundOf<'_>, nodes: &[&String], first: &MaskedF
             )));
         }
     }
-    let missing: Vec<&str> = nodes
-        .iter()
-        .filter(|n| !seen.contains(n.as_str()))
-        .map(|n| n.as_str())
-        .collect();
-    if !missing.is_empty() {
-        return Err(Error::invalid(format!(
-            "no masked file from {}: the pairwise masks cancel only in the sum over every node of the context",
-            missing.join(", ")
-        ))
-        .with_hint("collect one file from every node of the context for this round"));
-    }
-    Ok(())
+    taken.finish(
+        "masked file",
+        "the pairwise masks cancel only in the sum over every node of the context",
+    )
 }
 
 /// Verifies every file's signature against the certificate registered for the node it names,

@@ -8,7 +8,6 @@
 
 use std::path::Path;
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -17,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::fs_secure;
 use crate::identity::Identity;
 use crate::lom::{Profile, Width};
-use crate::signing::{self, Purpose};
+use crate::signing::Purpose;
 
 /// The `format` field of a masked file.
 pub const MASKED_FORMAT: &str = "secagg-lom-masked";
@@ -25,8 +24,6 @@ pub const MASKED_FORMAT: &str = "secagg-lom-masked";
 pub const MASKED_VERSION: u32 = 1;
 /// The largest masked file read: 2 GiB (some 100 million parameters).
 pub const MAX_MASKED_FILE_BYTES: u64 = 2 << 30;
-
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// What a node sends the researcher for one LOM round.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,46 +148,36 @@ impl MaskedFile {
 
     /// Signs the file with `identity`'s key (the node that masked).
     pub(crate) fn sign(&mut self, identity: &Identity) -> Result<()> {
-        let key = identity.private_key_der()?;
-        let key_type = identity.certificate.key_type.ok_or_else(|| {
-            Error::invalid("this party's certificate has an unsupported key type: it cannot sign")
-        })?;
-        let (scheme, value) =
-            signing::sign(Purpose::MaskedVector, &self.signed_bytes(), &key, key_type)?;
-        self.signature = Some(FileSignature {
-            scheme: scheme.to_owned(),
-            value: B64.encode(value),
-        });
+        let payload = self.signed_bytes();
+        self.signature = Some(FileSignature::create(
+            Purpose::MaskedVector,
+            &payload,
+            identity,
+        )?);
         Ok(())
     }
 
-    /// Verifies the signature against `certificate_der`, registered for the party the file
-    /// names; an unsigned file is [`Error::Authentication`].
+    /// Verifies the signature, over the file with the words `values`, against `certificate_der`,
+    /// registered for the party the file names; an unsigned file is [`Error::Authentication`].
     pub(crate) fn verify_signature(
         &self,
         name: &str,
         certificate_der: &[u8],
         values: &[u64],
     ) -> Result<()> {
-        let ctx = format!("while verifying masked file {name}");
         let sig = self.signature.as_ref().ok_or_else(|| {
             Error::authentication(format!(
                 "masked file {name} is not signed: nothing shows that `{}` wrote it",
                 self.party_id
             ))
         })?;
-        let value = B64.decode(sig.value.as_bytes()).map_err(|e| {
-            Error::authentication(format!("its signature is not valid base64 ({e})")).context(&ctx)
-        })?;
-        signing::verify(
+        sig.verify(
             Purpose::MaskedVector,
             &self.signed_bytes_of(values),
-            &sig.scheme,
-            &value,
             certificate_der,
             &self.party_id,
         )
-        .map_err(|e| e.context(&ctx))
+        .map_err(|e| e.context(format!("while verifying masked file {name}")))
     }
 
     /// Checks the shape: the format, one word per parameter, each word within the profile's

@@ -7,9 +7,9 @@
 //! Every node's ciphertexts are needed: the server key cancels the masks only when every node's
 //! ciphertexts are multiplied in (`sk0 = −Σ sk_i`).
 
-use std::collections::BTreeSet;
-
 use serde::Serialize;
+
+use super::one_per_node::OnePerNode;
 
 use super::ciphertext_file::{
     CiphertextFile, CIPHERTEXT_FORMAT, CIPHERTEXT_VERSION, PROFILE_FEDBIOMED_V6,
@@ -293,24 +293,14 @@ pub fn decrypt_round(
     })
 }
 
-/// v6's encoding: the sum of the weights, every file weighted or none (each node then counts
-/// once).
+/// v6's encoding: the sum of the weights (see [`crate::lom::encoding::total_weight`]).
 fn total_weight(req: &DecryptRequest) -> Result<u64> {
-    let weighted = req.files.iter().filter(|(_, f)| f.weight.is_some()).count();
-    if weighted == 0 {
-        return Ok(req.files.len() as u64);
-    }
-    if weighted != req.files.len() {
-        return Err(Error::invalid(
-            "some ciphertext files carry a weight and others do not: the nodes must all weight, or none",
-        ));
-    }
-    req.files.iter().try_fold(0u64, |acc, (name, f)| {
-        let w = f.weight.unwrap_or(0);
-        crate::lom::encoding::check_weight(w)
-            .map_err(|e| e.context(format!("in ciphertext file {name}")))?;
-        Ok(acc + w)
-    })
+    let weights: Vec<(&str, Option<u64>)> = req
+        .files
+        .iter()
+        .map(|(name, f)| (name.as_str(), f.weight))
+        .collect();
+    crate::lom::encoding::total_weight(&weights, "ciphertext file")
 }
 
 /// Checks that the files are one per node of the session, each in bounds
@@ -323,7 +313,7 @@ fn check_one_file_per_node(
     biprime: &Biprime,
 ) -> Result<()> {
     let (session, round) = (&req.session, req.round);
-    let mut seen = BTreeSet::new();
+    let mut taken = OnePerNode::new(nodes);
     for (name, f) in &req.files {
         let bad = |why: String| Error::invalid(format!("ciphertext file {name}: {why}"));
         if f.format != CIPHERTEXT_FORMAT || f.version != CIPHERTEXT_VERSION {
@@ -353,15 +343,7 @@ fn check_one_file_per_node(
                 nodes.len()
             )));
         }
-        if !nodes.iter().any(|n| **n == f.party_id) {
-            return Err(bad(format!(
-                "`{}` is not a node of session {session}",
-                f.party_id
-            )));
-        }
-        if !seen.insert(f.party_id.clone()) {
-            return Err(bad(format!("a second file from `{}`", f.party_id)));
-        }
+        taken.take(&f.party_id, session, bad)?;
         if f.profile != first.profile {
             return Err(bad(format!(
                 "encoded as `{}`, the first file as `{}`",
@@ -396,19 +378,10 @@ fn check_one_file_per_node(
             .with_hint("use the same --biprime as the nodes"));
         }
     }
-    let missing: Vec<&str> = nodes
-        .iter()
-        .filter(|n| !seen.contains(n.as_str()))
-        .map(|n| n.as_str())
-        .collect();
-    if !missing.is_empty() {
-        return Err(Error::invalid(format!(
-            "no ciphertext file from {}: the server key cancels the masks only when every node's ciphertexts are aggregated",
-            missing.join(", ")
-        ))
-        .with_hint("collect one file from every node of the session for this round"));
-    }
-    Ok(())
+    taken.finish(
+        "ciphertext file",
+        "the server key cancels the masks only when every node's ciphertexts are aggregated",
+    )
 }
 
 /// Verifies every file's signature against the certificate registered here for the node it

@@ -478,6 +478,57 @@ impl<'a> Session<'a> {
         .with_hint("the listed parties stopped answering; check that they are still running and reachable, or give the session a longer timeout")
     }
 
+    /// A node's end of a session, whatever its kind (steps 4 and 6): waits for the researcher's
+    /// `Finish`, stores with `store` (from then on the session is no longer cancellable), only
+    /// then acknowledges, and marks what it stored confirmed on the researcher's `Confirm`.
+    async fn node_store_and_confirm(
+        &mut self,
+        store: impl FnOnce(&mut dyn KeySink) -> Result<()>,
+    ) -> Result<()> {
+        let (_, finish) = self.next().await?;
+        debug_assert_eq!(finish.kind, MsgType::Finish);
+        self.cancel = None;
+        fault::at(Step::NodeBeforeStore)?;
+        store(&mut *self.sink)?;
+        fault::at(Step::NodeAfterStore)?;
+        self.send(0, &Frame::new(MsgType::Ack, Vec::new())).await?;
+        self.researcher_decides = true;
+        fault::at(Step::NodeAfterSendAck)?;
+        let (_, confirm) = self.next().await?;
+        debug_assert_eq!(confirm.kind, MsgType::Confirm);
+        fault::at(Step::NodeBeforeConfirm)?;
+        self.sink.confirm()?;
+        fault::at(Step::NodeAfterConfirm)?;
+        Ok(())
+    }
+
+    /// The researcher's end of a session, whatever its kind, once its checks passed (step 3 to
+    /// 5): `Finish` to every node, every node's acknowledgement (its part durably stored), and
+    /// only then `store` (no longer cancellable) and the confirmations.
+    async fn researcher_store_and_confirm(
+        &mut self,
+        store: impl FnOnce(&mut dyn KeySink) -> Result<()>,
+    ) -> Result<()> {
+        let n = self.plan.n();
+        fault::at(Step::ResearcherBeforeSendFinish)?;
+        for j in 1..n {
+            self.send(j, &Frame::new(MsgType::Finish, Vec::new()))
+                .await?;
+        }
+        fault::at(Step::ResearcherAfterSendFinish)?;
+        for _ in 1..n {
+            self.next().await?; // acknowledgements (the only messages still expected)
+        }
+        self.cancel = None;
+        fault::at(Step::ResearcherBeforeStore)?;
+        store(&mut *self.sink)?;
+        fault::at(Step::ResearcherAfterStore)?;
+        self.sink.confirm()?;
+        self.confirm_all().await;
+        fault::at(Step::ResearcherAfterSendConfirm)?;
+        Ok(())
+    }
+
     /// Sends `Confirm` to every node, concurrently and bounded by [`mesh::ABORT_GRACE`]. Best
     /// effort: the server key is stored and every node holds its key whatever happens here; a node
     /// that misses it keeps its key unconfirmed (and says so), so only a warning is due.

@@ -96,3 +96,24 @@ pub fn average(sums: &[u64], total_weight: u64, c: u32) -> Result<Vec<f64>> {
         })
         .collect())
 }
+
+/// The total weight of a round: the sum of every file's weight (each checked), when every file
+/// carries one, or the number of files when none does (each node then counts once); a mix is
+/// refused. `weights` holds each file's name (for errors) and weight; `noun` names the files
+/// (`masked file`, `ciphertext file`).
+pub(crate) fn total_weight(weights: &[(&str, Option<u64>)], noun: &str) -> Result<u64> {
+    let weighted = weights.iter().filter(|(_, w)| w.is_some()).count();
+    if weighted == 0 {
+        return Ok(weights.len() as u64);
+    }
+    if weighted != weights.len() {
+        return Err(Error::invalid(format!(
+            "some {noun}s carry a weight and others do not: the nodes must all weight, or none"
+        )));
+    }
+    weights.iter().try_fold(0u64, |acc, (name, w)| {
+        let w = w.unwrap_or(0);
+        check_weight(w).map_err(|e| e.context(format!("in {noun} {name}")))?;
+        Ok(acc + w)
+    })
+}

@@ -48,21 +48,8 @@ impl Session<'_> {
         self.send(0, &Frame::new(MsgType::PairTags, tags)).await?;
         fault::at(Step::NodeAfterSendSum)?;
         let exchange_done = self.started.elapsed();
-        let (_, finish) = self.next().await?;
-        debug_assert_eq!(finish.kind, MsgType::Finish);
-        // From here on the set may be stored: the session is no longer cancellable.
-        self.cancel = None;
-        fault::at(Step::NodeBeforeStore)?;
-        self.sink.store_pairwise(&set)?;
-        fault::at(Step::NodeAfterStore)?;
-        self.send(0, &Frame::new(MsgType::Ack, Vec::new())).await?;
-        self.researcher_decides = true;
-        fault::at(Step::NodeAfterSendAck)?;
-        let (_, confirm) = self.next().await?;
-        debug_assert_eq!(confirm.kind, MsgType::Confirm);
-        fault::at(Step::NodeBeforeConfirm)?;
-        self.sink.confirm()?;
-        fault::at(Step::NodeAfterConfirm)?;
+        self.node_store_and_confirm(|sink| sink.store_pairwise(&set))
+            .await?;
         Ok((set, exchange_done))
     }
 
@@ -129,28 +116,13 @@ impl Session<'_> {
     pub(super) async fn run_lom_researcher(
         &mut self,
     ) -> Result<(PairwiseSet, std::time::Duration)> {
-        let n = self.plan.n();
         let tags = self.receive_tags().await?;
         let exchange_done = self.started.elapsed();
         let checked = self.check_pairs(&tags)?;
-        fault::at(Step::ResearcherBeforeSendFinish)?;
-        for j in 1..n {
-            self.send(j, &Frame::new(MsgType::Finish, Vec::new()))
-                .await?;
-        }
-        fault::at(Step::ResearcherAfterSendFinish)?;
-        for _ in 1..n {
-            self.next().await?; // acknowledgements (the only messages still expected)
-        }
-        // Every node has durably stored its set: now, and only now, the context.
-        self.cancel = None;
+        // Stored only once every node acknowledged its durably stored set.
         let record = PairwiseSet::of_researcher(&checked);
-        fault::at(Step::ResearcherBeforeStore)?;
-        self.sink.store_pairwise(&record)?;
-        fault::at(Step::ResearcherAfterStore)?;
-        self.sink.confirm()?;
-        self.confirm_all().await;
-        fault::at(Step::ResearcherAfterSendConfirm)?;
+        self.researcher_store_and_confirm(|sink| sink.store_pairwise(&record))
+            .await?;
         Ok((record, exchange_done))
     }
 

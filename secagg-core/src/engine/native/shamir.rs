@@ -73,23 +73,9 @@ impl Session<'_> {
         self.send(0, &f).await?;
         fault::at(Step::NodeAfterSendSum)?;
         let exchange_done = self.started.elapsed();
-        let (_, finish) = self.next().await?;
-        debug_assert_eq!(finish.kind, MsgType::Finish);
         // The key must be durable before the researcher may store the server key (step 4).
         let key = SecretKey::from_biguint(&key);
-        // From here on the key may be stored: the session is no longer cancellable.
-        self.cancel = None;
-        fault::at(Step::NodeBeforeStore)?;
-        self.sink.store(&key)?;
-        fault::at(Step::NodeAfterStore)?;
-        self.send(0, &Frame::new(MsgType::Ack, Vec::new())).await?;
-        self.researcher_decides = true;
-        fault::at(Step::NodeAfterSendAck)?;
-        let (_, confirm) = self.next().await?;
-        debug_assert_eq!(confirm.kind, MsgType::Confirm);
-        fault::at(Step::NodeBeforeConfirm)?;
-        self.sink.confirm()?;
-        fault::at(Step::NodeAfterConfirm)?;
+        self.node_store_and_confirm(|sink| sink.store(&key)).await?;
         Ok((key, exchange_done))
     }
 
@@ -165,23 +151,9 @@ impl Session<'_> {
         }
         let sk0 = SecretKey::from_bigint(&field::lift_server_key(&sum));
         drop(sum);
-        fault::at(Step::ResearcherBeforeSendFinish)?;
-        for j in 1..n {
-            self.send(j, &Frame::new(MsgType::Finish, Vec::new()))
-                .await?;
-        }
-        fault::at(Step::ResearcherAfterSendFinish)?;
-        for _ in 1..n {
-            self.next().await?; // acknowledgements (the only messages still expected)
-        }
-        // Every node has durably stored its key: now, and only now, the server key (step 5).
-        self.cancel = None;
-        fault::at(Step::ResearcherBeforeStore)?;
-        self.sink.store(&sk0)?;
-        fault::at(Step::ResearcherAfterStore)?;
-        self.sink.confirm()?;
-        self.confirm_all().await;
-        fault::at(Step::ResearcherAfterSendConfirm)?;
+        // Stored only once every node acknowledged its durably stored key (step 5).
+        self.researcher_store_and_confirm(|sink| sink.store(&sk0))
+            .await?;
         Ok((sk0, exchange_done))
     }
 }
