@@ -29,7 +29,7 @@ pub struct Stream {
 
 impl Stream {
     /// The 32-byte seed of this stream for the pairwise `secret`.
-    fn seed(&self, secret: &Key32, nonce: &[u8; NONCE_LEN]) -> Result<Key32> {
+    pub fn seed(&self, secret: &Key32, nonce: &[u8; NONCE_LEN]) -> Result<Key32> {
         match self.label {
             None => prf::eval_key(secret, self.round, nonce),
             Some(label) => prf::eval_key_block(secret, self.round, label, nonce),

@@ -13,6 +13,7 @@
 //! published in its repository) is the agents' job in secagg: see the LOM issue.
 
 pub mod dh;
+pub mod dropout;
 pub mod encoding;
 pub mod mask;
 pub mod pairwise;
