@@ -237,3 +237,124 @@ fn demo_scheme_lom_sets_up_checks_and_aggregates() {
         assert!(String::from_utf8_lossy(&out.stderr).contains(needle));
     }
 }
+
+/// `context delete` of a LOM context at a node erases its pairwise secrets and round records with
+/// it, while the node's agent runs: the secret bytes are in no store file afterwards (the store
+/// runs with secure_delete), and masking with the context is refused.
+#[test]
+fn a_deleted_lom_context_leaves_no_secret_in_the_store_files() {
+    let (_dir, fed) = federation(3);
+    let _agents = agents(&fed, &[]);
+    let session = secagg_core::session::new_session_id();
+    lom_run(researcher(&fed), &session, &["--all"]).ok();
+    assert_lom_round(&fed, &session, 1);
+    let node = fed.parties[1].home.root();
+    // The secrets as stored, read by a connection of this test's own.
+    let secrets: Vec<Vec<u8>> = {
+        let conn = rusqlite::Connection::open_with_flags(
+            node.join("store.sqlite"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let mut st = conn
+            .prepare("SELECT secret FROM lom_secrets WHERE session_id = ?1")
+            .unwrap();
+        st.query_map([&session], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(secrets.len(), 2, "one secret per other node");
+    let files = ["store.sqlite", "store.sqlite-wal", "store.sqlite-shm"];
+    let holding = || -> Vec<&str> {
+        files
+            .into_iter()
+            .filter(|f| {
+                std::fs::read(node.join(f)).is_ok_and(|b| {
+                    secrets
+                        .iter()
+                        .any(|s| b.windows(s.len()).any(|w| w == s.as_slice()))
+                })
+            })
+            .collect()
+    };
+    assert!(!holding().is_empty(), "the search finds the stored secrets");
+    secagg(node, &["context", "delete", &session]).ok();
+    assert_eq!(
+        holding(),
+        Vec::<&str>::new(),
+        "a deleted secret is still in these files"
+    );
+    let params = fed.dir.join("after-delete.json");
+    std::fs::write(&params, "[0.5]").unwrap();
+    secagg(
+        node,
+        &[
+            "aggregate",
+            "encrypt",
+            "--scheme",
+            "lom",
+            "--session",
+            &session,
+            "--round",
+            "2",
+            "--params",
+            params.to_str().unwrap(),
+        ],
+    )
+    .fails_with(4, "no context is stored");
+}
+
+/// Two processes masking the same round of one context at the same moment (a retried job, an
+/// operator's second terminal): exactly one gets a masked file, the other is refused (exit 5),
+/// every time.
+#[test]
+fn the_same_round_masked_by_two_processes_at_once_gives_exactly_one_file() {
+    let (_dir, fed) = federation(3);
+    let _agents = agents(&fed, &[]);
+    let session = secagg_core::session::new_session_id();
+    lom_run(researcher(&fed), &session, &["--all"]).ok();
+    let node = fed.parties[1].home.root();
+    let params = fed.dir.join("p.json");
+    std::fs::write(&params, "[0.25, -0.5]").unwrap();
+    for round in 1..=6 {
+        let round = round.to_string();
+        let children: Vec<_> = (0..2)
+            .map(|k| {
+                let out = fed.dir.join(format!("r{round}-{k}.json"));
+                support::secagg_command()
+                    .arg("--home")
+                    .arg(node)
+                    .args([
+                        "aggregate",
+                        "encrypt",
+                        "--scheme",
+                        "lom",
+                        "--session",
+                        &session,
+                        "--round",
+                        &round,
+                        "--params",
+                        params.to_str().unwrap(),
+                        "-o",
+                        out.to_str().unwrap(),
+                    ])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let codes: Vec<i32> = children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap().status.code().unwrap())
+            .collect();
+        let mut sorted = codes.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![0, 5], "round {round}: {codes:?}");
+        let files = (0..2)
+            .filter(|k| fed.dir.join(format!("r{round}-{k}.json")).exists())
+            .count();
+        assert_eq!(files, 1, "round {round}");
+    }
+}
