@@ -116,6 +116,9 @@ impl Home {
     /// Returns the signed masked file as a dict whose `values` is a uint64 NumPy array (use
     /// `.tolist()` before `json.dump`), plus `clipped`: `[below, above]`, the values outside the
     /// clipping range.
+    ///
+    /// A contiguous float64 array is read in place while the GIL is released: do not write to
+    /// it from another thread during the call.
     #[pyo3(signature = (session, round, params, weight=None, label=0, clipping_range=aggregate::DEFAULT_CLIPPING_RANGE, profile="secagg"))]
     #[allow(clippy::too_many_arguments)]
     fn lom_encrypt<'py>(
@@ -188,9 +191,10 @@ impl Home {
     /// (researcher) Unmasks the weighted average of round `round` (vector `label`) of the LOM
     /// context `session` from one masked file per node: each a dict from `lom_encrypt` or the
     /// path of its JSON file (`secagg aggregate decrypt --scheme lom`). Every file must be
-    /// signed by the node it names. Returns the CLI's JSON result with `average` a float64 NumPy
-    /// array. Raises `VerificationFailed` when the sums are not ones honest nodes can make (a
-    /// vector missing, altered or of another round).
+    /// signed by the node it names (uint64 arrays are read in place with the GIL released: do
+    /// not write to them from another thread during the call). Returns the CLI's JSON result
+    /// with `average` a float64 NumPy array. Raises `VerificationFailed` when the sums are not
+    /// ones honest nodes can make (a vector missing, altered or of another round).
     #[pyo3(signature = (session, round, files, label=0))]
     fn lom_decrypt(
         &self,
