@@ -1418,12 +1418,16 @@ struct AbortReport {
 /// at most [`MAX_ABORT_REASON`](super::frame::MAX_ABORT_REASON) bytes: the message is cut, at a
 /// character boundary, until the JSON fits.
 pub fn abort_reason(e: &Error, me: &str) -> String {
+    // An origin travels on only when that party reported the failure itself (its abort): a
+    // failure this party saw at a peer (a close, a violation, a hello that differs) is this
+    // party's report, in its words; a disagreement such as another session id cannot be pinned
+    // on either side from one side's view.
     let (origin, mut message) = match e.origin() {
-        Some(o) => (
-            o.party.clone(),
-            o.reason.clone().unwrap_or_else(|| e.to_string()),
-        ),
-        None => (me.to_owned(), e.to_string()),
+        Some(crate::error::Origin {
+            party,
+            reason: Some(words),
+        }) => (party.clone(), words.clone()),
+        _ => (me.to_owned(), e.to_string()),
     };
     loop {
         let report = AbortReport {
@@ -1564,12 +1568,16 @@ mod abort_relay_tests {
 
     #[test]
     fn the_origin_travels_as_data_and_a_party_seen_failing_is_named() {
-        // A failure this party saw at another (a closed connection) names that party, and a
-        // relay of it keeps naming it, with this party's account as the words.
+        // A failure this party saw at another (a closed connection) names that party here; the
+        // abort it sends is its own report, in its words (as before origins were data).
         let seen = Error::peer("node_a closed the connection").with_origin("node_a", None);
+        assert_eq!(seen.origin().map(|o| o.party.as_str()), Some("node_a"));
         let relayed = peer_aborted("node_b", abort_reason(&seen, "node_b").as_bytes());
-        assert_eq!(relayed.origin().map(|o| o.party.as_str()), Some("node_a"));
+        assert_eq!(relayed.origin().map(|o| o.party.as_str()), Some("node_b"));
         assert!(relayed.to_string().contains("node_a closed the connection"));
+        // An abort relayed once more keeps naming the party that sent it first.
+        let again = peer_aborted("node_c", abort_reason(&relayed, "node_c").as_bytes());
+        assert_eq!(again.origin().map(|o| o.party.as_str()), Some("node_b"));
         // A party's own failure names itself.
         let own = peer_aborted(
             "node_ab",
@@ -1579,7 +1587,7 @@ mod abort_relay_tests {
         // The report for the CLI's rows carries it too.
         assert_eq!(
             crate::error::ErrorReport::of(&relayed).origin.as_deref(),
-            Some("node_a")
+            Some("node_b")
         );
         // An over-long message still makes a payload within the frame's limit, valid JSON.
         let long = Error::peer("é".repeat(5000));
