@@ -644,8 +644,13 @@ fn summary_with_rounds(
 
 /// The stored context of `session_id` (store opened read-only, as for [`list_contexts`]).
 pub fn get_context(home: &Home, session_id: &SessionId) -> Result<ContextRecord> {
+    get_context_in(&mut Store::open_party_read_only(home)?, session_id)
+}
+
+/// [`get_context`] on a store connection the caller holds.
+pub(crate) fn get_context_in(store: &mut Store, session_id: &SessionId) -> Result<ContextRecord> {
     let id = session_id.to_string();
-    Store::open_party_read_only(home)?
+    store
         .read(|tx| contexts::get(tx, &id))?
         .ok_or_else(|| no_context(&id))
 }

@@ -89,6 +89,24 @@ pub struct FileSignature {
     pub value: String,
 }
 
+/// A node's JSON file (a ciphertext or masked file) as `T`; bytes that are not JSON of that
+/// shape are invalid input, named `name` and called a secagg `kind`, with `hint`.
+pub(crate) fn parse_node_file<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    name: &str,
+    kind: &str,
+    hint: &str,
+) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        // The message may quote the file's bytes (a node's): escaped and bounded.
+        let why = crate::untrusted_text::escape_bounded(
+            &e.to_string(),
+            crate::untrusted_text::LOG_TEXT_LIMIT,
+        );
+        Error::invalid(format!("{name} is not a secagg {kind}: {why}")).with_hint(hint)
+    })
+}
+
 impl FileSignature {
     /// `identity`'s signature of `payload` for `purpose`.
     pub(crate) fn create(purpose: Purpose, payload: &[u8], identity: &Identity) -> Result<Self> {
@@ -136,15 +154,12 @@ impl CiphertextFile {
     /// Decodes ciphertext file bytes; `name` names them in errors. Bytes that are not UTF-8 JSON
     /// of this shape are invalid input.
     pub fn parse(bytes: &[u8], name: &str) -> Result<Self> {
-        serde_json::from_slice(bytes).map_err(|e| {
-            // The message may quote the file's bytes (a node's): escaped and bounded.
-            let why = crate::untrusted_text::escape_bounded(
-                &e.to_string(),
-                crate::untrusted_text::LOG_TEXT_LIMIT,
-            );
-            Error::invalid(format!("{name} is not a secagg ciphertext file: {why}"))
-                .with_hint("give the files written by `secagg aggregate encrypt` on the nodes")
-        })
+        parse_node_file(
+            bytes,
+            name,
+            "ciphertext file",
+            "give the files written by `secagg aggregate encrypt` on the nodes",
+        )
     }
 
     /// The bytes a node signs: every field but the signature, each length-prefixed (so no two

@@ -92,8 +92,9 @@ pub struct LomAverage {
 }
 
 /// The confirmed LOM context of `session` in which this party has role `want`.
-fn lom_context(home: &Home, session: &SessionId, want: Role) -> Result<ContextRecord> {
-    let c = session::get_context(home, session)?;
+/// Read from `store`, the connection the caller goes on with (one open per call).
+fn lom_context(store: &mut Store, session: &SessionId, want: Role) -> Result<ContextRecord> {
+    let c = session::get_context_in(store, session)?;
     if c.scheme != ContextScheme::Lom {
         return Err(Error::invalid(format!(
             "session {session} is a {} context, not a LOM one",
@@ -131,7 +132,8 @@ pub type PeerSecrets = Vec<(String, zeroize::Zeroizing<crate::lom::prf::Key32>)>
 /// in the shape of its DH context entry (`secagg.fedbiomed.v6.dh_context`). The caller then holds
 /// the secrets, and the round record of [`encrypt_lom`] is its business.
 pub fn node_secrets(home: &Home, session: &SessionId) -> Result<(ContextRecord, PeerSecrets)> {
-    let ctx = lom_context(home, session, Role::Node)?;
+    let mut store = Store::open_party_read_only(home)?;
+    let ctx = lom_context(&mut store, session, Role::Node)?;
     let me = &ctx.parties[ctx.party_index as usize];
     let peers: Vec<String> = ctx.parties[1..]
         .iter()
@@ -139,8 +141,7 @@ pub fn node_secrets(home: &Home, session: &SessionId) -> Result<(ContextRecord, 
         .cloned()
         .collect();
     let sid = ctx.session_id.clone();
-    let secrets =
-        Store::open_party_read_only(home)?.read(|tx| lom_secrets::get(tx, &sid, &peers))?;
+    let secrets = store.read(|tx| lom_secrets::get(tx, &sid, &peers))?;
     Ok((ctx, secrets))
 }
 
@@ -160,7 +161,8 @@ pub fn encrypt_lom_values(
     if values.is_empty() {
         return Err(Error::invalid("no parameters to mask (an empty vector)"));
     }
-    let ctx = lom_context(home, &req.session, Role::Node)?;
+    let mut store = Store::open_party(home)?;
+    let ctx = lom_context(&mut store, &req.session, Role::Node)?;
     let signer = identity::load(home)?;
     let me = ctx.parties[ctx.party_index as usize].clone();
     let peers: Vec<String> = ctx.parties[1..]
@@ -169,7 +171,6 @@ pub fn encrypt_lom_values(
         .cloned()
         .collect();
     let sid = ctx.session_id.clone();
-    let mut store = Store::open_party(home)?;
     let secrets = store.read(|tx| lom_secrets::get(tx, &sid, &peers))?;
     let pairs: Vec<PairSecret<'_>> = secrets
         .iter()
@@ -269,16 +270,18 @@ pub fn decrypt_lom_views(
         label,
         files,
     };
-    let ctx = lom_context(home, session, Role::Researcher)?;
+    let mut store = Store::open_party_read_only(home)?;
+    let ctx = lom_context(&mut store, session, Role::Researcher)?;
     let nodes: Vec<&String> = ctx.parties.iter().skip(1).collect();
     let first = req
         .files
         .first()
         .ok_or_else(|| Error::invalid("no masked files given"))?;
-    let width = first.file.check_shape(first.name, first.values)?;
     let first = first.file;
+    // Checks every file's shape, the first's included (its words fit the profile's width).
     check_one_file_per_node(&req, &nodes, first)?;
-    check_signatures(home, &req)?;
+    let width = first.profile()?.width();
+    check_signatures(&mut store, &req)?;
     let total_weight = total_weight(&req)?;
     let vectors: Vec<&[u64]> = req.files.iter().map(|v| v.values).collect();
     let average =
@@ -369,8 +372,7 @@ fn check_one_file_per_node(req: &RoundOf<'_>, nodes: &[&String], first: &MaskedF
 
 /// Verifies every file's signature against the certificate registered for the node it names,
 /// the files spread over the cores (each verification hashes its whole vector).
-fn check_signatures(home: &Home, req: &RoundOf<'_>) -> Result<()> {
-    let mut store = Store::open_party_read_only(home)?;
+fn check_signatures(store: &mut Store, req: &RoundOf<'_>) -> Result<()> {
     let mut certificates = Vec::with_capacity(req.files.len());
     for view in req.files {
         let (name, f) = (view.name, view.file);

@@ -88,15 +88,12 @@ impl MaskedFile {
 
     /// Decodes masked file bytes; `name` names them in errors.
     pub fn parse(bytes: &[u8], name: &str) -> Result<Self> {
-        serde_json::from_slice(bytes).map_err(|e| {
-            let why = crate::untrusted_text::escape_bounded(
-                &e.to_string(),
-                crate::untrusted_text::LOG_TEXT_LIMIT,
-            );
-            Error::invalid(format!("{name} is not a secagg masked file: {why}")).with_hint(
-                "give the files written by `secagg aggregate encrypt --scheme lom` on the nodes",
-            )
-        })
+        super::ciphertext_file::parse_node_file(
+            bytes,
+            name,
+            "masked file",
+            "give the files written by `secagg aggregate encrypt --scheme lom` on the nodes",
+        )
     }
 
     /// The profile the file names.

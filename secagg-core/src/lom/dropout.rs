@@ -181,37 +181,25 @@ pub fn unmask(
         .map_or(1, |n| n.get())
         .min(removals.len())
         .max(1);
-    let per = removals.len().div_ceil(workers).max(1);
+    let chunks: Vec<&[(&Key32, bool)]> = removals
+        .chunks(removals.len().div_ceil(workers).max(1))
+        .collect();
     let len = sum.len();
-    let partials = std::thread::scope(|scope| {
-        let handles: Vec<_> = removals
-            .chunks(per)
-            .map(|chunk| {
-                scope.spawn(move || -> Result<Vec<u64>> {
-                    let mut acc = vec![0u64; len];
-                    let mut scratch = Scratch::default();
-                    for (seed, add) in chunk {
-                        prf::apply_vector(
-                            seed,
-                            stream.round,
-                            nonce,
-                            stream.width,
-                            &mut acc,
-                            *add,
-                            &mut scratch,
-                        )?;
-                    }
-                    Ok(acc)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .map_err(|_| Error::Internal("an unmasking thread panicked".into()))?
-            })
-            .collect::<Result<Vec<_>>>()
+    let partials = crate::parallel::map_indexed(chunks.len(), |c| {
+        let mut acc = vec![0u64; len];
+        let mut scratch = Scratch::default();
+        for (seed, add) in chunks[c] {
+            prf::apply_vector(
+                seed,
+                stream.round,
+                nonce,
+                stream.width,
+                &mut acc,
+                *add,
+                &mut scratch,
+            )?;
+        }
+        Ok(acc)
     })?;
     for acc in partials {
         for (s, v) in sum.iter_mut().zip(&acc) {

@@ -15,66 +15,55 @@ use super::Home;
 use crate::convert::{session_id, to_py};
 use crate::errors::{invalid, unlocked, CoreError};
 
-/// Parameters: borrowed from a contiguous float64 NumPy array (no copy), or converted.
-enum Floats<'py> {
-    Borrowed(PyReadonlyArray1<'py, f64>),
-    Owned(Vec<f64>),
+/// A vector from Python: borrowed from a contiguous NumPy array of `T` (no copy), or owned
+/// (converted from another array or a sequence).
+enum Vector<'py, T: numpy::Element> {
+    Borrowed(PyReadonlyArray1<'py, T>),
+    Owned(Vec<T>),
 }
 
-impl Floats<'_> {
-    fn as_slice(&self) -> &[f64] {
+impl<T: numpy::Element> Vector<'_, T> {
+    fn as_slice(&self) -> &[T] {
         match self {
             // Contiguity was checked when the array was taken.
-            Floats::Borrowed(a) => a.as_slice().unwrap_or(&[]),
-            Floats::Owned(v) => v,
+            Vector::Borrowed(a) => a.as_slice().unwrap_or(&[]),
+            Vector::Owned(v) => v,
         }
     }
 }
 
-/// `obj` as f64 values: a contiguous float64 NumPy array borrowed; float32 arrays, strided
-/// arrays and sequences converted.
-fn float_values<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Floats<'py>> {
-    if let Ok(a) = obj.extract::<PyReadonlyArray1<'py, f64>>() {
-        if a.as_slice().is_ok() {
-            return Ok(Floats::Borrowed(a));
-        }
-        return Ok(Floats::Owned(a.as_array().to_vec()));
+/// `obj` as a vector of `T`: a contiguous NumPy array of `T` borrowed, a strided one copied;
+/// `None` when it is no 1-D array of `T`.
+fn array_of<'py, T: numpy::Element + Clone>(obj: &Bound<'py, PyAny>) -> Option<Vector<'py, T>> {
+    let a = obj.extract::<PyReadonlyArray1<'py, T>>().ok()?;
+    Some(match a.as_slice() {
+        Ok(_) => Vector::Borrowed(a),
+        Err(_) => Vector::Owned(a.as_array().to_vec()),
+    })
+}
+
+/// `obj` as f64 values: a float64 NumPy array (borrowed when contiguous); float32 arrays and
+/// sequences converted.
+fn float_values<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Vector<'py, f64>> {
+    if let Some(v) = array_of::<f64>(obj) {
+        return Ok(v);
     }
     if let Ok(a) = obj.extract::<PyReadonlyArray1<'py, f32>>() {
-        return Ok(Floats::Owned(
+        return Ok(Vector::Owned(
             a.as_array().iter().map(|&v| f64::from(v)).collect(),
         ));
     }
-    obj.extract::<Vec<f64>>().map(Floats::Owned).map_err(|_| {
+    obj.extract::<Vec<f64>>().map(Vector::Owned).map_err(|_| {
         invalid("`params` must be a 1-D NumPy array of floats or a sequence of numbers").into()
     })
 }
 
-/// A masked file's words: borrowed from a contiguous uint64 NumPy array (no copy), or owned.
-enum Words<'py> {
-    Borrowed(PyReadonlyArray1<'py, u64>),
-    Owned(Vec<u64>),
-}
-
-impl Words<'_> {
-    fn as_slice(&self) -> &[u64] {
-        match self {
-            // Contiguity was checked when the array was taken.
-            Words::Borrowed(a) => a.as_slice().unwrap_or(&[]),
-            Words::Owned(v) => v,
-        }
+/// `obj` as u64 words: a uint64 NumPy array (borrowed when contiguous), or a list of ints.
+fn words<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Vector<'py, u64>> {
+    if let Some(v) = array_of::<u64>(obj) {
+        return Ok(v);
     }
-}
-
-/// `obj` as u64 words: a contiguous uint64 NumPy array borrowed, else converted.
-fn words<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Words<'py>> {
-    if let Ok(a) = obj.extract::<PyReadonlyArray1<'py, u64>>() {
-        if a.as_slice().is_ok() {
-            return Ok(Words::Borrowed(a));
-        }
-        return Ok(Words::Owned(a.as_array().to_vec()));
-    }
-    obj.extract::<Vec<u64>>().map(Words::Owned).map_err(|_| {
+    obj.extract::<Vec<u64>>().map(Vector::Owned).map_err(|_| {
         invalid("a masked file's `values` must be a uint64 NumPy array or a list of ints").into()
     })
 }
@@ -84,7 +73,7 @@ fn words<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Words<'py>> {
 fn masked_file<'py>(
     i: usize,
     obj: &Bound<'py, PyAny>,
-) -> PyResult<(String, MaskedFile, Words<'py>)> {
+) -> PyResult<(String, MaskedFile, Vector<'py, u64>)> {
     if let Ok(d) = obj.downcast::<PyDict>() {
         let name = format!("{i} (a dict)");
         let rest = d.copy()?;
@@ -100,7 +89,7 @@ fn masked_file<'py>(
     }
     let path: PathBuf = obj.extract()?;
     let mut file = MaskedFile::read(&path).map_err(CoreError)?;
-    let values = Words::Owned(std::mem::take(&mut file.values));
+    let values = Vector::Owned(std::mem::take(&mut file.values));
     Ok((format!("`{}`", path.display()), file, values))
 }
 
