@@ -40,6 +40,7 @@ fn lom_context(fed: &Federation) -> SessionId {
                 listen: None,
                 endpoint: None,
                 scheme: ContextScheme::Lom,
+                dropout_threshold: None,
                 min_nodes: None,
             };
             let home = p.home.clone();

@@ -49,6 +49,7 @@ fn plan(n: usize, my_index: usize) -> NegotiationPlan {
         prime: secagg_core::engine::fedbiomed_prime(),
         timeout: Duration::from_secs(90),
         scheme: secagg_core::engine::ContextScheme::Jl,
+        dropout_threshold: None,
     })
     .expect("a well-formed plan")
 }

@@ -89,6 +89,7 @@ fn session(parties: &[Identity]) {
                 prime: fedbiomed_prime(),
                 timeout: Duration::from_secs(30),
                 scheme: secagg_core::engine::ContextScheme::Jl,
+                dropout_threshold: None,
             })
             .expect("a well-formed plan");
             thread::spawn(move || NativeEngine.negotiate(plan, &mut MemorySink::default()))

@@ -25,6 +25,7 @@
 //! independent, so encryption and decryption use every core.
 
 pub mod ciphertext_file;
+pub mod lom_dropout;
 pub mod lom_round;
 pub mod masked_file;
 mod one_per_node;

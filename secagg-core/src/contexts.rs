@@ -95,6 +95,9 @@ pub struct ContextRecord {
     /// What the context serves: a Joye–Libert key (`key_decimal`), or LOM pairwise secrets (a
     /// node's in the store's `lom_secrets`; `key_decimal` is empty).
     pub scheme: ContextScheme,
+    /// LOM contexts that survive dropouts: the threshold t of nodes whose shares rebuild a
+    /// self-mask (`None`: every node's vector is needed, as in Fed-BioMed).
+    pub dropout_threshold: Option<u32>,
 }
 
 impl ContextRecord {
@@ -133,6 +136,13 @@ pub struct ContextSummary {
     pub party_index: u32,
     /// `jl` (a Joye–Libert key) or `lom` (pairwise secrets).
     pub scheme: ContextScheme,
+    /// LOM contexts that survive dropouts: the threshold t.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropout_threshold: Option<u32>,
+    /// Dropout-tolerant LOM contexts, at a node: what it revealed to the researcher, per round
+    /// and party.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reveals: Option<Vec<RevealRecord>>,
     /// LOM contexts: the rounds this party masked under it (a node), in order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rounds_used: Option<Vec<u64>>,
@@ -169,7 +179,9 @@ impl ContextRecord {
             role: self.role,
             party_index: self.party_index,
             scheme: self.scheme,
+            dropout_threshold: self.dropout_threshold,
             rounds_used: None,
+            reveals: None,
             parties: self.parties.clone(),
             engine: self.engine.clone(),
             key_bits: self.key_bits,
@@ -183,4 +195,17 @@ impl ContextRecord {
                 .then(|| self.key_decimal.to_string()),
         }
     }
+}
+
+/// One reveal record, as `context show` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RevealRecord {
+    /// The round.
+    pub round: u64,
+    /// The label.
+    pub label: u64,
+    /// The party it is about.
+    pub party: String,
+    /// `share` (of its self-mask) or `seed` (this node's round seed with it).
+    pub revealed: &'static str,
 }

@@ -58,6 +58,18 @@ pub enum Step {
     /// Party agent (`secagg serve`): the researcher's start arrived, the session's side is about
     /// to run. Not in [`Step::ALL`] (the negotiation's steps); see [`Step::AGENT`].
     AgentStarted,
+    /// Node masking a round of a dropout-tolerant LOM context (`aggregate encrypt`): its
+    /// self-mask shares are stored at enough nodes; before masking. Not in [`Step::ALL`]; see
+    /// [`Step::DROPOUT`].
+    DropoutShared,
+    /// Node agent: another node's self-mask share is durably stored; before answering.
+    DropoutShareStored,
+    /// Node agent: the researcher's survivor announcement is durably recorded; before answering.
+    DropoutAnnounced,
+    /// Node agent: the researcher's reveal request arrived; before comparing announcements.
+    DropoutRevealAsked,
+    /// Node agent: what it reveals is durably recorded; before sending it.
+    DropoutRevealRecorded,
 }
 
 impl Step {
@@ -82,6 +94,15 @@ impl Step {
 
     /// The party agent's steps (a `secagg negotiate` never passes them).
     pub const AGENT: [Step; 1] = [Step::AgentStarted];
+
+    /// The steps of a dropout-tolerant LOM round ([`crate::aggregate::lom_dropout`]).
+    pub const DROPOUT: [Step; 5] = [
+        Step::DropoutShared,
+        Step::DropoutShareStored,
+        Step::DropoutAnnounced,
+        Step::DropoutRevealAsked,
+        Step::DropoutRevealRecorded,
+    ];
 
     /// The steps the MP-SPDZ engine passes (a node stores its key before its `shamir-party.x`
     /// starts and confirms it after the run; the researcher stores the server key from the output).
@@ -113,6 +134,11 @@ impl Step {
             Step::ResearcherAfterStore => "researcher-after-store",
             Step::ResearcherAfterSendConfirm => "researcher-after-send-confirm",
             Step::AgentStarted => "agent-started",
+            Step::DropoutShared => "dropout-shared",
+            Step::DropoutShareStored => "dropout-share-stored",
+            Step::DropoutAnnounced => "dropout-announced",
+            Step::DropoutRevealAsked => "dropout-reveal-asked",
+            Step::DropoutRevealRecorded => "dropout-reveal-recorded",
         }
     }
 

@@ -69,6 +69,8 @@ pub struct SessionRequest {
     /// context with; `None` is [`DEFAULT_MIN_NODES`]. This party's policy, never the
     /// researcher's word.
     pub min_nodes: Option<usize>,
+    /// LOM sessions: the context's dropout threshold t (`None`: every node's vector is needed).
+    pub dropout_threshold: Option<u32>,
 }
 
 /// The fewest nodes of a LOM context a party accepts by default: with two, each node learns the
@@ -254,6 +256,7 @@ pub(crate) fn plan_with(
         prime,
         timeout,
         scheme: req.scheme,
+        dropout_threshold: req.dropout_threshold,
     })
 }
 
@@ -392,6 +395,7 @@ impl<'a> StoreSink<'a> {
                 state: KeyState::Unconfirmed,
                 confirmed_at: None,
                 scheme: plan.scheme(),
+                dropout_threshold: plan.dropout_threshold(),
             },
             stored_fingerprint: None,
             confirmed: false,
@@ -638,6 +642,9 @@ fn summary_with_rounds(
     let mut s = c.summary(reveal_key);
     if c.scheme == ContextScheme::Lom && c.role == Role::Node {
         s.rounds_used = Some(crate::store::lom_rounds::rounds(tx, &c.session_id)?);
+        if c.dropout_threshold.is_some() {
+            s.reveals = Some(crate::store::lom_reveals::all(tx, &c.session_id)?);
+        }
     }
     Ok(s)
 }

@@ -17,7 +17,9 @@ use secagg_core::mpspdz::MpSpdzRoot;
 use secagg_core::processes::{signal_name, TerminationSignals};
 use secagg_core::{Error, PartyId, SessionId};
 
-use super::negotiate::{parse_duration, parse_min_nodes, EngineArg, SchemeArg};
+use super::negotiate::{
+    parse_dropout_threshold, parse_duration, parse_min_nodes, EngineArg, SchemeArg,
+};
 use crate::output::{self, Format, FormatArg};
 
 /// How the agent's log lines look.
@@ -259,6 +261,12 @@ pub struct RunArgs {
     /// applies its own --min-nodes too.
     #[arg(long, value_name = "N", value_parser = parse_min_nodes)]
     min_nodes: Option<usize>,
+    /// With --scheme lom: a context whose rounds survive nodes dropping out. Each round's
+    /// self-masks are shared T-of-n between the nodes, and the researcher unmasks the average of
+    /// the nodes whose files it holds, as long as at least T nodes answer. T must be more than
+    /// half of the nodes (an honest majority), at most all of them.
+    #[arg(long, value_name = "T", value_parser = parse_dropout_threshold)]
+    dropout_threshold: Option<u32>,
     /// MP-SPDZ v0.3.4 build for this party's side (--engine mp-spdz).
     #[arg(long, env = secagg_core::mpspdz::locate::ROOT_ENV, value_name = "DIR")]
     mpspdz_root: Option<PathBuf>,
@@ -330,6 +338,7 @@ pub fn session(home: &Path, c: SessionCommand) -> anyhow::Result<()> {
         key_bits: a.key_bits,
         scheme: a.scheme.into(),
         min_nodes: a.min_nodes,
+        dropout_threshold: a.dropout_threshold,
     };
     let mut warn = |w: &str| output::warn(w);
     let (report, error) = agent::run_session_with(&home, &req, &opts, &mut warn)?;

@@ -281,6 +281,18 @@ fn encrypt_lom(home: &Home, a: EncryptArgs) -> anyhow::Result<()> {
             r = a.clipping_range
         ));
     }
+    if let Some(shares) = &masked.shares {
+        for (node, why) in &shares.missed {
+            output::warn(format!(
+                "{node} holds no share of this round's self-mask: {why}"
+            ));
+        }
+        output::note(format!(
+            "self-mask shared with {} of {} nodes (this one included)",
+            shares.holders.len(),
+            shares.holders.len() + shares.missed.len()
+        ));
+    }
     let f = &masked.file;
     let text = serde_json::to_string(f)? + "\n";
     output::note(format!(
@@ -314,6 +326,19 @@ fn decrypt_lom(home: &Home, a: DecryptArgs) -> anyhow::Result<()> {
     };
     let format = decrypt_format(a.format, a.output.as_deref())?;
     let avg = aggregate::decrypt_lom(home, &req)?;
+    if let Some(d) = &avg.dropouts {
+        if !d.before_masking.is_empty() {
+            output::warn(format!(
+                "dropped before masking (no file): {}; the average is over the other nodes",
+                d.before_masking.join(", ")
+            ));
+        }
+        for (node, why) in &d.while_unmasking {
+            output::warn(format!(
+                "{node} went silent while unmasking ({why}); its self-mask was rebuilt from the other nodes' shares"
+            ));
+        }
+    }
     output::note(format!(
         "unmasked the average of {} parameters over {} nodes (total weight {}), round {} label {} of LOM context {}",
         avg.count, avg.nodes, avg.total_weight, avg.round, avg.label, avg.session_id

@@ -166,9 +166,21 @@ pub fn run(home: &Path, cmd: ContextCommand) -> anyhow::Result<()> {
                         ("created", c.created_at.clone()),
                         ("state", state_text(&c)),
                     ];
+                    if let Some(t) = c.dropout_threshold {
+                        fields.push(("dropout threshold", t.to_string()));
+                    }
                     if let Some(r) = &c.rounds_used {
                         let used: Vec<String> = r.iter().map(u64::to_string).collect();
                         fields.push(("rounds used", used.join(",")));
+                    }
+                    if let Some(r) = &c.reveals {
+                        let told: Vec<String> = r
+                            .iter()
+                            .map(|x| {
+                                format!("{}/{} {} of {}", x.round, x.label, x.revealed, x.party)
+                            })
+                            .collect();
+                        fields.push(("revealed", told.join(", ")));
                     }
                     if let Some(k) = &c.key {
                         fields.push(("key", k.clone()));

@@ -64,6 +64,21 @@ impl From<SchemeArg> for ContextScheme {
     }
 }
 
+/// Parses `--dropout-threshold`: a number of nodes, at least 2 (the plan checks it against the
+/// context's nodes: more than half of them, at most all).
+pub fn parse_dropout_threshold(s: &str) -> Result<u32, String> {
+    let t: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of nodes"))?;
+    if t < 2 {
+        return Err(format!(
+            "{t} is too few: one node's share alone would rebuild another node's self-mask"
+        ));
+    }
+    Ok(t)
+}
+
 /// Parses `--min-nodes`: at least 2 (a LOM context of one node is its vector in the clear).
 pub fn parse_min_nodes(s: &str) -> Result<usize, String> {
     let n: usize = s
@@ -131,6 +146,10 @@ pub struct NegotiateArgs {
     /// With --scheme lom: refuse a session of fewer nodes than N, this one included (default 3).
     #[arg(long, value_name = "N", value_parser = parse_min_nodes)]
     min_nodes: Option<usize>,
+    /// With --scheme lom: a context whose rounds survive nodes dropping out, as long as T nodes
+    /// answer (more than half of the nodes; every party must give the same T).
+    #[arg(long, value_name = "T", value_parser = parse_dropout_threshold)]
+    dropout_threshold: Option<u32>,
     /// Key bit length: at least 256 (shorter keys would make the aggregation masks guessable)
     /// and below the prime's size; default 2040, Fed-BioMed's, which fits the 2050-bit prime for
     /// up to 975 nodes.
@@ -182,6 +201,7 @@ pub fn run(home: &Path, a: NegotiateArgs) -> anyhow::Result<()> {
         endpoint,
         scheme: a.scheme.into(),
         min_nodes: a.min_nodes,
+        dropout_threshold: a.dropout_threshold,
     };
     // Warnings (a stranger's connection dropped, a confirmation not delivered) go to stderr as
     // they happen; they never carry a key.

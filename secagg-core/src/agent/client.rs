@@ -50,6 +50,8 @@ pub struct RunRequest {
     /// LOM sessions: the fewest nodes the researcher accepts (each node applies its own
     /// minimum too); `None` is [`session::DEFAULT_MIN_NODES`].
     pub min_nodes: Option<usize>,
+    /// LOM sessions: the context's dropout threshold t (`None`: every node's vector is needed).
+    pub dropout_threshold: Option<u32>,
 }
 
 /// Which nodes a session run includes.
@@ -355,6 +357,65 @@ impl Dialer {
     }
 }
 
+/// Where a party's agent is and the certificate pinned for it.
+#[derive(Debug, Clone)]
+pub(crate) struct AgentAddress {
+    /// The party's id (names it in errors).
+    pub label: String,
+    /// Its registered endpoint.
+    pub endpoint: Endpoint,
+    /// Its registered certificate.
+    pub certificate_der: Vec<u8>,
+}
+
+/// Sends `requests[i]` to `targets[i]`, all at once, each over its own pinned connection, and
+/// returns each first reply (or why there was none) in the same order, by `until`.
+pub(crate) async fn ask_each(
+    dialer: std::sync::Arc<Dialer>,
+    targets: Vec<AgentAddress>,
+    requests: Vec<Request>,
+    until: Instant,
+) -> Vec<Result<Reply>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (target, request)) in targets.into_iter().zip(requests).enumerate() {
+        let dialer = dialer.clone();
+        tasks.spawn(async move {
+            let asked = dialer
+                .ask(
+                    &target.label,
+                    &target.endpoint,
+                    &target.certificate_der,
+                    &request,
+                    until,
+                )
+                .await;
+            let answer = match asked {
+                Ok((mut stream, reply)) => {
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+                    Ok(reply)
+                }
+                Err(e) => Err(e.into_error(&target.label, &target.endpoint)),
+            };
+            (i, answer)
+        });
+    }
+    let mut out: Vec<Option<Result<Reply>>> = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((i, answer)) => {
+                if out.len() <= i {
+                    out.resize_with(i + 1, || None);
+                }
+                out[i] = Some(answer);
+            }
+            Err(e) => return vec![Err(Error::Internal(format!("a request task failed: {e}")))],
+        }
+    }
+    out.into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(Error::Internal("a request went missing".into()))))
+        .collect()
+}
+
 /// A node agent's answer to a join request: the open control connection and its reply.
 type JoinAnswer = std::result::Result<(TlsStream<TcpStream>, Reply), Error>;
 
@@ -541,6 +602,7 @@ pub fn run_session_with(
         endpoint: None,
         scheme: req.scheme,
         min_nodes: req.min_nodes,
+        dropout_threshold: req.dropout_threshold,
     };
     let plan = session::plan_with(
         &mut store,
@@ -585,6 +647,7 @@ pub fn run_session_with(
         key_bits: plan.key_bits(),
         timeout_ms: req.timeout.as_millis() as u64,
         scheme: req.scheme,
+        dropout_threshold: req.dropout_threshold,
     };
     let rt = runtime()?;
     // 1. Every node's agent checks the request; nothing is dialed between parties yet.

@@ -46,6 +46,7 @@
 
 mod admission;
 pub mod client;
+mod dropout;
 pub mod one_session;
 pub(crate) mod roster_transfer;
 pub mod server;
@@ -72,7 +73,9 @@ pub use server::{
 /// between the researcher and a node runs on the control connection its join came on. Version 3:
 /// an MP-SPDZ node confirms its key only on the researcher's `confirm`. Version 4: a join names
 /// the session's scheme (`lom`: pairwise secrets agreed between the nodes).
-pub const AGENT_PROTOCOL_VERSION: u16 = 4;
+/// Version 5: LOM contexts that survive dropouts (a join's `dropout_threshold`, and the
+/// `lom_share`, `lom_announce`, `lom_survivors` and `lom_reveal` requests).
+pub const AGENT_PROTOCOL_VERSION: u16 = 5;
 
 /// The secagg version an agent reports in its status.
 pub const SECAGG_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -107,6 +110,9 @@ pub(crate) enum Request {
         /// What the session produces (absent before version 4: a Joye–Libert key).
         #[serde(default)]
         scheme: crate::engine::ContextScheme,
+        /// LOM sessions: the context's dropout threshold (version 5; absent: none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dropout_threshold: Option<u32>,
     },
     /// Start the joined session (every node accepted).
     Start {
@@ -130,6 +136,40 @@ pub(crate) enum Request {
         /// does not fit in.
         #[serde(default)]
         chunked: bool,
+    },
+    /// A node's share of its self-mask seed for one round of a dropout-tolerant LOM context
+    /// (node to node; [`crate::aggregate::lom_dropout`]'s step 1). Answered `stored` once durable.
+    LomShare {
+        version: u16,
+        session_id: String,
+        round: u64,
+        label: u64,
+        /// The share, hexadecimal.
+        share: String,
+    },
+    /// The survivors of one round (researcher to each survivor; step 3). Answered `stored`.
+    LomAnnounce {
+        version: u16,
+        session_id: String,
+        round: u64,
+        label: u64,
+        /// Sorted node ids.
+        survivors: Vec<String>,
+    },
+    /// Which survivors the researcher announced to this node (survivor to survivor; step 3's
+    /// comparison). Answered `survivors`.
+    LomSurvivors {
+        version: u16,
+        session_id: String,
+        round: u64,
+        label: u64,
+    },
+    /// Reveal what unmasks one round (researcher to each survivor; step 4). Answered `revealed`.
+    LomReveal {
+        version: u16,
+        session_id: String,
+        round: u64,
+        label: u64,
     },
 }
 
@@ -241,6 +281,12 @@ pub(crate) enum Reply {
     /// The latest exported roster file follows, `bytes` long, in data frames
     /// ([`roster_transfer`]).
     RosterFollows { bytes: u64 },
+    /// A self-mask share or a survivor announcement is durably stored.
+    Stored,
+    /// The survivors announced to this node for a round (none yet: `None`).
+    Survivors { survivors: Option<Vec<String>> },
+    /// What a survivor reveals for a round.
+    Revealed(crate::aggregate::lom_dropout::Reveal),
 }
 
 /// The plan of an MP-SPDZ session run through the agents: `plan` (every party at its

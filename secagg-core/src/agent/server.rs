@@ -191,15 +191,15 @@ struct PeerCache {
 /// agent runs is accepted at most this much later).
 const PEER_CACHE_TTL: Duration = Duration::from_secs(1);
 
-struct Shared {
+pub(super) struct Shared {
     home: Home,
     /// Open connections to this party's store, reused by every session and acceptor reload.
-    stores: Arc<StorePool>,
+    pub(super) stores: Arc<StorePool>,
     /// This party's identity as the agent loaded it at its start: the one its TLS presents, so
     /// also the one its sessions' plans bind.
-    own: identity::Identity,
+    pub(super) own: identity::Identity,
     /// This party's private key (PKCS#8 DER), for the plans' negotiation connections.
-    key_pkcs8_der: Zeroizing<Vec<u8>>,
+    pub(super) key_pkcs8_der: Zeroizing<Vec<u8>>,
     /// Issues the session tickets of every acceptor configuration (rebuilt every
     /// [`PEER_CACHE_TTL`]): peers resume their connections across sessions.
     ticketer: Arc<dyn rustls::server::ProducesTickets>,
@@ -241,7 +241,7 @@ impl Shared {
         crate::transport::mesh::pending_handshake_cap(expected)
     }
 
-    fn event(
+    pub(super) fn event(
         &self,
         level: Level,
         event: &'static str,
@@ -897,6 +897,13 @@ async fn dispatch(
                     shared.event(level, "roster", None, Some(peer.as_str()), message);
                     let _ = stream.shutdown().await;
                 }
+                Request::LomShare { .. }
+                | Request::LomAnnounce { .. }
+                | Request::LomSurvivors { .. }
+                | Request::LomReveal { .. } => {
+                    super::dropout::serve(&shared, &mut stream, &peer, request).await;
+                    let _ = stream.shutdown().await;
+                }
                 Request::Start { .. } | Request::Cancel | Request::Confirm => {
                     let err = Error::peer(format!(
                         "{peer} asked {} to {} a session it did not join on this connection",
@@ -917,6 +924,7 @@ async fn dispatch(
                     key_bits,
                     timeout_ms,
                     scheme,
+                    dropout_threshold,
                 } => {
                     let join = Join {
                         version,
@@ -926,6 +934,7 @@ async fn dispatch(
                         key_bits,
                         timeout: Duration::from_millis(timeout_ms),
                         scheme,
+                        dropout_threshold,
                     };
                     joined(shared, stream, peer, join).await
                 }
@@ -1071,10 +1080,11 @@ struct Join {
     key_bits: u32,
     timeout: Duration,
     scheme: crate::engine::ContextScheme,
+    dropout_threshold: Option<u32>,
 }
 
 /// Sends `r` (bounded by a second); a client that went away is not an error here.
-async fn reply(stream: &mut TlsStream<TcpStream>, peer: &PartyId, r: &Reply) {
+pub(super) async fn reply(stream: &mut TlsStream<TcpStream>, peer: &PartyId, r: &Reply) {
     let payload = serde_json::to_vec(r).unwrap_or_default();
     let until = Instant::now() + Duration::from_secs(1);
     let _ = write_frame(
@@ -1087,7 +1097,7 @@ async fn reply(stream: &mut TlsStream<TcpStream>, peer: &PartyId, r: &Reply) {
 }
 
 /// Logs `message` as a `refused` warning and answers `peer` with `err`.
-async fn refuse(
+pub(super) async fn refuse(
     shared: &Shared,
     stream: &mut TlsStream<TcpStream>,
     peer: &PartyId,
@@ -1303,6 +1313,7 @@ fn check_join(
         endpoint: Some(shared.endpoint.clone()),
         scheme: j.scheme,
         min_nodes: shared.opts.min_nodes,
+        dropout_threshold: j.dropout_threshold,
     };
     // A LOM session masks only with parties this node pinned itself: the researcher's roster
     // may not bring new ones in mid-join (a dishonest researcher would list parties it runs).

@@ -67,6 +67,7 @@ fn join(fed: &demo::Federation, researcher: &str) -> Request {
         key_bits: crate::engine::DEFAULT_KEY_BITS,
         timeout_ms: 5_000,
         scheme: crate::engine::ContextScheme::Jl,
+        dropout_threshold: None,
     }
 }
 

@@ -12,6 +12,7 @@
 
 use serde::Serialize;
 
+use super::lom_dropout::{self, DropoutContext, Dropouts, ShareReport};
 use super::one_per_node::OnePerNode;
 use time::OffsetDateTime;
 
@@ -53,6 +54,8 @@ pub struct LomMasked {
     pub file: MaskedFile,
     /// The values outside `[−c, c]`, clipped to it.
     pub clipped: Clipped,
+    /// Dropout-tolerant contexts: which nodes hold a share of this round's self-mask.
+    pub shares: Option<ShareReport>,
 }
 
 /// The researcher's request to unmask one round.
@@ -89,11 +92,19 @@ pub struct LomAverage {
     pub average: Vec<f64>,
     /// Always true: every file was signed by the node it names.
     pub authenticated: bool,
+    /// Dropout-tolerant contexts: who dropped out of the round, and when (the average is over
+    /// the other nodes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropouts: Option<Dropouts>,
 }
 
 /// The confirmed LOM context of `session` in which this party has role `want`.
 /// Read from `store`, the connection the caller goes on with (one open per call).
-fn lom_context(store: &mut Store, session: &SessionId, want: Role) -> Result<ContextRecord> {
+pub(crate) fn lom_context(
+    store: &mut Store,
+    session: &SessionId,
+    want: Role,
+) -> Result<ContextRecord> {
     let c = session::get_context_in(store, session)?;
     if c.scheme != ContextScheme::Lom {
         return Err(Error::invalid(format!(
@@ -181,16 +192,41 @@ pub fn encrypt_lom_values(
         .collect();
     let stream = req.profile.stream(req.round, req.label);
     let nonce = lom::nonce(&req.session, req.profile);
-    let masked = lom::encrypt(
-        &me,
-        &pairs,
-        ctx.parties.len() - 1,
-        stream,
-        values,
-        req.weight,
-        req.clipping_range,
-        &nonce,
-    )?;
+    let nodes = ctx.parties.len() - 1;
+    let dropout_threshold = ctx.dropout_threshold;
+    let (masked, shares) = match dropout_threshold {
+        None => {
+            let masked = lom::encrypt(
+                &me,
+                &pairs,
+                nodes,
+                stream,
+                values,
+                req.weight,
+                req.clipping_range,
+                &nonce,
+            )?;
+            (masked, None)
+        }
+        Some(_) => {
+            let dc = DropoutContext::of(ctx)?;
+            if req.profile != Profile::Secagg {
+                return Err(Error::invalid(format!(
+                    "LOM context {} survives dropouts, which only secagg's profile does (Fed-BioMed v6 has no self-masks)",
+                    req.session
+                ))
+                .with_hint("leave out --profile"));
+            }
+            let (q, clipped) = lom::quantize_weighted(values, req.weight, req.clipping_range)?;
+            // The round is spent before the self-mask is drawn and shared: a crash from here on
+            // leaves shares at other nodes for a round this node never masks again.
+            record_round(&mut store, &req.session, req.round, req.label)?;
+            let tau = (req.round, req.label);
+            let (seed, report) = lom_dropout::share_self_seed(home, &mut store, &dc, tau)?;
+            let values = lom::dropout::protect(&me, &pairs, nodes, stream, &q, &nonce, &seed)?;
+            (lom::Masked { values, clipped }, Some(report))
+        }
+    };
     drop(pairs);
     drop(secrets);
     let mut file = MaskedFile {
@@ -201,18 +237,22 @@ pub fn encrypt_lom_values(
         label: req.label,
         profile: profile_name(req.profile).to_owned(),
         party_id: me,
-        nodes: ctx.parties.len() - 1,
+        nodes,
         count: values.len(),
         clipping_range: req.clipping_range,
         weight: req.weight,
+        dropout_threshold,
         values: masked.values,
         signature: None,
     };
     file.sign(&signer)?;
-    record_round(&mut store, &req.session, req.round, req.label)?;
+    if shares.is_none() {
+        record_round(&mut store, &req.session, req.round, req.label)?;
+    }
     Ok(LomMasked {
         file,
         clipped: masked.clipped,
+        shares,
     })
 }
 
@@ -279,28 +319,46 @@ pub fn decrypt_lom_views(
         .ok_or_else(|| Error::invalid("no masked files given"))?;
     let first = first.file;
     // Checks every file's shape, the first's included (its words fit the profile's width).
-    check_one_file_per_node(&req, &nodes, first)?;
+    check_one_file_per_node(&req, &nodes, first, ctx.dropout_threshold)?;
     let width = first.profile()?.width();
     check_signatures(&mut store, &req)?;
     let total_weight = total_weight(&req)?;
-    let vectors: Vec<&[u64]> = req.files.iter().map(|v| v.values).collect();
-    let average =
-        lom::decrypt(&vectors, width, total_weight, first.clipping_range).map_err(|e| {
-            e.context(format!(
-                "round {} of LOM context {}",
-                req.round, req.session
-            ))
-        })?;
+    let in_round = |e: Error| {
+        e.context(format!(
+            "round {} of LOM context {}",
+            req.round, req.session
+        ))
+    };
+    let (average, dropouts) = match ctx.dropout_threshold {
+        None => {
+            let vectors: Vec<&[u64]> = req.files.iter().map(|v| v.values).collect();
+            let average = lom::decrypt(&vectors, width, total_weight, first.clipping_range)
+                .map_err(in_round)?;
+            (average, None)
+        }
+        Some(_) => {
+            let dc = DropoutContext::of(ctx)?;
+            let tau = (req.round, req.label);
+            let (sums, dropouts) =
+                lom_dropout::unmask_survivors(home, &mut store, &dc, tau, req.files)
+                    .map_err(in_round)?;
+            let average =
+                lom::average_sums(&sums, req.files.len(), total_weight, first.clipping_range)
+                    .map_err(in_round)?;
+            (average, Some(dropouts))
+        }
+    };
     Ok(LomAverage {
         session_id: req.session.to_string(),
         round: req.round,
         label: req.label,
         profile: first.profile.clone(),
-        nodes: nodes.len(),
+        nodes: req.files.len(),
         count: first.count,
         total_weight,
         average,
         authenticated: true,
+        dropouts,
     })
 }
 
@@ -321,7 +379,15 @@ fn total_weight(req: &RoundOf<'_>) -> Result<u64> {
 
 /// One file per node of the context, all of this context, round, label and profile, alike in
 /// shape.
-fn check_one_file_per_node(req: &RoundOf<'_>, nodes: &[&String], first: &MaskedFile) -> Result<()> {
+///
+/// A dropout-tolerant context (`dropout_threshold`) takes files from a subset of the nodes, each
+/// file masked for that threshold; [`lom_dropout::unmask_survivors`] requires at least t of them.
+fn check_one_file_per_node(
+    req: &RoundOf<'_>,
+    nodes: &[&String],
+    first: &MaskedFile,
+    dropout_threshold: Option<u32>,
+) -> Result<()> {
     let session = req.session;
     let mut taken = OnePerNode::new(nodes);
     for view in req.files {
@@ -349,6 +415,19 @@ fn check_one_file_per_node(req: &RoundOf<'_>, nodes: &[&String], first: &MaskedF
                 nodes.len()
             )));
         }
+        if f.dropout_threshold != dropout_threshold {
+            return Err(bad(match (f.dropout_threshold, dropout_threshold) {
+                (Some(t), None) => format!(
+                    "it was masked for a dropout threshold of {t}, and the context has none"
+                ),
+                (None, Some(t)) => {
+                    format!("it has no self-mask, and the context's dropout threshold is {t}")
+                }
+                (f, c) => format!(
+                    "it was masked for a dropout threshold of {f:?}, the context's is {c:?}"
+                ),
+            }));
+        }
         taken.take(&f.party_id, &session, bad)?;
         if (f.count, f.clipping_range, &f.profile)
             != (first.count, first.clipping_range, &first.profile)
@@ -363,6 +442,15 @@ fn check_one_file_per_node(req: &RoundOf<'_>, nodes: &[&String], first: &MaskedF
                 first.profile
             )));
         }
+    }
+    if dropout_threshold.is_some() {
+        if first.profile != profile_name(Profile::Secagg) {
+            return Err(Error::invalid(format!(
+                "masked file {}: profile `{}` in a context that survives dropouts, which masks with secagg's profile only",
+                req.files[0].name, first.profile
+            )));
+        }
+        return Ok(());
     }
     taken.finish(
         "masked file",

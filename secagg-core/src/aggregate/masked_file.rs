@@ -50,6 +50,10 @@ pub struct MaskedFile {
     pub clipping_range: u32,
     /// The node's weight (sample count), if it weighted its vector.
     pub weight: Option<u64>,
+    /// Dropout-tolerant contexts: the threshold t of shares that rebuild the node's self-mask
+    /// (signed; absent otherwise, and then not part of the signed bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropout_threshold: Option<u32>,
     /// The masked words (each below 2^32 for 6.3's profile, 2^64 otherwise).
     pub values: Vec<u64>,
     /// The node's signature over [`MaskedFile::signed_bytes`].
@@ -140,6 +144,10 @@ impl MaskedFile {
         }
         put(&(values.len() as u64).to_be_bytes());
         put(&digest.finalize());
+        if let Some(t) = self.dropout_threshold {
+            put(b"dropout threshold");
+            put(&t.to_be_bytes());
+        }
         out
     }
 

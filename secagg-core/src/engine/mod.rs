@@ -246,6 +246,7 @@ mod tests {
             prime: fedbiomed_prime(),
             timeout: Duration::from_secs(5),
             scheme: ContextScheme::Jl,
+            dropout_threshold: None,
         }
     }
 

@@ -271,6 +271,10 @@ pub(crate) fn binding_hash(plan: &NegotiationPlan) -> [u8; 32] {
         h.update(b"\0scheme\0");
         h.update(plan.scheme().as_str().as_bytes());
     }
+    if let Some(t) = plan.dropout_threshold() {
+        h.update(b"\0dropout threshold\0");
+        h.update(t.to_be_bytes());
+    }
     h.finalize().into()
 }
 

@@ -129,6 +129,7 @@ fn plan_for(
         prime: fedbiomed_prime(),
         timeout,
         scheme: crate::engine::ContextScheme::Jl,
+        dropout_threshold: None,
     })
     .unwrap()
 }

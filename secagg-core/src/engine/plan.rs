@@ -51,6 +51,8 @@ pub struct PlanParts {
     pub timeout: Duration,
     /// What the session produces: a Joye–Libert key per party, or pairwise LOM secrets.
     pub scheme: ContextScheme,
+    /// LOM sessions: the dropout threshold t of the context (`None`: no dropout tolerance).
+    pub dropout_threshold: Option<u32>,
 }
 
 /// What a session produces, and so which scheme its context serves.
@@ -115,6 +117,7 @@ impl fmt::Debug for PlanParts {
             .field("prime_bits", &self.prime.bits())
             .field("timeout", &self.timeout)
             .field("scheme", &self.scheme)
+            .field("dropout_threshold", &self.dropout_threshold)
             .finish()
     }
 }
@@ -258,6 +261,14 @@ impl NegotiationPlan {
         if parts.timeout.is_zero() {
             return Err(Error::invalid("the negotiation timeout must be positive"));
         }
+        if let Some(t) = parts.dropout_threshold {
+            if parts.scheme != ContextScheme::Lom {
+                return Err(Error::invalid(
+                    "a dropout threshold applies only to LOM contexts (--scheme lom)",
+                ));
+            }
+            crate::lom::dropout::check_threshold(t as usize, n - 1)?;
+        }
         Ok(NegotiationPlan(parts))
     }
 
@@ -269,6 +280,11 @@ impl NegotiationPlan {
     /// What the session produces.
     pub fn scheme(&self) -> ContextScheme {
         self.0.scheme
+    }
+
+    /// The LOM context's dropout threshold, if it survives dropouts.
+    pub fn dropout_threshold(&self) -> Option<u32> {
+        self.0.dropout_threshold
     }
 
     /// The session id, shared by all parties.

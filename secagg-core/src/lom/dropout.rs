@@ -35,6 +35,9 @@ pub fn seed_field() -> PrimeField {
     PrimeField::new(p).expect("2^521 - 1 is an odd prime")
 }
 
+/// The length of a share of a self-mask seed: an element of [`seed_field`], 66 bytes big-endian.
+pub const SHARE_LEN: usize = 66;
+
 /// The default threshold of `n` nodes: the smallest t > n/2 (an honest majority must agree to
 /// reveal anything).
 pub fn default_threshold(n: usize) -> usize {

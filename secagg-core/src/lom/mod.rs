@@ -50,14 +50,25 @@ pub fn encrypt(
     c: u32,
     nonce: &[u8; prf::NONCE_LEN],
 ) -> Result<Masked> {
+    let (q, clipped) = quantize_weighted(params, weight, c)?;
+    let values = mask::protect(me, secrets, nodes, stream, &q, nonce)?;
+    Ok(Masked { values, clipped })
+}
+
+/// `params` quantized with clipping range `c` and multiplied by `weight` (≤ 131,071): what a
+/// node masks.
+pub fn quantize_weighted(
+    params: &[f64],
+    weight: Option<u64>,
+    c: u32,
+) -> Result<(Vec<u64>, Clipped)> {
     let (mut q, clipped) = encoding::quantize(params, c)?;
     if let Some(w) = weight {
         encoding::check_weight(w)?;
         // q ≤ 8191 and w < 2^17: the product fits easily in u64.
         q.iter_mut().for_each(|v| *v *= w);
     }
-    let values = mask::protect(me, secrets, nodes, stream, &q, nonce)?;
-    Ok(Masked { values, clipped })
+    Ok((q, clipped))
 }
 
 /// The researcher's side (v6's `SecaggLomCrypter.aggregate`): the sum of every node's masked
@@ -78,16 +89,25 @@ pub fn decrypt<V: AsRef<[u64]>>(
         return Err(Error::invalid("the total weight (sample count) is 0"));
     }
     let sums = mask::sum(vectors, width)?;
+    average_sums(&sums, vectors.len(), total_weight, c)
+}
+
+/// The average of `nodes` vectors from their unmasked `sums`, refused like [`decrypt`]'s when a
+/// sum is above what `total_weight` allows (a dropout round: the sums once the self-masks and
+/// dangling masks are removed).
+pub fn average_sums(sums: &[u64], nodes: usize, total_weight: u64, c: u32) -> Result<Vec<f64>> {
+    if total_weight == 0 {
+        return Err(Error::invalid("the total weight (sample count) is 0"));
+    }
     let largest = u128::from(total_weight) * u128::from(encoding::TARGET_RANGE - 1);
     if let Some(i) = sums.iter().position(|&s| u128::from(s) > largest) {
         return Err(Error::verification(format!(
-            "the {} masked vectors do not sum to an average: value {i} sums to {}, above the largest sum {largest} of a total weight of {total_weight}",
-            vectors.len(),
+            "the {nodes} masked vectors do not sum to an average: value {i} sums to {}, above the largest sum {largest} of a total weight of {total_weight}",
             sums[i]
         ))
         .with_hint("a node's vector is missing, altered or of another round (or the total weight is wrong): no result is given; collect every node's vector of the round again"));
     }
-    encoding::average(&sums, total_weight, c)
+    encoding::average(sums, total_weight, c)
 }
 
 /// Which construction a context uses.

@@ -348,6 +348,7 @@ fn self_test(
                 prime: prime.clone(),
                 timeout: Duration::from_secs(30),
                 scheme: crate::engine::ContextScheme::Jl,
+                dropout_threshold: None,
             })
         })
         .collect::<Result<Vec<_>>>()?;

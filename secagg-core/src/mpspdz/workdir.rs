@@ -561,6 +561,7 @@ pub(crate) mod tests {
             prime: fedbiomed_prime(),
             timeout: Duration::from_secs(10),
             scheme: crate::engine::ContextScheme::Jl,
+            dropout_threshold: None,
         })
         .unwrap();
         (plan, keys)

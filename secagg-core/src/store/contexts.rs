@@ -9,7 +9,7 @@ use crate::contexts::{ContextRecord, KeyState};
 use crate::engine::ContextScheme;
 use crate::error::{Error, Result};
 
-const COLUMNS: &str = "session_id, role, party_index, parties, engine, key_bits, key_decimal, key_fingerprint, created_at, state, confirmed_at, scheme";
+const COLUMNS: &str = "session_id, role, party_index, parties, engine, key_bits, key_decimal, key_fingerprint, created_at, state, confirmed_at, scheme, dropout_threshold";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<ContextRecord> {
     let conv = |col: usize, e: Box<dyn std::error::Error + Send + Sync>| {
@@ -38,6 +38,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<ContextRecord> {
             .transpose()
             .map_err(|e| conv(10, Box::new(e)))?,
         scheme: ContextScheme::parse(&scheme).map_err(|e| conv(11, Box::new(e)))?,
+        dropout_threshold: row.get(12)?,
     })
 }
 
@@ -56,7 +57,7 @@ pub fn insert(conn: &Connection, c: &ContextRecord) -> Result<()> {
     // Cached statements: a party agent's store connection stays open between sessions, and
     // rusqlite clears their bindings (the key) when they go back to the cache.
     conn.prepare_cached(&format!(
-        "INSERT INTO contexts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        "INSERT INTO contexts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
     ))
     .and_then(|mut st| {
         st.execute(params![
@@ -72,6 +73,7 @@ pub fn insert(conn: &Connection, c: &ContextRecord) -> Result<()> {
             c.state.as_str(),
             c.confirmed_at.map(|t| t.unix_timestamp()),
             c.scheme.as_str(),
+            c.dropout_threshold,
         ])
     })
     .map_err(|e| Error::store("while storing a context", e))?;
@@ -119,6 +121,9 @@ pub fn list(conn: &Connection) -> Result<Vec<ContextRecord>> {
 pub fn delete(conn: &Connection, session_id: &str) -> Result<bool> {
     super::lom_secrets::delete(conn, session_id)?;
     super::lom_rounds::delete(conn, session_id)?;
+    super::lom_shares::delete(conn, session_id)?;
+    super::lom_announcements::delete(conn, session_id)?;
+    super::lom_reveals::delete(conn, session_id)?;
     let n = conn
         .execute("DELETE FROM contexts WHERE session_id = ?1", [session_id])
         .map_err(|e| Error::store("while deleting a context", e))?;
@@ -157,6 +162,7 @@ mod tests {
             state,
             confirmed_at: None,
             scheme: ContextScheme::Jl,
+            dropout_threshold: None,
         }
     }
 

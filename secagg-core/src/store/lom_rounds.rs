@@ -48,6 +48,17 @@ pub fn delete(conn: &Connection, session_id: &str) -> Result<()> {
 }
 
 /// Rounds and labels are u64 on the command line; SQLite integers are i64.
-fn to_sql(v: u64, what: &str) -> Result<i64> {
+pub(crate) fn to_sql(v: u64, what: &str) -> Result<i64> {
     i64::try_from(v).map_err(|_| Error::invalid(format!("the {what} {v} is above {}", i64::MAX)))
+}
+
+/// Whether (`round`, `label`) is recorded for `session_id`.
+pub fn contains(conn: &Connection, session_id: &str, round: u64, label: u64) -> Result<bool> {
+    let (round, label) = (to_sql(round, "round")?, to_sql(label, "label")?);
+    conn.prepare_cached(
+        "SELECT count(*) FROM lom_rounds WHERE session_id = ?1 AND round = ?2 AND label = ?3",
+    )
+    .and_then(|mut st| st.query_row(params![session_id, round, label], |r| r.get::<_, i64>(0)))
+    .map(|n| n > 0)
+    .map_err(|e| Error::store("while reading masked rounds", e))
 }

@@ -22,8 +22,11 @@
 pub mod contexts;
 pub mod fedbiomed_elements;
 pub mod guard;
+pub mod lom_announcements;
+pub mod lom_reveals;
 pub mod lom_rounds;
 pub mod lom_secrets;
+pub mod lom_shares;
 pub mod peers;
 pub(crate) mod pool;
 pub mod roster_serials;
@@ -153,6 +156,39 @@ const MIGRATIONS: &[&str] = &[
         label           INTEGER NOT NULL CHECK (label >= 0),
         used_at         INTEGER NOT NULL,
         PRIMARY KEY (session_id, round, label)
+    ) STRICT;",
+    // v9: LOM rounds that survive dropouts (issue 24). A context's dropout threshold t (NULL: no
+    // dropout tolerance); the self-mask seed shares a node received per round, from each node;
+    // the survivor set the researcher announced to this node per round (fixed once recorded);
+    // and what this node revealed per round and party (a share of its self-mask or the round's
+    // pairwise seed with it, never both).
+    "ALTER TABLE contexts ADD COLUMN dropout_threshold INTEGER
+        CHECK (dropout_threshold IS NULL OR dropout_threshold >= 2);
+    CREATE TABLE lom_shares (
+        session_id      TEXT NOT NULL,
+        round           INTEGER NOT NULL CHECK (round >= 0),
+        label           INTEGER NOT NULL CHECK (label >= 0),
+        from_id         TEXT NOT NULL,
+        share           BLOB NOT NULL,
+        received_at     INTEGER NOT NULL,
+        PRIMARY KEY (session_id, round, label, from_id)
+    ) STRICT;
+    CREATE TABLE lom_announcements (
+        session_id      TEXT NOT NULL,
+        round           INTEGER NOT NULL CHECK (round >= 0),
+        label           INTEGER NOT NULL CHECK (label >= 0),
+        survivors       TEXT NOT NULL,
+        announced_at    INTEGER NOT NULL,
+        PRIMARY KEY (session_id, round, label)
+    ) STRICT;
+    CREATE TABLE lom_reveals (
+        session_id      TEXT NOT NULL,
+        round           INTEGER NOT NULL CHECK (round >= 0),
+        label           INTEGER NOT NULL CHECK (label >= 0),
+        party_id        TEXT NOT NULL,
+        kind            TEXT NOT NULL CHECK (kind IN ('share', 'seed')),
+        revealed_at     INTEGER NOT NULL,
+        PRIMARY KEY (session_id, round, label, party_id)
     ) STRICT;",
 ];
 

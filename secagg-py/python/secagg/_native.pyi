@@ -115,8 +115,18 @@ class MaskedFile(TypedDict, total=False):
     values: npt.NDArray[np.uint64]
     signature: Dict[str, str]
     clipped: Tuple[int, int]
+    dropout_threshold: int
+    shares: "ShareReport"
 
-class LomAverage(TypedDict):
+class ShareReport(TypedDict):
+    holders: List[str]
+    missed: List[Tuple[str, str]]
+
+class Dropouts(TypedDict):
+    before_masking: List[str]
+    while_unmasking: List[Tuple[str, str]]
+
+class _LomAverageBase(TypedDict):
     session_id: str
     round: int
     label: int
@@ -126,6 +136,9 @@ class LomAverage(TypedDict):
     total_weight: int
     average: npt.NDArray[np.float64]
     authenticated: bool
+
+class LomAverage(_LomAverageBase, total=False):
+    dropouts: Dropouts
 
 class CiphertextFile(TypedDict):
     format: str
@@ -360,6 +373,7 @@ class Home:
         cancel: Optional[CancelToken] = None,
         scheme: Literal["jl", "lom"] = "jl",
         min_nodes: Optional[int] = None,
+        dropout_threshold: Optional[int] = None,
     ) -> NegotiationReport: ...
     def contexts(self) -> List[ContextSummary]: ...
     def context(self, session: str, reveal_key: bool = False) -> ContextSummary: ...
@@ -447,6 +461,7 @@ class Home:
         wait_for_agents: Optional[float] = None,
         scheme: Literal["jl", "lom"] = "jl",
         min_nodes: Optional[int] = None,
+        dropout_threshold: Optional[int] = None,
     ) -> SessionRunReport: ...
     def serve_one_session(
         self,

@@ -104,7 +104,9 @@ impl Home {
     ///
     /// Returns the signed masked file as a dict whose `values` is a uint64 NumPy array (use
     /// `.tolist()` before `json.dump`), plus `clipped`: `[below, above]`, the values outside the
-    /// clipping range.
+    /// clipping range. In a context that survives dropouts (`session_run(…, dropout_threshold=T)`)
+    /// the round's self-mask is first shared with the other nodes' agents, and `shares` says
+    /// which nodes hold one (`holders`) and which did not, with why (`missed`).
     ///
     /// A contiguous float64 array is read in place while the GIL is released: do not write to
     /// it from another thread during the call.
@@ -141,6 +143,9 @@ impl Home {
         let d = out.bind(py).downcast::<PyDict>()?;
         d.set_item("values", PyArray1::from_vec(py, values))?;
         d.set_item("clipped", (masked.clipped.below, masked.clipped.above))?;
+        if let Some(shares) = &masked.shares {
+            d.set_item("shares", to_py(py, shares)?)?;
+        }
         Ok(out)
     }
 
@@ -183,7 +188,10 @@ impl Home {
     /// signed by the node it names (uint64 arrays are read in place with the GIL released: do
     /// not write to them from another thread during the call). Returns the CLI's JSON result
     /// with `average` a float64 NumPy array. Raises `VerificationFailed` when the sums are not
-    /// ones honest nodes can make (a vector missing, altered or of another round).
+    /// ones honest nodes can make (a vector missing, altered or of another round). In a context
+    /// that survives dropouts, files from at least T nodes suffice: the survivors' agents are
+    /// asked for what unmasks the round, and `dropouts` names who dropped before masking
+    /// (`before_masking`) and who went silent while unmasking (`while_unmasking`).
     #[pyo3(signature = (session, round, files, label=0))]
     fn lom_decrypt(
         &self,

@@ -34,7 +34,7 @@ impl Home {
     /// `scheme="lom"` negotiates a LOM context instead of keys: a secret per pair of nodes, agreed
     /// directly between the nodes (native engine); `min_nodes` (default 3) is the fewest nodes
     /// this party accepts such a context with.
-    #[pyo3(signature = (session, parties, timeout=None, engine="native", key_bits=None, listen=None, mpspdz_root=None, cancel=None, scheme="jl", min_nodes=None))]
+    #[pyo3(signature = (session, parties, timeout=None, engine="native", key_bits=None, listen=None, mpspdz_root=None, cancel=None, scheme="jl", min_nodes=None, dropout_threshold=None))]
     #[allow(clippy::too_many_arguments)]
     fn negotiate(
         &self,
@@ -49,6 +49,7 @@ impl Home {
         cancel: Option<PyRef<'_, CancelToken>>,
         scheme: &str,
         min_nodes: Option<usize>,
+        dropout_threshold: Option<u32>,
     ) -> PyResult<PyObject> {
         let home = self.core();
         let scheme = ContextScheme::parse(scheme).map_err(CoreError)?;
@@ -87,6 +88,7 @@ impl Home {
             endpoint: None,
             scheme,
             min_nodes,
+            dropout_threshold,
         };
         let flag = cancel.map(|c| c.flag.clone()).unwrap_or_default();
         let ((result, warnings), interrupt) = interruptible(py, &flag, "negotiation", || {
@@ -135,7 +137,7 @@ impl Home {
     /// `scheme="lom"` sets up a LOM context (a secret per pair of nodes, agreed directly between
     /// the nodes' agents; the researcher holds none), refused with fewer than `min_nodes` nodes
     /// (default 3; each node applies its own minimum too).
-    #[pyo3(signature = (parties=None, all=false, session=None, engine="native", timeout=60.0, key_bits=None, mpspdz_root=None, mpspdz_port=None, cancel=None, wait_for_agents=None, scheme="jl", min_nodes=None))]
+    #[pyo3(signature = (parties=None, all=false, session=None, engine="native", timeout=60.0, key_bits=None, mpspdz_root=None, mpspdz_port=None, cancel=None, wait_for_agents=None, scheme="jl", min_nodes=None, dropout_threshold=None))]
     #[allow(clippy::too_many_arguments)]
     fn session_run(
         &self,
@@ -152,6 +154,7 @@ impl Home {
         wait_for_agents: Option<f64>,
         scheme: &str,
         min_nodes: Option<usize>,
+        dropout_threshold: Option<u32>,
     ) -> PyResult<PyObject> {
         let scheme = ContextScheme::parse(scheme).map_err(CoreError)?;
         let mut run_options = match engine {
@@ -203,6 +206,7 @@ impl Home {
             key_bits,
             scheme,
             min_nodes,
+            dropout_threshold,
         };
         let flag = cancel.map(|c| c.flag.clone()).unwrap_or_default();
         run_options.cancel = Some(flag.clone());

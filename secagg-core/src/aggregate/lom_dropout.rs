@@ -1,0 +1,838 @@
+//! LOM rounds that survive nodes dropping out (issue 24): the protocol steps around the
+//! arithmetic of [`crate::lom::dropout`], through the agents.
+//!
+//! Per round τ = (round, label) of a LOM context with dropout threshold t among n nodes:
+//!
+//! 1. **Share** ([`share_self_seed`], at a node masking): the node draws a fresh self-mask seed
+//!    b_u(τ), keeps its own share, and sends every other node its t-of-n share directly, over
+//!    pinned mutual TLS to that node's agent ([`accept_share`] stores it durably before
+//!    answering). Fewer than t holders and the node gives up: nobody could unmask its vector.
+//! 2. **Mask**: `y_u = x_u + PRG(b_u) + Σ ±PRG(s_uv(τ))`; the file carries t, signed.
+//! 3. **Survivors** ([`record_announcement`], [`announced`]): the researcher announces U1 (the
+//!    nodes whose files it holds, at least t) to every node of U1, which records it once; a
+//!    second, different U1 for the same τ is refused.
+//! 4. **Unmask** ([`prepare_reveal`] then [`reveal`], at each survivor): the survivor first asks
+//!    every other survivor's agent which U1 it was told (any that answers with another, or with
+//!    none, fails the reveal: the researcher told two stories); then, in one transaction, it
+//!    records what it reveals per (τ, party) and refuses any τ it revealed before, and only then
+//!    answers: its share of b_u for every u in U1, its round seed with every dropped d (never
+//!    the context's pairwise secret: the next rounds stay protected).
+//!
+//! The researcher ([`unmask_survivors`]) rebuilds each b_u from the shares (t or more, checked
+//! for consistency), removes the self-masks and the dangling pairwise masks, and returns the
+//! average over U1, naming who dropped before masking and who went silent while unmasking.
+//!
+//! **What cannot be recovered**: a survivor silent in step 4 takes its round seeds with the
+//! dropped nodes with it. With nodes dropped before masking *and* a survivor silent after, the
+//! round fails cleanly (no output); with only one kind it completes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+use super::lom_round::{lom_context, MaskedView};
+use crate::agent::client::{ask_each, AgentAddress, Dialer};
+use crate::agent::{Reply, Request, AGENT_PROTOCOL_VERSION};
+use crate::contexts::ContextRecord;
+use crate::error::{Error, Result};
+use crate::lom::dropout::{self, Dangling};
+use crate::lom::prf::Key32;
+use crate::lom::{self, Profile};
+use crate::party::{PartyId, Role, SessionId};
+use crate::store::lom_reveals::{self, Revealed};
+use crate::store::{lom_announcements, lom_rounds, lom_secrets, lom_shares, peers, Store};
+
+/// How long a node waits for another node's agent to store its share, and a survivor for
+/// another's announced set.
+pub const NODE_TO_NODE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One round of a dropout-tolerant context: (round, label).
+pub type Tau = (u64, u64);
+
+/// A LOM context with dropout tolerance, as one party sees it.
+pub(crate) struct DropoutContext {
+    pub(crate) record: ContextRecord,
+    /// The threshold t.
+    pub(crate) t: usize,
+    /// The nodes, in party order (index i holds share x = i + 1).
+    pub(crate) nodes: Vec<String>,
+}
+
+impl DropoutContext {
+    /// The context of `session` where this party has role `want`; refused when it has no
+    /// dropout threshold.
+    pub(crate) fn load(store: &mut Store, session: &SessionId, want: Role) -> Result<Self> {
+        let record = lom_context(store, session, want)?;
+        Self::of(record)
+    }
+
+    pub(crate) fn of(record: ContextRecord) -> Result<Self> {
+        let t = record.dropout_threshold.ok_or_else(|| {
+            Error::invalid(format!(
+                "LOM context {} has no dropout threshold: every node's vector is needed, and nothing is shared or revealed",
+                record.session_id
+            ))
+            .with_hint("set one up with `secagg session run --scheme lom --dropout-threshold T`")
+        })? as usize;
+        let nodes = record.parties[1..].to_vec();
+        Ok(DropoutContext { record, t, nodes })
+    }
+
+    fn sid(&self) -> &str {
+        &self.record.session_id
+    }
+
+    fn me(&self) -> &str {
+        &self.record.parties[self.record.party_index as usize]
+    }
+
+    fn researcher(&self) -> &str {
+        &self.record.parties[0]
+    }
+
+    /// The index among the nodes of `id`.
+    fn node_index(&self, id: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n == id)
+    }
+
+    /// Refuses `who` unless it is a node of the context other than this party.
+    fn check_other_node(&self, who: &PartyId, doing: &str) -> Result<usize> {
+        match self.node_index(who.as_str()) {
+            Some(i) if who.as_str() != self.me() => Ok(i),
+            _ => Err(Error::authentication(format!(
+                "`{who}` is not another node of LOM context {}: only its nodes may {doing}",
+                self.sid()
+            ))),
+        }
+    }
+
+    /// Refuses `who` unless it is the context's researcher.
+    fn check_researcher(&self, who: &PartyId, doing: &str) -> Result<()> {
+        if who.as_str() != self.researcher() {
+            return Err(Error::authentication(format!(
+                "`{who}` is not the researcher of LOM context {}: only `{}` may {doing}",
+                self.sid(),
+                self.researcher()
+            )));
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 1: share (the masking node, then each other node's agent).
+
+/// What the share step of one node did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ShareReport {
+    /// The nodes that hold a share of this node's self-mask (itself included).
+    pub holders: Vec<String>,
+    /// The nodes that did not take one, with why.
+    pub missed: Vec<(String, String)>,
+}
+
+/// Step 1 at node `dc.me()`: draws b_u(τ), stores its own share, has every other node's agent
+/// store its share, and returns the seed once at least t nodes hold one.
+pub(crate) fn share_self_seed(
+    home: &crate::home::Home,
+    store: &mut Store,
+    dc: &DropoutContext,
+    tau: Tau,
+) -> Result<(Zeroizing<Key32>, ShareReport)> {
+    let n = dc.nodes.len();
+    let me = dc.me().to_owned();
+    let my_index = dc.node_index(&me).expect("a node of its own context");
+    let seed = dropout::new_self_seed();
+    let shares = dropout::share_seed(&seed, dc.t, n)?;
+    let now = OffsetDateTime::now_utc();
+    store.write(|tx| {
+        lom_shares::insert(tx, dc.sid(), tau, &me, &shares[my_index], now).map(|_| ())
+    })?;
+    let targets = other_nodes(store, dc, &[me.as_str()])?;
+    let requests: Vec<Request> = targets
+        .iter()
+        .map(|a| Request::LomShare {
+            version: AGENT_PROTOCOL_VERSION,
+            session_id: dc.sid().to_owned(),
+            round: tau.0,
+            label: tau.1,
+            share: hex::encode(shares[dc.node_index(&a.label).expect("a node")].as_slice()),
+        })
+        .collect();
+    let (dialer, _) = Dialer::for_home(home)?;
+    let answers = block_on(ask_each(
+        Arc::new(dialer),
+        targets.clone(),
+        requests,
+        Instant::now() + NODE_TO_NODE_TIMEOUT,
+    ))?;
+    let mut report = ShareReport {
+        holders: vec![me],
+        missed: Vec::new(),
+    };
+    for (target, answer) in targets.iter().zip(answers) {
+        match answer {
+            Ok(Reply::Stored) => report.holders.push(target.label.clone()),
+            Ok(Reply::Refused { error }) => report.missed.push((
+                target.label.clone(),
+                error.report_from(&target.label).message,
+            )),
+            Ok(other) => report.missed.push((
+                target.label.clone(),
+                format!(
+                    "answered {} instead of storing the share",
+                    reply_name(&other)
+                ),
+            )),
+            Err(e) => report.missed.push((target.label.clone(), e.to_string())),
+        }
+    }
+    if report.holders.len() < dc.t {
+        let why: Vec<String> = report
+            .missed
+            .iter()
+            .map(|(w, e)| format!("{w}: {e}"))
+            .collect();
+        return Err(Error::peer(format!(
+            "only {} of the {n} nodes hold a share of this node's self-mask for round {} label {}, fewer than the threshold {}: nobody could unmask its vector ({})",
+            report.holders.len(),
+            tau.0,
+            tau.1,
+            dc.t,
+            why.join("; ")
+        ))
+        .with_hint("round numbers are used once: mask with the next round when the other nodes' agents run"));
+    }
+    crate::fault::at(crate::fault::Step::DropoutShared)?;
+    Ok((seed, report))
+}
+
+/// At node v's agent: stores `share` (hex) from node `from` for τ, durably, before the agent
+/// answers. The same share again is accepted (a retried send); another one is refused.
+pub(crate) fn accept_share(
+    store: &mut Store,
+    from: &PartyId,
+    session: &SessionId,
+    tau: Tau,
+    share_hex: &str,
+) -> Result<()> {
+    let dc = DropoutContext::load(store, session, Role::Node)?;
+    dc.check_other_node(from, "send self-mask shares")?;
+    let share = Zeroizing::new(hex::decode(share_hex).map_err(|_| {
+        Error::invalid(format!(
+            "the self-mask share from `{from}` is not hexadecimal"
+        ))
+    })?);
+    if share.len() != dropout::SHARE_LEN {
+        return Err(Error::invalid(format!(
+            "the self-mask share from `{from}` is {} bytes, not {}",
+            share.len(),
+            dropout::SHARE_LEN
+        )));
+    }
+    let now = OffsetDateTime::now_utc();
+    let stored =
+        store.write(|tx| lom_shares::insert(tx, dc.sid(), tau, from.as_str(), &share, now))?;
+    if stored == lom_shares::Stored::Different {
+        return Err(Error::conflict(format!(
+            "`{from}` already sent this node another share for round {} label {} of LOM context {}: a self-mask is drawn once per round",
+            tau.0, tau.1, session
+        )));
+    }
+    crate::fault::at(crate::fault::Step::DropoutShareStored)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Steps 3 and 4 at a survivor's agent.
+
+/// At a survivor's agent: records the survivors the researcher announced for τ (sorted, each a
+/// node, at least t, this node among them, and this node masked τ). The same set again is
+/// accepted; another is refused for ever.
+pub(crate) fn record_announcement(
+    store: &mut Store,
+    researcher: &PartyId,
+    session: &SessionId,
+    tau: Tau,
+    survivors: &[String],
+) -> Result<()> {
+    let dc = DropoutContext::load(store, session, Role::Node)?;
+    dc.check_researcher(researcher, "announce survivors")?;
+    check_survivor_list(&dc, survivors)?;
+    if !survivors.iter().any(|s| s == dc.me()) {
+        return Err(Error::invalid(format!(
+            "the survivors announced for round {} label {} do not include this node: it has nothing to reveal",
+            tau.0, tau.1
+        )));
+    }
+    let sid = dc.sid().to_owned();
+    store.write(|tx| {
+        if !lom_rounds::contains(tx, &sid, tau.0, tau.1)? {
+            return Err(Error::verification(format!(
+                "the researcher announced this node as a survivor of round {} label {} of LOM context {sid}, but this node never masked that round",
+                tau.0, tau.1
+            )));
+        }
+        match lom_announcements::get(tx, &sid, tau)? {
+            Some(old) if old == survivors => Ok(()),
+            Some(old) => Err(Error::conflict(format!(
+                "the researcher announced other survivors for round {} label {} before ({}): one set per round, or it could learn one node's vector from two sums",
+                tau.0,
+                tau.1,
+                old.join(", ")
+            ))),
+            None => {
+                lom_announcements::insert(tx, &sid, tau, survivors, OffsetDateTime::now_utc())
+            }
+        }
+    })?;
+    crate::fault::at(crate::fault::Step::DropoutAnnounced)
+}
+
+/// Survivors: sorted, distinct nodes of the context, at least t of them.
+fn check_survivor_list(dc: &DropoutContext, survivors: &[String]) -> Result<()> {
+    if survivors.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(Error::invalid(
+            "the survivor list is not sorted and free of repeats",
+        ));
+    }
+    if let Some(s) = survivors.iter().find(|s| dc.node_index(s).is_none()) {
+        return Err(Error::invalid(format!(
+            "`{}` in the survivor list is not a node of LOM context {}",
+            s.escape_debug(),
+            dc.sid()
+        )));
+    }
+    if survivors.len() < dc.t {
+        return Err(Error::invalid(format!(
+            "{} survivors are fewer than the threshold {}: the round cannot be unmasked",
+            survivors.len(),
+            dc.t
+        )));
+    }
+    Ok(())
+}
+
+/// At a survivor's agent: the survivors announced to this node for τ, for another survivor
+/// (`asker`, a node of the context) to compare with its own.
+pub(crate) fn announced(
+    store: &mut Store,
+    asker: &PartyId,
+    session: &SessionId,
+    tau: Tau,
+) -> Result<Option<Vec<String>>> {
+    let dc = DropoutContext::load(store, session, Role::Node)?;
+    dc.check_other_node(asker, "compare announced survivors")?;
+    let sid = dc.sid().to_owned();
+    store.read(|tx| lom_announcements::get(tx, &sid, tau))
+}
+
+/// What a survivor must check before revealing: its announced set and where the other
+/// survivors' agents are.
+pub(crate) struct RevealPlan {
+    dc: DropoutContext,
+    tau: Tau,
+    survivors: Vec<String>,
+    /// The other survivors' agents.
+    pub(crate) others: Vec<AgentAddress>,
+}
+
+/// At a survivor's agent, for the researcher's reveal request: the announced set, which the
+/// caller then compares with the other survivors' ([`compare_announcements`]).
+pub(crate) fn prepare_reveal(
+    store: &mut Store,
+    researcher: &PartyId,
+    session: &SessionId,
+    tau: Tau,
+) -> Result<RevealPlan> {
+    let dc = DropoutContext::load(store, session, Role::Node)?;
+    dc.check_researcher(researcher, "ask for reveals")?;
+    let sid = dc.sid().to_owned();
+    let survivors = store
+        .read(|tx| lom_announcements::get(tx, &sid, tau))?
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "no survivors were announced to this node for round {} label {} of LOM context {sid}: nothing is revealed before",
+                tau.0, tau.1
+            ))
+        })?;
+    let me = dc.me().to_owned();
+    let skip: Vec<&str> = dc
+        .nodes
+        .iter()
+        .filter(|n| !survivors.contains(n) || **n == me)
+        .map(|n| n.as_str())
+        .collect();
+    let others = other_nodes(store, &dc, &skip)?;
+    Ok(RevealPlan {
+        dc,
+        tau,
+        survivors,
+        others,
+    })
+}
+
+/// The comparison of one survivor's announced set with another's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Comparison {
+    /// The same set.
+    Same,
+    /// Its agent did not answer (it dropped): it reveals nothing either.
+    Unreachable(String),
+}
+
+/// Compares `plan`'s set with each other survivor's answer ([`announced`], in `answers`, in the
+/// order of `plan.others`). Another set, or none, is the researcher telling two stories: the
+/// reveal is refused. Returns who could not be asked.
+pub(crate) fn compare_announcements(
+    plan: &RevealPlan,
+    answers: Vec<Result<Reply>>,
+) -> Result<Vec<Comparison>> {
+    let mut out = Vec::with_capacity(answers.len());
+    for (other, answer) in plan.others.iter().zip(answers) {
+        let who = &other.label;
+        let story = |what: String| {
+            Error::verification(format!(
+                "the researcher told {who} {what} for round {} label {} of LOM context {}, and this node {}: nothing is revealed",
+                plan.tau.0,
+                plan.tau.1,
+                plan.dc.sid(),
+                plan.survivors.join(", ")
+            ))
+            .with_origin(plan.dc.researcher(), None)
+        };
+        match answer {
+            Ok(Reply::Survivors { survivors: Some(s) }) if s == plan.survivors => {
+                out.push(Comparison::Same)
+            }
+            Ok(Reply::Survivors { survivors: Some(s) }) => {
+                return Err(story(format!("the survivors {}", s.join(", "))))
+            }
+            Ok(Reply::Survivors { survivors: None }) => {
+                return Err(story("no survivors".to_owned()))
+            }
+            Ok(Reply::Refused { error }) => {
+                return Err(Error::verification(format!(
+                    "{who} would not say which survivors it was told: {}",
+                    error.report_from(who).message
+                )))
+            }
+            Ok(other) => {
+                return Err(Error::peer(format!(
+                    "{who} answered {} to a survivors question",
+                    reply_name(&other)
+                )))
+            }
+            Err(e) => out.push(Comparison::Unreachable(e.to_string())),
+        }
+    }
+    Ok(out)
+}
+
+/// What a survivor reveals for one round.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Reveal {
+    /// Its share of b_u (hex) for each survivor u whose share it holds.
+    pub shares: Vec<(String, String)>,
+    /// Its round seed (hex) with each dropped node.
+    pub seeds: Vec<(String, String)>,
+}
+
+impl Drop for Reveal {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for (_, s) in self.shares.iter_mut().chain(self.seeds.iter_mut()) {
+            s.zeroize();
+        }
+    }
+}
+
+/// Step 4 at a survivor, once the announcements compared equal: records what it reveals per
+/// party (refusing a round it revealed before, and either kind for a party it revealed the
+/// other for), in one transaction, then reads the shares and computes the round seeds.
+pub(crate) fn reveal(store: &mut Store, plan: &RevealPlan) -> Result<Reveal> {
+    let (dc, tau) = (&plan.dc, plan.tau);
+    let sid = dc.sid().to_owned();
+    let me = dc.me().to_owned();
+    let kinds: Vec<(String, Revealed)> = dc
+        .nodes
+        .iter()
+        .filter(|n| **n != me)
+        .map(|n| {
+            let kind = if plan.survivors.contains(n) {
+                Revealed::Share
+            } else {
+                Revealed::Seed
+            };
+            (n.clone(), kind)
+        })
+        .collect();
+    let now = OffsetDateTime::now_utc();
+    store.write(|tx| {
+        let before = lom_reveals::get(tx, &sid, tau)?;
+        if let Some((party, kind)) = before.first() {
+            return Err(Error::conflict(format!(
+                "this node revealed round {} label {} of LOM context {sid} before (its {} for `{party}`, and more): a round is revealed once",
+                tau.0,
+                tau.1,
+                kind.as_str()
+            )));
+        }
+        for (party, kind) in &kinds {
+            lom_reveals::insert(tx, &sid, tau, party, *kind, now)?;
+        }
+        lom_reveals::insert(tx, &sid, tau, &me, Revealed::Share, now)
+    })?;
+    crate::fault::at(crate::fault::Step::DropoutRevealRecorded)?;
+    let held = store.read(|tx| lom_shares::get(tx, &sid, tau))?;
+    let mut out = Reveal::default();
+    for (from, share) in held {
+        if plan.survivors.contains(&from) {
+            out.shares.push((from, hex::encode(share.as_slice())));
+        }
+    }
+    let dropped: Vec<String> = kinds
+        .iter()
+        .filter(|(_, k)| *k == Revealed::Seed)
+        .map(|(p, _)| p.clone())
+        .collect();
+    if !dropped.is_empty() {
+        let secrets = store.read(|tx| lom_secrets::get(tx, &sid, &dropped))?;
+        let session = SessionId::parse(&sid)?;
+        let stream = Profile::Secagg.stream(tau.0, tau.1);
+        let nonce = lom::nonce(&session, Profile::Secagg);
+        for (peer, secret) in secrets {
+            let seed = Zeroizing::new(dropout::round_seed(&secret, stream, &nonce)?);
+            out.seeds.push((peer, hex::encode(seed.as_slice())));
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The researcher.
+
+/// Who dropped out of a round, and when.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Dropouts {
+    /// Nodes whose masked vector the researcher does not hold (dropped before or while masking).
+    pub before_masking: Vec<String>,
+    /// Survivors that did not answer the researcher's announcement or reveal, with why.
+    pub while_unmasking: Vec<(String, String)>,
+}
+
+/// The researcher's steps 3 and 4 for the survivors' files `files` (checked and verified by the
+/// caller): announces, collects the reveals, and returns the plain sum of the survivors'
+/// vectors (words of the profile's width) and who dropped.
+pub(crate) fn unmask_survivors(
+    home: &crate::home::Home,
+    store: &mut Store,
+    dc: &DropoutContext,
+    tau: Tau,
+    files: &[MaskedView<'_>],
+) -> Result<(Vec<u64>, Dropouts)> {
+    let mut survivors: Vec<String> = files.iter().map(|f| f.file.party_id.clone()).collect();
+    survivors.sort();
+    let mut dropouts = Dropouts {
+        before_masking: dc
+            .nodes
+            .iter()
+            .filter(|n| !survivors.contains(n))
+            .cloned()
+            .collect(),
+        while_unmasking: Vec::new(),
+    };
+    if survivors.len() < dc.t {
+        return Err(too_few(dc, tau, &survivors, &dropouts));
+    }
+    let targets = other_nodes(store, dc, &skip_all_but(dc, &survivors))?;
+    let (dialer, _) = Dialer::for_home(home)?;
+    let dialer = Arc::new(dialer);
+    let reveals = block_on(announce_then_reveal(
+        dialer,
+        dc,
+        tau,
+        &survivors,
+        targets,
+        &mut dropouts,
+    ))??;
+    let width = Profile::Secagg.width();
+    let vectors: Vec<&[u64]> = files.iter().map(|f| f.values).collect();
+    let mut sum = lom::mask::sum(&vectors, width)?;
+    let self_seeds = recover_self_seeds(dc, tau, &survivors, &reveals)?;
+    let round_seeds = dangling_seeds(dc, tau, &survivors, &dropouts, &reveals)?;
+    let dangling: Vec<Dangling<'_>> = round_seeds
+        .iter()
+        .map(|(v, d, s)| Dangling {
+            survivor: v,
+            dropped: d,
+            seed: s,
+        })
+        .collect();
+    let seeds: Vec<&Key32> = self_seeds.iter().map(|s| &**s).collect();
+    let session = SessionId::parse(dc.sid())?;
+    dropout::unmask(
+        &mut sum,
+        Profile::Secagg.stream(tau.0, tau.1),
+        &lom::nonce(&session, Profile::Secagg),
+        &seeds,
+        &dangling,
+    )?;
+    Ok((sum, dropouts))
+}
+
+fn too_few(dc: &DropoutContext, tau: Tau, survivors: &[String], d: &Dropouts) -> Error {
+    Error::invalid(format!(
+        "{} masked files for round {} label {} of LOM context {}, fewer than its dropout threshold {}: the round cannot be unmasked (missing: {})",
+        survivors.len(),
+        tau.0,
+        tau.1,
+        dc.sid(),
+        dc.t,
+        d.before_masking.join(", ")
+    ))
+    .with_hint("no result is given and nothing was asked of the nodes; collect more files, or go on with the next round")
+}
+
+fn skip_all_but<'a>(dc: &'a DropoutContext, keep: &[String]) -> Vec<&'a str> {
+    dc.nodes
+        .iter()
+        .filter(|n| !keep.contains(n))
+        .map(|n| n.as_str())
+        .collect()
+}
+
+/// Announces U1 to every survivor, then asks those that recorded it to reveal. Survivors that
+/// fail either step are recorded in `dropouts`; a refusal that shows the protocol broken (a
+/// survivor saw two stories, or one revealed before) fails the round.
+async fn announce_then_reveal(
+    dialer: Arc<Dialer>,
+    dc: &DropoutContext,
+    tau: Tau,
+    survivors: &[String],
+    targets: Vec<AgentAddress>,
+    dropouts: &mut Dropouts,
+) -> Result<BTreeMap<String, Reveal>> {
+    let round = |op: fn(String, u64, u64, Vec<String>) -> Request| {
+        targets
+            .iter()
+            .map(|_| op(dc.sid().to_owned(), tau.0, tau.1, survivors.to_vec()))
+            .collect::<Vec<_>>()
+    };
+    let announce = round(|session_id, round, label, survivors| Request::LomAnnounce {
+        version: AGENT_PROTOCOL_VERSION,
+        session_id,
+        round,
+        label,
+        survivors,
+    });
+    let until = Instant::now() + NODE_TO_NODE_TIMEOUT;
+    let answers = ask_each(dialer.clone(), targets.clone(), announce, until).await;
+    let mut announced = Vec::new();
+    for (target, answer) in targets.into_iter().zip(answers) {
+        match answer {
+            Ok(Reply::Stored) => announced.push(target),
+            Ok(Reply::Refused { error }) => {
+                return Err(super::super::agent::error_of_kind(
+                    error.kind,
+                    format!(
+                        "{} refused the survivors of round {} label {}: {}",
+                        target.label,
+                        tau.0,
+                        tau.1,
+                        crate::transport::mesh::escape_peer_text(&error.message)
+                    ),
+                )
+                .with_origin(target.label.clone(), Some(error.message.clone())))
+            }
+            Ok(other) => dropouts.while_unmasking.push((
+                target.label.clone(),
+                format!("answered {} to the announcement", reply_name(&other)),
+            )),
+            Err(e) => dropouts
+                .while_unmasking
+                .push((target.label.clone(), e.to_string())),
+        }
+    }
+    // Every survivor that recorded U1 checks it against the others before revealing: the
+    // comparison needs them all recorded, hence two rounds of requests.
+    let reveal_req = announced
+        .iter()
+        .map(|_| Request::LomReveal {
+            version: AGENT_PROTOCOL_VERSION,
+            session_id: dc.sid().to_owned(),
+            round: tau.0,
+            label: tau.1,
+        })
+        .collect();
+    let until = Instant::now() + 2 * NODE_TO_NODE_TIMEOUT;
+    let answers = ask_each(dialer, announced.clone(), reveal_req, until).await;
+    let mut reveals = BTreeMap::new();
+    for (target, answer) in announced.into_iter().zip(answers) {
+        match answer {
+            Ok(Reply::Revealed(r)) => {
+                reveals.insert(target.label, r);
+            }
+            Ok(Reply::Refused { error }) => {
+                return Err(super::super::agent::error_of_kind(
+                    error.kind,
+                    format!(
+                        "{} refused to reveal round {} label {}: {}",
+                        target.label,
+                        tau.0,
+                        tau.1,
+                        crate::transport::mesh::escape_peer_text(&error.message)
+                    ),
+                )
+                .with_origin(target.label.clone(), Some(error.message.clone())))
+            }
+            Ok(other) => dropouts.while_unmasking.push((
+                target.label.clone(),
+                format!("answered {} to the reveal", reply_name(&other)),
+            )),
+            Err(e) => dropouts
+                .while_unmasking
+                .push((target.label.clone(), e.to_string())),
+        }
+    }
+    Ok(reveals)
+}
+
+/// b_u for every survivor u, from the shares the answering survivors revealed.
+fn recover_self_seeds(
+    dc: &DropoutContext,
+    tau: Tau,
+    survivors: &[String],
+    reveals: &BTreeMap<String, Reveal>,
+) -> Result<Vec<Zeroizing<Key32>>> {
+    let mut out = Vec::with_capacity(survivors.len());
+    for u in survivors {
+        let mut held: Vec<(u32, Zeroizing<Vec<u8>>)> = Vec::new();
+        for (holder, r) in reveals {
+            let x = dc.node_index(holder).expect("a survivor is a node") as u32 + 1;
+            for (of, share) in &r.shares {
+                if of == u {
+                    let bytes = hex::decode(share).map_err(|_| {
+                        Error::peer(format!("{holder} revealed a share that is not hexadecimal"))
+                    })?;
+                    held.push((x, Zeroizing::new(bytes)));
+                }
+            }
+        }
+        if held.len() < dc.t {
+            return Err(Error::peer(format!(
+                "only {} shares of the self-mask of {u} arrived for round {} label {}, fewer than the threshold {}: the round cannot be unmasked, and no result is given",
+                held.len(),
+                tau.0,
+                tau.1,
+                dc.t
+            ))
+            .with_hint("too many survivors went silent while unmasking; go on with the next round"));
+        }
+        let refs: Vec<(u32, &[u8])> = held.iter().map(|(x, s)| (*x, s.as_slice())).collect();
+        let seed = dropout::recover_seed(&refs, dc.t).map_err(|e| {
+            e.context(format!(
+                "the shares of the self-mask of {u} (round {} label {})",
+                tau.0, tau.1
+            ))
+        })?;
+        out.push(seed);
+    }
+    Ok(out)
+}
+
+/// (survivor, dropped, round seed) for every survivor and every node dropped before masking.
+fn dangling_seeds(
+    dc: &DropoutContext,
+    tau: Tau,
+    survivors: &[String],
+    dropouts: &Dropouts,
+    reveals: &BTreeMap<String, Reveal>,
+) -> Result<Vec<(String, String, Zeroizing<Key32>)>> {
+    let mut out = Vec::new();
+    for d in &dropouts.before_masking {
+        for v in survivors {
+            let seed = reveals
+                .get(v)
+                .and_then(|r| r.seeds.iter().find(|(with, _)| with == d))
+                .ok_or_else(|| {
+                    Error::peer(format!(
+                        "{v} went silent while unmasking round {} label {} of LOM context {}, and {d} dropped before masking: the mask between them cannot be removed, and no result is given",
+                        tau.0,
+                        tau.1,
+                        dc.sid()
+                    ))
+                    .with_hint("a round survives nodes dropping before masking or survivors going silent after, not both; go on with the next round")
+                })?;
+            let bytes = hex::decode(&seed.1)
+                .ok()
+                .filter(|b| b.len() == 32)
+                .ok_or_else(|| {
+                    Error::peer(format!(
+                        "{v} revealed a round seed that is not 32 hexadecimal bytes"
+                    ))
+                })?;
+            let mut key = Zeroizing::new([0u8; 32]);
+            key.copy_from_slice(&bytes);
+            out.push((v.clone(), d.clone(), key));
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared helpers.
+
+/// The agents of the context's nodes, but those in `skip`, from this party's store.
+fn other_nodes(store: &mut Store, dc: &DropoutContext, skip: &[&str]) -> Result<Vec<AgentAddress>> {
+    let wanted: Vec<&String> = dc
+        .nodes
+        .iter()
+        .filter(|n| !skip.contains(&n.as_str()))
+        .collect();
+    store.read(|tx| {
+        wanted
+            .iter()
+            .map(|id| {
+                let party = PartyId::parse_custom(id)?;
+                let peer = peers::get(tx, &party)?.ok_or_else(|| {
+                    Error::not_found(format!(
+                        "`{id}`, a node of LOM context {}, is no longer registered here",
+                        dc.sid()
+                    ))
+                })?;
+                Ok(AgentAddress {
+                    label: id.to_string(),
+                    endpoint: peer.endpoint,
+                    certificate_der: peer.certificate_der,
+                })
+            })
+            .collect()
+    })
+}
+
+fn reply_name(r: &Reply) -> &'static str {
+    match r {
+        Reply::Accepted { .. } => "accepted",
+        Reply::Refused { .. } => "refused",
+        Reply::Result { .. } => "a session result",
+        Reply::Status(_) => "a status",
+        Reply::Roster { .. } | Reply::RosterFollows { .. } => "a roster",
+        Reply::Stored => "stored",
+        Reply::Survivors { .. } => "survivors",
+        Reply::Revealed(_) => "a reveal",
+    }
+}
+
+/// Runs `f` on a runtime of its own (the callers are synchronous: the CLI and Python).
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("while starting the runtime", e))?;
+    Ok(rt.block_on(f))
+}

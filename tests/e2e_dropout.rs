@@ -1,0 +1,378 @@
+//! Issue 24: LOM rounds that survive nodes dropping out, every party a real process on loopback.
+//! Ten nodes, threshold six: node agents killed (SIGKILL) after sharing, after masking and after
+//! the survivors' announcement; the researcher's average is the exact weighted average of the
+//! nodes whose files it holds, and it names who dropped. Too few survivors fail cleanly and the
+//! next round works. What each node revealed is read back from its store by a fresh process.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use support::agents::{context_of, contexts, federation, researcher, Agent};
+use support::secagg;
+use support::secagg_env;
+
+mod support;
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    fed: secagg_core::demo::Federation,
+    agents: Vec<Agent>,
+    session: String,
+}
+
+/// `nodes` nodes, each agent started with `fault(i)` (node i, 1-based) in its environment, and a
+/// LOM context with dropout threshold `t` set up through them.
+fn setup(nodes: usize, t: u32, fault: impl Fn(usize) -> Option<&'static str>) -> Setup {
+    let (dir, fed) = federation(nodes);
+    let agents = (1..=nodes)
+        .map(|i| {
+            let env: Vec<(&str, &str)> = fault(i)
+                .map(|f| vec![("SECAGG_FAULT", f)])
+                .unwrap_or_default();
+            Agent::start(fed.parties[i].home.root(), &[], &env)
+        })
+        .collect();
+    let session = secagg_core::session::new_session_id();
+    let t = t.to_string();
+    let report = secagg(
+        researcher(&fed),
+        &[
+            "session",
+            "run",
+            "--all",
+            "--scheme",
+            "lom",
+            "--dropout-threshold",
+            &t,
+            "--session",
+            &session,
+            "--format",
+            "json",
+            "--timeout",
+            "60s",
+        ],
+    )
+    .ok()
+    .json();
+    for row in report["parties"].as_array().unwrap() {
+        assert_eq!(row["state"], "confirmed", "{report}");
+    }
+    // Every party recorded the threshold with its context (a fresh process reads it).
+    for p in &fed.parties {
+        let all = contexts(p.home.root());
+        let c = context_of(&all, &session).unwrap();
+        assert_eq!(c["dropout_threshold"], t.parse::<u64>().unwrap(), "{c}");
+    }
+    Setup {
+        _dir: dir,
+        fed,
+        agents,
+        session,
+    }
+}
+
+/// Node i's parameters: within the default clipping range (3) for i ≤ 10.
+fn params(i: usize) -> Vec<f64> {
+    vec![i as f64 * 0.25, -(i as f64) / 8.0, 0.25 + i as f64 / 20.0]
+}
+
+fn weight(i: usize) -> u64 {
+    i as u64 + 1
+}
+
+/// Node `i` masks its parameters for `round` (with `env`), writing `masked-<i>.json`.
+fn mask(s: &Setup, i: usize, round: u64, env: &[(&str, &str)]) -> (support::Run, PathBuf) {
+    let dir = s.fed.dir.join(format!("round-{round}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(format!("params-{i}.json"));
+    std::fs::write(&p, serde_json::to_string(&params(i)).unwrap()).unwrap();
+    let out = dir.join(format!("masked-{i}.json"));
+    let run = secagg_env(
+        s.fed.parties[i].home.root(),
+        &[
+            "aggregate",
+            "encrypt",
+            "--scheme",
+            "lom",
+            "--session",
+            &s.session,
+            "--round",
+            &round.to_string(),
+            "--params",
+            p.to_str().unwrap(),
+            "--weight",
+            &weight(i).to_string(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        env,
+    );
+    (run, out)
+}
+
+/// The researcher unmasks `round` from `files`, writing the JSON result to `out`.
+fn unmask(s: &Setup, round: u64, files: &[PathBuf], out: &Path) -> support::Run {
+    let mut args: Vec<String> = ["aggregate", "decrypt", "--scheme", "lom", "--session"]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    args.push(s.session.clone());
+    args.extend(["--round".into(), round.to_string()]);
+    args.extend(files.iter().map(|f| f.to_str().unwrap().to_owned()));
+    args.extend(["-o".into(), out.to_str().unwrap().to_owned()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    secagg(researcher(&s.fed), &refs)
+}
+
+/// Asserts the result in `out` is the weighted average of nodes `nodes`' parameters.
+fn assert_average_of(out: &Path, nodes: &[usize]) -> serde_json::Value {
+    let avg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
+    let total: u64 = nodes.iter().map(|&i| weight(i)).sum();
+    let mut sums = [0.0f64; 3];
+    for &i in nodes {
+        for (s, v) in sums.iter_mut().zip(params(i)) {
+            *s += v * weight(i) as f64;
+        }
+    }
+    let got: Vec<f64> = avg["average"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(got.len(), 3, "{avg}");
+    for (g, s) in got.iter().zip(sums) {
+        let want = s / total as f64;
+        // Quantisation to 2·3/8191 per value, averaged: well within 1e-3. A self-mask or a
+        // dangling mask left in would give noise (or a refusal), not this.
+        assert!(
+            (g - want).abs() < 1e-3,
+            "average {got:?}, expected {want}: {avg}"
+        );
+    }
+    assert_eq!(avg["total_weight"], total, "{avg}");
+    assert_eq!(avg["nodes"], nodes.len(), "{avg}");
+    avg
+}
+
+fn ids(s: &Setup, nodes: &[usize]) -> Vec<String> {
+    let mut v: Vec<String> = nodes
+        .iter()
+        .map(|&i| s.fed.parties[i].party_id.clone())
+        .collect();
+    v.sort();
+    v
+}
+
+/// What node `i` revealed for `round`, read by a fresh process: (party, `share` | `seed`).
+fn revealed(s: &Setup, i: usize, round: u64) -> Vec<(String, String)> {
+    let c = secagg(
+        s.fed.parties[i].home.root(),
+        &["context", "show", &s.session, "--format", "json"],
+    )
+    .ok()
+    .json();
+    c["reveals"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no reveals in {c}"))
+        .iter()
+        .filter(|r| r["round"] == round)
+        .map(|r| {
+            (
+                r["party"].as_str().unwrap().to_owned(),
+                r["revealed"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn killed_by_sigkill(status: std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal() == Some(9)
+}
+
+#[test]
+fn ten_nodes_three_killed_after_sharing_the_seven_survivors_average_exactly() {
+    let mut s = setup(10, 6, |_| None);
+    let round = 1;
+    // Nodes 1–3 share their self-masks, then die before masking (their processes SIGKILL
+    // themselves at that step), and their agents are killed too.
+    for i in 1..=3 {
+        let (run, out) = mask(&s, i, round, &[("SECAGG_FAULT", "dropout-shared:crash")]);
+        assert_eq!(
+            run.code, -1,
+            "node {i} should have been killed: {}",
+            run.stderr
+        );
+        assert!(!out.exists(), "node {i} wrote a file");
+        s.agents[i - 1].kill();
+    }
+    let mut files = Vec::new();
+    for i in 4..=10 {
+        let (run, out) = mask(&s, i, round, &[]);
+        run.ok();
+        // Its self-mask is held by the seven nodes whose agents still run.
+        assert!(
+            run.stderr.contains("self-mask shared with 7 of 10 nodes"),
+            "{}",
+            run.stderr
+        );
+        files.push(out);
+    }
+    let out = s.fed.dir.join("avg-1.json");
+    let run = unmask(&s, round, &files, &out);
+    run.ok();
+    let avg = assert_average_of(&out, &(4..=10).collect::<Vec<_>>());
+    assert_eq!(
+        avg["dropouts"]["before_masking"],
+        serde_json::json!(ids(&s, &[1, 2, 3])),
+        "{avg}"
+    );
+    assert_eq!(avg["dropouts"]["while_unmasking"], serde_json::json!([]));
+    assert!(
+        run.stderr.contains("dropped before masking"),
+        "{}",
+        run.stderr
+    );
+    // Each survivor revealed a share for every survivor and a seed for every dropped node,
+    // never both for one party.
+    let dropped = ids(&s, &[1, 2, 3]);
+    for i in 4..=10 {
+        let r = revealed(&s, i, round);
+        assert_eq!(r.len(), 10, "node {i}: {r:?}");
+        for (party, kind) in &r {
+            let want = if dropped.contains(party) {
+                "seed"
+            } else {
+                "share"
+            };
+            assert_eq!(kind, want, "node {i} about {party}: {r:?}");
+        }
+    }
+}
+
+#[test]
+fn two_killed_after_masking_and_two_after_the_announcement_all_ten_average_exactly() {
+    // Nodes 9 and 10 record the researcher's announcement, then die when asked to reveal.
+    let mut s = setup(10, 6, |i| (i >= 9).then_some("dropout-reveal-asked:crash"));
+    let round = 3;
+    let files: Vec<PathBuf> = (1..=10)
+        .map(|i| {
+            let (run, out) = mask(&s, i, round, &[]);
+            run.ok();
+            out
+        })
+        .collect();
+    // Nodes 1 and 2 die after their vectors arrived.
+    s.agents[0].kill();
+    s.agents[1].kill();
+    let out = s.fed.dir.join("avg-3.json");
+    let run = unmask(&s, round, &files, &out);
+    run.ok();
+    let avg = assert_average_of(&out, &(1..=10).collect::<Vec<_>>());
+    assert_eq!(avg["dropouts"]["before_masking"], serde_json::json!([]));
+    let silent: Vec<String> = avg["dropouts"]["while_unmasking"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_str().unwrap().to_owned())
+        .collect();
+    let mut silent_sorted = silent.clone();
+    silent_sorted.sort();
+    assert_eq!(silent_sorted, ids(&s, &[1, 2, 9, 10]), "{avg}");
+    for i in [9, 10] {
+        let status = s.agents[i - 1].wait_status(Duration::from_secs(10));
+        assert!(killed_by_sigkill(status), "agent {i}: {status:?}");
+        // It recorded the announcement, revealed nothing.
+        assert!(revealed(&s, i, round).is_empty());
+    }
+    for i in 3..=8 {
+        let r = revealed(&s, i, round);
+        assert_eq!(r.len(), 10, "node {i}: {r:?}");
+        assert!(r.iter().all(|(_, k)| k == "share"), "node {i}: {r:?}");
+    }
+}
+
+#[test]
+fn fewer_survivors_than_the_threshold_fail_cleanly_and_the_next_round_works() {
+    let mut s = setup(5, 3, |_| None);
+    let files: Vec<PathBuf> = (1..=5)
+        .map(|i| {
+            let (run, out) = mask(&s, i, 1, &[]);
+            run.ok();
+            out
+        })
+        .collect();
+    // Two files of five, threshold three: refused before any node is asked anything.
+    let out = s.fed.dir.join("avg-1.json");
+    unmask(&s, 1, &files[..2], &out).fails_with(3, "fewer than its dropout threshold 3");
+    assert!(!out.exists());
+    for i in 1..=5 {
+        assert!(revealed(&s, i, 1).is_empty(), "node {i} revealed");
+    }
+    // Five files, but only two agents answer: three shares of each self-mask are needed.
+    for a in &mut s.agents[2..] {
+        a.kill();
+    }
+    let run = unmask(&s, 1, &files, &out);
+    run.fails_with(6, "fewer than the threshold 3");
+    assert!(!out.exists(), "a partial result was written");
+    // The nodes come back; the next round works with every node.
+    for i in 3..=5 {
+        s.agents[i - 1] = Agent::start(s.fed.parties[i].home.root(), &[], &[]);
+    }
+    let files: Vec<PathBuf> = (1..=5)
+        .map(|i| {
+            let (run, out) = mask(&s, i, 2, &[]);
+            run.ok();
+            out
+        })
+        .collect();
+    let out = s.fed.dir.join("avg-2.json");
+    unmask(&s, 2, &files, &out).ok();
+    let avg = assert_average_of(&out, &[1, 2, 3, 4, 5]);
+    assert_eq!(avg["dropouts"]["before_masking"], serde_json::json!([]));
+    // Round 1 stays spent: asking again is refused by the nodes that revealed it.
+    let again = s.fed.dir.join("avg-1-again.json");
+    unmask(&s, 1, &files_of_round(&s, 1), &again).fails_with(5, "revealed round 1 label 0 of");
+    assert!(!again.exists());
+}
+
+fn files_of_round(s: &Setup, round: u64) -> Vec<PathBuf> {
+    (1..s.fed.parties.len())
+        .map(|i| s.fed.dir.join(format!("round-{round}/masked-{i}.json")))
+        .collect()
+}
+
+#[test]
+fn a_minority_threshold_is_refused_and_nothing_is_stored() {
+    let (_dir, fed) = federation(4);
+    let _agents: Vec<Agent> = (1..=4)
+        .map(|i| Agent::start(fed.parties[i].home.root(), &[], &[]))
+        .collect();
+    let session = secagg_core::session::new_session_id();
+    secagg(
+        researcher(&fed),
+        &[
+            "session",
+            "run",
+            "--all",
+            "--scheme",
+            "lom",
+            "--dropout-threshold",
+            "2",
+            "--session",
+            &session,
+        ],
+    )
+    .fails_with(3, "at most half of them");
+    secagg(
+        researcher(&fed),
+        &["session", "run", "--all", "--dropout-threshold", "3"],
+    )
+    .fails_with(3, "only to LOM contexts");
+    for p in &fed.parties {
+        assert!(context_of(&contexts(p.home.root()), &session).is_none());
+    }
+}
