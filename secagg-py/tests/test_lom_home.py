@@ -148,3 +148,51 @@ def test_v6_drop_ins_refuse_what_v6_would_average_into_noise():
     assert lom.aggregate(ys) == [15, 18]
     with pytest.raises(secagg.InvalidInput):
         v6.LOM(b"short")
+
+
+def test_a_round_survives_a_node_dropping_out_from_python(tmp_path, agents):
+    """Issue 24 through ``Home``: five nodes, threshold three; one node dies after sharing its
+    self-mask (its agent killed), the researcher unmasks the four others' exact average and names
+    the dropped node; fewer files than the threshold raise ``InvalidInput`` and give nothing."""
+    researcher, homes, _, _, _ = _roster_federation(tmp_path, 5)
+    running = [agents(h) for h in homes]
+    report = researcher.session_run(all=True, timeout=30, scheme="lom", dropout_threshold=3)
+    assert report["ok"] is True, report
+    session = report["session_id"]
+    for h in [researcher] + homes:
+        assert h.context(session)["dropout_threshold"] == 3
+    # A threshold a minority reaches is refused before any agent is asked.
+    with pytest.raises(secagg.InvalidInput) as e:
+        researcher.session_run(all=True, timeout=30, scheme="lom", dropout_threshold=2)
+    assert "at most half" in e.value.message
+
+    rng = np.random.default_rng(24)
+    params = [rng.uniform(-1, 1, 1_000) for _ in homes]
+    weights = [2, 3, 5, 7, 11]
+    files = {}
+    for i, (h, p, w) in enumerate(zip(homes, params, weights)):
+        f = h.lom_encrypt(session, 1, p, weight=w)
+        assert f["dropout_threshold"] == 3
+        assert len(f["shares"]["holders"]) == 5 - min(i, 1), f["shares"]
+        files[i] = f
+        if i == 0:
+            # Node 0 shared its self-mask and masked, but its vector never reaches the
+            # researcher and its agent dies.
+            running[0].stop()
+    survivors = [1, 2, 3, 4]
+    with pytest.raises(secagg.InvalidInput) as e:
+        researcher.lom_decrypt(session, 1, [files[i] for i in survivors[:2]])
+    assert "fewer than its dropout threshold 3" in e.value.message
+    avg = researcher.lom_decrypt(session, 1, [files[i] for i in survivors])
+    want = sum(weights[i] * params[i] for i in survivors) / sum(weights[i] for i in survivors)
+    assert np.max(np.abs(avg["average"] - want)) < 2 * 6 / 8191
+    assert avg["nodes"] == 4
+    assert avg["dropouts"]["before_masking"] == [homes[0].identity()["party_id"]]
+    assert avg["dropouts"]["while_unmasking"] == []
+    # Each survivor revealed its round seed with node 0 and a share of every survivor.
+    for i in survivors:
+        kinds = {r["party"]: r["revealed"] for r in homes[i].context(session)["reveals"]}
+        assert kinds.pop(homes[0].identity()["party_id"]) == "seed"
+        assert set(kinds.values()) == {"share"} and len(kinds) == 4
+    for a in running[1:]:
+        a.stop()

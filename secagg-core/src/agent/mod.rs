@@ -378,3 +378,6 @@ pub(crate) fn error_of_kind(kind: ErrorKind, message: String) -> Error {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod dropout_tests;

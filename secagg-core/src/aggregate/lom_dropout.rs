@@ -397,7 +397,7 @@ pub(crate) fn compare_announcements(
         let who = &other.label;
         let story = |what: String| {
             Error::verification(format!(
-                "the researcher told {who} {what} for round {} label {} of LOM context {}, and this node {}: nothing is revealed",
+                "the researcher told {who} {what} for round {} label {} of LOM context {}, and this node the survivors {}: nothing is revealed",
                 plan.tau.0,
                 plan.tau.1,
                 plan.dc.sid(),

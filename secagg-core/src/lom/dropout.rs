@@ -413,4 +413,35 @@ mod tests {
         }
         assert_ne!(only_pairs, x, "the self-mask still hides the vector");
     }
+
+    /// Flower weakness 1 (reference `flower-secaggplus.md`): Flower's PRG is NumPy's Mersenne
+    /// Twister seeded with 32 bits of the secret, so 2^32 guesses find a mask. Here the self-mask
+    /// seed is 256 bits from the OS CSPRNG and keys ChaCha20 whole: seeds equal in any 32 bits
+    /// (the first four bytes, as a 32-bit seeding would keep) still give unrelated masks, and
+    /// flipping any one bit of the seed changes the mask.
+    #[test]
+    fn flower_weakness_1_the_self_mask_depends_on_every_bit_of_a_256_bit_seed() {
+        let drawn: std::collections::HashSet<Key32> = (0..2000).map(|_| *new_self_seed()).collect();
+        assert_eq!(drawn.len(), 2000);
+        // No two of 2000 draws share their first 32 bits by more than chance (expected 0.0005).
+        let low: std::collections::HashSet<[u8; 4]> =
+            drawn.iter().map(|s| [s[0], s[1], s[2], s[3]]).collect();
+        assert!(low.len() >= 1999);
+        let f = federation(3);
+        let stream = Profile::Secagg.stream(1, 0);
+        let nonce = [0u8; 16];
+        let x = vec![0u64; 64];
+        let seed = new_self_seed();
+        let base = protect(&f.ids[0], &pairs(&f, 0), 3, stream, &x, &nonce, &seed).unwrap();
+        for bit in [0usize, 31, 32, 100, 200, 255] {
+            let mut other: Key32 = *seed;
+            other[bit / 8] ^= 1 << (bit % 8);
+            let y = protect(&f.ids[0], &pairs(&f, 0), 3, stream, &x, &nonce, &other).unwrap();
+            let same = y.iter().zip(&base).filter(|(a, b)| a == b).count();
+            assert_eq!(
+                same, 0,
+                "flipping bit {bit} of the seed left {same} of 64 words equal"
+            );
+        }
+    }
 }
