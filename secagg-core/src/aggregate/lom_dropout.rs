@@ -563,8 +563,24 @@ pub(crate) fn unmask_survivors(
     let width = Profile::Secagg.width();
     let vectors: Vec<&[u64]> = files.iter().map(|f| f.values).collect();
     let mut sum = lom::mask::sum(&vectors, width)?;
-    let self_seeds = recover_self_seeds(dc, tau, &survivors, &reveals)?;
-    let round_seeds = dangling_seeds(dc, tau, &survivors, &dropouts, &reveals)?;
+    let silent = |e: Error| match dropouts.while_unmasking.is_empty() {
+        true => e,
+        false => {
+            let why: Vec<String> = dropouts
+                .while_unmasking
+                .iter()
+                .map(|(w, e)| format!("{w}: {e}"))
+                .collect();
+            let hint = e.hint().map(str::to_owned);
+            let e = Error::peer(format!("{e} (silent while unmasking: {})", why.join("; ")));
+            match hint {
+                Some(h) => e.with_hint(h),
+                None => e,
+            }
+        }
+    };
+    let self_seeds = recover_self_seeds(dc, tau, &survivors, &reveals).map_err(silent)?;
+    let round_seeds = dangling_seeds(dc, tau, &survivors, &dropouts, &reveals).map_err(silent)?;
     let dangling: Vec<Dangling<'_>> = round_seeds
         .iter()
         .map(|(v, d, s)| Dangling {
@@ -606,9 +622,10 @@ fn skip_all_but<'a>(dc: &'a DropoutContext, keep: &[String]) -> Vec<&'a str> {
         .collect()
 }
 
-/// Announces U1 to every survivor, then asks those that recorded it to reveal. Survivors that
-/// fail either step are recorded in `dropouts`; a refusal that shows the protocol broken (a
-/// survivor saw two stories, or one revealed before) fails the round.
+/// Announces U1 to every survivor, then asks those that recorded it to reveal. A survivor that
+/// does not answer either step, or refuses it (it saw another survivor told another set, it
+/// revealed the round before, its store failed), reveals nothing: it is recorded in `dropouts`
+/// with why, and the round goes on if the others' reveals suffice.
 async fn announce_then_reveal(
     dialer: Arc<Dialer>,
     dc: &DropoutContext,
@@ -636,19 +653,13 @@ async fn announce_then_reveal(
     for (target, answer) in targets.into_iter().zip(answers) {
         match answer {
             Ok(Reply::Stored) => announced.push(target),
-            Ok(Reply::Refused { error }) => {
-                return Err(super::super::agent::error_of_kind(
-                    error.kind,
-                    format!(
-                        "{} refused the survivors of round {} label {}: {}",
-                        target.label,
-                        tau.0,
-                        tau.1,
-                        crate::transport::mesh::escape_peer_text(&error.message)
-                    ),
-                )
-                .with_origin(target.label.clone(), Some(error.message.clone())))
-            }
+            Ok(Reply::Refused { error }) => dropouts.while_unmasking.push((
+                target.label.clone(),
+                format!(
+                    "refused the survivors: {}",
+                    crate::transport::mesh::escape_peer_text(&error.message)
+                ),
+            )),
             Ok(other) => dropouts.while_unmasking.push((
                 target.label.clone(),
                 format!("answered {} to the announcement", reply_name(&other)),
@@ -677,19 +688,13 @@ async fn announce_then_reveal(
             Ok(Reply::Revealed(r)) => {
                 reveals.insert(target.label, r);
             }
-            Ok(Reply::Refused { error }) => {
-                return Err(super::super::agent::error_of_kind(
-                    error.kind,
-                    format!(
-                        "{} refused to reveal round {} label {}: {}",
-                        target.label,
-                        tau.0,
-                        tau.1,
-                        crate::transport::mesh::escape_peer_text(&error.message)
-                    ),
-                )
-                .with_origin(target.label.clone(), Some(error.message.clone())))
-            }
+            Ok(Reply::Refused { error }) => dropouts.while_unmasking.push((
+                target.label.clone(),
+                format!(
+                    "refused to reveal: {}",
+                    crate::transport::mesh::escape_peer_text(&error.message)
+                ),
+            )),
             Ok(other) => dropouts.while_unmasking.push((
                 target.label.clone(),
                 format!("answered {} to the reveal", reply_name(&other)),
