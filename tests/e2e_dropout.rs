@@ -394,3 +394,110 @@ fn a_minority_threshold_is_refused_and_nothing_is_stored() {
         assert!(context_of(&contexts(p.home.root()), &session).is_none());
     }
 }
+
+/// Restarts node `i`'s agent with `fault` (`STEP:ACTION`) in its environment, or none.
+fn restart(s: &mut Setup, i: usize, fault: Option<&str>) {
+    s.agents[i - 1].kill();
+    let env: Vec<(&str, &str)> = fault.map(|f| vec![("SECAGG_FAULT", f)]).unwrap_or_default();
+    s.agents[i - 1] = Agent::start(s.fed.parties[i].home.root(), &[], &env);
+}
+
+/// Every node masks `round` (node `faulty` with `env`); returns the nodes whose files exist and
+/// the files. A node whose masking failed left no file.
+fn mask_all(
+    s: &Setup,
+    round: u64,
+    faulty: usize,
+    env: &[(&str, &str)],
+) -> (Vec<usize>, Vec<PathBuf>) {
+    let (mut masked, mut files) = (Vec::new(), Vec::new());
+    for i in 1..s.fed.parties.len() {
+        let (run, out) = mask(s, i, round, if i == faulty { env } else { &[] });
+        if run.code == 0 {
+            masked.push(i);
+            files.push(out);
+        } else {
+            assert!(
+                !out.exists(),
+                "node {i} failed and left a file: {}",
+                run.stderr
+            );
+        }
+    }
+    (masked, files)
+}
+
+/// What every node recorded for `round` agrees with who masked: a share about every node that
+/// masked, the round seed with every node that did not, never both (a node that revealed nothing
+/// recorded nothing).
+fn assert_reveal_records(s: &Setup, round: u64, masked: &[usize]) {
+    let survivors = ids(s, masked);
+    for i in 1..s.fed.parties.len() {
+        for (party, kind) in revealed(s, i, round) {
+            let want = if survivors.contains(&party) {
+                "share"
+            } else {
+                "seed"
+            };
+            assert_eq!(kind, want, "node {i} about {party} in round {round}");
+        }
+    }
+}
+
+/// The fault sweep of issue 24: every step of a dropout round, crash and fail, at one node (its
+/// agent, or its own masking process for `dropout-shared`). Five nodes, threshold three: one
+/// faulty node never stops the round, so every faulty round must give the exact average of the
+/// nodes that masked; no node's records ever show both kinds for one party; and a clean round
+/// follows each fault (the faulty agent restarted without its fault) with all five nodes.
+#[test]
+fn fault_sweep_dropout_every_step_crash_and_fail_at_one_node() {
+    let mut s = setup(5, 3, |_| None);
+    let faulty = 2;
+    let steps = [
+        "dropout-shared",
+        "dropout-share-stored",
+        "dropout-announced",
+        "dropout-reveal-asked",
+        "dropout-reveal-recorded",
+    ];
+    let mut round = 0;
+    for step in steps {
+        for action in ["crash", "fail"] {
+            let fault = format!("{step}:{action}");
+            round += 1;
+            let in_agent = step != "dropout-shared";
+            if in_agent {
+                restart(&mut s, faulty, Some(&fault));
+            }
+            let env = [("SECAGG_FAULT", fault.as_str())];
+            let (masked, files) = mask_all(&s, round, faulty, if in_agent { &[] } else { &env });
+            let expected: Vec<usize> = if in_agent {
+                vec![1, 2, 3, 4, 5]
+            } else {
+                vec![1, 3, 4, 5]
+            };
+            assert_eq!(masked, expected, "{fault}");
+            let out = s.fed.dir.join(format!("avg-{round}.json"));
+            let run = unmask(&s, round, &files, &out);
+            assert_eq!(run.code, 0, "{fault}: {}", run.stderr);
+            let avg = assert_average_of(&out, &masked);
+            assert_reveal_records(&s, round, &masked);
+            if in_agent && step != "dropout-share-stored" {
+                // The faulty agent revealed nothing the researcher received.
+                let silent = avg["dropouts"]["while_unmasking"].to_string();
+                assert!(
+                    silent.contains(&s.fed.parties[faulty].party_id),
+                    "{fault}: {avg}"
+                );
+            }
+            // A clean round with every node.
+            round += 1;
+            restart(&mut s, faulty, None);
+            let (masked, files) = mask_all(&s, round, 0, &[]);
+            let out = s.fed.dir.join(format!("avg-{round}.json"));
+            unmask(&s, round, &files, &out).ok();
+            assert_average_of(&out, &masked);
+            assert_eq!(masked.len(), 5, "after {fault}");
+        }
+    }
+}
