@@ -112,6 +112,17 @@ fn mask(s: &Setup, i: usize, round: u64, env: &[(&str, &str)]) -> (support::Run,
 
 /// The researcher unmasks `round` from `files`, writing the JSON result to `out`.
 fn unmask(s: &Setup, round: u64, files: &[PathBuf], out: &Path) -> support::Run {
+    unmask_env(s, round, files, out, &[])
+}
+
+/// [`unmask`] with `env` in the researcher's environment.
+fn unmask_env(
+    s: &Setup,
+    round: u64,
+    files: &[PathBuf],
+    out: &Path,
+    env: &[(&str, &str)],
+) -> support::Run {
     let mut args: Vec<String> = ["aggregate", "decrypt", "--scheme", "lom", "--session"]
         .iter()
         .map(|a| a.to_string())
@@ -121,7 +132,7 @@ fn unmask(s: &Setup, round: u64, files: &[PathBuf], out: &Path) -> support::Run 
     args.extend(files.iter().map(|f| f.to_str().unwrap().to_owned()));
     args.extend(["-o".into(), out.to_str().unwrap().to_owned()]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    secagg(researcher(&s.fed), &refs)
+    secagg_env(researcher(&s.fed), &refs, env)
 }
 
 /// Asserts the result in `out` is the weighted average of nodes `nodes`' parameters.
@@ -499,5 +510,25 @@ fn fault_sweep_dropout_every_step_crash_and_fail_at_one_node() {
             assert_average_of(&out, &masked);
             assert_eq!(masked.len(), 5, "after {fault}");
         }
+    }
+    // The researcher's own process, between the announcement and the reveal: it dies or fails
+    // with no output; run again, the same announcement is accepted and the round completes.
+    for action in ["crash", "fail"] {
+        round += 1;
+        let fault = format!("dropout-researcher-announced:{action}");
+        let (masked, files) = mask_all(&s, round, 0, &[]);
+        let out = s.fed.dir.join(format!("avg-{round}.json"));
+        let run = unmask_env(&s, round, &files, &out, &[("SECAGG_FAULT", &fault)]);
+        assert_ne!(run.code, 0, "{fault}");
+        assert!(!out.exists(), "{fault}");
+        for i in 1..=5 {
+            assert!(
+                revealed(&s, i, round).is_empty(),
+                "{fault}: node {i} revealed"
+            );
+        }
+        unmask(&s, round, &files, &out).ok();
+        assert_average_of(&out, &masked);
+        assert_reveal_records(&s, round, &masked);
     }
 }

@@ -70,6 +70,9 @@ pub enum Step {
     DropoutRevealAsked,
     /// Node agent: what it reveals is durably recorded; before sending it.
     DropoutRevealRecorded,
+    /// Researcher unmasking (`aggregate decrypt`): the survivors are announced; before asking
+    /// them to reveal.
+    DropoutResearcherAnnounced,
 }
 
 impl Step {
@@ -96,12 +99,13 @@ impl Step {
     pub const AGENT: [Step; 1] = [Step::AgentStarted];
 
     /// The steps of a dropout-tolerant LOM round ([`crate::aggregate::lom_dropout`]).
-    pub const DROPOUT: [Step; 5] = [
+    pub const DROPOUT: [Step; 6] = [
         Step::DropoutShared,
         Step::DropoutShareStored,
         Step::DropoutAnnounced,
         Step::DropoutRevealAsked,
         Step::DropoutRevealRecorded,
+        Step::DropoutResearcherAnnounced,
     ];
 
     /// The steps the MP-SPDZ engine passes (a node stores its key before its `shamir-party.x`
@@ -139,6 +143,7 @@ impl Step {
             Step::DropoutAnnounced => "dropout-announced",
             Step::DropoutRevealAsked => "dropout-reveal-asked",
             Step::DropoutRevealRecorded => "dropout-reveal-recorded",
+            Step::DropoutResearcherAnnounced => "dropout-researcher-announced",
         }
     }
 

@@ -199,6 +199,38 @@ fn reveal_records(r: &Running, i: usize, round: u64) -> Vec<(String, &'static st
         .collect()
 }
 
+/// The self-mask shares node `i` holds for `round`, read from its store.
+fn shares_held(r: &Running, i: usize, round: u64) -> Vec<String> {
+    let mut store = crate::store::Store::open_party_read_only(&r.fed.parties[i].home).unwrap();
+    let sid = r.session.to_string();
+    store
+        .read(|tx| crate::store::lom_shares::get(tx, &sid, (round, 0)))
+        .unwrap()
+        .into_iter()
+        .map(|(from, _)| from)
+        .collect()
+}
+
+#[test]
+fn a_share_for_a_context_deleted_meanwhile_is_refused_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = federation_with_round_one(dir.path());
+    assert_eq!(shares_held(&r, 1, 1).len(), 4);
+    crate::session::delete_context(&r.fed.parties[1].home, &r.session).unwrap();
+    let share = Request::LomShare {
+        version: AGENT_PROTOCOL_VERSION,
+        session_id: r.session.to_string(),
+        round: 2,
+        label: 0,
+        share: "00".repeat(crate::lom::dropout::SHARE_LEN),
+    };
+    let (kind, message) = refused(ask(&r.fed, 2, 1, &share));
+    assert_eq!(kind, ErrorKind::NotFound, "{message}");
+    // The context's shares went with it, and the refused one was never written.
+    assert!(shares_held(&r, 1, 1).is_empty());
+    assert!(shares_held(&r, 1, 2).is_empty());
+}
+
 #[test]
 fn a_researcher_telling_two_nodes_different_survivors_gets_nothing_from_either() {
     let dir = tempfile::tempdir().unwrap();
@@ -258,6 +290,8 @@ fn an_old_rounds_requests_replayed_are_refused() {
     for to in 1..=4 {
         let v = revealed(reveal(&r, to, 1));
         assert_eq!(v.shares.len(), 4);
+        // Revealed once, the round's shares are erased from the node's store.
+        assert!(shares_held(&r, to, 1).is_empty());
     }
     // Replayed: the reveal is refused; the same announcement changes nothing.
     for to in 1..=4 {

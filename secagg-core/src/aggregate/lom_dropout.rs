@@ -151,6 +151,7 @@ pub(crate) fn share_self_seed(
     let shares = dropout::share_seed(&seed, dc.t, n)?;
     let now = OffsetDateTime::now_utc();
     store.write(|tx| {
+        ensure_context(tx, dc.sid())?;
         lom_shares::insert(tx, dc.sid(), tau, &me, &shares[my_index], now).map(|_| ())
     })?;
     let targets = other_nodes(store, dc, &[me.as_str()])?;
@@ -236,8 +237,10 @@ pub(crate) fn accept_share(
         )));
     }
     let now = OffsetDateTime::now_utc();
-    let stored =
-        store.write(|tx| lom_shares::insert(tx, dc.sid(), tau, from.as_str(), &share, now))?;
+    let stored = store.write(|tx| {
+        ensure_context(tx, dc.sid())?;
+        lom_shares::insert(tx, dc.sid(), tau, from.as_str(), &share, now)
+    })?;
     if stored == lom_shares::Stored::Different {
         return Err(Error::conflict(format!(
             "`{from}` already sent this node another share for round {} label {} of LOM context {}: a self-mask is drawn once per round",
@@ -271,6 +274,7 @@ pub(crate) fn record_announcement(
     }
     let sid = dc.sid().to_owned();
     store.write(|tx| {
+        ensure_context(tx, &sid)?;
         if !lom_rounds::contains(tx, &sid, tau.0, tau.1)? {
             return Err(Error::verification(format!(
                 "the researcher announced this node as a survivor of round {} label {} of LOM context {sid}, but this node never masked that round",
@@ -471,8 +475,16 @@ pub(crate) fn reveal(store: &mut Store, plan: &RevealPlan) -> Result<Reveal> {
             (n.clone(), kind)
         })
         .collect();
+    let dropped: Vec<String> = kinds
+        .iter()
+        .filter(|(_, k)| *k == Revealed::Seed)
+        .map(|(p, _)| p.clone())
+        .collect();
     let now = OffsetDateTime::now_utc();
-    store.write(|tx| {
+    // One transaction: the record of what is revealed, and the round's shares read and erased
+    // (a round is revealed once, so they serve nothing after it).
+    let (held, secrets) = store.write(|tx| {
+        ensure_context(tx, &sid)?;
         let before = lom_reveals::get(tx, &sid, tau)?;
         if let Some((party, kind)) = before.first() {
             return Err(Error::conflict(format!(
@@ -485,23 +497,23 @@ pub(crate) fn reveal(store: &mut Store, plan: &RevealPlan) -> Result<Reveal> {
         for (party, kind) in &kinds {
             lom_reveals::insert(tx, &sid, tau, party, *kind, now)?;
         }
-        lom_reveals::insert(tx, &sid, tau, &me, Revealed::Share, now)
+        lom_reveals::insert(tx, &sid, tau, &me, Revealed::Share, now)?;
+        let held = lom_shares::get(tx, &sid, tau)?;
+        lom_shares::delete_round(tx, &sid, tau)?;
+        let secrets = match dropped.is_empty() {
+            true => Vec::new(),
+            false => lom_secrets::get(tx, &sid, &dropped)?,
+        };
+        Ok((held, secrets))
     })?;
     crate::fault::at(crate::fault::Step::DropoutRevealRecorded)?;
-    let held = store.read(|tx| lom_shares::get(tx, &sid, tau))?;
     let mut out = Reveal::default();
     for (from, share) in held {
         if plan.survivors.contains(&from) {
             out.shares.push((from, hex::encode(share.as_slice())));
         }
     }
-    let dropped: Vec<String> = kinds
-        .iter()
-        .filter(|(_, k)| *k == Revealed::Seed)
-        .map(|(p, _)| p.clone())
-        .collect();
-    if !dropped.is_empty() {
-        let secrets = store.read(|tx| lom_secrets::get(tx, &sid, &dropped))?;
+    if !secrets.is_empty() {
         let session = SessionId::parse(&sid)?;
         let stream = Profile::Secagg.stream(tau.0, tau.1);
         let nonce = lom::nonce(&session, Profile::Secagg);
@@ -669,6 +681,7 @@ async fn announce_then_reveal(
                 .push((target.label.clone(), e.to_string())),
         }
     }
+    crate::fault::at(crate::fault::Step::DropoutResearcherAnnounced)?;
     // Every survivor that recorded U1 checks it against the others before revealing: the
     // comparison needs them all recorded, hence two rounds of requests.
     let reveal_req = announced
@@ -791,6 +804,17 @@ fn dangling_seeds(
 
 // ---------------------------------------------------------------------------------------------
 // Shared helpers.
+
+/// Refuses, inside a write transaction, a context deleted since it was read (by `context delete`
+/// or `prune` in another process): nothing is then written for it.
+fn ensure_context(tx: &rusqlite::Connection, sid: &str) -> Result<()> {
+    match crate::store::contexts::get(tx, sid)? {
+        Some(_) => Ok(()),
+        None => Err(Error::not_found(format!(
+            "LOM context {sid} was deleted here meanwhile"
+        ))),
+    }
+}
 
 /// The agents of the context's nodes, but those in `skip`, from this party's store.
 fn other_nodes(store: &mut Store, dc: &DropoutContext, skip: &[&str]) -> Result<Vec<AgentAddress>> {

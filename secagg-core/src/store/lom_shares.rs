@@ -79,6 +79,17 @@ pub fn get(
     Ok(rows)
 }
 
+/// Deletes the shares of (`round`, `label`) of `session_id` (once revealed, they serve nothing).
+pub fn delete_round(conn: &Connection, session_id: &str, (round, label): (u64, u64)) -> Result<()> {
+    let (r, l) = (to_sql(round, "round")?, to_sql(label, "label")?);
+    conn.execute(
+        "DELETE FROM lom_shares WHERE session_id = ?1 AND round = ?2 AND label = ?3",
+        params![session_id, r, l],
+    )
+    .map_err(|e| Error::store("while deleting self-mask shares", e))?;
+    Ok(())
+}
+
 /// Deletes the shares of `session_id`.
 pub fn delete(conn: &Connection, session_id: &str) -> Result<()> {
     conn.execute("DELETE FROM lom_shares WHERE session_id = ?1", [session_id])
