@@ -449,6 +449,9 @@ fn durability_soak_sessions_beside_writers_readers_and_strangers() {
         ));
     }
     let stranger = spawn_stranger(&fed, stop.clone(), StrangerMix::Everything);
+    // LOM rounds that survive dropouts (issue 24) beside all of it: shares stored by the agents,
+    // announcements and reveals, while the same stores are written and read.
+    let lom = lom_dropout_rounds(&fed, stop.clone());
 
     std::thread::sleep(soak);
     stop.store(true, Ordering::SeqCst);
@@ -462,12 +465,116 @@ fn durability_soak_sessions_beside_writers_readers_and_strangers() {
         ops += n;
     }
     let strangers = stranger.join().unwrap();
+    let (lom_rounds, lom_bad) = lom.join().unwrap();
+    assert!(
+        lom_bad.is_empty(),
+        "LOM rounds failed under the soak: {lom_bad:#?}"
+    );
+    assert!(lom_rounds >= 5, "only {lom_rounds} LOM rounds ran");
+    eprintln!("measured: soak: {lom_rounds} dropout-tolerant LOM rounds averaged exactly");
     stop_agents_and_check(&fed, agents, &outcomes.lock().unwrap(), ops, strangers);
     let failed = failures.lock().unwrap();
     assert!(
         failed.is_empty(),
         "sessions failed under the soak: {failed:#?}"
     );
+}
+
+/// A LOM context with dropout threshold 2 among the three nodes, then rounds until `stop`: every
+/// node masks, except one that drops before masking in two rounds of three; the researcher's
+/// average must be exact over the nodes that masked. Returns the rounds run and what went wrong.
+fn lom_dropout_rounds(
+    fed: &Federation,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(u64, Vec<String>)> {
+    let session = secagg_core::session::new_session_id();
+    secagg(
+        researcher(fed),
+        &[
+            "session",
+            "run",
+            "--all",
+            "--scheme",
+            "lom",
+            "--dropout-threshold",
+            "2",
+            "--session",
+            &session,
+            "--timeout",
+            "30s",
+        ],
+    )
+    .ok();
+    let fed = fed.clone();
+    std::thread::spawn(move || {
+        let (mut round, mut bad) = (0u64, Vec::new());
+        let dir = fed.dir.join("soak-lom");
+        std::fs::create_dir_all(&dir).unwrap();
+        while !stop.load(Ordering::SeqCst) {
+            round += 1;
+            let dropped = (round % 3) as usize + 1; // one node in two rounds of three
+            let skip = round % 3 != 0;
+            let (mut files, mut sum, mut nodes) = (Vec::new(), 0.0f64, 0);
+            for i in 1..fed.parties.len() {
+                if skip && i == dropped {
+                    continue;
+                }
+                let x = [i as f64 / 4.0, round as f64 / 1000.0];
+                let p = dir.join(format!("p-{round}-{i}.json"));
+                std::fs::write(&p, serde_json::to_string(&x).unwrap()).unwrap();
+                let out = dir.join(format!("m-{round}-{i}.json"));
+                let r = &round.to_string();
+                let run = secagg(
+                    fed.parties[i].home.root(),
+                    &[
+                        "aggregate",
+                        "encrypt",
+                        "--scheme",
+                        "lom",
+                        "--session",
+                        &session,
+                        "--round",
+                        r,
+                        "--params",
+                        p.to_str().unwrap(),
+                        "-o",
+                        out.to_str().unwrap(),
+                    ],
+                );
+                if run.code != 0 {
+                    bad.push(format!("round {round}, node {i} masking: {}", run.stderr));
+                }
+                files.push(out.to_str().unwrap().to_owned());
+                sum += x[0];
+                nodes += 1;
+            }
+            let r = round.to_string();
+            let mut args = vec![
+                "aggregate",
+                "decrypt",
+                "--scheme",
+                "lom",
+                "--session",
+                &session,
+                "--round",
+                &r,
+                "--format",
+                "json",
+            ];
+            args.extend(files.iter().map(String::as_str));
+            let run = secagg(researcher(&fed), &args);
+            if run.code != 0 {
+                bad.push(format!("round {round} unmasking: {}", run.stderr));
+                continue;
+            }
+            let avg = run.json();
+            let got = avg["average"][0].as_f64().unwrap();
+            if (got - sum / nodes as f64).abs() > 1e-3 || avg["nodes"] != nodes {
+                bad.push(format!("round {round}: wrong average {avg}"));
+            }
+        }
+        (round, bad)
+    })
 }
 
 /// The soak's verdict, from fresh processes once the agents stopped.
