@@ -287,8 +287,14 @@ fn two_killed_after_masking_and_two_after_the_announcement_all_ten_average_exact
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| p[0].as_str().unwrap().to_owned())
+        .map(|p| p["party"].as_str().unwrap().to_owned())
         .collect();
+    // Nodes 1 and 2 were gone at the announcement, nodes 9 and 10 at the reveal.
+    for p in avg["dropouts"]["while_unmasking"].as_array().unwrap() {
+        let at_reveal = ids(&s, &[9, 10]).contains(&p["party"].as_str().unwrap().to_owned());
+        let want = if at_reveal { "reveal" } else { "announcement" };
+        assert_eq!(p["step"], want, "{p}");
+    }
     let mut silent_sorted = silent.clone();
     silent_sorted.sort();
     assert_eq!(silent_sorted, ids(&s, &[1, 2, 9, 10]), "{avg}");
@@ -361,8 +367,12 @@ fn fewer_survivors_than_the_threshold_fail_cleanly_and_the_next_round_works() {
         .clone();
     assert_eq!(refusals.len(), 2, "{avg}");
     for r in refusals {
+        assert_eq!(r["step"], "reveal", "{r}");
         assert!(
-            r[1].as_str().unwrap().contains("a round is revealed once"),
+            r["reason"]
+                .as_str()
+                .unwrap()
+                .contains("a round is revealed once"),
             "{r}"
         );
     }

@@ -95,7 +95,9 @@ Example (researcher):\n  secagg aggregate decrypt --session 3f0c… --round 1 no
 pub struct DecryptArgs {
     #[command(flatten)]
     round: RoundArgs,
-    /// One ciphertext file from every node of the session.
+    /// One ciphertext file from every node of the session. A LOM context made with
+    /// --dropout-threshold T takes files from at least T nodes: the survivors' agents are then
+    /// asked for what unmasks the round, and who dropped is reported.
     #[arg(required = true, value_name = "CIPHERTEXT_FILE")]
     files: Vec<PathBuf>,
     /// Accept files that carry no signature (written by hand or by an older secagg); the result
@@ -333,9 +335,10 @@ fn decrypt_lom(home: &Home, a: DecryptArgs) -> anyhow::Result<()> {
                 d.before_masking.join(", ")
             ));
         }
-        for (node, why) in &d.while_unmasking {
+        for s in &d.while_unmasking {
             output::warn(format!(
-                "{node} went silent while unmasking ({why}); its self-mask was rebuilt from the other nodes' shares"
+                "{} went silent at the {} ({}); its self-mask was rebuilt from the other nodes' shares",
+                s.party, s.step, s.reason
             ));
         }
     }

@@ -533,8 +533,19 @@ pub(crate) fn reveal(store: &mut Store, plan: &RevealPlan) -> Result<Reveal> {
 pub struct Dropouts {
     /// Nodes whose masked vector the researcher does not hold (dropped before or while masking).
     pub before_masking: Vec<String>,
-    /// Survivors that did not answer the researcher's announcement or reveal, with why.
-    pub while_unmasking: Vec<(String, String)>,
+    /// Survivors that revealed nothing: silent or refusing at the announcement or the reveal.
+    pub while_unmasking: Vec<Silent>,
+}
+
+/// A survivor that revealed nothing, the step where it went silent, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Silent {
+    /// The node.
+    pub party: String,
+    /// `announcement` or `reveal`.
+    pub step: &'static str,
+    /// What it answered, or why it could not be reached.
+    pub reason: String,
 }
 
 /// The researcher's steps 3 and 4 for the survivors' files `files` (checked and verified by the
@@ -581,7 +592,7 @@ pub(crate) fn unmask_survivors(
             let why: Vec<String> = dropouts
                 .while_unmasking
                 .iter()
-                .map(|(w, e)| format!("{w}: {e}"))
+                .map(|s| format!("{} at the {}: {}", s.party, s.step, s.reason))
                 .collect();
             let hint = e.hint().map(str::to_owned);
             let e = Error::peer(format!("{e} (silent while unmasking: {})", why.join("; ")));
@@ -611,6 +622,25 @@ pub(crate) fn unmask_survivors(
         &dangling,
     )?;
     Ok((sum, dropouts))
+}
+
+impl Dropouts {
+    /// Records `party`, which answered `answer` at `step` instead of what the step asks for.
+    fn silent(&mut self, party: &str, step: &'static str, answer: Result<Reply>) {
+        let reason = match answer {
+            Ok(Reply::Refused { error }) => format!(
+                "refused: {}",
+                crate::transport::mesh::escape_peer_text(&error.message)
+            ),
+            Ok(other) => format!("answered {}", reply_name(&other)),
+            Err(e) => e.to_string(),
+        };
+        self.while_unmasking.push(Silent {
+            party: party.to_owned(),
+            step,
+            reason,
+        });
+    }
 }
 
 fn too_few(dc: &DropoutContext, tau: Tau, survivors: &[String], d: &Dropouts) -> Error {
@@ -665,20 +695,7 @@ async fn announce_then_reveal(
     for (target, answer) in targets.into_iter().zip(answers) {
         match answer {
             Ok(Reply::Stored) => announced.push(target),
-            Ok(Reply::Refused { error }) => dropouts.while_unmasking.push((
-                target.label.clone(),
-                format!(
-                    "refused the survivors: {}",
-                    crate::transport::mesh::escape_peer_text(&error.message)
-                ),
-            )),
-            Ok(other) => dropouts.while_unmasking.push((
-                target.label.clone(),
-                format!("answered {} to the announcement", reply_name(&other)),
-            )),
-            Err(e) => dropouts
-                .while_unmasking
-                .push((target.label.clone(), e.to_string())),
+            answer => dropouts.silent(&target.label, "announcement", answer),
         }
     }
     crate::fault::at(crate::fault::Step::DropoutResearcherAnnounced)?;
@@ -701,20 +718,7 @@ async fn announce_then_reveal(
             Ok(Reply::Revealed(r)) => {
                 reveals.insert(target.label, r);
             }
-            Ok(Reply::Refused { error }) => dropouts.while_unmasking.push((
-                target.label.clone(),
-                format!(
-                    "refused to reveal: {}",
-                    crate::transport::mesh::escape_peer_text(&error.message)
-                ),
-            )),
-            Ok(other) => dropouts.while_unmasking.push((
-                target.label.clone(),
-                format!("answered {} to the reveal", reply_name(&other)),
-            )),
-            Err(e) => dropouts
-                .while_unmasking
-                .push((target.label.clone(), e.to_string())),
+            answer => dropouts.silent(&target.label, "reveal", answer),
         }
     }
     Ok(reveals)

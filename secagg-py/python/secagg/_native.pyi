@@ -89,7 +89,9 @@ class ContextSummary(TypedDict, total=False):
     role: Literal["researcher", "node"]
     party_index: int
     scheme: Literal["jl", "lom"]
+    dropout_threshold: int
     rounds_used: List[int]
+    reveals: List["RevealRecord"]
     parties: List[str]
     engine: str
     key_bits: int
@@ -99,6 +101,12 @@ class ContextSummary(TypedDict, total=False):
     expires_at: str
     expired: bool
     key: int
+
+class RevealRecord(TypedDict):
+    round: int
+    label: int
+    party: str
+    revealed: Literal["share", "seed"]
 
 class MaskedFile(TypedDict, total=False):
     format: str
@@ -122,9 +130,14 @@ class ShareReport(TypedDict):
     holders: List[str]
     missed: List[Tuple[str, str]]
 
+class Silent(TypedDict):
+    party: str
+    step: Literal["announcement", "reveal"]
+    reason: str
+
 class Dropouts(TypedDict):
     before_masking: List[str]
-    while_unmasking: List[Tuple[str, str]]
+    while_unmasking: List[Silent]
 
 class _LomAverageBase(TypedDict):
     session_id: str
