@@ -17,11 +17,14 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use secagg_core::agent::{self, AgentOptions, Nodes, RunOptions, RunRequest, Shutdown};
-use secagg_core::aggregate::{self, LomDecryptRequest, LomEncryptRequest};
+use secagg_core::aggregate::{self, LomDecryptRequest};
 use secagg_core::demo::{self, Federation};
 use secagg_core::engine::ContextScheme;
-use secagg_core::lom::Profile;
 use secagg_core::SessionId;
+
+#[path = "common/lom.rs"]
+mod common;
+use common::{params, request};
 
 const N: usize = 1_000_000;
 const NODES: usize = 10;
@@ -86,24 +89,6 @@ fn context(fed: &Federation, dropout_threshold: Option<u32>) -> SessionId {
     .unwrap();
     assert!(error.is_none(), "{error:?}");
     report.session_id.parse().unwrap()
-}
-
-fn params(seed: usize, n: usize) -> Vec<f64> {
-    (0..n)
-        .map(|i| (((i + seed) % 6000) as f64) / 1000.0 - 3.0)
-        .collect()
-}
-
-fn request(session: SessionId, round: u64, values: Vec<f64>) -> LomEncryptRequest {
-    LomEncryptRequest {
-        session,
-        round,
-        label: 0,
-        values,
-        weight: Some(100),
-        clipping_range: 3,
-        profile: Profile::Secagg,
-    }
 }
 
 fn bench(c: &mut Criterion) {

@@ -9,12 +9,15 @@ use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use secagg_core::aggregate::{self, LomDecryptRequest, LomEncryptRequest};
+use secagg_core::aggregate::{self, LomDecryptRequest};
 use secagg_core::demo::{self, Federation};
 use secagg_core::engine::{ContextScheme, NativeEngine};
-use secagg_core::lom::Profile;
 use secagg_core::session::{self, SessionRequest};
 use secagg_core::{PartyId, SessionId};
+
+#[path = "common/lom.rs"]
+mod common;
+use common::{params, request};
 
 const N: usize = 1_000_000;
 const NODES: usize = 10;
@@ -53,24 +56,6 @@ fn lom_context(fed: &Federation) -> SessionId {
     session
 }
 
-fn params(seed: usize) -> Vec<f64> {
-    (0..N)
-        .map(|i| (((i + seed) % 6000) as f64) / 1000.0 - 3.0)
-        .collect()
-}
-
-fn request(session: SessionId, round: u64, values: Vec<f64>) -> LomEncryptRequest {
-    LomEncryptRequest {
-        session,
-        round,
-        label: 0,
-        values,
-        weight: Some(100),
-        clipping_range: 3,
-        profile: Profile::Secagg,
-    }
-}
-
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let fed = demo::prepare(&dir.path().join("fed"), NODES).unwrap();
@@ -87,7 +72,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| lom_context(&fed))
     });
     let round = Cell::new(1000u64);
-    let values = params(0);
+    let values = params(0, N);
     g.bench_function(
         "encrypt_lom 1e6 floats from the home (read, mask, sign, record)",
         |b| {
@@ -102,7 +87,7 @@ fn bench(c: &mut Criterion) {
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let f = aggregate::encrypt_lom(&p.home, &request(session, 1, params(i))).unwrap();
+            let f = aggregate::encrypt_lom(&p.home, &request(session, 1, params(i, N))).unwrap();
             (p.party_id.clone(), f.file)
         })
         .collect();

@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::agents::{context_of, contexts, federation, researcher, Agent};
+use support::agents::{
+    context_of, contexts, federation, lom_encrypt, lom_session_run, researcher, Agent,
+};
 use support::secagg;
 use support::secagg_env;
 
@@ -34,26 +36,9 @@ fn setup(nodes: usize, t: u32, fault: impl Fn(usize) -> Option<&'static str>) ->
         .collect();
     let session = secagg_core::session::new_session_id();
     let t = t.to_string();
-    let report = secagg(
-        researcher(&fed),
-        &[
-            "session",
-            "run",
-            "--all",
-            "--scheme",
-            "lom",
-            "--dropout-threshold",
-            &t,
-            "--session",
-            &session,
-            "--format",
-            "json",
-            "--timeout",
-            "60s",
-        ],
-    )
-    .ok()
-    .json();
+    let report = lom_session_run(&fed, &session, &["--dropout-threshold", &t])
+        .ok()
+        .json();
     for row in report["parties"].as_array().unwrap() {
         assert_eq!(row["state"], "confirmed", "{report}");
     }
@@ -87,24 +72,14 @@ fn mask(s: &Setup, i: usize, round: u64, env: &[(&str, &str)]) -> (support::Run,
     let p = dir.join(format!("params-{i}.json"));
     std::fs::write(&p, serde_json::to_string(&params(i)).unwrap()).unwrap();
     let out = dir.join(format!("masked-{i}.json"));
-    let run = secagg_env(
-        s.fed.parties[i].home.root(),
-        &[
-            "aggregate",
-            "encrypt",
-            "--scheme",
-            "lom",
-            "--session",
-            &s.session,
-            "--round",
-            &round.to_string(),
-            "--params",
-            p.to_str().unwrap(),
-            "--weight",
-            &weight(i).to_string(),
-            "-o",
-            out.to_str().unwrap(),
-        ],
+    let weight = weight(i).to_string();
+    let home = s.fed.parties[i].home.root();
+    let run = lom_encrypt(
+        home,
+        &s.session,
+        round,
+        (&p, &out),
+        &["--weight", &weight],
         env,
     );
     (run, out)
@@ -268,13 +243,8 @@ fn two_killed_after_masking_and_two_after_the_announcement_all_ten_average_exact
     // Nodes 9 and 10 record the researcher's announcement, then die when asked to reveal.
     let mut s = setup(10, 6, |i| (i >= 9).then_some("dropout-reveal-asked:crash"));
     let round = 3;
-    let files: Vec<PathBuf> = (1..=10)
-        .map(|i| {
-            let (run, out) = mask(&s, i, round, &[]);
-            run.ok();
-            out
-        })
-        .collect();
+    let (_, files) = mask_all(&s, round, 0, &[]);
+    assert_eq!(files.len(), 10);
     // Nodes 1 and 2 die after their vectors arrived.
     s.agents[0].kill();
     s.agents[1].kill();
@@ -314,13 +284,8 @@ fn two_killed_after_masking_and_two_after_the_announcement_all_ten_average_exact
 #[test]
 fn fewer_survivors_than_the_threshold_fail_cleanly_and_the_next_round_works() {
     let mut s = setup(5, 3, |_| None);
-    let files: Vec<PathBuf> = (1..=5)
-        .map(|i| {
-            let (run, out) = mask(&s, i, 1, &[]);
-            run.ok();
-            out
-        })
-        .collect();
+    let (_, files) = mask_all(&s, 1, 0, &[]);
+    assert_eq!(files.len(), 5);
     // Two files of five, threshold three: refused before any node is asked anything.
     let out = s.fed.dir.join("avg-1.json");
     unmask(&s, 1, &files[..2], &out).fails_with(3, "fewer than its dropout threshold 3");
@@ -344,13 +309,8 @@ fn fewer_survivors_than_the_threshold_fail_cleanly_and_the_next_round_works() {
     for i in 3..=5 {
         s.agents[i - 1] = Agent::start(s.fed.parties[i].home.root(), &[], &[]);
     }
-    let files: Vec<PathBuf> = (1..=5)
-        .map(|i| {
-            let (run, out) = mask(&s, i, 2, &[]);
-            run.ok();
-            out
-        })
-        .collect();
+    let (_, files) = mask_all(&s, 2, 0, &[]);
+    assert_eq!(files.len(), 5);
     let out = s.fed.dir.join("avg-2.json");
     unmask(&s, 2, &files, &out).ok();
     let avg = assert_average_of(&out, &[1, 2, 3, 4, 5]);
@@ -391,21 +351,8 @@ fn a_minority_threshold_is_refused_and_nothing_is_stored() {
         .map(|i| Agent::start(fed.parties[i].home.root(), &[], &[]))
         .collect();
     let session = secagg_core::session::new_session_id();
-    secagg(
-        researcher(&fed),
-        &[
-            "session",
-            "run",
-            "--all",
-            "--scheme",
-            "lom",
-            "--dropout-threshold",
-            "2",
-            "--session",
-            &session,
-        ],
-    )
-    .fails_with(3, "at most half of them");
+    lom_session_run(&fed, &session, &["--dropout-threshold", "2"])
+        .fails_with(3, "at most half of them");
     secagg(
         researcher(&fed),
         &["session", "run", "--all", "--dropout-threshold", "3"],

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use num_bigint::BigInt;
 use secagg_core::demo::Federation;
-use support::agents::{agents, federation, researcher, Agent};
+use support::agents::{agents, federation, lom_encrypt, lom_session_run, researcher, Agent};
 use support::{secagg, Run};
 
 mod support;
@@ -488,23 +488,7 @@ fn lom_dropout_rounds(
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<(u64, Vec<String>)> {
     let session = secagg_core::session::new_session_id();
-    secagg(
-        researcher(fed),
-        &[
-            "session",
-            "run",
-            "--all",
-            "--scheme",
-            "lom",
-            "--dropout-threshold",
-            "2",
-            "--session",
-            &session,
-            "--timeout",
-            "30s",
-        ],
-    )
-    .ok();
+    lom_session_run(fed, &session, &["--dropout-threshold", "2"]).ok();
     let fed = fed.clone();
     std::thread::spawn(move || {
         let (mut round, mut bad) = (0u64, Vec::new());
@@ -523,24 +507,8 @@ fn lom_dropout_rounds(
                 let p = dir.join(format!("p-{round}-{i}.json"));
                 std::fs::write(&p, serde_json::to_string(&x).unwrap()).unwrap();
                 let out = dir.join(format!("m-{round}-{i}.json"));
-                let r = &round.to_string();
-                let run = secagg(
-                    fed.parties[i].home.root(),
-                    &[
-                        "aggregate",
-                        "encrypt",
-                        "--scheme",
-                        "lom",
-                        "--session",
-                        &session,
-                        "--round",
-                        r,
-                        "--params",
-                        p.to_str().unwrap(),
-                        "-o",
-                        out.to_str().unwrap(),
-                    ],
-                );
+                let home = fed.parties[i].home.root();
+                let run = lom_encrypt(home, &session, round, (&p, &out), &[], &[]);
                 if run.code != 0 {
                     bad.push(format!("round {round}, node {i} masking: {}", run.stderr));
                 }

@@ -10,7 +10,56 @@ use std::time::{Duration, Instant};
 
 use secagg_core::demo::{self, Federation};
 
-use super::{secagg, secagg_command};
+use super::{secagg, secagg_command, secagg_env, Run};
+
+/// `secagg session run --all --scheme lom --session SESSION --format json --timeout 60s` and
+/// `extra` at the researcher.
+pub fn lom_session_run(fed: &Federation, session: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "session",
+        "run",
+        "--all",
+        "--scheme",
+        "lom",
+        "--session",
+        session,
+        "--format",
+        "json",
+        "--timeout",
+        "60s",
+    ];
+    args.extend_from_slice(extra);
+    secagg(researcher(fed), &args)
+}
+
+/// `secagg aggregate encrypt --scheme lom` at `home` of the parameters in file `params` for
+/// `round`, writing `out`, with `extra` arguments and `env`.
+pub fn lom_encrypt(
+    home: &Path,
+    session: &str,
+    round: u64,
+    (params, out): (&Path, &Path),
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
+    let round = round.to_string();
+    let mut args = vec![
+        "aggregate",
+        "encrypt",
+        "--scheme",
+        "lom",
+        "--session",
+        session,
+        "--round",
+        &round,
+        "--params",
+        params.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    secagg_env(home, &args, env)
+}
 
 /// A running `secagg serve`, its stderr (the log) in a file.
 pub struct Agent {
@@ -294,24 +343,13 @@ pub fn assert_lom_round(fed: &Federation, session: &str, round: u64) -> Vec<Path
         std::fs::write(&p, serde_json::to_string(&params(i)).unwrap()).unwrap();
         let out = dir.join(format!("masked-{i}.json"));
         let weight = (i + 1).to_string();
-        secagg(
+        lom_encrypt(
             fed.parties[i].home.root(),
-            &[
-                "aggregate",
-                "encrypt",
-                "--scheme",
-                "lom",
-                "--session",
-                session,
-                "--round",
-                &round.to_string(),
-                "--params",
-                p.to_str().unwrap(),
-                "--weight",
-                &weight,
-                "-o",
-                out.to_str().unwrap(),
-            ],
+            session,
+            round,
+            (&p, &out),
+            &["--weight", &weight],
+            &[],
         )
         .ok();
         for (s, v) in sums.iter_mut().zip(params(i)) {

@@ -11,8 +11,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::client::{run_session_with, Dialer, Nodes, RunOptions, RunRequest};
+use super::client::{run_session_with, Nodes, RunOptions, RunRequest};
 use super::server::{serve, AgentOptions, Shutdown, ShutdownHandle};
+use super::tests::{ask, refused};
 use super::{Reply, Request, AGENT_PROTOCOL_VERSION};
 use crate::aggregate::lom_dropout::Reveal;
 use crate::aggregate::lom_round::{encrypt_lom_values, LomEncryptRequest};
@@ -119,35 +120,6 @@ fn federation_with_round_one(dir: &std::path::Path) -> Running {
     }
 }
 
-/// Sends `request` from party `from` to party `to`'s agent.
-fn ask(fed: &demo::Federation, from: usize, to: usize, request: &Request) -> Reply {
-    let (dialer, _) = Dialer::for_home(&fed.parties[from].home).unwrap();
-    let peer = crate::registration::show(
-        &fed.parties[from].home,
-        &crate::PartyId::parse(&fed.parties[to].party_id).unwrap(),
-    )
-    .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let until = tokio::time::Instant::now() + Duration::from_secs(15);
-        dialer
-            .ask(
-                &fed.parties[to].party_id,
-                &peer.endpoint,
-                &peer.certificate_der,
-                request,
-                until,
-            )
-            .await
-            .map(|(_, reply)| reply)
-            .unwrap_or_else(|e| panic!("{e:?}"))
-    })
-}
-
 fn announce(r: &Running, to: usize, round: u64, survivors: &[usize]) -> Reply {
     let mut ids: Vec<String> = survivors
         .iter()
@@ -172,13 +144,6 @@ fn reveal(r: &Running, to: usize, round: u64) -> Reply {
         label: 0,
     };
     ask(&r.fed, 0, to, &request)
-}
-
-fn refused(reply: Reply) -> (ErrorKind, String) {
-    match reply {
-        Reply::Refused { error } => (error.kind, error.message),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
 }
 
 fn revealed(reply: Reply) -> Reveal {

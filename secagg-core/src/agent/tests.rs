@@ -29,7 +29,7 @@ fn options() -> AgentOptions {
 }
 
 /// Sends `request` from the party `from` of `fed` to the agent of party `to`.
-fn ask(fed: &demo::Federation, from: usize, to: usize, request: &Request) -> Reply {
+pub(super) fn ask(fed: &demo::Federation, from: usize, to: usize, request: &Request) -> Reply {
     let (dialer, _) = Dialer::for_home(&fed.parties[from].home).unwrap();
     let peer = crate::registration::show(
         &fed.parties[from].home,
@@ -71,7 +71,7 @@ fn join(fed: &demo::Federation, researcher: &str) -> Request {
     }
 }
 
-fn refused(reply: Reply) -> (ErrorKind, String) {
+pub(super) fn refused(reply: Reply) -> (ErrorKind, String) {
     match reply {
         Reply::Refused { error } => (error.kind, error.message),
         other => panic!("expected a refusal, got {other:?}"),
