@@ -36,7 +36,7 @@ fn setup(nodes: usize, t: u32, fault: impl Fn(usize) -> Option<&'static str>) ->
         .collect();
     let session = secagg_core::session::new_session_id();
     let t = t.to_string();
-    let report = lom_session_run(&fed, &session, &["--dropout-threshold", &t])
+    let report = lom_session_run(&fed, &session, &["--all", "--dropout-threshold", &t])
         .ok()
         .json();
     for row in report["parties"].as_array().unwrap() {
@@ -351,7 +351,7 @@ fn a_minority_threshold_is_refused_and_nothing_is_stored() {
         .map(|i| Agent::start(fed.parties[i].home.root(), &[], &[]))
         .collect();
     let session = secagg_core::session::new_session_id();
-    lom_session_run(&fed, &session, &["--dropout-threshold", "2"])
+    lom_session_run(&fed, &session, &["--all", "--dropout-threshold", "2"])
         .fails_with(3, "at most half of them");
     secagg(
         researcher(&fed),

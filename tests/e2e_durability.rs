@@ -488,7 +488,7 @@ fn lom_dropout_rounds(
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<(u64, Vec<String>)> {
     let session = secagg_core::session::new_session_id();
-    lom_session_run(fed, &session, &["--dropout-threshold", "2"]).ok();
+    lom_session_run(fed, &session, &["--all", "--dropout-threshold", "2"]).ok();
     let fed = fed.clone();
     std::thread::spawn(move || {
         let (mut round, mut bad) = (0u64, Vec::new());

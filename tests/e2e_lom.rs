@@ -6,34 +6,19 @@
 
 use std::path::Path;
 
-use support::agents::{agents, assert_lom_round, context_of, contexts, federation, researcher};
+use support::agents::{
+    agents, assert_lom_round, context_of, contexts, federation, lom_session_run, researcher,
+};
 use support::secagg;
 
 mod support;
-
-fn lom_run(home: &Path, session: &str, extra: &[&str]) -> support::Run {
-    let mut args = vec![
-        "session",
-        "run",
-        "--scheme",
-        "lom",
-        "--session",
-        session,
-        "--format",
-        "json",
-        "--timeout",
-        "30s",
-    ];
-    args.extend_from_slice(extra);
-    secagg(home, &args)
-}
 
 #[test]
 fn a_lom_context_through_agents_gives_the_weighted_average_and_no_round_twice() {
     let (_dir, fed) = federation(3);
     let _agents = agents(&fed, &[]);
     let session = secagg_core::session::new_session_id();
-    let report = lom_run(researcher(&fed), &session, &["--all"]).ok().json();
+    let report = lom_session_run(&fed, &session, &["--all"]).ok().json();
     for row in report["parties"].as_array().unwrap() {
         assert_eq!(row["state"], "confirmed", "{report}");
     }
@@ -135,9 +120,9 @@ fn nodes_refuse_a_lom_context_below_their_minimum_and_store_nothing() {
     let _agents = agents(&fed, &[]);
     // The researcher's own default refuses first, before asking anyone.
     let session = secagg_core::session::new_session_id();
-    lom_run(researcher(&fed), &session, &["--all"]).fails_with(3, "accepts at least 3");
+    lom_session_run(&fed, &session, &["--all"]).fails_with(3, "accepts at least 3");
     // A researcher that lowers its own minimum is refused by every node's.
-    let report = lom_run(researcher(&fed), &session, &["--all", "--min-nodes", "2"]);
+    let report = lom_session_run(&fed, &session, &["--all", "--min-nodes", "2"]);
     assert_ne!(report.code, 0);
     let json = report.json();
     for row in json["parties"].as_array().unwrap().iter().skip(1) {
@@ -177,7 +162,7 @@ fn nodes_refuse_a_lom_party_list_padded_with_a_party_they_never_registered() {
         .collect();
     nodes.push("node_sybil".into());
     let list = nodes.join(",");
-    let report = lom_run(researcher(&fed), &session, &["--parties", &list]);
+    let report = lom_session_run(&fed, &session, &["--parties", &list]);
     assert_ne!(report.code, 0, "{}", report.stdout);
     let json = report.json();
     for row in json["parties"].as_array().unwrap().iter().skip(1).take(3) {
@@ -246,7 +231,7 @@ fn a_deleted_lom_context_leaves_no_secret_in_the_store_files() {
     let (_dir, fed) = federation(3);
     let _agents = agents(&fed, &[]);
     let session = secagg_core::session::new_session_id();
-    lom_run(researcher(&fed), &session, &["--all"]).ok();
+    lom_session_run(&fed, &session, &["--all"]).ok();
     assert_lom_round(&fed, &session, 1);
     let node = fed.parties[1].home.root();
     // The secrets as stored, read by a connection of this test's own.
@@ -313,7 +298,7 @@ fn the_same_round_masked_by_two_processes_at_once_gives_exactly_one_file() {
     let (_dir, fed) = federation(3);
     let _agents = agents(&fed, &[]);
     let session = secagg_core::session::new_session_id();
-    lom_run(researcher(&fed), &session, &["--all"]).ok();
+    lom_session_run(&fed, &session, &["--all"]).ok();
     let node = fed.parties[1].home.root();
     let params = fed.dir.join("p.json");
     std::fs::write(&params, "[0.25, -0.5]").unwrap();

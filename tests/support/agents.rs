@@ -12,13 +12,12 @@ use secagg_core::demo::{self, Federation};
 
 use super::{secagg, secagg_command, secagg_env, Run};
 
-/// `secagg session run --all --scheme lom --session SESSION --format json --timeout 60s` and
-/// `extra` at the researcher.
+/// `secagg session run --scheme lom --session SESSION --format json --timeout 60s` and `extra`
+/// (`--all` or `--parties …`, …) at the researcher.
 pub fn lom_session_run(fed: &Federation, session: &str, extra: &[&str]) -> Run {
     let mut args = vec![
         "session",
         "run",
-        "--all",
         "--scheme",
         "lom",
         "--session",

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::client::{run_session_with, Nodes, RunOptions, RunRequest};
-use super::server::{serve, AgentOptions, Shutdown, ShutdownHandle};
-use super::tests::{ask, refused};
+use super::server::{serve, Shutdown, ShutdownHandle};
+use super::tests::{ask, options, refused};
 use super::{Reply, Request, AGENT_PROTOCOL_VERSION};
 use crate::aggregate::lom_dropout::Reveal;
 use crate::aggregate::lom_round::{encrypt_lom_values, LomEncryptRequest};
@@ -37,22 +37,6 @@ impl Drop for Running {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-    }
-}
-
-fn options() -> AgentOptions {
-    AgentOptions {
-        listen: None,
-        endpoint: None,
-        allow_researchers: Vec::new(),
-        max_sessions: 4,
-        max_sessions_per_researcher: 2,
-        grace: Duration::from_millis(100),
-        mpspdz: None,
-        keep_connections: None,
-        only_parties: None,
-        accept_rosters_from: None,
-        min_nodes: None,
     }
 }
 

@@ -12,7 +12,7 @@ use super::{Reply, Request, AGENT_PROTOCOL_VERSION};
 use crate::demo;
 use crate::ErrorKind;
 
-fn options() -> AgentOptions {
+pub(super) fn options() -> AgentOptions {
     AgentOptions {
         listen: None,
         endpoint: None,
