@@ -51,6 +51,12 @@ use crate::store::{lom_announcements, lom_rounds, lom_secrets, lom_shares, peers
 /// another's announced set.
 pub const NODE_TO_NODE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How many rounds' shares a node keeps from each other node of a context: a round is revealed
+/// (and its shares erased) soon after it is masked, so only rounds this node was never asked
+/// to reveal (it dropped, or the researcher gave up on them) pile up; beyond this many, the
+/// oldest go, and a registered node flooding shares cannot fill the store.
+pub const KEPT_SHARE_ROUNDS: usize = 1024;
+
 /// One round of a dropout-tolerant context: (round, label).
 pub type Tau = (u64, u64);
 
@@ -239,7 +245,9 @@ pub(crate) fn accept_share(
     let now = OffsetDateTime::now_utc();
     let stored = store.write(|tx| {
         ensure_context(tx, dc.sid())?;
-        lom_shares::insert(tx, dc.sid(), tau, from.as_str(), &share, now)
+        let stored = lom_shares::insert(tx, dc.sid(), tau, from.as_str(), &share, now)?;
+        lom_shares::keep_latest(tx, dc.sid(), from.as_str(), KEPT_SHARE_ROUNDS)?;
+        Ok(stored)
     })?;
     if stored == lom_shares::Stored::Different {
         return Err(Error::conflict(format!(

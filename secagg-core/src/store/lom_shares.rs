@@ -58,6 +58,24 @@ pub fn insert(
     Ok(Stored::New)
 }
 
+/// Keeps the `keep` most recently received shares from `from_id` under `session_id` and deletes
+/// the rest: a registered node that sends shares for ever more rounds cannot fill this store.
+/// Returns how many were deleted.
+pub fn keep_latest(
+    conn: &Connection,
+    session_id: &str,
+    from_id: &str,
+    keep: usize,
+) -> Result<usize> {
+    conn.prepare_cached(
+        "DELETE FROM lom_shares WHERE session_id = ?1 AND from_id = ?2 AND rowid NOT IN (
+            SELECT rowid FROM lom_shares WHERE session_id = ?1 AND from_id = ?2
+            ORDER BY received_at DESC, rowid DESC LIMIT ?3)",
+    )
+    .and_then(|mut st| st.execute(params![session_id, from_id, keep as i64]))
+    .map_err(|e| Error::store("while deleting old self-mask shares", e))
+}
+
 /// The shares stored for (`round`, `label`) of `session_id`: (node that drew the seed, share).
 pub fn get(
     conn: &Connection,
@@ -95,4 +113,57 @@ pub fn delete(conn: &Connection, session_id: &str) -> Result<()> {
     conn.execute("DELETE FROM lom_shares WHERE session_id = ?1", [session_id])
         .map_err(|e| Error::store("while deleting self-mask shares", e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    #[test]
+    fn a_node_flooding_shares_keeps_only_its_latest_rounds_and_another_share_is_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::create(&dir.path().join("store.sqlite")).unwrap();
+        let t0 = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        store
+            .write(|tx| {
+                for r in 0..20u64 {
+                    let at = t0 + time::Duration::seconds(r as i64);
+                    assert_eq!(
+                        insert(tx, "s", (r, 0), "node_a", &[r as u8; 66], at)?,
+                        Stored::New
+                    );
+                    keep_latest(tx, "s", "node_a", 5)?;
+                }
+                // Another node's shares are not its to evict.
+                insert(tx, "s", (0, 0), "node_b", &[9; 66], t0)?;
+                assert_eq!(keep_latest(tx, "s", "node_a", 5)?, 0);
+                Ok(())
+            })
+            .unwrap();
+        let kept: Vec<u64> = (0..20)
+            .filter(|r| {
+                let held = store.read(|tx| get(tx, "s", (*r, 0))).unwrap();
+                held.iter().any(|(from, _)| from == "node_a")
+            })
+            .collect();
+        assert_eq!(kept, vec![15, 16, 17, 18, 19]);
+        let held = store.read(|tx| get(tx, "s", (0, 0))).unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].0, "node_b");
+        // The same share again is a retry; another one for the same round is told apart.
+        store
+            .write(|tx| {
+                assert_eq!(
+                    insert(tx, "s", (19, 0), "node_a", &[19; 66], t0)?,
+                    Stored::Again
+                );
+                assert_eq!(
+                    insert(tx, "s", (19, 0), "node_a", &[7; 66], t0)?,
+                    Stored::Different
+                );
+                Ok(())
+            })
+            .unwrap();
+    }
 }
