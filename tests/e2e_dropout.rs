@@ -224,6 +224,19 @@ fn ten_nodes_three_killed_after_sharing_the_seven_survivors_average_exactly() {
     // Each survivor revealed a share for every survivor and a seed for every dropped node,
     // never both for one party.
     let dropped = ids(&s, &[1, 2, 3]);
+    // The operator's view of it (text): one line per round.
+    let shown = secagg(
+        s.fed.parties[4].home.root(),
+        &["context", "show", &s.session],
+    );
+    shown.ok();
+    let line = format!("1/0: 7 shares, 3 seeds (with {})", dropped.join(", "));
+    assert!(shown.stdout.contains(&line), "{}", shown.stdout);
+    assert!(
+        shown.stdout.contains("dropout threshold"),
+        "{}",
+        shown.stdout
+    );
     for i in 4..=10 {
         let r = revealed(&s, i, round);
         assert_eq!(r.len(), 10, "node {i}: {r:?}");

@@ -36,9 +36,11 @@
 //! - **Containers** ([`deploy`]): the deployment's `docker compose` project and its verbs.
 //! - **MP-SPDZ support** ([`mpspdz`]): locating a build, and the doctor that says whether it can
 //!   run secagg's sessions (the compile cache and run directories are internal to the engine).
-//! - **Aggregation** ([`aggregate`], in progress): Joye–Libert encryption of quantised model
-//!   updates with a node's key, and decryption of their sum only with the server key,
-//!   bit-compatible with Fed-BioMed v4.5.0.
+//! - **Aggregation** ([`aggregate`]): Joye–Libert encryption of quantised model updates with a
+//!   node's key, and decryption of their sum only with the server key, bit-compatible with
+//!   Fed-BioMed v4.5.0 (and v6's encoding); LOM masking with the pairwise secrets of a context
+//!   ([`lom`], [`aggregate::lom_round`]), and LOM rounds that survive nodes dropping out
+//!   ([`aggregate::lom_dropout`]: self-masks shared t-of-n between the nodes' agents).
 //! - **Local demo federations** ([`demo`], [`processes`]): a researcher and N nodes with their own
 //!   homes on one machine, registered with each other, their parties run as `secagg negotiate`
 //!   processes, and the stored keys checked to cancel.

@@ -174,13 +174,7 @@ pub fn run(home: &Path, cmd: ContextCommand) -> anyhow::Result<()> {
                         fields.push(("rounds used", used.join(",")));
                     }
                     if let Some(r) = &c.reveals {
-                        let told: Vec<String> = r
-                            .iter()
-                            .map(|x| {
-                                format!("{}/{} {} of {}", x.round, x.label, x.revealed, x.party)
-                            })
-                            .collect();
-                        fields.push(("revealed", told.join(", ")));
+                        fields.push(("revealed", revealed_text(r)));
                     }
                     if let Some(k) = &c.key {
                         fields.push(("key", k.clone()));
@@ -239,5 +233,32 @@ fn state_text(c: &ContextSummary) -> String {
         (KeyState::Unconfirmed, Some(at), Some(true)) => format!("unconfirmed, expired {at}"),
         (KeyState::Unconfirmed, Some(at), _) => format!("unconfirmed (expires {at})"),
         (state, _, _) => state.to_string(),
+    }
+}
+
+/// What a node revealed, one entry per round and label: `round/label: N shares, M seeds (ids)`,
+/// the seeds naming the nodes they were revealed for (`--format json` lists every record).
+fn revealed_text(records: &[secagg_core::contexts::RevealRecord]) -> String {
+    let mut rounds: Vec<String> = Vec::new();
+    for chunk in records.chunk_by(|a, b| (a.round, a.label) == (b.round, b.label)) {
+        let shares = chunk.iter().filter(|x| x.revealed == "share").count();
+        let seeds: Vec<&str> = chunk
+            .iter()
+            .filter(|x| x.revealed == "seed")
+            .map(|x| x.party.as_str())
+            .collect();
+        let (round, label) = (chunk[0].round, chunk[0].label);
+        rounds.push(match seeds.is_empty() {
+            true => format!("{round}/{label}: {shares} shares"),
+            false => format!(
+                "{round}/{label}: {shares} shares, {} seeds (with {})",
+                seeds.len(),
+                seeds.join(", ")
+            ),
+        });
+    }
+    match rounds.is_empty() {
+        true => "nothing yet".to_owned(),
+        false => rounds.join("; "),
     }
 }

@@ -40,6 +40,12 @@
 //!   frame), or none. The client verifies and imports it as a file ([`pull_roster`] then
 //!   [`crate::roster`]): the agent is only a courier, the signature is what is trusted.
 //!
+//! - **`Request` `{"op":"lom_share"|"lom_announce"|"lom_survivors"|"lom_reveal",…}`**: the steps
+//!   of a dropout-tolerant LOM round ([`crate::aggregate::lom_dropout`], served by `dropout.rs`):
+//!   a self-mask share from another node of the context, stored before the answer; the
+//!   researcher's survivor set, recorded once; another survivor asking which set this node was
+//!   told; the researcher's reveal, after the comparison and a durable record of what is revealed.
+//!
 //! The all-or-nothing invariant holds per session because every session runs the unchanged
 //! native protocol: the researcher stores `sk0` only once every node acknowledged a durably
 //! stored key.
