@@ -294,6 +294,43 @@ fn two_killed_after_masking_and_two_after_the_announcement_all_ten_average_exact
     }
 }
 
+/// Both kinds of dropout in one round, which the design (self-mask shares only) cannot
+/// unmask: nodes 1 and 2 die before masking, and survivors 9 and 10 die when asked to reveal.
+/// Their round seeds with nodes 1 and 2 are rebuilt from the shares the six answering survivors
+/// hold (each node shares its round seeds too), and the average of the eight is exact.
+#[test]
+fn two_dropped_before_masking_and_two_silent_survivors_in_one_round_average_exactly() {
+    let mut s = setup(10, 6, |i| (i >= 9).then_some("dropout-reveal-asked:crash"));
+    let round = 4;
+    for i in 1..=2 {
+        let (run, out) = mask(&s, i, round, &[("SECAGG_FAULT", "dropout-shared:crash")]);
+        assert_eq!(run.code, -1, "node {i}: {}", run.stderr);
+        assert!(!out.exists());
+        s.agents[i - 1].kill();
+    }
+    let (masked, files) = mask_all(&s, round, 0, &[]);
+    let survivors: Vec<usize> = (3..=10).collect();
+    assert_eq!(masked, survivors);
+    let out = s.fed.dir.join("avg-4.json");
+    unmask(&s, round, &files, &out).ok();
+    let avg = assert_average_of(&out, &survivors);
+    assert_eq!(
+        avg["dropouts"]["before_masking"],
+        serde_json::json!(ids(&s, &[1, 2])),
+        "{avg}"
+    );
+    let silent: Vec<&str> = avg["dropouts"]["while_unmasking"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["party"].as_str().unwrap())
+        .collect();
+    let mut silent: Vec<String> = silent.into_iter().map(str::to_owned).collect();
+    silent.sort();
+    assert_eq!(silent, ids(&s, &[9, 10]), "{avg}");
+    assert_reveal_records(&s, round, &survivors);
+}
+
 #[test]
 fn fewer_survivors_than_the_threshold_fail_cleanly_and_the_next_round_works() {
     let mut s = setup(5, 3, |_| None);

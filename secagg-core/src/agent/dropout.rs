@@ -61,8 +61,11 @@ pub(super) async fn serve(
         Err(e) => return refused(shared, stream, peer, None, what, tau, e).await,
     };
     let answer = match request {
-        Request::LomShare { share, .. } => store_step(shared, |store| {
-            protocol::accept_share(store, peer, &session, tau, &share).map(|()| Reply::Stored)
+        Request::LomShare {
+            share, seed_shares, ..
+        } => store_step(shared, |store| {
+            protocol::accept_share(store, peer, &session, tau, &share, &seed_shares)
+                .map(|()| Reply::Stored)
         }),
         Request::LomAnnounce { survivors, .. } => store_step(shared, |store| {
             protocol::record_announcement(store, peer, &session, tau, &survivors)

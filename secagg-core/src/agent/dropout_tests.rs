@@ -148,7 +148,7 @@ fn reveal_records(r: &Running, i: usize, round: u64) -> Vec<(String, &'static st
         .collect()
 }
 
-/// The self-mask shares node `i` holds for `round`, read from its store.
+/// The nodes whose shares node `i` holds for `round` (each once), read from its store.
 fn shares_held(r: &Running, i: usize, round: u64) -> Vec<String> {
     let mut store = crate::store::Store::open_party_read_only(&r.fed.parties[i].home).unwrap();
     let sid = r.session.to_string();
@@ -156,7 +156,9 @@ fn shares_held(r: &Running, i: usize, round: u64) -> Vec<String> {
         .read(|tx| crate::store::lom_shares::get(tx, &sid, (round, 0)))
         .unwrap()
         .into_iter()
-        .map(|(from, _)| from)
+        .map(|s| s.from)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect()
 }
 
@@ -172,6 +174,7 @@ fn a_share_for_a_context_deleted_meanwhile_is_refused_and_nothing_is_stored() {
         round: 2,
         label: 0,
         share: "00".repeat(crate::lom::dropout::SHARE_LEN),
+        seed_shares: vec![],
     };
     let (kind, message) = refused(ask(&r.fed, 2, 1, &share));
     assert_eq!(kind, ErrorKind::NotFound, "{message}");
@@ -269,6 +272,7 @@ fn flower_weakness_2_the_researcher_cannot_inject_a_share_nor_read_announcements
         round: 5,
         label: 0,
         share: "00".repeat(crate::lom::dropout::SHARE_LEN),
+        seed_shares: vec![],
     };
     let (kind, message) = refused(ask(&r.fed, 0, 1, &share));
     assert_eq!(kind, ErrorKind::Authentication, "{message}");
@@ -298,8 +302,26 @@ fn flower_weakness_2_the_researcher_cannot_inject_a_share_nor_read_announcements
         round: 1,
         label: 0,
         share: "01".repeat(crate::lom::dropout::SHARE_LEN),
+        seed_shares: vec![],
     };
     let (kind, message) = refused(ask(&r.fed, 2, 1, &swap));
     assert_eq!(kind, ErrorKind::Conflict, "{message}");
-    assert!(message.contains("another share"), "{message}");
+    assert!(message.contains("other shares"), "{message}");
+    // Shares of round seeds with the sender itself, a stranger, or the receiver: refused.
+    let node = |i: usize| r.fed.parties[i].party_id.clone();
+    let share = "00".repeat(crate::lom::dropout::SHARE_LEN);
+    for about in [node(2), "node_stranger".to_owned(), node(1)] {
+        let odd = Request::LomShare {
+            version: AGENT_PROTOCOL_VERSION,
+            session_id: r.session.to_string(),
+            round: 7,
+            label: 0,
+            share: share.clone(),
+            seed_shares: vec![(about, share.clone())],
+        };
+        let (kind, message) = refused(ask(&r.fed, 2, 1, &odd));
+        assert_eq!(kind, ErrorKind::InvalidInput, "{message}");
+        assert!(message.contains("no other node"), "{message}");
+    }
+    assert!(shares_held(&r, 1, 7).is_empty());
 }

@@ -150,8 +150,12 @@ pub(crate) enum Request {
         session_id: String,
         round: u64,
         label: u64,
-        /// The share, hexadecimal.
+        /// The share of its self-mask seed, hexadecimal.
         share: String,
+        /// The shares of its round seed with each other node but the receiver: (that node,
+        /// hexadecimal share).
+        #[serde(default)]
+        seed_shares: Vec<(String, String)>,
     },
     /// The survivors of one round (researcher to each survivor; step 3). Answered `stored`.
     LomAnnounce {

@@ -22,9 +22,13 @@
 //! for consistency), removes the self-masks and the dangling pairwise masks, and returns the
 //! average over U1, naming who dropped before masking and who went silent while unmasking.
 //!
-//! **What cannot be recovered**: a survivor silent in step 4 takes its round seeds with the
-//! dropped nodes with it. With nodes dropped before masking *and* a survivor silent after, the
-//! round fails cleanly (no output); with only one kind it completes.
+//! **Beyond the design**: step 1 also shares, t-of-n, the node's round seed with every
+//! other node (never the context's pairwise secret). A survivor that goes silent in step 4 would
+//! otherwise take its round seeds with the dropped nodes with it, and a round with nodes dropped
+//! before masking *and* a survivor silent after could not be unmasked; now the answering
+//! survivors reveal their shares of the silent one's seeds with the dropped nodes (only those:
+//! what a survivor reveals about a dropped node is still seed material, never a share of its
+//! self-mask), and the round completes whenever t survivors answer.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -41,8 +45,8 @@ use crate::agent::{Reply, Request, AGENT_PROTOCOL_VERSION};
 use crate::contexts::ContextRecord;
 use crate::error::{Error, Result};
 use crate::lom::dropout::{self, Dangling};
-use crate::lom::prf::Key32;
-use crate::lom::{self, Profile};
+use crate::lom::prf::{Key32, NONCE_LEN};
+use crate::lom::{self, PairSecret, Profile, Stream};
 use crate::party::{PartyId, Role, SessionId};
 use crate::store::lom_reveals::{self, Revealed};
 use crate::store::{lom_announcements, lom_rounds, lom_secrets, lom_shares, peers, Store};
@@ -56,6 +60,9 @@ pub const NODE_TO_NODE_TIMEOUT: Duration = Duration::from_secs(10);
 /// to reveal (it dropped, or the researcher gave up on them) pile up; beyond this many, the
 /// oldest go, and a registered node flooding shares cannot fill the store.
 pub const KEPT_SHARE_ROUNDS: usize = 1024;
+
+/// A LOM stream's nonce.
+type Nonce = [u8; NONCE_LEN];
 
 /// One round of a dropout-tolerant context: (round, label).
 pub type Tau = (u64, u64);
@@ -142,33 +149,89 @@ pub struct ShareReport {
     pub missed: Vec<(String, String)>,
 }
 
+/// The secrets a node shares in step 1, each t-of-n: its self-mask seed, and its round seed with
+/// every other node (so that, if it goes silent while unmasking, the survivors can still give
+/// the researcher its seeds with the nodes that dropped before masking).
+struct RoundSecrets {
+    /// The self-mask seed, for the masking.
+    seed: Zeroizing<Key32>,
+    /// Its shares, by holder index.
+    self_shares: Vec<Zeroizing<Vec<u8>>>,
+    /// (other node, the shares of this node's round seed with it, by holder index).
+    pair_shares: Vec<(String, Vec<Zeroizing<Vec<u8>>>)>,
+}
+
+impl RoundSecrets {
+    fn draw(
+        dc: &DropoutContext,
+        pairs: &[PairSecret<'_>],
+        stream: Stream,
+        nonce: &Nonce,
+    ) -> Result<Self> {
+        let n = dc.nodes.len();
+        let seed = dropout::new_self_seed();
+        let self_shares = dropout::share_seed(&seed, dc.t, n)?;
+        let pair_shares = pairs
+            .iter()
+            .map(|p| {
+                let round_seed = Zeroizing::new(dropout::round_seed(p.secret, stream, nonce)?);
+                Ok((
+                    p.peer.to_owned(),
+                    dropout::share_seed(&round_seed, dc.t, n)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(RoundSecrets {
+            seed,
+            self_shares,
+            pair_shares,
+        })
+    }
+
+    /// What node `holder` (index `h`) gets: its share of the self-mask seed, and of the round
+    /// seed with every node but itself (it knows its own).
+    fn request_for(&self, dc: &DropoutContext, tau: Tau, holder: &str, h: usize) -> Request {
+        Request::LomShare {
+            version: AGENT_PROTOCOL_VERSION,
+            session_id: dc.sid().to_owned(),
+            round: tau.0,
+            label: tau.1,
+            share: hex::encode(self.self_shares[h].as_slice()),
+            seed_shares: self
+                .pair_shares
+                .iter()
+                .filter(|(about, _)| about != holder)
+                .map(|(about, shares)| (about.clone(), hex::encode(shares[h].as_slice())))
+                .collect(),
+        }
+    }
+}
+
 /// Step 1 at node `dc.me()`: draws b_u(τ), stores its own share, has every other node's agent
-/// store its share, and returns the seed once at least t nodes hold one.
+/// store its shares (of b_u and of its round seeds with the others, `pairs`), and returns the
+/// seed once at least t nodes hold a share of it.
 pub(crate) fn share_self_seed(
     home: &crate::home::Home,
     store: &mut Store,
     dc: &DropoutContext,
     tau: Tau,
+    (pairs, stream, nonce): (&[PairSecret<'_>], Stream, &Nonce),
 ) -> Result<(Zeroizing<Key32>, ShareReport)> {
-    let n = dc.nodes.len();
     let me = dc.me().to_owned();
     let my_index = dc.node_index(&me).expect("a node of its own context");
-    let seed = dropout::new_self_seed();
-    let shares = dropout::share_seed(&seed, dc.t, n)?;
+    let secrets = RoundSecrets::draw(dc, pairs, stream, nonce)?;
     let now = OffsetDateTime::now_utc();
     store.write(|tx| {
         ensure_context(tx, dc.sid())?;
-        lom_shares::insert(tx, dc.sid(), tau, &me, &shares[my_index], now).map(|_| ())
+        let own = &secrets.self_shares[my_index];
+        lom_shares::insert(tx, dc.sid(), tau, (&me, &me), own, now).map(|_| ())
     })?;
     let targets = other_nodes(store, dc, &[me.as_str()])?;
     let requests: Vec<Request> = targets
         .iter()
-        .map(|a| Request::LomShare {
-            version: AGENT_PROTOCOL_VERSION,
-            session_id: dc.sid().to_owned(),
-            round: tau.0,
-            label: tau.1,
-            share: hex::encode(shares[dc.node_index(&a.label).expect("a node")].as_slice()),
+        .map(|a| {
+            let h = dc.node_index(&a.label).expect("a node");
+            secrets.request_for(dc, tau, &a.label, h)
         })
         .collect();
     let (dialer, _) = Dialer::for_home(home)?;
@@ -178,27 +241,7 @@ pub(crate) fn share_self_seed(
         requests,
         Instant::now() + NODE_TO_NODE_TIMEOUT,
     ))?;
-    let mut report = ShareReport {
-        holders: vec![me],
-        missed: Vec::new(),
-    };
-    for (target, answer) in targets.iter().zip(answers) {
-        match answer {
-            Ok(Reply::Stored) => report.holders.push(target.label.clone()),
-            Ok(Reply::Refused { error }) => report.missed.push((
-                target.label.clone(),
-                error.report_from(&target.label).message,
-            )),
-            Ok(other) => report.missed.push((
-                target.label.clone(),
-                format!(
-                    "answered {} instead of storing the share",
-                    reply_name(&other)
-                ),
-            )),
-            Err(e) => report.missed.push((target.label.clone(), e.to_string())),
-        }
-    }
+    let report = share_report(me, &targets, answers);
     if report.holders.len() < dc.t {
         let why: Vec<String> = report
             .missed
@@ -206,8 +249,9 @@ pub(crate) fn share_self_seed(
             .map(|(w, e)| format!("{w}: {e}"))
             .collect();
         return Err(Error::peer(format!(
-            "only {} of the {n} nodes hold a share of this node's self-mask for round {} label {}, fewer than the threshold {}: nobody could unmask its vector ({})",
+            "only {} of the {} nodes hold a share of this node's self-mask for round {} label {}, fewer than the threshold {}: nobody could unmask its vector ({})",
             report.holders.len(),
+            dc.nodes.len(),
             tau.0,
             tau.1,
             dc.t,
@@ -216,46 +260,95 @@ pub(crate) fn share_self_seed(
         .with_hint("round numbers are used once: mask with the next round when the other nodes' agents run"));
     }
     crate::fault::at(crate::fault::Step::DropoutShared)?;
-    Ok((seed, report))
+    Ok((secrets.seed, report))
 }
 
-/// At node v's agent: stores `share` (hex) from node `from` for τ, durably, before the agent
-/// answers. The same share again is accepted (a retried send); another one is refused.
+fn share_report(me: String, targets: &[AgentAddress], answers: Vec<Result<Reply>>) -> ShareReport {
+    let mut report = ShareReport {
+        holders: vec![me],
+        missed: Vec::new(),
+    };
+    for (target, answer) in targets.iter().zip(answers) {
+        let who = target.label.clone();
+        match answer {
+            Ok(Reply::Stored) => report.holders.push(who),
+            Ok(Reply::Refused { error }) => {
+                let why = error.report_from(&target.label).message;
+                report.missed.push((who, why))
+            }
+            Ok(other) => report.missed.push((
+                who,
+                format!(
+                    "answered {} instead of storing the shares",
+                    reply_name(&other)
+                ),
+            )),
+            Err(e) => report.missed.push((who, e.to_string())),
+        }
+    }
+    report
+}
+
+/// At node v's agent: stores the shares from node `from` for τ (`share_hex`, of its self-mask
+/// seed; `seed_shares`, of its round seed with each other node but v), durably and all at once,
+/// before the agent answers. The same shares again are accepted (a retried send); another share
+/// of any of those secrets refuses them all.
 pub(crate) fn accept_share(
     store: &mut Store,
     from: &PartyId,
     session: &SessionId,
     tau: Tau,
     share_hex: &str,
+    seed_shares: &[(String, String)],
 ) -> Result<()> {
     let dc = DropoutContext::load(store, session, Role::Node)?;
     dc.check_other_node(from, "send self-mask shares")?;
-    let share = Zeroizing::new(hex::decode(share_hex).map_err(|_| {
-        Error::invalid(format!(
-            "the self-mask share from `{from}` is not hexadecimal"
-        ))
-    })?);
+    let mut rows = vec![(from.as_str(), decode_share(from, share_hex)?)];
+    for (about, hex_share) in seed_shares {
+        let fine = dc.node_index(about).is_some() && about != from.as_str() && about != dc.me();
+        if !fine || rows.iter().any(|(a, _)| a == about) {
+            return Err(Error::invalid(format!(
+                "`{from}` sent a share of its round seed with `{}`, which is no other node of LOM context {session}, or twice",
+                about.escape_debug()
+            )));
+        }
+        rows.push((about.as_str(), decode_share(from, hex_share)?));
+    }
+    let now = OffsetDateTime::now_utc();
+    let keep = KEPT_SHARE_ROUNDS * dc.nodes.len();
+    let stored = store.write(|tx| {
+        ensure_context(tx, dc.sid())?;
+        let mut all = Vec::with_capacity(rows.len());
+        for (about, share) in &rows {
+            all.push(lom_shares::insert(tx, dc.sid(), tau, (from.as_str(), about), share, now)?);
+        }
+        if all.contains(&lom_shares::Stored::Different) {
+            // Nothing of this request is kept: the transaction is rolled back.
+            return Err(Error::conflict(format!(
+                "`{from}` already sent this node other shares for round {} label {} of LOM context {}: a node's secrets of a round are drawn once",
+                tau.0, tau.1, session
+            )));
+        }
+        lom_shares::keep_latest(tx, dc.sid(), from.as_str(), keep)?;
+        Ok(())
+    });
+    stored?;
+    crate::fault::at(crate::fault::Step::DropoutShareStored)
+}
+
+fn decode_share(from: &PartyId, hex_share: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let share = Zeroizing::new(
+        hex::decode(hex_share)
+            .map_err(|_| Error::invalid(format!("a share from `{from}` is not hexadecimal")))?,
+    );
     if share.len() != dropout::SHARE_LEN {
         return Err(Error::invalid(format!(
-            "the self-mask share from `{from}` is {} bytes, not {}",
+            "a share from `{from}` is {} bytes, not {}",
             share.len(),
             dropout::SHARE_LEN
         )));
     }
-    let now = OffsetDateTime::now_utc();
-    let stored = store.write(|tx| {
-        ensure_context(tx, dc.sid())?;
-        let stored = lom_shares::insert(tx, dc.sid(), tau, from.as_str(), &share, now)?;
-        lom_shares::keep_latest(tx, dc.sid(), from.as_str(), KEPT_SHARE_ROUNDS)?;
-        Ok(stored)
-    })?;
-    if stored == lom_shares::Stored::Different {
-        return Err(Error::conflict(format!(
-            "`{from}` already sent this node another share for round {} label {} of LOM context {}: a self-mask is drawn once per round",
-            tau.0, tau.1, session
-        )));
-    }
-    crate::fault::at(crate::fault::Step::DropoutShareStored)
+    Ok(share)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -452,12 +545,19 @@ pub struct Reveal {
     pub shares: Vec<(String, String)>,
     /// Its round seed (hex) with each dropped node.
     pub seeds: Vec<(String, String)>,
+    /// Its share (hex) of another survivor v's round seed with a dropped node d: (v, d, share),
+    /// for the researcher to rebuild that seed if v goes silent.
+    #[serde(default)]
+    pub seed_shares: Vec<(String, String, String)>,
 }
 
 impl Drop for Reveal {
     fn drop(&mut self) {
         use zeroize::Zeroize;
         for (_, s) in self.shares.iter_mut().chain(self.seeds.iter_mut()) {
+            s.zeroize();
+        }
+        for (_, _, s) in self.seed_shares.iter_mut() {
             s.zeroize();
         }
     }
@@ -516,9 +616,17 @@ pub(crate) fn reveal(store: &mut Store, plan: &RevealPlan) -> Result<Reveal> {
     })?;
     crate::fault::at(crate::fault::Step::DropoutRevealRecorded)?;
     let mut out = Reveal::default();
-    for (from, share) in held {
-        if plan.survivors.contains(&from) {
-            out.shares.push((from, hex::encode(share.as_slice())));
+    for held in held {
+        // Only shares of survivors' secrets: of a survivor's self-mask, or of its round seed
+        // with a dropped node (what this node reveals about that dropped node).
+        if !plan.survivors.contains(&held.from) {
+            continue;
+        }
+        let share = hex::encode(held.share.as_slice());
+        if held.about == held.from {
+            out.shares.push((held.from, share));
+        } else if !plan.survivors.contains(&held.about) {
+            out.seed_shares.push((held.from, held.about, share));
         }
     }
     if !secrets.is_empty() {
@@ -775,7 +883,9 @@ fn recover_self_seeds(
     Ok(out)
 }
 
-/// (survivor, dropped, round seed) for every survivor and every node dropped before masking.
+/// (survivor, dropped, round seed) for every survivor and every node dropped before masking:
+/// revealed by the survivor itself, or, when it went silent, rebuilt from the shares of it that
+/// the answering survivors revealed.
 fn dangling_seeds(
     dc: &DropoutContext,
     tau: Tau,
@@ -786,32 +896,76 @@ fn dangling_seeds(
     let mut out = Vec::new();
     for d in &dropouts.before_masking {
         for v in survivors {
-            let seed = reveals
-                .get(v)
-                .and_then(|r| r.seeds.iter().find(|(with, _)| with == d))
-                .ok_or_else(|| {
-                    Error::peer(format!(
-                        "{v} went silent while unmasking round {} label {} of LOM context {}, and {d} dropped before masking: the mask between them cannot be removed, and no result is given",
-                        tau.0,
-                        tau.1,
-                        dc.sid()
-                    ))
-                    .with_hint("a round survives nodes dropping before masking or survivors going silent after, not both; go on with the next round")
-                })?;
-            let bytes = hex::decode(&seed.1)
-                .ok()
-                .filter(|b| b.len() == 32)
-                .ok_or_else(|| {
-                    Error::peer(format!(
-                        "{v} revealed a round seed that is not 32 hexadecimal bytes"
-                    ))
-                })?;
-            let mut key = Zeroizing::new([0u8; 32]);
-            key.copy_from_slice(&bytes);
-            out.push((v.clone(), d.clone(), key));
+            let seed = match reveals.get(v) {
+                Some(r) => revealed_seed(v, d, r)?,
+                None => rebuilt_seed(dc, tau, (v, d), reveals)?,
+            };
+            out.push((v.clone(), d.clone(), seed));
         }
     }
     Ok(out)
+}
+
+/// The round seed with `d` that survivor `v` revealed in `r`.
+fn revealed_seed(v: &str, d: &str, r: &Reveal) -> Result<Zeroizing<Key32>> {
+    let (_, seed) = r.seeds.iter().find(|(with, _)| with == d).ok_or_else(|| {
+        Error::peer(format!(
+            "{v} revealed no round seed with {d}, which dropped before masking"
+        ))
+    })?;
+    let bytes = Zeroizing::new(
+        hex::decode(seed)
+            .ok()
+            .filter(|b| b.len() == 32)
+            .ok_or_else(|| {
+                Error::peer(format!(
+                    "{v} revealed a round seed that is not 32 hexadecimal bytes"
+                ))
+            })?,
+    );
+    let mut key = Zeroizing::new([0u8; 32]);
+    key.copy_from_slice(&bytes);
+    Ok(key)
+}
+
+/// Silent survivor `v`'s round seed with dropped `d`, from t or more of the answering
+/// survivors' shares of it (checked for consistency beyond t).
+fn rebuilt_seed(
+    dc: &DropoutContext,
+    tau: Tau,
+    (v, d): (&str, &str),
+    reveals: &BTreeMap<String, Reveal>,
+) -> Result<Zeroizing<Key32>> {
+    let mut held: Vec<(u32, Zeroizing<Vec<u8>>)> = Vec::new();
+    for (holder, r) in reveals {
+        let x = dc.node_index(holder).expect("a survivor is a node") as u32 + 1;
+        for (of, with, share) in &r.seed_shares {
+            if of == v && with == d {
+                let bytes = hex::decode(share).map_err(|_| {
+                    Error::peer(format!("{holder} revealed a share that is not hexadecimal"))
+                })?;
+                held.push((x, Zeroizing::new(bytes)));
+            }
+        }
+    }
+    if held.len() < dc.t {
+        return Err(Error::peer(format!(
+            "{v} went silent while unmasking round {} label {} of LOM context {}, and only {} shares of its round seed with {d} (which dropped before masking) arrived, fewer than the threshold {}: the mask between them cannot be removed, and no result is given",
+            tau.0,
+            tau.1,
+            dc.sid(),
+            held.len(),
+            dc.t
+        ))
+        .with_hint("too many survivors went silent while unmasking; go on with the next round"));
+    }
+    let refs: Vec<(u32, &[u8])> = held.iter().map(|(x, s)| (*x, s.as_slice())).collect();
+    dropout::recover_seed(&refs, dc.t).map_err(|e| {
+        e.context(format!(
+            "the shares of the round seed of {v} with {d} (round {} label {})",
+            tau.0, tau.1
+        ))
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -222,7 +222,8 @@ pub fn encrypt_lom_values(
             // leaves shares at other nodes for a round this node never masks again.
             record_round(&mut store, &req.session, req.round, req.label)?;
             let tau = (req.round, req.label);
-            let (seed, report) = lom_dropout::share_self_seed(home, &mut store, &dc, tau)?;
+            let with = (pairs.as_slice(), stream, &nonce);
+            let (seed, report) = lom_dropout::share_self_seed(home, &mut store, &dc, tau, with)?;
             let values = lom::dropout::protect(&me, &pairs, nodes, stream, &q, &nonce, &seed)?;
             (lom::Masked { values, clipped }, Some(report))
         }

@@ -263,9 +263,9 @@ mod tests {
     /// 10 nodes, t = 6: `dropped_before` never send their vector; the others do, and
     /// `silent_after` of those then answer nothing (their self-masks come from the others'
     /// shares). The recovered sum is the plain sum over the survivors. (A survivor silent in the
-    /// unmasking step cannot reveal its per-round seed with a node that dropped before masking:
-    /// with both kinds of dropout at once the round cannot be unmasked and must fail cleanly, as
-    /// in the protocol, which shares self-mask seeds only.)
+    /// unmasking step cannot reveal its per-round seed with a node that dropped before masking;
+    /// the protocol, `aggregate::lom_dropout`, shares those seeds t-of-n too, so that both kinds
+    /// at once still unmask: `tests/e2e_dropout.rs`.)
     fn round(dropped_before: &[usize], silent_after: &[usize]) {
         let n = 10;
         let t = 6;

@@ -158,7 +158,9 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (session_id, round, label)
     ) STRICT;",
     // v9: LOM rounds that survive dropouts (issue 24). A context's dropout threshold t (NULL: no
-    // dropout tolerance); the self-mask seed shares a node received per round, from each node;
+    // dropout tolerance); the shares a node received per round from each node, of that node's
+    // self-mask seed (`about_id` = `from_id`) and of its round seed with another node
+    // (`about_id` = that node);
     // the survivor set the researcher announced to this node per round (fixed once recorded);
     // and what this node revealed per round and party (a share of its self-mask or the round's
     // pairwise seed with it, never both).
@@ -169,9 +171,10 @@ const MIGRATIONS: &[&str] = &[
         round           INTEGER NOT NULL CHECK (round >= 0),
         label           INTEGER NOT NULL CHECK (label >= 0),
         from_id         TEXT NOT NULL,
+        about_id        TEXT NOT NULL,
         share           BLOB NOT NULL,
         received_at     INTEGER NOT NULL,
-        PRIMARY KEY (session_id, round, label, from_id)
+        PRIMARY KEY (session_id, round, label, from_id, about_id)
     ) STRICT;
     CREATE TABLE lom_announcements (
         session_id      TEXT NOT NULL,
