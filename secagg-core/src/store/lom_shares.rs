@@ -85,20 +85,29 @@ pub fn insert(
 
 /// Keeps the `keep` most recently received shares from `from_id` under `session_id` and deletes
 /// the rest: a registered node that sends shares for ever more rounds cannot fill this store.
-/// Returns how many were deleted.
+/// Returns how many were deleted. Cheap below the cap (one count on the sender's index), which
+/// is where a federation that reveals its rounds stays.
 pub fn keep_latest(
     conn: &Connection,
     session_id: &str,
     from_id: &str,
     keep: usize,
 ) -> Result<usize> {
+    let fail = |e| Error::store("while deleting old shares", e);
+    let held: i64 = conn
+        .prepare_cached("SELECT count(*) FROM lom_shares WHERE session_id = ?1 AND from_id = ?2")
+        .and_then(|mut st| st.query_row(params![session_id, from_id], |r| r.get(0)))
+        .map_err(fail)?;
+    if held as usize <= keep {
+        return Ok(0);
+    }
     conn.prepare_cached(
-        "DELETE FROM lom_shares WHERE session_id = ?1 AND from_id = ?2 AND rowid NOT IN (
+        "DELETE FROM lom_shares WHERE rowid IN (
             SELECT rowid FROM lom_shares WHERE session_id = ?1 AND from_id = ?2
-            ORDER BY received_at DESC, rowid DESC LIMIT ?3)",
+            ORDER BY received_at, rowid LIMIT ?3)",
     )
-    .and_then(|mut st| st.execute(params![session_id, from_id, keep as i64]))
-    .map_err(|e| Error::store("while deleting old shares", e))
+    .and_then(|mut st| st.execute(params![session_id, from_id, held - keep as i64]))
+    .map_err(fail)
 }
 
 /// The shares stored for (`round`, `label`) of `session_id`.

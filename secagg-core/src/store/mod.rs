@@ -176,6 +176,7 @@ const MIGRATIONS: &[&str] = &[
         received_at     INTEGER NOT NULL,
         PRIMARY KEY (session_id, round, label, from_id, about_id)
     ) STRICT;
+    CREATE INDEX lom_shares_by_sender ON lom_shares (session_id, from_id, received_at);
     CREATE TABLE lom_announcements (
         session_id      TEXT NOT NULL,
         round           INTEGER NOT NULL CHECK (round >= 0),
