@@ -67,6 +67,21 @@ fn weight(i: usize) -> u64 {
 
 /// Node `i` masks its parameters for `round` (with `env`), writing `masked-<i>.json`.
 fn mask(s: &Setup, i: usize, round: u64, env: &[(&str, &str)]) -> (support::Run, PathBuf) {
+    mask_full(s, i, round, &[], env)
+}
+
+/// [`mask`] with `extra` arguments.
+fn mask_with(s: &Setup, i: usize, round: u64, extra: &[&str]) -> (support::Run, PathBuf) {
+    mask_full(s, i, round, extra, &[])
+}
+
+fn mask_full(
+    s: &Setup,
+    i: usize,
+    round: u64,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (support::Run, PathBuf) {
     let dir = s.fed.dir.join(format!("round-{round}"));
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(format!("params-{i}.json"));
@@ -74,14 +89,9 @@ fn mask(s: &Setup, i: usize, round: u64, env: &[(&str, &str)]) -> (support::Run,
     let out = dir.join(format!("masked-{i}.json"));
     let weight = weight(i).to_string();
     let home = s.fed.parties[i].home.root();
-    let run = lom_encrypt(
-        home,
-        &s.session,
-        round,
-        (&p, &out),
-        &["--weight", &weight],
-        env,
-    );
+    let mut args = vec!["--weight", weight.as_str()];
+    args.extend_from_slice(extra);
+    let run = lom_encrypt(home, &s.session, round, (&p, &out), &args, env);
     (run, out)
 }
 
@@ -336,6 +346,17 @@ fn fewer_survivors_than_the_threshold_fail_cleanly_and_the_next_round_works() {
     let mut s = setup(5, 3, |_| None);
     let (_, files) = mask_all(&s, 1, 0, &[]);
     assert_eq!(files.len(), 5);
+    // Fed-BioMed v6's profiles have no self-mask: refused before the round is spent.
+    let (run, out) = mask_with(&s, 1, 9, &["--profile", "fedbiomed-v6"]);
+    run.fails_with(3, "only secagg's profile does");
+    assert!(!out.exists());
+    let shown = secagg(
+        s.fed.parties[1].home.root(),
+        &["context", "show", &s.session, "--format", "json"],
+    )
+    .ok()
+    .json();
+    assert_eq!(shown["rounds_used"], serde_json::json!([1]), "{shown}");
     // Two files of five, threshold three: refused before any node is asked anything.
     let out = s.fed.dir.join("avg-1.json");
     unmask(&s, 1, &files[..2], &out).fails_with(3, "fewer than its dropout threshold 3");
