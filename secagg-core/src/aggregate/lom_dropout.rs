@@ -853,18 +853,13 @@ fn recover_self_seeds(
 ) -> Result<Vec<Zeroizing<Key32>>> {
     let mut out = Vec::with_capacity(survivors.len());
     for u in survivors {
-        let mut held: Vec<(u32, Zeroizing<Vec<u8>>)> = Vec::new();
-        for (holder, r) in reveals {
-            let x = dc.node_index(holder).expect("a survivor is a node") as u32 + 1;
-            for (of, share) in &r.shares {
-                if of == u {
-                    let bytes = hex::decode(share).map_err(|_| {
-                        Error::peer(format!("{holder} revealed a share that is not hexadecimal"))
-                    })?;
-                    held.push((x, Zeroizing::new(bytes)));
-                }
-            }
-        }
+        let held = shares_revealed(dc, reveals, |r| {
+            r.shares
+                .iter()
+                .filter(|(of, _)| of == u)
+                .map(|(_, share)| share)
+                .collect()
+        })?;
         if held.len() < dc.t {
             return Err(Error::peer(format!(
                 "only {} shares of the self-mask of {u} arrived for round {} label {}, fewer than the threshold {}: the round cannot be unmasked, and no result is given",
@@ -885,6 +880,26 @@ fn recover_self_seeds(
         out.push(seed);
     }
     Ok(out)
+}
+
+/// The shares of one secret that the answering survivors revealed (`pick` finds them in a
+/// reveal), each with its x (the holder's node index + 1), decoded.
+fn shares_revealed(
+    dc: &DropoutContext,
+    reveals: &BTreeMap<String, Reveal>,
+    pick: impl Fn(&Reveal) -> Vec<&String>,
+) -> Result<Vec<(u32, Zeroizing<Vec<u8>>)>> {
+    let mut held = Vec::new();
+    for (holder, r) in reveals {
+        let x = dc.node_index(holder).expect("a survivor is a node") as u32 + 1;
+        for share in pick(r) {
+            let bytes = hex::decode(share).map_err(|_| {
+                Error::peer(format!("{holder} revealed a share that is not hexadecimal"))
+            })?;
+            held.push((x, Zeroizing::new(bytes)));
+        }
+    }
+    Ok(held)
 }
 
 /// (survivor, dropped, round seed) for every survivor and every node dropped before masking:
@@ -940,18 +955,13 @@ fn rebuilt_seed(
     (v, d): (&str, &str),
     reveals: &BTreeMap<String, Reveal>,
 ) -> Result<Zeroizing<Key32>> {
-    let mut held: Vec<(u32, Zeroizing<Vec<u8>>)> = Vec::new();
-    for (holder, r) in reveals {
-        let x = dc.node_index(holder).expect("a survivor is a node") as u32 + 1;
-        for (of, with, share) in &r.seed_shares {
-            if of == v && with == d {
-                let bytes = hex::decode(share).map_err(|_| {
-                    Error::peer(format!("{holder} revealed a share that is not hexadecimal"))
-                })?;
-                held.push((x, Zeroizing::new(bytes)));
-            }
-        }
-    }
+    let held = shares_revealed(dc, reveals, |r| {
+        r.seed_shares
+            .iter()
+            .filter(|(of, with, _)| of == v && with == d)
+            .map(|(_, _, share)| share)
+            .collect()
+    })?;
     if held.len() < dc.t {
         return Err(Error::peer(format!(
             "{v} went silent while unmasking round {} label {} of LOM context {}, and only {} shares of its round seed with {d} (which dropped before masking) arrived, fewer than the threshold {}: the mask between them cannot be removed, and no result is given",
