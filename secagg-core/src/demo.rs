@@ -77,7 +77,7 @@ pub fn prepare_gated<T>(dir: &Path, nodes: usize, gate: &Mutex<T>) -> Result<Fed
     fs_secure::create_private_dir(&bundles_dir)?;
     drop(guard);
     let now = OffsetDateTime::now_utc();
-    let ports = crate::loopback::free_ports(nodes + 1)?;
+    let ports = crate::loopback::free_ports_below_ephemeral(nodes + 1)?;
     let mut parties = Vec::with_capacity(nodes + 1);
     let mut bundles = Vec::with_capacity(nodes + 1);
     for (i, port) in ports.iter().enumerate() {

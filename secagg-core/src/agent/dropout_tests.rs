@@ -59,6 +59,10 @@ fn federation_with_round_one(dir: &std::path::Path) -> Running {
         }));
         let started = std::time::Instant::now();
         while !*listening.lock().unwrap() {
+            if threads.last().unwrap().is_finished() {
+                let ended = threads.pop().unwrap().join();
+                panic!("an agent ended before it listened: {ended:?}");
+            }
             assert!(started.elapsed() < Duration::from_secs(10));
             std::thread::sleep(Duration::from_millis(5));
         }
