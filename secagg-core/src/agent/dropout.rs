@@ -129,13 +129,13 @@ async fn reveal(
         protocol::prepare_reveal(store, peer, session, tau)
     })?;
     let dialer = Arc::new(Dialer::new(&shared.own, &shared.key_pkcs8_der)?);
-    let question = |_| Request::LomSurvivors {
+    let question = Request::LomSurvivors {
         version: AGENT_PROTOCOL_VERSION,
         session_id: session.to_string(),
         round: tau.0,
         label: tau.1,
     };
-    let questions = plan.others.iter().map(question).collect();
+    let questions = vec![question; plan.others.len()];
     let until = Instant::now() + protocol::NODE_TO_NODE_TIMEOUT;
     let answers = ask_each(dialer, plan.others.clone(), questions, until).await;
     let compared = protocol::compare_announcements(&plan, answers)?;

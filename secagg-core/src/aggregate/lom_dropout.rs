@@ -211,7 +211,7 @@ impl RoundSecrets {
 /// store its shares (of b_u and of its round seeds with the others, `pairs`), and returns the
 /// seed once at least t nodes hold a share of it.
 pub(crate) fn share_self_seed(
-    home: &crate::home::Home,
+    signer: &crate::identity::Identity,
     store: &mut Store,
     dc: &DropoutContext,
     tau: Tau,
@@ -234,7 +234,7 @@ pub(crate) fn share_self_seed(
             secrets.request_for(dc, tau, &a.label, h)
         })
         .collect();
-    let (dialer, _) = Dialer::for_home(home)?;
+    let dialer = Dialer::new(signer, &signer.private_key_der()?)?;
     let answers = block_on(ask_each(
         Arc::new(dialer),
         targets.clone(),
@@ -796,19 +796,14 @@ async fn announce_then_reveal(
     targets: Vec<AgentAddress>,
     dropouts: &mut Dropouts,
 ) -> Result<BTreeMap<String, Reveal>> {
-    let round = |op: fn(String, u64, u64, Vec<String>) -> Request| {
-        targets
-            .iter()
-            .map(|_| op(dc.sid().to_owned(), tau.0, tau.1, survivors.to_vec()))
-            .collect::<Vec<_>>()
-    };
-    let announce = round(|session_id, round, label, survivors| Request::LomAnnounce {
+    let announcement = Request::LomAnnounce {
         version: AGENT_PROTOCOL_VERSION,
-        session_id,
-        round,
-        label,
-        survivors,
-    });
+        session_id: dc.sid().to_owned(),
+        round: tau.0,
+        label: tau.1,
+        survivors: survivors.to_vec(),
+    };
+    let announce = vec![announcement; targets.len()];
     let until = Instant::now() + NODE_TO_NODE_TIMEOUT;
     let answers = ask_each(dialer.clone(), targets.clone(), announce, until).await;
     let mut announced = Vec::new();
@@ -821,15 +816,13 @@ async fn announce_then_reveal(
     crate::fault::at(crate::fault::Step::DropoutResearcherAnnounced)?;
     // Every survivor that recorded U1 checks it against the others before revealing: the
     // comparison needs them all recorded, hence two rounds of requests.
-    let reveal_req = announced
-        .iter()
-        .map(|_| Request::LomReveal {
-            version: AGENT_PROTOCOL_VERSION,
-            session_id: dc.sid().to_owned(),
-            round: tau.0,
-            label: tau.1,
-        })
-        .collect();
+    let reveal = Request::LomReveal {
+        version: AGENT_PROTOCOL_VERSION,
+        session_id: dc.sid().to_owned(),
+        round: tau.0,
+        label: tau.1,
+    };
+    let reveal_req = vec![reveal; announced.len()];
     let until = Instant::now() + 2 * NODE_TO_NODE_TIMEOUT;
     let answers = ask_each(dialer, announced.clone(), reveal_req, until).await;
     let mut reveals = BTreeMap::new();

@@ -223,7 +223,7 @@ pub fn encrypt_lom_values(
             record_round(&mut store, &req.session, req.round, req.label)?;
             let tau = (req.round, req.label);
             let with = (pairs.as_slice(), stream, &nonce);
-            let (seed, report) = lom_dropout::share_self_seed(home, &mut store, &dc, tau, with)?;
+            let (seed, report) = lom_dropout::share_self_seed(&signer, &mut store, &dc, tau, with)?;
             let values = lom::dropout::protect(&me, &pairs, nodes, stream, &q, &nonce, &seed)?;
             (lom::Masked { values, clipped }, Some(report))
         }
