@@ -209,18 +209,12 @@ pub fn aggregate_check(
     session: &SessionId,
     parameters: usize,
 ) -> Result<AggregateCheck> {
-    use rand::Rng;
     let biprime = aggregate::Biprime::default_biprime0();
-    let mut rng = rand::thread_rng();
     let nodes = &federation.parties[1..];
-    let mut plain = vec![0.0f64; parameters];
+    let (inputs, plain) = random_inputs(nodes.len(), parameters);
     let mut files = Vec::with_capacity(nodes.len());
     let started = std::time::Instant::now();
-    for node in nodes {
-        let values: Vec<f64> = (0..parameters).map(|_| rng.gen_range(-2.0..2.0)).collect();
-        for (p, v) in plain.iter_mut().zip(&values) {
-            *p += v / nodes.len() as f64;
-        }
+    for (node, values) in nodes.iter().zip(inputs) {
         let req = aggregate::EncryptRequest::new(*session, 1, values);
         let file = aggregate::encrypt_round(&node.home, &req, &biprime, None)
             .map_err(|e| e.context(format!("node `{}`", node.party_id)))?;
@@ -241,6 +235,23 @@ pub fn aggregate_check(
         nodes: nodes.len(),
         ..compared(&avg.average, &plain, step, (encrypted, decrypted))
     })
+}
+
+/// Each of `nodes` nodes' random vector of `parameters` values in `[−2, 2]`, and their plain
+/// average.
+fn random_inputs(nodes: usize, parameters: usize) -> (Vec<Vec<f64>>, Vec<f64>) {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let inputs: Vec<Vec<f64>> = (0..nodes)
+        .map(|_| (0..parameters).map(|_| rng.gen_range(-2.0..2.0)).collect())
+        .collect();
+    let mut plain = vec![0.0f64; parameters];
+    for values in &inputs {
+        for (p, v) in plain.iter_mut().zip(values) {
+            *p += v / nodes as f64;
+        }
+    }
+    (inputs, plain)
 }
 
 /// The check of an `average` against the `plain` one, each value within `tolerance`, with the
@@ -323,17 +334,11 @@ pub fn aggregate_check_lom(
     session: &SessionId,
     parameters: usize,
 ) -> Result<AggregateCheck> {
-    use rand::Rng;
-    let mut rng = rand::thread_rng();
     let nodes = &federation.parties[1..];
-    let mut plain = vec![0.0f64; parameters];
+    let (inputs, plain) = random_inputs(nodes.len(), parameters);
     let mut files = Vec::with_capacity(nodes.len());
     let started = std::time::Instant::now();
-    for node in nodes {
-        let values: Vec<f64> = (0..parameters).map(|_| rng.gen_range(-2.0..2.0)).collect();
-        for (p, v) in plain.iter_mut().zip(&values) {
-            *p += v / nodes.len() as f64;
-        }
+    for (node, values) in nodes.iter().zip(inputs) {
         let req = aggregate::LomEncryptRequest {
             session: *session,
             round: 1,
