@@ -8,10 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use support::agents::{
-    context_of, contexts, federation, lom_encrypt, lom_session_run, researcher, Agent,
+    context_of, contexts, federation, lom_decrypt, lom_encrypt, lom_session_run, researcher, Agent,
 };
 use support::secagg;
-use support::secagg_env;
 
 mod support;
 
@@ -108,16 +107,9 @@ fn unmask_env(
     out: &Path,
     env: &[(&str, &str)],
 ) -> support::Run {
-    let mut args: Vec<String> = ["aggregate", "decrypt", "--scheme", "lom", "--session"]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-    args.push(s.session.clone());
-    args.extend(["--round".into(), round.to_string()]);
-    args.extend(files.iter().map(|f| f.to_str().unwrap().to_owned()));
-    args.extend(["-o".into(), out.to_str().unwrap().to_owned()]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    secagg_env(researcher(&s.fed), &refs, env)
+    let out = out.to_str().unwrap();
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    lom_decrypt(&s.fed, &s.session, round, &paths, &["-o", out], env)
 }
 
 /// Asserts the result in `out` is the weighted average of nodes `nodes`' parameters.

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use num_bigint::BigInt;
 use secagg_core::demo::Federation;
-use support::agents::{agents, federation, lom_encrypt, lom_session_run, researcher, Agent};
+use support::agents::{
+    agents, federation, lom_decrypt, lom_encrypt, lom_session_run, researcher, Agent,
+};
 use support::{secagg, Run};
 
 mod support;
@@ -512,25 +514,12 @@ fn lom_dropout_rounds(
                 if run.code != 0 {
                     bad.push(format!("round {round}, node {i} masking: {}", run.stderr));
                 }
-                files.push(out.to_str().unwrap().to_owned());
+                files.push(out);
                 sum += x[0];
                 nodes += 1;
             }
-            let r = round.to_string();
-            let mut args = vec![
-                "aggregate",
-                "decrypt",
-                "--scheme",
-                "lom",
-                "--session",
-                &session,
-                "--round",
-                &r,
-                "--format",
-                "json",
-            ];
-            args.extend(files.iter().map(String::as_str));
-            let run = secagg(researcher(&fed), &args);
+            let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+            let run = lom_decrypt(&fed, &session, round, &paths, &["--format", "json"], &[]);
             if run.code != 0 {
                 bad.push(format!("round {round} unmasking: {}", run.stderr));
                 continue;

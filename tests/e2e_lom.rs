@@ -7,7 +7,8 @@
 use std::path::Path;
 
 use support::agents::{
-    agents, assert_lom_round, context_of, contexts, federation, lom_session_run, researcher,
+    agents, assert_lom_round, context_of, contexts, federation, lom_decrypt, lom_session_run,
+    researcher,
 };
 use support::secagg;
 
@@ -84,20 +85,7 @@ fn a_lom_context_through_agents_gives_the_weighted_average_and_no_round_twice() 
     assert_lom_round(&fed, &session, 2);
     // A file relabelled as another node's is a second file from that node; a file with one
     // word changed does not verify.
-    let decrypt = |files: &[&Path]| {
-        let mut args: Vec<&str> = vec![
-            "aggregate",
-            "decrypt",
-            "--scheme",
-            "lom",
-            "--session",
-            &session,
-            "--round",
-            "1",
-        ];
-        args.extend(files.iter().map(|f| f.to_str().unwrap()));
-        secagg(researcher(&fed), &args)
-    };
+    let decrypt = |files: &[&Path]| lom_decrypt(&fed, &session, 1, files, &[], &[]);
     let original: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&files[1]).unwrap()).unwrap();
     let mut relabelled = original.clone();

@@ -31,6 +31,32 @@ pub fn lom_session_run(fed: &Federation, session: &str, extra: &[&str]) -> Run {
     secagg(researcher(fed), &args)
 }
 
+/// `secagg aggregate decrypt --scheme lom` at the researcher of `files` for `round`, with
+/// `extra` arguments and `env`.
+pub fn lom_decrypt(
+    fed: &Federation,
+    session: &str,
+    round: u64,
+    files: &[&Path],
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
+    let round = round.to_string();
+    let mut args = vec![
+        "aggregate",
+        "decrypt",
+        "--scheme",
+        "lom",
+        "--session",
+        session,
+        "--round",
+        &round,
+    ];
+    args.extend(files.iter().map(|f| f.to_str().unwrap()));
+    args.extend_from_slice(extra);
+    secagg_env(researcher(fed), &args, env)
+}
+
 /// `secagg aggregate encrypt --scheme lom` at `home` of the parameters in file `params` for
 /// `round`, writing `out`, with `extra` arguments and `env`.
 pub fn lom_encrypt(
@@ -357,23 +383,10 @@ pub fn assert_lom_round(fed: &Federation, session: &str, round: u64) -> Vec<Path
         total += (i + 1) as f64;
         files.push(out);
     }
-    let mut args: Vec<String> = [
-        "aggregate",
-        "decrypt",
-        "--scheme",
-        "lom",
-        "--session",
-        session,
-        "--round",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.push(round.to_string());
-    args.extend(files.iter().map(|f| f.to_str().unwrap().to_owned()));
-    args.extend(["--format".into(), "json".into()]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let avg = secagg(researcher(fed), &refs).ok().json();
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let avg = lom_decrypt(fed, session, round, &paths, &["--format", "json"], &[])
+        .ok()
+        .json();
     let got: Vec<f64> = avg["average"]
         .as_array()
         .unwrap()
